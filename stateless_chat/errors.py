@@ -1,0 +1,93 @@
+"""The one exception tree of stateless-chat.
+
+Every error a user can cause or meet is a ``ChatError``; the CLI catches it once,
+prints ``str(error)`` as a single line on stderr and exits with ``exit_code``::
+
+    ChatError                      base; exit_code 1
+    ├── UsageError                 bad command-line use or input; exit 2
+    │   ├── ConfigError            malformed config file, unknown key, wrong type; exit 2
+    │   └── MissingKeyError        no API key for an endpoint that needs one; exit 2
+    ├── CommandError               a slash command with a bad name or argument (REPL only)
+    ├── BudgetError                pins alone, or one message, exceed the token budget
+    └── RequestError               a request to the chat API failed; exit 1
+        ├── ConnectError           could not connect, or timed out
+        ├── ServerError            the server answered with an error status
+        │   └── ContextLengthError the server says the request is longer than its context
+        └── StreamError            the reply stream was cut or malformed
+
+Messages are written for the user: what happened and what to do. They never
+contain the API key (``redact`` removes it from any text that came from outside).
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """Base of every error stateless-chat reports to the user."""
+
+    exit_code = 1
+
+
+class UsageError(ChatError):
+    """The command line, a flag value or the input cannot be used."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The config file is malformed, has an unknown key or a value of the wrong type."""
+
+
+class MissingKeyError(UsageError):
+    """The endpoint needs an API key and none is configured."""
+
+
+class CommandError(ChatError):
+    """A slash command was unknown or got a bad argument; nothing was changed."""
+
+
+class BudgetError(ChatError):
+    """What must be sent (pins, system prompt, the new message) exceeds the budget."""
+
+
+class RequestError(ChatError):
+    """A request to the chat-completions API failed; the conversation is unchanged."""
+
+
+class ConnectError(RequestError):
+    """The endpoint could not be reached, or did not answer in time."""
+
+
+class ServerError(RequestError):
+    """The endpoint answered with an error status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ContextLengthError(ServerError):
+    """The server rejected the request as longer than its context window.
+
+    ``limit`` and ``requested`` are the numbers the server reported, when it did.
+    """
+
+    def __init__(
+        self, message: str, status: int | None = 400, limit: int | None = None, requested: int | None = None
+    ) -> None:
+        super().__init__(message, status)
+        self.limit = limit
+        self.requested = requested
+
+
+class StreamError(RequestError):
+    """The reply stream ended early or could not be parsed; the partial reply is discarded."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Return ``text`` with every occurrence of ``secret`` (and any bearer token) masked."""
+    import re
+
+    if secret:
+        text = text.replace(secret, "***")
+    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)

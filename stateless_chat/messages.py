@@ -1,0 +1,171 @@
+"""Value types that flow through the core: messages, history entries and events.
+
+Everything here is a frozen dataclass, so two values compare equal exactly when
+their contents do. The core emits events as these plain objects; the terminal
+layer (``render.py``) decides how they look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+Role = Literal["system", "user", "assistant"]
+EntryKind = Literal["turn", "file", "summary"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message as the API sees it."""
+
+    role: Role
+    content: str
+    name: str | None = None
+
+    def to_api(self) -> dict[str, str]:
+        """Return the JSON object the chat-completions API expects for this message."""
+        data = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            data["name"] = self.name
+        return data
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A message in the conversation, with what the client knows about it.
+
+    ``id`` is the stable number ``/history`` shows (1-based, never reused).
+    ``turn`` groups a user message with the assistant reply that answered it;
+    eviction removes whole turns so a request never opens with an orphan reply.
+    ``tokens`` is the message's billed size (content plus per-message overhead),
+    counted once when the entry is created.
+    """
+
+    id: int
+    message: Message
+    tokens: int
+    turn: int
+    pinned: bool = False
+    kind: EntryKind = "turn"
+    source: str | None = None  # the path, for entries added by /file
+
+    @property
+    def role(self) -> Role:
+        return self.message.role
+
+    @property
+    def content(self) -> str:
+        return self.message.content
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage the server reported for one request (``None`` when it did not say)."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+# ---- events -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evicted:
+    """Whole turns were dropped from the request to fit the budget."""
+
+    turns: tuple[int, ...]
+    messages: int
+    tokens: int
+    total_after: int
+    budget: int
+
+
+@dataclass(frozen=True)
+class Summarized:
+    """The oldest turns were folded into the running summary."""
+
+    turns: tuple[int, ...]
+    tokens_before: int
+    tokens_after: int
+
+
+@dataclass(frozen=True)
+class SummaryFailed:
+    """The summary call failed; the policy fell back to dropping the oldest turns."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class OverBudget:
+    """The request exceeds the budget and the policy chose not to evict."""
+
+    total: int
+    budget: int
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """A request failed with a retryable error and will be sent again after ``delay`` seconds."""
+
+    endpoint: str
+    attempt: int
+    max_retries: int
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailedOver:
+    """An endpoint failed; the same payload goes to ``next_endpoint``."""
+
+    endpoint: str
+    reason: str
+    next_endpoint: str
+
+
+@dataclass(frozen=True)
+class ContextRetry:
+    """The server said the context was too long; history was cut further and the request resent."""
+
+    reported_limit: int | None
+    reported_tokens: int | None
+    new_budget: int
+
+
+@dataclass(frozen=True)
+class UsageMissing:
+    """The server's reply carried no ``usage``; counts stay our own estimates."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A plain informational line from the core."""
+
+    text: str
+
+
+Event = Union[
+    Evicted,
+    Summarized,
+    SummaryFailed,
+    OverBudget,
+    Retrying,
+    FailedOver,
+    ContextRetry,
+    UsageMissing,
+    Notice,
+]
+
+
+@dataclass(frozen=True)
+class TurnStats:
+    """What one turn cost: our estimate and what the server reported."""
+
+    turn: int
+    estimated_prompt_tokens: int
+    reported_prompt_tokens: int | None
+    reported_completion_tokens: int | None
+    baseline_prompt_tokens: int  # what the request would have cost with no eviction
+    evictions: int = 0
+    events: tuple[Event, ...] = field(default=())
