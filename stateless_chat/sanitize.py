@@ -1,0 +1,69 @@
+"""Make untrusted model output safe to show in a terminal.
+
+A reply may contain escape sequences that clear the screen, move the cursor,
+retitle the window or write the clipboard (OSC 52). ``strip_controls`` removes
+every such sequence and every control character except newline and tab.
+``ControlStripper`` does the same for a stream whose chunks may split a sequence.
+"""
+
+from __future__ import annotations
+
+import re
+
+# CSI: ESC [ params intermediates final. OSC/DCS/SOS/PM/APC: ESC ] ... (BEL | ESC \).
+# Other ESC sequences: ESC, optional intermediates, one final byte. 8-bit C1 forms too.
+_SEQUENCE = re.compile(
+    r"""
+    (?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]                          # CSI
+  | (?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c)  # OSC, DCS, SOS, PM, APC
+  | \x1b[ -/]*[0-~]                                           # two-byte and nF escapes
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# A sequence that has started but not ended yet: hold it back until more arrives.
+_UNFINISHED = re.compile(
+    r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x9c]*\Z"  # string sequence awaiting its terminator
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*\Z"  # CSI awaiting its final byte
+    r"|\x1b[ -/]*\Z"  # bare ESC
+)
+
+# Longest unfinished string sequence we hold back before giving up on it (and dropping it).
+_MAX_PENDING = 4096
+
+
+def strip_controls(text: str) -> str:
+    """Return ``text`` without terminal escape sequences or control characters (``\\n``, ``\\t`` stay).
+
+    A carriage return is kept only as part of ``\\r\\n`` (turned into ``\\n``), so a reply
+    cannot overwrite what was already shown on its line.
+    """
+    text = _SEQUENCE.sub("", text).replace("\r\n", "\n")
+    return _CONTROL.sub("", text)
+
+
+class ControlStripper:
+    """Strip controls from a stream of chunks; a sequence split across chunks is still removed."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, chunk: str) -> str:
+        """Return the safe text that can be shown now; an unfinished sequence is held back."""
+        text = self._pending + chunk
+        self._pending = ""
+        match = _UNFINISHED.search(text)
+        if match and len(text) - match.start() <= _MAX_PENDING:
+            self._pending = text[match.start() :]
+            text = text[: match.start()]
+        elif text.endswith("\r"):
+            self._pending, text = "\r", text[:-1]
+        return strip_controls(text)
+
+    def flush(self) -> str:
+        """Return what was held back, stripped (an unfinished sequence at the end is dropped)."""
+        text, self._pending = self._pending, ""
+        match = _UNFINISHED.search(text)
+        if match:
+            text = text[: match.start()]
+        return strip_controls(text)
