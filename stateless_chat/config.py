@@ -1,0 +1,466 @@
+"""Settings and where they come from.
+
+Precedence, lowest first: the defaults in ``Settings``, the config file (TOML),
+the environment, then command-line flags. Every layer is validated before it is
+applied, so an error names where the bad value came from (the file and key, the
+environment variable, or the flag). The API key never appears in ``repr`` of
+``Settings`` nor in any error message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from stateless_chat.errors import ConfigError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BUDGET = 32000
+UNKNOWN_CONTEXT_WINDOW = 8192
+POLICIES = ("drop-oldest", "summarize", "none")
+APP_NAME = "stateless-chat"
+
+# Known context windows; matched as a prefix of the model name, longest prefix first.
+_CONTEXT_WINDOWS: dict[str, int] = {
+    "gpt-5": 400000,
+    "gpt-4.1": 1047576,
+    "gpt-4.5": 128000,
+    "gpt-4o": 128000,
+    "gpt-4o-mini": 128000,
+    "chatgpt-4o": 128000,
+    "gpt-4-turbo": 128000,
+    "gpt-4-1106-preview": 128000,
+    "gpt-4-0125-preview": 128000,
+    "gpt-4-32k": 32768,
+    "gpt-4": 8192,
+    "gpt-3.5-turbo": 16385,
+    "o1": 200000,
+    "o1-mini": 128000,
+    "o1-preview": 128000,
+    "o3": 200000,
+    "o3-mini": 200000,
+    "o4-mini": 200000,
+    "deepseek-chat": 128000,
+    "deepseek-reasoner": 128000,
+    "llama3": 8192,
+    "llama3.1": 131072,
+    "llama3.2": 131072,
+    "llama3.3": 131072,
+    "llama-3": 8192,
+    "llama-3.1": 131072,
+    "llama-3.2": 131072,
+    "llama-3.3": 131072,
+    "mistral": 32768,
+    "mixtral": 32768,
+    "qwen2.5": 32768,
+    "gemma2": 8192,
+}
+_PREFIXES_LONGEST_FIRST = sorted(_CONTEXT_WINDOWS, key=len, reverse=True)
+
+
+def context_window_for(model: str) -> int:
+    """Return the context window, in tokens, of ``model``; 8192 when the model is unknown.
+
+    Matching is case-insensitive on the part after the last ``/`` (so routed names
+    like ``openai/gpt-4o`` work) and takes the longest known prefix that ends at a
+    word boundary: ``gpt-4o-2024-08-06`` is ``gpt-4o`` but ``gpt-4x`` is unknown.
+    8192 is the conservative guess so an unknown model is never sent too much.
+    """
+    name = model.rsplit("/", 1)[-1].strip().lower()
+    for prefix in _PREFIXES_LONGEST_FIRST:
+        if name.startswith(prefix) and (len(name) == len(prefix) or not name[len(prefix)].isalnum()):
+            return _CONTEXT_WINDOWS[prefix]
+    return UNKNOWN_CONTEXT_WINDOW
+
+
+class _Invalid(Exception):
+    """A value does not fit its setting; ``expected`` says what would (e.g. "a positive integer")."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def _type_name(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array"}
+    if isinstance(value, dict):
+        return "a table"
+    return names.get(type(value), type(value).__name__)
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("a string")
+    return value
+
+
+def _nonempty_str(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("a non-empty string")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("a boolean (true or false)")
+    return value
+
+
+def _int(value: object, *, minimum: int, expected: str) -> int:
+    # bool is a subclass of int; `true` is not a number of tokens.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _Invalid(expected)
+    return value
+
+
+def _positive_int(value: object) -> int:
+    return _int(value, minimum=1, expected="a positive integer")
+
+
+def _nonnegative_int(value: object) -> int:
+    return _int(value, minimum=0, expected="a non-negative integer")
+
+
+def _float(value: object, *, expected: str, low: float, high: float, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(expected)
+    number = float(value)
+    if not math.isfinite(number) or number > high or number < low or (low_open and number == low):
+        raise _Invalid(expected)
+    return number
+
+
+def _temperature(value: object) -> float:
+    return _float(value, expected="a number from 0 to 2", low=0.0, high=2.0)
+
+
+def _timeout(value: object) -> float:
+    return _float(value, expected="a positive number of seconds", low=0.0, high=math.inf, low_open=True)
+
+
+def _policy(value: object) -> str:
+    if value not in POLICIES:
+        raise _Invalid("one of " + ", ".join(POLICIES))
+    assert isinstance(value, str)
+    return value
+
+
+def _url(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("a URL string")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _Invalid("an http:// or https:// URL")
+    return value.strip()
+
+
+def _urls(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _Invalid("an array of URL strings")
+    try:
+        return tuple(_url(item) for item in value)
+    except _Invalid:
+        raise _Invalid("an array of http:// or https:// URLs") from None
+
+
+def _optional(check: Callable[[object], Any]) -> Callable[[object], Any]:
+    def optional_check(value: object) -> Any:
+        return None if value is None else check(value)
+
+    return optional_check
+
+
+# One checker per field: returns the value to store (ints widened to float,
+# lists to tuples) or raises _Invalid. TOML has no null, so only the defaults
+# and `replace` ever pass None to an optional setting.
+_CHECKS: dict[str, Callable[[object], Any]] = {
+    "model": _nonempty_str,
+    "base_url": _optional(_url),
+    "base_urls": _urls,
+    "api_key": _optional(_str),
+    "system": _optional(_str),
+    "stream": _bool,
+    "temperature": _optional(_temperature),
+    "max_tokens": _optional(_positive_int),
+    "reply_reserve": _positive_int,
+    "context_window": _optional(_positive_int),
+    "budget": _optional(_positive_int),
+    "policy": _policy,
+    "encoding": _optional(_nonempty_str),
+    "default_encoding": _nonempty_str,
+    "pin_system": _bool,
+    "max_retries": _nonnegative_int,
+    "timeout": _timeout,
+    "history_file": _optional(_nonempty_str),
+    "local_model": _optional(_nonempty_str),
+}
+
+_SECRET_FIELDS = frozenset({"api_key"})
+
+
+def _describe(name: str, value: object) -> str:
+    """Return how to show a rejected value: its type for secrets, else a short repr."""
+    if name in _SECRET_FIELDS:
+        return _type_name(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of stateless-chat; construct it and it is valid, or ``ConfigError`` is raised."""
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    base_urls: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    system: str | None = None
+    stream: bool = True
+    temperature: float | None = None
+    max_tokens: int | None = None
+    reply_reserve: int = 1024
+    context_window: int | None = None
+    budget: int | None = None
+    policy: str = "drop-oldest"
+    encoding: str | None = None
+    default_encoding: str = "o200k_base"
+    pin_system: bool = True
+    max_retries: int = 2
+    timeout: float = 60.0
+    history_file: str | None = None
+    local_model: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS.items():
+            value = getattr(self, name)
+            try:
+                checked = check(value)
+            except _Invalid as error:
+                raise ConfigError(
+                    f"setting {name} must be {error.expected}, got {_describe(name, value)}"
+                ) from None
+            if checked is not value:
+                object.__setattr__(self, name, checked)
+        if self.effective_reply_reserve >= self.effective_context_window:
+            source = "max_tokens" if self.max_tokens is not None else "reply_reserve"
+            raise ConfigError(
+                f"{source} ({self.effective_reply_reserve}) leaves no room for the prompt in the "
+                f"{self.effective_context_window}-token context window of {self.model}; "
+                "lower it or set context_window"
+            )
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Return the base URLs to try, in order: ``base_urls`` if set, else the one base URL."""
+        if self.base_urls:
+            return self.base_urls
+        return (self.base_url or DEFAULT_BASE_URL,)
+
+    @property
+    def uses_default_endpoint(self) -> bool:
+        """Return True when every endpoint is OpenAI's own (so an API key is certainly required)."""
+        return all(urlsplit(url).hostname == "api.openai.com" for url in self.endpoints)
+
+    @property
+    def effective_context_window(self) -> int:
+        """Return ``context_window`` if set, else the known window of ``model`` (8192 if unknown)."""
+        return self.context_window if self.context_window is not None else context_window_for(self.model)
+
+    @property
+    def effective_reply_reserve(self) -> int:
+        """Return the tokens kept free for the reply: ``max_tokens`` when set, else ``reply_reserve``."""
+        return self.max_tokens if self.max_tokens is not None else self.reply_reserve
+
+    @property
+    def effective_budget(self) -> int:
+        """Return how many tokens the prompt (everything sent) may use.
+
+        That is ``budget`` (default 32000), capped so that the prompt plus the reply
+        reserve fits in the context window; the cap is always at least 1 because
+        construction rejects a reserve that fills the whole window.
+        """
+        wanted = self.budget if self.budget is not None else DEFAULT_BUDGET
+        return min(wanted, self.effective_context_window - self.effective_reply_reserve)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied; raises ``ConfigError`` if the result is invalid."""
+        unknown = sorted(set(changes) - set(_CHECKS))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]}{_suggestion(unknown[0], _CHECKS)}")
+        return dataclasses.replace(self, **changes)
+
+
+def _suggestion(key: str, choices: Mapping[str, object]) -> str:
+    matches = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def _xdg_dir(env: Mapping[str, str], variable: str, fallback: tuple[str, ...]) -> Path:
+    # The XDG spec says a relative path in these variables is invalid and must be ignored.
+    value = env.get(variable, "")
+    if value and Path(value).is_absolute():
+        return Path(value) / APP_NAME
+    home = env.get("HOME") or str(Path.home())
+    return Path(home).joinpath(*fallback, APP_NAME)
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    """Return ``$XDG_CONFIG_HOME/stateless-chat/config.toml``, else ``~/.config/stateless-chat/...``."""
+    return _xdg_dir(env, "XDG_CONFIG_HOME", (".config",)) / "config.toml"
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Return ``$XDG_DATA_HOME/stateless-chat``, else ``~/.local/share/stateless-chat``."""
+    return _xdg_dir(env, "XDG_DATA_HOME", (".local", "share"))
+
+
+def input_history_path(settings: Settings, env: Mapping[str, str]) -> Path:
+    """Return where the REPL keeps its input history: ``history_file`` (``~`` expanded) or the data dir."""
+    if settings.history_file is not None:
+        return Path(settings.history_file).expanduser()
+    return default_data_dir(env) / "input_history"
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not valid UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        position = _TOML_POSITION.search(message)
+        if position is None:
+            raise ConfigError(f"{path}: invalid TOML: {message}") from None
+        line, column = position.groups()
+        reason = message[: position.start()]
+        raise ConfigError(f"{path}, line {line}, column {column}: invalid TOML: {reason}") from None
+
+
+def _file_layer(path: Path) -> dict[str, object]:
+    """Return the validated settings of the config file at ``path``."""
+    raw = _read_toml(path)
+    layer: dict[str, object] = {}
+    for key, value in raw.items():
+        check = _CHECKS.get(key)
+        if check is None:
+            raise ConfigError(f"{path}: unknown key {key!r}{_suggestion(key, _CHECKS)}")
+        try:
+            layer[key] = check(value)
+        except _Invalid as error:
+            raise ConfigError(
+                f"{path}: {key!r} must be {error.expected}, got {_describe(key, value)}"
+            ) from None
+    if "base_url" in layer and "base_urls" in layer:
+        raise ConfigError(f"{path}: set either 'base_url' or 'base_urls', not both")
+    return layer
+
+
+# Environment variable -> (setting, parser of the string). Empty values are ignored,
+# so `OPENAI_BASE_URL=` in a shell means "not set".
+_ENV: dict[str, str] = {
+    "OPENAI_API_KEY": "api_key",
+    "OPENAI_BASE_URL": "base_url",
+    "STATELESS_CHAT_MODEL": "model",
+    "STATELESS_CHAT_BUDGET": "budget",
+    "STATELESS_CHAT_POLICY": "policy",
+}
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, object]:
+    """Return the validated settings given by environment variables."""
+    layer: dict[str, object] = {}
+    for variable, name in _ENV.items():
+        text = env.get(variable, "")
+        if not text.strip():
+            continue
+        value: object = text
+        if name == "budget":
+            value = int(text) if re.fullmatch(r"\s*[0-9]+\s*", text) else text
+        try:
+            layer[name] = _CHECKS[name](value)
+        except _Invalid as error:
+            raise ConfigError(
+                f"environment variable {variable} must be {error.expected}, got {_describe(name, text)}"
+            ) from None
+    return layer
+
+
+def _flag_name(name: str) -> str:
+    return "--no-stream" if name == "stream" else "--" + name.replace("_", "-")
+
+
+def _flag_layer(flags: Mapping[str, object]) -> dict[str, object]:
+    """Return the validated settings given as flags; a repeated ``--base-url`` becomes ``base_urls``."""
+    layer: dict[str, object] = {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        check = _CHECKS.get(name)
+        if check is None:
+            raise UsageError(f"unknown option {_flag_name(name)}")
+        if name == "base_url" and isinstance(value, (list, tuple)):
+            if not value:
+                continue
+            if len(value) > 1:
+                name, check = "base_urls", _CHECKS["base_urls"]
+            else:
+                value = value[0]
+        try:
+            layer[name] = check(value)
+        except _Invalid as error:
+            flag = _flag_name("base_url" if name == "base_urls" else name)
+            raise UsageError(f"{flag} must be {error.expected}, got {_describe(name, value)}") from None
+    return layer
+
+
+def _apply(settings: dict[str, Any], layer: Mapping[str, object]) -> None:
+    # A later layer that names an endpoint replaces the earlier endpoint(s) of either form.
+    if "base_url" in layer or "base_urls" in layer:
+        settings.pop("base_url", None)
+        settings.pop("base_urls", None)
+    settings.update(layer)
+
+
+def load_settings(config_path: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Settings:
+    """Return the settings from defaults < config file < environment < flags.
+
+    ``config_path`` must exist when given; without it the default path is read if
+    present. ``flags`` holds the flags the user gave, keyed by field name (None
+    values are ignored). Raises ``ConfigError`` for a bad file or environment
+    value, ``UsageError`` for a bad flag value.
+    """
+    if config_path is not None:
+        if not config_path.is_file():
+            what = "is not a file" if config_path.exists() else "does not exist"
+            raise ConfigError(f"config file {config_path} {what}")
+        path = config_path
+    else:
+        path = default_config_path(env)
+    merged: dict[str, Any] = {}
+    if path.is_file():
+        _apply(merged, _file_layer(path))
+    _apply(merged, _env_layer(env))
+    _apply(merged, _flag_layer(flags))
+    return Settings(**merged)
