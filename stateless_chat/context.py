@@ -1,0 +1,397 @@
+"""Eviction policies: which history entries the next request keeps.
+
+Every policy is a pure function of the candidate request. ``entries`` is the whole
+request in order: the system prompt (role ``system``, turn 0, pinned) if any, the
+running summary (kind ``summary``, turn 0) if any, the history, and the new user
+message last. The unit of eviction is a *turn*: every entry sharing a turn number
+greater than 0. A turn is evictable when none of its entries is pinned and it is not
+the newest turn (the one holding the new message). Removing whole turns means a
+request never opens, after the system entries, with an orphan assistant reply.
+
+Policies never do I/O. ``summarize`` gets the summary call injected as a plain
+callable; the session passes one that makes its own stateless request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from stateless_chat.errors import BudgetError, UsageError
+from stateless_chat.messages import (
+    Entry,
+    Event,
+    Evicted,
+    Message,
+    Notice,
+    OverBudget,
+    Summarized,
+    SummaryFailed,
+)
+
+REPLY_PRIMING = 3  # tokens every reply is primed with (<|start|>assistant<|message|>)
+SUMMARY_HEADER = "Summary of the earlier conversation:\n"
+SUMMARY_MIN_MAX = 64  # a summary may always take at least this many tokens
+ELLIPSIS = "…"
+
+Counter = Callable[[Message], int]
+Summarizer = Callable[[str | None, Sequence[Message]], str]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What one policy decided for the next request.
+
+    ``kept`` is what the request sends, in order. ``evicted`` holds the original
+    entries this call removed (folded or dropped), in order, so the user can inspect
+    them. ``summary`` is the running summary after this call; when present it is also
+    inside ``kept``. ``total`` is the request size of ``kept`` including the reply
+    priming and the reserve.
+    """
+
+    kept: tuple[Entry, ...]
+    evicted: tuple[Entry, ...]
+    summary: Entry | None
+    events: tuple[Event, ...]
+    total: int
+    budget: int
+
+    @property
+    def over_budget(self) -> bool:
+        """True when the request is larger than the budget (only ``keep_all`` allows that)."""
+        return self.total > self.budget
+
+
+def request_size(entries: Iterable[Entry], reserve: int = 0) -> int:
+    """Return the tokens a request with ``entries`` takes: their billed sizes, the reply priming
+    and ``reserve`` (the room held back for the reply)."""
+    return sum(e.tokens for e in entries) + REPLY_PRIMING + reserve
+
+
+def _newest_turn(entries: Sequence[Entry]) -> int | None:
+    """Return the turn of the new message (the last entry), or None when there is no such turn."""
+    if entries and entries[-1].turn > 0:
+        return entries[-1].turn
+    return None
+
+
+def evictable_turns(entries: Sequence[Entry]) -> list[int]:
+    """Return the turn numbers that may be evicted, oldest first (by first appearance).
+
+    A turn is evictable when its number is above 0, no entry of it is pinned or a
+    summary, and it is not the newest turn.
+    """
+    newest = _newest_turn(entries)
+    blocked = {e.turn for e in entries if e.pinned or e.kind == "summary"}
+    order: list[int] = []
+    for e in entries:
+        if e.turn > 0 and e.turn != newest and e.turn not in blocked and e.turn not in order:
+            order.append(e.turn)
+    return order
+
+
+def _current_summary(entries: Sequence[Entry]) -> Entry | None:
+    return next((e for e in entries if e.kind == "summary"), None)
+
+
+def _drop(
+    entries: Sequence[Entry], budget: int, reserve: int
+) -> tuple[tuple[Entry, ...], tuple[Entry, ...], list[Event]]:
+    """Evict the oldest evictable turns until the request fits.
+
+    Returns (kept, evicted, one ``Evicted`` event per turn). Raises ``BudgetError``
+    when every evictable turn is gone and the request still does not fit.
+    """
+    total = request_size(entries, reserve)
+    gone: set[int] = set()
+    events: list[Event] = []
+    turns = iter(evictable_turns(entries))
+    while total > budget:
+        turn = next(turns, None)
+        if turn is None:
+            raise _budget_error([e for e in entries if e.turn not in gone], budget, reserve)
+        removed = [e for e in entries if e.turn == turn]
+        tokens = sum(e.tokens for e in removed)
+        total -= tokens
+        gone.add(turn)
+        events.append(Evicted(turns=(turn,), messages=len(removed), tokens=tokens, total_after=total,
+                              budget=budget))
+    kept = tuple(e for e in entries if e.turn not in gone)
+    evicted = tuple(e for e in entries if e.turn in gone)
+    return kept, evicted, events
+
+
+def _budget_error(kept: Sequence[Entry], budget: int, reserve: int) -> BudgetError:
+    """Build the error for a request whose unevictable part exceeds the budget.
+
+    The message says what takes the room and what the user can do: unpin the largest
+    pinned entries (by id), shorten the new message, or raise the budget.
+    """
+    size = request_size(kept, reserve)
+    raise_hint = f"raise the budget (/budget {size})"
+    reserve_note = f" with {reserve:,} held back for the reply" if reserve else ""
+    newest = _newest_turn(kept)
+    last = kept[-1] if kept else None
+    if last is not None and newest is not None and last.tokens + REPLY_PRIMING + reserve > budget:
+        what = f"the file {last.source}" if last.kind == "file" and last.source else "this message"
+        return BudgetError(
+            f"{what} is {last.tokens:,} tokens; the budget is {budget:,}{reserve_note}: "
+            f"shorten it or {raise_hint}"
+        )
+    system = sum(e.tokens for e in kept if e.turn == 0 and e.kind != "summary")
+    summary = sum(e.tokens for e in kept if e.kind == "summary")
+    new = sum(e.tokens for e in kept if newest is not None and e.turn == newest)
+    pinned = size - REPLY_PRIMING - reserve - system - summary - new
+    parts = [
+        (name, n)
+        for name, n in (
+            ("pinned messages", pinned),
+            ("system prompt", system),
+            ("summary", summary),
+            ("this message", new),
+            ("reply reserve", reserve),
+        )
+        if n
+    ]
+    breakdown = ", ".join(f"{name} {n:,}" for name, n in parts)
+    lead = "pinned messages" if pinned else "the request"
+    head = f"{lead} need {size:,} tokens ({breakdown}) but the budget is {budget:,}"
+    candidates = sorted(
+        (e for e in kept if e.pinned and e.turn > 0 and e.turn != newest),
+        key=lambda e: (-e.tokens, e.id),
+    )
+    excess = size - budget
+    named: list[Entry] = []
+    for e in candidates:
+        if len(named) == 3 or sum(n.tokens for n in named) >= excess:
+            break
+        named.append(e)
+    if named:
+        unpin = ", ".join(f"#{e.id} ({e.tokens:,} tokens)" for e in named)
+        return BudgetError(f"{head}: unpin {unpin} or {raise_hint}")
+    if system > new:
+        return BudgetError(f"{head}: shorten the system prompt or {raise_hint}")
+    return BudgetError(f"{head}: {raise_hint}")
+
+
+def drop_oldest(entries: Sequence[Entry], budget: int, counter: Counter, *, reserve: int = 0) -> Fit:
+    """Return the request with the oldest evictable turns dropped until it fits ``budget``.
+
+    An existing summary is kept (it is small and holds earlier constraints). Emits one
+    ``Evicted`` per dropped turn. Raises ``BudgetError`` when the system prompt, the
+    summary, the pinned turns and the new message alone exceed the budget. ``counter``
+    is unused; it is taken so every policy has the same signature.
+    """
+    entries = tuple(entries)
+    kept, evicted, events = _drop(entries, budget, reserve)
+    return Fit(kept, evicted, _current_summary(kept), tuple(events), request_size(kept, reserve), budget)
+
+
+def keep_all(entries: Sequence[Entry], budget: int, counter: Counter, *, reserve: int = 0) -> Fit:
+    """Return the request unchanged (policy ``none``); emits ``OverBudget`` when it exceeds ``budget``
+    so the user sees why the server may refuse it."""
+    entries = tuple(entries)
+    total = request_size(entries, reserve)
+    events: tuple[Event, ...] = (OverBudget(total=total, budget=budget),) if total > budget else ()
+    return Fit(entries, (), _current_summary(entries), events, total, budget)
+
+
+def summary_message(text: str) -> Message:
+    """Return the system message that carries the running summary ``text``."""
+    return Message("system", SUMMARY_HEADER + text)
+
+
+def summary_text(entry: Entry | None) -> str | None:
+    """Return the summary text of a summary entry without its header (None without a summary)."""
+    if entry is None:
+        return None
+    content = entry.content
+    return content[len(SUMMARY_HEADER):] if content.startswith(SUMMARY_HEADER) else content
+
+
+def _capped_summary(text: str, cap: int, counter: Counter) -> Message:
+    """Return the summary message for ``text``, cut (with an ellipsis) to at most ``cap`` tokens.
+
+    The caller guarantees ``cap`` holds at least the header and the ellipsis.
+    """
+    text = text.strip()
+    message = summary_message(text)
+    if counter(message) <= cap:
+        return message
+    lo, hi = 0, len(text)
+    while lo < hi:  # the longest prefix whose message still fits the cap
+        mid = (lo + hi + 1) // 2
+        if counter(summary_message(text[:mid].rstrip() + ELLIPSIS)) <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    return summary_message(text[:lo].rstrip() + ELLIPSIS)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def summarize(
+    entries: Sequence[Entry],
+    budget: int,
+    counter: Counter,
+    summarizer: Summarizer,
+    *,
+    reserve: int = 0,
+    summary_id: int = 0,
+) -> Fit:
+    """Return the request with its oldest turns folded into the running summary.
+
+    When over budget, folds the shortest prefix of evictable turns whose removal leaves
+    room for a summary of at most ``max(64, budget // 4)`` tokens (less if the rest
+    leaves less room), calls ``summarizer(previous summary text, folded messages)``
+    once, and puts the new summary right after the system prompt, replacing the old
+    one. A summary longer than its cap is cut to it. The new summary keeps the old
+    summary's id, or takes ``summary_id`` when there was none. The folded originals
+    are returned in ``evicted`` (the replaced summary is not: its text lives on in the
+    new one).
+
+    Falls back to ``drop_oldest`` (keeping the old summary) when the summarizer raises
+    (emitting ``SummaryFailed`` first) or when no room is left for any summary.
+    """
+    entries = tuple(entries)
+    old = _current_summary(entries)
+    total = request_size(entries, reserve)
+    if total <= budget:
+        return Fit(entries, (), old, (), total, budget)
+    turns = evictable_turns(entries)
+    rest = [e for e in entries if e.kind != "summary"]
+    movable = set(turns)
+    room = budget - request_size((e for e in rest if e.turn not in movable), reserve)
+    if not turns or room < counter(summary_message(ELLIPSIS)):
+        result = drop_oldest(entries, budget, counter, reserve=reserve)
+        if not turns:
+            return result
+        notice = Notice("no room left for a summary: dropped the oldest turns instead")
+        return replace(result, events=(notice, *result.events))
+    cap = min(max(SUMMARY_MIN_MAX, budget // 4), room)
+    size = request_size(rest, reserve)
+    folded_turns: list[int] = []
+    for turn in turns:
+        size -= sum(e.tokens for e in rest if e.turn == turn)
+        folded_turns.append(turn)
+        if size + cap <= budget:
+            break
+    folded_set = set(folded_turns)
+    folded = tuple(e for e in rest if e.turn in folded_set)
+    try:
+        text = summarizer(summary_text(old), [e.message for e in folded])
+    except Exception as exc:  # the summarizer may fail in any way; the request must still go out
+        result = drop_oldest(entries, budget, counter, reserve=reserve)
+        return replace(result, events=(SummaryFailed(reason=_first_line(exc)), *result.events))
+    message = _capped_summary(text, cap, counter)
+    new = Entry(
+        id=old.id if old is not None else summary_id,
+        message=message,
+        tokens=counter(message),
+        turn=0,
+        pinned=False,
+        kind="summary",
+    )
+    remaining = [e for e in rest if e.turn not in folded_set]
+    at = 0
+    while at < len(remaining) and remaining[at].turn == 0 and remaining[at].role == "system":
+        at += 1
+    candidate = (*remaining[:at], new, *remaining[at:])
+    event = Summarized(
+        turns=tuple(folded_turns),
+        tokens_before=sum(e.tokens for e in folded) + (old.tokens if old is not None else 0),
+        tokens_after=new.tokens,
+    )
+    # By the choice of the prefix and the cap this already fits; dropping is a safety net
+    # for a counter that is not monotone in the text length.
+    kept, dropped, events = _drop(candidate, budget, reserve)
+    gone = folded_set | {e.turn for e in dropped}
+    evicted = tuple(e for e in entries if e.kind != "summary" and e.turn in gone)
+    return Fit(kept, evicted, new, (event, *events), request_size(kept, reserve), budget)
+
+
+class Policy(Protocol):
+    """The common signature every entry of ``POLICIES`` has."""
+
+    def __call__(
+        self,
+        entries: Sequence[Entry],
+        budget: int,
+        counter: Counter,
+        *,
+        reserve: int = 0,
+        summarizer: Summarizer | None = None,
+        summary_id: int = 0,
+    ) -> Fit: ...
+
+
+def _drop_oldest_policy(
+    entries: Sequence[Entry],
+    budget: int,
+    counter: Counter,
+    *,
+    reserve: int = 0,
+    summarizer: Summarizer | None = None,
+    summary_id: int = 0,
+) -> Fit:
+    return drop_oldest(entries, budget, counter, reserve=reserve)
+
+
+def _keep_all_policy(
+    entries: Sequence[Entry],
+    budget: int,
+    counter: Counter,
+    *,
+    reserve: int = 0,
+    summarizer: Summarizer | None = None,
+    summary_id: int = 0,
+) -> Fit:
+    return keep_all(entries, budget, counter, reserve=reserve)
+
+
+def _summarize_policy(
+    entries: Sequence[Entry],
+    budget: int,
+    counter: Counter,
+    *,
+    reserve: int = 0,
+    summarizer: Summarizer | None = None,
+    summary_id: int = 0,
+) -> Fit:
+    if summarizer is None:
+        raise ValueError("the summarize policy needs a summarizer")
+    return summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=summary_id)
+
+
+POLICIES: dict[str, Policy] = {
+    "drop-oldest": _drop_oldest_policy,
+    "summarize": _summarize_policy,
+    "none": _keep_all_policy,
+}
+
+
+def fit(
+    policy: str,
+    entries: Sequence[Entry],
+    budget: int,
+    counter: Counter,
+    *,
+    reserve: int = 0,
+    summarizer: Summarizer | None = None,
+    next_id: int = 0,
+) -> Fit:
+    """Run the policy named ``policy`` and return its ``Fit``.
+
+    ``next_id`` is the id a new summary takes when there is no summary yet; the caller
+    can tell it was used by ``result.summary.id == next_id``. Raises ``UsageError`` for
+    an unknown policy name and ``ValueError`` for ``summarize`` without a summarizer.
+    """
+    run = POLICIES.get(policy)
+    if run is None:
+        names = ", ".join(POLICIES)
+        raise UsageError(f"unknown context policy {policy!r}: choose one of {names}")
+    return run(entries, budget, counter, reserve=reserve, summarizer=summarizer, summary_id=next_id)
