@@ -254,12 +254,12 @@ class Settings:
                 ) from None
             if checked is not value:
                 object.__setattr__(self, name, checked)
-        if self.effective_reply_reserve >= self.effective_context_window:
+        if self.effective_reply_reserve >= self.effective_budget:
             source = "max_tokens" if self.max_tokens is not None else "reply_reserve"
             raise ConfigError(
-                f"{source} ({self.effective_reply_reserve}) leaves no room for the prompt in the "
-                f"{self.effective_context_window}-token context window of {self.model}; "
-                "lower it or set context_window"
+                f"{source} ({self.effective_reply_reserve}) leaves no room for the prompt in a budget of "
+                f"{self.effective_budget} tokens (context window of {self.model}: "
+                f"{self.effective_context_window}); lower {source}, or raise budget or context_window"
             )
 
     @property
@@ -286,14 +286,14 @@ class Settings:
 
     @property
     def effective_budget(self) -> int:
-        """Return how many tokens the prompt (everything sent) may use.
+        """Return the token budget of one request: the prompt plus the reply reserve.
 
-        That is ``budget`` (default 32000), capped so that the prompt plus the reply
-        reserve fits in the context window; the cap is always at least 1 because
-        construction rejects a reserve that fills the whole window.
+        That is ``budget`` (default 32000) capped at the context window, since the
+        server rejects more than that. The prompt may use this minus
+        ``effective_reply_reserve``, which construction guarantees is at least 1.
         """
         wanted = self.budget if self.budget is not None else DEFAULT_BUDGET
-        return min(wanted, self.effective_context_window - self.effective_reply_reserve)
+        return min(wanted, self.effective_context_window)
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied; raises ``ConfigError`` if the result is invalid."""

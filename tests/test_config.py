@@ -359,20 +359,21 @@ def test_budget_defaults_to_32000_within_a_large_window() -> None:
     assert settings.effective_budget == 32000
 
 
-def test_budget_is_capped_by_window_minus_reply_reserve() -> None:
+def test_budget_is_capped_by_the_context_window() -> None:
     small = Settings(model="gpt-4")
     assert small.effective_context_window == 8192
-    assert small.effective_reply_reserve == 1024
-    assert small.effective_budget == 8192 - 1024
-    assert Settings(model="gpt-4", budget=100000).effective_budget == 8192 - 1024
-    assert Settings(model="gpt-4", max_tokens=2000).effective_budget == 8192 - 2000
+    assert small.effective_budget == 8192
+    assert Settings(model="gpt-4", budget=100000).effective_budget == 8192
+    assert Settings(model="gpt-4", budget=4000).effective_budget == 4000
 
 
 def test_explicit_budget_and_context_window() -> None:
     assert Settings(budget=5000).effective_budget == 5000
-    custom = Settings(model="my-local-model", context_window=4096, reply_reserve=512)
+    assert Settings(budget=50000).effective_budget == 50000
+    custom = Settings(model="my-local-model", context_window=4096)
     assert custom.effective_context_window == 4096
-    assert custom.effective_budget == 4096 - 512
+    assert custom.effective_budget == 4096
+    assert Settings(model="my-local-model").effective_budget == 8192
 
 
 def test_reply_reserve_is_max_tokens_when_set() -> None:
@@ -381,11 +382,20 @@ def test_reply_reserve_is_max_tokens_when_set() -> None:
     assert Settings(reply_reserve=700).effective_reply_reserve == 700
 
 
-def test_reserve_that_fills_the_window_is_rejected() -> None:
+def test_reserve_that_fills_the_budget_is_rejected() -> None:
     with pytest.raises(ConfigError, match="max_tokens"):
         Settings(model="gpt-4", max_tokens=8192)
-    with pytest.raises(ConfigError, match="context_window"):
+    with pytest.raises(ConfigError, match="reply_reserve"):
         Settings(context_window=1000, reply_reserve=1000)
+    with pytest.raises(ConfigError, match="budget"):
+        Settings(budget=1000)  # the default reply reserve is 1024
+    assert Settings(budget=1025).effective_budget == 1025
+
+
+def test_reserve_check_applies_to_loaded_settings(xdg: dict[str, str], tmp_path: Path) -> None:
+    path = write(tmp_path, "budget = 2000\n")
+    with pytest.raises(ConfigError, match="max_tokens"):
+        load_settings(path, xdg, {"max_tokens": 2000})
 
 
 def test_replace_is_validated() -> None:
