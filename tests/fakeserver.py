@@ -42,7 +42,7 @@ SUMMARY_MARKER = "SUMMARIZE-CONVERSATION"
 MAX_SLEEP = 30.0  # no scripted sleep may outlive this, so a broken test cannot hang the suite
 _SUMMARY_SEGMENT = 40
 
-_NAME_RE = re.compile(r"\bmy name is\s+([^.,;:!?\n\"'()]+)", re.IGNORECASE)
+_NAME_RE = re.compile(r"\bmy name is\s+([^.,;:!?|\n\"'()]+)", re.IGNORECASE)
 _ASK_NAME_RE = re.compile(r"\bwhat(?:'s| is) my name\b", re.IGNORECASE)
 
 
@@ -381,7 +381,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            data = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            data = dict(base, choices=[choice])
             if include_usage:
                 data["usage"] = None  # OpenAI sends usage: null on every chunk but the last
             return b"data: " + json.dumps(data).encode() + b"\n\n"
@@ -575,4 +576,6 @@ class FakeServer:
                 self._state.connections.discard(conn)
 
     def _sleep(self, seconds: float) -> None:
-        self._stopping.wait(min(max(seconds, 0.0), MAX_SLEEP))
+        """Sleep, bounded by ``MAX_SLEEP``; raise ``_Cut`` if ``stop()`` ends it early."""
+        if self._stopping.wait(min(max(seconds, 0.0), MAX_SLEEP)):
+            raise _Cut()
