@@ -362,8 +362,8 @@ def _summarize_policy(
     summarizer: Summarizer | None = None,
     summary_id: int = 0,
 ) -> Fit:
-    if summarizer is None:
-        raise ValueError("the summarize policy needs a summarizer")
+    if summarizer is None:  # the caller cannot summarize now (no transport, or a retry): just drop
+        return drop_oldest(entries, budget, counter, reserve=reserve)
     return summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=summary_id)
 
 
@@ -387,8 +387,9 @@ def fit(
     """Run the policy named ``policy`` and return its ``Fit``.
 
     ``next_id`` is the id a new summary takes when there is no summary yet; the caller
-    can tell it was used by ``result.summary.id == next_id``. Raises ``UsageError`` for
-    an unknown policy name and ``ValueError`` for ``summarize`` without a summarizer.
+    can tell it was used by ``result.summary.id == next_id``. ``summarize`` without a
+    ``summarizer`` behaves as ``drop-oldest``. Raises ``UsageError`` for an unknown policy
+    name, and ``BudgetError`` as the policies do.
     """
     run = POLICIES.get(policy)
     if run is None:

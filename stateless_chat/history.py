@@ -118,6 +118,20 @@ class Conversation:
 
     # ---- editing -------------------------------------------------------------
 
+    def recounted(self, counter: Counter) -> Conversation:
+        """Return the conversation with every entry's token count measured again by ``counter``."""
+
+        def again(entry: Entry | None) -> Entry | None:
+            return None if entry is None else replace(entry, tokens=counter(entry.message))
+
+        return replace(
+            self,
+            system=again(self.system),
+            summary=again(self.summary),
+            entries=tuple(replace(e, tokens=counter(e.message)) for e in self.entries),
+            evicted=tuple(replace(e, tokens=counter(e.message)) for e in self.evicted),
+        )
+
     def set_pinned(self, entry_id: int, pinned: bool) -> Conversation:
         """Return the conversation with entry ``entry_id`` pinned or unpinned."""
         if entry_id == 0:

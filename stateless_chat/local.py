@@ -429,13 +429,17 @@ class LocalServer:
             return
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
+        kill = signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM
         if proc.poll() is None:
             self._signal_group(proc, signal.SIGTERM)
             if not _wait_exit(proc, STOP_TIMEOUT):
-                self._signal_group(proc, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+                self._signal_group(proc, kill)
                 _wait_exit(proc, STOP_TIMEOUT)
         elif proc.returncode != 0:
             keep_log = True
+        # Whatever the leader left behind in its group (it may have died first) goes too.
+        # The group id cannot have been reused: the leader was reaped just now, or the group is not empty.
+        self._signal_group(proc, kill)
         if not keep_log and self.log_path is not None:
             with contextlib.suppress(OSError):
                 self.log_path.unlink()

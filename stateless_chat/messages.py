@@ -8,7 +8,7 @@ layer (``render.py``) decides how they look.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
 EntryKind = Literal["turn", "file", "summary"]
@@ -145,17 +145,10 @@ class Notice:
     text: str
 
 
-Event = Union[
-    Evicted,
-    Summarized,
-    SummaryFailed,
-    OverBudget,
-    Retrying,
-    FailedOver,
-    ContextRetry,
-    UsageMissing,
-    Notice,
-]
+Event = (
+    Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
+    | UsageMissing | Notice
+)
 
 
 @dataclass(frozen=True)
@@ -169,3 +162,47 @@ class TurnStats:
     baseline_prompt_tokens: int  # what the request would have cost with no eviction
     evictions: int = 0
     events: tuple[Event, ...] = field(default=())
+
+
+def _turns(turns: tuple[int, ...]) -> str:
+    if not turns:
+        return "turns"
+    if len(turns) == 1:
+        return f"turn {turns[0]}"
+    if list(turns) == list(range(turns[0], turns[-1] + 1)):
+        return f"turns {turns[0]}-{turns[-1]}"
+    return "turns " + ", ".join(str(t) for t in turns)
+
+
+def describe(event: Event) -> str:
+    """Return the one-line, plain-text description of ``event`` that the UI shows."""
+    if isinstance(event, Evicted):
+        noun = "message" if event.messages == 1 else "messages"
+        return (
+            f"evicted {_turns(event.turns)} ({event.messages} {noun}, {event.tokens:,} tokens): "
+            f"{event.total_after:,} / {event.budget:,}"
+        )
+    if isinstance(event, Summarized):
+        return (
+            f"summarized {_turns(event.turns)} ({event.tokens_before:,} tokens) "
+            f"into {event.tokens_after:,} tokens"
+        )
+    if isinstance(event, SummaryFailed):
+        return f"summary failed ({event.reason}); dropped the oldest turns instead"
+    if isinstance(event, OverBudget):
+        return f"over budget: {event.total:,} / {event.budget:,} tokens (policy none: nothing evicted)"
+    if isinstance(event, Retrying):
+        return (
+            f"retry {event.attempt}/{event.max_retries} on {event.endpoint} in {event.delay:.1f} s: "
+            f"{event.reason}"
+        )
+    if isinstance(event, FailedOver):
+        return f"{event.endpoint} failed ({event.reason}); sending the same request to {event.next_endpoint}"
+    if isinstance(event, ContextRetry):
+        said = ""
+        if event.reported_limit and event.reported_tokens:
+            said = f" (server: {event.reported_tokens:,} > {event.reported_limit:,})"
+        return f"context too long{said}; cut history to a budget of {event.new_budget:,} and resent"
+    if isinstance(event, UsageMissing):
+        return "the server reported no usage; token counts are our own estimates"
+    return event.text

@@ -177,7 +177,7 @@ class Transport:
         """Return the wait before retry ``attempt``: ``Retry-After`` when given, else backoff with jitter."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), 60.0)
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _deltas(self, stream: Any, endpoint: str, result: StreamedReply) -> Iterator[str]:
@@ -281,10 +281,10 @@ def _retry_after(error: Any) -> float | None:
     if headers is None:
         return None
     value = headers.get("retry-after")
-    if value is None:
+    if not isinstance(value, str):
         return None
     try:
-        return float(value)
+        return float(str(value))
     except ValueError:
         from email.utils import parsedate_to_datetime
 

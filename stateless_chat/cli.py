@@ -1,0 +1,254 @@
+"""The ``stateless-chat`` command: parse flags, build the session, run the REPL or answer once.
+
+This is the one place that catches ``ChatError``: it prints the message as one line
+on stderr and exits with the error's code. Heavy imports (rich, prompt_toolkit,
+openai) happen only on the path that needs them, so one-shot use starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stateless_chat import __version__
+from stateless_chat.errors import ChatError, MissingKeyError, UsageError, redact
+
+PROG = "stateless-chat"
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@app.command(help="Chat with any OpenAI-compatible API, resending the whole history each turn.")
+def chat(
+    prompt: Annotated[
+        str | None, typer.Argument(help="Answer this once and exit (stdin is appended).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option("--base-url", help="API base URL; give it more than once for failover."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="API key. Visible to other users via ps: prefer OPENAI_API_KEY."),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", "-s", help="System prompt (always sent).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Config file (TOML).")] = None,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Wait for the whole reply.")] = False,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Reply length limit (also reserved in the budget).")
+    ] = None,
+    budget: Annotated[int | None, typer.Option("--budget", help="Token budget of one request.")] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Eviction policy: drop-oldest, summarize or none.")
+    ] = None,
+    usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One-shot: events to stderr.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the request JSON; send nothing.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    flags: dict[str, Any] = {
+        "model": model,
+        "base_url": base_url or None,
+        "api_key": api_key,
+        "system": system,
+        "stream": False if no_stream else None,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "budget": budget,
+        "policy": policy,
+    }
+    options = Options(prompt, config, usage, verbose, dry_run, debug)
+    secret = api_key or os.environ.get("OPENAI_API_KEY")
+    try:
+        code = run(options, {k: v for k, v in flags.items() if v is not None})
+    except ChatError as error:
+        if debug:
+            raise
+        print(f"{PROG}: {redact(str(error), secret)}", file=sys.stderr)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+class Options:
+    """The flags that steer how a run behaves, rather than what the settings are."""
+
+    def __init__(
+        self, prompt: str | None, config: Path | None, usage: bool, verbose: bool, dry_run: bool, debug: bool
+    ) -> None:
+        self.prompt = prompt
+        self.config = config
+        self.usage = usage
+        self.verbose = verbose
+        self.dry_run = dry_run
+        self.debug = debug
+
+
+def read_stdin() -> str:
+    """Return stdin decoded as UTF-8; invalid bytes become U+FFFD and NULs are dropped, with a note."""
+    data = sys.stdin.buffer.read()
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - data.count("\ufffd".encode())
+    nuls = text.count("\x00")
+    if bad > 0:
+        print(f"{PROG}: stdin is not valid UTF-8: replaced {bad} invalid byte sequence(s) with �",
+              file=sys.stderr)
+    if nuls:
+        print(f"{PROG}: dropped {nuls} NUL byte(s) from stdin", file=sys.stderr)
+        text = text.replace("\x00", "")
+    return text
+
+
+def compose(prompt: str | None, piped: str | None) -> str:
+    """Return the one-shot user message: the argument, a blank line, then the stdin text."""
+    parts = [p for p in (prompt, piped) if p is not None and p.strip()]
+    if prompt is not None and piped is not None and piped.strip():
+        return f"{prompt}\n\n{piped}"
+    return parts[0] if parts else ""
+
+
+def run(options: Options, flags: dict[str, Any]) -> int:
+    """Build the session from settings and run one-shot or the REPL; return the exit code."""
+    from stateless_chat.config import load_settings
+
+    settings = load_settings(options.config, os.environ, flags)
+    interactive = options.prompt is None and sys.stdin.isatty()
+    text = ""
+    if not interactive:
+        piped = None if sys.stdin.isatty() else read_stdin()
+        text = compose(options.prompt, piped)
+        if not text.strip() and not options.dry_run:
+            raise UsageError("nothing to send: give a prompt argument or pipe text on stdin")
+
+    from stateless_chat.session import Session
+
+    if options.dry_run:
+        session = Session(settings, None, exact=False)
+        import json
+
+        print(json.dumps(session.preview_body(text or None), indent=2, ensure_ascii=False))
+        return 0
+
+    if settings.api_key is None and settings.uses_default_endpoint:
+        raise MissingKeyError(
+            "no API key: set OPENAI_API_KEY (or api_key in the config file), "
+            "or point --base-url at a local OpenAI-compatible server"
+        )
+
+    from stateless_chat.transport import Transport
+
+    transport = Transport(settings.endpoints, settings.api_key, timeout=settings.timeout,
+                          max_retries=settings.max_retries)
+    try:
+        if interactive:
+            return run_repl(settings, transport)
+        return run_once(settings, transport, text, options)
+    finally:
+        transport.close()
+
+
+def run_once(settings: Any, transport: Any, text: str, options: Options) -> int:
+    """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
+    from stateless_chat.messages import describe
+    from stateless_chat.session import Session
+
+    def on_event(event: Any) -> None:
+        if options.verbose:
+            print(f"{PROG}: {describe(event)}", file=sys.stderr)
+
+    session = Session(settings, transport, on_event=on_event, exact=options.usage)
+    transport.on_event = on_event
+    fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if fancy:
+        from rich.console import Console
+
+        from stateless_chat.render import ReplyStream
+
+        with ReplyStream(Console(highlight=False)) as stream:
+            reply = session.send(text, stream.feed)
+    else:
+        from stateless_chat.sanitize import ControlStripper
+
+        stripper = ControlStripper()
+        out = sys.stdout
+
+        def write(delta: str) -> None:
+            out.write(stripper.feed(delta))
+            out.flush()
+
+        reply = session.send(text, write)
+        tail = stripper.flush()
+        out.write(tail + ("" if (reply.text + tail).endswith("\n") else "\n"))
+        out.flush()
+    if options.usage:
+        stats = session.totals.turns[-1]
+        reported = stats.reported_prompt_tokens
+        completion = stats.reported_completion_tokens
+        print(
+            f"{PROG}: usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, "
+            f"{'not reported' if reported is None else f'{reported:,} reported'}; "
+            f"completion {'not reported' if completion is None else f'{completion:,}'}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run_repl(settings: Any, transport: Any) -> int:
+    """Open the interactive chat on the terminal."""
+    from rich.console import Console
+
+    from stateless_chat.config import input_history_path
+    from stateless_chat.repl import Repl
+    from stateless_chat.session import Session
+
+    session = Session(settings, transport)
+    console = Console(highlight=False)
+    repl = Repl(session, console, history_path=input_history_path(settings, os.environ))
+    transport.on_event = repl.renderer.event
+    console.print(
+        f"stateless-chat {__version__} · {settings.model} · budget {session.budget:,} tokens · "
+        "/help for commands, Ctrl-D to leave",
+        style="dim",
+        markup=False,
+    )
+    return repl.run()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    """Console-script entry point: quiet on a closed pipe, clean on SIGTERM."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _terminate)
+    app(prog_name=PROG)
+
+
+if __name__ == "__main__":
+    main()

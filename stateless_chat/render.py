@@ -1,0 +1,217 @@
+"""Rich views of replies, events and command results.
+
+Model output is untrusted: it is stripped of terminal control sequences
+(``sanitize``) and always wrapped in ``Text`` or ``Markdown``, never passed as a
+markup string, so ``[bold]`` in a reply prints literally.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.table import Table
+from rich.text import Text
+
+from stateless_chat.commands import (
+    Exit,
+    HistoryView,
+    Lines,
+    MessageView,
+    RawView,
+    Result,
+    Send,
+    StatsView,
+    TokensView,
+)
+from stateless_chat.messages import Event, describe
+from stateless_chat.sanitize import ControlStripper, strip_controls
+
+_FENCE = re.compile(r"^\s*(```|~~~)", re.M)
+REFRESH_SECONDS = 0.1
+
+
+def bar(fraction: float, width: int = 20) -> str:
+    """Return a text bar ``width`` cells wide, filled to ``fraction`` (clamped to 0..1)."""
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+def _finished_blocks(text: str) -> int:
+    """Return the length of the prefix of ``text`` made of finished Markdown blocks.
+
+    A block is finished at a blank line that is not inside a fenced code block;
+    finished blocks never change as more text arrives, so they can be printed once.
+    """
+    end = 0
+    inside_fence = False
+    position = 0
+    for line in text.splitlines(keepends=True):
+        position += len(line)
+        if _FENCE.match(line):
+            inside_fence = not inside_fence
+        elif not inside_fence and not line.strip() and line.endswith("\n"):
+            end = position
+    return end
+
+
+class ReplyStream:
+    """Shows a streamed reply as Markdown while it arrives, in time linear in its length.
+
+    Finished blocks are printed once and frozen; only the unfinished tail is redrawn,
+    at most every ``REFRESH_SECONDS``.
+    """
+
+    def __init__(self, console: Console, markdown: bool = True) -> None:
+        self.console = console
+        self.markdown = markdown
+        self._stripper = ControlStripper()
+        self._tail = ""
+        self._text: list[str] = []
+        self._live: Live | None = None
+        self._last_refresh = 0.0
+
+    def __enter__(self) -> ReplyStream:
+        if self.console.is_terminal:
+            self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live.__enter__()
+        return self
+
+    def feed(self, delta: str) -> None:
+        safe = self._stripper.feed(delta)
+        if not safe:
+            return
+        self._text.append(safe)
+        self._tail += safe
+        done = _finished_blocks(self._tail)
+        if done:
+            self._print(self._tail[:done])
+            self._tail = self._tail[done:]
+        now = time.monotonic()
+        if self._live is not None and now - self._last_refresh >= REFRESH_SECONDS:
+            self._last_refresh = now
+            self._live.update(self._view(self._tail), refresh=True)
+
+    def _view(self, text: str) -> Markdown | Text:
+        return Markdown(text) if self.markdown else Text(text)
+
+    def _print(self, text: str) -> None:
+        if text.strip():
+            self.console.print(self._view(text.strip("\n")))
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._tail += self._stripper.flush()
+        if self._live is not None:
+            self._live.update(Text(""), refresh=True)
+            self._live.__exit__(kind, error, trace)
+        self._print(self._tail)
+        self._tail = ""
+
+
+class Renderer:
+    """Prints events, errors, replies and command results to a Rich console."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def event(self, event: Event) -> None:
+        self.console.print(Text("· " + describe(event), style="yellow"))
+
+    def note(self, text: str) -> None:
+        self.console.print(Text(text, style="dim"))
+
+    def error(self, message: str) -> None:
+        self.console.print(Text("error: " + strip_controls(message), style="bold red"))
+
+    def reply(self) -> ReplyStream:
+        return ReplyStream(self.console)
+
+    def result(self, result: Result) -> None:
+        if isinstance(result, Lines):
+            for line in result.lines:
+                self.console.print(Text(line))
+        elif isinstance(result, HistoryView):
+            self.console.print(history_table(result))
+        elif isinstance(result, MessageView):
+            title = f"#{result.id} {result.role} · {result.tokens:,} tokens · {result.state}"
+            self.console.print(Text(title, style="bold"))
+            self.console.print(Text(strip_controls(result.content)))
+        elif isinstance(result, TokensView):
+            self.console.print(tokens_table(result))
+        elif isinstance(result, RawView):
+            self.console.print(Text(json.dumps(result.body, indent=2, ensure_ascii=False)))
+        elif isinstance(result, StatsView):
+            self.console.print(stats_view(result))
+        elif isinstance(result, (Send, Exit)):
+            pass
+
+
+def history_table(view: HistoryView) -> Table:
+    table = Table(title="history", title_justify="left", expand=False)
+    table.add_column("#", justify="right")
+    table.add_column("role")
+    table.add_column(f"tokens{view.label}", justify="right")
+    table.add_column("pin")
+    table.add_column("state")
+    table.add_column("first line", overflow="ellipsis", no_wrap=True, max_width=60)
+    for row in view.rows:
+        number = "S" if row.kind == "summary" else str(row.id)
+        role = row.role if row.kind != "file" else "file"
+        table.add_row(
+            Text(number),
+            Text(role),
+            Text(f"{row.tokens:,}"),
+            Text("📌" if row.pinned or row.state == "system" else ""),
+            Text(row.state, style="dim" if row.state in ("evicted", "summarized") else ""),
+            Text(strip_controls(row.first_line)),
+        )
+    if view.hidden_evicted:
+        table.caption = f"{view.hidden_evicted} evicted message(s) hidden: /history all shows them"
+    return table
+
+
+def tokens_table(view: TokensView) -> Group:
+    table = Table(title=f"next request{' (estimate)' if view.label else ''}", title_justify="left")
+    table.add_column("part")
+    table.add_column("tokens", justify="right")
+    for name, size in view.parts:
+        table.add_row(Text(name), Text(f"{size:,}"))
+    share = view.total / view.budget if view.budget else 1.0
+    table.add_row(Text("total", style="bold"), Text(f"{view.label}{view.total:,} / {view.budget:,}"))
+    summary = Text(f"{bar(share)} {share:.0%} of budget")
+    saved = view.baseline_total - view.sent_total
+    totals = Text(
+        f"session: {view.turns} turn(s), {view.sent_total:,} prompt tokens sent; "
+        f"no-eviction baseline {view.baseline_total:,} (saved {saved:,})"
+    )
+    return Group(table, summary, totals)
+
+
+def stats_view(view: StatsView) -> Group:
+    peak = max([row[2] for row in view.rows] + [1])
+    table = Table(title="prompt tokens sent per turn", title_justify="left")
+    table.add_column("turn", justify="right")
+    table.add_column("sent", justify="right")
+    table.add_column("", no_wrap=True)
+    table.add_column("baseline", justify="right")
+    for turn, sent, baseline, evictions in view.rows:
+        mark = " ✂" if evictions else ""
+        table.add_row(Text(str(turn)), Text(f"{sent:,}"), Text(bar(sent / peak, 30) + mark),
+                      Text(f"{baseline:,}"))
+    saved = 1 - view.sent_total / view.baseline_total if view.baseline_total else 0.0
+    footer = Text(
+        f"total sent {view.sent_total:,} vs {view.baseline_total:,} with no eviction ({saved:.0%} saved); "
+        "✂ marks turns that evicted or summarized"
+    )
+    return Group(table, footer)

@@ -1,0 +1,190 @@
+"""The interactive loop: prompt_toolkit for input, Rich for output, the session for turns."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.output import Output
+from prompt_toolkit.styles import Style
+from rich.console import Console
+
+from stateless_chat.commands import REGISTRY, Exit, Send, dispatch, is_command
+from stateless_chat.errors import ChatError
+from stateless_chat.render import Renderer
+from stateless_chat.session import Session
+
+TOOLBAR_STYLE = Style.from_dict(
+    {
+        "bottom-toolbar": "noreverse bg:#222222 #cccccc",
+        "ok": "#5fd75f",
+        "warn": "#ffd75f",
+        "over": "#ff5f5f bold",
+    }
+)
+
+
+class SlashCompleter(Completer):
+    """Completes command names after ``/`` and, where a command has them, its arguments."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        if not text.startswith("/") or text.startswith("//") or "\n" in text:
+            return
+        name, space, arg = text[1:].partition(" ")
+        if not space:
+            for candidate in sorted(REGISTRY):
+                if candidate.startswith(name.lower()):
+                    meta = REGISTRY[candidate].help
+                    yield Completion(candidate, start_position=-len(name), display_meta=meta)
+            return
+        command = REGISTRY.get(name.lower())
+        if command is None or command.arg_choices is None:
+            return
+        for choice in command.arg_choices(self.session):
+            if choice.startswith(arg):
+                yield Completion(choice, start_position=-len(arg))
+
+
+def secure_file_history(path: Path) -> History:
+    """Return a FileHistory at ``path``, created 0600 (typed lines can hold secrets)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        return FileHistory(str(path))
+    except OSError:
+        return InMemoryHistory()
+
+
+class Repl:
+    """Reads lines, runs slash commands, and sends everything else as a turn."""
+
+    def __init__(
+        self,
+        session: Session,
+        console: Console,
+        *,
+        input: Input | None = None,
+        output: Output | None = None,
+        history_path: Path | None = None,
+    ) -> None:
+        self.session = session
+        self.renderer = Renderer(console)
+        self.session.on_event = self.renderer.event
+        self._draft_tokens: tuple[str, int] = ("", 0)
+        history = secure_file_history(history_path) if history_path else InMemoryHistory()
+        self.prompt: PromptSession[str] = PromptSession(
+            message=[("bold", "> ")],
+            history=history,
+            completer=SlashCompleter(session),
+            complete_while_typing=True,
+            bottom_toolbar=self.toolbar,
+            key_bindings=self._bindings(),
+            style=TOOLBAR_STYLE,
+            input=input,
+            output=output,
+        )
+
+    @staticmethod
+    def _bindings() -> KeyBindings:
+        bindings = KeyBindings()
+
+        @bindings.add("escape", "enter")
+        def _newline(event: KeyPressEvent) -> None:
+            event.current_buffer.insert_text("\n")
+
+        return bindings
+
+    # ---- toolbar ------------------------------------------------------------------
+
+    def _draft_size(self, draft: str) -> int:
+        if not draft.strip():
+            return 0
+        cached_text, cached_size = self._draft_tokens
+        if cached_text != draft:
+            self._draft_tokens = (draft, self.session.measure_text(draft))
+        return self._draft_tokens[1]
+
+    def toolbar(self) -> StyleAndTextTuples:
+        """Return the bottom toolbar: model, messages, next request's tokens against the budget."""
+        session = self.session
+        draft = ""
+        try:
+            draft = self.prompt.default_buffer.text
+        except AttributeError:
+            pass
+        if is_command(draft):
+            draft = ""
+        conversation = session.conversation
+        prompt_tokens = session.next_request_tokens() + self._draft_size(draft)
+        needed = prompt_tokens + session.reserve
+        budget = session.budget
+        share = needed / budget if budget else 1.0
+        style = "class:ok" if share < 0.8 else "class:warn" if share <= 1.0 else "class:over"
+        filled = round(min(share, 1.0) * 12)
+        label = session.counter.label
+        pins = sum(1 for e in conversation.entries if e.pinned)
+        parts: StyleAndTextTuples = [
+            ("", f" {session.settings.model} │ {len(conversation.entries)} msgs │ "),
+            (style, f"{label}{prompt_tokens:,}+{session.reserve:,} / {budget:,} {share:.0%} "),
+            (style, "█" * filled),
+            ("", "░" * (12 - filled)),
+            ("", f" │ pinned {pins} │ evicted {len(conversation.evicted)} │ sent {session.totals.sent:,} "),
+        ]
+        return parts
+
+    # ---- loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until /exit, /quit or Ctrl-D; return the exit code."""
+        warm = threading.Thread(target=self.session.counter.warm, daemon=True)
+        warm.start()
+        while True:
+            try:
+                line = self.prompt.prompt()
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt clears the line
+            except EOFError:
+                return 0
+            if not line.strip():
+                continue
+            if is_command(line):
+                try:
+                    result = dispatch(self.session, line)
+                except ChatError as error:
+                    self.renderer.error(str(error))
+                    continue
+                if isinstance(result, Exit):
+                    return 0
+                self.renderer.result(result)
+                if not isinstance(result, Send):
+                    continue
+                if result.note:
+                    self.renderer.note(result.note)
+                line = result.text
+            self.turn(line)
+
+    def turn(self, text: str) -> None:
+        """Send ``text`` and stream the reply; on error or Ctrl-C the conversation is unchanged."""
+        stream = self.renderer.reply()
+        try:
+            with stream:
+                self.session.send(text, stream.feed)
+        except KeyboardInterrupt:
+            self.renderer.note("cancelled; the conversation is unchanged (send again, or /retry)")
+        except ChatError as error:
+            self.renderer.error(f"{error} (the conversation is unchanged; send again to retry)")

@@ -1,0 +1,303 @@
+"""One turn of the stateless loop: fit the history to the budget, resend it all, record the reply.
+
+The session owns the ``Conversation`` value and replaces it only when a reply is
+complete. Anything that goes wrong before that (an HTTP error, a cut stream,
+Ctrl-C) leaves the previous value in place: nothing to undo, nothing duplicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stateless_chat.config import Settings
+from stateless_chat.context import Fit, Summarizer, request_size
+from stateless_chat.context import fit as fit_policy
+from stateless_chat.errors import BudgetError, ContextLengthError, UsageError
+from stateless_chat.history import Conversation
+from stateless_chat.messages import (
+    ContextRetry,
+    Entry,
+    Event,
+    Message,
+    TurnStats,
+    UsageMissing,
+)
+from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_upper_bound
+from stateless_chat.transport import Reply, Transport
+
+SUMMARY_PROMPT = """SUMMARIZE-CONVERSATION
+You compress the earlier part of a chat so that it can replace those messages.
+Write a concise summary, in the conversation's language, that keeps:
+- every name, number, identifier and fact the user gave;
+- every constraint, preference or instruction the user said must hold;
+- decisions made and their reasons;
+- open questions and unfinished tasks.
+Write it as plain notes, addressed to the assistant who continues the chat.
+Do not add anything that was not said."""
+
+# What share of the budget a summary may take before the rest of history is dropped instead.
+SUMMARY_SHARE = 4
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The next request, fitted to the budget: what it sends, the body, and what fitting did."""
+
+    pending: Entry
+    fit: Fit
+    body: dict[str, Any]
+    budget: int
+
+
+@dataclass
+class Totals:
+    """Session-wide token accounting: the real bill of resending and the no-eviction baseline."""
+
+    sent: int = 0
+    baseline: int = 0
+    completion: int = 0
+    turns: list[TurnStats] = field(default_factory=list)
+
+
+class Session:
+    """Holds the conversation and runs turns against a ``Transport``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport | None,
+        counter: TokenCounter | None = None,
+        *,
+        on_event: Callable[[Event], None] = lambda event: None,
+        exact: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.counter = counter or TokenCounter(settings.model, settings.encoding, settings.default_encoding)
+        self.on_event = on_event
+        # When False, entries are sized by their UTF-8 byte length (an upper bound on tokens)
+        # and the encoding is loaded only if that bound does not fit the budget.
+        self.exact = exact
+        self.conversation = Conversation.start(settings.system, self.measure)
+        self.totals = Totals()
+        self._summary_cache: dict[tuple[int, ...], str] = {}
+        self.learned_budget: int | None = None
+
+    # ---- measuring -----------------------------------------------------------
+
+    def measure(self, message: Message) -> int:
+        """Return the billed size of ``message`` (an upper bound until counting is exact)."""
+        if self.exact:
+            return self.counter.count_message(message)
+        return byte_upper_bound(message)
+
+    def measure_text(self, text: str) -> int:
+        """Return the billed size of ``text`` sent as a user message."""
+        return self.measure(Message("user", text))
+
+    def make_exact(self) -> None:
+        """Switch to exact counts, measuring the held history once."""
+        if not self.exact:
+            self.exact = True
+            self.conversation = self.conversation.recounted(self.measure)
+
+    @property
+    def budget(self) -> int:
+        learned = self.learned_budget
+        budget = self.settings.effective_budget
+        return min(budget, learned) if learned else budget
+
+    @property
+    def reserve(self) -> int:
+        return self.settings.effective_reply_reserve
+
+    def next_request_tokens(self, draft: str = "") -> int:
+        """Return the prompt tokens the next request would carry with ``draft`` as its message."""
+        size = self.conversation.tokens + REPLY_PRIMING
+        if draft:
+            size += self.measure(Message("user", draft))
+        return size
+
+    # ---- building the request ------------------------------------------------
+
+    def body(self, messages: Sequence[Message]) -> dict[str, Any]:
+        """Return the exact JSON body for ``messages``: what ``/raw`` shows and the server receives."""
+        body: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": [m.to_api() for m in messages],
+        }
+        if self.settings.temperature is not None:
+            body["temperature"] = self.settings.temperature
+        if self.settings.max_tokens is not None:
+            body["max_tokens"] = self.settings.max_tokens
+        if self.settings.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def plan(self, text: str, *, budget: int | None = None, summarize: bool = True) -> Plan:
+        """Return the fitted request for a new user message ``text``; no network unless summarizing.
+
+        Raises ``BudgetError`` when what must be sent (system, pins, this message) cannot fit.
+        """
+        budget = budget or self.budget
+        pending = self.conversation.new_entry("user", text, self.measure)
+        entries = self.conversation.request_entries([pending])
+        if not self.exact and request_size(entries, self.reserve) > budget:
+            self.make_exact()
+            pending = self.conversation.new_entry("user", text, self.measure)
+            entries = self.conversation.request_entries([pending])
+        summarizer = self._summarize if summarize and self.transport is not None else None
+        fitted = fit_policy(
+            self.settings.policy,
+            entries,
+            budget,
+            self.measure,
+            reserve=self.reserve,
+            summarizer=summarizer,
+            next_id=self.conversation.next_id + 1,
+        )
+        messages = [e.message for e in fitted.kept]
+        return Plan(pending=pending, fit=fitted, body=self.body(messages), budget=budget)
+
+    def _summarize(self, previous: str | None, messages: Sequence[Message]) -> str:
+        """Fold ``messages`` (and the previous summary) into a new summary by a separate stateless call."""
+        key = (hash(previous), *(hash(m) for m in messages))
+        cached = self._summary_cache.get(key)
+        if cached is not None:
+            return cached
+        assert self.transport is not None
+        lines = []
+        if previous:
+            lines.append(f"Summary so far:\n{previous}\n")
+        lines += [f"{m.role}: {m.content}" for m in messages]
+        body = {
+            "model": self.settings.model,
+            "messages": [
+                {"role": "system", "content": SUMMARY_PROMPT},
+                {"role": "user", "content": "\n\n".join(lines)},
+            ],
+            "max_tokens": max(64, self.budget // SUMMARY_SHARE),
+        }
+        if self.settings.temperature is not None:
+            body["temperature"] = self.settings.temperature
+        text = self.transport.complete(body).text.strip()
+        if not text:
+            raise ValueError("the summary came back empty")
+        self._summary_cache[key] = text
+        return text
+
+    # ---- one turn --------------------------------------------------------------
+
+    def send(self, text: str, on_delta: Callable[[str], None] = lambda delta: None) -> Reply:
+        """Run one turn for user message ``text`` and return the complete reply.
+
+        The conversation is replaced only when the reply is complete; on any error or
+        KeyboardInterrupt it is exactly what it was before.
+        """
+        if not text.strip():
+            raise UsageError("empty message: type something to send")
+        if self.transport is None:
+            raise UsageError("no endpoint to send to")
+        plan = self.plan(text)
+        self._emit(plan.fit.events)
+        try:
+            reply = self._request(plan.body, on_delta)
+        except ContextLengthError as error:
+            plan = self._replan_smaller(text, plan, error)
+            reply = self._request(plan.body, on_delta)
+        self._commit(plan, reply)
+        return reply
+
+    def _replan_smaller(self, text: str, plan: Plan, error: ContextLengthError) -> Plan:
+        """Return a plan cut to what the server says fits, after one context-length refusal."""
+        prompt = plan.fit.total - self.reserve
+        if error.limit and error.requested and error.requested > 0:
+            ratio = error.requested / max(prompt, 1)
+            budget = int((error.limit - self.reserve) / ratio * 0.95) + self.reserve
+        else:
+            budget = int(plan.fit.total * 0.75)
+        budget = min(budget, plan.budget - 1)
+        if budget <= self.reserve:
+            raise error
+        try:
+            smaller = self.plan(text, budget=budget)
+        except BudgetError:
+            raise error from None
+        self.learned_budget = budget
+        self.on_event(ContextRetry(error.limit, error.requested, budget))
+        self._emit(smaller.fit.events)
+        return smaller
+
+    def _request(self, body: dict[str, Any], on_delta: Callable[[str], None]) -> Reply:
+        assert self.transport is not None
+        if not body.get("stream"):
+            reply = self.transport.complete(body)
+            on_delta(reply.text)
+            return reply
+        streamed = self.transport.stream(body)
+        deltas = streamed.deltas
+        try:
+            for delta in deltas:
+                on_delta(delta)
+        finally:
+            close = getattr(deltas, "close", None)
+            if close is not None:
+                close()
+        assert streamed.reply is not None  # the iterator ended cleanly, so the reply is complete
+        return streamed.reply
+
+    def _baseline(self, pending: Entry) -> int:
+        """Return what the request would cost had nothing ever been evicted or summarized."""
+        before = self.conversation
+        held = sum(e.tokens for e in before.request_entries([pending]) if e.kind != "summary")
+        return held + sum(e.tokens for e in before.evicted) + REPLY_PRIMING
+
+    def _commit(self, plan: Plan, reply: Reply) -> None:
+        fitted = plan.fit
+        baseline = self._baseline(plan.pending)
+        live = tuple(e for e in fitted.kept if e.kind != "summary" and e.role != "system")
+        conversation = self.conversation.with_live(live, fitted.summary, fitted.evicted)
+        answer = conversation.new_entry("assistant", reply.text, self.measure, turn=plan.pending.turn)
+        self.conversation = conversation.append(answer)
+
+        estimated = fitted.total - self.reserve
+        usage = reply.usage
+        if usage is None or usage.prompt_tokens is None:
+            self.on_event(UsageMissing())
+        reported_prompt = usage.prompt_tokens if usage else None
+        reported_completion = usage.completion_tokens if usage else None
+        evictions = sum(1 for e in fitted.events if type(e).__name__ in ("Evicted", "Summarized"))
+        stats = TurnStats(
+            turn=plan.pending.turn,
+            estimated_prompt_tokens=estimated,
+            reported_prompt_tokens=reported_prompt,
+            reported_completion_tokens=reported_completion,
+            baseline_prompt_tokens=max(baseline, estimated),
+            evictions=evictions,
+            events=fitted.events,
+        )
+        self.totals.turns.append(stats)
+        self.totals.sent += reported_prompt if reported_prompt is not None else estimated
+        self.totals.baseline += stats.baseline_prompt_tokens
+        self.totals.completion += reported_completion or 0
+
+    def _emit(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.on_event(event)
+
+    # ---- previews ----------------------------------------------------------------
+
+    def preview_body(self, text: str | None = None) -> dict[str, Any]:
+        """Return the body the next request would send (with ``text`` as its message), sending nothing.
+
+        Fitting is done without the summary call, so a preview never touches the network.
+        """
+        if text:
+            return self.plan(text, summarize=False).body
+        return self.body(self.conversation.messages())
+
+
+__all__ = ["Plan", "Session", "Summarizer", "Totals", "SUMMARY_PROMPT"]
