@@ -505,9 +505,13 @@ def test_fit_dispatches_to_each_policy() -> None:
     assert isinstance(result.events[0], Summarized)
 
 
-def test_fit_rejects_unknown_policy_and_missing_summarizer() -> None:
-    entries = build([], new=10)
-    with pytest.raises(UsageError, match="unknown context policy 'lru'"):
-        fit("lru", entries, 100, counter)
-    with pytest.raises(ValueError, match="summarizer"):
-        fit("summarize", entries, 100, counter)
+def test_fit_rejects_an_unknown_policy() -> None:
+    with pytest.raises(UsageError, match="unknown context policy 'lru': choose one of drop-oldest"):
+        fit("lru", build([], new=10), 100, counter)
+
+
+def test_fit_summarize_without_a_summarizer_drops_oldest() -> None:
+    entries = build([[100, 200], [100, 200]], new=40, summary=20)
+    result = fit("summarize", entries, 400, counter, next_id=77)
+    assert result == drop_oldest(entries, 400, counter)
+    assert result.summary is entries[0]
