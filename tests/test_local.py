@@ -491,7 +491,7 @@ def test_two_stateless_turns_against_the_real_model(
 
     # llama-cpp-python's server ignores stream_options and sends no usage on a stream; the same
     # requests without streaming report it.
-    def usage_of(messages: list[dict[str, str]]) -> Any:
+    def usage_of(messages: list[Any]) -> Any:
         response = client.chat.completions.create(
             model="local", messages=messages, temperature=0, max_tokens=40
         )
