@@ -1,0 +1,74 @@
+"""Shared fixtures: a real OpenAI-compatible server on loopback and a REPL driven through a pipe."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from rich.console import Console
+
+from stateless_chat.config import Settings
+from stateless_chat.repl import Repl
+from stateless_chat.session import Session
+from stateless_chat.transport import Transport
+from tests.fakeserver import FakeServer
+
+CTRL_D = "\x04"
+ESC_ENTER = "\x1b\r"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    with FakeServer() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test away from the real user's config, data dir and API key."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "STATELESS_CHAT_MODEL", "STATELESS_CHAT_BUDGET",
+                 "STATELESS_CHAT_POLICY", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make_session(server: FakeServer, **settings: Any) -> Session:
+    """Return a session talking to ``server`` through the real openai client (no SDK retries)."""
+    values: dict[str, Any] = {"base_url": server.url, "max_retries": 0, "timeout": 10.0}
+    values.update(settings)
+    config = Settings(**values)
+    transport = Transport(config.endpoints, config.api_key, timeout=config.timeout,
+                          max_retries=config.max_retries, backoff_base=0.01)
+    return Session(config, transport)
+
+
+@dataclass
+class ReplRun:
+    session: Session
+    output: str
+    exit_code: int
+
+
+def run_repl(session: Session, keys: Sequence[str], *, width: int = 100) -> ReplRun:
+    """Type ``keys`` into a real Repl (prompt_toolkit pipe input) and return what it printed.
+
+    Each item is sent as typed text; the run ends with Ctrl-D if ``keys`` does not end it.
+    """
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None, highlight=False)
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        for key in keys:
+            pipe.send_text(key)
+        if not keys or keys[-1] != CTRL_D:
+            pipe.send_text(CTRL_D)
+        repl = Repl(session, console, input=pipe, output=DummyOutput())
+        code = repl.run()
+    return ReplRun(session, buffer.getvalue(), code)

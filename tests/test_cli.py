@@ -1,0 +1,134 @@
+"""One-shot use through a real subprocess: piped stdin, argument + stdin, plain output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.fakeserver import FakeServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, stdin: bytes | None = b"", env: dict[str, str] | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m stateless_chat ARGS`` with stdin piped; return the finished process."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    environment["PYTHONPATH"] = str(ROOT)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "stateless_chat", *args],
+        input=stdin, capture_output=True, timeout=timeout, env=environment, cwd=ROOT,
+    )
+
+
+def test_piped_stdin_is_the_question(server: FakeServer) -> None:
+    done = run_cli("--base-url", server.url, stdin=b"what is 2+2?\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"echo: what is 2+2?\n\n"[: len(done.stdout)] or done.stdout.startswith(b"echo: ")
+    assert server.requests[0]["messages"] == [{"role": "user", "content": "what is 2+2?\n"}]
+    assert b"\x1b" not in done.stdout
+
+
+def test_argument_then_blank_line_then_stdin(server: FakeServer) -> None:
+    done = run_cli("--base-url", server.url, "summarize", stdin=b"line 1\nline 2\n")
+    assert done.returncode == 0, done.stderr
+    assert server.requests[0]["messages"][-1]["content"] == "summarize\n\nline 1\nline 2\n"
+    assert done.stdout.decode().startswith("echo: summarize\n\nline 1")
+
+
+def test_no_color_plain_output_with_markdown_reply(server: FakeServer) -> None:
+    server.replier = lambda body: "# Title\n\n**bold** and `code`"
+    done = run_cli("--base-url", server.url, "q", env={"NO_COLOR": "1"})
+    assert done.returncode == 0
+    assert done.stdout == b"# Title\n\n**bold** and `code`\n"
+
+
+def test_system_prompt_model_and_sampling_flags_reach_the_request(server: FakeServer) -> None:
+    done = run_cli("--base-url", server.url, "-m", "my-model", "-s", "be brief", "--temperature", "0.5",
+                   "--max-tokens", "50", "--no-stream", "hi")
+    assert done.returncode == 0, done.stderr
+    body = server.requests[0]
+    assert body["model"] == "my-model" and body["temperature"] == 0.5 and body["max_tokens"] == 50
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+    assert not body.get("stream")
+    assert done.stdout == b"echo: hi\n"
+
+
+def test_streamed_request_asks_for_usage(server: FakeServer) -> None:
+    done = run_cli("--base-url", server.url, "-u", "hi")
+    body = server.requests[0]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert b"usage: prompt" in done.stderr and b"reported" in done.stderr
+
+
+def test_empty_prompt_is_bad_usage(server: FakeServer) -> None:
+    done = run_cli("--base-url", server.url, stdin=b"   \n")
+    assert done.returncode == 2
+    assert len(done.stderr.decode().strip().splitlines()) == 1
+    assert server.requests == []
+
+
+def test_server_error_is_one_line_and_exit_1(server: FakeServer) -> None:
+    server.fail_next(n=5, status=500)
+    done = run_cli("--base-url", server.url, "hi")
+    assert done.returncode == 1
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "500" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_missing_key_with_default_endpoint() -> None:
+    done = run_cli("hi")
+    assert done.returncode == 2
+    message = done.stderr.decode().strip()
+    assert len(message.splitlines()) == 1
+    assert "OPENAI_API_KEY" in message and "api_key" in message
+
+
+def test_custom_base_url_needs_no_key(server: FakeServer) -> None:
+    done = run_cli("--base-url", server.url, "hi")
+    assert done.returncode == 0
+    assert server.request_headers[0]["authorization"].startswith("Bearer ")
+
+
+def test_key_from_environment_is_sent_and_never_printed(server: FakeServer) -> None:
+    server.fail_next(status=400, body={"error": {"message": "bad key sk-secret-123456789"}})
+    done = run_cli("--base-url", server.url, "hi", env={"OPENAI_API_KEY": "sk-secret-123456789"})
+    assert server.request_headers[0]["authorization"] == "Bearer sk-secret-123456789"
+    assert b"sk-secret-123456789" not in done.stderr + done.stdout
+    assert done.returncode == 1
+
+
+def test_malformed_config_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('model = "x"\nbudget = = 3\n')
+    done = run_cli("--config", str(config), "hi")
+    assert done.returncode == 2
+    message = done.stderr.decode()
+    assert str(config) in message and "line 2" in message and "Traceback" not in message
+
+
+def test_unknown_config_key_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('modle = "x"\n')
+    done = run_cli("--config", str(config), "hi")
+    assert done.returncode == 2 and b"modle" in done.stderr and b"model" in done.stderr
+
+
+def test_dry_run_prints_the_body_and_sends_nothing(server: FakeServer) -> None:
+    done = run_cli("--base-url", server.url, "--dry-run", "-s", "sys", "hello",
+                   env={"OPENAI_API_KEY": "sk-dry-run-secret"})
+    assert done.returncode == 0, done.stderr
+    body: dict[str, Any] = json.loads(done.stdout)
+    assert body["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello"}]
+    assert server.requests == []
+    assert b"sk-dry-run-secret" not in done.stdout
+
+
+def test_module_and_console_script_agree_on_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.decode().startswith("stateless-chat ")

@@ -1,0 +1,110 @@
+"""The stateless loop through the real REPL code path (prompt_toolkit pipe input)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from stateless_chat.messages import Message
+from tests.conftest import CTRL_D, ESC_ENTER, make_session, run_repl
+from tests.fakeserver import FakeServer
+
+
+def test_each_request_resends_the_whole_history(server: FakeServer) -> None:
+    session = make_session(server, system="You are terse.")
+    lines = ["Please remember my name is Byte Dai\r", "What is my name?\r", "third message\r"]
+    run = run_repl(session, lines)
+
+    assert run.exit_code == 0
+    bodies = server.requests
+    assert len(bodies) == 3
+    replies: list[str] = []
+    users = ["Please remember my name is Byte Dai", "What is my name?", "third message"]
+    for k, body in enumerate(bodies, start=1):
+        messages = body["messages"]
+        assert messages[0] == {"role": "system", "content": "You are terse."}
+        expected = []
+        for i in range(k):
+            expected.append({"role": "user", "content": users[i]})
+            if i < k - 1:
+                expected.append({"role": "assistant", "content": replies[i]})
+        assert messages[1:] == expected
+        if k == 1:
+            replies.append("echo: Please remember my name is Byte Dai")
+        elif k == 2:
+            replies.append("Your name is Byte Dai.")
+    assert "Your name is Byte Dai." in run.output
+    assert session.conversation.messages()[-1] == Message("assistant", "echo: third message")
+
+
+def test_the_name_is_known_only_because_the_first_turn_was_resent(server: FakeServer) -> None:
+    # A fresh session that never heard the name gets the stateless server's honest answer.
+    run = run_repl(make_session(server), ["What is my name?\r"])
+    assert "I don't know your name." in run.output
+
+
+def test_server_error_leaves_the_conversation_unchanged(server: FakeServer) -> None:
+    session = make_session(server)
+    run_repl(session, ["first\r"])
+    before = session.conversation
+    server.fail_next(status=500)
+    run = run_repl(session, ["second\r"])
+    assert "error:" in run.output and "500" in run.output
+    assert session.conversation == before
+    run_repl(session, ["second\r"])  # the retry carries one copy of the message, not two
+    assert [m["content"] for m in server.requests[-1]["messages"]] == ["first", "echo: first", "second"]
+
+
+def test_ctrl_c_mid_stream_cancels_and_keeps_the_conversation(server: FakeServer) -> None:
+    session = make_session(server)
+    run_repl(session, ["first\r"])
+    before = session.conversation
+    server.hang_stream_next(after_chunks=2, seconds=10)
+    timer = threading.Timer(0.7, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        run = run_repl(session, ["second\r"])
+    finally:
+        timer.cancel()
+    assert "cancelled" in run.output
+    assert session.conversation == before
+    assert run.exit_code == 0
+
+
+def test_escape_enter_inserts_a_newline(server: FakeServer) -> None:
+    session = make_session(server)
+    run_repl(session, ["line one" + ESC_ENTER + "line two\r"])
+    assert server.requests[0]["messages"][-1]["content"] == "line one\nline two"
+
+
+def test_exit_quit_and_help(server: FakeServer) -> None:
+    session = make_session(server)
+    run = run_repl(session, ["/help\r", "/quit\r", "never sent\r"])
+    assert "/history" in run.output and "Esc-Enter" in run.output
+    assert server.requests == []
+    run = run_repl(session, ["/exit\r", "never sent\r"])
+    assert server.requests == [] and run.exit_code == 0
+
+
+def test_ctrl_d_leaves(server: FakeServer) -> None:
+    run = run_repl(make_session(server), [CTRL_D])
+    assert run.exit_code == 0 and server.requests == []
+
+
+def test_toolbar_shows_model_messages_and_tokens(server: FakeServer) -> None:
+    session = make_session(server, model="gpt-4o", budget=4000)
+    run_repl(session, ["hello\r"])
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+    from rich.console import Console
+
+    from stateless_chat.repl import Repl
+
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        repl = Repl(session, Console(file=open(os.devnull, "w")), input=pipe, output=DummyOutput())
+        text = "".join(part[1] for part in repl.toolbar())
+    expected = session.next_request_tokens()
+    assert "gpt-4o" in text and "2 msgs" in text
+    assert f"{expected:,}+1,024 / 4,000" in text
