@@ -1,0 +1,81 @@
+"""The REPL end to end in a real pseudo-terminal (pexpect): type, read the screen, press keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.fakeserver import FakeServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spawn(server: FakeServer, tmp_path: Path, *args: str) -> pexpect.spawn:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        TERM="xterm-256color",
+        HOME=str(tmp_path / "home"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+    )
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "stateless_chat", "--base-url", server.url, *args],
+        env=env, cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(40, 120),
+    )
+    child.expect("/help for commands")
+    return child
+
+
+def prompt_ready(child: pexpect.spawn) -> None:
+    """Wait for the prompt: the bold '>' prompt_toolkit draws (styled, so matched as a regex)."""
+    child.expect(r">(\x1b\[[0-9;?]*[a-zA-Z])*( |\r|$)")
+
+
+def ask(child: pexpect.spawn, text: str, expect: str) -> None:
+    prompt_ready(child)
+    child.send(text + "\r")
+    child.expect_exact(expect)
+
+
+@pytest.mark.timeout(60)
+def test_chat_in_a_real_terminal(server: FakeServer, tmp_path: Path) -> None:
+    child = spawn(server, tmp_path, "-s", "You are terse.")
+    ask(child, "Please remember my name is Byte Dai", "echo: Please remember")
+    ask(child, "What is my name?", "Your name is Byte Dai.")
+    prompt_ready(child)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert len(server.requests) == 2
+    assert [m["role"] for m in server.requests[1]["messages"]] == ["system", "user", "assistant", "user"]
+    history = tmp_path / "data" / "stateless-chat" / "input_history"
+    assert "What is my name?" in history.read_text()
+    assert history.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_cancels_a_streaming_reply_and_up_arrow_recalls(server: FakeServer, tmp_path: Path) -> None:
+    child = spawn(server, tmp_path)
+    ask(child, "first", "echo: first")
+    server.hang_stream_next(after_chunks=2, seconds=15)
+    ask(child, "second", "echo:")
+    child.sendcontrol("c")
+    child.expect_exact("cancelled")
+    prompt_ready(child)
+    child.send("\x1b[A")  # Up: recalls "second"
+    child.send("\r")
+    child.expect_exact("echo: second")
+    prompt_ready(child)
+    child.send("/exit\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    last = server.requests[-1]["messages"]
+    assert [m["content"] for m in last] == ["first", "echo: first", "second"]
