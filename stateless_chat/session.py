@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stateless_chat.config import Settings
-from stateless_chat.context import Fit, Summarizer, request_size
+from stateless_chat.context import (
+    Fit,
+    Summarizer,
+    evictable_turns,
+    request_size,
+    summary_message,
+    summary_text,
+)
 from stateless_chat.context import fit as fit_policy
 from stateless_chat.errors import BudgetError, ContextLengthError, UsageError
 from stateless_chat.history import Conversation
@@ -21,6 +28,7 @@ from stateless_chat.messages import (
     Entry,
     Event,
     Message,
+    Summarized,
     TurnStats,
     UsageMissing,
 )
@@ -287,6 +295,56 @@ class Session:
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
             self.on_event(event)
+
+    # ---- steering ----------------------------------------------------------------
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Apply setting ``changes`` (e.g. ``model``, ``budget``, ``policy``, ``system``) to this session.
+
+        The new settings are validated first (``ConfigError`` leaves everything unchanged).
+        A new model or encoding gets a new token counter and the history is measured again;
+        a new model or budget forgets the budget learned from a server refusal.
+        """
+        settings = self.settings.replace(**changes)
+        counting = (settings.model, settings.encoding, settings.default_encoding)
+        counter = self.counter
+        if counting != (self.settings.model, self.settings.encoding, self.settings.default_encoding):
+            counter = TokenCounter(*counting)
+        changed_counter = counter is not self.counter
+        self.settings, self.counter = settings, counter
+        if changed_counter:
+            self.conversation = self.conversation.recounted(self.measure)
+        if "system" in changes:
+            self.conversation = self.conversation.with_system(settings.system, self.measure)
+        if {"model", "budget", "context_window"} & set(changes):
+            self.learned_budget = None
+
+    def summarize_now(self) -> Summarized:
+        """Fold every live turn but the newest (and pinned ones) into the running summary now.
+
+        Returns the ``Summarized`` event (also emitted). Makes one summary request; on any
+        error the conversation is unchanged. Raises ``UsageError`` when there is no
+        endpoint or nothing to fold.
+        """
+        if self.transport is None:
+            raise UsageError("no endpoint to summarize with")
+        conversation = self.conversation
+        entries = conversation.request_entries()
+        turns = set(evictable_turns(entries))
+        folded = tuple(e for e in conversation.entries if e.turn in turns)
+        if not folded:
+            raise UsageError("nothing to summarize: only the newest turn and pinned turns are live")
+        old = conversation.summary
+        text = self._summarize(summary_text(old), [e.message for e in folded])
+        message = summary_message(text)
+        summary = Entry(old.id if old else conversation.next_id, message, self.measure(message), turn=0,
+                        kind="summary")
+        live = tuple(e for e in conversation.entries if e.turn not in turns)
+        self.conversation = conversation.with_live(live, summary, folded)
+        event = Summarized(tuple(sorted(turns)), sum(e.tokens for e in folded) + (old.tokens if old else 0),
+                           summary.tokens)
+        self.on_event(event)
+        return event
 
     # ---- previews ----------------------------------------------------------------
 
