@@ -155,9 +155,8 @@ class Conversation:
         self, entries: tuple[Entry, ...], summary: Entry | None, evicted: tuple[Entry, ...]
     ) -> Conversation:
         """Return the conversation after eviction: new live entries and summary, more evicted."""
-        next_id = self.next_id
-        if summary is not None:
-            next_id = max(next_id, summary.id + 1)
+        ids = [e.id for e in entries] + ([summary.id] if summary is not None else [])
+        next_id = max([self.next_id, *(i + 1 for i in ids)])
         return replace(
             self, entries=entries, summary=summary, evicted=self.evicted + evicted, next_id=next_id
         )

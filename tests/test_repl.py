@@ -108,3 +108,11 @@ def test_toolbar_shows_model_messages_and_tokens(server: FakeServer) -> None:
     expected = session.next_request_tokens()
     assert "gpt-4o" in text and "2 msgs" in text
     assert f"{expected:,}+1,024 / 4,000" in text
+
+
+def test_every_message_gets_its_own_number(server: FakeServer) -> None:
+    session = make_session(server)
+    run_repl(session, ["one\r", "two\r"])
+    ids = [e.id for e in session.conversation.entries]
+    assert ids == [1, 2, 3, 4]
+    assert [e.turn for e in session.conversation.entries] == [1, 1, 2, 2]
