@@ -262,6 +262,27 @@ def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
     return " | ".join(tail)
 
 
+# Runs ``llama_cpp.server`` as ``python -m`` would, with llama.cpp's "extra buffer types" off.
+# Those hold weights repacked for AMX and similar kernels; on virtual machines whose CPU reports AMX
+# that the hypervisor does not really provide, the first decode dies with SIGSEGV in
+# ggml_backend_amx_mul_mat (seen with llama-cpp-python 0.3.36 built from source). For a small
+# model they gain nothing. If a future llama-cpp-python renames the hook, the server runs unchanged.
+_LAUNCHER = """\
+import runpy
+try:
+    import llama_cpp.llama_cpp as _c
+    _defaults = _c.llama_model_default_params
+    def _no_extra_buffers():
+        params = _defaults()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+    _c.llama_model_default_params = _no_extra_buffers
+except (ImportError, AttributeError):
+    pass
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
 # Requests to the child must never go through an HTTP proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -282,7 +303,9 @@ class LocalServer:
         python: str = sys.executable,
         on_progress: Callable[[str], None] | None = None,
         startup_timeout: float = 120,
+        extra_buffers: bool = False,
     ) -> None:
+        self.extra_buffers = extra_buffers  # True: plain ``python -m llama_cpp.server`` (see _LAUNCHER)
         self.model_path = Path(model_path)
         if n_ctx is None:
             trained = model_context_length(self.model_path)
@@ -312,8 +335,9 @@ class LocalServer:
 
     def command(self, port: int) -> list[str]:
         """Return the command line that runs the server on ``port``."""
+        runner = ["-m", SERVER_MODULE] if self.extra_buffers else ["-c", _LAUNCHER]
         return [
-            self.python, "-m", SERVER_MODULE,
+            self.python, *runner,
             "--model", str(self.model_path),
             "--host", "127.0.0.1",
             "--port", str(port),

@@ -228,7 +228,7 @@ import sys
 for i in range(8):
     print(f"loading line {i}", flush=True)
 print("error: unable to load model", file=sys.stderr, flush=True)
-print("ARGS " + " ".join(sys.argv[1:]), flush=True)
+print("ARGS " + " ".join(a for a in sys.argv[1:] if "\\n" not in a), flush=True)
 sys.exit(1)
 """
 
@@ -314,13 +314,46 @@ def test_crash_is_one_line_with_the_log_tail(tmp_path: Path, model: Path) -> Non
     assert "exited with status 1 while starting" in message
     assert "error: unable to load model" in message
     assert "loading line 7" in message and "loading line 2" not in message  # the last 5 lines only
-    assert f"-m llama_cpp.server --model {model} --host 127.0.0.1 --port " in message
+    assert f"ARGS -c --model {model} --host 127.0.0.1 --port " in message  # -c: the launcher
     assert "--n_ctx 4096" in message
     assert progress and "4096" in progress[0]
     with pytest.raises(ConnectError, match="not running"):
         server.check()
     assert server.log_path is not None and server.log_path.exists()  # kept for the user to read
     server.log_path.unlink()
+
+
+FAKE_LLAMA_CPP = {
+    "llama_cpp/__init__.py": "",
+    "llama_cpp/llama_cpp.py": (
+        "class Params:\n    use_extra_bufts = True\ndef llama_model_default_params():\n    return Params()\n"
+    ),
+    "llama_cpp/server/__init__.py": "",
+    "llama_cpp/server/__main__.py": (
+        "import sys\nimport llama_cpp.llama_cpp as c\n"
+        "print('fake server', __name__, sys.argv[1:], 'use_extra_bufts=%s' % "
+        "c.llama_model_default_params().use_extra_bufts, flush=True)\n"
+        "sys.exit(3)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("extra_buffers", [False, True])
+def test_launcher_runs_the_server_module_without_extra_buffers(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch, extra_buffers: bool
+) -> None:
+    for name, text in FAKE_LLAMA_CPP.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    server = LocalServer(model, n_ctx=1024, extra_buffers=extra_buffers)
+    with pytest.raises(ConnectError) as info:
+        server.start()
+    message = str(info.value)
+    assert "exited with status 3 while starting" in message
+    assert f"fake server __main__ ['--model', '{model}', '--host', '127.0.0.1', '--port', '" in message
+    assert "'--n_ctx', '1024']" in message
+    assert f"use_extra_bufts={extra_buffers}" in message
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
