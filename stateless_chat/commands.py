@@ -8,14 +8,22 @@ output, so the same handler serves the REPL and the tests. A bad argument raises
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import os
 import shlex
+import subprocess
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from stateless_chat import persist
+from stateless_chat.config import POLICIES
 from stateless_chat.errors import ChatError, CommandError
-from stateless_chat.messages import Entry
+from stateless_chat.history import Conversation
+from stateless_chat.messages import Entry, Message
 from stateless_chat.session import Session
 from stateless_chat.tokens import REPLY_PRIMING
 
@@ -83,9 +91,30 @@ class StatsView:
 
 @dataclass(frozen=True)
 class Send:
-    """Send ``text`` as a user message (``/retry``, ``/edit``, ``//text``)."""
+    """Send ``text`` as a user message (``/retry``, ``/edit``, ``//text``).
+
+    ``base``, when set, is the conversation the message is sent from (the last exchange
+    removed, for ``/retry`` and ``/edit``): the caller puts it in place just before
+    sending and puts the old conversation back if the turn fails, so a failed retry
+    changes nothing.
+    """
 
     text: str
+    note: str = ""
+    base: Conversation | None = None
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """Put ``text`` in the next prompt for the user to edit (``/edit`` without ``$EDITOR``).
+
+    When the user sends it and the conversation is still ``before``, it is sent from
+    ``base`` (the last exchange removed), like ``Send.base``.
+    """
+
+    text: str
+    before: Conversation
+    base: Conversation
     note: str = ""
 
 
@@ -94,7 +123,7 @@ class Exit:
     """Leave the REPL."""
 
 
-Result = Lines | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Exit
+Result = Lines | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Prefill | Exit
 Handler = Callable[[Session, str], Result]
 
 
@@ -105,21 +134,37 @@ class Command:
     help: str
     handler: Handler
     arg_choices: Callable[[Session], Sequence[str]] | None = field(default=None)
+    paths: bool = False  # the argument is a file path (the REPL completes it)
 
 
 REGISTRY: dict[str, Command] = {}
 
 
 def command(
-    name: str, usage: str, help: str, *, choices: Callable[[Session], Sequence[str]] | None = None
+    name: str,
+    usage: str,
+    help: str,
+    *,
+    choices: Callable[[Session], Sequence[str]] | None = None,
+    paths: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as ``/name``; ``usage`` shows its arguments, ``help`` one line of help."""
 
     def register(handler: Handler) -> Handler:
-        REGISTRY[name] = Command(name, usage, help, handler, choices)
+        REGISTRY[name] = Command(name, usage, help, handler, choices, paths)
         return handler
 
     return register
+
+
+def live_ids(session: Session) -> list[str]:
+    """Return the numbers of the live messages, newest first (completion choices)."""
+    return [str(e.id) for e in reversed(session.conversation.entries)]
+
+
+def all_ids(session: Session) -> list[str]:
+    """Return the number of every message /history all shows, newest first (completion choices)."""
+    return [str(e.id) for e in reversed(session.conversation.all_entries()) if e.id > 0]
 
 
 # ---- parsing ----------------------------------------------------------------------
@@ -256,20 +301,20 @@ def _history(session: Session, arg: str) -> Result:
     return HistoryView(tuple(rows), session.counter.label, hidden)
 
 
-@command("show", "/show N", "show message N in full")
+@command("show", "/show N", "show message N in full", choices=all_ids)
 def _show(session: Session, arg: str) -> Result:
     entry = session.conversation.find(parse_id(session, arg, usage="/show N"))
     return MessageView(entry.id, entry.role, entry.tokens, _state(session, entry), entry.content)
 
 
-@command("pin", "/pin N", "never evict message N (its whole turn stays)")
+@command("pin", "/pin N", "never evict message N (its whole turn stays)", choices=live_ids)
 def _pin(session: Session, arg: str) -> Result:
     number = parse_id(session, arg, usage="/pin N")
     session.conversation = session.conversation.set_pinned(number, True)
     return Lines((f"pinned #{number}: it is sent with every request and never evicted",))
 
 
-@command("unpin", "/unpin N", "let message N be evicted again")
+@command("unpin", "/unpin N", "let message N be evicted again", choices=live_ids)
 def _unpin(session: Session, arg: str) -> Result:
     number = parse_id(session, arg, usage="/unpin N")
     session.conversation = session.conversation.set_pinned(number, False)
@@ -303,3 +348,349 @@ def _tokens(session: Session, arg: str) -> Result:
 @command("raw", "/raw [TEXT]", "the exact JSON body the next request sends (with TEXT as its message)")
 def _raw(session: Session, arg: str) -> Result:
     return RawView(session.preview_body(arg or None))
+
+
+# ---- editing the history -------------------------------------------------------------
+
+
+def _no_args(arg: str, usage: str) -> None:
+    if arg:
+        raise CommandError(f"usage: {usage} (it takes no arguments)")
+
+
+def _span(ids: Sequence[int]) -> str:
+    ids = sorted(ids)
+    if not ids:
+        return "nothing"
+    if len(ids) == 1:
+        return f"#{ids[0]}"
+    if ids == list(range(ids[0], ids[-1] + 1)):
+        return f"#{ids[0]}-#{ids[-1]}"
+    return ", ".join(f"#{i}" for i in ids)
+
+
+def _turn_order(entries: Sequence[Entry]) -> list[int]:
+    order: list[int] = []
+    for entry in entries:
+        if entry.turn > 0 and entry.turn not in order:
+            order.append(entry.turn)
+    return order
+
+
+def _pinned_turns(entries: Sequence[Entry]) -> set[int]:
+    return {e.turn for e in entries if e.pinned}
+
+
+@command("drop", "/drop N[-M]", "remove message N (or N to M) from the history for good", choices=live_ids)
+def _drop(session: Session, arg: str) -> Result:
+    ids = parse_range(session, arg, usage="/drop N[-M]")
+    conversation = session.conversation
+    summary_id = conversation.summary.id if conversation.summary else None
+    for number in ids:
+        if number == 0:
+            raise CommandError("the system prompt cannot be dropped; /system --clear removes it")
+        if not conversation.is_live(number) and number != summary_id:
+            raise CommandError(f"message #{number} is no longer sent; only live messages can be dropped")
+    updated = conversation.without(set(ids))
+    if summary_id in ids:
+        updated = dataclasses.replace(updated, summary=None)
+    freed = sum(e.tokens for e in conversation.request_entries() if e.id in ids)
+    session.conversation = updated
+    return Lines((f"dropped {_span(ids)} ({freed:,} tokens): no longer sent, not kept",))
+
+
+@command("trim", "/trim K", "keep only the last K turns (pinned turns stay)")
+def _trim(session: Session, arg: str) -> Result:
+    if not arg.isdigit():
+        raise CommandError("usage: /trim K (K is how many of the newest turns to keep, 0 or more)")
+    keep = int(arg)
+    conversation = session.conversation
+    order = _turn_order(conversation.entries)
+    pinned = _pinned_turns(conversation.entries)
+    newest = set(order[len(order) - keep:]) if keep else set()
+    gone = {t for t in order if t not in newest and t not in pinned}
+    if not gone:
+        return Lines((f"nothing to trim: {len(order)} turn(s) live, {len(pinned)} of them pinned",))
+    ids = {e.id for e in conversation.entries if e.turn in gone}
+    session.conversation = conversation.without(ids)
+    return Lines((f"removed {len(gone)} turn(s) ({_span(sorted(ids))}); "
+                  f"{len(order) - len(gone)} turn(s) left",))
+
+
+@command("clear", "/clear", "forget the history and summary; keep the system prompt and pinned turns")
+def _clear(session: Session, arg: str) -> Result:
+    _no_args(arg, "/clear")
+    conversation = session.conversation
+    pinned = _pinned_turns(conversation.entries)
+    kept = tuple(e for e in conversation.entries if e.turn in pinned)
+    removed = len(conversation.entries) - len(kept)
+    session.conversation = dataclasses.replace(conversation, entries=kept, summary=None, evicted=())
+    return Lines((f"cleared {removed} message(s), the summary and evicted originals; "
+                  f"kept the system prompt and {len(kept)} pinned-turn message(s)",))
+
+
+def _last_turn(session: Session) -> tuple[Entry, ...]:
+    """Return the live entries of the newest turn; CommandError when there is none."""
+    entries = session.conversation.entries
+    turns = [e.turn for e in entries if e.turn > 0]
+    if not turns:
+        raise CommandError("no exchange in the history")
+    last = max(turns)
+    return tuple(e for e in entries if e.turn == last)
+
+
+def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation]:
+    """Return the user message of the newest turn and the conversation without that turn."""
+    turn = _last_turn(session)
+    question = next((e for e in turn if e.role == "user" and e.kind == "turn"), None)
+    if question is None:
+        raise CommandError(f"{usage}: the newest turn has no typed user message (a /file?); /undo removes it")
+    return question, session.conversation.without({e.id for e in turn})
+
+
+@command("undo", "/undo", "remove the last exchange (your message and its reply)")
+def _undo(session: Session, arg: str) -> Result:
+    _no_args(arg, "/undo")
+    turn = _last_turn(session)
+    session.conversation = session.conversation.without({e.id for e in turn})
+    return Lines((f"removed {_span([e.id for e in turn])} (turn {turn[0].turn})",))
+
+
+@command("retry", "/retry", "send the last message again; its new reply replaces the old one")
+def _retry(session: Session, arg: str) -> Result:
+    _no_args(arg, "/retry")
+    question, base = _last_question(session, "/retry")
+    return Send(question.content, note=f"resending #{question.id}", base=base)
+
+
+def run_editor(editor: str, text: str) -> str:
+    """Return ``text`` as edited by the ``editor`` command (run on a private temporary file).
+
+    Raises ``CommandError`` when the editor cannot be started or exits with an error.
+    """
+    handle, name = tempfile.mkstemp(prefix="stateless-chat-", suffix=".md")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        try:
+            done = subprocess.run([*shlex.split(editor), name], check=False)
+        except (OSError, ValueError) as error:
+            raise CommandError(f"cannot run the editor {editor!r}: {error}") from error
+        if done.returncode != 0:
+            raise CommandError(f"the editor exited with status {done.returncode}; nothing sent")
+        with open(name, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    finally:
+        os.unlink(name)
+
+
+@command("edit", "/edit", "edit your last message ($EDITOR, else in the prompt) and send it again")
+def _edit(session: Session, arg: str) -> Result:
+    _no_args(arg, "/edit")
+    question, base = _last_question(session, "/edit")
+    editor = os.environ.get("EDITOR", "").strip()
+    if not editor:
+        return Prefill(question.content, session.conversation, base,
+                       note=f"editing #{question.id}: Enter sends it in place of the last exchange")
+    edited = run_editor(editor, question.content).rstrip("\n")
+    if not edited.strip():
+        raise CommandError("the edited message is empty; nothing sent")
+    return Send(edited, note=f"sending the edited #{question.id}", base=base)
+
+
+# ---- files --------------------------------------------------------------------------
+
+MAX_FILE_BYTES = 1_000_000
+
+
+def file_message(shown: str, text: str) -> str:
+    """Return the user message that carries a file: its path as a header, then its text."""
+    return f"File: {shown}\n\n{text}"
+
+
+def read_text_file(path: Path) -> str:
+    """Return the UTF-8 text of ``path``; CommandError for a missing, binary or oversize file."""
+    if not path.exists():
+        raise CommandError(f"no such file: {path}")
+    if not path.is_file():
+        raise CommandError(f"not a regular file: {path}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise CommandError(f"{path} is {size:,} bytes; files over {MAX_FILE_BYTES:,} bytes are refused")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise CommandError(f"{path} looks binary (it has NUL bytes); only text files can be added")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CommandError(f"{path} is not UTF-8 text (bad byte at offset {error.start}); not added") \
+            from None
+
+
+@command("file", "/file PATH [--pin]", "add a text file to the history as a message (--pin: never evict)",
+         paths=True)
+def _file(session: Session, arg: str) -> Result:
+    words = split_args(arg)
+    pin = "--pin" in words
+    names = [w for w in words if w != "--pin"]
+    if len(names) != 1 or any(n.startswith("--") for n in names):
+        raise CommandError("usage: /file PATH [--pin]")
+    shown = names[0]
+    path = Path(shown).expanduser()
+    text = read_text_file(path)
+    conversation = session.conversation
+    entry = conversation.new_entry("user", file_message(shown, text), session.measure, kind="file",
+                                   pinned=pin, source=str(path))
+    if entry.tokens + REPLY_PRIMING + session.reserve > session.budget:
+        raise CommandError(
+            f"{shown} is {entry.tokens:,} tokens; with {session.reserve:,} held for the reply it cannot fit "
+            f"the budget of {session.budget:,}: not added"
+        )
+    session.conversation = conversation.append(entry)
+    how = "pinned: sent with every request" if pin else "sent until evicted"
+    return Lines((f"added {shown} as #{entry.id} ({entry.tokens:,} tokens, {how})",))
+
+
+@command("files", "/files", "list the files added with /file and whether each is still sent")
+def _files(session: Session, arg: str) -> Result:
+    _no_args(arg, "/files")
+    conversation = session.conversation
+    files = [e for e in conversation.all_entries() if e.kind == "file"]
+    if not files:
+        return Lines(("no files added; /file PATH adds one",))
+    lines = []
+    for entry in files:
+        if conversation.is_live(entry.id):
+            state = "sent, pinned" if entry.pinned else "sent"
+        else:
+            state = "evicted: no longer sent"
+        lines.append(f"#{entry.id} {entry.source} · {entry.tokens:,} tokens · {state}")
+    return Lines(tuple(lines))
+
+
+# ---- settings -----------------------------------------------------------------------
+
+
+@command("system", "/system [TEXT | --clear]", "show the system prompt, or set (--clear: remove) it",
+         choices=lambda session: ["--clear"])
+def _system(session: Session, arg: str) -> Result:
+    system = session.conversation.system
+    if not arg:
+        if system is None:
+            return Lines(("no system prompt; /system TEXT sets one",))
+        return MessageView(0, "system", system.tokens, "system", system.content)
+    if arg == "--clear":
+        session.reconfigure(system=None)
+        return Lines(("system prompt removed",))
+    size = session.measure(Message("system", arg))
+    if size + REPLY_PRIMING + session.reserve > session.budget:
+        raise CommandError(f"that system prompt is {size:,} tokens; it cannot fit the budget of "
+                           f"{session.budget:,} with {session.reserve:,} held for the reply")
+    session.reconfigure(system=arg)
+    return Lines((f"system prompt set ({size:,} tokens; sent with every request)",))
+
+
+def _model_line(session: Session) -> str:
+    settings = session.settings
+    counter = session.counter
+    how = "exact" if not counter.label else "estimated"
+    return (f"model {settings.model}: context window {settings.effective_context_window:,}, "
+            f"budget {session.budget:,}, tokens counted with {counter.encoding_name} ({how})")
+
+
+@command("model", "/model [NAME]", "show the model, or switch to NAME (token counts follow it)")
+def _model(session: Session, arg: str) -> Result:
+    if not arg:
+        return Lines((_model_line(session),))
+    if len(arg.split()) != 1:
+        raise CommandError("usage: /model [NAME] (a model name has no spaces)")
+    session.reconfigure(model=arg)
+    return Lines((_model_line(session), f"history recounted: {session.conversation.tokens:,} tokens"))
+
+
+@command("budget", "/budget [N]", "show the token budget of one request, or set it to N")
+def _budget(session: Session, arg: str) -> Result:
+    if arg:
+        value = arg.replace(",", "").replace("_", "")
+        if not value.isdigit() or int(value) == 0:
+            raise CommandError("usage: /budget [N] (N is a positive number of tokens)")
+        session.reconfigure(budget=int(value))
+    settings = session.settings
+    capped = ""
+    if settings.budget is not None and settings.budget > settings.effective_context_window:
+        capped = f" (capped at the context window of {settings.model})"
+    needed = session.next_request_tokens() + session.reserve
+    return Lines((f"budget {session.budget:,} tokens per request{capped}, {session.reserve:,} held for "
+                  f"the reply; the history now needs {needed:,}",))
+
+
+@command("policy", "/policy [NAME]", "show or set the eviction policy: " + ", ".join(POLICIES),
+         choices=lambda session: list(POLICIES))
+def _policy(session: Session, arg: str) -> Result:
+    if arg:
+        if arg not in POLICIES:
+            close = difflib.get_close_matches(arg, POLICIES, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise CommandError(f"unknown policy {arg!r}: choose one of {', '.join(POLICIES)}{hint}")
+        session.reconfigure(policy=arg)
+    return Lines((f"policy {session.settings.policy}",))
+
+
+@command("summarize", "/summarize", "fold the older turns into the running summary now (one request)")
+def _summarize(session: Session, arg: str) -> Result:
+    _no_args(arg, "/summarize")
+    session.summarize_now()
+    summary = session.conversation.summary
+    assert summary is not None
+    return Lines((f"/show {summary.id} shows the summary; /history all shows the folded originals",))
+
+
+# ---- saving --------------------------------------------------------------------------
+
+
+def _one_path(arg: str, usage: str, *, required: bool) -> Path | None:
+    words = split_args(arg)
+    if len(words) > 1 or (required and not words):
+        raise CommandError(f"usage: {usage}")
+    return Path(words[0]).expanduser() if words else None
+
+
+@command("save", "/save [FILE]", "save the conversation as JSON (mode 0600, never the API key)", paths=True)
+def _save(session: Session, arg: str) -> Result:
+    path = _one_path(arg, "/save [FILE]", required=False) or persist.default_save_path(os.environ)
+    persist.save(session, path)
+    conversation = session.conversation
+    return Lines((f"saved {len(conversation.entries)} message(s) and {len(conversation.evicted)} evicted "
+                  f"to {path}",))
+
+
+@command("load", "/load FILE", "replace this conversation with a saved one", paths=True)
+def _load(session: Session, arg: str) -> Result:
+    path = _one_path(arg, "/load FILE", required=True)
+    assert path is not None
+    persist.restore(session, persist.load(path))
+    conversation = session.conversation
+    return Lines((f"loaded {path}: {len(conversation.entries)} message(s), {len(conversation.evicted)} "
+                  f"evicted; {_model_line(session)}",))
+
+
+@command("export", "/export FILE.md", "write a readable Markdown transcript", paths=True)
+def _export(session: Session, arg: str) -> Result:
+    path = _one_path(arg, "/export FILE.md", required=True)
+    assert path is not None
+    persist.export(session, path)
+    return Lines((f"wrote the transcript to {path}",))
+
+
+@command("stats", "/stats", "chart prompt tokens sent per turn against the no-eviction baseline")
+def _stats(session: Session, arg: str) -> Result:
+    _no_args(arg, "/stats")
+    turns = session.totals.turns
+    if not turns:
+        return Lines(("no turns yet: /stats charts the prompt tokens of each turn once you chat",))
+    rows = tuple(
+        (t.turn, t.estimated_prompt_tokens if t.reported_prompt_tokens is None else t.reported_prompt_tokens,
+         t.baseline_prompt_tokens, t.evictions)
+        for t in turns
+    )
+    return StatsView(rows, session.totals.sent, session.totals.baseline)

@@ -23,6 +23,7 @@ from stateless_chat.commands import (
     HistoryView,
     Lines,
     MessageView,
+    Prefill,
     RawView,
     Result,
     Send,
@@ -153,8 +154,8 @@ class Renderer:
             self.console.print(Text(json.dumps(result.body, indent=2, ensure_ascii=False)))
         elif isinstance(result, StatsView):
             self.console.print(stats_view(result))
-        elif isinstance(result, (Send, Exit)):
-            pass
+        elif isinstance(result, (Send, Prefill, Exit)):
+            pass  # the REPL acts on these; their notes are printed there
 
 
 def history_table(view: HistoryView) -> Table:

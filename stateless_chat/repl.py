@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
@@ -18,8 +18,9 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 from rich.console import Console
 
-from stateless_chat.commands import REGISTRY, Exit, Send, dispatch, is_command
+from stateless_chat.commands import REGISTRY, Exit, Prefill, Send, dispatch, is_command
 from stateless_chat.errors import ChatError
+from stateless_chat.history import Conversation
 from stateless_chat.render import Renderer
 from stateless_chat.session import Session
 
@@ -38,6 +39,7 @@ class SlashCompleter(Completer):
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.paths = PathCompleter(expanduser=True)
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor
@@ -51,7 +53,13 @@ class SlashCompleter(Completer):
                     yield Completion(candidate, start_position=-len(name), display_meta=meta)
             return
         command = REGISTRY.get(name.lower())
-        if command is None or command.arg_choices is None:
+        if command is None:
+            return
+        if command.paths:
+            word = arg.rpartition(" ")[2] if arg.startswith("--") else arg
+            yield from self.paths.get_completions(Document(word, len(word)), complete_event)
+            return
+        if command.arg_choices is None:
             return
         for choice in command.arg_choices(self.session):
             if choice.startswith(arg):
@@ -153,15 +161,19 @@ class Repl:
         """Run until /exit, /quit or Ctrl-D; return the exit code."""
         warm = threading.Thread(target=self.session.counter.warm, daemon=True)
         warm.start()
+        prefill: Prefill | None = None
         while True:
             try:
-                line = self.prompt.prompt()
+                line = self.prompt.prompt(default=prefill.text if prefill else "")
             except KeyboardInterrupt:
+                prefill = None
                 continue  # Ctrl-C at the prompt clears the line
             except EOFError:
                 return 0
+            editing, prefill = prefill, None
             if not line.strip():
                 continue
+            base = None
             if is_command(line):
                 try:
                     result = dispatch(self.session, line)
@@ -171,20 +183,38 @@ class Repl:
                 if isinstance(result, Exit):
                     return 0
                 self.renderer.result(result)
+                if isinstance(result, Prefill):
+                    prefill = result
+                    if result.note:
+                        self.renderer.note(result.note)
+                    continue
                 if not isinstance(result, Send):
                     continue
                 if result.note:
                     self.renderer.note(result.note)
-                line = result.text
-            self.turn(line)
+                line, base = result.text, result.base
+            elif editing is not None and self.session.conversation is editing.before:
+                base = editing.base
+            self.turn(line, base)
 
-    def turn(self, text: str) -> None:
-        """Send ``text`` and stream the reply; on error or Ctrl-C the conversation is unchanged."""
+    def turn(self, text: str, base: Conversation | None = None) -> bool:
+        """Send ``text`` and stream the reply; return whether a reply was recorded.
+
+        With ``base`` (``/retry``, ``/edit``) the message is sent from that conversation;
+        on error or Ctrl-C the conversation is what it was before, either way.
+        """
+        before = self.session.conversation
+        if base is not None:
+            self.session.conversation = base
         stream = self.renderer.reply()
         try:
             with stream:
                 self.session.send(text, stream.feed)
+            return True
         except KeyboardInterrupt:
+            self.session.conversation = before
             self.renderer.note("cancelled; the conversation is unchanged (send again, or /retry)")
         except ChatError as error:
+            self.session.conversation = before
             self.renderer.error(f"{error} (the conversation is unchanged; send again to retry)")
+        return False
