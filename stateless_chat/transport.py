@@ -202,7 +202,9 @@ class Transport:
                 raise
             error, _ = self._translate(raw, endpoint)
             if not isinstance(error, StreamError):
-                error = StreamError(f"the reply from {host_of(endpoint)} broke off: {error}")
+                cause = raw.__cause__ or raw.__context__ or raw
+                detail = redact(" ".join(str(cause).split()), self._api_key) or type(cause).__name__
+                error = StreamError(f"the reply from {host_of(endpoint)} broke off: {detail}")
             raise error from raw
         finally:
             close = getattr(stream, "close", None)
@@ -225,11 +227,15 @@ class Transport:
         if isinstance(raw, RequestError):
             return raw, None
         if isinstance(raw, openai.APITimeoutError):
-            return ConnectError(f"{host} did not answer within {self.timeout:g} s"), None
+            hint = "raise timeout in the config file if the server is just slow"
+            return ConnectError(f"{host} did not answer within {self.timeout:g} s ({hint})"), None
         if isinstance(raw, openai.APIConnectionError):
             cause = raw.__cause__ or raw.__context__
-            detail = clean(str(cause)) if cause else "connection failed"
-            return ConnectError(f"could not connect to {host}: {detail}"), None
+            detail = clean(str(cause)) if cause and str(cause) else "connection failed"
+            # httpx's ConnectError means no connection was made; anything else broke an open one.
+            if cause is None or type(cause).__name__ == "ConnectError":
+                return ConnectError(f"could not connect to {host}: {detail} (is the server running?)"), None
+            return ConnectError(f"the connection to {host} broke: {detail}"), None
         if isinstance(raw, openai.APIStatusError):
             status = raw.status_code
             message = clean(_error_message(raw))
@@ -245,7 +251,9 @@ class Transport:
         if isinstance(raw, openai.APIError):
             return StreamError(f"{host} sent a reply that could not be read: {clean(str(raw))}"), None
         if isinstance(raw, (ValueError, UnicodeDecodeError)):
-            return StreamError(f"{host} sent a malformed stream: {clean(str(raw))}"), None
+            hint = "is the base URL an OpenAI-compatible endpoint?"
+            detail = clean(str(raw))
+            return StreamError(f"{host} sent a reply that is not valid JSON ({detail}): {hint}"), None
         return RequestError(f"request to {host} failed: {type(raw).__name__}: {clean(str(raw))}"), None
 
 
