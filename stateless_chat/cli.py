@@ -64,6 +64,13 @@ def chat(
     usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One-shot: events to stderr.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the request JSON; send nothing.")] = False,
+    load: Annotated[
+        Path | None, typer.Option("--load", help="Resume a conversation saved with /save or --save.")
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option("--save", help="One-shot: continue this conversation file and save the exchange to it."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -80,7 +87,7 @@ def chat(
         "budget": budget,
         "policy": policy,
     }
-    options = Options(prompt, config, usage, verbose, dry_run, debug)
+    options = Options(prompt, config, usage, verbose, dry_run, debug, load=load, save=save)
     secret = api_key or os.environ.get("OPENAI_API_KEY")
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -98,8 +105,11 @@ class Options:
     """The flags that steer how a run behaves, rather than what the settings are."""
 
     def __init__(
-        self, prompt: str | None, config: Path | None, usage: bool, verbose: bool, dry_run: bool, debug: bool
+        self, prompt: str | None, config: Path | None, usage: bool, verbose: bool, dry_run: bool, debug: bool,
+        *, load: Path | None = None, save: Path | None = None,
     ) -> None:
+        self.load = load
+        self.save = save
         self.prompt = prompt
         self.config = config
         self.usage = usage
@@ -146,8 +156,11 @@ def run(options: Options, flags: dict[str, Any]) -> int:
 
     from stateless_chat.session import Session
 
+    if options.save is not None and interactive:
+        raise UsageError("--save is for one-shot use; in the chat, /save FILE saves the conversation")
     if options.dry_run:
         session = Session(settings, None, exact=False)
+        resume(session, options, flags)
         import json
 
         print(json.dumps(session.preview_body(text or None), indent=2, ensure_ascii=False))
@@ -165,13 +178,23 @@ def run(options: Options, flags: dict[str, Any]) -> int:
                           max_retries=settings.max_retries)
     try:
         if interactive:
-            return run_repl(settings, transport)
-        return run_once(settings, transport, text, options)
+            return run_repl(settings, transport, options, flags)
+        return run_once(settings, transport, text, options, flags)
     finally:
         transport.close()
 
 
-def run_once(settings: Any, transport: Any, text: str, options: Options) -> int:
+def resume(session: Any, options: Options, flags: dict[str, Any]) -> None:
+    """Load ``--load FILE`` (else an existing one-shot ``--save FILE``) into ``session``; the
+    settings given as flags on this command line win over the saved ones."""
+    path = options.load or (options.save if options.save is not None and options.save.exists() else None)
+    if path is not None:
+        from stateless_chat import persist
+
+        persist.restore(session, persist.load(path), keep=set(flags))
+
+
+def run_once(settings: Any, transport: Any, text: str, options: Options, flags: dict[str, Any]) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
     from stateless_chat.messages import describe
     from stateless_chat.session import Session
@@ -181,6 +204,7 @@ def run_once(settings: Any, transport: Any, text: str, options: Options) -> int:
             print(f"{PROG}: {describe(event)}", file=sys.stderr)
 
     session = Session(settings, transport, on_event=on_event, exact=options.usage)
+    resume(session, options, flags)
     transport.on_event = on_event
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if fancy:
@@ -214,10 +238,14 @@ def run_once(settings: Any, transport: Any, text: str, options: Options) -> int:
             f"completion {'not reported' if completion is None else f'{completion:,}'}",
             file=sys.stderr,
         )
+    if options.save is not None:
+        from stateless_chat import persist
+
+        persist.save(session, options.save)
     return 0
 
 
-def run_repl(settings: Any, transport: Any) -> int:
+def run_repl(settings: Any, transport: Any, options: Options, flags: dict[str, Any]) -> int:
     """Open the interactive chat on the terminal."""
     from rich.console import Console
 
@@ -226,11 +254,12 @@ def run_repl(settings: Any, transport: Any) -> int:
     from stateless_chat.session import Session
 
     session = Session(settings, transport)
+    resume(session, options, flags)
     console = Console(highlight=False)
     repl = Repl(session, console, history_path=input_history_path(settings, os.environ))
     transport.on_event = repl.renderer.event
     console.print(
-        f"stateless-chat {__version__} · {settings.model} · budget {session.budget:,} tokens · "
+        f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens · "
         "/help for commands, Ctrl-D to leave",
         style="dim",
         markup=False,

@@ -110,10 +110,17 @@ def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, the file created with mode 0600.
 
     The text goes to a new 0600 file in the same directory, which then replaces
-    ``path``; an existing file keeps its content until the new one is complete.
+    ``path``; an existing file keeps its content until the new one is complete. Raises
+    ``SaveFileError`` (one line) when it cannot be written.
     """
-    path = path.expanduser()
-    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        _write_private(path.expanduser(), text)
+    except OSError as error:
+        raise SaveFileError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     os.close(handle)
