@@ -254,6 +254,11 @@ class Settings:
                 ) from None
             if checked is not value:
                 object.__setattr__(self, name, checked)
+        if not self.pin_system:
+            raise ConfigError(
+                "pin_system = false is not supported: the system prompt is always pinned (sent with "
+                "every request, never evicted); remove the setting, or drop the system prompt instead"
+            )
         if self.effective_reply_reserve >= self.effective_budget:
             source = "max_tokens" if self.max_tokens is not None else "reply_reserve"
             raise ConfigError(

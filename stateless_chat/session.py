@@ -27,6 +27,7 @@ from stateless_chat.messages import (
     ContextRetry,
     Entry,
     Event,
+    Evicted,
     Message,
     Summarized,
     TurnStats,
@@ -42,6 +43,8 @@ Write a concise summary, in the conversation's language, that keeps:
 - every constraint, preference or instruction the user said must hold;
 - decisions made and their reasons;
 - open questions and unfinished tasks.
+The transcript may open with your earlier summary of even older turns (the text before the
+first "user:" line): merge it in, dropping nothing it kept.
 Write it as plain notes, addressed to the assistant who continues the chat.
 Do not add anything that was not said."""
 
@@ -61,9 +64,18 @@ class Plan:
 
 @dataclass
 class Totals:
-    """Session-wide token accounting: the real bill of resending and the no-eviction baseline."""
+    """Session-wide token accounting: the real bill of resending and the no-eviction baseline.
+
+    ``sent`` sums each turn's prompt tokens as the server reported them (our estimate for a
+    turn it did not report): what resending the history really cost. ``estimated`` sums our
+    own counts of the same requests. ``baseline`` is what the same turns would have cost
+    with nothing ever evicted or summarized, in ``sent``'s units: each turn's no-eviction
+    count is scaled by that turn's reported/estimated ratio, so with no eviction
+    ``baseline == sent`` even when the server's tokenizer is not ours.
+    """
 
     sent: int = 0
+    estimated: int = 0
     baseline: int = 0
     completion: int = 0
     turns: list[TurnStats] = field(default_factory=list)
@@ -92,6 +104,7 @@ class Session:
         self.totals = Totals()
         self._summary_cache: dict[tuple[int, ...], str] = {}
         self.learned_budget: int | None = None
+        self._usage_missing_said = False  # UsageMissing is emitted once per session, not every turn
 
     # ---- measuring -----------------------------------------------------------
 
@@ -177,9 +190,9 @@ class Session:
         if cached is not None:
             return cached
         assert self.transport is not None
-        lines = []
-        if previous:
-            lines.append(f"Summary so far:\n{previous}\n")
+        # The earlier summary opens the transcript as it is, with no heading line: the prompt
+        # says what it is, and every fold then wraps it in as little new text as possible.
+        lines = [previous] if previous else []
         lines += [f"{m.role}: {m.content}" for m in messages]
         body = {
             "model": self.settings.model,
@@ -220,7 +233,15 @@ class Session:
         return reply
 
     def _replan_smaller(self, text: str, plan: Plan, error: ContextLengthError) -> Plan:
-        """Return a plan cut to what the server says fits, after one context-length refusal."""
+        """Return a plan cut to what the server says fits, after one context-length refusal.
+
+        The server's numbers give the ratio of its count to ours; the new budget is its limit
+        (less the reply reserve) divided by that ratio, with a 5% margin, and it is kept for
+        the rest of the session (``learned_budget``). Re-raises ``error`` when nothing can be
+        cut: policy ``none``, or system, pins and the new message alone exceed the new budget.
+        """
+        if self.settings.policy == "none":
+            raise error
         prompt = plan.fit.total - self.reserve
         if error.limit and error.requested and error.requested > 0:
             ratio = error.requested / max(prompt, 1)
@@ -236,7 +257,8 @@ class Session:
             raise error from None
         self.learned_budget = budget
         self.on_event(ContextRetry(error.limit, error.requested, budget))
-        self._emit(smaller.fit.events)
+        told = {turn for event in plan.fit.events if isinstance(event, Evicted) for turn in event.turns}
+        self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and set(e.turns) <= told)])
         return smaller
 
     def _request(self, body: dict[str, Any], on_delta: Callable[[str], None]) -> Reply:
@@ -273,11 +295,12 @@ class Session:
 
         estimated = fitted.total - self.reserve
         usage = reply.usage
-        if usage is None or usage.prompt_tokens is None:
+        if (usage is None or usage.prompt_tokens is None) and not self._usage_missing_said:
+            self._usage_missing_said = True
             self.on_event(UsageMissing())
         reported_prompt = usage.prompt_tokens if usage else None
         reported_completion = usage.completion_tokens if usage else None
-        evictions = sum(1 for e in fitted.events if type(e).__name__ in ("Evicted", "Summarized"))
+        evictions = sum(1 for e in fitted.events if isinstance(e, (Evicted, Summarized)))
         stats = TurnStats(
             turn=plan.pending.turn,
             estimated_prompt_tokens=estimated,
@@ -287,10 +310,16 @@ class Session:
             evictions=evictions,
             events=fitted.events,
         )
-        self.totals.turns.append(stats)
-        self.totals.sent += reported_prompt if reported_prompt is not None else estimated
-        self.totals.baseline += stats.baseline_prompt_tokens
-        self.totals.completion += reported_completion or 0
+        totals = self.totals
+        totals.turns.append(stats)
+        totals.estimated += estimated
+        if reported_prompt is not None and estimated > 0:
+            totals.sent += reported_prompt
+            totals.baseline += round(stats.baseline_prompt_tokens * reported_prompt / estimated)
+        else:
+            totals.sent += estimated
+            totals.baseline += stats.baseline_prompt_tokens
+        totals.completion += reported_completion or 0
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
