@@ -13,6 +13,7 @@ import os
 import signal
 import struct
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,6 +293,12 @@ def wait_gone(pid: int, timeout: float = 5) -> bool:
     return True
 
 
+@pytest.fixture(autouse=True)
+def logs_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Server logs that a failed start keeps for the user land in the test's own directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
     return write(tmp_path, model_like(ctx=4096).build())
@@ -320,7 +327,7 @@ def test_crash_is_one_line_with_the_log_tail(tmp_path: Path, model: Path) -> Non
     with pytest.raises(ConnectError, match="not running"):
         server.check()
     assert server.log_path is not None and server.log_path.exists()  # kept for the user to read
-    server.log_path.unlink()
+    assert server.log_path.parent == tmp_path
 
 
 FAKE_LLAMA_CPP = {
