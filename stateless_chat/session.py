@@ -50,6 +50,8 @@ Do not add anything that was not said."""
 
 # What share of the budget a summary may take before the rest of history is dropped instead.
 SUMMARY_SHARE = 4
+# The smallest reply a summary request asks for, even when its transcript leaves less room.
+SUMMARY_MIN_REPLY = 32
 
 
 @dataclass(frozen=True)
@@ -194,13 +196,15 @@ class Session:
         # says what it is, and every fold then wraps it in as little new text as possible.
         lines = [previous] if previous else []
         lines += [f"{m.role}: {m.content}" for m in messages]
+        request = [Message("system", SUMMARY_PROMPT), Message("user", "\n\n".join(lines))]
+        # The summary request obeys the budget too: its reply gets what the transcript leaves,
+        # at most the summary's share and never less than SUMMARY_MIN_REPLY.
+        prompt = sum(self.measure(m) for m in request) + REPLY_PRIMING
+        share = max(64, self.budget // SUMMARY_SHARE)
         body = {
             "model": self.settings.model,
-            "messages": [
-                {"role": "system", "content": SUMMARY_PROMPT},
-                {"role": "user", "content": "\n\n".join(lines)},
-            ],
-            "max_tokens": max(64, self.budget // SUMMARY_SHARE),
+            "messages": [m.to_api() for m in request],
+            "max_tokens": max(SUMMARY_MIN_REPLY, min(share, self.budget - prompt)),
         }
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
