@@ -185,8 +185,9 @@ def dispatch(session: Session, line: str) -> Result:
     stripped = line.strip()
     if stripped.startswith("//"):
         return Send(stripped[1:])
-    name, _, arg = stripped[1:].partition(" ")
-    name = name.lower()
+    words = stripped[1:].split(maxsplit=1)  # any whitespace (tab, newline) ends the name
+    name = words[0].lower() if words else ""
+    arg = words[1] if len(words) > 1 else ""
     found = REGISTRY.get(name)
     if found is None:
         close = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
