@@ -36,8 +36,12 @@ def strip_controls(text: str) -> str:
     """Return ``text`` without terminal escape sequences or control characters (``\\n``, ``\\t`` stay).
 
     A carriage return is kept only as part of ``\\r\\n`` (turned into ``\\n``), so a reply
-    cannot overwrite what was already shown on its line.
+    cannot overwrite what was already shown on its line. A sequence left unfinished at
+    the end is dropped whole (as ``ControlStripper.flush`` does), not shown as debris.
     """
+    unfinished = _UNFINISHED.search(text)
+    if unfinished and len(text) - unfinished.start() <= _MAX_PENDING:
+        text = text[: unfinished.start()]
     text = _SEQUENCE.sub("", text).replace("\r\n", "\n")
     return _CONTROL.sub("", text)
 

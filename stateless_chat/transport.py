@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 PLACEHOLDER_KEY = "sk-no-key-needed"
 _RETRY_STATUSES = {408, 409, 429}
+_BODY_SHOWN = 200  # characters of a non-JSON error body worth showing in a one-line message
 _CONTEXT_NUMBERS = re.compile(r"maximum context length is (\d+).*?(?:resulted in|requested) (\d+)", re.S)
 
 
@@ -271,6 +272,10 @@ def _error_message(error: Any) -> str:
             return str(inner["message"])
         if isinstance(body.get("message"), str):
             return str(body["message"])
+    if isinstance(body, str) and body.strip():
+        # A proxy's error page, not JSON: show its start on one line.
+        text = " ".join(body.split())
+        return text if len(text) <= _BODY_SHOWN else text[: _BODY_SHOWN - 1] + "…"
     return str(getattr(error, "message", "") or error)
 
 
