@@ -537,7 +537,7 @@ def _file(session: Session, arg: str) -> Result:
     if len(names) != 1 or any(n.startswith("--") for n in names):
         raise CommandError("usage: /file PATH [--pin]")
     shown = names[0]
-    path = Path(shown).expanduser()
+    path = persist.expand(shown)
     text = read_text_file(path)
     conversation = session.conversation
     entry = conversation.new_entry("user", file_message(shown, text), session.measure, kind="file",
@@ -653,7 +653,7 @@ def _one_path(arg: str, usage: str, *, required: bool) -> Path | None:
     words = split_args(arg)
     if len(words) > 1 or (required and not words):
         raise CommandError(f"usage: {usage}")
-    return Path(words[0]).expanduser() if words else None
+    return persist.expand(words[0]) if words else None
 
 
 @command("save", "/save [FILE]", "save the conversation as JSON (mode 0600, never the API key)", paths=True)

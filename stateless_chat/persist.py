@@ -51,6 +51,14 @@ class Saved:
     settings: dict[str, Any]
 
 
+def expand(path: Path | str) -> Path:
+    """Return ``path`` with a leading ``~`` or ``~user`` expanded; ``SaveFileError`` for an unknown user."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as error:
+        raise SaveFileError(f"cannot expand {str(path)!r}: {error}") from None
+
+
 # ---- writing ----------------------------------------------------------------------
 
 
@@ -114,7 +122,7 @@ def write_private(path: Path, text: str) -> None:
     ``SaveFileError`` (one line) when it cannot be written.
     """
     try:
-        _write_private(path.expanduser(), text)
+        _write_private(expand(path), text)
     except OSError as error:
         raise SaveFileError(f"cannot write {path}: {error.strerror or error}") from None
 
@@ -139,7 +147,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def save(session: Session, path: Path) -> Path:
     """Write ``session``'s conversation to ``path`` (mode 0600) and return the path written."""
-    path = path.expanduser()
+    path = expand(path)
     write_private(path, json.dumps(to_data(session), indent=2, ensure_ascii=False) + "\n")
     return path
 
@@ -240,7 +248,7 @@ def from_data(data: object) -> Saved:
 def load(path: Path) -> Saved:
     """Return the conversation saved at ``path``; ``SaveFileError`` (one line, naming the file) if it
     cannot be read or is not a conversation this version understands."""
-    path = path.expanduser()
+    path = expand(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -310,6 +318,6 @@ def to_markdown(session: Session) -> str:
 
 def export(session: Session, path: Path) -> Path:
     """Write the Markdown transcript of ``session`` to ``path`` (mode 0600) and return the path."""
-    path = path.expanduser()
+    path = expand(path)
     write_private(path, to_markdown(session))
     return path
