@@ -26,6 +26,7 @@ from stateless_chat.errors import (
     redact,
 )
 from stateless_chat.messages import Event, FailedOver, Retrying, Usage
+from stateless_chat.sanitize import strip_controls
 
 if TYPE_CHECKING:
     import openai
@@ -223,7 +224,8 @@ class Transport:
         key = self._api_key
 
         def clean(text: str) -> str:
-            return redact(" ".join(text.split()), key)
+            # Server text ends up on a terminal (stderr, status lines): one line, no controls, no key.
+            return redact(" ".join(strip_controls(text).split()), key)
 
         if isinstance(raw, RequestError):
             return raw, None

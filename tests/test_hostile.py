@@ -130,6 +130,18 @@ def test_hostile_error_message_through_the_repl(server: FakeServer) -> None:
     assert "[red]way[/red]" in output
 
 
+@pytest.mark.parametrize("status", [400, 503])
+def test_hostile_error_body_in_one_shot_stderr(server: FakeServer, status: int) -> None:
+    hostile = "proxy says \x1b]52;c;ZXZpbA==\x07 no\r\x1b[2J [red]way[/red]\x9b1A"
+    server.fail_next(3, status=status, body=hostile)
+    done = run_cli("--base-url", server.url, "-v", "hi")
+    assert done.returncode == 1
+    error = done.stderr.decode()
+    assert_safe(error)
+    assert "proxy says" in error and "[red]way[/red]" in error
+    assert len(error.splitlines()) == (1 if status == 400 else 3)  # two retry lines, then the error
+
+
 @pytest.mark.parametrize("flags", [[], ["--no-stream"]])
 def test_hostile_reply_in_one_shot_plain_output(server: FakeServer, flags: list[str]) -> None:
     server.replier = lambda body: HOSTILE_REPLY
@@ -328,4 +340,13 @@ def test_existing_input_history_is_made_private(tmp_path: Path) -> None:
     path.write_text("")
     path.chmod(0o644)
     secure_file_history(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_one_shot_save_file_is_private_and_keyless(server: FakeServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.json"
+    done = run_cli("--base-url", server.url, "--api-key", KEY, "--save", str(path), "hi")
+    assert done.returncode == 0, done.stderr
+    assert server.request_headers[0]["authorization"] == f"Bearer {KEY}"
+    assert "echo: hi" in path.read_text() and "S3cr3t" not in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
