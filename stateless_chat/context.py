@@ -84,15 +84,22 @@ def evictable_turns(entries: Sequence[Entry]) -> list[int]:
     """
     newest = _newest_turn(entries)
     blocked = {e.turn for e in entries if e.pinned or e.kind == "summary"}
-    order: list[int] = []
+    # dict keys: insertion-ordered and O(1) membership, so this stays linear in the history
+    order: dict[int, None] = {}
     for e in entries:
-        if e.turn > 0 and e.turn != newest and e.turn not in blocked and e.turn not in order:
-            order.append(e.turn)
-    return order
+        if e.turn > 0 and e.turn != newest and e.turn not in blocked:
+            order[e.turn] = None
+    return list(order)
 
 
 def _current_summary(entries: Sequence[Entry]) -> Entry | None:
-    return next((e for e in entries if e.kind == "summary"), None)
+    """Return the running summary, which sits among the leading turn-0 entries (system, summary)."""
+    for e in entries:
+        if e.kind == "summary":
+            return e
+        if e.turn > 0:
+            return None
+    return None
 
 
 def _drop(
@@ -104,6 +111,8 @@ def _drop(
     when every evictable turn is gone and the request still does not fit.
     """
     total = request_size(entries, reserve)
+    if total <= budget:  # the common turn: nothing to evict, so no per-entry work beyond the sum
+        return tuple(entries), (), []
     gone: set[int] = set()
     events: list[Event] = []
     turns = iter(evictable_turns(entries))
