@@ -7,11 +7,14 @@ openai) happen only on the path that needs them, so one-shot use starts fast.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -247,6 +250,7 @@ def run_once(settings: Any, transport: Any, text: str, options: Options, flags: 
 
 def run_repl(settings: Any, transport: Any, options: Options, flags: dict[str, Any]) -> int:
     """Open the interactive chat on the terminal."""
+    gc.enable()  # main() paused it for start-up; a long session needs it
     from rich.console import Console
 
     from stateless_chat.config import input_history_path
@@ -271,12 +275,50 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _exit_code(code: object) -> int:
+    """Return the process status for ``SystemExit(code)``, printing a message code as Python does."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def exit_now(code: int) -> NoReturn:
+    """Run the atexit handlers (a local server's stop), flush, and end the process without teardown.
+
+    Tearing down every module of openai and its ~100k pydantic objects costs ~0.1 s of a
+    one-shot run and does nothing the operating system does not do anyway.
+    """
+    atexit._run_exitfuncs()
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main() -> None:
-    """Console-script entry point: quiet on a closed pipe, clean on SIGTERM."""
+    """Console-script entry point: quiet on a closed pipe, clean on SIGTERM, quick to start and end.
+
+    The objects imported at start-up live until exit, so the cyclic collector is paused
+    while they load (``run_repl`` resumes it for the long-lived REPL): ~0.07 s saved.
+    """
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _terminate)
-    app(prog_name=PROG)
+    gc.disable()
+    try:
+        app(prog_name=PROG)
+        code = 0
+    except SystemExit as done:
+        code = _exit_code(done.code)
+    exit_now(code)
 
 
 if __name__ == "__main__":
