@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from stateless_chat.errors import BudgetError, UsageError
 from stateless_chat.messages import (
@@ -323,66 +322,6 @@ def summarize(
     return Fit(kept, evicted, new, (event, *events), request_size(kept, reserve), budget)
 
 
-class Policy(Protocol):
-    """The common signature every entry of ``POLICIES`` has."""
-
-    def __call__(
-        self,
-        entries: Sequence[Entry],
-        budget: int,
-        counter: Counter,
-        *,
-        reserve: int = 0,
-        summarizer: Summarizer | None = None,
-        summary_id: int = 0,
-    ) -> Fit: ...
-
-
-def _drop_oldest_policy(
-    entries: Sequence[Entry],
-    budget: int,
-    counter: Counter,
-    *,
-    reserve: int = 0,
-    summarizer: Summarizer | None = None,
-    summary_id: int = 0,
-) -> Fit:
-    return drop_oldest(entries, budget, counter, reserve=reserve)
-
-
-def _keep_all_policy(
-    entries: Sequence[Entry],
-    budget: int,
-    counter: Counter,
-    *,
-    reserve: int = 0,
-    summarizer: Summarizer | None = None,
-    summary_id: int = 0,
-) -> Fit:
-    return keep_all(entries, budget, counter, reserve=reserve)
-
-
-def _summarize_policy(
-    entries: Sequence[Entry],
-    budget: int,
-    counter: Counter,
-    *,
-    reserve: int = 0,
-    summarizer: Summarizer | None = None,
-    summary_id: int = 0,
-) -> Fit:
-    if summarizer is None:  # the caller cannot summarize now (no transport, or a retry): just drop
-        return drop_oldest(entries, budget, counter, reserve=reserve)
-    return summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=summary_id)
-
-
-POLICIES: dict[str, Policy] = {
-    "drop-oldest": _drop_oldest_policy,
-    "summarize": _summarize_policy,
-    "none": _keep_all_policy,
-}
-
-
 def fit(
     policy: str,
     entries: Sequence[Entry],
@@ -400,8 +339,10 @@ def fit(
     ``summarizer`` behaves as ``drop-oldest``. Raises ``UsageError`` for an unknown policy
     name, and ``BudgetError`` as the policies do.
     """
-    run = POLICIES.get(policy)
-    if run is None:
-        names = ", ".join(POLICIES)
-        raise UsageError(f"unknown context policy {policy!r}: choose one of {names}")
-    return run(entries, budget, counter, reserve=reserve, summarizer=summarizer, summary_id=next_id)
+    if policy == "summarize" and summarizer is not None:
+        return summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=next_id)
+    if policy in ("drop-oldest", "summarize"):  # summarize without a summarizer: drop instead
+        return drop_oldest(entries, budget, counter, reserve=reserve)
+    if policy == "none":
+        return keep_all(entries, budget, counter, reserve=reserve)
+    raise UsageError(f"unknown context policy {policy!r}: choose one of drop-oldest, summarize, none")
