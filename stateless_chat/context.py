@@ -28,8 +28,8 @@ from stateless_chat.messages import (
     Summarized,
     SummaryFailed,
 )
+from stateless_chat.tokens import REPLY_PRIMING
 
-REPLY_PRIMING = 3  # tokens every reply is primed with (<|start|>assistant<|message|>)
 SUMMARY_HEADER = "Summary of the earlier conversation:\n"
 SUMMARY_MIN_MAX = 64  # a summary may always take at least this many tokens
 ELLIPSIS = "…"
