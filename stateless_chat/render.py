@@ -76,6 +76,8 @@ class ReplyStream:
         self._text: list[str] = []
         self._live: Live | None = None
         self._last_refresh = 0.0
+        self._scanned = 0  # the tail before this index is whole lines already classified
+        self._fence_at: int | None = None  # where the open code fence's line starts in the tail
 
     def __enter__(self) -> ReplyStream:
         if self.console.is_terminal:
@@ -89,14 +91,59 @@ class ReplyStream:
             return
         self._text.append(safe)
         self._tail += safe
-        done = _finished_blocks(self._tail)
+        done = self._scan()
         if done:
             self._print(self._tail[:done])
             self._tail = self._tail[done:]
+            self._scanned -= done
+            if self._fence_at is not None:
+                self._fence_at -= done
         now = time.monotonic()
         if self._live is not None and now - self._last_refresh >= REFRESH_SECONDS:
             self._last_refresh = now
-            self._live.update(self._view(self._tail), refresh=True)
+            self._live.update(self._view(self._visible()), refresh=True)
+
+    def _scan(self) -> int:
+        """Classify the whole lines that arrived since the last call; return the length of the
+        tail's prefix made of finished blocks (0 when none finished).
+
+        Only new lines are looked at, so a block of any length costs linear time in total.
+        """
+        tail = self._tail
+        done = 0
+        start = self._scanned
+        while (end := tail.find("\n", start)) >= 0:
+            line = tail[start:end + 1]
+            if _FENCE.match(line):
+                self._fence_at = start if self._fence_at is None else None
+            elif self._fence_at is None and not line.strip():
+                done = end + 1
+            start = end + 1
+        self._scanned = start
+        return done
+
+    def _visible(self) -> str:
+        """Return the end of the unfinished tail that fits on the screen, reopening its code fence.
+
+        Live shows no more than a screenful anyway; rendering only that keeps each refresh
+        at the screen's size, however long the unfinished block grows.
+        """
+        tail = self._tail
+        width, height = self.console.size
+        rows = max(1, height - 2)
+        floor = max(0, len(tail) - max(1, width) * rows)
+        begin = len(tail)
+        for _ in range(rows):
+            newline = tail.rfind("\n", floor, max(floor, begin - 1))
+            if newline < 0:
+                begin = floor
+                break
+            begin = newline + 1
+        view = tail[begin:]
+        if self._fence_at is not None and self._fence_at < begin:
+            opener_end = tail.find("\n", self._fence_at)
+            view = tail[self._fence_at:opener_end + 1] + view
+        return view
 
     def _view(self, text: str) -> Markdown | Text:
         return Markdown(text) if self.markdown else Text(text)
