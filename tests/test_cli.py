@@ -82,7 +82,8 @@ def test_server_error_is_one_line_and_exit_1(server: FakeServer) -> None:
 
 
 def test_missing_key_with_default_endpoint() -> None:
-    done = run_cli("hi")
+    # An explicit base URL: with the [local] extra installed, no key and no URL means the local model.
+    done = run_cli("--base-url", "https://api.openai.com/v1", "hi")
     assert done.returncode == 2
     message = done.stderr.decode().strip()
     assert len(message.splitlines()) == 1
