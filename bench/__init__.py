@@ -1,0 +1,1 @@
+"""Benchmarks of stateless-chat: run them all with ``python bench/run.py`` (see README)."""

@@ -1,0 +1,102 @@
+"""Per-turn client overhead: count the new message, fit the request to the budget, build the payload.
+
+A session holds ``n`` messages of history under a budget large enough to resend them
+all (the worst case for the client: nothing evicted), and the steps of
+``Session.plan`` are timed separately, with no network. ``plan`` is the whole of it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from bench.common import median
+
+if TYPE_CHECKING:
+    from stateless_chat.messages import Role
+    from stateless_chat.session import Session
+
+WORDS = "the quick brown fox jumps over the lazy dog while the cat watches".split()
+
+
+@dataclass
+class TurnRow:
+    """Median seconds of each step for a history of ``messages`` messages."""
+
+    messages: int
+    count: float
+    fit: float
+    payload: float
+    plan: float
+    serialize: float  # json.dumps of the body: what sending it costs at the least, for reference
+
+
+def history_session(n: int, *, exact: bool = False) -> Session:
+    """Return a Session (no transport) holding ``n`` messages: alternating user/assistant turns."""
+    from stateless_chat.config import Settings
+    from stateless_chat.session import Session
+
+    huge = 100_000_000
+    session = Session(Settings(base_url="http://127.0.0.1:9/v1", budget=huge, context_window=huge),
+                      None, exact=exact)
+    conversation = session.conversation
+    built = []
+    for i in range(n):
+        role: Role = "user" if i % 2 == 0 else "assistant"
+        text = f"message {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(12))
+        entry = conversation.new_entry(role, text, session.measure, turn=i // 2 + 1)
+        built.append(replace(entry, id=entry.id + i))
+    session.conversation = conversation.append(*built)
+    return session
+
+
+def _time(step: Callable[[], object], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        samples.append(time.perf_counter() - start)
+    return median(samples)
+
+
+def measure(n: int, repeat: int) -> TurnRow:
+    """Return the median time of each step of one turn over a history of ``n`` messages."""
+    from stateless_chat.context import fit as fit_policy
+
+    session = history_session(n)
+    conversation = session.conversation
+    text = "and the next question is this one"
+    pending = conversation.new_entry("user", text, session.measure)
+    policy, budget, reserve = session.settings.policy, session.budget, session.reserve
+    fitted = fit_policy(policy, conversation.request_entries([pending]), budget, session.measure,
+                        reserve=reserve)
+    assert len(fitted.kept) == n + 1, "the bench budget must hold the whole history"
+    body = session.plan(text, summarize=False).body
+
+    def count() -> object:
+        return conversation.new_entry("user", text, session.measure)
+
+    def fit() -> object:
+        entries = conversation.request_entries([pending])
+        return fit_policy(policy, entries, budget, session.measure, reserve=reserve,
+                          next_id=conversation.next_id + 1)
+
+    def payload() -> object:
+        return session.body([e.message for e in fitted.kept])
+
+    def plan() -> object:
+        return session.plan(text, summarize=False)
+
+    def serialize() -> object:
+        return json.dumps(body)
+
+    return TurnRow(n, _time(count, repeat), _time(fit, repeat), _time(payload, repeat), _time(plan, repeat),
+                   _time(serialize, repeat))
+
+
+def run(sizes: Sequence[int] = (10, 100, 1_000, 10_000), repeat: int = 30) -> list[TurnRow]:
+    """Return one row per history size; each step is the median of ``repeat`` runs."""
+    return [measure(n, repeat) for n in sizes]

@@ -1,0 +1,116 @@
+"""The benchmark suite (bench/) keeps working: every part runs at tiny sizes. No timing is asserted.
+
+Also the two properties the benchmarks pushed into the renderer: the streamed reply's live
+view stays a screenful however long the unfinished block grows, and scanning only the new
+lines prints exactly what rescanning the whole tail did.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import economy, memory, oneshot, run, stream, turns
+from stateless_chat import render
+from stateless_chat.render import ReplyStream
+from tests.fakeserver import FakeServer
+
+
+def test_oneshot_times_ours_and_the_floor(server: FakeServer) -> None:
+    result = oneshot.run(server.url, runs=1, with_llm=False)
+    names = [row[0] for row in result.rows]
+    assert names[0] == "stateless-chat" and names[1].startswith("floor")
+    assert all(wall > 0 and cpu > 0 for _, wall, _, cpu in result.rows)
+    assert result.skipped == ["llm"]
+    # the one-shot run imports openai itself (lazily, from the transport): it must show up
+    assert "openai" in dict(result.offenders)
+    # every timed run really got the answer: warm-up + 1 run per contender, and the importtime run
+    assert len([r for r in server.requests if r["messages"][-1]["content"] == "q"]) == 2 * 2 + 1
+
+
+def test_turns_measure_every_step_over_the_whole_history() -> None:
+    rows = turns.run((10, 40), repeat=2)
+    assert [r.messages for r in rows] == [10, 40]
+    assert all(min(r.count, r.fit, r.payload, r.plan, r.serialize) > 0 for r in rows)
+    session = turns.history_session(40)
+    assert len(session.plan("next", summarize=False).body["messages"]) == 41
+
+
+def test_stream_renders_every_shape() -> None:
+    rows = stream.run((20,))
+    assert [r.shape for r in rows] == ["paragraphs", "one paragraph", "code block"]
+    assert all(r.cpu > 0 for r in rows)
+    for shape in ("paragraphs", "one paragraph", "code block"):
+        assert len(stream.chunks(shape, 30)) == 30
+
+
+def test_economy_pins_and_summaries_keep_the_constraints_while_saving_tokens() -> None:
+    rows = {r.policy: r for r in economy.run(30)}
+    baseline = rows["none"]
+    assert baseline.kept == 5 and baseline.largest > economy.BUDGET
+    for name in ("drop-oldest + pins", "summarize", "summarize + pins"):
+        assert rows[name].kept == 5, name
+        assert rows[name].sent < baseline.sent, name
+    assert rows["drop-oldest"].kept < 5  # the dilemma: plain dropping loses the early constraints
+    assert rows["summarize"].requests > baseline.requests  # the summary calls are counted too
+
+
+def test_memory_child_reports_its_own_numbers() -> None:
+    result = memory.run(50, exact=False)
+    assert result.messages == 50 and result.chars > 50
+    assert result.peak_kib >= result.before_kib > 0
+
+
+def test_results_go_between_the_markers_and_replace_the_previous_ones(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nprose\n\n{run.PLACEHOLDER}\n\nafter\n", encoding="utf-8")
+    run.write_readme(readme, "first table\n")
+    run.write_readme(readme, "second table\n")
+    text = readme.read_text(encoding="utf-8")
+    assert "second table" in text and "first table" not in text and run.PLACEHOLDER not in text
+    assert text.startswith("# x\n\nprose\n\n" + run.BEGIN) and text.endswith(run.END + "\n\nafter\n")
+
+
+def test_live_view_is_a_screenful_that_reopens_the_code_fence() -> None:
+    with open(os.devnull, "w", encoding="utf-8") as null:
+        console = Console(file=null, force_terminal=True, width=80, height=25)
+        with ReplyStream(console) as reply:
+            reply.feed("intro\n\n```python\n")
+            for i in range(500):
+                reply.feed(f"x{i} = {i}\n")
+            view = reply._visible()
+            assert view.startswith("```python\n")
+            assert view.endswith("x499 = 499\n")
+            assert view.count("\n") <= 25
+
+
+class _FullScan(ReplyStream):
+    """The reference: rescan the whole unfinished tail on every chunk (the old, quadratic way)."""
+
+    def _scan(self) -> int:
+        return render._finished_blocks(self._tail)
+
+
+def test_incremental_block_scan_prints_what_a_full_rescan_prints() -> None:
+    doc = ("# Title\n\nSome *text* here\nmore text.\n\n```python\nx = 1\n\ny = 2\n```\n\n- a\n- b\n\n"
+           "~~~\ncode\n~~~\nafter fence\n\n   \n\nlast para")
+
+    def output(kind: type[ReplyStream], chunks: list[str]) -> str:
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=60, force_terminal=False, color_system=None)
+        with kind(console) as reply:
+            for chunk in chunks:
+                reply.feed(chunk)
+        return buffer.getvalue()
+
+    rnd = random.Random(3)
+    for _ in range(60):
+        cuts = sorted(rnd.sample(range(1, len(doc)), rnd.randint(1, 25)))
+        chunks = [doc[a:b] for a, b in zip([0, *cuts], [*cuts, len(doc)], strict=True)]
+        printed = output(ReplyStream, chunks)
+        assert printed == output(_FullScan, chunks)
+        assert "x = 1" in printed and "last para" in printed
