@@ -240,8 +240,8 @@ def local_settings(settings: Any, server: Any, flags: dict[str, Any]) -> Any:
     """Return settings pointed at the local server; its context window is the server's context size."""
     changes: dict[str, Any] = {"base_url": server.base_url, "base_urls": (), "api_key": None,
                                "context_window": server.n_ctx}
-    if "model" not in flags and server.model:
-        changes["model"] = server.model
+    if "model" not in flags:  # llama.cpp accepts any name; the file's stem reads best in the toolbar
+        changes["model"] = server.model_path.stem
     return settings.replace(**changes)
 
 
