@@ -180,7 +180,8 @@ def dispatch(session: Session, line: str) -> Result:
     """Run the slash command in ``line`` and return its result.
 
     Raises ``CommandError`` for an unknown command (with a suggestion) or a bad argument;
-    ``ChatError`` from the handler propagates unchanged. Nothing changes on error.
+    a ``ChatError`` from the handler propagates with its message folded onto one line.
+    Nothing changes on error.
     """
     stripped = line.strip()
     if stripped.startswith("//"):
@@ -195,10 +196,13 @@ def dispatch(session: Session, line: str) -> Result:
         raise CommandError(f"unknown command /{name}{hint}")
     try:
         return found.handler(session, arg.strip())
-    except ChatError:
+    except ChatError as error:
+        # Errors are shown as one line, but they may quote a multi-line argument.
+        if "\n" in str(error) or "\r" in str(error):
+            raise type(error)(" ".join(str(error).split())) from error
         raise
     except (ValueError, OSError) as error:
-        raise CommandError(f"/{name}: {error}") from error
+        raise CommandError(" ".join(f"/{name}: {error}".split())) from error
 
 
 def parse_id(session: Session, text: str, *, usage: str) -> int:
