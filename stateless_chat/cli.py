@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -97,9 +98,8 @@ def chat(
         "budget": budget,
         "policy": policy,
     }
-    options = Options(prompt, config, usage, verbose, dry_run, debug, load=load, save=save)
-    options.local = local or local_model is not None
-    options.local_model = local_model
+    options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
+                      local=local or local_model is not None, local_model=local_model)
     secret = api_key or os.environ.get("OPENAI_API_KEY")
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -113,23 +113,20 @@ def chat(
     raise typer.Exit(code)
 
 
+@dataclass
 class Options:
     """The flags that steer how a run behaves, rather than what the settings are."""
 
-    def __init__(
-        self, prompt: str | None, config: Path | None, usage: bool, verbose: bool, dry_run: bool, debug: bool,
-        *, load: Path | None = None, save: Path | None = None,
-    ) -> None:
-        self.load = load
-        self.save = save
-        self.local = False
-        self.local_model: Path | None = None
-        self.prompt = prompt
-        self.config = config
-        self.usage = usage
-        self.verbose = verbose
-        self.dry_run = dry_run
-        self.debug = debug
+    prompt: str | None = None
+    config: Path | None = None
+    usage: bool = False
+    verbose: bool = False
+    dry_run: bool = False
+    debug: bool = False
+    load: Path | None = None
+    save: Path | None = None
+    local: bool = False
+    local_model: Path | None = None
 
 
 def read_stdin() -> str:

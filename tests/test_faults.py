@@ -377,7 +377,7 @@ def run_cli_repl(settings: Settings, transport: Transport, keys: list[str],
         for key in keys:
             pipe.send_text(key)
         pipe.send_text(CTRL_D)
-        options = cli.Options(None, None, False, False, False, False)
+        options = cli.Options()
         assert cli.run_repl(settings, transport, options, {}) == 0
     return capsys.readouterr().out
 
