@@ -693,9 +693,5 @@ def _stats(session: Session, arg: str) -> Result:
     turns = session.totals.turns
     if not turns:
         return Lines(("no turns yet: /stats charts the prompt tokens of each turn once you chat",))
-    rows = tuple(
-        (t.turn, t.estimated_prompt_tokens if t.reported_prompt_tokens is None else t.reported_prompt_tokens,
-         t.baseline_prompt_tokens, t.evictions)
-        for t in turns
-    )
+    rows = tuple((t.turn, t.sent, t.baseline_sent, t.evictions) for t in turns)
     return StatsView(rows, session.totals.sent, session.totals.baseline)

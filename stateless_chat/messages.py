@@ -159,9 +159,26 @@ class TurnStats:
     estimated_prompt_tokens: int
     reported_prompt_tokens: int | None
     reported_completion_tokens: int | None
-    baseline_prompt_tokens: int  # what the request would have cost with no eviction
+    baseline_prompt_tokens: int  # what the request would have cost with no eviction (our count)
     evictions: int = 0
     events: tuple[Event, ...] = field(default=())
+
+    @property
+    def sent(self) -> int:
+        """Return the prompt tokens this turn was billed: the server's count, else ours."""
+        reported = self.reported_prompt_tokens
+        return self.estimated_prompt_tokens if reported is None else reported
+
+    @property
+    def baseline_sent(self) -> int:
+        """Return the no-eviction cost in ``sent``'s units (our count scaled by the server's ratio).
+
+        With no eviction this equals ``sent`` even when the server's tokenizer is not ours.
+        """
+        reported = self.reported_prompt_tokens
+        if reported is None or self.estimated_prompt_tokens <= 0:
+            return self.baseline_prompt_tokens
+        return round(self.baseline_prompt_tokens * reported / self.estimated_prompt_tokens)
 
 
 def _turns(turns: tuple[int, ...]) -> str:

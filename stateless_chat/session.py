@@ -317,12 +317,8 @@ class Session:
         totals = self.totals
         totals.turns.append(stats)
         totals.estimated += estimated
-        if reported_prompt is not None and estimated > 0:
-            totals.sent += reported_prompt
-            totals.baseline += round(stats.baseline_prompt_tokens * reported_prompt / estimated)
-        else:
-            totals.sent += estimated
-            totals.baseline += stats.baseline_prompt_tokens
+        totals.sent += stats.sent
+        totals.baseline += stats.baseline_sent
         totals.completion += reported_completion or 0
 
     def _emit(self, events: Sequence[Event]) -> None:

@@ -364,3 +364,15 @@ def test_completion_of_message_numbers_and_paths(server: FakeServer, tmp_path: P
     (tmp_path / "notes.txt").write_text("x")
     assert complete(f"/file {tmp_path}/no") == ["tes.txt"]
     assert complete(f"/load {tmp_path}/no") == ["tes.txt"]
+
+
+def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServer) -> None:
+    from stateless_chat.commands import StatsView, dispatch
+
+    session = make_session(server)  # nothing is ever evicted: each row's baseline is what was sent
+    run_repl(session, ["one two three\r", "four five six seven\r", "eight\r"])
+    view = dispatch(session, "/stats")
+    assert isinstance(view, StatsView)
+    assert all(sent == baseline for _, sent, baseline, _ in view.rows)
+    assert [t.estimated_prompt_tokens for t in session.totals.turns] != [r[1] for r in view.rows]
+    assert view.sent_total == view.baseline_total == sum(r[1] for r in view.rows)
