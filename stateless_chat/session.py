@@ -33,7 +33,7 @@ from stateless_chat.messages import (
     TurnStats,
     UsageMissing,
 )
-from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_upper_bound
+from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_lower_bound, byte_upper_bound
 from stateless_chat.transport import Reply, Transport
 
 SUMMARY_PROMPT = """SUMMARIZE-CONVERSATION
@@ -166,6 +166,12 @@ class Session:
         Raises ``BudgetError`` when what must be sent (system, pins, this message) cannot fit.
         """
         budget = budget or self.budget
+        at_least = byte_lower_bound(text)
+        if at_least + REPLY_PRIMING + self.reserve > budget:
+            raise BudgetError(
+                f"this message is at least {at_least:,} tokens; the budget is {budget:,}: "
+                "shorten it or raise the budget (/budget N or --budget N)"
+            )
         pending = self.conversation.new_entry("user", text, self.measure)
         entries = self.conversation.request_entries([pending])
         if not self.exact and request_size(entries, self.reserve) > budget:

@@ -259,6 +259,20 @@ def byte_upper_bound(message: Message) -> int:
     return total
 
 
+# The longest token of cl100k_base and o200k_base is 128 bytes.
+LONGEST_TOKEN_BYTES = 128
+
+
+def byte_lower_bound(text: str) -> int:
+    """Return a cheap bound that is <= the token count of ``text`` in every mode.
+
+    No token of the shipped encodings is longer than 128 bytes (and the fallback
+    estimate is a quarter of the bytes), so a text that is too big for the budget by
+    this bound can be refused without counting it: exact BPE over megabytes is slow.
+    """
+    return -(-_utf8_len(text) // LONGEST_TOKEN_BYTES)
+
+
 class TokenCounter:
     """Counts text and messages for one model.
 

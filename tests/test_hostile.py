@@ -350,3 +350,15 @@ def test_one_shot_save_file_is_private_and_keyless(server: FakeServer, tmp_path:
     assert server.request_headers[0]["authorization"] == f"Bearer {KEY}"
     assert "echo: hi" in path.read_text() and "S3cr3t" not in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_huge_single_run_paste_is_refused_without_counting_it(server: FakeServer) -> None:
+    from stateless_chat.errors import BudgetError
+
+    session = make_session(server, model="gpt-4o")
+    calls = []
+    original = session.counter.count_message
+    session.counter.count_message = lambda m: calls.append(m) or original(m)  # type: ignore[method-assign]
+    with pytest.raises(BudgetError, match="at least"):
+        session.send("x" * 5_000_000)
+    assert calls == [] and server.requests == []

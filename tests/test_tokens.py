@@ -27,6 +27,7 @@ from stateless_chat.tokens import (
     REPLY_PRIMING,
     EncodingUnavailable,
     TokenCounter,
+    byte_lower_bound,
     byte_upper_bound,
     encoding_name_for,
     load_encoding,
@@ -388,3 +389,17 @@ def test_import_and_construction_load_nothing() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+@settings(deadline=None)
+@given(st.text(max_size=400))
+def test_lower_bound_is_at_most_the_exact_count(text: str) -> None:
+    for name in ("cl100k_base", "o200k_base"):
+        counter = TokenCounter("gpt-4o", encoding=name)
+        assert byte_lower_bound(text) <= counter.count_text(text)
+
+
+def test_lower_bound_holds_for_the_longest_tokens() -> None:
+    text = " " * 5000 + "=" * 5000
+    counter = TokenCounter("gpt-4o")
+    assert byte_lower_bound(text) <= counter.count_text(text)
