@@ -340,6 +340,15 @@ def _terminate(signum: int, frame: Any) -> None:
     watchdog = threading.Timer(TERMINATE_GRACE_SECONDS, os._exit, (128 + signum,))
     watchdog.daemon = True
     watchdog.start()
+    if "prompt_toolkit" in sys.modules:
+        from prompt_toolkit.application import get_app_or_none
+
+        app = get_app_or_none()
+        if app is not None and app.is_running and app.loop is not None:
+            # Raised inside prompt_toolkit's event loop, SystemExit would be reported as an
+            # unhandled error; asking the prompt to end with it unwinds the REPL cleanly.
+            app.loop.call_soon_threadsafe(lambda: app.exit(exception=SystemExit(128 + signum)))
+            return
     raise SystemExit(128 + signum)
 
 

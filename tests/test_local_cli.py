@@ -73,7 +73,7 @@ def test_the_child_server_is_stopped_on_ctrl_d_and_on_sigterm(tmp_path: Path) ->
     env.update(PYTHONPATH=str(ROOT), TERM="xterm", HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "d"))
     for ending in ("ctrl-d", "sigterm"):
         child = pexpect.spawn(sys.executable, ["-m", "stateless_chat", "--local", "--max-tokens", "16"],
-                              env=env, cwd=str(ROOT), encoding="utf-8", timeout=120)
+                              env=env, cwd=str(ROOT), encoding="utf-8", timeout=120, dimensions=(40, 200))
         child.expect(r"127\.0\.0\.1:(\d+)")
         port = int(child.match.group(1))
         child.expect("/help for commands")

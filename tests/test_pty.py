@@ -79,3 +79,20 @@ def test_ctrl_c_cancels_a_streaming_reply_and_up_arrow_recalls(server: FakeServe
     assert child.exitstatus == 0
     last = server.requests[-1]["messages"]
     assert [m["content"] for m in last] == ["first", "echo: first", "second"]
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_at_the_prompt_ends_cleanly(server: FakeServer, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    for _ in range(3):  # the prompt loads its history in the background: hit it at different moments
+        child = spawn(server, tmp_path)
+        prompt_ready(child)
+        started = time.monotonic()
+        child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert "Traceback" not in child.before and "Unhandled exception" not in child.before
+        assert child.exitstatus == 143
+        assert time.monotonic() - started < 2.5  # ended by unwinding, not by the watchdog
