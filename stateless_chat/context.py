@@ -250,17 +250,21 @@ def summarize(
     *,
     reserve: int = 0,
     summary_id: int = 0,
+    fold_limit: int | None = None,
 ) -> Fit:
     """Return the request with its oldest turns folded into the running summary.
 
     When over budget, folds the shortest prefix of evictable turns whose removal leaves
     room for a summary of at most ``max(64, budget // 4)`` tokens (less if the rest
-    leaves less room), calls ``summarizer(previous summary text, folded messages)``
-    once, and puts the new summary right after the system prompt, replacing the old
-    one. A summary longer than its cap is cut to it. The new summary keeps the old
-    summary's id, or takes ``summary_id`` when there was none. The folded originals
-    are returned in ``evicted`` (the replaced summary is not: its text lives on in the
-    new one).
+    leaves less room); then, as aider does, it keeps folding until half the room the
+    turns may use is free, so the next summary is several turns away, as long as the
+    folded messages stay within ``fold_limit`` tokens (what the summary request itself
+    can carry; no limit when None) and the latest evictable turn stays verbatim. It
+    calls ``summarizer(previous summary text, folded messages)`` once, and puts the new
+    summary right after the system prompt, replacing the old one. A summary longer than
+    its cap is cut to it. The new summary keeps the old summary's id, or takes
+    ``summary_id`` when there was none. The folded originals are returned in ``evicted``
+    (the replaced summary is not: its text lives on in the new one).
 
     Falls back to ``drop_oldest`` (keeping the old summary) when the summarizer raises
     (emitting ``SummaryFailed`` first) or when no room is left for any summary.
@@ -281,13 +285,21 @@ def summarize(
         notice = Notice("no room left for a summary: dropped the oldest turns instead")
         return replace(result, events=(notice, *result.events))
     cap = min(max(SUMMARY_MIN_MAX, budget // 4), room)
+    target = budget - (room - cap) // 2
+    turn_tokens: dict[int, int] = {}
+    for e in rest:
+        turn_tokens[e.turn] = turn_tokens.get(e.turn, 0) + e.tokens
     size = request_size(rest, reserve)
     folded_turns: list[int] = []
+    folded_tokens = 0
     for turn in turns:
-        size -= sum(e.tokens for e in rest if e.turn == turn)
+        if size + cap <= budget:  # it fits: fold more only toward the target, within the limit,
+            over_limit = fold_limit is not None and folded_tokens + turn_tokens[turn] > fold_limit
+            if size + cap <= target or over_limit or turn == turns[-1]:  # and keep one turn verbatim
+                break
+        size -= turn_tokens[turn]
+        folded_tokens += turn_tokens[turn]
         folded_turns.append(turn)
-        if size + cap <= budget:
-            break
     folded_set = set(folded_turns)
     folded = tuple(e for e in rest if e.turn in folded_set)
     try:
@@ -331,6 +343,7 @@ def fit(
     reserve: int = 0,
     summarizer: Summarizer | None = None,
     next_id: int = 0,
+    fold_limit: int | None = None,
 ) -> Fit:
     """Run the policy named ``policy`` and return its ``Fit``.
 
@@ -340,7 +353,8 @@ def fit(
     name, and ``BudgetError`` as the policies do.
     """
     if policy == "summarize" and summarizer is not None:
-        return summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=next_id)
+        return summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=next_id,
+                         fold_limit=fold_limit)
     if policy in ("drop-oldest", "summarize"):  # summarize without a summarizer: drop instead
         return drop_oldest(entries, budget, counter, reserve=reserve)
     if policy == "none":

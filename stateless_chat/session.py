@@ -33,7 +33,7 @@ from stateless_chat.messages import (
     TurnStats,
     UsageMissing,
 )
-from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_lower_bound, byte_upper_bound
+from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING, TokenCounter, byte_lower_bound, byte_upper_bound
 from stateless_chat.transport import Reply, Transport
 
 SUMMARY_PROMPT = """SUMMARIZE-CONVERSATION
@@ -52,6 +52,8 @@ Do not add anything that was not said."""
 SUMMARY_SHARE = 4
 # The smallest reply a summary request asks for, even when its transcript leaves less room.
 SUMMARY_MIN_REPLY = 32
+# Tokens of slack in a summary request for what per-message counts cannot see exactly.
+FOLD_SLACK = 16
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Session:
         self.conversation = Conversation.start(settings.system, self.measure)
         self.totals = Totals()
         self._summary_cache: dict[tuple[int, ...], str] = {}
+        self._summary_prompt_size: tuple[object, int] = (None, 0)  # ((counter, exact), tokens)
         self.learned_budget: int | None = None
         self._usage_missing_said = False  # UsageMissing is emitted once per session, not every turn
 
@@ -187,9 +190,27 @@ class Session:
             reserve=self.reserve,
             summarizer=summarizer,
             next_id=self.conversation.next_id + 1,
+            fold_limit=self._fold_limit(budget),
         )
         messages = [e.message for e in fitted.kept]
         return Plan(pending=pending, fit=fitted, body=self.body(messages), budget=budget)
+
+    def _fold_limit(self, budget: int) -> int | None:
+        """Return how many tokens of messages one summary request can carry within ``budget``.
+
+        The request holds the summary prompt, the previous summary and the folded messages
+        (each about its billed size: ``role: content`` stands in for the message framing),
+        and leaves at least ``SUMMARY_MIN_REPLY`` for the summary itself. None when this
+        session does not summarize.
+        """
+        if self.settings.policy != "summarize":
+            return None
+        key = (self.counter, self.exact)
+        if self._summary_prompt_size[0] != key:
+            self._summary_prompt_size = (key, self.measure(Message("system", SUMMARY_PROMPT)))
+        prompt = self._summary_prompt_size[1] + PER_MESSAGE
+        previous = self.conversation.summary.tokens if self.conversation.summary else 0
+        return budget - prompt - previous - SUMMARY_MIN_REPLY - REPLY_PRIMING - FOLD_SLACK
 
     def _summarize(self, previous: str | None, messages: Sequence[Message]) -> str:
         """Fold ``messages`` (and the previous summary) into a new summary by a separate stateless call."""

@@ -517,3 +517,42 @@ def test_fit_summarize_without_a_summarizer_drops_oldest() -> None:
     result = fit("summarize", entries, 400, counter, next_id=77)
     assert result == drop_oldest(entries, 400, counter)
     assert result.summary is entries[0]
+
+
+def test_summarize_folds_toward_half_the_room_but_keeps_the_latest_turn() -> None:
+    # Six turns of 100, a new message of 40: 643 tokens against a budget of 600. Room for the
+    # turns: 600 - 43 = 557; summary cap 150. Folding turns 1-2 is the minimum (443 + 150 <= 600),
+    # but then the next turn would summarize again; it goes on until half the room is free:
+    # target 600 - (557 - 150) // 2 = 397, reached after turn 4 (243 + 150 <= 397).
+    entries = build([[50, 50]] * 6, new=40)
+    calls: list[int] = []
+
+    def summarizer(previous: str | None, messages: Sequence[Message]) -> str:
+        calls.append(len(messages))
+        return "s"
+
+    result = summarize(entries, 600, counter, summarizer, summary_id=99)
+    assert result.events[0] == Summarized(turns=(1, 2, 3, 4), tokens_before=400,
+                                          tokens_after=result.summary.tokens if result.summary else 0)
+    assert calls == [8]
+    assert [e.turn for e in result.kept if e.turn] == [5, 5, 6, 6, 7]
+
+
+def test_summarize_keeps_the_latest_evictable_turn_verbatim() -> None:
+    entries = build([[50, 50]] * 2, new=40)  # 243 against 230: folding turn 1 is enough (143 + 64)
+    result = summarize(entries, 230, counter, lambda p, m: "s", summary_id=99)
+    assert isinstance(result.events[0], Summarized) and result.events[0].turns == (1,)
+    assert [e.turn for e in result.kept if e.turn] == [2, 2, 3]
+
+
+def test_summarize_folds_no_more_than_the_summary_request_can_carry() -> None:
+    entries = build([[50, 50]] * 6, new=40)
+    result = summarize(entries, 600, counter, lambda p, m: "s", summary_id=99, fold_limit=250)
+    # Turns 1-2 must go whatever the limit; turn 3 would take the folded text to 300 > 250.
+    assert isinstance(result.events[0], Summarized) and result.events[0].turns == (1, 2)
+
+
+def test_fit_passes_the_fold_limit_to_summarize() -> None:
+    entries = build([[50, 50]] * 6, new=40)
+    result = fit("summarize", entries, 600, counter, summarizer=lambda p, m: "s", fold_limit=250)
+    assert isinstance(result.events[0], Summarized) and result.events[0].turns == (1, 2)
