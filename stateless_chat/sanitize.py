@@ -23,7 +23,9 @@ _SEQUENCE = re.compile(
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # A sequence that has started but not ended yet: hold it back until more arrives.
 _UNFINISHED = re.compile(
-    r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x9c]*\Z"  # string sequence awaiting its terminator
+    # A string sequence awaiting its terminator (BEL, ST = ESC \, or C1 ST); it must not reach
+    # past a terminator, or the text after a finished sequence would be taken for part of it.
+    r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])(?:[^\x07\x9c\x1b]|\x1b(?!\\))*\Z"
     r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*\Z"  # CSI awaiting its final byte
     r"|\x1b[ -/]*\Z"  # bare ESC
 )
@@ -42,6 +44,11 @@ def strip_controls(text: str) -> str:
     unfinished = _UNFINISHED.search(text)
     if unfinished and len(text) - unfinished.start() <= _MAX_PENDING:
         text = text[: unfinished.start()]
+    return _strip_finished(text)
+
+
+def _strip_finished(text: str) -> str:
+    """Return ``text`` without its complete sequences and control characters (nothing is held back)."""
     text = _SEQUENCE.sub("", text).replace("\r\n", "\n")
     return _CONTROL.sub("", text)
 
@@ -62,12 +69,11 @@ class ControlStripper:
             text = text[: match.start()]
         elif text.endswith("\r"):
             self._pending, text = "\r", text[:-1]
-        return strip_controls(text)
+        # Whatever is held back starts after ``text``, so ``text`` is stripped as it stands; stripping
+        # it as an end would drop a sequence the next chunk interrupts, which the whole text keeps.
+        return _strip_finished(text)
 
     def flush(self) -> str:
         """Return what was held back, stripped (an unfinished sequence at the end is dropped)."""
         text, self._pending = self._pending, ""
-        match = _UNFINISHED.search(text)
-        if match:
-            text = text[: match.start()]
-        return strip_controls(text)
+        return strip_controls(text)  # held back only when within _MAX_PENDING, so it is dropped whole

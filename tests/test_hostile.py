@@ -83,6 +83,7 @@ def test_any_chunking_of_any_text_leaves_no_control(chunks: list[str]) -> None:
     stripper = ControlStripper()
     out = "".join(stripper.feed(chunk) for chunk in chunks) + stripper.flush()
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
+    assert out == strip_controls("".join(chunks))  # however it was chunked, the same text shows
 
 
 def reply_stream_output(chunks: list[str]) -> str:
@@ -152,6 +153,20 @@ def test_hostile_reply_in_one_shot_plain_output(server: FakeServer, flags: list[
     for word in VISIBLE:
         assert word in out
     assert b"\x1b" not in done.stdout and b"\x07" not in done.stdout and b"\xc2\x9b" not in done.stdout
+
+
+# Sequences ended by ST (ESC \\) rather than BEL, with no BEL or C1 ST anywhere after them.
+ST_ENDED = "Hello \x1b]0;title\x1b\\ world, \x1bP1$r\x1b\\the answer is 42."
+
+
+def test_text_after_a_sequence_ended_by_st_is_shown(server: FakeServer) -> None:
+    server.replier = lambda body: ST_ENDED
+    done = run_cli("--base-url", server.url, "hi")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"Hello  world, the answer is 42.\n"
+    output = run_terminal_repl(make_session(server), "hi\r")
+    assert_safe(output)
+    assert "world, the answer is 42." in output and "title" not in output
 
 
 # ---- hostile input -------------------------------------------------------------------------
