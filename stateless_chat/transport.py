@@ -9,6 +9,7 @@ with the same self-contained payload when one endpoint gives up.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -299,7 +300,7 @@ def _retry_after(error: Any) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return float(str(value))
+        seconds = float(value)
     except ValueError:
         from email.utils import parsedate_to_datetime
 
@@ -307,6 +308,7 @@ def _retry_after(error: Any) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+    return seconds if math.isfinite(seconds) else None  # "nan" would reach time.sleep and raise
 
 
 def _is_retryable(error: RequestError) -> bool:

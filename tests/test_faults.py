@@ -141,6 +141,18 @@ def test_retry_after_really_waits_with_the_default_sleep(server: FakeServer) -> 
     assert time.monotonic() - started >= 0.5
 
 
+@pytest.mark.parametrize("value", ["nan", "-inf", "soon"])
+def test_unusable_retry_after_falls_back_to_backoff(server: FakeServer, tmp_path: Path, value: str) -> None:
+    config = write_config(tmp_path, max_retries=1)
+    server.fail_next(1, status=503, retry_after=value)
+    done = run_cli("--config", str(config), "--base-url", server.url, "-v", "hello")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"echo: hello\n"
+    [line] = done.stderr.decode().splitlines()
+    delay = float(line.split(" in ")[1].split(" s:")[0])
+    assert 0.2 <= delay <= 0.5  # the default backoff's first wait (base 0.5 s, jittered), not NaN or 0
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
 def test_no_retry_on_client_errors(server: FakeServer, status: int) -> None:
     record = Recorder()
