@@ -157,10 +157,12 @@ def run(options: Options, flags: dict[str, Any]) -> int:
     from stateless_chat.config import load_settings
 
     settings = load_settings(options.config, os.environ, flags)
-    interactive = options.prompt is None and sys.stdin.isatty()
+    stdin = sys.stdin  # None when the process was started with standard input closed
+    on_terminal = stdin is not None and stdin.isatty()
+    interactive = options.prompt is None and on_terminal
     text = ""
     if not interactive:
-        piped = None if sys.stdin.isatty() else read_stdin()
+        piped = None if stdin is None or on_terminal else read_stdin()
         text = compose(options.prompt, piped)
         if not text.strip() and not options.dry_run:
             raise UsageError("nothing to send: give a prompt argument or pipe text on stdin")

@@ -66,6 +66,24 @@ def test_streamed_request_asks_for_usage(server: FakeServer) -> None:
     assert b"usage: prompt" in done.stderr and b"reported" in done.stderr
 
 
+def test_closed_stdin_is_no_input(server: FakeServer) -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    environment["PYTHONPATH"] = str(ROOT)
+
+    def closed_stdin(*args: str) -> subprocess.CompletedProcess[bytes]:
+        # `<&-` starts Python with file descriptor 0 closed: sys.stdin is None.
+        script = 'exec "$0" -m stateless_chat "$@" <&-'
+        return subprocess.run(["sh", "-c", script, sys.executable, "--base-url", server.url, *args],
+                              capture_output=True, timeout=30, env=environment, cwd=ROOT)
+
+    done = closed_stdin("hi")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"echo: hi\n" and done.stderr == b""
+    nothing = closed_stdin()
+    assert nothing.returncode == 2 and nothing.stderr.decode().startswith("stateless-chat: nothing to send")
+    assert len(server.requests) == 1
+
+
 def test_empty_prompt_is_bad_usage(server: FakeServer) -> None:
     done = run_cli("--base-url", server.url, stdin=b"   \n")
     assert done.returncode == 2
