@@ -21,6 +21,8 @@ contain the API key (``redact`` removes it from any text that came from outside)
 
 from __future__ import annotations
 
+import re
+
 
 class ChatError(Exception):
     """Base of every error stateless-chat reports to the user."""
@@ -84,10 +86,13 @@ class StreamError(RequestError):
     """The reply stream ended early or could not be parsed; the partial reply is discarded."""
 
 
+# A shorter "key" is a placeholder for a server that needs none ("EMPTY", "ollama", "x"): masking
+# it would mangle ordinary words of a message ("localhost", "[Errno 111]").
+MIN_SECRET = 8
+
+
 def redact(text: str, secret: str | None) -> str:
     """Return ``text`` with every occurrence of ``secret`` (and any bearer token) masked."""
-    import re
-
-    if secret:
+    if secret and len(secret.strip()) >= MIN_SECRET:
         text = text.replace(secret, "***")
     return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,22 @@ def test_key_from_the_flag_is_redacted_in_retry_and_failover_lines(server: FakeS
         assert "S3cr3t" not in error
     finally:
         other.stop()
+
+
+@pytest.mark.parametrize("placeholder", ["local", "1", " "])
+def test_a_placeholder_key_does_not_mangle_messages(tmp_path: Path, placeholder: str) -> None:
+    # Servers that need no key are often given one like "EMPTY", "ollama" or "x".
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "config.toml"
+    config.write_text("max_retries = 0\n")
+    done = run_cli("--config", str(config), "--base-url", f"http://localhost:{port}/v1", "hi",
+                   env={"OPENAI_API_KEY": placeholder})
+    assert done.returncode == 1
+    [line] = done.stderr.decode().splitlines()
+    assert f"could not connect to localhost:{port}: " in line and "***" not in line, line
+    assert "Connection refused (is the server running?)" in line
 
 
 def test_some_other_bearer_token_is_redacted_too(server: FakeServer) -> None:
