@@ -260,6 +260,7 @@ class Session:
         except ContextLengthError as error:
             plan = self._replan_smaller(text, plan, error)
             reply = self._request(plan.body, on_delta)
+            self.learned_budget = plan.budget  # learned only from a turn that succeeds
         self._commit(plan, reply)
         return reply
 
@@ -267,9 +268,10 @@ class Session:
         """Return a plan cut to what the server says fits, after one context-length refusal.
 
         The server's numbers give the ratio of its count to ours; the new budget is its limit
-        (less the reply reserve) divided by that ratio, with a 5% margin, and it is kept for
-        the rest of the session (``learned_budget``). Re-raises ``error`` when nothing can be
-        cut: policy ``none``, or system, pins and the new message alone exceed the new budget.
+        (less the reply reserve) divided by that ratio, with a 5% margin; once the resent
+        request is answered, ``send`` keeps it for the rest of the session (``learned_budget``).
+        Re-raises ``error`` when nothing can be cut: policy ``none``, or system, pins and the
+        new message alone exceed the new budget.
         """
         if self.settings.policy == "none":
             raise error
@@ -286,7 +288,6 @@ class Session:
             smaller = self.plan(text, budget=budget)
         except BudgetError:
             raise error from None
-        self.learned_budget = budget
         self.on_event(ContextRetry(error.limit, error.requested, budget))
         told = {turn for event in plan.fit.events if isinstance(event, Evicted) for turn in event.turns}
         self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and set(e.turns) <= told)])

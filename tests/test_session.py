@@ -10,7 +10,7 @@ import pytest
 
 from stateless_chat.config import Settings
 from stateless_chat.context import SUMMARY_HEADER
-from stateless_chat.errors import ConfigError, ContextLengthError
+from stateless_chat.errors import ChatError, ConfigError, ContextLengthError
 from stateless_chat.messages import (
     ContextRetry,
     Event,
@@ -348,6 +348,23 @@ def test_a_second_refusal_is_not_retried_and_changes_nothing(server: FakeServer)
         session.send("again")
     assert len(server.requests) == 4 + 2
     assert session.conversation == before
+    assert session.learned_budget is None and session.budget == 4000  # nothing learned from a failed turn
+
+
+def test_a_retry_that_fails_otherwise_learns_no_budget(server: FakeServer) -> None:
+    session = make_session(server, system=SYSTEM, budget=4000, reply_reserve=64)
+    for i in range(4):
+        session.send(filler(i))
+    before = session.conversation
+    server.context_exceeded_next(limit=300, requested=400)
+    server.cut_stream_next(after_chunks=1)  # the retry's stream breaks
+    with pytest.raises(ChatError):
+        session.send("again")
+    assert len(server.requests) == 4 + 2
+    assert session.conversation == before and session.learned_budget is None
+    server.context_exceeded_next(limit=300, requested=400)
+    reply = session.send("again")  # refused again, and this time the smaller request is answered
+    assert reply.text == "echo: again" and session.learned_budget is not None
 
 
 def test_policy_none_does_not_evict_on_refusal(server: FakeServer) -> None:
