@@ -273,21 +273,25 @@ def run_once(settings: Any, transport: Any, text: str, options: Options, flags: 
         from stateless_chat.render import ReplyStream
 
         with ReplyStream(Console(highlight=False)) as stream:
-            reply = session.send(text, stream.feed)
+            session.send(text, stream.feed)
     else:
         from stateless_chat.sanitize import ControlStripper
 
         stripper = ControlStripper()
         out = sys.stdout
+        ends_line = False  # whether what was written so far ends with a newline
 
-        def write(delta: str) -> None:
-            out.write(stripper.feed(delta))
-            out.flush()
+        def write(shown: str) -> None:
+            nonlocal ends_line
+            if shown:
+                out.write(shown)
+                out.flush()
+                ends_line = shown.endswith("\n")
 
-        reply = session.send(text, write)
-        tail = stripper.flush()
-        out.write(tail + ("" if (reply.text + tail).endswith("\n") else "\n"))
-        out.flush()
+        session.send(text, lambda delta: write(stripper.feed(delta)))
+        write(stripper.flush())
+        if not ends_line:
+            write("\n")
     if options.usage:
         stats = session.totals.turns[-1]
         reported = stats.reported_prompt_tokens

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakeserver import FakeServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,17 @@ def test_no_color_plain_output_with_markdown_reply(server: FakeServer) -> None:
     done = run_cli("--base-url", server.url, "q", env={"NO_COLOR": "1"})
     assert done.returncode == 0
     assert done.stdout == b"# Title\n\n**bold** and `code`\n"
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-stream"]])
+def test_plain_output_ends_with_exactly_one_newline(server: FakeServer, flags: list[str]) -> None:
+    shown = {"Hello": b"Hello\n", "Hello\n": b"Hello\n", "Hello\n\x1b[0m": b"Hello\n",
+             "Hello\x1b[0m\n\x1b]0;t\x07": b"Hello\n", "Hello \x1b[1m": b"Hello \n"}
+    for reply, expected in shown.items():
+        server.replier = lambda body, reply=reply: reply  # type: ignore[misc]
+        done = run_cli("--base-url", server.url, *flags, "hi")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == expected, reply
 
 
 def test_system_prompt_model_and_sampling_flags_reach_the_request(server: FakeServer) -> None:
