@@ -142,23 +142,18 @@ class Transport:
     def _open(self, body: dict[str, Any]) -> tuple[Any, str]:
         """Return (SDK response, endpoint) from the first endpoint that answers, starting at the preferred."""
         order = [(self.preferred + i) % len(self.endpoints) for i in range(len(self.endpoints))]
-        last_error: RequestError | None = None
-        for position, index in enumerate(order):
+        for index, next_index in zip(order, [*order[1:], None], strict=True):
             endpoint = self.endpoints[index]
-            has_next = position + 1 < len(order)
             try:
-                response = self._with_retries(endpoint, body, give_up_on_refusal=has_next)
+                response = self._with_retries(endpoint, body, give_up_on_refusal=next_index is not None)
             except (ConnectError, ServerError) as error:
-                if not _can_fail_over(error) or not has_next:
+                if next_index is None or not _can_fail_over(error):
                     raise
-                next_endpoint = self.endpoints[order[position + 1]]
-                self.on_event(FailedOver(host_of(endpoint), str(error), host_of(next_endpoint)))
-                last_error = error
+                self.on_event(FailedOver(host_of(endpoint), str(error), host_of(self.endpoints[next_index])))
                 continue
             self.preferred = index
             return response, endpoint
-        assert last_error is not None  # the loop either returned or raised
-        raise last_error
+        raise AssertionError("unreachable: the last endpoint returns or raises")
 
     def _with_retries(self, endpoint: str, body: dict[str, Any], *, give_up_on_refusal: bool) -> Any:
         attempt = 0
@@ -198,15 +193,12 @@ class Transport:
                         yield content
                     if choice.finish_reason:
                         finish = choice.finish_reason
-        except RequestError:
-            raise
-        except Exception as raw:
-            if isinstance(raw, GeneratorExit):
-                raise
+        except Exception as raw:  # GeneratorExit (the caller stopped early) is no Exception
             error, _ = self._translate(raw, endpoint)
             if not isinstance(error, StreamError):
+                # Mid-stream, httpx's errors arrive unwrapped: the connection broke off.
                 cause = raw.__cause__ or raw.__context__ or raw
-                detail = redact(" ".join(str(cause).split()), self._api_key) or type(cause).__name__
+                detail = self._clean(str(cause)) or type(cause).__name__
                 error = StreamError(f"the reply from {host_of(endpoint)} broke off: {detail}")
             raise error from raw
         finally:
@@ -217,17 +209,16 @@ class Transport:
             raise StreamError(f"the reply from {host_of(endpoint)} ended before it was finished")
         result.reply = Reply(text="".join(parts), usage=usage, endpoint=endpoint, finish_reason=finish)
 
+    def _clean(self, text: str) -> str:
+        """Return outside text fit for a terminal (stderr, status lines): one line, no controls, no key."""
+        return redact(" ".join(strip_controls(text).split()), self._api_key)
+
     def _translate(self, raw: Exception, endpoint: str) -> tuple[RequestError, float | None]:
         """Return our error for an SDK/network exception (key redacted) and any Retry-After seconds."""
         import openai
 
         host = host_of(endpoint)
-        key = self._api_key
-
-        def clean(text: str) -> str:
-            # Server text ends up on a terminal (stderr, status lines): one line, no controls, no key.
-            return redact(" ".join(strip_controls(text).split()), key)
-
+        clean = self._clean
         if isinstance(raw, RequestError):
             return raw, None
         if isinstance(raw, openai.APITimeoutError):
