@@ -341,8 +341,6 @@ def _terminate(signum: int, frame: Any) -> None:
     """Stop what must not outlive us, then unwind; exit hard if unwinding gets stuck."""
     for stop in list(_on_terminate):
         stop()
-    import threading
-
     watchdog = threading.Timer(TERMINATE_GRACE_SECONDS, os._exit, (128 + signum,))
     watchdog.daemon = True
     watchdog.start()

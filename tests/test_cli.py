@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from stateless_chat import __version__
 from tests.fakeserver import FakeServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def run_cli(*args: str, stdin: bytes | None = b"", env: dict[str, str] | None = 
 def test_piped_stdin_is_the_question(server: FakeServer) -> None:
     done = run_cli("--base-url", server.url, stdin=b"what is 2+2?\n")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == b"echo: what is 2+2?\n\n"[: len(done.stdout)] or done.stdout.startswith(b"echo: ")
+    assert done.stdout == b"echo: what is 2+2?\n"  # the reply already ends its line: no blank line added
     assert server.requests[0]["messages"] == [{"role": "user", "content": "what is 2+2?\n"}]
     assert b"\x1b" not in done.stdout
 
@@ -163,4 +164,9 @@ def test_dry_run_prints_the_body_and_sends_nothing(server: FakeServer) -> None:
 
 def test_module_and_console_script_agree_on_version() -> None:
     done = run_cli("--version")
-    assert done.returncode == 0 and done.stdout.decode().startswith("stateless-chat ")
+    assert done.returncode == 0 and done.stdout.decode() == f"stateless-chat {__version__}\n"
+    script = Path(sys.executable).with_name("stateless-chat")
+    if not script.exists():
+        pytest.skip("the package is not installed in this interpreter's environment")
+    installed = subprocess.run([str(script), "--version"], capture_output=True, timeout=30, cwd=ROOT)
+    assert installed.returncode == 0 and installed.stdout == done.stdout
