@@ -9,6 +9,7 @@ with the same self-contained payload when one endpoint gives up.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -245,7 +246,7 @@ class Transport:
             return ServerError(f"{host} answered {status}: {message}", status), retry_after
         if isinstance(raw, openai.APIError):
             return StreamError(f"{host} sent a reply that could not be read: {clean(str(raw))}"), None
-        if isinstance(raw, (ValueError, UnicodeDecodeError)):
+        if isinstance(raw, (json.JSONDecodeError, UnicodeDecodeError)):  # not any ValueError: bad URLs are
             hint = "is the base URL an OpenAI-compatible endpoint?"
             detail = clean(str(raw))
             return StreamError(f"{host} sent a reply that is not valid JSON ({detail}): {hint}"), None

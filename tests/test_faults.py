@@ -360,6 +360,14 @@ def test_one_shot_timeout_is_one_line(server: FakeServer, tmp_path: Path) -> Non
     assert line.startswith("stateless-chat: 127.0.0.1:") and "did not answer within 0.5 s" in line
 
 
+def test_a_base_url_that_cannot_be_encoded_is_not_blamed_on_a_reply() -> None:
+    done = run_cli("--base-url", "http://a..b/v1", "hello")  # an empty DNS label: fails before any I/O
+    assert done.returncode == 1
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("stateless-chat: request to a..b failed: ") and "idna" in line
+    assert "JSON" not in line and "reply" not in line
+
+
 @pytest.mark.parametrize("fault", ["cut", "malformed", "401"])
 def test_one_shot_errors_are_one_line_without_traceback_unless_debug(server: FakeServer, fault: str) -> None:
     def arm() -> None:
