@@ -14,7 +14,7 @@ from tests.fakeserver import FakeServer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def spawn(server: FakeServer, tmp_path: Path, *args: str) -> pexpect.spawn:
+def terminal_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(
         PYTHONPATH=str(ROOT),
@@ -24,9 +24,13 @@ def spawn(server: FakeServer, tmp_path: Path, *args: str) -> pexpect.spawn:
         XDG_CONFIG_HOME=str(tmp_path / "config"),
     )
     env.pop("NO_COLOR", None)
+    return env
+
+
+def spawn(server: FakeServer, tmp_path: Path, *args: str) -> pexpect.spawn:
     child = pexpect.spawn(
         sys.executable, ["-m", "stateless_chat", "--base-url", server.url, *args],
-        env=env, cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(40, 120),
+        env=terminal_env(tmp_path), cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(40, 120),
     )
     child.expect("/help for commands")
     return child
@@ -96,3 +100,21 @@ def test_sigterm_at_the_prompt_ends_cleanly(server: FakeServer, tmp_path: Path) 
         assert "Traceback" not in child.before and "Unhandled exception" not in child.before
         assert child.exitstatus == 143
         assert time.monotonic() - started < 2.5  # ended by unwinding, not by the watchdog
+
+
+@pytest.mark.timeout(60)
+def test_one_shot_in_a_terminal_renders_markdown_unless_no_color(server: FakeServer, tmp_path: Path) -> None:
+    server.replier = lambda body: "# Title\n\n**bold** and `code`"
+
+    def one_shot(**extra: str) -> str:
+        env = terminal_env(tmp_path) | extra
+        child = pexpect.spawn(sys.executable, ["-m", "stateless_chat", "--base-url", server.url, "q"],
+                              env=env, cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(40, 120))
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0, child.before
+        return str(child.before)
+
+    assert one_shot(NO_COLOR="1") == "# Title\r\n\r\n**bold** and `code`\r\n"
+    rendered = one_shot()
+    assert "Title" in rendered and "bold" in rendered and "**" not in rendered and "\x1b[" in rendered
