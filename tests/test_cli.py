@@ -44,9 +44,9 @@ def test_argument_then_blank_line_then_stdin(server: FakeServer) -> None:
     assert done.stdout.decode().startswith("echo: summarize\n\nline 1")
 
 
-def test_no_color_plain_output_with_markdown_reply(server: FakeServer) -> None:
+def test_piped_output_is_the_markdown_as_sent(server: FakeServer) -> None:
     server.replier = lambda body: "# Title\n\n**bold** and `code`"
-    done = run_cli("--base-url", server.url, "q", env={"NO_COLOR": "1"})
+    done = run_cli("--base-url", server.url, "q")  # NO_COLOR in a terminal: test_pty
     assert done.returncode == 0
     assert done.stdout == b"# Title\n\n**bold** and `code`\n"
 
