@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -120,6 +121,7 @@ _GGUF_SCALARS = {
 _GGUF_STRING = 8
 _GGUF_ARRAY = 9
 _MAX_STRING = 64 * 1024 * 1024  # no real key or value comes near this; guards against garbage lengths
+_MAX_DEPTH = 8  # arrays of arrays; real files have none, a hostile one could nest past the recursion limit
 
 
 class _GGUFFormatError(Exception):
@@ -129,10 +131,17 @@ class _GGUFFormatError(Exception):
 class _GGUFReader:
     """Reads the typed values of a GGUF header from a binary file, in the file's byte order."""
 
-    def __init__(self, f: BinaryIO, order: str, count_code: str) -> None:
+    def __init__(self, f: BinaryIO, size: int, order: str, count_code: str) -> None:
         self.f = f
+        self.size = size  # of the file: no length read from it may reach past its end
         self.order = order  # "<" or ">"
         self.count_code = count_code  # "Q" from version 2 on, "I" in version 1
+
+    def _room(self, n: int) -> int:
+        """Return ``n`` if that many bytes are left in the file (a length read from it may be garbage)."""
+        if n > self.size - self.f.tell():
+            raise _GGUFFormatError("truncated")
+        return n
 
     def unpack(self, code: str) -> int | float | bool:
         fmt = self.order + code
@@ -150,25 +159,24 @@ class _GGUFReader:
         length = self.count()
         if length > _MAX_STRING:
             raise _GGUFFormatError("implausible string length")
-        data = self.f.read(length)
-        if len(data) != length:
-            raise _GGUFFormatError("truncated")
-        return data.decode("utf-8", errors="replace")
+        return self.f.read(self._room(length)).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int) -> object:
+    def value(self, vtype: int, depth: int = 0) -> object:
         """Return one value of type ``vtype``; arrays are skipped and returned as None."""
         if vtype in _GGUF_SCALARS:
             return self.unpack(_GGUF_SCALARS[vtype])
         if vtype == _GGUF_STRING:
             return self.string()
         if vtype == _GGUF_ARRAY:
+            if depth == _MAX_DEPTH:
+                raise _GGUFFormatError("arrays nested too deep")
             etype = int(self.unpack("I"))
             n = self.count()
             if etype in _GGUF_SCALARS:
-                self.f.seek(n * struct.calcsize(self.order + _GGUF_SCALARS[etype]), os.SEEK_CUR)
+                self.f.seek(self._room(n * struct.calcsize(self.order + _GGUF_SCALARS[etype])), os.SEEK_CUR)
             else:
                 for _ in range(n):
-                    self.value(etype)
+                    self.value(etype, depth + 1)
             return None
         raise _GGUFFormatError(f"unknown value type {vtype}")
 
@@ -180,10 +188,15 @@ def read_gguf_metadata(
 
     Reading stops early once ``wanted(metadata_so_far)`` is true, so a caller that needs
     two keys does not walk the tokenizer's 50,000-entry vocabulary. Raises ``ValueError``
-    if the file is not GGUF or is cut short; ``OSError`` if it cannot be read.
+    if the file is not a regular GGUF file or is cut short; ``OSError`` if it cannot be read.
     """
-    with open(path, "rb") as raw:
+    # Non-blocking, so that opening a FIFO returns (and is refused below) instead of waiting for a writer.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as raw:
         f: BinaryIO = raw
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
         if f.read(4) != _GGUF_MAGIC:
             raise ValueError(f"{path} is not a GGUF file")
         version_bytes = f.read(4)
@@ -194,7 +207,7 @@ def read_gguf_metadata(
         version = struct.unpack(order + "I", version_bytes)[0]
         if version not in (1, 2, 3):
             raise ValueError(f"{path}: unsupported GGUF version {version}")
-        reader = _GGUFReader(f, order, "I" if version == 1 else "Q")
+        reader = _GGUFReader(f, info.st_size, order, "I" if version == 1 else "Q")
         metadata: dict[str, object] = {}
         try:
             reader.count()  # tensor count, not needed

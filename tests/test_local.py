@@ -172,6 +172,38 @@ def test_not_gguf_or_unreadable_is_none(tmp_path: Path) -> None:
         local.read_gguf_metadata(write(tmp_path, b"GGML" + bytes(20)))
 
 
+def hostile(kv_value: bytes) -> bytes:
+    """A header whose second key/value pair is ``arr`` of type array with the given body."""
+    w = GGUFWriter().add("general.architecture", STRING, "llama")
+    w.kvs.append(struct.pack("<Q", 3) + b"arr" + struct.pack("<I", ARRAY) + kv_value)
+    return w.add("llama.context_length", U32, 4096).build()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        hostile(struct.pack("<IQ", ARRAY, 1) * 5000 + struct.pack("<IQ", U8, 0)),  # arrays nested 5000 deep
+        hostile(struct.pack("<IQ", F32, 2**63)),  # a scalar array longer than any file
+        hostile(struct.pack("<IQ", U64, 2**61)),  # ... whose byte size does not fit a file offset
+        hostile(struct.pack("<IQ", STRING, 1) + struct.pack("<Q", 2**20)),  # a string longer than the file
+    ],
+    ids=["deep-nesting", "long-array", "huge-array", "long-string"],
+)
+def test_hostile_header_is_none_not_a_crash(tmp_path: Path, data: bytes) -> None:
+    assert model_context_length(write(tmp_path, data)) is None
+    with pytest.raises(ValueError, match="malformed GGUF header"):
+        local.read_gguf_metadata(write(tmp_path, data))
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_is_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes; --local-model must not hang on one."""
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    assert model_context_length(fifo) is None
+    assert LocalServer(fifo).n_ctx == local.DEFAULT_N_CTX
+
+
 def test_truncated_file_is_none_until_the_key_is_complete(tmp_path: Path) -> None:
     w = model_like(ctx=4096)
     data = w.build()
