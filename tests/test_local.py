@@ -8,12 +8,15 @@ is installed.
 
 from __future__ import annotations
 
+import http.server
 import importlib
 import os
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,8 @@ import pytest
 from stateless_chat import local
 from stateless_chat.errors import ConnectError
 from stateless_chat.local import LocalServer, bundled_model_path, local_available, model_context_length
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---- a GGUF writer, from the spec --------------------------------------------------
 
@@ -265,12 +270,22 @@ print("ARGS " + " ".join(a for a in sys.argv[1:] if "\\n" not in a), flush=True)
 sys.exit(1)
 """
 
+# The server module of a fake ``llama_cpp`` package (see ``fake_llama``), run by the real launcher. Like
+# llama_cpp.server it lets PORT and HOST override its flags, a config file named by CONFIG_FILE replace
+# them, and an API_KEY setting (any case) demand a bearer token; it lists the model under its alias.
 SERVING = """\
-import json, os, signal, subprocess, sys, time
+import json, os, subprocess, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 args = sys.argv[1:]
-port = int(args[args.index("--port") + 1])
+def arg(name):
+    return args[args.index(name) + 1] if name in args else None
+if os.environ.get("CONFIG_FILE"):
+    sys.exit(f"Config file {os.environ['CONFIG_FILE']} not found!")
+key = next((v for k, v in os.environ.items() if k.lower() == "api_key"), None)
+port = int(os.getenv("PORT", arg("--port")))
+alias = arg("--model_alias") or arg("--model")
+print("passthrough", os.environ.get("FAKE_PASSTHROUGH"), flush=True)
 grandchild = subprocess.Popen(["sleep", "300"])
 with open(os.environ["FAKE_PID_FILE"], "w") as f:
     f.write(f"{os.getpid()} {grandchild.pid}")
@@ -278,8 +293,9 @@ time.sleep(float(os.environ.get("FAKE_DELAY", "0")))
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode()
-        self.send_response(200 if self.path == "/v1/models" else 404)
+        allowed = key is None or self.headers.get("Authorization") == f"Bearer {key}"
+        body = json.dumps({"object": "list", "data": [{"id": alias, "object": "model"}]}).encode()
+        self.send_response(404 if self.path != "/v1/models" else 200 if allowed else 401)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -287,7 +303,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         print("request", *a, flush=True)
 
-HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+HTTPServer((os.getenv("HOST", "127.0.0.1"), port), Handler).serve_forever()
 """
 
 STUBBORN = """\
@@ -343,6 +359,12 @@ def pid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture
+def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pid_file: Path) -> None:
+    """The child is the real launcher running the fake package's HTTP server (``SERVING``)."""
+    fake_llama(tmp_path, monkeypatch, SERVING)
+
+
 def test_crash_is_one_line_with_the_log_tail(tmp_path: Path, model: Path) -> None:
     progress: list[str] = []
     server = LocalServer(model, python=fake_python(tmp_path, CRASHING), on_progress=progress.append)
@@ -368,6 +390,9 @@ FAKE_LLAMA_CPP = {
         "class Params:\n    use_extra_bufts = True\ndef llama_model_default_params():\n    return Params()\n"
     ),
     "llama_cpp/server/__init__.py": "",
+    "llama_cpp/server/settings.py": (
+        "class Settings:\n    model_fields = dict.fromkeys(['host', 'port', 'api_key', 'model', 'n_ctx'])\n"
+    ),
     "llama_cpp/server/__main__.py": (
         "import sys\nimport llama_cpp.llama_cpp as c\n"
         "print('fake server', __name__, sys.argv[1:], 'use_extra_bufts=%s' % "
@@ -377,22 +402,29 @@ FAKE_LLAMA_CPP = {
 }
 
 
-@pytest.mark.parametrize("extra_buffers", [False, True])
-def test_launcher_runs_the_server_module_without_extra_buffers(
-    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch, extra_buffers: bool
-) -> None:
-    for name, text in FAKE_LLAMA_CPP.items():
+def fake_llama(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, main: str | None = None) -> None:
+    """Put a fake ``llama_cpp`` package first on the child's path; ``main`` replaces its server module."""
+    files = dict(FAKE_LLAMA_CPP)
+    if main is not None:
+        files["llama_cpp/server/__main__.py"] = main
+    for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    server = LocalServer(model, n_ctx=1024, extra_buffers=extra_buffers)
+
+
+def test_launcher_runs_the_server_module_without_extra_buffers(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_llama(tmp_path, monkeypatch)
+    server = LocalServer(model, n_ctx=1024)
     with pytest.raises(ConnectError) as info:
         server.start()
     message = str(info.value)
     assert "exited with status 3 while starting" in message
     assert f"fake server __main__ ['--model', '{model}', '--host', '127.0.0.1', '--port', '" in message
-    assert "'--n_ctx', '1024']" in message
-    assert f"use_extra_bufts={extra_buffers}" in message
+    assert "'--n_ctx', '1024'" in message
+    assert "use_extra_bufts=False" in message
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
@@ -415,13 +447,13 @@ def read_pids(pid_file: Path) -> tuple[int, int]:
 
 
 def test_start_waits_for_models_then_stop_ends_the_group(
-    tmp_path: Path, model: Path, pid_file: Path, monkeypatch: pytest.MonkeyPatch
+    model: Path, pid_file: Path, serving: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_DELAY", "1.0")
     progress: list[str] = []
-    with LocalServer(model, python=fake_python(tmp_path, SERVING), on_progress=progress.append) as server:
+    with LocalServer(model, on_progress=progress.append) as server:
         assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
-        assert server.model == "fake-model"
+        assert server.model.startswith(model.stem) and server.model != LocalServer(model).model  # unique
         assert "ready" in progress[-1]
         server.check()
         child, grandchild = read_pids(pid_file)
@@ -433,8 +465,8 @@ def test_start_waits_for_models_then_stop_ends_the_group(
     server.stop()  # idempotent
 
 
-def test_check_reports_a_child_that_died(tmp_path: Path, model: Path, pid_file: Path) -> None:
-    server = LocalServer(model, python=fake_python(tmp_path, SERVING))
+def test_check_reports_a_child_that_died(model: Path, pid_file: Path, serving: None) -> None:
+    server = LocalServer(model)
     server.start()
     try:
         child, grandchild = read_pids(pid_file)
@@ -451,8 +483,8 @@ def test_check_reports_a_child_that_died(tmp_path: Path, model: Path, pid_file: 
     assert wait_gone(grandchild)  # the orphaned grandchild went with the group
 
 
-def test_stop_from_a_signal_handler(tmp_path: Path, model: Path, pid_file: Path) -> None:
-    server = LocalServer(model, python=fake_python(tmp_path, SERVING))
+def test_stop_from_a_signal_handler(model: Path, pid_file: Path, serving: None) -> None:
+    server = LocalServer(model)
     server.start()
     child, grandchild = read_pids(pid_file)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.stop())
@@ -478,8 +510,111 @@ def test_timeout_kills_a_child_that_ignores_sigterm(
     with pytest.raises(ConnectError) as info:
         server.start()
     assert time.monotonic() - started < 5
-    assert "did not answer within 1.5s; last log lines: stuck loading" in str(info.value)
+    assert "did not answer within 1.5s: stuck loading" in str(info.value)
+    assert f"(log: {server.log_path})" in str(info.value)  # the log the message points to is kept
+    assert server.log_path is not None and server.log_path.exists()
     assert server.pid is not None and gone(server.pid)  # SIGKILLed and reaped
+
+
+def test_interrupted_start_stops_the_child_and_leaves_no_log(
+    model: Path, pid_file: Path, serving: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DELAY", "30")
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    server = LocalServer(model)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            server.start()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    child, grandchild = read_pids(pid_file)
+    assert wait_gone(child) and wait_gone(grandchild)
+    assert server.log_path is not None and not server.log_path.exists()  # nothing was reported: no log
+
+
+def test_the_users_environment_does_not_steer_the_server(
+    model: Path, serving: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PORT, HOST, CONFIG_FILE and llama_cpp.server's settings (API_KEY...) are not the user's to leak in."""
+    for name, value in {"PORT": "1", "Api_Key": "from-another-tool", "CONFIG_FILE": "/nowhere.json",
+                        "FAKE_PASSTHROUGH": "kept"}.items():
+        monkeypatch.setenv(name, value)
+    with LocalServer(model, startup_timeout=10) as server:
+        assert server.log_path is not None
+        assert "passthrough kept" in server.log_path.read_text()
+
+
+CHAT_THAT_DIES = """\
+import os, signal, sys
+from pathlib import Path
+from stateless_chat.local import LocalServer
+server = LocalServer(Path(sys.argv[1]))
+server.start()
+print(server.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL if sys.argv[2] == "kill" else signal.SIGHUP)
+"""
+
+
+@pytest.mark.parametrize("how", ["kill", "hup"])
+def test_the_server_ends_when_the_chat_is_killed_or_its_terminal_closes(
+    tmp_path: Path, model: Path, pid_file: Path, serving: None, how: str
+) -> None:
+    """No atexit handler or finally runs on SIGKILL or an unhandled SIGHUP; the child must notice alone."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.environ["PYTHONPATH"], str(ROOT)]))
+    chat = subprocess.run([sys.executable, "-c", CHAT_THAT_DIES, str(model), how], env=env,
+                          capture_output=True, timeout=30)
+    assert chat.returncode in (-signal.SIGKILL, -signal.SIGHUP), chat.stderr
+    child, grandchild = read_pids(pid_file)
+    assert int(chat.stdout) == child
+    assert wait_gone(child) and wait_gone(grandchild)
+
+
+STRANGER = b'{"object": "list", "data": [{"id": "someone-elses-model", "object": "model"}]}'
+
+
+class Stranger(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(STRANGER)))
+        self.end_headers()
+        self.wfile.write(STRANGER)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_another_server_on_the_port_is_not_taken_for_ours(
+    model: Path, serving: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port was free when chosen; if another server takes it first, our child cannot bind it."""
+    stranger = http.server.HTTPServer(("127.0.0.1", 0), Stranger)
+    threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    monkeypatch.setattr(local, "_free_port", lambda: stranger.server_address[1])
+    monkeypatch.setenv("FAKE_DELAY", "1")
+    try:
+        with pytest.raises(ConnectError, match="exited with status 1 while starting: .*Address already in"):
+            LocalServer(model, startup_timeout=20).start()
+    finally:
+        stranger.shutdown()
+        stranger.server_close()
+
+
+def test_log_tail_cannot_drive_the_terminal(tmp_path: Path, model: Path) -> None:
+    """llama.cpp logs the model's metadata; a hostile GGUF's name must not reach the terminal raw."""
+    name = "\\x1b]0;pwned\\x07evil\\x1b[2J\\x9b31m"
+    source = f"import sys\nprint('general.name str = {name}', flush=True)\nsys.exit(1)\n"
+    with pytest.raises(ConnectError) as info:
+        LocalServer(model, python=fake_python(tmp_path, source)).start()
+    message = str(info.value)
+    assert "general.name str = evil" in message
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in message)
 
 
 # ---- end to end, with the real llama.cpp server and the bundled model ---------------------
