@@ -218,6 +218,12 @@ def summary_text(entry: Entry | None) -> str | None:
     return content[len(SUMMARY_HEADER):] if content.startswith(SUMMARY_HEADER) else content
 
 
+def summary_cap(budget: int) -> int:
+    """Return the most tokens the running summary may take under ``budget``: a quarter of it, at
+    least ``SUMMARY_MIN_MAX``. The summary request asks for no longer a reply."""
+    return max(SUMMARY_MIN_MAX, budget // 4)
+
+
 def _capped_summary(text: str, cap: int, counter: Counter) -> Message:
     """Return the summary message for ``text``, cut (with an ellipsis) to at most ``cap`` tokens.
 
@@ -242,6 +248,17 @@ def _first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _drop_instead(
+    entries: Sequence[Entry], budget: int, counter: Counter, reserve: int, turns: Sequence[int], why: str
+) -> Fit:
+    """Return ``drop_oldest``'s fit, led by a notice saying ``why`` there is no summary (when
+    there were ``turns`` to summarize at all)."""
+    result = drop_oldest(entries, budget, counter, reserve=reserve)
+    if not turns:
+        return result
+    return replace(result, events=(Notice(f"{why}: dropped the oldest turns instead"), *result.events))
+
+
 def summarize(
     entries: Sequence[Entry],
     budget: int,
@@ -255,19 +272,21 @@ def summarize(
     """Return the request with its oldest turns folded into the running summary.
 
     When over budget, folds the shortest prefix of evictable turns whose removal leaves
-    room for a summary of at most ``max(64, budget // 4)`` tokens (less if the rest
+    room for a summary of at most ``summary_cap(budget)`` tokens (less if the rest
     leaves less room); then, as aider does, it keeps folding until half the room the
     turns may use is free, so the next summary is several turns away, as long as the
-    folded messages stay within ``fold_limit`` tokens (what the summary request itself
-    can carry; no limit when None) and the latest evictable turn stays verbatim. It
-    calls ``summarizer(previous summary text, folded messages)`` once, and puts the new
+    latest evictable turn stays verbatim. The folded messages never exceed ``fold_limit``
+    tokens (what one summary request can carry; no limit when None): when the prefix that
+    must go is longer, its oldest turns are folded and the rest dropped. It calls
+    ``summarizer(previous summary text, folded messages)`` once, and puts the new
     summary right after the system prompt, replacing the old one. A summary longer than
     its cap is cut to it. The new summary keeps the old summary's id, or takes
-    ``summary_id`` when there was none. The folded originals are returned in ``evicted``
-    (the replaced summary is not: its text lives on in the new one).
+    ``summary_id`` when there was none. The folded and dropped originals are returned in
+    ``evicted`` (the replaced summary is not: its text lives on in the new one).
 
     Falls back to ``drop_oldest`` (keeping the old summary) when the summarizer raises
-    (emitting ``SummaryFailed`` first) or when no room is left for any summary.
+    (emitting ``SummaryFailed`` first), when no room is left for any summary, or when the
+    oldest evictable turn alone is more than one summary request can carry.
     """
     entries = tuple(entries)
     old = _current_summary(entries)
@@ -279,12 +298,8 @@ def summarize(
     movable = set(turns)
     room = budget - request_size((e for e in rest if e.turn not in movable), reserve)
     if not turns or room < counter(summary_message(ELLIPSIS)):
-        result = drop_oldest(entries, budget, counter, reserve=reserve)
-        if not turns:
-            return result
-        notice = Notice("no room left for a summary: dropped the oldest turns instead")
-        return replace(result, events=(notice, *result.events))
-    cap = min(max(SUMMARY_MIN_MAX, budget // 4), room)
+        return _drop_instead(entries, budget, counter, reserve, turns, "no room left for a summary")
+    cap = min(summary_cap(budget), room)
     target = budget - (room - cap) // 2
     turn_tokens: dict[int, int] = {}
     for e in rest:
@@ -293,13 +308,17 @@ def summarize(
     folded_turns: list[int] = []
     folded_tokens = 0
     for turn in turns:
-        if size + cap <= budget:  # it fits: fold more only toward the target, within the limit,
-            over_limit = fold_limit is not None and folded_tokens + turn_tokens[turn] > fold_limit
-            if size + cap <= target or over_limit or turn == turns[-1]:  # and keep one turn verbatim
-                break
+        if fold_limit is not None and folded_tokens + turn_tokens[turn] > fold_limit:
+            break  # one summary request carries no more; what still does not fit is dropped below
+        # Once it fits, fold more only toward the target, and keep the latest turn verbatim.
+        if size + cap <= budget and (size + cap <= target or turn == turns[-1]):
+            break
         size -= turn_tokens[turn]
         folded_tokens += turn_tokens[turn]
         folded_turns.append(turn)
+    if not folded_turns and size + cap > budget:
+        return _drop_instead(entries, budget, counter, reserve, turns,
+                             "the oldest turn is too long to summarize within the budget")
     folded_set = set(folded_turns)
     folded = tuple(e for e in rest if e.turn in folded_set)
     try:
@@ -326,8 +345,8 @@ def summarize(
         tokens_before=sum(e.tokens for e in folded) + (old.tokens if old is not None else 0),
         tokens_after=new.tokens,
     )
-    # By the choice of the prefix and the cap this already fits; dropping is a safety net
-    # for a counter that is not monotone in the text length.
+    # Drops the turns past the fold limit; otherwise the choice of the prefix and the cap make
+    # this fit already, and dropping is a safety net for a counter not monotone in the text length.
     kept, dropped, events = _drop(candidate, budget, reserve)
     gone = folded_set | {e.turn for e in dropped}
     evicted = tuple(e for e in entries if e.kind != "summary" and e.turn in gone)

@@ -278,8 +278,10 @@ def test_budget_error_for_a_large_system_prompt() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(cases(), st.integers(0, 4000))
-def test_summarize_properties(case: tuple[tuple[Entry, ...], int, int], length: int) -> None:
+@given(cases(), st.integers(0, 4000), st.none() | st.integers(0, 1500))
+def test_summarize_properties(
+    case: tuple[tuple[Entry, ...], int, int], length: int, fold_limit: int | None
+) -> None:
     entries, budget, reserve = case
     calls: list[tuple[str | None, list[Message]]] = []
 
@@ -289,7 +291,8 @@ def test_summarize_properties(case: tuple[tuple[Entry, ...], int, int], length: 
 
     old = next((e for e in entries if e.kind == "summary"), None)
     try:
-        result = summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=SUMMARY_ID)
+        result = summarize(entries, budget, counter, summarizer, reserve=reserve, summary_id=SUMMARY_ID,
+                           fold_limit=fold_limit)
     except BudgetError:
         assert fixed_size(entries, reserve) > budget
         return
@@ -314,6 +317,7 @@ def test_summarize_properties(case: tuple[tuple[Entry, ...], int, int], length: 
     assert list(event.turns) == unpinned_old_turns(entries)[: len(event.turns)]
     folded = [e for e in entries if e.turn in event.turns]
     assert messages == [e.message for e in folded]
+    assert fold_limit is None or sum(e.tokens for e in folded) <= fold_limit  # one request carries it
     assert previous == (old.content[len(SUMMARY_HEADER):] if old else None)
     assert all(any(e is v for v in result.evicted) for e in folded)
     # the new summary replaces the old one, right after the system prompt
@@ -556,3 +560,35 @@ def test_fit_passes_the_fold_limit_to_summarize() -> None:
     entries = build([[50, 50]] * 6, new=40)
     result = fit("summarize", entries, 600, counter, summarizer=lambda p, m: "s", fold_limit=250)
     assert isinstance(result.events[0], Summarized) and result.events[0].turns == (1, 2)
+
+
+def test_summarize_folds_what_one_summary_request_can_carry_and_drops_the_rest() -> None:
+    # 643 tokens against 400 (summary cap 100): turns 1-4 must go, but one summary request
+    # carries only 250 tokens of messages: turns 1-2 are folded, then the oldest turns left
+    # are dropped until the request with its (short) summary fits: turn 3 only.
+    entries = build([[50, 50]] * 6, new=40)
+    seen: list[list[Message]] = []
+
+    def summarizer(previous: str | None, messages: Sequence[Message]) -> str:
+        seen.append(list(messages))
+        return "s"
+
+    result = summarize(entries, 400, counter, summarizer, summary_id=99, fold_limit=250)
+    assert seen == [[e.message for e in entries[:4]]]
+    summary = result.summary
+    assert summary is not None
+    assert result.events == (
+        Summarized(turns=(1, 2), tokens_before=200, tokens_after=summary.tokens),
+        Evicted(turns=(3,), messages=2, tokens=100, total_after=343 + summary.tokens, budget=400),
+    )
+    assert [e.turn for e in result.kept if e.turn] == [4, 4, 5, 5, 6, 6, 7]
+    assert [e.turn for e in result.evicted] == [1, 1, 2, 2, 3, 3]
+    assert result.total <= 400
+
+
+def test_summarize_drops_a_turn_too_long_for_any_summary_request() -> None:
+    entries = build([[200, 100], [50, 50]], new=40)
+    result = summarize(entries, 300, counter, lambda p, m: pytest.fail("no summary request"), fold_limit=250)
+    assert isinstance(result.events[0], Notice)
+    assert result.events[1:] == (Evicted(turns=(1,), messages=2, tokens=300, total_after=143, budget=300),)
+    assert result.summary is None
