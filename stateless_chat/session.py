@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from stateless_chat.config import Settings
@@ -17,6 +18,7 @@ from stateless_chat.context import (
     Summarizer,
     evictable_turns,
     request_size,
+    summary_cap,
     summary_message,
     summary_text,
 )
@@ -48,8 +50,6 @@ first "user:" line): merge it in, dropping nothing it kept.
 Write it as plain notes, addressed to the assistant who continues the chat.
 Do not add anything that was not said."""
 
-# What share of the budget a summary may take before the rest of history is dropped instead.
-SUMMARY_SHARE = 4
 # The smallest reply a summary request asks for, even when its transcript leaves less room.
 SUMMARY_MIN_REPLY = 32
 # Tokens of slack in a summary request for what per-message counts cannot see exactly.
@@ -181,7 +181,8 @@ class Session:
             self.make_exact()
             pending = self.conversation.new_entry("user", text, self.measure)
             entries = self.conversation.request_entries([pending])
-        summarizer = self._summarize if summarize and self.transport is not None else None
+        can_summarize = summarize and self.transport is not None
+        summarizer = partial(self._summarize, budget=budget) if can_summarize else None
         fitted = fit_policy(
             self.settings.policy,
             entries,
@@ -212,8 +213,9 @@ class Session:
         previous = self.conversation.summary.tokens if self.conversation.summary else 0
         return budget - prompt - previous - SUMMARY_MIN_REPLY - REPLY_PRIMING - FOLD_SLACK
 
-    def _summarize(self, previous: str | None, messages: Sequence[Message]) -> str:
-        """Fold ``messages`` (and the previous summary) into a new summary by a separate stateless call."""
+    def _summarize(self, previous: str | None, messages: Sequence[Message], *, budget: int) -> str:
+        """Fold ``messages`` (and the previous summary) into a new summary by a separate stateless call
+        that fits ``budget``, the budget of the request being fitted."""
         key = (hash(previous), *(hash(m) for m in messages))
         cached = self._summary_cache.get(key)
         if cached is not None:
@@ -225,13 +227,12 @@ class Session:
         lines += [f"{m.role}: {m.content}" for m in messages]
         request = [Message("system", SUMMARY_PROMPT), Message("user", "\n\n".join(lines))]
         # The summary request obeys the budget too: its reply gets what the transcript leaves,
-        # at most the summary's share and never less than SUMMARY_MIN_REPLY.
+        # at most the summary's cap and never less than SUMMARY_MIN_REPLY.
         prompt = sum(self.measure(m) for m in request) + REPLY_PRIMING
-        share = max(64, self.budget // SUMMARY_SHARE)
         body = {
             "model": self.settings.model,
             "messages": [m.to_api() for m in request],
-            "max_tokens": max(SUMMARY_MIN_REPLY, min(share, self.budget - prompt)),
+            "max_tokens": max(SUMMARY_MIN_REPLY, min(summary_cap(budget), budget - prompt)),
         }
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
@@ -392,7 +393,7 @@ class Session:
         if not folded:
             raise UsageError("nothing to summarize: only the newest turn and pinned turns are live")
         old = conversation.summary
-        text = self._summarize(summary_text(old), [e.message for e in folded])
+        text = self._summarize(summary_text(old), [e.message for e in folded], budget=self.budget)
         message = summary_message(text)
         summary = Entry(old.id if old else conversation.next_id, message, self.measure(message), turn=0,
                         kind="summary")

@@ -16,6 +16,7 @@ from stateless_chat.messages import (
     Event,
     Evicted,
     Message,
+    Notice,
     OverBudget,
     Summarized,
     SummaryFailed,
@@ -148,6 +149,21 @@ def test_every_request_fits_the_budget(server: FakeServer, policy: str) -> None:
         if is_summary_request(body):  # the summary call obeys the budget too
             assert our_size(session, body) + body["max_tokens"] <= 350
     assert session.conversation.evicted  # the budget really was tight
+
+
+def test_a_turn_too_long_for_a_summary_request_is_dropped_instead(server: FakeServer) -> None:
+    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="summarize")
+    events = recording(session)
+    facts = " ".join(f"fact {i} is {i * 7}." for i in range(60))  # about 420 tokens, and so is its echo
+    for i in range(12):
+        session.send(facts if i == 3 else filler(i))
+    summaries = [b for b in server.requests if is_summary_request(b)]
+    assert summaries
+    for body in summaries:
+        assert our_size(session, body) + body["max_tokens"] <= 600
+        assert facts not in body["messages"][1]["content"]
+    assert any(isinstance(e, Notice) and "too long to summarize" in e.text for e in events)
+    assert {e.content for e in session.conversation.evicted} >= {facts, "echo: " + facts}
 
 
 def test_drop_oldest_evicts_whole_turns_oldest_first(server: FakeServer) -> None:
@@ -365,6 +381,23 @@ def test_a_retry_that_fails_otherwise_learns_no_budget(server: FakeServer) -> No
     server.context_exceeded_next(limit=300, requested=400)
     reply = session.send("again")  # refused again, and this time the smaller request is answered
     assert reply.text == "echo: again" and session.learned_budget is not None
+
+
+def test_the_summary_request_of_a_resend_obeys_the_smaller_budget(server: FakeServer) -> None:
+    session = make_session(server, system=SYSTEM, budget=4000, reply_reserve=64, policy="summarize")
+    events = recording(session)
+    for i in range(30):
+        session.send(filler(i))
+    assert not any(is_summary_request(b) for b in server.requests)
+    ours = session.plan(filler(30), summarize=False).fit.total - 64
+    server.context_exceeded_next(limit=ours - 300, requested=ours)  # our count is right; the window is not
+    session.send(filler(30))
+
+    retry = next(e for e in events if isinstance(e, ContextRetry))
+    summaries = [b for b in server.requests if is_summary_request(b)]
+    assert len(summaries) == 1 and any(isinstance(e, Summarized) for e in events)
+    assert our_size(session, summaries[0]) + summaries[0]["max_tokens"] <= retry.new_budget
+    assert our_size(session, server.requests[-1]) + 64 <= retry.new_budget
 
 
 def test_policy_none_does_not_evict_on_refusal(server: FakeServer) -> None:
