@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import re
 
-# CSI: ESC [ params intermediates final. OSC/DCS/SOS/PM/APC: ESC ] ... (BEL | ESC \).
-# Other ESC sequences: ESC, optional intermediates, one final byte. 8-bit C1 forms too.
+# OSC, DCS, SOS, PM and APC strings: a start, a body, a terminator (BEL, ST = ESC \, or C1 ST).
+_STRING_START = r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])"
+# Any other ESC, or a new string start, aborts a string (as in a terminal). Keeping them out of
+# the body also keeps every scan linear: a body never runs past the next sequence, so a reply
+# made of thousands of unterminated starts costs no more than any other text.
+_STRING_BODY = r"[^\x07\x1b\x90\x98\x9c-\x9f]*"
+# CSI: ESC [ params intermediates final. Other ESC sequences: ESC, optional intermediates, one
+# final byte. 8-bit C1 forms too.
 _SEQUENCE = re.compile(
-    r"""
-    (?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]                          # CSI
-  | (?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c)  # OSC, DCS, SOS, PM, APC
-  | \x1b[ -/]*[0-~]                                           # two-byte and nF escapes
-    """,
-    re.VERBOSE | re.DOTALL,
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI
+    rf"|{_STRING_START}{_STRING_BODY}(?:\x07|\x1b\\|\x9c)"  # OSC, DCS, SOS, PM, APC
+    r"|\x1b[ -/]*[0-~]"  # two-byte and nF escapes
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # A sequence that has started but not ended yet: hold it back until more arrives.
 _UNFINISHED = re.compile(
-    # A string sequence awaiting its terminator (BEL, ST = ESC \, or C1 ST); it must not reach
-    # past a terminator, or the text after a finished sequence would be taken for part of it.
-    r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])(?:[^\x07\x9c\x1b]|\x1b(?!\\))*\Z"
+    rf"{_STRING_START}{_STRING_BODY}\x1b?\Z"  # a string awaiting its terminator (ESC: maybe ST's first half)
     r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*\Z"  # CSI awaiting its final byte
     r"|\x1b[ -/]*\Z"  # bare ESC
 )

@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,22 @@ def test_text_after_a_sequence_ended_by_st_is_shown(server: FakeServer) -> None:
     output = run_terminal_repl(make_session(server), "hi\r")
     assert_safe(output)
     assert "world, the answer is 42." in output and "title" not in output
+
+
+# Thousands of string-sequence starts that never end: each one once made the stripper scan to the end.
+UNENDING = "\x1b]" * 30_000 + "\x9d" * 30_000 + "\x1bP" * 30_000 + "\x07 the end"
+
+
+def test_unending_sequences_are_stripped_in_linear_time(server: FakeServer) -> None:
+    server.fail_next(1, status=400, body={"error": {"message": "bad request " + UNENDING}})
+    started = time.monotonic()
+    done = run_cli("--base-url", server.url, "hi")
+    assert done.returncode == 1
+    assert done.stderr.decode() == f"stateless-chat: {server.url[7:-3]} answered 400: bad request the end\n"
+    server.replier = lambda body: UNENDING
+    output = run_terminal_repl(make_session(server), "hi\r/show 2\r")
+    assert output.count("the end") == 2  # the streamed reply and /show
+    assert time.monotonic() - started < 10  # was minutes
 
 
 # ---- hostile input -------------------------------------------------------------------------
