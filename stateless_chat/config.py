@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_BUDGET = 32000
 UNKNOWN_CONTEXT_WINDOW = 8192
+MAX_TIMEOUT = 86400.0  # a day; httpx fails every request with OverflowError past ~1e10 seconds
 POLICIES = ("drop-oldest", "summarize", "none")
 APP_NAME = "stateless-chat"
 
@@ -148,7 +150,22 @@ def _temperature(value: object) -> float:
 
 
 def _timeout(value: object) -> float:
-    return _float(value, expected="a positive number of seconds", low=0.0, high=math.inf, low_open=True)
+    return _float(
+        value, expected=f"a positive number of seconds, at most {MAX_TIMEOUT:g}", low=0.0, high=MAX_TIMEOUT,
+        low_open=True,
+    )
+
+
+def _path(value: object) -> str:
+    # Checked here so that the error names the key or flag; later uses expand "~" without a check.
+    text = _nonempty_str(value)
+    try:
+        Path(text).expanduser()
+    except RuntimeError:  # "~user" for an unknown user, or no home directory at all
+        raise _Invalid("a file path whose leading ~ names a known home directory") from None
+    if "\x00" in text:
+        raise _Invalid("a file path without NUL characters")
+    return text
 
 
 def _policy(value: object) -> str:
@@ -204,8 +221,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "pin_system": _bool,
     "max_retries": _nonnegative_int,
     "timeout": _timeout,
-    "history_file": _optional(_nonempty_str),
-    "local_model": _optional(_nonempty_str),
+    "history_file": _optional(_path),
+    "local_model": _optional(_path),
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -313,6 +330,12 @@ def _suggestion(key: str, choices: Mapping[str, object]) -> str:
     return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
+def _shown(path: Path) -> str:
+    """Return ``path`` for a one-line message: as is, or as a repr if it holds a newline or other control."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def _xdg_dir(env: Mapping[str, str], variable: str, fallback: tuple[str, ...]) -> Path:
     # The XDG spec says a relative path in these variables is invalid and must be ignored.
     value = env.get(variable, "")
@@ -342,25 +365,29 @@ def input_history_path(settings: Settings, env: Mapping[str, str]) -> Path:
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 
+def _cannot_read(path: Path, error: OSError) -> ConfigError:
+    return ConfigError(f"cannot read config file {_shown(path)}: {error.strerror or error}")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+        raise _cannot_read(path, error) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: config file is not valid UTF-8") from None
+        raise ConfigError(f"{_shown(path)}: config file is not valid UTF-8") from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
+    except ValueError as error:  # TOMLDecodeError, or int() refusing an integer of over 4,300 digits
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
         position = _TOML_POSITION.search(message)
         if position is None:
-            raise ConfigError(f"{path}: invalid TOML: {message}") from None
+            raise ConfigError(f"{_shown(path)}: invalid TOML: {message}") from None
         line, column = position.groups()
         reason = message[: position.start()]
-        raise ConfigError(f"{path}, line {line}, column {column}: invalid TOML: {reason}") from None
+        raise ConfigError(f"{_shown(path)}, line {line}, column {column}: invalid TOML: {reason}") from None
 
 
 def _file_layer(path: Path) -> dict[str, object]:
@@ -370,15 +397,15 @@ def _file_layer(path: Path) -> dict[str, object]:
     for key, value in raw.items():
         check = _CHECKS.get(key)
         if check is None:
-            raise ConfigError(f"{path}: unknown key {key!r}{_suggestion(key, _CHECKS)}")
+            raise ConfigError(f"{_shown(path)}: unknown key {key!r}{_suggestion(key, _CHECKS)}")
         try:
             layer[key] = check(value)
         except _Invalid as error:
             raise ConfigError(
-                f"{path}: {key!r} must be {error.expected}, got {_describe(key, value)}"
+                f"{_shown(path)}: {key!r} must be {error.expected}, got {_describe(key, value)}"
             ) from None
     if "base_url" in layer and "base_urls" in layer:
-        raise ConfigError(f"{path}: set either 'base_url' or 'base_urls', not both")
+        raise ConfigError(f"{_shown(path)}: set either 'base_url' or 'base_urls', not both")
     return layer
 
 
@@ -401,8 +428,8 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, object]:
         if not text.strip():
             continue
         value: object = text
-        if name == "budget":
-            value = int(text) if re.fullmatch(r"\s*[0-9]+\s*", text) else text
+        if name == "budget" and re.fullmatch(r"\s*[0-9]{1,18}\s*", text):  # longer is no budget anyway
+            value = int(text)
         try:
             layer[name] = _CHECKS[name](value)
         except _Invalid as error:
@@ -448,6 +475,26 @@ def _apply(settings: dict[str, Any], layer: Mapping[str, object]) -> None:
     settings.update(layer)
 
 
+def _config_file_exists(path: Path, *, required: bool) -> bool:
+    """Return whether ``path`` is a regular file; a ``required`` one that is not is a ``ConfigError``.
+
+    Any other failure to look (permission denied, a name too long) is a ``ConfigError`` too.
+    """
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if required:
+            raise ConfigError(f"config file {_shown(path)} does not exist") from None
+        return False
+    except OSError as error:
+        raise _cannot_read(path, error) from None
+    if stat.S_ISREG(mode):
+        return True
+    if required:
+        raise ConfigError(f"config file {_shown(path)} is not a file")
+    return False
+
+
 def load_settings(config_path: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Settings:
     """Return the settings from defaults < config file < environment < flags.
 
@@ -456,15 +503,9 @@ def load_settings(config_path: Path | None, env: Mapping[str, str], flags: Mappi
     values are ignored). Raises ``ConfigError`` for a bad file or environment
     value, ``UsageError`` for a bad flag value.
     """
-    if config_path is not None:
-        if not config_path.is_file():
-            what = "is not a file" if config_path.exists() else "does not exist"
-            raise ConfigError(f"config file {config_path} {what}")
-        path = config_path
-    else:
-        path = default_config_path(env)
+    path = config_path if config_path is not None else default_config_path(env)
     merged: dict[str, Any] = {}
-    if path.is_file():
+    if _config_file_exists(path, required=config_path is not None):
         _apply(merged, _file_layer(path))
     _apply(merged, _env_layer(env))
     _apply(merged, _flag_layer(flags))

@@ -493,3 +493,65 @@ def test_example_commented_values_are_valid_too(xdg: dict[str, str], tmp_path: P
             continue
         path = write(tmp_path, "\n".join([*live, line]) + "\n", name=f"{key}.toml")
         load_settings(path, xdg, {})
+
+
+# --- hostile values: always a one-line ConfigError, never a traceback ------------------------
+
+
+def test_integer_too_long_to_convert_is_a_config_error(xdg: dict[str, str], tmp_path: Path) -> None:
+    """Python refuses to convert integers of over 4,300 digits; tomllib lets that ValueError out."""
+    path = write(tmp_path, "budget = 1" + "0" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=re.escape(str(path))) as from_file:
+        load_settings(path, xdg, {})
+    with pytest.raises(ConfigError, match="STATELESS_CHAT_BUDGET") as from_env:
+        load_settings(None, {**xdg, "STATELESS_CHAT_BUDGET": "1" + "0" * 5000}, {})
+    for caught in (from_file, from_env):
+        assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
+
+
+def test_a_config_path_that_cannot_be_looked_at_is_a_config_error(xdg: dict[str, str]) -> None:
+    too_long = Path("a" * 5000)  # stat fails with ENAMETOOLONG, which Path.is_file does not swallow
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(too_long, xdg, {})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(None, {**xdg, "XDG_CONFIG_HOME": "/" + "a" * 5000}, {})
+
+
+def test_a_path_with_a_newline_is_shown_on_one_line(xdg: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "two\nlines.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(missing, xdg, {})
+    assert "\n" not in str(caught.value) and "two\\nlines.toml" in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["history_file", "local_model"])
+@pytest.mark.parametrize("value", ["~no-such-user-for-stateless-chat/file", "a\\u0000b"])
+def test_a_path_setting_that_cannot_be_used_names_the_key(
+    xdg: dict[str, str], tmp_path: Path, key: str, value: str
+) -> None:
+    path = write(tmp_path, f'{key} = "{value}"\n')
+    with pytest.raises(ConfigError, match=f"'{key}' must be a file path") as caught:
+        load_settings(path, xdg, {})
+    assert "\n" not in str(caught.value)
+    assert input_history_path(Settings(history_file="~/h"), {}) == Path.home() / "h"
+
+
+def test_a_timeout_the_clock_cannot_hold_is_refused(xdg: dict[str, str], tmp_path: Path) -> None:
+    """httpx fails every request with OverflowError past ~1e10 s: '1e99, for never' is refused up front."""
+    with pytest.raises(ConfigError, match="'timeout' must be a positive number of seconds"):
+        load_settings(write(tmp_path, "timeout = 1e99\n"), xdg, {})
+    assert load_settings(write(tmp_path, "timeout = 86400\n"), xdg, {}).timeout == 86400.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["budget = 1" + "0" * 5000, 'history_file = "~no-such-user-for-stateless-chat/h"', "timeout = 1e9"],
+    ids=["long-int", "unknown-user", "huge-timeout"],
+)
+def test_config_errors_through_the_cli_are_one_line_with_exit_2(tmp_path: Path, text: str) -> None:
+    from tests.test_cli import run_cli
+
+    path = write(tmp_path, text)
+    done = run_cli("--config", str(path), "--base-url", "http://127.0.0.1:9/v1", "hi")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.decode().splitlines()) == 1 and str(path) in done.stderr.decode()
