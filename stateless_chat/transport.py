@@ -237,8 +237,7 @@ class Transport:
             message = clean(_error_message(raw))
             retry_after = _retry_after(raw)
             if status == 400 and _is_context_error(raw, message):
-                found = _CONTEXT_NUMBERS.search(message)
-                limit, requested = (int(found.group(1)), int(found.group(2))) if found else (None, None)
+                limit, requested = _context_numbers(raw, message)
                 return ContextLengthError(f"{host}: {message}", limit=limit, requested=requested), None
             if status == 401:
                 hint = "check OPENAI_API_KEY or api_key in the config file"
@@ -275,12 +274,27 @@ def _error_message(error: Any) -> str:
 
 
 def _is_context_error(error: Any, message: str) -> bool:
-    code = getattr(error, "code", None)
-    body = getattr(error, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        code = code or body["error"].get("code")
+    """Return whether a 400 says the request is longer than the context: OpenAI's and vLLM's
+    ``context_length_exceeded``, llama.cpp's ``exceed_context_size_error``, or words to that effect.
+
+    The SDK has already unwrapped ``{"error": {...}}``: ``code`` and ``type`` come from the inner object.
+    """
+    marks = (getattr(error, "code", None), getattr(error, "type", None))
     text = message.lower()
-    return code == "context_length_exceeded" or "context length" in text or "context window" in text
+    return any(mark in ("context_length_exceeded", "exceed_context_size_error") for mark in marks) or any(
+        words in text for words in ("context length", "context window", "context size")
+    )
+
+
+def _context_numbers(error: Any, message: str) -> tuple[int | None, int | None]:
+    """Return the (limit, requested) tokens the server reported: llama.cpp's fields, else OpenAI's wording."""
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        limit, requested = body.get("n_ctx"), body.get("n_prompt_tokens")
+        if isinstance(limit, int) and isinstance(requested, int):
+            return limit, requested
+    found = _CONTEXT_NUMBERS.search(message)
+    return (int(found.group(1)), int(found.group(2))) if found else (None, None)
 
 
 def _retry_after(error: Any) -> float | None:

@@ -24,7 +24,7 @@ from prompt_toolkit.output import DummyOutput
 from stateless_chat import cli
 from stateless_chat.config import Settings
 from stateless_chat.errors import ConnectError, ServerError, StreamError
-from stateless_chat.messages import Event, FailedOver, Retrying
+from stateless_chat.messages import ContextRetry, Event, FailedOver, Retrying
 from stateless_chat.session import Session
 from stateless_chat.transport import Transport
 from tests.conftest import CTRL_D
@@ -278,6 +278,30 @@ def test_malformed_reply_is_a_clear_error(server: FakeServer, stream: bool) -> N
     assert session.conversation is before and len(server.requests) == 2
     assert session.send("second").text == "echo: second"
     assert len(session.conversation.entries) == 4
+
+
+@pytest.mark.parametrize("numbers", [True, False])
+def test_llama_server_context_refusal_cuts_history_and_resends(server: FakeServer, numbers: bool) -> None:
+    session = open_session([server.url], Recorder(), budget=4000, reply_reserve=64)
+    events: list[Event] = []
+    session.on_event = events.append
+    for i in range(6):
+        session.send(f"message {i}: " + "lorem ipsum " * 40)
+    ours = session.plan("again", summarize=False).fit.total - 64
+    # What llama.cpp's llama-server answers (older versions: this message, no numbers).
+    error: dict[str, Any] = {"code": 400, "type": "exceed_context_size_error",
+                             "message": "the request exceeds the available context size, try increasing it"}
+    if numbers:
+        limit = ours // 2
+        error.update(n_prompt_tokens=ours, n_ctx=limit,
+                     message=f"request ({ours} tokens) exceeds the available context size ({limit} tokens)")
+    server.fail_next(1, status=400, body={"error": error})
+    assert session.send("again").text == "echo: again"
+    [retry] = [e for e in events if isinstance(e, ContextRetry)]
+    assert (retry.reported_limit, retry.reported_tokens) == ((ours // 2, ours) if numbers else (None, None))
+    refused, resent = server.requests[-2:]
+    assert len(resent["messages"]) < len(refused["messages"]) and resent["messages"][-1]["content"] == "again"
+    assert [c for _, c in turns(session)][-2:] == ["again", "echo: again"]
 
 
 def test_cut_non_streamed_reply_is_retried(server: FakeServer) -> None:
