@@ -420,6 +420,8 @@ class LocalServer:
                 start_new_session=True,
             )
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
             raise ConnectError(f"could not start the local model server ({self.python}): {exc}") from None
         finally:
             os.close(fd)

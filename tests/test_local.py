@@ -435,6 +435,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
 def test_python_that_cannot_run(tmp_path: Path, model: Path) -> None:
     with pytest.raises(ConnectError, match="could not start the local model server"):
         LocalServer(model, python=str(tmp_path / "no-such-python")).start()
+    assert not list(tmp_path.glob("stateless-chat-llama-*.log"))  # no log the message does not name
 
 
 def read_pids(pid_file: Path) -> tuple[int, int]:
