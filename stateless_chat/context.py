@@ -301,56 +301,88 @@ def summarize(
         return _drop_instead(entries, budget, counter, reserve, turns, "no room left for a summary")
     cap = min(summary_cap(budget), room)
     target = budget - (room - cap) // 2
-    turn_tokens: dict[int, int] = {}
-    for e in rest:
-        turn_tokens[e.turn] = turn_tokens.get(e.turn, 0) + e.tokens
+    turn_tokens = _turn_tokens(rest)
     size = request_size(rest, reserve)
     folded_turns: list[int] = []
-    folded_tokens = 0
-    for turn in turns:
-        if fold_limit is not None and folded_tokens + turn_tokens[turn] > fold_limit:
-            break  # one summary request carries no more; what still does not fit is dropped below
+    # What still does not fit past what one summary request can carry is dropped below.
+    for turn in turns_within(rest, turns, fold_limit):
         # Once it fits, fold more only toward the target, and keep the latest turn verbatim.
         if size + cap <= budget and (size + cap <= target or turn == turns[-1]):
             break
         size -= turn_tokens[turn]
-        folded_tokens += turn_tokens[turn]
         folded_turns.append(turn)
     if not folded_turns and size + cap > budget:
         return _drop_instead(entries, budget, counter, reserve, turns,
                              "the oldest turn is too long to summarize within the budget")
-    folded_set = set(folded_turns)
-    folded = tuple(e for e in rest if e.turn in folded_set)
     try:
-        text = summarizer(summary_text(old), [e.message for e in folded])
+        candidate, folded, new, event = fold(entries, folded_turns, summarizer, counter, cap=cap,
+                                             summary_id=summary_id)
     except Exception as exc:  # the summarizer may fail in any way; the request must still go out
         result = drop_oldest(entries, budget, counter, reserve=reserve)
         return replace(result, events=(SummaryFailed(reason=_first_line(exc)), *result.events))
-    message = _capped_summary(text, cap, counter)
-    new = Entry(
-        id=old.id if old is not None else summary_id,
-        message=message,
-        tokens=counter(message),
-        turn=0,
-        pinned=False,
-        kind="summary",
-    )
-    remaining = [e for e in rest if e.turn not in folded_set]
-    at = 0
-    while at < len(remaining) and remaining[at].turn == 0 and remaining[at].role == "system":
-        at += 1
-    candidate = (*remaining[:at], new, *remaining[at:])
-    event = Summarized(
-        turns=tuple(folded_turns),
-        tokens_before=sum(e.tokens for e in folded) + (old.tokens if old is not None else 0),
-        tokens_after=new.tokens,
-    )
     # Drops the turns past the fold limit; otherwise the choice of the prefix and the cap make
     # this fit already, and dropping is a safety net for a counter not monotone in the text length.
     kept, dropped, events = _drop(candidate, budget, reserve)
-    gone = folded_set | {e.turn for e in dropped}
-    evicted = tuple(e for e in entries if e.kind != "summary" and e.turn in gone)
-    return Fit(kept, evicted, new, (event, *events), request_size(kept, reserve), budget)
+    return Fit(kept, folded + dropped, new, (event, *events), request_size(kept, reserve), budget)
+
+
+def _turn_tokens(entries: Iterable[Entry]) -> dict[int, int]:
+    """Return the billed size of each turn of ``entries``."""
+    sizes: dict[int, int] = {}
+    for e in entries:
+        sizes[e.turn] = sizes.get(e.turn, 0) + e.tokens
+    return sizes
+
+
+def turns_within(entries: Sequence[Entry], turns: Sequence[int], limit: int | None) -> list[int]:
+    """Return the longest prefix of ``turns`` whose messages in ``entries`` take at most ``limit``
+    tokens, what one summary request can carry (all of ``turns`` when ``limit`` is None)."""
+    if limit is None:
+        return list(turns)
+    sizes = _turn_tokens(entries)
+    within: list[int] = []
+    for turn in turns:
+        limit -= sizes.get(turn, 0)
+        if limit < 0:
+            break
+        within.append(turn)
+    return within
+
+
+def fold(
+    entries: Sequence[Entry],
+    turns: Sequence[int],
+    summarizer: Summarizer,
+    counter: Counter,
+    *,
+    cap: int,
+    summary_id: int = 0,
+) -> tuple[tuple[Entry, ...], tuple[Entry, ...], Entry, Summarized]:
+    """Return ``entries`` with ``turns`` folded into the running summary, and what that did.
+
+    Calls ``summarizer(previous summary text, folded messages)`` once and raises what it
+    raises. Returns (the entries with the new summary in the old one's place, right after
+    the system prompt, and without the folded turns; the folded originals, in order; the new
+    summary; its ``Summarized`` event). The summary is cut to ``cap`` tokens (enough for
+    the header and an ellipsis) and keeps the old summary's id, or takes ``summary_id``.
+    """
+    old = _current_summary(entries)
+    chosen = set(turns)
+    folded = tuple(e for e in entries if e.turn in chosen and e.kind != "summary")
+    text = summarizer(summary_text(old), [e.message for e in folded])
+    message = _capped_summary(text, cap, counter)
+    new = Entry(id=old.id if old is not None else summary_id, message=message, tokens=counter(message),
+                turn=0, pinned=False, kind="summary")
+    remaining = [e for e in entries if e.turn not in chosen and e.kind != "summary"]
+    at = 0
+    while at < len(remaining) and remaining[at].turn == 0 and remaining[at].role == "system":
+        at += 1
+    event = Summarized(
+        turns=tuple(turns),
+        tokens_before=sum(e.tokens for e in folded) + (old.tokens if old is not None else 0),
+        tokens_after=new.tokens,
+    )
+    return (*remaining[:at], new, *remaining[at:]), folded, new, event
 
 
 def fit(

@@ -17,10 +17,10 @@ from stateless_chat.context import (
     Fit,
     Summarizer,
     evictable_turns,
+    fold,
     request_size,
     summary_cap,
-    summary_message,
-    summary_text,
+    turns_within,
 )
 from stateless_chat.context import fit as fit_policy
 from stateless_chat.errors import BudgetError, ContextLengthError, UsageError
@@ -191,21 +191,18 @@ class Session:
             reserve=self.reserve,
             summarizer=summarizer,
             next_id=self.conversation.next_id + 1,
-            fold_limit=self._fold_limit(budget),
+            fold_limit=self._fold_limit(budget) if self.settings.policy == "summarize" else None,
         )
         messages = [e.message for e in fitted.kept]
         return Plan(pending=pending, fit=fitted, body=self.body(messages), budget=budget)
 
-    def _fold_limit(self, budget: int) -> int | None:
+    def _fold_limit(self, budget: int) -> int:
         """Return how many tokens of messages one summary request can carry within ``budget``.
 
         The request holds the summary prompt, the previous summary and the folded messages
         (each about its billed size: ``role: content`` stands in for the message framing),
-        and leaves at least ``SUMMARY_MIN_REPLY`` for the summary itself. None when this
-        session does not summarize.
+        and leaves at least ``SUMMARY_MIN_REPLY`` for the summary itself.
         """
-        if self.settings.policy != "summarize":
-            return None
         key = (self.counter, self.exact)
         if self._summary_prompt_size[0] != key:
             self._summary_prompt_size = (key, self.measure(Message("system", SUMMARY_PROMPT)))
@@ -378,29 +375,30 @@ class Session:
             self.learned_budget = None
 
     def summarize_now(self) -> Summarized:
-        """Fold every live turn but the newest (and pinned ones) into the running summary now.
+        """Fold the live turns but the newest (and pinned ones) into the running summary now,
+        oldest first, as many as one summary request within the budget can carry.
 
         Returns the ``Summarized`` event (also emitted). Makes one summary request; on any
         error the conversation is unchanged. Raises ``UsageError`` when there is no
-        endpoint or nothing to fold.
+        endpoint, nothing to fold, or the oldest turn alone is too long for the request.
         """
         if self.transport is None:
             raise UsageError("no endpoint to summarize with")
         conversation = self.conversation
         entries = conversation.request_entries()
-        turns = set(evictable_turns(entries))
-        folded = tuple(e for e in conversation.entries if e.turn in turns)
-        if not folded:
+        turns = evictable_turns(entries)
+        if not turns:
             raise UsageError("nothing to summarize: only the newest turn and pinned turns are live")
-        old = conversation.summary
-        text = self._summarize(summary_text(old), [e.message for e in folded], budget=self.budget)
-        message = summary_message(text)
-        summary = Entry(old.id if old else conversation.next_id, message, self.measure(message), turn=0,
-                        kind="summary")
-        live = tuple(e for e in conversation.entries if e.turn not in turns)
+        budget = self.budget
+        turns = turns_within(entries, turns, self._fold_limit(budget))
+        if not turns:
+            raise UsageError(f"the oldest turn is too long to summarize within the budget of {budget:,} "
+                             "tokens: /drop it or raise the budget")
+        kept, folded, summary, event = fold(entries, turns, partial(self._summarize, budget=budget),
+                                            self.measure, cap=summary_cap(budget),
+                                            summary_id=conversation.next_id)
+        live = tuple(e for e in kept if e.kind != "summary" and e.role != "system")
         self.conversation = conversation.with_live(live, summary, folded)
-        event = Summarized(tuple(sorted(turns)), sum(e.tokens for e in folded) + (old.tokens if old else 0),
-                           summary.tokens)
         self.on_event(event)
         return event
 

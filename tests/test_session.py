@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stateless_chat.config import Settings
-from stateless_chat.context import SUMMARY_HEADER
+from stateless_chat.context import SUMMARY_HEADER, summary_cap
 from stateless_chat.errors import ChatError, ConfigError, ContextLengthError
 from stateless_chat.messages import (
     ContextRetry,
@@ -23,7 +23,7 @@ from stateless_chat.messages import (
     UsageMissing,
 )
 from stateless_chat.session import SUMMARY_PROMPT, Session
-from tests.conftest import make_session
+from tests.conftest import make_session, run_repl
 from tests.fakeserver import (
     FakeServer,
     approx_completion_tokens,
@@ -254,6 +254,33 @@ def test_summary_failure_falls_back_to_dropping_and_the_turn_succeeds(server: Fa
     assert all(not m["content"].startswith(SUMMARY_HEADER) for m in chat["messages"])
     assert our_size(session, chat) + session.reserve <= 300
     assert session.conversation.messages()[-1] == Message("assistant", reply.text)
+
+
+def test_summarize_now_folds_no_more_than_one_summary_request_can_carry(server: FakeServer) -> None:
+    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="none")
+    for i in range(30):
+        session.send(filler(i))
+    run = run_repl(session, ["/summarize\r"])
+
+    body = server.requests[-1]
+    assert is_summary_request(body) and len(server.requests) == 31
+    assert our_size(session, body) + body["max_tokens"] <= 600
+    summary = session.conversation.summary
+    assert summary is not None and summary.tokens <= summary_cap(600)
+    folded = sorted({e.turn for e in session.conversation.evicted})
+    assert folded == list(range(1, len(folded) + 1)) and 1 < len(folded) < 29  # the oldest turns, not all
+    assert f"summarized turns 1-{folded[-1]}" in run.output
+    assert [e.turn for e in session.conversation.entries][::2] == list(range(folded[-1] + 1, 31))
+
+
+def test_summarize_now_refuses_a_turn_too_long_for_one_summary_request(server: FakeServer) -> None:
+    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="none")
+    for text in (" ".join(f"fact {i} is {i * 7}." for i in range(60)), "two", "three"):
+        session.send(text)
+    before = session.conversation
+    run = run_repl(session, ["/summarize\r"])
+    assert "error: the oldest turn is too long to summarize within the budget" in run.output
+    assert len(server.requests) == 3 and session.conversation is before
 
 
 def test_policy_none_warns_and_sends_everything(server: FakeServer) -> None:
