@@ -153,7 +153,12 @@ Event = (
 
 @dataclass(frozen=True)
 class TurnStats:
-    """What one turn cost: our estimate and what the server reported."""
+    """What one turn cost: our estimate and what the server reported.
+
+    ``summary_prompt_tokens`` and ``summary_completion_tokens`` are what the summary requests
+    made since the previous turn cost (the server's counts; our count of a prompt it did not
+    report), including any made for a turn that then failed or by ``/summarize``.
+    """
 
     turn: int
     estimated_prompt_tokens: int
@@ -162,12 +167,15 @@ class TurnStats:
     baseline_prompt_tokens: int  # what the request would have cost with no eviction (our count)
     evictions: int = 0
     events: tuple[Event, ...] = field(default=())
+    summary_prompt_tokens: int = 0
+    summary_completion_tokens: int = 0
 
     @property
     def sent(self) -> int:
-        """Return the prompt tokens this turn was billed: the server's count, else ours."""
+        """Return the prompt tokens this turn was billed, its summary requests included: the
+        server's count, else ours."""
         reported = self.reported_prompt_tokens
-        return self.estimated_prompt_tokens if reported is None else reported
+        return (self.estimated_prompt_tokens if reported is None else reported) + self.summary_prompt_tokens
 
     @property
     def baseline_sent(self) -> int:

@@ -33,6 +33,7 @@ from stateless_chat.messages import (
     Message,
     Summarized,
     TurnStats,
+    Usage,
     UsageMissing,
 )
 from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING, TokenCounter, byte_lower_bound, byte_upper_bound
@@ -71,11 +72,12 @@ class Totals:
     """Session-wide token accounting: the real bill of resending and the no-eviction baseline.
 
     ``sent`` sums each turn's prompt tokens as the server reported them (our estimate for a
-    turn it did not report): what resending the history really cost. ``estimated`` sums our
-    own counts of the same requests. ``baseline`` is what the same turns would have cost
-    with nothing ever evicted or summarized, in ``sent``'s units: each turn's no-eviction
-    count is scaled by that turn's reported/estimated ratio, so with no eviction
-    ``baseline == sent`` even when the server's tokenizer is not ours.
+    turn it did not report), summary requests included: what resending the history really
+    cost. ``completion`` sums the reported completion tokens, summaries included.
+    ``estimated`` sums our own counts of the chat requests. ``baseline`` is what the same
+    turns would have cost with nothing ever evicted or summarized, in ``sent``'s units: each
+    turn's no-eviction count is scaled by that turn's reported/estimated ratio, so with no
+    eviction ``baseline == sent`` even when the server's tokenizer is not ours.
     """
 
     sent: int = 0
@@ -107,6 +109,9 @@ class Session:
         self.conversation = Conversation.start(settings.system, self.measure)
         self.totals = Totals()
         self._summary_cache: dict[tuple[int, ...], str] = {}
+        # Tokens of the summary requests not yet billed to a turn's stats.
+        self._summary_prompt_spent = 0
+        self._summary_completion_spent = 0
         self._summary_prompt_size: tuple[object, int] = (None, 0)  # ((counter, exact), tokens)
         self.learned_budget: int | None = None
         self._usage_missing_said = False  # UsageMissing is emitted once per session, not every turn
@@ -233,7 +238,11 @@ class Session:
         }
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
-        text = self.transport.complete(body).text.strip()
+        reply = self.transport.complete(body)
+        usage = reply.usage or Usage(None, None)
+        self._summary_prompt_spent += prompt if usage.prompt_tokens is None else usage.prompt_tokens
+        self._summary_completion_spent += usage.completion_tokens or 0
+        text = reply.text.strip()
         if not text:
             raise ValueError("the summary came back empty")
         self._summary_cache[key] = text
@@ -339,13 +348,16 @@ class Session:
             baseline_prompt_tokens=max(baseline, estimated),
             evictions=evictions,
             events=fitted.events,
+            summary_prompt_tokens=self._summary_prompt_spent,
+            summary_completion_tokens=self._summary_completion_spent,
         )
+        self._summary_prompt_spent = self._summary_completion_spent = 0
         totals = self.totals
         totals.turns.append(stats)
         totals.estimated += estimated
         totals.sent += stats.sent
         totals.baseline += stats.baseline_sent
-        totals.completion += reported_completion or 0
+        totals.completion += (reported_completion or 0) + stats.summary_completion_tokens
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:

@@ -132,6 +132,47 @@ def test_baseline_is_the_cost_with_no_eviction(server: FakeServer) -> None:
     assert totals.baseline == expected
 
 
+def test_totals_include_the_summary_requests(server: FakeServer) -> None:
+    session = make_session(server, system=SYSTEM, budget=500, reply_reserve=64, policy="summarize")
+    for i in range(25):
+        session.send(filler(i))
+    summaries = [b for b in server.requests if is_summary_request(b)]
+    assert len(summaries) >= 2
+    totals = session.totals
+    # The real bill of resending is every request the server was sent, summaries included.
+    assert totals.sent == sum(approx_tokens(b["messages"]) for b in server.requests)
+    assert totals.sent == sum(t.sent for t in totals.turns)
+    replies = [e.content for e in session.conversation.all_entries() if e.role == "assistant"]
+    assert totals.completion == sum(approx_completion_tokens(r) for r in replies) + sum(
+        approx_completion_tokens(default_replier(b)) for b in summaries)
+    assert totals.baseline > totals.sent  # summarizing still saved tokens
+
+
+def test_a_summary_made_for_a_failed_turn_is_billed_once_with_the_turn_that_succeeds(
+    server: FakeServer,
+) -> None:
+    session = make_session(server, system=SYSTEM, budget=300, reply_reserve=64, policy="summarize")
+    i = 0
+    while not session.plan(filler(i), summarize=False).fit.evicted:  # the next turn has to fold
+        session.send(filler(i))
+        i += 1
+    before, totals = session.conversation, (session.totals.sent, session.totals.completion)
+    server.clear()
+    server.delay_next(0)  # the summary request succeeds ...
+    server.cut_stream_next(after_chunks=1)  # ... and the chat request's stream breaks
+    with pytest.raises(ChatError):
+        session.send(filler(i))
+    summary, chat = server.requests
+    assert is_summary_request(summary) and not is_summary_request(chat)
+    assert session.conversation == before and (session.totals.sent, session.totals.completion) == totals
+
+    session.send(filler(i))
+    assert not is_summary_request(server.requests[-1]) and len(server.requests) == 3  # made once
+    stats = session.totals.turns[-1]
+    assert stats.sent == approx_tokens(server.requests[-1]["messages"]) + approx_tokens(summary["messages"])
+    assert session.totals.sent == totals[0] + stats.sent
+
+
 # ---- budget and policies -----------------------------------------------------------------
 
 
