@@ -176,6 +176,12 @@ def is_command(line: str) -> bool:
     return stripped.startswith("/") and not stripped.startswith("//")
 
 
+def as_typed(text: str) -> str:
+    """Return the prompt line that sends ``text`` as a message: a leading ``/`` is doubled, so the
+    line is not taken for a command (``dispatch`` turns ``//text`` back into ``/text``)."""
+    return "/" + text.lstrip() if text.lstrip().startswith("/") else text
+
+
 def dispatch(session: Session, line: str) -> Result:
     """Run the slash command in ``line`` and return its result.
 
@@ -495,7 +501,7 @@ def _edit(session: Session, arg: str) -> Result:
     question, base = _last_question(session, "/edit")
     editor = os.environ.get("EDITOR", "").strip()
     if not editor:
-        return Prefill(question.content, session.conversation, base,
+        return Prefill(as_typed(question.content), session.conversation, base,
                        note=f"editing #{question.id}: Enter sends it in place of the last exchange")
     edited = run_editor(editor, question.content).rstrip("\n")
     if not edited.strip():

@@ -174,7 +174,7 @@ class Repl:
             if not line.strip():
                 continue
             base = None
-            if is_command(line):
+            if line.lstrip().startswith("/"):  # a command, or //text: a message that begins with /
                 try:
                     result = dispatch(self.session, line)
                 except ChatError as error:
@@ -193,7 +193,7 @@ class Repl:
                 if result.note:
                     self.renderer.note(result.note)
                 line, base = result.text, result.base
-            elif editing is not None and self.session.conversation is editing.before:
+            if base is None and editing is not None and self.session.conversation is editing.before:
                 base = editing.base
             self.turn(line, base)
 

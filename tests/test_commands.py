@@ -145,6 +145,24 @@ def test_edit_without_editor_prefills_the_prompt(server: FakeServer, monkeypatch
                                                                       "echo: two more"]
 
 
+def test_double_slash_sends_a_message_that_begins_with_a_slash(server: FakeServer) -> None:
+    session = make_session(server)
+    run = run_repl(session, ["//etc/hosts is a file\r"])
+    assert contents(server.requests[-1]) == ["/etc/hosts is a file"]
+    assert "echo: /etc/hosts is a file" in run.output and "error" not in run.output
+
+
+def test_edit_in_the_prompt_of_a_message_that_begins_with_a_slash(server: FakeServer,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDITOR", raising=False)
+    session = chatted(server, "one", "//etc/hosts is what")
+    run = run_repl(session, ["/edit\r", " now\r"])
+    assert "error" not in run.output
+    assert contents(server.requests[-1]) == ["one", "echo: one", "/etc/hosts is what now"]
+    assert [m.content for m in session.conversation.messages()] == [
+        "one", "echo: one", "/etc/hosts is what now", "echo: /etc/hosts is what now"]
+
+
 # ---- files --------------------------------------------------------------------------
 
 
