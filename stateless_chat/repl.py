@@ -180,6 +180,9 @@ class Repl:
                 except ChatError as error:
                     self.renderer.error(str(error))
                     continue
+                except KeyboardInterrupt:  # handlers change the session only once they have succeeded
+                    self.renderer.note(f"cancelled {line.split()[0]}; nothing changed")
+                    continue
                 if isinstance(result, Exit):
                     return 0
                 self.renderer.result(result)

@@ -116,3 +116,19 @@ def test_every_message_gets_its_own_number(server: FakeServer) -> None:
     ids = [e.id for e in session.conversation.entries]
     assert ids == [1, 2, 3, 4]
     assert [e.turn for e in session.conversation.entries] == [1, 1, 2, 2]
+
+
+def test_ctrl_c_during_a_command_cancels_it_and_the_chat_goes_on(server: FakeServer) -> None:
+    session = make_session(server)
+    run_repl(session, ["one\r", "two\r", "three\r"])
+    before = session.conversation
+    server.delay_next(10)  # the /summarize request hangs until Ctrl-C
+    timer = threading.Timer(0.7, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        run = run_repl(session, ["/summarize\r", "four\r"])
+    finally:
+        timer.cancel()
+    assert "cancelled" in run.output and run.exit_code == 0
+    assert server.requests[-1]["messages"][-1]["content"] == "four"
+    assert session.conversation.messages()[:6] == before.messages()
