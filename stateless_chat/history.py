@@ -93,7 +93,8 @@ class Conversation:
         return [e.message for e in self.request_entries(pending)]
 
     def all_entries(self) -> list[Entry]:
-        """Return every entry ever added (live and evicted), by id, system first."""
+        """Return every entry ever added (live and evicted): the summary first, then by id (the
+        system prompt is id 0)."""
         live = [e for e in (self.system, self.summary) if e is not None] + list(self.entries)
         return sorted(live + list(self.evicted), key=lambda e: (e.kind != "summary", e.id))
 
@@ -136,6 +137,8 @@ class Conversation:
         """Return the conversation with entry ``entry_id`` pinned or unpinned."""
         if entry_id == 0:
             raise CommandError("the system prompt is always pinned")
+        if self.summary is not None and entry_id == self.summary.id:
+            raise CommandError("the summary is always sent; it cannot be pinned (each fold replaces it)")
         if not self.is_live(entry_id):
             self.find(entry_id)
             raise CommandError(f"message #{entry_id} is no longer sent; only live messages can be pinned")

@@ -349,6 +349,19 @@ def test_pinned_turn_and_system_prompt_are_never_evicted(server: FakeServer) -> 
     assert session.conversation.evicted
 
 
+def test_the_summary_cannot_be_pinned_and_says_why(server: FakeServer) -> None:
+    session = make_session(server, system=SYSTEM, policy="summarize")
+    for text in ("one", "two", "three"):
+        session.send(text)
+    session.summarize_now()
+    summary = session.conversation.summary
+    assert summary is not None
+    before = session.conversation
+    run = run_repl(session, [f"/pin {summary.id}\r", f"/unpin {summary.id}\r"])
+    assert run.output.count("error: the summary is always sent; it cannot be pinned") == 2
+    assert "no longer sent" not in run.output and session.conversation is before
+
+
 def test_pin_system_false_is_refused() -> None:
     with pytest.raises(ConfigError, match="always pinned"):
         Settings(pin_system=False)
