@@ -11,6 +11,7 @@ import json
 import re
 import time
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -34,6 +35,8 @@ from stateless_chat.messages import Event, describe
 from stateless_chat.sanitize import ControlStripper, strip_controls
 
 _FENCE = re.compile(r"^\s*(```|~~~)", re.M)
+# JSON escapes C0 controls itself; DEL and the C1 controls it leaves as they are.
+_JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f]")
 REFRESH_SECONDS = 0.1
 
 
@@ -187,8 +190,8 @@ class Renderer:
 
     def result(self, result: Result) -> None:
         if isinstance(result, Lines):
-            for line in result.lines:
-                self.console.print(Text(line))
+            for line in result.lines:  # they may quote a loaded file's paths and settings
+                self.console.print(Text(strip_controls(line)))
         elif isinstance(result, HistoryView):
             self.console.print(history_table(result))
         elif isinstance(result, MessageView):
@@ -198,11 +201,18 @@ class Renderer:
         elif isinstance(result, TokensView):
             self.console.print(tokens_table(result))
         elif isinstance(result, RawView):
-            self.console.print(Text(json.dumps(result.body, indent=2, ensure_ascii=False)))
+            self.console.print(Text(raw_json(result.body)))
         elif isinstance(result, StatsView):
             self.console.print(stats_view(result))
         elif isinstance(result, (Send, Prefill, Exit)):
             pass  # the REPL acts on these; their notes are printed there
+
+
+def raw_json(body: dict[str, Any]) -> str:
+    """Return ``body`` as indented JSON that is safe to print: every control character is escaped
+    (``\\u009b``), so the text still parses to the exact body."""
+    text = json.dumps(body, indent=2, ensure_ascii=False)
+    return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def history_table(view: HistoryView) -> Table:

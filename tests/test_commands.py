@@ -3,6 +3,7 @@ what it does to the session, and what the next request carries."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -382,6 +383,15 @@ def test_completion_of_message_numbers_and_paths(server: FakeServer, tmp_path: P
     (tmp_path / "notes.txt").write_text("x")
     assert complete(f"/file {tmp_path}/no") == ["tes.txt"]
     assert complete(f"/load {tmp_path}/no") == ["tes.txt"]
+
+
+def test_raw_shows_controls_in_a_reply_as_json_escapes(server: FakeServer) -> None:
+    server.replier = lambda body: "a \x9b2J b \x1b]0;title\x07 c \x7f d"
+    session = chatted(server, "one")
+    run = run_repl(session, ["/raw\r"])
+    assert not any(c in run.output for c in ("\x1b", "\x07", "\x9b", "\x7f")), repr(run.output)
+    shown = run.output[run.output.index("{"):]
+    assert json.loads(shown)["messages"][-1]["content"] == session.conversation.entries[-1].content
 
 
 def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServer) -> None:

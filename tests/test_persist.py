@@ -158,3 +158,31 @@ def test_load_of_a_missing_file_is_one_line_exit_2(server: FakeServer, tmp_path:
     assert done.returncode == 2
     assert done.stderr.decode().strip().count("\n") == 0 and b"no such conversation file" in done.stderr
     assert server.requests == []
+
+
+CONTROLS = ("\x1b", "\x07", "\x9b", "\x9c", "\x9d")
+
+
+def hostile_file(server: FakeServer, tmp_path: Path, edit: Any) -> Path:
+    """Return a save file of a real two-turn conversation, changed by ``edit(data)``."""
+    session = make_session(server)
+    run_repl(session, ["one\r", "two\r"])
+    path = tmp_path / "hostile.json"
+    persist.save(session, path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_loaded_file_cannot_write_controls_to_the_terminal(server: FakeServer, tmp_path: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["settings"]["model"] = "gpt\x1b]52;c;ZXZpbA==\x07-evil"
+        data["messages"][0].update(kind="file", source="notes\x1b[2J\x9b1A.txt", content="File: x\n\nhi")
+
+    path = hostile_file(server, tmp_path, edit)
+    session = make_session(server)
+    run = run_repl(session, [f"/load {path}\r", "/files\r", "/model\r", "/history\r"])
+    assert not any(c in run.output for c in CONTROLS), repr(run.output)
+    assert "notes" in run.output and ".txt" in run.output and "gpt" in run.output
+    assert session.conversation.entries[0].source == "notes\x1b[2J\x9b1A.txt"  # kept; only display is cleaned
