@@ -199,18 +199,37 @@ def _read_entry(data: object, where: str) -> Entry:
     )
 
 
-def _read_totals(data: object) -> Totals:
+def _count(data: Mapping[str, Any], key: str, where: str, default: int | None = 0) -> Any:
+    """Return the whole number at ``key``, ``default`` when it is absent (or null, when the default is)."""
+    value = data.get(key, default)
+    if value is not default and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"{where}: {key!r} must be a whole number")
+    return value
+
+
+def _read_turn_stats(data: object, where: str) -> TurnStats:
     if not isinstance(data, dict):
-        return Totals()
-    names = {f.name for f in dataclasses.fields(TurnStats)} - {"events"}
-    turns = []
-    for item in data.get("turns") or []:
-        if isinstance(item, dict):
-            turns.append(TurnStats(**{k: v for k, v in item.items() if k in names}))
-    return Totals(
-        sent=int(data.get("sent", 0)), baseline=int(data.get("baseline", 0)),
-        completion=int(data.get("completion", 0)), turns=turns,
+        raise ValueError(f"{where} is not an object")
+    return TurnStats(
+        turn=_need(data, "turn", int, where),
+        estimated_prompt_tokens=_need(data, "estimated_prompt_tokens", int, where),
+        reported_prompt_tokens=_count(data, "reported_prompt_tokens", where, None),
+        reported_completion_tokens=_count(data, "reported_completion_tokens", where, None),
+        baseline_prompt_tokens=_need(data, "baseline_prompt_tokens", int, where),
+        evictions=_count(data, "evictions", where),
     )
+
+
+def _read_totals(data: object) -> Totals:
+    """Return the totals in ``data`` (none for a file without them); ValueError when they are malformed,
+    since /stats and /tokens do arithmetic on them."""
+    if data is None:
+        return Totals()
+    if not isinstance(data, dict) or not isinstance(data.get("turns", []), list):
+        raise ValueError("the totals are not an object with a list of turns")
+    turns = [_read_turn_stats(t, f"the totals of turn {i + 1}") for i, t in enumerate(data.get("turns", []))]
+    return Totals(sent=_count(data, "sent", "the totals"), baseline=_count(data, "baseline", "the totals"),
+                  completion=_count(data, "completion", "the totals"), turns=turns)
 
 
 def from_data(data: object) -> Saved:

@@ -186,3 +186,27 @@ def test_a_loaded_file_cannot_write_controls_to_the_terminal(server: FakeServer,
     assert not any(c in run.output for c in CONTROLS), repr(run.output)
     assert "notes" in run.output and ".txt" in run.output and "gpt" in run.output
     assert session.conversation.entries[0].source == "notes\x1b[2J\x9b1A.txt"  # kept; only display is cleaned
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda data: data["totals"]["turns"][0].update(reported_prompt_tokens="12"),
+        lambda data: data["totals"]["turns"][0].update(evictions=[1]),
+        lambda data: data["totals"].update(sent=float("inf")),  # json writes Infinity
+        lambda data: data["totals"].update(baseline="12"),
+        lambda data: data["totals"].update(turns="abc"),
+        lambda data: data.update(totals=[]),
+    ],
+    ids=["reported-text", "evictions-list", "sent-infinity", "baseline-text", "turns-text", "totals-list"],
+)
+def test_a_file_with_malformed_totals_is_refused_with_one_line(server: FakeServer, tmp_path: Path,
+                                                               edit: Any) -> None:
+    path = hostile_file(server, tmp_path, edit)
+    session = make_session(server)
+    run_repl(session, ["hello\r"])
+    before = session.conversation
+    run = run_repl(session, [f"/load {path}\r", "/stats\r"])
+    lines = run.output.strip().splitlines()
+    assert lines[0].startswith(f"error: {path}: ") and "totals" in lines[0]
+    assert session.conversation is before and len(session.totals.turns) == 1
