@@ -192,7 +192,8 @@ def run(options: Options, flags: dict[str, Any]) -> int:
     from stateless_chat.transport import Transport
 
     transport = Transport(settings.endpoints, settings.api_key, timeout=settings.timeout,
-                          max_retries=settings.max_retries)
+                          max_retries=settings.max_retries,
+                          health_check=local_server.check if local_server is not None else None)
     try:
         if interactive:
             return run_repl(settings, transport, options, flags)

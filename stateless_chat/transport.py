@@ -78,7 +78,11 @@ class Transport:
         backoff_base: float = 0.5,
         backoff_cap: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
+        health_check: Callable[[], None] | None = None,
     ) -> None:
+        """``health_check``, when given, is asked whenever an endpoint cannot be reached or a
+        reply breaks off: if it raises (e.g. the local model's server has died), that error is
+        reported instead, at once and without retries, since retrying cannot help."""
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = tuple(endpoints)
@@ -89,6 +93,7 @@ class Transport:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._sleep = sleep
+        self._health_check = health_check
         self._clients: dict[str, openai.OpenAI] = {}
         self.preferred = 0  # index of the endpoint that last worked; the next request starts there
 
@@ -163,6 +168,8 @@ class Transport:
                 return self._client(endpoint).chat.completions.create(**body)
             except Exception as raw:  # the SDK's errors, translated below
                 error, retry_after = self._translate(raw, endpoint)
+            if isinstance(error, ConnectError) and self._health_check is not None:
+                self._health_check()
             if not _is_retryable(error) or attempt >= self.max_retries:
                 raise error
             if give_up_on_refusal and _is_refusal(error):
@@ -201,6 +208,8 @@ class Transport:
                 cause = raw.__cause__ or raw.__context__ or raw
                 detail = self._clean(str(cause)) or type(cause).__name__
                 error = StreamError(f"the reply from {host_of(endpoint)} broke off: {detail}")
+            if self._health_check is not None:
+                self._health_check()
             raise error from raw
         finally:
             close = getattr(stream, "close", None)

@@ -501,3 +501,48 @@ def test_sigterm_ends_cleanly(server: FakeServer) -> None:
     assert error == b"" and out == b""
     server.stop()
 
+
+
+# ---- an endpoint whose health we can ask (the local model's server) -------------------------
+
+
+def _health_session(server: FakeServer, alive: list[bool], sleeps: list[float]) -> Session:
+    def check() -> None:
+        if not alive[0]:
+            raise ConnectError("local model server was killed by signal 9 unexpectedly: boom (log: /tmp/x)")
+
+    settings = Settings(base_url=server.url, max_retries=3, timeout=5.0)
+    transport = Transport(settings.endpoints, None, max_retries=3, timeout=5.0, sleep=sleeps.append,
+                          health_check=check)
+    return Session(settings, transport)
+
+
+def test_a_dead_local_server_is_reported_at_once_instead_of_retried(server: FakeServer) -> None:
+    alive, sleeps = [True], []
+    session = _health_session(server, alive, sleeps)
+    session.send("first")
+    before = session.conversation
+    alive[0] = False
+    server.stop()
+    with pytest.raises(ConnectError, match="killed by signal 9 unexpectedly: boom"):
+        session.send("second")
+    assert sleeps == [] and session.conversation == before
+
+
+def test_a_healthy_check_changes_nothing_about_retries(server: FakeServer) -> None:
+    alive, sleeps = [True], []
+    session = _health_session(server, alive, sleeps)
+    server.stop()
+    with pytest.raises(ConnectError, match="could not connect"):
+        session.send("hello")
+    assert len(sleeps) == 3
+
+
+def test_a_reply_cut_by_a_dying_local_server_names_the_crash(server: FakeServer) -> None:
+    alive, sleeps = [True], []
+    session = _health_session(server, alive, sleeps)
+    server.cut_stream_next(after_chunks=2)
+    alive[0] = False
+    with pytest.raises(ConnectError, match="unexpectedly: boom"):
+        session.send("hello")
+    assert session.conversation.entries == ()

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,3 +89,29 @@ def test_the_child_server_is_stopped_on_ctrl_d_sigterm_and_a_closed_terminal(tmp
         child.close()
         assert "Traceback" not in (child.before or "")
         assert wait_closed(port), f"the local server outlived the chat after {ending}"
+
+
+@needs_local
+@pytest.mark.timeout(180)
+def test_a_crash_of_the_child_mid_chat_is_one_line_with_its_log(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(PYTHONPATH=str(ROOT), TERM="xterm", HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "d"))
+    child = pexpect.spawn(sys.executable, ["-m", "stateless_chat", "--local", "--max-tokens", "8"],
+                          env=env, cwd=str(ROOT), encoding="utf-8", timeout=120, dimensions=(40, 250))
+    child.expect(r"127\.0\.0\.1:(\d+)")
+    port = int(child.match.group(1))
+    child.expect("/help for commands")
+    prompt_ready(child)
+    found = subprocess.run(["pgrep", "-f", "--", f"--port {port}"], capture_output=True, text=True)
+    for pid in found.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    assert wait_closed(port)
+    child.send("hello\r")
+    child.expect("error: local model server was killed by signal 9 unexpectedly")
+    child.expect(r"\(log: [^)]+\)")
+    prompt_ready(child)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "Traceback" not in (child.before or "")
+    assert "retry" not in (child.before or "")
