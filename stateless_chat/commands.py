@@ -14,7 +14,7 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,22 +247,28 @@ def first_line(text: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _state(session: Session, entry: Entry) -> str:
-    conversation = session.conversation
+def _state(conversation: Conversation, entry: Entry, live: Collection[int]) -> str:
+    """Return what /history calls ``entry``; ``live`` holds the ids of the live entries."""
     if entry.role == "system" and entry.kind != "summary":
         return "system"
     if entry.kind == "summary":
         return "summary"
-    if conversation.is_live(entry.id):
+    if entry.id in live:
         return "sent"
     return "summarized" if conversation.summary is not None else "evicted"
+
+
+def _live_ids(conversation: Conversation) -> set[int]:
+    return {e.id for e in conversation.entries}
 
 
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
     rows = []
     hidden = 0
-    for entry in session.conversation.all_entries():
-        state = _state(session, entry)
+    conversation = session.conversation
+    live = _live_ids(conversation)
+    for entry in conversation.all_entries():
+        state = _state(conversation, entry, live)
         if state in ("evicted", "summarized") and not include_evicted:
             hidden += 1
             continue
@@ -315,7 +321,8 @@ def _history(session: Session, arg: str) -> Result:
 @command("show", "/show N", "show message N in full", choices=all_ids)
 def _show(session: Session, arg: str) -> Result:
     entry = session.conversation.find(parse_id(session, arg, usage="/show N"))
-    return MessageView(entry.id, entry.role, entry.tokens, _state(session, entry), entry.content)
+    state = _state(session.conversation, entry, _live_ids(session.conversation))
+    return MessageView(entry.id, entry.role, entry.tokens, state, entry.content)
 
 
 @command("pin", "/pin N", "never evict message N (its whole turn stays)", choices=live_ids)
@@ -397,10 +404,11 @@ def _drop(session: Session, arg: str) -> Result:
     ids = parse_range(session, arg, usage="/drop N[-M]")
     conversation = session.conversation
     summary_id = conversation.summary.id if conversation.summary else None
+    live = _live_ids(conversation)
     for number in ids:
         if number == 0:
             raise CommandError("the system prompt cannot be dropped; /system --clear removes it")
-        if not conversation.is_live(number) and number != summary_id:
+        if number not in live and number != summary_id:
             raise CommandError(f"message #{number} is no longer sent; only live messages can be dropped")
     updated = conversation.without(set(ids))
     if summary_id in ids:
@@ -570,8 +578,9 @@ def _files(session: Session, arg: str) -> Result:
     if not files:
         return Lines(("no files added; /file PATH adds one",))
     lines = []
+    live = _live_ids(conversation)
     for entry in files:
-        if conversation.is_live(entry.id):
+        if entry.id in live:
             state = "sent, pinned" if entry.pinned else "sent"
         else:
             state = "evicted: no longer sent"

@@ -394,6 +394,26 @@ def test_raw_shows_controls_in_a_reply_as_json_escapes(server: FakeServer) -> No
     assert json.loads(shown)["messages"][-1]["content"] == session.conversation.entries[-1].content
 
 
+def test_history_of_a_long_conversation_takes_linear_time(server: FakeServer, tmp_path: Path) -> None:
+    import time
+
+    from stateless_chat.commands import HistoryView, dispatch
+
+    count = 10_000
+    messages = [{"id": i, "role": "user" if i % 2 else "assistant", "content": f"m{i}", "turn": (i + 1) // 2}
+                for i in range(1, count + 1)]
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"format": "stateless-chat/conversation", "version": 1, "messages": messages,
+                                "next_id": count + 1, "next_turn": count // 2 + 1}))
+    session = make_session(server)
+    dispatch(session, f"/load {path}")
+    started = time.perf_counter()
+    view = dispatch(session, "/history all")
+    elapsed = time.perf_counter() - started
+    assert isinstance(view, HistoryView) and len(view.rows) == count
+    assert elapsed < 0.25, f"/history took {elapsed:.2f} s for {count:,} messages"  # quadratic: ~1 s
+
+
 def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServer) -> None:
     from stateless_chat.commands import StatsView, dispatch
 
