@@ -178,7 +178,10 @@ def _policy(value: object) -> str:
 def _url(value: object) -> str:
     if not isinstance(value, str):
         raise _Invalid("a URL string")
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:  # e.g. an unclosed IPv6 bracket: http://[::1
+        raise _Invalid("an http:// or https:// URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise _Invalid("an http:// or https:// URL")
     return value.strip()

@@ -170,3 +170,10 @@ def test_module_and_console_script_agree_on_version() -> None:
         pytest.skip("the package is not installed in this interpreter's environment")
     installed = subprocess.run([str(script), "--version"], capture_output=True, timeout=30, cwd=ROOT)
     assert installed.returncode == 0 and installed.stdout == done.stdout
+
+
+def test_a_base_url_that_cannot_be_parsed_is_one_line_and_exit_2() -> None:
+    done = run_cli("--base-url", "http://[::1", "hi")
+    assert done.returncode == 2
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "--base-url" in lines[0] and "Traceback" not in lines[0]
