@@ -23,6 +23,7 @@ from stateless_chat.errors import ChatError
 from stateless_chat.history import Conversation
 from stateless_chat.render import Renderer
 from stateless_chat.session import Session
+from stateless_chat.tokens import REPLY_PRIMING, byte_lower_bound
 
 TOOLBAR_STYLE = Style.from_dict(
     {
@@ -119,32 +120,37 @@ class Repl:
 
     # ---- toolbar ------------------------------------------------------------------
 
-    def _draft_size(self, draft: str) -> int:
+    def _draft_size(self, draft: str) -> tuple[int, bool]:
+        """Return the tokens ``draft`` adds to the next request, and whether that is only a lower bound.
+
+        A draft too big to send by its byte lower bound (``Session.plan`` refuses it uncounted) is
+        shown at that bound: counting megabytes again on every keystroke would stall typing.
+        """
         if not draft.strip():
-            return 0
-        cached_text, cached_size = self._draft_tokens
-        if cached_text != draft:
-            self._draft_tokens = (draft, self.session.measure_text(draft))
-        return self._draft_tokens[1]
+            return 0, False
+        at_least = byte_lower_bound(draft)
+        session = self.session
+        if at_least + REPLY_PRIMING + session.reserve > session.budget:
+            return at_least, True
+        if self._draft_tokens[0] != draft:
+            self._draft_tokens = (draft, session.measure_text(draft))
+        return self._draft_tokens[1], False
 
     def toolbar(self) -> StyleAndTextTuples:
         """Return the bottom toolbar: model, messages, next request's tokens against the budget."""
         session = self.session
-        draft = ""
-        try:
-            draft = self.prompt.default_buffer.text
-        except AttributeError:
-            pass
+        draft = self.prompt.default_buffer.text
         if is_command(draft):
             draft = ""
         conversation = session.conversation
-        prompt_tokens = session.next_request_tokens() + self._draft_size(draft)
+        draft_size, bound = self._draft_size(draft)
+        prompt_tokens = session.next_request_tokens() + draft_size
         needed = prompt_tokens + session.reserve
         budget = session.budget
         share = needed / budget if budget else 1.0
         style = "class:ok" if share < 0.8 else "class:warn" if share <= 1.0 else "class:over"
         filled = round(min(share, 1.0) * 12)
-        label = session.counter.label
+        label = "≥" if bound else session.counter.label
         pins = sum(1 for e in conversation.entries if e.pinned)
         parts: StyleAndTextTuples = [
             ("", f" {session.settings.model} │ {len(conversation.entries)} msgs │ "),

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import signal
 import threading
 
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from rich.console import Console
+
 from stateless_chat.messages import Message
+from stateless_chat.repl import Repl
+from stateless_chat.session import Session
+from stateless_chat.tokens import byte_lower_bound
 from tests.conftest import CTRL_D, ESC_ENTER, make_session, run_repl
 from tests.fakeserver import FakeServer
 
@@ -95,13 +106,6 @@ def test_ctrl_d_leaves(server: FakeServer) -> None:
 def test_toolbar_shows_model_messages_and_tokens(server: FakeServer) -> None:
     session = make_session(server, model="gpt-4o", budget=4000)
     run_repl(session, ["hello\r"])
-    from prompt_toolkit.application import create_app_session
-    from prompt_toolkit.input import create_pipe_input
-    from prompt_toolkit.output import DummyOutput
-    from rich.console import Console
-
-    from stateless_chat.repl import Repl
-
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         repl = Repl(session, Console(file=open(os.devnull, "w")), input=pipe, output=DummyOutput())
         text = "".join(part[1] for part in repl.toolbar())
@@ -132,3 +136,30 @@ def test_ctrl_c_during_a_command_cancels_it_and_the_chat_goes_on(server: FakeSer
     assert "cancelled" in run.output and run.exit_code == 0
     assert server.requests[-1]["messages"][-1]["content"] == "four"
     assert session.conversation.messages()[:6] == before.messages()
+
+
+def toolbar_with_draft(session: Session, draft: str) -> tuple[str, str]:
+    """Return the toolbar's text and its token part's style with ``draft`` typed at the prompt."""
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        repl = Repl(session, Console(file=io.StringIO()), input=pipe, output=DummyOutput())
+
+        async def typed() -> StyleAndTextTuples:
+            repl.prompt.default_buffer.text = draft
+            return repl.toolbar()
+
+        parts = asyncio.run(typed())
+    return "".join(part[1] for part in parts), parts[1][0]
+
+
+def test_toolbar_counts_the_draft_but_never_one_too_big_to_send(server: FakeServer) -> None:
+    session = make_session(server, model="gpt-4o")
+    counted: list[int] = []
+    original = session.counter.count_message
+    spy = lambda m: counted.append(len(m.content)) or original(m)  # noqa: E731
+    session.counter.count_message = spy  # type: ignore[method-assign]
+    text, style = toolbar_with_draft(session, "a short question")
+    assert f" {session.next_request_tokens('a short question'):,}+" in text and style == "class:ok"
+    huge = "x" * 5_000_000  # one run: counting it takes about a second, on every keystroke
+    text, style = toolbar_with_draft(session, huge)
+    assert max(counted) < 100 and style == "class:over"
+    assert f"≥{session.next_request_tokens() + byte_lower_bound(huge):,}+" in text
