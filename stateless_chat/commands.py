@@ -102,6 +102,7 @@ class Send:
     text: str
     note: str = ""
     base: Conversation | None = None
+    pin: bool = False  # the turn it replaces was pinned: pin the new message once it is answered
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Prefill:
     before: Conversation
     base: Conversation
     note: str = ""
+    pin: bool = False
 
 
 @dataclass(frozen=True)
@@ -458,13 +460,14 @@ def _last_turn(session: Session) -> tuple[Entry, ...]:
     return tuple(e for e in entries if e.turn == last)
 
 
-def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation]:
-    """Return the user message of the newest turn and the conversation without that turn."""
+def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation, bool]:
+    """Return the user message of the newest turn, the conversation without that turn, and whether
+    the turn is pinned."""
     turn = _last_turn(session)
     question = next((e for e in turn if e.role == "user" and e.kind == "turn"), None)
     if question is None:
         raise CommandError(f"{usage}: the newest turn has no typed user message (a /file?); /undo removes it")
-    return question, session.conversation.without({e.id for e in turn})
+    return question, session.conversation.without({e.id for e in turn}), any(e.pinned for e in turn)
 
 
 @command("undo", "/undo", "remove the last exchange (your message and its reply)")
@@ -478,8 +481,8 @@ def _undo(session: Session, arg: str) -> Result:
 @command("retry", "/retry", "send the last message again; its new reply replaces the old one")
 def _retry(session: Session, arg: str) -> Result:
     _no_args(arg, "/retry")
-    question, base = _last_question(session, "/retry")
-    return Send(question.content, note=f"resending #{question.id}", base=base)
+    question, base, pin = _last_question(session, "/retry")
+    return Send(question.content, note=f"resending #{question.id}", base=base, pin=pin)
 
 
 def run_editor(editor: str, text: str) -> str:
@@ -506,15 +509,15 @@ def run_editor(editor: str, text: str) -> str:
 @command("edit", "/edit", "edit your last message ($EDITOR, else in the prompt) and send it again")
 def _edit(session: Session, arg: str) -> Result:
     _no_args(arg, "/edit")
-    question, base = _last_question(session, "/edit")
+    question, base, pin = _last_question(session, "/edit")
     editor = os.environ.get("EDITOR", "").strip()
     if not editor:
         return Prefill(as_typed(question.content), session.conversation, base,
-                       note=f"editing #{question.id}: Enter sends it in place of the last exchange")
+                       note=f"editing #{question.id}: Enter sends it in place of the last exchange", pin=pin)
     edited = run_editor(editor, question.content).rstrip("\n")
     if not edited.strip():
         raise CommandError("the edited message is empty; nothing sent")
-    return Send(edited, note=f"sending the edited #{question.id}", base=base)
+    return Send(edited, note=f"sending the edited #{question.id}", base=base, pin=pin)
 
 
 # ---- files --------------------------------------------------------------------------

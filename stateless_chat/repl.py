@@ -179,7 +179,7 @@ class Repl:
             editing, prefill = prefill, None
             if not line.strip():
                 continue
-            base = None
+            base, pin = None, False
             if line.lstrip().startswith("/"):  # a command, or //text: a message that begins with /
                 try:
                     result = dispatch(self.session, line)
@@ -201,16 +201,17 @@ class Repl:
                     continue
                 if result.note:
                     self.renderer.note(result.note)
-                line, base = result.text, result.base
+                line, base, pin = result.text, result.base, result.pin
             if base is None and editing is not None and self.session.conversation is editing.before:
-                base = editing.base
-            self.turn(line, base)
+                base, pin = editing.base, editing.pin
+            self.turn(line, base, pin=pin)
 
-    def turn(self, text: str, base: Conversation | None = None) -> bool:
+    def turn(self, text: str, base: Conversation | None = None, *, pin: bool = False) -> bool:
         """Send ``text`` and stream the reply; return whether a reply was recorded.
 
-        With ``base`` (``/retry``, ``/edit``) the message is sent from that conversation;
-        on error or Ctrl-C the conversation is what it was before, either way.
+        With ``base`` (``/retry``, ``/edit``) the message is sent from that conversation, and
+        with ``pin`` it is pinned once answered (it replaces a pinned turn); on error or Ctrl-C
+        the conversation is what it was before, either way.
         """
         before = self.session.conversation
         if base is not None:
@@ -219,6 +220,10 @@ class Repl:
         try:
             with stream:
                 self.session.send(text, stream.feed)
+            if pin:
+                conversation = self.session.conversation
+                question = next(e for e in reversed(conversation.entries) if e.role == "user")
+                self.session.conversation = conversation.set_pinned(question.id, True)
             return True
         except KeyboardInterrupt:
             self.session.conversation = before

@@ -103,6 +103,19 @@ def test_retry_resends_the_last_message_and_replaces_its_reply(server: FakeServe
                                                                       "better answer"]
 
 
+def test_retry_and_edit_keep_the_pin_of_the_message_they_replace(server: FakeServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDITOR", f"{sys.executable} -c pass")  # an editor that changes nothing
+    session = chatted(server, "one", "two")
+    run_repl(session, ["/pin 3\r", "/retry\r"])
+    assert [(e.content, e.pinned) for e in session.conversation.entries if e.role == "user"] == [
+        ("one", False), ("two", True)]
+    run_repl(session, ["/edit\r"])
+    assert [(e.content, e.pinned) for e in session.conversation.entries if e.role == "user"] == [
+        ("one", False), ("two", True)]
+    assert len(server.requests) == 4
+
+
 def test_failed_retry_changes_nothing(server: FakeServer) -> None:
     session = chatted(server, "one", "two")
     before = session.conversation
