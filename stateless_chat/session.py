@@ -20,6 +20,7 @@ from stateless_chat.context import (
     fold,
     request_size,
     summary_cap,
+    summary_message,
     turns_within,
 )
 from stateless_chat.context import fit as fit_policy
@@ -229,12 +230,14 @@ class Session:
         lines += [f"{m.role}: {m.content}" for m in messages]
         request = [Message("system", SUMMARY_PROMPT), Message("user", "\n\n".join(lines))]
         # The summary request obeys the budget too: its reply gets what the transcript leaves,
-        # at most the summary's cap and never less than SUMMARY_MIN_REPLY.
+        # at most what the summary's cap leaves its text (past the header and framing), and
+        # never less than SUMMARY_MIN_REPLY.
         prompt = sum(self.measure(m) for m in request) + REPLY_PRIMING
+        longest = summary_cap(budget) - self.measure(summary_message(""))
         body = {
             "model": self.settings.model,
             "messages": [m.to_api() for m in request],
-            "max_tokens": max(SUMMARY_MIN_REPLY, min(summary_cap(budget), budget - prompt)),
+            "max_tokens": max(SUMMARY_MIN_REPLY, min(longest, budget - prompt)),
         }
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature

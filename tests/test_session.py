@@ -273,6 +273,23 @@ def test_summary_is_a_separate_stateless_call_and_is_carried_on(server: FakeServ
     assert second["messages"][1]["content"].startswith(summary_text + "\n\nuser: ")
 
 
+def test_a_summary_as_long_as_its_request_allows_is_kept_whole(server: FakeServer) -> None:
+    def replier(body: dict[str, Any]) -> str:
+        if is_summary_request(body):  # a model that writes until its max_tokens: one token a word
+            return " ".join(["note"] * body["max_tokens"])
+        return default_replier(body)
+
+    server.replier = replier
+    session = make_session(server, system=SYSTEM, budget=1000, reply_reserve=64, policy="summarize")
+    for i in range(30):
+        session.send(filler(i))
+    summaries = [b for b in server.requests if is_summary_request(b)]
+    assert summaries and summaries[-1]["max_tokens"] > 32
+    summary = session.conversation.summary
+    assert summary is not None and summary.tokens <= summary_cap(1000)
+    assert summary.content == SUMMARY_HEADER + replier(summaries[-1])  # not cut short with "…"
+
+
 def test_summary_failure_falls_back_to_dropping_and_the_turn_succeeds(server: FakeServer) -> None:
     session = make_session(server, system=SYSTEM, budget=300, reply_reserve=64, policy="summarize")
     events = recording(session)
