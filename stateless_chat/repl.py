@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,9 @@ from stateless_chat.history import Conversation
 from stateless_chat.render import Renderer
 from stateless_chat.session import Session
 from stateless_chat.tokens import REPLY_PRIMING, byte_lower_bound
+
+# prompt_toolkit decodes input with surrogateescape: each invalid byte becomes a lone surrogate.
+_UNDECODED = re.compile("[\ud800-\udfff]")
 
 TOOLBAR_STYLE = Style.from_dict(
     {
@@ -177,6 +181,9 @@ class Repl:
             except EOFError:
                 return 0
             editing, prefill = prefill, None
+            if _UNDECODED.search(line):  # bytes a non-UTF-8 terminal sent; no request could carry them
+                line = _UNDECODED.sub("\ufffd", line)
+                self.renderer.note("the line is not valid UTF-8: its invalid bytes are replaced with \ufffd")
             if not line.strip():
                 continue
             base, pin = None, False

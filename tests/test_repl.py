@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import threading
+from pathlib import Path
 
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.formatted_text import StyleAndTextTuples
@@ -163,3 +164,19 @@ def test_toolbar_counts_the_draft_but_never_one_too_big_to_send(server: FakeServ
     text, style = toolbar_with_draft(session, huge)
     assert max(counted) < 100 and style == "class:over"
     assert f"≥{session.next_request_tokens() + byte_lower_bound(huge):,}+" in text
+
+
+def test_a_line_that_is_not_utf8_is_sent_with_replacement_characters(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    session = make_session(server)
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, force_terminal=False, color_system=None)
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        pipe.send_bytes(b"caf\xe9 au lait\r")  # a Latin-1 terminal: the prompt gets surrogate escapes
+        pipe.send_text(f"/save {tmp_path / 'chat.json'}\r\x04")
+        assert Repl(session, console, input=pipe, output=DummyOutput()).run() == 0
+    output = buffer.getvalue()
+    assert "not valid UTF-8" in output and "error" not in output
+    assert server.requests[-1]["messages"][-1]["content"] == "caf\ufffd au lait"
+    assert "caf\ufffd au lait" in (tmp_path / "chat.json").read_text(encoding="utf-8")
