@@ -210,3 +210,29 @@ def test_a_file_with_malformed_totals_is_refused_with_one_line(server: FakeServe
     lines = run.output.strip().splitlines()
     assert lines[0].startswith(f"error: {path}: ") and "totals" in lines[0]
     assert session.conversation is before and len(session.totals.turns) == 1
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o277])
+def test_save_and_export_are_0600_whatever_the_umask(server: FakeServer, tmp_path: Path, umask: int) -> None:
+    session = make_session(server)
+    old = os.umask(umask)
+    try:
+        persist.save(session, tmp_path / "chat.json")
+        persist.export(session, tmp_path / "chat.md")
+    finally:
+        os.umask(old)
+    for name in ("chat.json", "chat.md"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "chat.md"]
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporary(server: FakeServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.json"
+    path.write_text("old")
+    session = make_session(server)
+    run_repl(session, ["one\r"])
+    session.conversation = session.conversation.append(
+        session.conversation.new_entry("user", "\ud800", session.measure))  # a lone surrogate: not UTF-8
+    with pytest.raises(UnicodeEncodeError):
+        persist.save(session, path)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["chat.json"]
