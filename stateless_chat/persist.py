@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ RESTORED_SETTINGS = (
     "encoding", "default_encoding",
 )
 _ROLES = ("system", "user", "assistant")
+# Half a surrogate pair: JSON can escape one ("\\udcff"), but no request could carry it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _KINDS = ("turn", "file", "summary")
 
 
@@ -271,7 +274,10 @@ def load(path: Path) -> Saved:
     except (OSError, UnicodeDecodeError) as error:
         raise SaveFileError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
     try:
-        return from_data(json.loads(text))
+        data = json.loads(text)
+        if "\\u" in text and _SURROGATE.search(json.dumps(data, ensure_ascii=False)):
+            raise ValueError("the file is not valid Unicode: it escapes half a surrogate pair")
+        return from_data(data)
     except json.JSONDecodeError as error:
         raise SaveFileError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno})") from None
     except (ValueError, TypeError) as error:

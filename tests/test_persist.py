@@ -236,3 +236,15 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(server: FakeServer, 
     with pytest.raises(UnicodeEncodeError):
         persist.save(session, path)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["chat.json"]
+
+
+def test_a_file_with_a_lone_surrogate_is_refused(server: FakeServer, tmp_path: Path) -> None:
+    # JSON can escape half a surrogate pair; no request could carry it, so every turn would fail.
+    path = hostile_file(server, tmp_path, lambda data: data["messages"][0].update(content="bad \udcff"))
+    assert "\\udcff" in path.read_text()
+    session = make_session(server)
+    before = session.conversation
+    run = run_repl(session, [f"/load {path}\r"], width=1000)
+    lines = run.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and "not valid Unicode" in lines[0]
+    assert session.conversation is before
