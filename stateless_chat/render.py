@@ -76,7 +76,6 @@ class ReplyStream:
         self.markdown = markdown
         self._stripper = ControlStripper()
         self._tail = ""
-        self._text: list[str] = []
         self._live: Live | None = None
         self._last_refresh = 0.0
         self._scanned = 0  # the tail before this index is whole lines already classified
@@ -92,7 +91,6 @@ class ReplyStream:
         safe = self._stripper.feed(delta)
         if not safe:
             return
-        self._text.append(safe)
         self._tail += safe
         done = self._scan()
         if done:
@@ -154,10 +152,6 @@ class ReplyStream:
     def _print(self, text: str) -> None:
         if text.strip():
             self.console.print(self._view(text.strip("\n")))
-
-    @property
-    def text(self) -> str:
-        return "".join(self._text)
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
