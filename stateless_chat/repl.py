@@ -198,7 +198,10 @@ class Repl:
                     continue
                 if isinstance(result, Exit):
                     return 0
-                self.renderer.result(result)
+                try:
+                    self.renderer.result(result)
+                except KeyboardInterrupt:  # a long table: stop printing it, keep the chat
+                    self.renderer.note("output cut short")
                 if isinstance(result, Prefill):
                     prefill = result
                     if result.note:

@@ -180,3 +180,30 @@ def test_a_line_that_is_not_utf8_is_sent_with_replacement_characters(
     assert "not valid UTF-8" in output and "error" not in output
     assert server.requests[-1]["messages"][-1]["content"] == "caf\ufffd au lait"
     assert "caf\ufffd au lait" in (tmp_path / "chat.json").read_text(encoding="utf-8")
+
+
+class CtrlCWhilePrinting(io.StringIO):
+    """A terminal where Ctrl-C arrives while the first history table is being printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pressed = False
+
+    def write(self, text: str) -> int:
+        if "first line" in text and not self.pressed:
+            self.pressed = True
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_ctrl_c_while_a_result_prints_cuts_the_output_not_the_chat(server: FakeServer) -> None:
+    session = make_session(server)
+    run_repl(session, ["one\r"])
+    before = session.conversation
+    terminal = CtrlCWhilePrinting()
+    console = Console(file=terminal, width=100, force_terminal=False, color_system=None)
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        pipe.send_text("/history\rtwo\r\x04")
+        assert Repl(session, console, input=pipe, output=DummyOutput()).run() == 0
+    assert terminal.pressed and "echo: two" in terminal.getvalue()
+    assert session.conversation.messages()[:2] == before.messages()
