@@ -174,9 +174,9 @@ def run(options: Options, flags: dict[str, Any]) -> int:
     if options.dry_run:
         session = Session(settings, None, exact=False)
         resume(session, options, flags)
-        import json
+        from stateless_chat.sanitize import safe_json
 
-        print(json.dumps(session.preview_body(text or None), indent=2, ensure_ascii=False))
+        print(safe_json(session.preview_body(text or None)))
         return 0
 
     local_server = None

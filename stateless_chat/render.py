@@ -7,11 +7,9 @@ markup string, so ``[bold]`` in a reply prints literally.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from types import TracebackType
-from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -32,11 +30,9 @@ from stateless_chat.commands import (
     TokensView,
 )
 from stateless_chat.messages import Event, describe
-from stateless_chat.sanitize import ControlStripper, strip_controls
+from stateless_chat.sanitize import ControlStripper, safe_json, strip_controls
 
 _FENCE = re.compile(r"^\s*(```|~~~)", re.M)
-# JSON escapes C0 controls itself; DEL and the C1 controls it leaves as they are.
-_JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f]")
 REFRESH_SECONDS = 0.1
 
 
@@ -44,24 +40,6 @@ def bar(fraction: float, width: int = 20) -> str:
     """Return a text bar ``width`` cells wide, filled to ``fraction`` (clamped to 0..1)."""
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled)
-
-
-def _finished_blocks(text: str) -> int:
-    """Return the length of the prefix of ``text`` made of finished Markdown blocks.
-
-    A block is finished at a blank line that is not inside a fenced code block;
-    finished blocks never change as more text arrives, so they can be printed once.
-    """
-    end = 0
-    inside_fence = False
-    position = 0
-    for line in text.splitlines(keepends=True):
-        position += len(line)
-        if _FENCE.match(line):
-            inside_fence = not inside_fence
-        elif not inside_fence and not line.strip() and line.endswith("\n"):
-            end = position
-    return end
 
 
 class ReplyStream:
@@ -195,18 +173,11 @@ class Renderer:
         elif isinstance(result, TokensView):
             self.console.print(tokens_table(result))
         elif isinstance(result, RawView):
-            self.console.print(Text(raw_json(result.body)))
+            self.console.print(Text(safe_json(result.body)))
         elif isinstance(result, StatsView):
             self.console.print(stats_view(result))
         elif isinstance(result, (Send, Prefill, Exit)):
             pass  # the REPL acts on these; their notes are printed there
-
-
-def raw_json(body: dict[str, Any]) -> str:
-    """Return ``body`` as indented JSON that is safe to print: every control character is escaped
-    (``\\u009b``), so the text still parses to the exact body."""
-    text = json.dumps(body, indent=2, ensure_ascii=False)
-    return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def history_table(view: HistoryView) -> Table:

@@ -78,3 +78,18 @@ class ControlStripper:
         """Return what was held back, stripped (an unfinished sequence at the end is dropped)."""
         text, self._pending = self._pending, ""
         return strip_controls(text)  # held back only when within _MAX_PENDING, so it is dropped whole
+
+
+_JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f]")
+
+
+def safe_json(body: object) -> str:
+    """Return ``body`` as indented JSON that is safe to print and still parses to ``body``.
+
+    ``json.dumps`` escapes C0 controls but leaves DEL and the C1 range (``\x9b`` is CSI)
+    as they are; those are escaped here too (``\u009b``).
+    """
+    import json
+
+    text = json.dumps(body, indent=2, ensure_ascii=False)
+    return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)

@@ -88,11 +88,29 @@ def test_live_view_is_a_screenful_that_reopens_the_code_fence() -> None:
             assert view.count("\n") <= 25
 
 
+def finished_blocks(text: str) -> int:
+    """Return the length of the prefix of ``text`` made of finished Markdown blocks.
+
+    A block is finished at a blank line that is not inside a fenced code block;
+    finished blocks never change as more text arrives, so they can be printed once.
+    """
+    end = 0
+    inside_fence = False
+    position = 0
+    for line in text.splitlines(keepends=True):
+        position += len(line)
+        if render._FENCE.match(line):
+            inside_fence = not inside_fence
+        elif not inside_fence and not line.strip() and line.endswith("\n"):
+            end = position
+    return end
+
+
 class _FullScan(ReplyStream):
     """The reference: rescan the whole unfinished tail on every chunk (the old, quadratic way)."""
 
     def _scan(self) -> int:
-        return render._finished_blocks(self._tail)
+        return finished_blocks(self._tail)
 
 
 def test_incremental_block_scan_prints_what_a_full_rescan_prints() -> None:

@@ -177,3 +177,11 @@ def test_a_base_url_that_cannot_be_parsed_is_one_line_and_exit_2() -> None:
     assert done.returncode == 2
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "--base-url" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_dry_run_json_escapes_c1_controls_and_still_parses(tmp_path: Path) -> None:
+    done = run_cli("--base-url", "http://127.0.0.1:9/v1", "--dry-run", "csi \x9b2J del \x7f here")
+    assert done.returncode == 0, done.stderr
+    assert b"\xc2\x9b" not in done.stdout and b"\x7f" not in done.stdout
+    body = json.loads(done.stdout)
+    assert body["messages"][-1]["content"] == "csi \x9b2J del \x7f here"
