@@ -93,3 +93,15 @@ def safe_json(body: object) -> str:
 
     text = json.dumps(body, indent=2, ensure_ascii=False)
     return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def whole_characters(text: str) -> str:
+    """Return ``text`` with each lone UTF-16 surrogate replaced by U+FFFD.
+
+    JSON may escape half a surrogate pair (``"\\udcff"``); such a string cannot be encoded
+    as UTF-8, so a reply holding one would make every later request of the conversation fail.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text)

@@ -28,7 +28,7 @@ from stateless_chat.errors import (
     redact,
 )
 from stateless_chat.messages import Event, FailedOver, Retrying, Usage
-from stateless_chat.sanitize import strip_controls
+from stateless_chat.sanitize import strip_controls, whole_characters
 
 if TYPE_CHECKING:
     import openai
@@ -117,7 +117,7 @@ class Transport:
         response, endpoint = self._open(body)
         try:
             choice = response.choices[0]
-            text = choice.message.content or ""
+            text = whole_characters(choice.message.content or "")
             finish = choice.finish_reason
         except (AttributeError, IndexError, TypeError) as error:
             raise StreamError(f"{host_of(endpoint)} sent a reply without a message") from error
@@ -197,6 +197,7 @@ class Transport:
                 for choice in chunk.choices or ():
                     content = choice.delta.content if choice.delta is not None else None
                     if content:
+                        content = whole_characters(content)
                         parts.append(content)
                         yield content
                     if choice.finish_reason:

@@ -27,7 +27,7 @@ from stateless_chat.repl import Repl, secure_file_history
 from stateless_chat.sanitize import ControlStripper, strip_controls
 from stateless_chat.session import Session
 from tests.conftest import make_session
-from tests.fakeserver import FakeServer
+from tests.fakeserver import FakeServer, default_replier
 from tests.test_cli import run_cli
 
 KEY = "sk-test-" + "S3cr3tK3y" * 3
@@ -411,3 +411,16 @@ def test_a_huge_single_run_paste_is_refused_without_counting_it(server: FakeServ
     with pytest.raises(BudgetError, match="at least"):
         session.send("x" * 5_000_000)
     assert calls == [] and server.requests == []
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_reply_with_half_a_surrogate_pair_does_not_poison_the_conversation(
+    server: FakeServer, stream: bool
+) -> None:
+    server.replier = lambda body: "broken \udcff pair and a whole \U0001f600"
+    session = make_session(server, stream=stream)
+    reply = session.send("first")
+    assert reply.text == "broken \ufffd pair and a whole \U0001f600"
+    server.replier = default_replier
+    session.send("second")  # the stored reply encodes: the next request goes out
+    assert server.requests[-1]["messages"][1]["content"] == reply.text
