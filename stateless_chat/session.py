@@ -24,7 +24,7 @@ from stateless_chat.context import (
     turns_within,
 )
 from stateless_chat.context import fit as fit_policy
-from stateless_chat.errors import BudgetError, ContextLengthError, UsageError
+from stateless_chat.errors import BudgetError, ContextLengthError, ServerError, UsageError
 from stateless_chat.history import Conversation
 from stateless_chat.messages import (
     ContextRetry,
@@ -32,6 +32,7 @@ from stateless_chat.messages import (
     Event,
     Evicted,
     Message,
+    Notice,
     Summarized,
     TurnStats,
     Usage,
@@ -115,6 +116,7 @@ class Session:
         self._summary_completion_spent = 0
         self._summary_prompt_size: tuple[object, int] = (None, 0)  # ((counter, exact), tokens)
         self.learned_budget: int | None = None
+        self.ask_usage = True  # streamed requests ask for usage (stream_options) unless the server refuses
         self._usage_missing_said = False  # UsageMissing is emitted once per session, not every turn
 
     # ---- measuring -----------------------------------------------------------
@@ -166,7 +168,8 @@ class Session:
             body["max_tokens"] = self.settings.max_tokens
         if self.settings.stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            if self.ask_usage:
+                body["stream_options"] = {"include_usage": True}
         return body
 
     def plan(self, text: str, *, budget: int | None = None, summarize: bool = True) -> Plan:
@@ -309,7 +312,17 @@ class Session:
             reply = self.transport.complete(body)
             on_delta(reply.text)
             return reply
-        streamed = self.transport.stream(body)
+        try:
+            streamed = self.transport.stream(body)
+        except ServerError as error:
+            # Servers that predate stream_options reject the whole request over it (400):
+            # send it again without, and stop asking for usage in this session.
+            if error.status != 400 or "stream_options" not in str(error) or "stream_options" not in body:
+                raise
+            self.ask_usage = False
+            self.on_event(Notice("the server does not accept stream_options: usage will not be reported"))
+            body = {key: value for key, value in body.items() if key != "stream_options"}
+            streamed = self.transport.stream(body)
         deltas = streamed.deltas
         try:
             for delta in deltas:

@@ -10,7 +10,7 @@ import pytest
 
 from stateless_chat.config import Settings
 from stateless_chat.context import SUMMARY_HEADER, summary_cap
-from stateless_chat.errors import ChatError, ConfigError, ContextLengthError
+from stateless_chat.errors import ChatError, ConfigError, ContextLengthError, ServerError
 from stateless_chat.messages import (
     ContextRetry,
     Event,
@@ -538,3 +538,27 @@ def test_a_turns_counting_work_does_not_grow_with_history(
         per_turn.append(calls[0] - start)
     assert len(server.requests[-1]["messages"]) > (40 if policy == "none" else 5)
     assert per_turn == [2] * 40  # the new message and its reply, each counted once
+
+
+def test_a_server_that_rejects_stream_options_gets_the_request_again_without(server: FakeServer) -> None:
+    session = make_session(server)
+    events = recording(session)
+    message = "Unrecognized request argument supplied: stream_options"
+    server.fail_next(status=400, body={"error": {"message": message, "type": "invalid_request_error"}})
+    reply = session.send("hello")
+    assert reply.text == "echo: hello"
+    first, second = server.requests
+    assert first["stream_options"] == {"include_usage": True} and "stream_options" not in second
+    assert first["messages"] == second["messages"] and second["stream"] is True
+    assert any(isinstance(e, Notice) and "stream_options" in e.text for e in events)
+    session.send("again")
+    assert "stream_options" not in server.requests[-1]
+    assert "stream_options" not in session.preview_body("next")  # /raw shows what is really sent
+
+
+def test_other_bad_requests_are_not_resent(server: FakeServer) -> None:
+    session = make_session(server)
+    server.fail_next(status=400, body={"error": {"message": "model not supported"}})
+    with pytest.raises(ServerError):
+        session.send("hello")
+    assert len(server.requests) == 1 and session.ask_usage
