@@ -25,7 +25,7 @@ from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.history import Conversation
 from stateless_chat.messages import Entry, Message
 from stateless_chat.session import Session
-from stateless_chat.tokens import REPLY_PRIMING
+from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING
 
 # ---- results ------------------------------------------------------------------
 
@@ -352,6 +352,7 @@ def tokens_view(session: Session) -> TokensView:
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
+        ("new message framing", PER_MESSAGE),  # what any next message adds besides its text
         ("reply priming", REPLY_PRIMING),
         ("reply reserve", session.reserve),
     )

@@ -212,7 +212,9 @@ def tokens_table(view: TokensView) -> Group:
         table.add_row(Text(name), Text(f"{size:,}"))
     share = view.total / view.budget if view.budget else 1.0
     table.add_row(Text("total", style="bold"), Text(f"{view.label}{view.total:,} / {view.budget:,}"))
-    summary = Text(f"{bar(share)} {share:.0%} of budget")
+    room = max(0, view.budget - view.total)
+    summary = Text(f"{bar(share)} {share:.0%} of budget; room for the next message's text: {room:,} tokens"
+                   + ("" if room else " (sending will evict)"))
     saved = view.baseline_total - view.sent_total
     totals = Text(
         f"session: {view.turns} turn(s), {view.sent_total:,} prompt tokens sent; "

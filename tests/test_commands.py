@@ -437,3 +437,27 @@ def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServe
     assert all(sent == baseline for _, sent, baseline, _ in view.rows)
     assert [t.estimated_prompt_tokens for t in session.totals.turns] != [r[1] for r in view.rows]
     assert view.sent_total == view.baseline_total == sum(r[1] for r in view.rows)
+
+
+def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServer) -> None:
+    session = make_session(server, model="gpt-4o", system="Be brief.", budget=2000, reply_reserve=100)
+    run = run_repl(session, ["remember: tea, not coffee\r", "/pin 1\r", "second question\r", "/tokens\r"])
+    table = run.output[run.output.index("next request"):]
+    conversation = session.conversation
+    system = conversation.system.tokens if conversation.system else 0
+    pinned = sum(e.tokens for e in conversation.entries if e.pinned)
+    turns = sum(e.tokens for e in conversation.entries if not e.pinned)
+    assert pinned and turns and system
+    total = system + pinned + turns + 3 + 3 + 100
+    for name, size in (("system", system), ("pinned", pinned), ("turns", turns), ("reply reserve", 100),
+                       ("new message framing", 3), ("reply priming", 3)):
+        assert any(name in line and f" {size:,} " in line for line in table.splitlines()), name
+    assert f"{total:,} / 2,000" in table
+    assert f"room for the next message's text: {2000 - total:,} tokens" in table
+    sent = session.totals.sent
+    assert f"{sent:,} prompt tokens sent" in table and "no-eviction baseline" in table
+    # what /tokens calls the request is what the next request really carries, less the new text
+    run_repl(session, ["x\r"])
+    request = server.requests[-1]
+    assert session.totals.turns[-1].estimated_prompt_tokens == total - 100 + session.measure_text("x") - 3
+    assert len(request["messages"]) == 6
