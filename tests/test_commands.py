@@ -461,3 +461,28 @@ def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServ
     request = server.requests[-1]
     assert session.totals.turns[-1].estimated_prompt_tokens == total - 100 + session.measure_text("x") - 3
     assert len(request["messages"]) == 6
+
+
+def test_show_prints_one_message_in_full_live_or_evicted(server: FakeServer) -> None:
+    long_text = "first line\n" + "\n".join(f"line {i} of a long message" for i in range(30))
+    session = make_session(server, budget=1000, reply_reserve=20)
+    run = run_repl(session, [long_text.replace("\n", "\x1b\r") + "\r", "/show 1\r"])
+    shown = run.output[run.output.index("#1 user"):]
+    assert "line 29 of a long message" in shown and "sent" in shown.splitlines()[0]
+    run_repl(session, ["another question that evicts the first turn " * 60 + "\r"])
+    assert not session.conversation.is_live(1)
+    run = run_repl(session, ["/show 1\r", "/show 0\r", "/show 99\r", "/show x\r"])
+    assert "#1 user" in run.output and "evicted" in run.output and "line 29" in run.output
+    assert run.output.count("error:") == 3  # no system prompt; no #99; not a number
+
+
+def test_unpin_lets_a_pinned_turn_be_evicted_again(server: FakeServer) -> None:
+    session = make_session(server, budget=100, reply_reserve=20)
+    run_repl(session, ["keep this constraint\r", "/pin 1\r"])
+    assert session.conversation.find(1).pinned
+    run = run_repl(session, ["/unpin 1\r", "/unpin 42\r"])
+    assert "unpinned #1" in run.output and "error: no message #42" in run.output
+    assert not session.conversation.find(1).pinned
+    run_repl(session, ["a second message long enough to need the room " * 7 + "\r"])
+    assert not session.conversation.is_live(1)
+    assert "keep this constraint" not in contents(server.requests[-1])
