@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,13 @@ from tests.fakeserver import FakeServer
 
 CTRL_D = "\x04"
 ESC_ENTER = "\x1b\r"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Children inherit an ignored SIGHUP (a run under nohup, some CI shells): restore the
+    default, so the tests of what a closed terminal does see what a user's chat would."""
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture
