@@ -9,6 +9,7 @@ prints ``str(error)`` as a single line on stderr and exits with ``exit_code``::
     │   └── MissingKeyError        no API key for an endpoint that needs one; exit 2
     ├── CommandError               a slash command with a bad name or argument (REPL only)
     ├── BudgetError                pins alone, or one message, exceed the token budget
+    ├── LogError                   the conversation log cannot be opened, read or written
     └── RequestError               a request to the chat API failed; exit 1
         ├── ConnectError           could not connect, or timed out
         ├── ServerError            the server answered with an error status
@@ -50,6 +51,10 @@ class CommandError(ChatError):
 
 class BudgetError(ChatError):
     """What must be sent (pins, system prompt, the new message) exceeds the budget."""
+
+
+class LogError(ChatError):
+    """The conversation log database cannot be opened, read or written; the chat itself is unaffected."""
 
 
 class RequestError(ChatError):

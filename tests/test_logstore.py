@@ -1,0 +1,674 @@
+"""The conversation log: round trips, privacy, two writers at once, damaged and read-only files,
+failed writes, schema migration, search and recall. Real SQLite files throughout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stateless_chat import logstore
+from stateless_chat.errors import ChatError, LogError
+from stateless_chat.logstore import DEFAULT_NAME, MIN_RECALL_SCORE, SCHEMA_VERSION, LogStore, TurnLog
+from tests.logstore_worker import make_turn, message
+
+WORKER = Path(__file__).resolve().parent / "logstore_worker.py"
+T0 = datetime(2025, 1, 30, 8, 0, tzinfo=timezone.utc)
+
+
+def _modes_are_enforced() -> bool:
+    """Return whether this process is stopped by a file's mode (not root, or root without
+    CAP_DAC_OVERRIDE); root otherwise writes to a 0400 file and into a 0500 directory."""
+    with tempfile.TemporaryDirectory() as directory:
+        probe = Path(directory) / "probe"
+        probe.write_text("")
+        probe.chmod(0o400)
+        try:
+            with probe.open("a"):
+                return False
+        except PermissionError:
+            return True
+
+
+MODES_ENFORCED = _modes_are_enforced()
+
+
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "stateless-chat" / DEFAULT_NAME
+
+
+def one_line(error: pytest.ExceptionInfo[LogError]) -> str:
+    text = str(error.value)
+    assert text and "\n" not in text and "\r" not in text, text
+    assert "Traceback" not in text
+    return text
+
+
+def integrity(path: Path) -> tuple[str, str]:
+    """Return SQLite's integrity check and the full-text index's own check ("ok" when it passes)."""
+    db = sqlite3.connect(path)
+    try:
+        check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        try:
+            db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+            fts = "ok"
+        except sqlite3.DatabaseError as error:
+            fts = str(error)
+        return check, fts
+    finally:
+        db.close()
+
+
+# ---- round trip -------------------------------------------------------------------------------
+
+
+def test_round_trip_of_turns_messages_and_snapshot(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    store = LogStore.open(path)
+    assert store.path == path and path.is_file()
+    cid = store.start_conversation(model="gpt-4o-mini", endpoint="https://api.example/v1", started=T0)
+
+    system = message(0, 0, "system", "be brief", pinned=True)
+    ask = message(1, 1, "user", "my name is Ada\nand I like maps")
+    call = message(2, 1, "assistant", None, tool_calls=[
+        {"id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+    ], finish_reason="tool_calls")
+    result = message(3, 1, "tool", "rain, 4 degrees", tool_call_id="call_1")
+    answer = message(4, 1, "assistant", "Rain in Oslo, Ada.", finish_reason="stop")
+    first = TurnLog(
+        turn=1,
+        request={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "my name is Ada"}],
+                 "api_key": "sk-do-not-keep-1",
+                 "extra_headers": {"Authorization": "Bearer sk-do-not-keep-2"}},
+        reply="Rain in Oslo, Ada.",
+        finish_reason="stop",
+        usage={"prompt_tokens": 120, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 64}},
+        events=(),
+        messages=(system, ask, call, result, answer),
+        snapshot={"format": "stateless-chat/conversation", "turn": 1,
+                  "settings": {"api_key": "sk-do-not-keep-3"}},
+        endpoint="https://api.example/v1",
+        model="gpt-4o-mini",
+    )
+    store.log_turn(cid, first, at=T0 + timedelta(seconds=5))
+
+    # Turn 2: message 1 is evicted (its latest state must win), and a new pair arrives.
+    evicted = {**ask, "eviction": {"how": "dropped", "turn": 2}}
+    second = TurnLog(
+        turn=2, request={"model": "gpt-4o", "messages": []}, reply="Hello again.", finish_reason="length",
+        usage=None, events=("· evicted turn 1 (4 messages, 80 tokens): 900 / 1,000",),
+        messages=(system, evicted, call, result, answer, message(5, 2, "user", "hello?"),
+                  message(6, 2, "assistant", "Hello again.")),
+        snapshot={"format": "stateless-chat/conversation", "turn": 2}, model="gpt-4o",
+    )
+    store.log_turn(cid, second, at=T0 + timedelta(seconds=9))
+    store.close()
+
+    with LogStore.open(path) as store:  # a new process would see the same
+        turns = store.turns(cid)
+        assert [t.turn for t in turns] == [1, 2]
+        one, two = turns
+        assert one.request == {"model": "gpt-4o-mini", "extra_headers": {},
+                               "messages": [{"role": "user", "content": "my name is Ada"}]}
+        assert (one.reply, one.finish_reason, one.events) == ("Rain in Oslo, Ada.", "stop", ())
+        assert one.usage == first.usage and one.logged_at == T0 + timedelta(seconds=5)
+        assert (one.prompt_tokens, one.completion_tokens, one.cached_tokens) == (120, 9, 64)
+        assert (one.model, one.endpoint) == ("gpt-4o-mini", "https://api.example/v1")
+        assert (two.reply, two.finish_reason, two.usage, two.events) == (
+            "Hello again.", "length", None, second.events)
+        assert (two.prompt_tokens, two.model, two.endpoint) == (None, "gpt-4o", "")
+
+        assert store.messages(cid) == [system, evicted, call, result, answer, second.messages[5],
+                                       second.messages[6]]
+        assert store.snapshot(cid) == {"format": "stateless-chat/conversation", "turn": 2}
+        assert store.latest() == cid
+
+        [row] = store.conversations()
+        assert (row.id, row.started, row.active, row.turns) == (cid, T0, T0 + timedelta(seconds=9), 2)
+        # The latest turn's model; the endpoint of the latest turn that named one.
+        assert (row.model, row.endpoint) == ("gpt-4o", "https://api.example/v1")
+        assert row.first_line == "my name is Ada"
+        assert store.token_totals(cid) == logstore.TokenTotals(2, 120, 9, 64)
+
+    raw = b"".join(p.read_bytes() for p in path.parent.iterdir())
+    assert b"sk-do-not-keep" not in raw
+
+
+def test_logging_a_turn_again_replaces_it_and_its_index_entries(tmp_path: Path) -> None:
+    with LogStore.open(log_path(tmp_path)) as store:
+        cid = store.start_conversation(model="m", endpoint="e")
+        store.log_turn(cid, make_turn(1, "alpha"))
+        store.log_turn(cid, make_turn(1, "bravo"))
+        assert [t.reply for t in store.turns(cid)] == ["bravo answer 1"]
+        assert [m["content"] for m in store.messages(cid)] == ["bravo question 1", "bravo answer 1"]
+        assert store.search("alpha") == []
+        assert {h.message_id for h in store.search("bravo")} == {1, 2}
+    assert integrity(log_path(tmp_path)) == ("ok", "ok")
+
+
+def test_messages_left_out_of_a_turn_keep_their_last_state(tmp_path: Path) -> None:
+    with LogStore.open(log_path(tmp_path)) as store:
+        cid = store.start_conversation(model="m", endpoint="e")
+        store.log_turn(cid, make_turn(2, "t"))
+        later = make_turn(3, "t")
+        store.log_turn(cid, dataclasses.replace(later, messages=later.messages[4:]))
+        assert [m["id"] for m in store.messages(cid)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_turn_for_an_unknown_conversation_or_not_json_is_refused_and_stores_nothing(tmp_path: Path) -> None:
+    with LogStore.open(log_path(tmp_path)) as store:
+        cid = store.start_conversation(model="m", endpoint="e")
+        with pytest.raises(LogError) as error:
+            store.log_turn("nosuchid", make_turn(1, "x"))
+        assert "no conversation 'nosuchid'" in one_line(error)
+        bad = dataclasses.replace(make_turn(1, "x"), request={"body": object()})
+        with pytest.raises(LogError) as error:
+            store.log_turn(cid, bad)
+        assert "cannot log turn 1" in one_line(error)
+        nameless = dataclasses.replace(make_turn(1, "x"), messages=({"role": "user", "content": "hi"},))
+        with pytest.raises(LogError):
+            store.log_turn(cid, nameless)
+        assert store.turns(cid) == [] and store.messages(cid) == [] and store.snapshot(cid) is None
+        assert store.latest() is None  # a conversation with no turn has nothing to resume
+        assert isinstance(error.value, ChatError) and error.value.exit_code == 1
+
+
+# ---- ids, find, latest ------------------------------------------------------------------------
+
+
+def test_ids_are_short_unique_and_sort_by_start_time(tmp_path: Path) -> None:
+    with LogStore.open(log_path(tmp_path)) as store:
+        times = [T0 + timedelta(minutes=m) for m in (30, 0, 10, 20)]
+        ids = [store.start_conversation(model="m", endpoint="e", started=t) for t in times]
+        same = [store.start_conversation(model="m", endpoint="e", started=T0) for _ in range(20)]
+        assert all(len(cid) == 13 and cid.isalnum() and cid == cid.lower() for cid in ids + same)
+        assert len(set(ids + same)) == len(ids) + len(same)
+        assert [cid for _, cid in sorted(zip(times, ids, strict=True))] == sorted(ids)
+        assert all(cid[:9] == same[0][:9] for cid in same)  # the time part: same millisecond
+
+        assert store.find(ids[0]) == ids[0]
+        assert store.find(ids[0][:11].upper()) == ids[0]  # case and length of the prefix do not matter
+        with pytest.raises(LogError) as error:
+            store.find(same[0][:9])
+        assert "is ambiguous" in one_line(error)
+        with pytest.raises(LogError) as error:
+            store.find("zzzzzzzz")
+        assert "no conversation 'zzzzzzzz'" in one_line(error)
+        for blank in ("", "   "):
+            with pytest.raises(LogError):
+                store.find(blank)
+        with pytest.raises(LogError) as error:
+            store.find("%\n_")  # no LIKE wildcards, and the message stays one line
+        one_line(error)
+
+
+def test_latest_and_the_list_follow_activity(tmp_path: Path) -> None:
+    with LogStore.open(log_path(tmp_path)) as store:
+        assert store.latest() is None and store.conversations() == []
+        old = store.start_conversation(model="m", endpoint="e", started=T0)
+        new = store.start_conversation(model="m", endpoint="e", started=T0 + timedelta(hours=1))
+        store.log_turn(old, make_turn(1, "old"), at=T0 + timedelta(minutes=1))
+        store.log_turn(new, make_turn(1, "new"), at=T0 + timedelta(hours=1, minutes=1))
+        assert store.latest() == new
+        store.log_turn(old, make_turn(2, "old"), at=T0 + timedelta(hours=2))
+        assert store.latest() == old  # the conversation resumed last is the one -c resumes
+        empty = store.start_conversation(model="m", endpoint="e", started=T0 + timedelta(hours=3))
+        assert store.latest() == old  # it has nothing to restore yet
+        rows = store.conversations()
+        assert [r.id for r in rows] == [empty, old, new]
+        assert [(r.turns, r.first_line) for r in rows] == [
+            (0, ""), (2, "old question 1"), (1, "new question 1")]
+        assert [r.id for r in store.conversations(limit=1)] == [empty]
+
+
+# ---- privacy ----------------------------------------------------------------------------------
+
+
+def test_the_file_and_its_wal_sidecars_are_private_even_under_umask_0(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    previous = os.umask(0)
+    try:
+        store = LogStore.open(path)
+    finally:
+        os.umask(previous)
+    try:
+        cid = store.start_conversation(model="m", endpoint="e")
+        store.log_turn(cid, make_turn(1, "private"))
+        names = sorted(p.name for p in path.parent.iterdir())
+        assert names == [DEFAULT_NAME, f"{DEFAULT_NAME}-shm", f"{DEFAULT_NAME}-wal"]
+        for name in names:
+            assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
+# ---- two writers ------------------------------------------------------------------------------
+
+
+def test_two_processes_log_fifty_turns_each_into_one_file_at_once(tmp_path: Path) -> None:
+    path = log_path(tmp_path)  # neither process finds a file: both create and migrate it at once
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    workers = {
+        tag: subprocess.Popen([sys.executable, str(WORKER), "log", str(path), "50", tag, str(signals)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for tag in ("w1", "w2")
+    }
+    deadline = time.monotonic() + 60
+    while not all((signals / f"{tag}.ready").exists() for tag in workers):
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.01)
+    (signals / "go").touch()
+    cids = {}
+    for tag, worker in workers.items():
+        out, err = worker.communicate(timeout=100)
+        assert worker.returncode == 0, err
+        cids[tag] = out.strip()
+
+    assert integrity(path) == ("ok", "ok")
+    with LogStore.open(path) as store:
+        assert sorted(r.id for r in store.conversations()) == sorted(cids.values())
+        for tag, cid in cids.items():
+            assert [t.turn for t in store.turns(cid)] == list(range(1, 51))
+            assert [t.reply for t in store.turns(cid)][-1] == f"{tag} answer 50"
+            assert store.messages(cid) == list(make_turn(50, tag).messages)
+            assert store.snapshot(cid) == make_turn(50, tag).snapshot
+            assert store.token_totals(cid).prompt_tokens == sum(10 * t for t in range(1, 51))
+            [hit] = store.search(f'"{tag} question 50"')
+            assert (hit.cid, hit.message_id) == (cid, 99)
+
+
+# ---- files that cannot be used ----------------------------------------------------------------
+
+
+def fresh_log(path: Path, turns: int = 3) -> str:
+    with LogStore.open(path) as store:
+        cid = store.start_conversation(model="m", endpoint="e")
+        for turn in range(1, turns + 1):
+            store.log_turn(cid, make_turn(turn, "kept"))
+    return cid
+
+
+@pytest.mark.skipif(not MODES_ENFORCED, reason="root writes through modes; the mode=ro test stands in")
+def test_a_read_only_file_is_refused_at_open(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    fresh_log(path)
+    path.chmod(0o400)
+    with pytest.raises(LogError) as error:
+        LogStore.open(path)
+    assert str(path) in one_line(error)
+
+
+@pytest.mark.skipif(not MODES_ENFORCED, reason="root writes through modes; the mode=ro test stands in")
+def test_a_read_only_directory_is_refused_at_open(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.parent.chmod(0o500)
+    try:
+        with pytest.raises(LogError) as error:
+            LogStore.open(path)
+        assert "Permission denied" in one_line(error)
+    finally:
+        path.parent.chmod(0o700)
+
+
+def test_a_read_only_database_is_refused_at_open_simulated_with_sqlite_mode_ro(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same refusal through SQLite's own read-only mode, which holds for root too."""
+    path = log_path(tmp_path)
+    cid = fresh_log(path)
+
+    def read_only(target: Path) -> sqlite3.Connection:
+        return sqlite3.connect(f"{target.as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=1)
+
+    monkeypatch.setattr(logstore, "_connect", read_only)
+    with pytest.raises(LogError) as error:
+        LogStore.open(path)
+    text = one_line(error)
+    assert text.startswith(f"cannot open the conversation log {path}: attempt to write a readonly database")
+    monkeypatch.undo()
+    with LogStore.open(path) as store:
+        assert len(store.turns(cid)) == 3
+
+
+def test_an_unusable_location_is_refused_at_open(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the directory should be")
+    with pytest.raises(LogError) as error:
+        LogStore.open(blocker / "stateless-chat" / DEFAULT_NAME)
+    assert "cannot open the conversation log" in one_line(error)
+    with pytest.raises(LogError) as error:
+        LogStore.open(tmp_path)  # a directory, not a file
+    one_line(error)
+
+
+@pytest.mark.parametrize("size", [16, 100, 4096, 50_000])
+def test_a_file_of_random_bytes_is_refused_and_left_alone(tmp_path: Path, size: int) -> None:
+    path = log_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    junk = os.urandom(size)
+    path.write_bytes(junk)
+    with pytest.raises(LogError) as error:
+        LogStore.open(path)
+    assert "damaged" in one_line(error)
+    assert path.read_bytes() == junk
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 50])
+def test_a_truncated_log_is_refused_at_open(tmp_path: Path, keep: float) -> None:
+    path = log_path(tmp_path)
+    fresh_log(path, turns=30)
+    data = path.read_bytes()
+    assert len(data) > 8 * 4096 and not path.with_name(DEFAULT_NAME + "-wal").exists()
+    cut = data[: int(len(data) * keep) if keep < 1 else int(keep)]
+    path.write_bytes(cut)
+    with pytest.raises(LogError) as error:
+        LogStore.open(path)
+    assert "damaged" in one_line(error)
+    assert path.read_bytes() == cut
+
+
+@pytest.mark.parametrize("page", [1, 2, 5, 12, -1])
+def test_a_damaged_page_is_a_one_line_error_at_open_or_at_use(tmp_path: Path, page: int) -> None:
+    """Damage inside the file (not its length) is found when SQLite reaches it: whatever is
+    reached, the caller gets a LogError of one line, never an sqlite3 exception."""
+    path = log_path(tmp_path)
+    cid = fresh_log(path, turns=30)
+    data = bytearray(path.read_bytes())
+    pages = len(data) // 4096
+    start = (page % pages) * 4096
+    data[start + 8: start + 4096] = random.Random(page).randbytes(4096 - 8)
+    path.write_bytes(bytes(data))
+    try:
+        store = LogStore.open(path)
+    except LogError as error:
+        assert "\n" not in str(error)
+        return
+    calls: list[Callable[[], object]] = [
+        lambda: store.turns(cid), lambda: store.messages(cid), lambda: store.snapshot(cid),
+        lambda: store.conversations(), lambda: store.latest(), lambda: store.search("kept question"),
+        lambda: store.recall(cid, "kept answer", among=range(100)), lambda: store.token_totals(cid),
+        lambda: store.log_turn(cid, make_turn(31, "kept")),
+        lambda: store.start_conversation(model="m", endpoint="e"),
+    ]
+    try:
+        for call in calls:
+            try:
+                call()
+            except LogError as error:
+                assert "\n" not in str(error)
+    finally:
+        store.close()
+
+
+def test_another_programs_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (text TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(LogError) as error:
+        LogStore.open(path)
+    assert "not a conversation log" in one_line(error)
+
+
+def test_a_schema_newer_than_this_code_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    fresh_log(path)
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 7}")
+    db.commit()
+    db.close()
+    with pytest.raises(LogError) as error:
+        LogStore.open(path)
+    assert f"schema version {SCHEMA_VERSION + 7}, newer than this stateless-chat reads" in one_line(error)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 7
+    db.close()
+
+
+def test_a_failed_write_leaves_what_was_logged_before(tmp_path: Path) -> None:
+    """A second process whose disk is 'full' (a file-size limit, so root cannot write past it
+    either) fails to log a large turn: one line, and the earlier turns are intact."""
+    path = log_path(tmp_path)
+    cid = fresh_log(path)
+    done = subprocess.run([sys.executable, str(WORKER), "fill", str(path), cid, "4"],
+                          capture_output=True, text=True, timeout=100)
+    assert done.returncode == 3, done.stdout + done.stderr
+    [line] = done.stdout.splitlines()
+    assert line.startswith(f"cannot write the conversation log {path}: ")
+
+    assert integrity(path) == ("ok", "ok")
+    with LogStore.open(path) as store:
+        assert [t.reply for t in store.turns(cid)] == ["kept answer 1", "kept answer 2", "kept answer 3"]
+        assert store.messages(cid) == list(make_turn(3, "kept").messages)
+        assert store.snapshot(cid) == make_turn(3, "kept").snapshot
+        assert store.search("big") == []
+        store.log_turn(cid, make_turn(4, "kept"))  # and the log goes on
+        assert len(store.turns(cid)) == 4
+
+
+# ---- migrations -------------------------------------------------------------------------------
+
+
+def build_v1(path: Path) -> str:
+    """Create a version 1 log with the version 1 DDL and log three turns into it as version 1
+    code did: no token columns."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in logstore.MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    cid = "0000old000000"
+    db.execute("INSERT INTO conversations VALUES (?, ?, ?, 'old-model', 'http://old/v1', NULL)",
+               (cid, T0.isoformat(timespec="microseconds"), T0.isoformat(timespec="microseconds")))
+    usages: list[dict[str, Any] | None] = [
+        {"prompt_tokens": 100, "completion_tokens": 10},
+        None,
+        {"prompt_tokens": 300, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 200}},
+    ]
+    for turn, usage in enumerate(usages, start=1):
+        record = make_turn(turn, "old")
+        stamp = (T0 + timedelta(minutes=turn)).isoformat(timespec="microseconds")
+        db.execute("BEGIN")
+        db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (cid, turn, stamp, record.model, record.endpoint, json.dumps(record.request), record.reply,
+                    record.finish_reason, None if usage is None else json.dumps(usage), "[]"))
+        for m in record.messages:
+            db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (cid, id) DO UPDATE SET data = excluded.data, body = excluded.body",
+                       (cid, m["id"], m["turn"], m["role"], m["kind"], json.dumps(m), m["content"]))
+        db.execute("UPDATE conversations SET active = ?, snapshot = ? WHERE id = ?",
+                   (stamp, json.dumps(record.snapshot), cid))
+        db.execute("COMMIT")
+    db.close()
+    return cid
+
+
+def test_a_version_1_log_is_migrated_keeping_all_its_data(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    cid = build_v1(path)
+    with LogStore.open(path) as store:
+        turns = store.turns(cid)
+        assert [(t.turn, t.reply, t.model) for t in turns] == [
+            (1, "old answer 1", "test-model"), (2, "old answer 2", "test-model"),
+            (3, "old answer 3", "test-model")]
+        assert [t.request for t in turns] == [make_turn(n, "old").request for n in (1, 2, 3)]
+        assert [(t.prompt_tokens, t.completion_tokens, t.cached_tokens) for t in turns] == [
+            (100, 10, None), (None, None, None), (300, 30, 200)]
+        assert store.token_totals(cid) == logstore.TokenTotals(3, 400, 40, 200)
+        assert store.messages(cid) == list(make_turn(3, "old").messages)
+        assert store.snapshot(cid) == make_turn(3, "old").snapshot
+        assert store.latest() == cid and store.find("0000old") == cid
+        assert [h.message_id for h in store.search('"old question 2"')] == [3]
+        store.log_turn(cid, make_turn(4, "old"))
+        assert store.token_totals(cid).prompt_tokens == 440
+
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    columns = [row[1] for row in db.execute("PRAGMA table_info(turns)")]
+    assert columns[-3:] == ["prompt_tokens", "completion_tokens", "cached_tokens"]
+    assert db.execute("SELECT sum(prompt_tokens) FROM turns").fetchone()[0] == 440
+    db.close()
+    assert integrity(path) == ("ok", "ok")
+
+
+def test_a_new_log_and_a_migrated_one_have_the_same_schema(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    build_v1(old)
+    for path in (old, new):
+        LogStore.open(path).close()
+
+    def schema(path: Path) -> list[tuple[str, str]]:
+        db = sqlite3.connect(path)
+        try:
+            return db.execute("SELECT name, sql FROM sqlite_schema ORDER BY name").fetchall()
+        finally:
+            db.close()
+
+    assert schema(old) == schema(new)
+
+
+# ---- search and recall ------------------------------------------------------------------------
+
+CORPUS = [
+    ("user", "the launch code is 7491, keep it safe"),
+    ("assistant", "Noted. I will keep it safe."),
+    ("user", "what is the weather like in Paris?"),
+    ("assistant", "Sunny and warm in Paris today."),
+    ("user", "can you review my code?"),
+    ("assistant", "Sure, paste it here."),
+    ("user", "tell me a joke about chickens"),
+    ("assistant", "Why did the chicken cross the road?"),
+    ("user", "let us talk about rockets and orbits"),
+    ("assistant", "Rockets launch from Cape Canaveral."),
+]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[LogStore, str, str]:
+    """Return an open log with two conversations: CORPUS (five turns), and an unrelated one."""
+    store = LogStore.open(log_path(tmp_path))
+    cid = store.start_conversation(model="m", endpoint="e", started=T0)
+    messages = [message(i, (i + 1) // 2, role, text) for i, (role, text) in enumerate(CORPUS, start=1)]
+    messages.append(message(11, 6, "assistant", None, tool_calls=[
+        {"id": "c1", "type": "function",
+         "function": {"name": "lookup_orbit", "arguments": '{"body": "Europa"}'}}
+    ]))
+    for turn in range(1, 7):
+        upto = tuple(m for m in messages if m["turn"] <= turn)
+        store.log_turn(cid, dataclasses.replace(make_turn(turn, "unused"), messages=upto))
+    other = store.start_conversation(model="m", endpoint="e", started=T0 + timedelta(hours=1))
+    store.log_turn(other, dataclasses.replace(make_turn(1, "x"), messages=(
+        message(1, 1, "user", "the launch code for the other project is 1234"),
+        message(2, 1, "assistant", "Filed under other launch codes."),
+    )))
+    return store, cid, other
+
+
+def test_search_finds_the_planted_message_and_marks_the_match(corpus: tuple[LogStore, str, str]) -> None:
+    store, cid, other = corpus
+    hits = store.search("launch code")  # every word, any order: "codes" and "rockets launch" do not match
+    assert [(h.cid, h.message_id) for h in hits] == [(cid, 1), (other, 1)]  # the shorter message first
+    planted = next(h for h in hits if (h.cid, h.message_id) == (cid, 1))
+    assert planted.snippet == "the [launch] [code] is 7491, keep it safe"
+    assert (planted.role, planted.turn) == ("user", 1)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all("7491" not in h.snippet for h in hits if h.cid == other)
+
+    assert [(h.cid, h.message_id) for h in store.search("launch code", cid=cid)] == [(cid, 1)]
+    assert [h.message_id for h in store.search("7491")] == [1]
+    assert {(h.cid, h.message_id) for h in store.search('"launch code"')} == {(cid, 1), (other, 1)}
+    assert {h.message_id for h in store.search("rocket*", cid=cid)} == {9, 10}
+    assert [h.message_id for h in store.search("europa")] == [11]  # tool call arguments are indexed
+    assert [h.message_id for h in store.search("lookup_orbit")] == [11]  # and tool names
+    assert {h.message_id for h in store.search("PARIS", cid=cid)} == {3, 4}
+    assert len(store.search("the", limit=3)) == 3
+    assert store.search("launch code", cid="nosuchid") == []
+
+
+@pytest.mark.parametrize("query", [
+    '"', '""', "*", "**", "NEAR(", "NEAR(a b", "a OR", "OR", "AND NOT", "NOT launch", "(launch", "launch)",
+    "launch:code", "body:launch", "{body}: launch", "^launch", "-launch", "+launch", "launch*code", '"launch',
+    'launch"code', "'launch'", "\\", "\x00launch", "launch\x00code", "ünïcödé", "日本語のテキスト",
+    "🚀 launch",
+    "a" * 5000, " ".join(["launch"] * 500), "\u200b", "l\u0301aunch", "launch \udcff code", "\ud800",
+])
+def test_hostile_search_queries_never_reach_the_user_as_syntax_errors(
+    corpus: tuple[LogStore, str, str], query: str
+) -> None:
+    store, _, _ = corpus
+    try:
+        hits = store.search(query)
+    except LogError as error:
+        assert "search needs a word" in str(error) and "\n" not in str(error)
+    else:
+        assert isinstance(hits, list)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40))  # lone halves too
+def test_any_text_is_a_safe_query(corpus: tuple[LogStore, str, str], query: str) -> None:
+    store, cid, _ = corpus
+    try:
+        store.search(query)
+    except LogError as error:
+        assert "\n" not in str(error)
+    assert isinstance(store.recall(cid, query, among=range(1, 12)), list)
+
+
+@pytest.mark.parametrize("query", ["", "   ", '"', "* ** ***", "\x00\x01", "-- !! ??"])
+def test_a_search_with_nothing_to_look_for_is_a_one_line_error(
+    corpus: tuple[LogStore, str, str], query: str
+) -> None:
+    store, _, _ = corpus
+    with pytest.raises(LogError) as error:
+        store.search(query)
+    assert "search needs a word" in one_line(error)
+
+
+def test_recall_ranks_the_evicted_messages_by_relevance(corpus: tuple[LogStore, str, str]) -> None:
+    store, cid, _ = corpus
+    evicted = range(1, 12)
+    hits = store.recall(cid, "What was the launch code again?", among=evicted)
+    assert hits[0].message_id == 1 and hits[0].turn == 1
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.score > MIN_RECALL_SCORE for h in hits)
+    assert {h.message_id for h in hits} <= {1, 5, 10}  # launch or code; never the other conversation's
+
+    assert [h.message_id for h in store.recall(cid, "weather in Paris?", among=evicted)] == [3, 4]
+    assert [h.message_id for h in store.recall(cid, "Europa", among=evicted)] == [11]
+    assert store.recall(cid, "what is the", among=evicted) == []  # stop words only
+    assert store.recall(cid, "what did I tell you earlier?", among=evicted) == []
+    assert store.recall(cid, "zebra", among=evicted) == []
+    assert store.recall(cid, "launch code", among=[]) == []
+    assert 1 not in {h.message_id for h in store.recall(cid, "launch code", among=[2, 3, 5, 10])}
+    assert len(store.recall(cid, "launch code rockets paris", among=evicted, limit=2)) == 2
+    assert store.recall(cid, "launch code", among=evicted, min_score=1e9) == []
+    assert store.recall("nosuchid", "launch code", among=evicted) == []
+
+
+def test_recall_query_keeps_content_words_and_drops_stop_words() -> None:
+    assert logstore.recall_query("What was the Launch CODE? the code!") == '"launch" OR "code"'
+    assert logstore.recall_query("what is the") is None
+    assert logstore.recall_query('a "quoted" NEAR(x) OR y') == '"quoted" OR "near" OR "x"'
+    assert logstore.search_query('launch "code 7491" laun* OR "') == '"launch" "code 7491" "laun"* "OR"'
