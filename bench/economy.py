@@ -1,6 +1,6 @@
 """Context economy: a scripted 200-turn conversation with 5 constraints planted in early turns.
 
-Each policy runs the same script through a real ``Session`` and ``Transport`` against
+Each policy runs the same script through a real ``Session`` and ``open_backend`` against
 the fake server on loopback, with a budget of 2,000 tokens. Tokens are the server's
 own count (``prompt_tokens`` it reports), summed over every request the client made,
 summary requests included; the baseline is the same script with policy ``none``.
@@ -75,21 +75,21 @@ def run_policy(policy: str, turns: int, pin: bool) -> EconomyRow:
     """Run the script under ``policy`` (pinning the constraint messages if ``pin``) and return its bill."""
     from stateless_chat.config import Settings
     from stateless_chat.session import Session
-    from stateless_chat.transport import Transport
+    from stateless_chat.transport import open_backend
     from tests.fakeserver import FakeServer, approx_tokens, is_summary_request
 
     with FakeServer(replier) as server:
         settings = Settings(base_url=server.url, budget=BUDGET, reply_reserve=RESERVE, policy=policy,
                             max_retries=0, timeout=30.0)
-        session = Session(settings, Transport(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0))
+        session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0))
         for turn in range(1, turns + 1):
             text = user_text(turn)
             session.send(text)
             if pin and turn in CONSTRAINT_TURNS:
-                entry = next(e for e in session.conversation.entries if e.content == text)
+                entry = next(e for e in session.conversation.history if e.content == text)
                 session.conversation = session.conversation.set_pinned(entry.id, True)
-        assert session.transport is not None
-        session.transport.close()
+        assert session.backend is not None
+        session.backend.close()
         requests = server.requests
     sizes = [approx_tokens(r["messages"]) for r in requests]
     final = next(r for r in reversed(requests) if not is_summary_request(r))

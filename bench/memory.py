@@ -35,7 +35,7 @@ session = history_session(int(sys.argv[1]), exact=sys.argv[3] == "exact")
 plan = session.plan("one more question", summarize=False)
 assert len(plan.body["messages"]) == int(sys.argv[1]) + 1
 peak = rss_kib("VmHWM:")  # this process's high-water mark (ru_maxrss can carry the parent's across exec)
-chars = sum(len(e.content) for e in session.conversation.entries)
+chars = sum(len(e.content) for e in session.conversation.history)
 print(json.dumps({"before_kib": before, "peak_kib": peak, "after_kib": rss_kib(), "chars": chars}))
 """
 

@@ -64,15 +64,12 @@ def _time(step: Callable[[], object], repeat: int) -> float:
 
 def measure(n: int, repeat: int) -> TurnRow:
     """Return the median time of each step of one turn over a history of ``n`` messages."""
-    from stateless_chat.context import fit as fit_policy
-
     session = history_session(n)
     conversation = session.conversation
     text = "and the next question is this one"
     pending = conversation.new_entry("user", text, session.measure)
-    policy, budget, reserve = session.settings.policy, session.budget, session.reserve
-    fitted = fit_policy(policy, conversation.request_entries([pending]), budget, session.measure,
-                        reserve=reserve)
+    policy, budget, reserve = session.policy(), session.budget, session.reserve
+    fitted = policy.fit(conversation.candidate([pending], budget=budget, reserve=reserve))
     assert len(fitted.kept) == n + 1, "the bench budget must hold the whole history"
     body = session.plan(text, summarize=False).body
 
@@ -80,9 +77,7 @@ def measure(n: int, repeat: int) -> TurnRow:
         return conversation.new_entry("user", text, session.measure)
 
     def fit() -> object:
-        entries = conversation.request_entries([pending])
-        return fit_policy(policy, entries, budget, session.measure, reserve=reserve,
-                          next_id=conversation.next_id + 1)
+        return policy.fit(conversation.candidate([pending], budget=budget, reserve=reserve))
 
     def payload() -> object:
         return session.body([e.message for e in fitted.kept])

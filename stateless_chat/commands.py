@@ -14,16 +14,16 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stateless_chat import persist
-from stateless_chat.config import POLICIES
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.history import Conversation
-from stateless_chat.messages import Entry, Message
+from stateless_chat.messages import Entry, Message, ToolCall, span
+from stateless_chat.policies import POLICIES
 from stateless_chat.session import Session
 from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING
 
@@ -43,9 +43,10 @@ class HistoryRow:
     role: str
     tokens: int
     pinned: bool
-    state: str  # "sent", "evicted", "summarized", "summary", "system"
+    state: str  # "sent", "evicted", "summarized", "removed", "summary", "system"
     first_line: str
     kind: str = "turn"
+    cut: bool = False  # a reply that stopped at the length limit
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class MessageView:
     tokens: int
     state: str
     content: str
+    calls: tuple[str, ...] = ()  # the tool calls an assistant message asks for, one line each
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def command(
 
 def live_ids(session: Session) -> list[str]:
     """Return the numbers of the live messages, newest first (completion choices)."""
-    return [str(e.id) for e in reversed(session.conversation.entries)]
+    return [str(e.id) for e in reversed(session.conversation.history)]
 
 
 def all_ids(session: Session) -> list[str]:
@@ -249,35 +252,31 @@ def first_line(text: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _state(conversation: Conversation, entry: Entry, live: Collection[int]) -> str:
-    """Return what /history calls ``entry``; ``live`` holds the ids of the live entries."""
-    if entry.role == "system" and entry.kind != "summary":
-        return "system"
-    if entry.kind == "summary":
-        return "summary"
-    if entry.id in live:
-        return "sent"
-    return "summarized" if conversation.summary is not None else "evicted"
+def call_line(call: ToolCall) -> str:
+    """Return one tool call as /history and /show show it: ``→ name {arguments}``."""
+    return f"→ {call.name} {call.arguments}"
 
 
-def _live_ids(conversation: Conversation) -> set[int]:
-    return {e.id for e in conversation.entries}
+def summary_line(entry: Entry) -> str:
+    """Return the first line /history shows for ``entry``: its text, else its tool calls."""
+    message = entry.message
+    if message.role == "tool":
+        return first_line("← " + message.text)
+    if not message.text and message.tool_calls:
+        return first_line(", ".join(call_line(call) for call in message.tool_calls))
+    return first_line(message.text)
 
 
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
     rows = []
     hidden = 0
     conversation = session.conversation
-    live = _live_ids(conversation)
     for entry in conversation.all_entries():
-        state = _state(conversation, entry, live)
-        if state in ("evicted", "summarized") and not include_evicted:
+        if entry.eviction is not None and not include_evicted:
             hidden += 1
             continue
-        rows.append(
-            HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, state, first_line(entry.content),
-                       entry.kind)
-        )
+        rows.append(HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
+                               summary_line(entry), entry.kind, entry.cut))
     return rows, hidden
 
 
@@ -323,21 +322,21 @@ def _history(session: Session, arg: str) -> Result:
 @command("show", "/show N", "show message N in full", choices=all_ids)
 def _show(session: Session, arg: str) -> Result:
     entry = session.conversation.find(parse_id(session, arg, usage="/show N"))
-    state = _state(session.conversation, entry, _live_ids(session.conversation))
-    return MessageView(entry.id, entry.role, entry.tokens, state, entry.content)
+    return MessageView(entry.id, entry.role, entry.tokens, session.conversation.state(entry), entry.content,
+                       tuple(call_line(call) for call in entry.message.tool_calls), entry.cut)
 
 
 @command("pin", "/pin N", "never evict message N (its whole turn stays)", choices=live_ids)
 def _pin(session: Session, arg: str) -> Result:
     number = parse_id(session, arg, usage="/pin N")
-    session.conversation = session.conversation.set_pinned(number, True)
+    session.pin(number)
     return Lines((f"pinned #{number}: it is sent with every request and never evicted",))
 
 
 @command("unpin", "/unpin N", "let message N be evicted again", choices=live_ids)
 def _unpin(session: Session, arg: str) -> Result:
     number = parse_id(session, arg, usage="/unpin N")
-    session.conversation = session.conversation.set_pinned(number, False)
+    session.pin(number, False)
     return Lines((f"unpinned #{number}",))
 
 
@@ -345,8 +344,8 @@ def tokens_view(session: Session) -> TokensView:
     conversation = session.conversation
     system = conversation.system.tokens if conversation.system else 0
     summary = conversation.summary.tokens if conversation.summary else 0
-    pins = sum(e.tokens for e in conversation.entries if e.pinned)
-    turns = sum(e.tokens for e in conversation.entries if not e.pinned)
+    pins = sum(e.tokens for e in conversation.history if e.pinned)
+    turns = sum(e.tokens for e in conversation.history if not e.pinned)
     parts = (
         ("system", system),
         ("pinned", pins),
@@ -357,8 +356,9 @@ def tokens_view(session: Session) -> TokensView:
         ("reply reserve", session.reserve),
     )
     total = sum(size for _, size in parts)
-    return TokensView(parts, total, session.budget, session.counter.label, session.totals.sent,
-                      session.totals.baseline, len(session.totals.turns))
+    ledger = session.ledger
+    return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
+                      len(ledger.turns))
 
 
 @command("tokens", "/tokens", "break down the next request's tokens against the budget")
@@ -379,104 +379,54 @@ def _no_args(arg: str, usage: str) -> None:
         raise CommandError(f"usage: {usage} (it takes no arguments)")
 
 
-def _span(ids: Sequence[int]) -> str:
-    ids = sorted(ids)
-    if not ids:
-        return "nothing"
-    if len(ids) == 1:
-        return f"#{ids[0]}"
-    if ids == list(range(ids[0], ids[-1] + 1)):
-        return f"#{ids[0]}-#{ids[-1]}"
-    return ", ".join(f"#{i}" for i in ids)
-
-
-def _turn_order(entries: Sequence[Entry]) -> list[int]:
-    order: list[int] = []
-    for entry in entries:
-        if entry.turn > 0 and entry.turn not in order:
-            order.append(entry.turn)
-    return order
-
-
-def _pinned_turns(entries: Sequence[Entry]) -> set[int]:
-    return {e.turn for e in entries if e.pinned}
-
-
-@command("drop", "/drop N[-M]", "remove message N (or N to M) from the history for good", choices=live_ids)
+@command("drop", "/drop N[-M]", "remove message N (or N to M) for good, with the rest of its turn",
+         choices=live_ids)
 def _drop(session: Session, arg: str) -> Result:
     ids = parse_range(session, arg, usage="/drop N[-M]")
-    conversation = session.conversation
-    summary_id = conversation.summary.id if conversation.summary else None
-    live = _live_ids(conversation)
-    for number in ids:
-        if number == 0:
-            raise CommandError("the system prompt cannot be dropped; /system --clear removes it")
-        if number not in live and number != summary_id:
-            raise CommandError(f"message #{number} is no longer sent; only live messages can be dropped")
-    updated = conversation.without(set(ids))
-    if summary_id in ids:
-        updated = dataclasses.replace(updated, summary=None)
-    freed = sum(e.tokens for e in conversation.request_entries() if e.id in ids)
-    session.conversation = updated
-    return Lines((f"dropped {_span(ids)} ({freed:,} tokens): no longer sent, not kept",))
+    gone = session.drop(ids)
+    freed = sum(e.tokens for e in gone)
+    return Lines((f"dropped {span([e.id for e in gone])} ({freed:,} tokens): no longer sent "
+                  "(/history all shows them as removed)",))
 
 
 @command("trim", "/trim K", "keep only the last K turns (pinned turns stay)")
 def _trim(session: Session, arg: str) -> Result:
     if not arg.isdigit():
         raise CommandError("usage: /trim K (K is how many of the newest turns to keep, 0 or more)")
-    keep = int(arg)
+    gone = session.trim(int(arg))
     conversation = session.conversation
-    order = _turn_order(conversation.entries)
-    pinned = _pinned_turns(conversation.entries)
-    newest = set(order[len(order) - keep:]) if keep else set()
-    gone = {t for t in order if t not in newest and t not in pinned}
     if not gone:
-        return Lines((f"nothing to trim: {len(order)} turn(s) live, {len(pinned)} of them pinned",))
-    ids = {e.id for e in conversation.entries if e.turn in gone}
-    session.conversation = conversation.without(ids)
-    return Lines((f"removed {len(gone)} turn(s) ({_span(sorted(ids))}); "
-                  f"{len(order) - len(gone)} turn(s) left",))
+        pinned = len({e.turn for e in conversation.history if e.pinned})
+        return Lines((f"nothing to trim: {conversation.turn_count} turn(s) live, {pinned} of them pinned",))
+    return Lines((f"removed {len({e.turn for e in gone})} turn(s) ({span([e.id for e in gone])}); "
+                  f"{conversation.turn_count} turn(s) left",))
 
 
-@command("clear", "/clear", "forget the history and summary; keep the system prompt and pinned turns")
+@command("clear", "/clear", "remove the history and summary; keep the system prompt and pinned turns")
 def _clear(session: Session, arg: str) -> Result:
     _no_args(arg, "/clear")
-    conversation = session.conversation
-    pinned = _pinned_turns(conversation.entries)
-    kept = tuple(e for e in conversation.entries if e.turn in pinned)
-    removed = len(conversation.entries) - len(kept)
-    session.conversation = dataclasses.replace(conversation, entries=kept, summary=None, evicted=())
-    return Lines((f"cleared {removed} message(s), the summary and evicted originals; "
-                  f"kept the system prompt and {len(kept)} pinned-turn message(s)",))
-
-
-def _last_turn(session: Session) -> tuple[Entry, ...]:
-    """Return the live entries of the newest turn; CommandError when there is none."""
-    entries = session.conversation.entries
-    turns = [e.turn for e in entries if e.turn > 0]
-    if not turns:
-        raise CommandError("no exchange in the history")
-    last = max(turns)
-    return tuple(e for e in entries if e.turn == last)
+    gone = session.clear()
+    kept = len(session.conversation.history)
+    return Lines((f"cleared {len(gone)} message(s) and the summary (/history all still lists them); "
+                  f"kept the system prompt and {kept} pinned-turn message(s)",))
 
 
 def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation, bool]:
     """Return the user message of the newest turn, the conversation without that turn, and whether
     the turn is pinned."""
-    turn = _last_turn(session)
-    question = next((e for e in turn if e.role == "user" and e.kind == "turn"), None)
+    conversation = session.conversation
+    question = conversation.last_question()
     if question is None:
         raise CommandError(f"{usage}: the newest turn has no typed user message (a /file?); /undo removes it")
-    return question, session.conversation.without({e.id for e in turn}), any(e.pinned for e in turn)
+    base, turn = conversation.without_last_turn()
+    return question, base, any(e.pinned for e in turn)
 
 
 @command("undo", "/undo", "remove the last exchange (your message and its reply)")
 def _undo(session: Session, arg: str) -> Result:
     _no_args(arg, "/undo")
-    turn = _last_turn(session)
-    session.conversation = session.conversation.without({e.id for e in turn})
-    return Lines((f"removed {_span([e.id for e in turn])} (turn {turn[0].turn})",))
+    turn = session.undo()
+    return Lines((f"removed {span([e.id for e in turn])} (turn {turn[0].turn})",))
 
 
 @command("retry", "/retry", "send the last message again; its new reply replaces the old one")
@@ -564,7 +514,7 @@ def _file(session: Session, arg: str) -> Result:
     conversation = session.conversation
     entry = conversation.new_entry("user", file_message(shown, text), session.measure, kind="file",
                                    pinned=pin, source=str(path))
-    if entry.tokens + REPLY_PRIMING + session.reserve > session.budget:
+    if session.too_big_alone(entry.tokens):
         raise CommandError(
             f"{shown} is {entry.tokens:,} tokens; with {session.reserve:,} held for the reply it cannot fit "
             f"the budget of {session.budget:,}: not added"
@@ -578,16 +528,16 @@ def _file(session: Session, arg: str) -> Result:
 def _files(session: Session, arg: str) -> Result:
     _no_args(arg, "/files")
     conversation = session.conversation
-    files = [e for e in conversation.all_entries() if e.kind == "file"]
+    files = conversation.files()
     if not files:
         return Lines(("no files added; /file PATH adds one",))
     lines = []
-    live = _live_ids(conversation)
     for entry in files:
-        if entry.id in live:
+        state = conversation.state(entry)
+        if state == "sent":
             state = "sent, pinned" if entry.pinned else "sent"
         else:
-            state = "evicted: no longer sent"
+            state += ": no longer sent"
         lines.append(f"#{entry.id} {entry.source} · {entry.tokens:,} tokens · {state}")
     return Lines(tuple(lines))
 
@@ -607,7 +557,7 @@ def _system(session: Session, arg: str) -> Result:
         session.reconfigure(system=None)
         return Lines(("system prompt removed",))
     size = session.measure(Message("system", arg))
-    if size + REPLY_PRIMING + session.reserve > session.budget:
+    if session.too_big_alone(size):
         raise CommandError(f"that system prompt is {size:,} tokens; it cannot fit the budget of "
                            f"{session.budget:,} with {session.reserve:,} held for the reply")
     session.reconfigure(system=arg)
@@ -653,7 +603,7 @@ def _budget(session: Session, arg: str) -> Result:
 def _policy(session: Session, arg: str) -> Result:
     if arg:
         if arg not in POLICIES:
-            close = difflib.get_close_matches(arg, POLICIES, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(arg, list(POLICIES), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise CommandError(f"unknown policy {arg!r}: choose one of {', '.join(POLICIES)}{hint}")
         session.reconfigure(policy=arg)
@@ -684,7 +634,7 @@ def _save(session: Session, arg: str) -> Result:
     path = _one_path(arg, "/save [FILE]", required=False) or persist.default_save_path(os.environ)
     persist.save(session, path)
     conversation = session.conversation
-    return Lines((f"saved {len(conversation.entries)} message(s) and {len(conversation.evicted)} evicted "
+    return Lines((f"saved {len(conversation.history)} message(s) and {len(conversation.evicted)} evicted "
                   f"to {path}",))
 
 
@@ -694,7 +644,7 @@ def _load(session: Session, arg: str) -> Result:
     assert path is not None
     persist.restore(session, persist.load(path))
     conversation = session.conversation
-    return Lines((f"loaded {path}: {len(conversation.entries)} message(s), {len(conversation.evicted)} "
+    return Lines((f"loaded {path}: {len(conversation.history)} message(s), {len(conversation.evicted)} "
                   f"evicted; {_model_line(session)}",))
 
 
@@ -709,8 +659,8 @@ def _export(session: Session, arg: str) -> Result:
 @command("stats", "/stats", "chart prompt tokens sent per turn against the no-eviction baseline")
 def _stats(session: Session, arg: str) -> Result:
     _no_args(arg, "/stats")
-    turns = session.totals.turns
-    if not turns:
+    ledger = session.ledger
+    if not ledger.turns:
         return Lines(("no turns yet: /stats charts the prompt tokens of each turn once you chat",))
-    rows = tuple((t.turn, t.sent, t.baseline_sent, t.evictions) for t in turns)
-    return StatsView(rows, session.totals.sent, session.totals.baseline)
+    rows = tuple((t.turn, t.sent, t.baseline_sent, t.evictions) for t in ledger.turns)
+    return StatsView(rows, ledger.sent, ledger.baseline)

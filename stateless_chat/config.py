@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stateless_chat.errors import ConfigError, UsageError
+from stateless_chat.models import UNKNOWN_CONTEXT_WINDOW, context_window_for
+from stateless_chat.policies import POLICY_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,62 +32,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_BUDGET = 32000
-UNKNOWN_CONTEXT_WINDOW = 8192
 MAX_TIMEOUT = 86400.0  # a day; httpx fails every request with OverflowError past ~1e10 seconds
-POLICIES = ("drop-oldest", "summarize", "none")
 APP_NAME = "stateless-chat"
-
-# Known context windows; matched as a prefix of the model name, longest prefix first.
-_CONTEXT_WINDOWS: dict[str, int] = {
-    "gpt-5": 400000,
-    "gpt-4.1": 1047576,
-    "gpt-4.5": 128000,
-    "gpt-4o": 128000,
-    "gpt-4o-mini": 128000,
-    "chatgpt-4o": 128000,
-    "gpt-4-turbo": 128000,
-    "gpt-4-1106-preview": 128000,
-    "gpt-4-0125-preview": 128000,
-    "gpt-4-32k": 32768,
-    "gpt-4": 8192,
-    "gpt-3.5-turbo": 16385,
-    "o1": 200000,
-    "o1-mini": 128000,
-    "o1-preview": 128000,
-    "o3": 200000,
-    "o3-mini": 200000,
-    "o4-mini": 200000,
-    "deepseek-chat": 128000,
-    "deepseek-reasoner": 128000,
-    "llama3": 8192,
-    "llama3.1": 131072,
-    "llama3.2": 131072,
-    "llama3.3": 131072,
-    "llama-3": 8192,
-    "llama-3.1": 131072,
-    "llama-3.2": 131072,
-    "llama-3.3": 131072,
-    "mistral": 32768,
-    "mixtral": 32768,
-    "qwen2.5": 32768,
-    "gemma2": 8192,
-}
-_PREFIXES_LONGEST_FIRST = sorted(_CONTEXT_WINDOWS, key=len, reverse=True)
-
-
-def context_window_for(model: str) -> int:
-    """Return the context window, in tokens, of ``model``; 8192 when the model is unknown.
-
-    Matching is case-insensitive on the part after the last ``/`` (so routed names
-    like ``openai/gpt-4o`` work) and takes the longest known prefix that ends at a
-    word boundary: ``gpt-4o-2024-08-06`` is ``gpt-4o`` but ``gpt-4x`` is unknown.
-    8192 is the conservative guess so an unknown model is never sent too much.
-    """
-    name = model.rsplit("/", 1)[-1].strip().lower()
-    for prefix in _PREFIXES_LONGEST_FIRST:
-        if name.startswith(prefix) and (len(name) == len(prefix) or not name[len(prefix)].isalnum()):
-            return _CONTEXT_WINDOWS[prefix]
-    return UNKNOWN_CONTEXT_WINDOW
 
 
 class _Invalid(Exception):
@@ -169,8 +117,8 @@ def _path(value: object) -> str:
 
 
 def _policy(value: object) -> str:
-    if value not in POLICIES:
-        raise _Invalid("one of " + ", ".join(POLICIES))
+    if value not in POLICY_NAMES:
+        raise _Invalid("one of " + ", ".join(POLICY_NAMES))
     assert isinstance(value, str)
     return value
 
@@ -184,6 +132,13 @@ def _url(value: object) -> str:
         raise _Invalid("an http:// or https:// URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise _Invalid("an http:// or https:// URL")
+    try:
+        port = parts.port
+        (parts.hostname or "").encode("idna")
+    except (ValueError, UnicodeError):  # a port that is not a number, an empty or overlong host label
+        raise _Invalid("an http:// or https:// URL with a valid host name and port") from None
+    if port == 0:
+        raise _Invalid("an http:// or https:// URL with a valid host name and port")
     return value.strip()
 
 

@@ -11,10 +11,19 @@ prints ``str(error)`` as a single line on stderr and exits with ``exit_code``::
     ├── BudgetError                pins alone, or one message, exceed the token budget
     ├── LogError                   the conversation log cannot be opened, read or written
     └── RequestError               a request to the chat API failed; exit 1
-        ├── ConnectError           could not connect, or timed out
+        ├── ConnectError           could not connect, or the connection broke before a reply began
+        │   ├── ConnectionRefused  nothing listens at the endpoint (fail over at once)
+        │   └── RequestTimeout     no answer within ``timeout``
         ├── ServerError            the server answered with an error status
-        │   └── ContextLengthError the server says the request is longer than its context
-        └── StreamError            the reply stream was cut or malformed
+        │   ├── ContextLengthError the server says the request is longer than its context
+        │   └── ParameterRejected  a 400 naming a request parameter it does not accept
+        └── StreamError            the reply ended early or could not be read
+            ├── StreamBroke        the connection broke off mid-reply
+            ├── Stalled            no token arrived within ``timeout``, whatever else did
+            └── MalformedReply     the reply is not the JSON or SSE of a chat completion
+
+Errors from outside (the network, the SDK) are mapped to these by their type in
+``transport``; any other exception is a bug and propagates (``--debug`` shows it).
 
 Messages are written for the user: what happened and what to do. They never
 contain the API key (``redact`` removes it from any text that came from outside).
@@ -65,12 +74,34 @@ class ConnectError(RequestError):
     """The endpoint could not be reached, or did not answer in time."""
 
 
-class ServerError(RequestError):
-    """The endpoint answered with an error status."""
+class ConnectionRefused(ConnectError):
+    """Nothing listens at the endpoint: another endpoint is tried at once, without retries."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+
+class RequestTimeout(ConnectError):
+    """The endpoint did not answer within the timeout."""
+
+
+class ServerError(RequestError):
+    """The endpoint answered with an error status; ``retry_after`` is its ``Retry-After`` in seconds."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Return whether sending the same request again may work (408, 409, 429 and 5xx)."""
+        return self.status is not None and (self.status in (408, 409, 429) or self.status >= 500)
+
+
+class ParameterRejected(ServerError):
+    """The server rejected the request over one parameter it does not support (``param``)."""
+
+    def __init__(self, message: str, param: str, status: int | None = 400) -> None:
+        super().__init__(message, status)
+        self.param = param
 
 
 class ContextLengthError(ServerError):
@@ -89,6 +120,18 @@ class ContextLengthError(ServerError):
 
 class StreamError(RequestError):
     """The reply stream ended early or could not be parsed; the partial reply is discarded."""
+
+
+class StreamBroke(StreamError):
+    """The connection broke off mid-reply (before the first token it is retried like a connect error)."""
+
+
+class Stalled(StreamError):
+    """No token arrived within the timeout, though the connection stayed open (keep-alive bytes)."""
+
+
+class MalformedReply(StreamError):
+    """The reply is not the JSON or server-sent events of a chat completion."""
 
 
 # A shorter "key" is a placeholder for a server that needs none ("EMPTY", "ollama", "x"): masking

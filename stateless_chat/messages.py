@@ -7,27 +7,73 @@ layer (``render.py``) decides how they look.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Sequence
 
-Role = Literal["system", "user", "assistant"]
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
 EntryKind = Literal["turn", "file", "summary"]
+EvictionHow = Literal["dropped", "folded", "removed"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call an assistant message asks for, as the chat API holds it.
+
+    ``arguments`` is the JSON text the model wrote, kept verbatim (it is resent as is).
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_api(self) -> dict[str, Any]:
+        """Return the ``tool_calls`` item the chat-completions API expects."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass(frozen=True)
 class Message:
-    """One chat message as the API sees it."""
+    """One chat message as the API sees it.
+
+    ``content`` may be None only for an assistant message that holds ``tool_calls``;
+    a ``tool`` message answers the call named by ``tool_call_id``.
+    """
 
     role: Role
-    content: str
+    content: str | None
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
-    def to_api(self) -> dict[str, str]:
+    @property
+    def text(self) -> str:
+        """Return the content as text ("" for an assistant message that only calls tools)."""
+        return self.content or ""
+
+    def to_api(self) -> dict[str, Any]:
         """Return the JSON object the chat-completions API expects for this message."""
-        data = {"role": self.role, "content": self.content}
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.name is not None:
             data["name"] = self.name
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_api() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
         return data
+
+
+@dataclass(frozen=True)
+class Eviction:
+    """How an entry left the request, and during which turn.
+
+    ``dropped``: evicted by drop-oldest to fit the budget; ``folded``: summarized into the
+    running summary; ``removed``: taken out by the user (/drop, /trim, /clear).
+    """
+
+    how: EvictionHow
+    turn: int
 
 
 @dataclass(frozen=True)
@@ -35,10 +81,12 @@ class Entry:
     """A message in the conversation, with what the client knows about it.
 
     ``id`` is the stable number ``/history`` shows (1-based, never reused).
-    ``turn`` groups a user message with the assistant reply that answered it;
-    eviction removes whole turns so a request never opens with an orphan reply.
+    ``turn`` groups a user message with everything that answered it (the reply, tool
+    calls and their results); eviction removes whole turns, so a request never opens
+    with an orphan reply and a tool result is never separated from its call.
     ``tokens`` is the message's billed size (content plus per-message overhead),
-    counted once when the entry is created.
+    counted once when the entry is created. ``eviction`` is set once the entry is no
+    longer sent; ``finish_reason`` is the server's for a reply (``length``: cut short).
     """
 
     id: int
@@ -48,6 +96,8 @@ class Entry:
     pinned: bool = False
     kind: EntryKind = "turn"
     source: str | None = None  # the path, for entries added by /file
+    eviction: Eviction | None = None
+    finish_reason: str | None = None
 
     @property
     def role(self) -> Role:
@@ -55,7 +105,13 @@ class Entry:
 
     @property
     def content(self) -> str:
-        return self.message.content
+        """Return the message's text ("" for a reply that only calls tools)."""
+        return self.message.text
+
+    @property
+    def cut(self) -> bool:
+        """Return whether this reply stopped at the length limit rather than where the model ended it."""
+        return self.finish_reason == "length"
 
 
 @dataclass(frozen=True)
@@ -66,15 +122,30 @@ class Usage:
     completion_tokens: int | None
 
 
+def span(ids: Sequence[int]) -> str:
+    """Return message numbers as the user types them, runs joined: ``#3``, ``#3-#6``, ``#3-#6, #9``."""
+    ordered = sorted(set(ids))
+    if not ordered:
+        return "nothing"
+    runs: list[list[int]] = []
+    for number in ordered:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
+
+
 # ---- events -----------------------------------------------------------------
+# Message numbers in events are the ones /history shows, so the user can type them back.
 
 
 @dataclass(frozen=True)
 class Evicted:
-    """Whole turns were dropped from the request to fit the budget."""
+    """One whole turn (messages ``ids``) was dropped from the request to fit the budget."""
 
-    turns: tuple[int, ...]
-    messages: int
+    turn: int
+    ids: tuple[int, ...]
     tokens: int
     total_after: int
     budget: int
@@ -82,16 +153,17 @@ class Evicted:
 
 @dataclass(frozen=True)
 class Summarized:
-    """The oldest turns were folded into the running summary."""
+    """The oldest turns (messages ``ids``) were folded into the running summary ``summary_id``."""
 
-    turns: tuple[int, ...]
+    ids: tuple[int, ...]
+    summary_id: int
     tokens_before: int
     tokens_after: int
 
 
 @dataclass(frozen=True)
 class SummaryFailed:
-    """The summary call failed; the policy fell back to dropping the oldest turns."""
+    """The summary request failed; the policy fell back to dropping the oldest turns."""
 
     reason: str
 
@@ -139,6 +211,13 @@ class UsageMissing:
 
 
 @dataclass(frozen=True)
+class ReplyCut:
+    """The reply stopped at the length limit (``finish_reason: length``); it is kept, marked as cut."""
+
+    max_tokens: int | None
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain informational line from the core."""
 
@@ -147,70 +226,23 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | Notice
+    | UsageMissing | ReplyCut | Notice
 )
-
-
-@dataclass(frozen=True)
-class TurnStats:
-    """What one turn cost: our estimate and what the server reported.
-
-    ``summary_prompt_tokens`` and ``summary_completion_tokens`` are what the summary requests
-    made since the previous turn cost (the server's counts; our count of a prompt it did not
-    report), including any made for a turn that then failed or by ``/summarize``.
-    """
-
-    turn: int
-    estimated_prompt_tokens: int
-    reported_prompt_tokens: int | None
-    reported_completion_tokens: int | None
-    baseline_prompt_tokens: int  # what the request would have cost with no eviction (our count)
-    evictions: int = 0
-    events: tuple[Event, ...] = field(default=())
-    summary_prompt_tokens: int = 0
-    summary_completion_tokens: int = 0
-
-    @property
-    def sent(self) -> int:
-        """Return the prompt tokens this turn was billed, its summary requests included: the
-        server's count, else ours."""
-        reported = self.reported_prompt_tokens
-        return (self.estimated_prompt_tokens if reported is None else reported) + self.summary_prompt_tokens
-
-    @property
-    def baseline_sent(self) -> int:
-        """Return the no-eviction cost in ``sent``'s units (our count scaled by the server's ratio).
-
-        With no eviction this equals ``sent`` even when the server's tokenizer is not ours.
-        """
-        reported = self.reported_prompt_tokens
-        if reported is None or self.estimated_prompt_tokens <= 0:
-            return self.baseline_prompt_tokens
-        return round(self.baseline_prompt_tokens * reported / self.estimated_prompt_tokens)
-
-
-def _turns(turns: tuple[int, ...]) -> str:
-    if not turns:
-        return "turns"
-    if len(turns) == 1:
-        return f"turn {turns[0]}"
-    if list(turns) == list(range(turns[0], turns[-1] + 1)):
-        return f"turns {turns[0]}-{turns[-1]}"
-    return "turns " + ", ".join(str(t) for t in turns)
 
 
 def describe(event: Event) -> str:
     """Return the one-line, plain-text description of ``event`` that the UI shows."""
     if isinstance(event, Evicted):
-        noun = "message" if event.messages == 1 else "messages"
+        count = len(event.ids)
+        noun = "message" if count == 1 else "messages"
         return (
-            f"evicted {_turns(event.turns)} ({event.messages} {noun}, {event.tokens:,} tokens): "
+            f"evicted {span(event.ids)} (turn {event.turn}, {count} {noun}, {event.tokens:,} tokens): "
             f"{event.total_after:,} / {event.budget:,}"
         )
     if isinstance(event, Summarized):
         return (
-            f"summarized {_turns(event.turns)} ({event.tokens_before:,} tokens) "
-            f"into {event.tokens_after:,} tokens"
+            f"summarized {span(event.ids)} ({event.tokens_before:,} tokens) "
+            f"into the summary #{event.summary_id} ({event.tokens_after:,} tokens)"
         )
     if isinstance(event, SummaryFailed):
         return f"summary failed ({event.reason}); dropped the oldest turns instead"
@@ -230,4 +262,7 @@ def describe(event: Event) -> str:
         return f"context too long{said}; cut history to a budget of {event.new_budget:,} and resent"
     if isinstance(event, UsageMissing):
         return "the server reported no usage; token counts are our own estimates"
+    if isinstance(event, ReplyCut):
+        limit = f" (max_tokens {event.max_tokens:,})" if event.max_tokens is not None else ""
+        return f"reply cut at the length limit{limit}"
     return event.text

@@ -1,10 +1,12 @@
 """Saving and loading conversations (JSON), and exporting them as a Markdown transcript.
 
 A save file holds everything the client knows about a conversation: the live
-messages with their ids, roles, turns, pins, kinds and sources, the running
-summary, the evicted originals, the session totals, and the settings except the
-API key, which is never written. Files are created with mode 0600 (a conversation
-is private) and replaced atomically, so a crash never leaves half a file.
+messages with their ids, roles, turns, pins, kinds and sources (and tool calls,
+mirroring the chat API), the running summary, the evicted originals with how and
+when each left, the per-turn accounting, and the settings except the API key, which
+is never written. Files are created with mode 0600 (a conversation is private) and
+replaced atomically, so a crash never leaves half a file. Version 1 files (before
+tool messages and eviction records) still load.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -22,12 +25,15 @@ from typing import Any
 
 from stateless_chat.config import Settings, default_data_dir
 from stateless_chat.errors import UsageError
-from stateless_chat.history import Conversation
-from stateless_chat.messages import Entry, Message, TurnStats
-from stateless_chat.session import Session, Totals
+from stateless_chat.history import STATE_OF_EVICTION, Conversation
+from stateless_chat.ledger import Ledger, TurnStats
+from stateless_chat.messages import Entry, Eviction, EvictionHow, Message, ToolCall
+from stateless_chat.sanitize import LONE_SURROGATE
+from stateless_chat.session import Session
 
 FORMAT = "stateless-chat/conversation"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MAX_SAVE_BYTES = 64 * 1024 * 1024  # far past any conversation a budget allows; /dev/zero is refused
 SECRET_SETTINGS = frozenset({"api_key"})
 # The settings a loaded file brings back: what shaped the conversation. Endpoints,
 # timeouts and display choices stay as this run configured them.
@@ -35,10 +41,9 @@ RESTORED_SETTINGS = (
     "model", "system", "temperature", "max_tokens", "reply_reserve", "context_window", "budget", "policy",
     "encoding", "default_encoding",
 )
-_ROLES = ("system", "user", "assistant")
-# Half a surrogate pair: JSON can escape one ("\\udcff"), but no request could carry it.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_ROLES = ("system", "user", "assistant", "tool")
 _KINDS = ("turn", "file", "summary")
+_HOWS = tuple(STATE_OF_EVICTION)
 
 
 class SaveFileError(UsageError):
@@ -47,10 +52,10 @@ class SaveFileError(UsageError):
 
 @dataclass(frozen=True)
 class Saved:
-    """A conversation read from a save file: the value, its totals and its saved settings."""
+    """A conversation read from a save file: the value, its accounting and its saved settings."""
 
     conversation: Conversation
-    totals: Totals
+    ledger: Ledger
     settings: dict[str, Any]
 
 
@@ -65,19 +70,29 @@ def expand(path: Path | str) -> Path:
 # ---- writing ----------------------------------------------------------------------
 
 
-def _entry(entry: Entry) -> dict[str, Any]:
+def entry_data(entry: Entry) -> dict[str, Any]:
+    """Return ``entry`` as a save file (and the log) holds it: the API's message fields, and ours."""
+    message = entry.message
     data: dict[str, Any] = {
         "id": entry.id,
         "role": entry.role,
-        "content": entry.content,
+        "content": message.content,
         "turn": entry.turn,
         "pinned": entry.pinned,
         "kind": entry.kind,
         "source": entry.source,
         "tokens": entry.tokens,
     }
-    if entry.message.name is not None:
-        data["name"] = entry.message.name
+    if message.name is not None:
+        data["name"] = message.name
+    if message.tool_calls:
+        data["tool_calls"] = [call.to_api() for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        data["tool_call_id"] = message.tool_call_id
+    if entry.finish_reason is not None:
+        data["finish_reason"] = entry.finish_reason
+    if entry.eviction is not None:
+        data["eviction"] = {"how": entry.eviction.how, "turn": entry.eviction.turn}
     return data
 
 
@@ -96,36 +111,44 @@ def to_data(session: Session) -> dict[str, Any]:
         if f.name not in SECRET_SETTINGS
     }
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
-    totals = session.totals
+    ledger = session.ledger
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
-        "system": _entry(conversation.system) if conversation.system else None,
-        "summary": _entry(conversation.summary) if conversation.summary else None,
-        "messages": [_entry(e) for e in conversation.entries],
-        "evicted": [_entry(e) for e in conversation.evicted],
+        "system": entry_data(conversation.system) if conversation.system else None,
+        "summary": entry_data(conversation.summary) if conversation.summary else None,
+        "messages": [entry_data(e) for e in conversation.history],
+        "evicted": [entry_data(e) for e in conversation.evicted],
         "next_id": conversation.next_id,
         "next_turn": conversation.next_turn,
+        # The sums are for readers of the file; loading derives them again from the turns.
         "totals": {
-            "sent": totals.sent,
-            "baseline": totals.baseline,
-            "completion": totals.completion,
-            "turns": [_turn_stats(t) for t in totals.turns],
+            "sent": ledger.sent,
+            "baseline": ledger.baseline,
+            "completion": ledger.completion,
+            "turns": [_turn_stats(t) for t in ledger.turns],
         },
     }
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str, *, make_parents: bool = True) -> None:
     """Write ``text`` to ``path`` atomically, the file created with mode 0600.
 
     The text goes to a new 0600 file in the same directory, which then replaces
-    ``path``; an existing file keeps its content until the new one is complete. Raises
+    ``path``; an existing file keeps its content until the new one is complete. Only a
+    regular file is ever replaced (a device, a fifo or a directory at ``path`` is refused),
+    and missing directories are created only with ``make_parents``. Raises
     ``SaveFileError`` (one line) when it cannot be written.
     """
+    path = expand(path)
+    if path.exists() and not path.is_file():
+        raise SaveFileError(f"cannot write {path}: it is not a regular file")
+    if not make_parents and not path.parent.is_dir():
+        raise SaveFileError(f"cannot write {path}: no such directory {path.parent}")
     try:
-        _write_private(expand(path), text)
+        _write_private(path, text)
     except OSError as error:
         raise SaveFileError(f"cannot write {path}: {error.strerror or error}") from None
 
@@ -173,6 +196,37 @@ def _need(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _optional_str(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{where}: {key!r} must be a string")
+    return value
+
+
+def _read_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
+    """Return the tool calls of a saved message (the API's ``tool_calls`` form)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: 'tool_calls' must be a list")
+    calls = []
+    for item in raw:
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict):
+            raise ValueError(f"{where}: a tool call has no function")
+        calls.append(ToolCall(_need(item, "id", str, where), _need(function, "name", str, where),
+                              _need(function, "arguments", str, where)))
+    return tuple(calls)
+
+
+def _read_eviction(raw: object, where: str) -> Eviction | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("how") not in _HOWS:
+        raise ValueError(f"{where}: 'eviction' must say how it left: one of {', '.join(_HOWS)}")
+    return Eviction(raw["how"], _need(raw, "turn", int, where))
+
+
 def _read_entry(data: object, where: str) -> Entry:
     if not isinstance(data, dict):
         raise ValueError(f"{where} is not an object")
@@ -182,26 +236,30 @@ def _read_entry(data: object, where: str) -> Entry:
         raise ValueError(f"{where}: role must be one of {', '.join(_ROLES)}")
     if kind not in _KINDS:
         raise ValueError(f"{where}: kind must be one of {', '.join(_KINDS)}")
-    source = data.get("source")
-    name = data.get("name")
-    if source is not None and not isinstance(source, str) or name is not None and not isinstance(name, str):
-        raise ValueError(f"{where}: source and name must be strings")
+    calls = _read_calls(data.get("tool_calls"), where)
+    content = data.get("content")
+    if not isinstance(content, str) and not (content is None and calls):
+        raise ValueError(f"{where}: 'content' is missing or of the wrong type")
     tokens = data.get("tokens", 0)
+    message = Message(role, content, _optional_str(data, "name", where), calls,
+                      _optional_str(data, "tool_call_id", where))
     return Entry(
         id=_need(data, "id", int, where),
-        message=Message(role, _need(data, "content", str, where), name),
+        message=message,
         tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0,
         turn=_need(data, "turn", int, where),
         pinned=bool(data.get("pinned", False)),
         kind=kind,
-        source=source,
+        source=_optional_str(data, "source", where),
+        eviction=_read_eviction(data.get("eviction"), where),
+        finish_reason=_optional_str(data, "finish_reason", where),
     )
 
 
 def _count(data: Mapping[str, Any], key: str, where: str, default: int | None = 0) -> Any:
     """Return the whole number at ``key``, ``default`` when it is absent (or null, when the default is)."""
     value = data.get(key, default)
-    if value is not default and (not isinstance(value, int) or isinstance(value, bool)):
+    if value is not default and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
         raise ValueError(f"{where}: {key!r} must be a whole number")
     return value
 
@@ -216,19 +274,23 @@ def _read_turn_stats(data: object, where: str) -> TurnStats:
         reported_completion_tokens=_count(data, "reported_completion_tokens", where, None),
         baseline_prompt_tokens=_need(data, "baseline_prompt_tokens", int, where),
         evictions=_count(data, "evictions", where),
+        summary_prompt_tokens=_count(data, "summary_prompt_tokens", where),
+        summary_completion_tokens=_count(data, "summary_completion_tokens", where),
+        finish_reason=_optional_str(data, "finish_reason", where),
     )
 
 
-def _read_totals(data: object) -> Totals:
-    """Return the totals in ``data`` (none for a file without them); ValueError when they are malformed,
-    since /stats and /tokens do arithmetic on them."""
+def _read_ledger(data: object) -> Ledger:
+    """Return the per-turn accounting in ``data`` (none for a file without it); ValueError when it is
+    malformed, since /stats and /tokens do arithmetic on it. The sums are derived, not read."""
     if data is None:
-        return Totals()
+        return Ledger()
     if not isinstance(data, dict) or not isinstance(data.get("turns", []), list):
         raise ValueError("the totals are not an object with a list of turns")
-    turns = [_read_turn_stats(t, f"the totals of turn {i + 1}") for i, t in enumerate(data.get("turns", []))]
-    return Totals(sent=_count(data, "sent", "the totals"), baseline=_count(data, "baseline", "the totals"),
-                  completion=_count(data, "completion", "the totals"), turns=turns)
+    for key in ("sent", "baseline", "completion"):
+        _count(data, key, "the totals")
+    return Ledger(tuple(_read_turn_stats(t, f"the totals of turn {i + 1}")
+                        for i, t in enumerate(data.get("turns", []))))
 
 
 def from_data(data: object) -> Saved:
@@ -245,100 +307,154 @@ def from_data(data: object) -> Saved:
     summary = data.get("summary")
     messages = _need(data, "messages", list, "the file")
     evicted = data.get("evicted") or []
+    if not isinstance(evicted, list):
+        raise ValueError("the file: 'evicted' must be a list")
     conversation = Conversation(
         system=_read_entry(system, "the system prompt") if system is not None else None,
         summary=_read_entry(summary, "the summary") if summary is not None else None,
-        entries=tuple(_read_entry(m, f"message {i + 1}") for i, m in enumerate(messages)),
+        history=tuple(_read_entry(m, f"message {i + 1}") for i, m in enumerate(messages)),
         evicted=tuple(_read_entry(m, f"evicted message {i + 1}") for i, m in enumerate(evicted)),
     )
-    ids = [e.id for e in conversation.all_entries() if e.role != "system" or e.kind == "summary"]
+    conversation.check()
+    ids = [e.id for e in conversation.all_entries() if e.id != 0]
     if len(ids) != len(set(ids)):
         raise ValueError("two messages share a number")
     next_id = max([_need(data, "next_id", int, "the file"), *(i + 1 for i in ids)])
-    turns = [e.turn for e in conversation.entries + conversation.evicted]
+    turns = [e.turn for e in conversation.history + conversation.evicted]
     next_turn = max([_need(data, "next_turn", int, "the file"), *(t + 1 for t in turns)])
-    conversation = dataclasses.replace(conversation, next_id=next_id, next_turn=next_turn)
+    # Version 1 kept no eviction records: what was evicted then was folded if there is a summary.
+    how: EvictionHow = "folded" if conversation.summary is not None else "dropped"
+    evicted_entries = tuple(e if e.eviction is not None else dataclasses.replace(e, eviction=Eviction(how, next_turn))
+                            for e in conversation.evicted)
+    live = tuple(dataclasses.replace(e, eviction=None) for e in conversation.history)
+    conversation = dataclasses.replace(conversation, history=live, evicted=evicted_entries, next_id=next_id,
+                                       next_turn=next_turn)
     raw = data.get("settings")
     settings = {k: v for k, v in raw.items() if k not in SECRET_SETTINGS} if isinstance(raw, dict) else {}
-    return Saved(conversation, _read_totals(data.get("totals")), settings)
+    return Saved(conversation, _read_ledger(data.get("totals")), settings)
 
 
 def load(path: Path) -> Saved:
     """Return the conversation saved at ``path``; ``SaveFileError`` (one line, naming the file) if it
     cannot be read or is not a conversation this version understands."""
     path = expand(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SaveFileError(f"no such conversation file: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SaveFileError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    text = read_limited(path, MAX_SAVE_BYTES, what="conversation file")
     try:
         data = json.loads(text)
-        if "\\u" in text and _SURROGATE.search(json.dumps(data, ensure_ascii=False)):
+        if "\\u" in text and LONE_SURROGATE.search(json.dumps(data, ensure_ascii=False)):
             raise ValueError("the file is not valid Unicode: it escapes half a surrogate pair")
         return from_data(data)
     except json.JSONDecodeError as error:
         raise SaveFileError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno})") from None
+    except RecursionError:
+        raise SaveFileError(f"{path}: nested too deeply to be a conversation file") from None
     except (ValueError, TypeError) as error:
         raise SaveFileError(f"{path}: {error}") from None
+
+
+def read_limited(path: Path, limit: int, *, what: str) -> str:
+    """Return the UTF-8 text of the regular file ``path``; ``SaveFileError`` (one line) when it is
+    missing, not a regular file (a device, a fifo), larger than ``limit`` bytes or not UTF-8."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise SaveFileError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise SaveFileError(f"{path} is {info.st_size:,} bytes: too large for a {what} "
+                                f"(at most {limit:,})")
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except FileNotFoundError:
+        raise SaveFileError(f"no such {what}: {path}") from None
+    except OSError as error:
+        raise SaveFileError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > limit:
+        raise SaveFileError(f"{path} is larger than {limit:,} bytes: too large for a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SaveFileError(f"cannot read {path}: not UTF-8 (bad byte at offset {error.start})") from None
 
 
 def restore(session: Session, saved: Saved, *, keep: Collection[str] = ()) -> None:
     """Make ``saved`` the session's conversation, with its settings except those named in ``keep``
     (the ones the user set on this command line). Counts are measured again with the session's
     counter. Raises ``ConfigError`` (nothing changed) when the saved settings are invalid here."""
-    changes = {k: saved.settings[k] for k in RESTORED_SETTINGS if k in saved.settings and k not in keep}
-    session.reconfigure(**changes)  # validates before it changes anything
-    conversation = saved.conversation.recounted(session.measure)
-    if "system" in keep:
-        conversation = conversation.with_system(session.settings.system, session.measure)
-    session.conversation = conversation
-    session.totals = saved.totals
+    settings = {k: saved.settings[k] for k in RESTORED_SETTINGS if k in saved.settings}
+    session.load(saved.conversation, saved.ledger, settings, keep=keep)
 
 
 # ---- export -----------------------------------------------------------------------
 
 
+_HOW_SHOWN = {"evicted": "evicted: no longer sent", "summarized": "summarized: no longer sent",
+              "removed": "removed: no longer sent"}
+_FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.M)
+
+
 def _quote_heading(entry: Entry, state: str) -> str:
-    label = {"user": "User", "assistant": "Assistant", "system": "System"}[entry.role]
+    label = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool result"}[entry.role]
     if entry.kind == "file":
         label = f"File `{entry.source}`" if entry.source else "File"
-    notes = [n for n in ("pinned" if entry.pinned else "", state) if n]
+    notes = [n for n in ("pinned" if entry.pinned else "", _HOW_SHOWN.get(state, ""),
+                         "cut at the length limit" if entry.cut else "") if n]
     suffix = f" ({', '.join(notes)})" if notes else ""
     return f"### #{entry.id} {label}{suffix}"
 
 
+def closed_fences(text: str) -> str:
+    """Return ``text`` with a code fence it left open closed, so the rest of a transcript is not
+    swallowed into one code block."""
+    fence: str | None = None
+    for match in _FENCE_LINE.finditer(text):
+        mark = match.group(1)
+        if fence is None:
+            fence = mark
+        elif mark[0] == fence[0] and len(mark) >= len(fence):
+            fence = None
+    return text if fence is None else text.rstrip("\n") + "\n" + fence
+
+
+def _body(entry: Entry) -> str:
+    message = entry.message
+    lines = [closed_fences(message.text)] if message.text else []
+    lines += [f"- called `{call.name}` with `{call.arguments}`" for call in message.tool_calls]
+    return "\n\n".join(lines)
+
+
 def to_markdown(session: Session) -> str:
     """Return a readable Markdown transcript of ``session``: settings, system prompt, summary, and
-    every message in order (evicted ones marked, since the model no longer sees them)."""
+    every message in order (evicted ones marked with how they left, since the model no longer sees
+    them)."""
     conversation = session.conversation
     settings = session.settings
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    ledger = session.ledger
     lines = [
         "# stateless-chat transcript",
         "",
         f"- exported: {stamp}",
         f"- model: `{settings.model}`",
         f"- budget: {session.budget:,} tokens, policy `{settings.policy}`",
-        f"- prompt tokens sent: {session.totals.sent:,} (no-eviction baseline {session.totals.baseline:,})",
+        f"- prompt tokens sent: {ledger.sent:,} (no-eviction baseline {ledger.baseline:,})",
         "",
     ]
     if conversation.system is not None:
-        lines += ["## System prompt", "", conversation.system.content, ""]
+        lines += ["## System prompt", "", closed_fences(conversation.system.content), ""]
     if conversation.summary is not None:
-        lines += ["## Summary of evicted turns", "", conversation.summary.content, ""]
+        lines += ["## Summary of evicted turns", "", closed_fences(conversation.summary.content), ""]
     lines += ["## Messages", ""]
     for entry in conversation.all_entries():
-        if entry.role == "system":
+        state = conversation.state(entry)
+        if state in ("system", "summary"):
             continue
-        state = "" if conversation.is_live(entry.id) else "evicted: no longer sent"
-        lines += [_quote_heading(entry, state), "", entry.content, ""]
+        lines += [_quote_heading(entry, state), "", _body(entry), ""]
     return "\n".join(lines)
 
 
 def export(session: Session, path: Path) -> Path:
-    """Write the Markdown transcript of ``session`` to ``path`` (mode 0600) and return the path."""
+    """Write the Markdown transcript of ``session`` to ``path`` (mode 0600) and return the path; the
+    directory must exist (a mistyped path must not create directories)."""
     path = expand(path)
-    write_private(path, to_markdown(session))
+    write_private(path, to_markdown(session), make_parents=False)
     return path

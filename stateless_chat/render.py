@@ -7,13 +7,18 @@ markup string, so ``[bold]`` in a reply prints literally.
 
 from __future__ import annotations
 
+import io
 import re
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group
 from rich.live import Live
-from rich.markdown import Markdown
+from rich.markdown import Markdown, UnknownElement
+from rich.segment import Segment, Segments
+from rich.syntax import Syntax, SyntaxTheme
 from rich.table import Table
 from rich.text import Text
 
@@ -33,7 +38,19 @@ from stateless_chat.messages import Event, describe
 from stateless_chat.sanitize import ControlStripper, safe_json, strip_controls
 
 _FENCE = re.compile(r"^\s*(```|~~~)", re.M)
+_NONSPACE = re.compile(r"\S")
 REFRESH_SECONDS = 0.1
+CODE_THEME = "monokai"  # Rich's Markdown default, named so the live code view highlights alike
+_HEAD = 256  # characters of a line kept to classify it (and, for a fence, to reopen it in the live view)
+# After a blank line, a line that starts indented or with one of these may still belong to the block
+# before it (a list's next item, a list item's next paragraph, indented code): the block is not cut there.
+_CONTINUES = frozenset("-*+0123456789")
+
+Row = list[Segment]
+# What ReplyStream renders a Markdown piece after, by whether Rich would put a blank line after what
+# was printed before it: a paragraph (it would), or a rule (it would not, nor at the very start), and
+# the rows that stand-in takes (Rich draws a rule with an empty row under it).
+_STAND_IN = {True: ("x\n\n", 1), False: ("---\n\n", 2)}
 
 
 def bar(fraction: float, width: int = 20) -> str:
@@ -42,22 +59,94 @@ def bar(fraction: float, width: int = 20) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+class _Fence:
+    """A code fence in the unfinished tail, and the live view's rendering of its last lines."""
+
+    def __init__(self, start: int, body: int, opener: str) -> None:
+        self.start = start  # offset in the reply where the opening line starts
+        self.body = body  # offset of the first code line
+        self.end: int | None = None  # offset where the closing line starts, once it has come
+        self.opener = opener + "\n"  # the opening line (its first _HEAD characters)
+        self.language = opener.strip().lstrip("`~").strip().partition(" ")[0] or "text"
+        self.syntax: Syntax | None = None  # renders a run of code lines as Rich's CodeBlock does
+        self.pads: tuple[Row, Row] = ([], [])  # the code block's top and bottom padding rows
+        self.width = 0  # the width everything below was rendered at
+        self.shown = body  # the code lines before this offset are rendered into ``batches``
+        self.batches: deque[list[Row]] = deque()  # one per refresh that brought lines; a screenful
+        self.rows = 0  # rows in ``batches``
+        self.whole = True  # ``batches`` start at the first code line (so the top padding shows)
+
+
+class _LiveTail:
+    """The live view: whatever the stream's unfinished tail looks like when Rich draws it."""
+
+    def __init__(self, stream: ReplyStream) -> None:
+        self._stream = stream
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        new_line = Segment.line()
+        for row in self._stream._live_rows(console, options):
+            yield from row
+            yield new_line
+        # The cursor rests at the start of an empty last row, never at the end of a full one: the
+        # "^C" a terminal echoes there then stays on that row (instead of wrapping to a new one that
+        # Live does not know about), so clearing the view clears it and nothing is left behind twice.
+        yield Segment("")
+
+
+def _split_lines(segments: Iterable[Segment]) -> Iterator[Segment]:
+    """Yield ``segments`` with each newline a segment of its own, in one pass.
+
+    ``Console.print`` crops its output line by line, partitioning a segment at each newline it
+    holds and copying the rest every time: quadratic in a long paragraph's size (Rich renders
+    one as a single segment), but linear once no segment holds more than one newline.
+    """
+    new_line = Segment.line()
+    for segment in segments:
+        text = segment.text
+        if segment.control or "\n" not in text:
+            yield segment
+            continue
+        style = segment.style
+        for index, line in enumerate(text.split("\n")):
+            if index:
+                yield new_line
+            if line:
+                yield Segment(line, style)
+
+
 class ReplyStream:
     """Shows a streamed reply as Markdown while it arrives, in time linear in its length.
 
-    Finished blocks are printed once and frozen; only the unfinished tail is redrawn,
-    at most every ``REFRESH_SECONDS``.
+    Finished blocks are printed once and frozen; only the unfinished tail is redrawn, at most
+    every ``REFRESH_SECONDS``, and only as much of it as fits on the screen. Each chunk is
+    scanned once for block ends; the tail is kept in a ``StringIO`` (appending to a growing
+    ``str`` copies it every time); printing avoids Rich's quadratic line cropping.
     """
 
     def __init__(self, console: Console, markdown: bool = True) -> None:
         self.console = console
         self.markdown = markdown
         self._stripper = ControlStripper()
-        self._tail = ""
+        self._buffer = io.StringIO()  # the unfinished tail
+        self._base = 0  # offset in the reply of the tail's first character
+        self._size = 0  # the tail's length
+        self._fresh = ""  # text added since the last scan
+        # What the scan knows of the tail's last, unfinished line.
+        self._line_at = 0  # offset in the reply where it starts
+        self._head = ""  # its first _HEAD characters
+        self._blank = True  # nothing but whitespace so far
+        self._core = ""  # its first 3 characters after the leading whitespace
+        self._cut: int | None = None  # a block may end here (after a blank line): the next line decides
+        self._done = 0  # offset in the reply where the finished blocks end
+        self._fence: _Fence | None = None  # the tail's last code fence (open while its ``end`` is None)
+        self._gap = False  # Markdown puts a blank line after the last block printed (not after a rule)
+        self._started = False  # plain text: something was printed
+        self._held = 0  # plain text: newlines that ended the last piece printed, not shown yet
+        self._theme: SyntaxTheme | None = None
+        self._closed = False
         self._live: Live | None = None
         self._last_refresh = 0.0
-        self._scanned = 0  # the tail before this index is whole lines already classified
-        self._fence_at: int | None = None  # where the open code fence's line starts in the tail
 
     def __enter__(self) -> ReplyStream:
         if self.console.is_terminal:
@@ -69,37 +158,113 @@ class ReplyStream:
         safe = self._stripper.feed(delta)
         if not safe:
             return
-        self._tail += safe
+        self._append(safe)
         done = self._scan()
-        if done:
-            self._print(self._tail[:done])
-            self._tail = self._tail[done:]
-            self._scanned -= done
-            if self._fence_at is not None:
-                self._fence_at -= done
+        if done > 0:
+            self._print(self._take(done))  # taken out first: an interrupted print is not repeated at the end
         now = time.monotonic()
         if self._live is not None and now - self._last_refresh >= REFRESH_SECONDS:
             self._last_refresh = now
-            self._live.update(self._view(self._visible()), refresh=True)
+            self._live.update(_LiveTail(self), refresh=True)
+
+    @property
+    def _tail(self) -> str:
+        """The unfinished tail, as one string."""
+        return self._buffer.getvalue()
+
+    def _append(self, text: str) -> None:
+        self._buffer.write(text)
+        self._size += len(text)
+        self._fresh += text
+
+    def _read(self, start: int, end: int) -> str:
+        """Return the tail's characters from ``start`` to ``end``."""
+        self._buffer.seek(start)
+        text = self._buffer.read(end - start)
+        self._buffer.seek(0, io.SEEK_END)
+        return text
+
+    def _take(self, count: int) -> str:
+        """Remove the tail's first ``count`` characters and return them."""
+        tail = self._buffer.getvalue()
+        self._buffer = io.StringIO()
+        self._buffer.write(tail[count:])
+        self._base += count
+        self._size -= count
+        if self._fence is not None and self._fence.start < self._base:
+            self._fence = None
+        return tail[:count]
 
     def _scan(self) -> int:
-        """Classify the whole lines that arrived since the last call; return the length of the
+        """Classify the text that arrived since the last call, line by line; return the length of the
         tail's prefix made of finished blocks (0 when none finished).
 
-        Only new lines are looked at, so a block of any length costs linear time in total.
+        Only the new text is looked at, however long the line or block it continues, so a reply
+        of any shape costs linear time in total. A block ends at a blank line outside a code fence,
+        unless the next line (its first character is enough) may continue it, as a list's next item
+        does: Markdown renders a list cut there as two lists.
         """
-        tail = self._tail
-        done = 0
-        start = self._scanned
-        while (end := tail.find("\n", start)) >= 0:
-            line = tail[start:end + 1]
-            if _FENCE.match(line):
-                self._fence_at = start if self._fence_at is None else None
-            elif self._fence_at is None and not line.strip():
-                done = end + 1
-            start = end + 1
-        self._scanned = start
-        return done
+        text, self._fresh = self._fresh, ""
+        at = self._base + self._size - len(text)  # offset in the reply of text[0]
+        start = 0
+        while True:
+            newline = text.find("\n", start)
+            end = len(text) if newline < 0 else newline
+            if end > start:
+                self._extend_line(text, start, end)
+            if newline < 0:
+                break
+            self._end_line(at + newline + 1)
+            start = newline + 1
+        return self._done - self._base
+
+    def _extend_line(self, text: str, start: int, end: int) -> None:
+        """Take ``text[start:end]``, more of the current line (no newline in it), into account."""
+        if len(self._head) < _HEAD:
+            self._head += text[start:min(end, start + _HEAD - len(self._head))]
+        if self._blank:
+            found = _NONSPACE.search(text, start, end)
+            if found is None:
+                return
+            self._blank = False
+            first = found.start()
+            self._core = text[first:min(end, first + 3)]
+            if self._cut is not None:
+                if not (self._head[0].isspace() or self._core[0] in _CONTINUES):
+                    self._done = self._cut
+                self._cut = None
+        elif len(self._core) < 3:
+            self._core += text[start:min(end, start + 3 - len(self._core))]
+
+    def _end_line(self, next_at: int) -> None:
+        """The current line ended; the next one starts at ``next_at``."""
+        fence = self._fence
+        inside = fence is not None and fence.end is None
+        if _FENCE.match(self._core):
+            if fence is not None and inside:
+                fence.end = self._line_at
+            else:
+                self._fence = _Fence(self._line_at, next_at, self._head)
+        elif self._blank and not inside:
+            self._cut = next_at
+        self._line_at = next_at
+        self._head = ""
+        self._blank = True
+        self._core = ""
+
+    def _last_lines(self, start: int, end: int, rows: int, width: int) -> tuple[int, str]:
+        """Return the last ``rows`` lines of the tail's ``start:end`` (no more of it than ``width``
+        times ``rows`` characters) and the offset in the tail where they begin."""
+        floor = max(start, end - max(1, width) * rows)
+        text = self._read(floor, end)
+        begin = len(text)
+        for _ in range(rows):
+            newline = text.rfind("\n", 0, max(0, begin - 1))
+            if newline < 0:
+                begin = 0
+                break
+            begin = newline + 1
+        return floor + begin, text[begin:]
 
     def _visible(self) -> str:
         """Return the end of the unfinished tail that fits on the screen, reopening its code fence.
@@ -107,39 +272,156 @@ class ReplyStream:
         Live shows no more than a screenful anyway; rendering only that keeps each refresh
         at the screen's size, however long the unfinished block grows.
         """
-        tail = self._tail
         width, height = self.console.size
-        rows = max(1, height - 2)
-        floor = max(0, len(tail) - max(1, width) * rows)
-        begin = len(tail)
-        for _ in range(rows):
-            newline = tail.rfind("\n", floor, max(floor, begin - 1))
-            if newline < 0:
-                begin = floor
-                break
-            begin = newline + 1
-        view = tail[begin:]
-        if self._fence_at is not None and self._fence_at < begin:
-            opener_end = tail.find("\n", self._fence_at)
-            view = tail[self._fence_at:opener_end + 1] + view
+        begin, view = self._last_lines(0, self._size, max(1, height - 2), width)
+        fence = self._fence
+        if self.markdown and fence is not None and fence.start - self._base < begin and (
+            fence.end is None or fence.end - self._base >= begin
+        ):
+            view = fence.opener + view
         return view
 
     def _view(self, text: str) -> Markdown | Text:
-        return Markdown(text) if self.markdown else Text(text)
+        """Return ``text`` ready to render after the pieces printed before it.
+
+        Markdown comes after a stand-in for those pieces, one row that the caller drops (see
+        ``_STAND_IN``): Rich puts a blank line before a block when the last element it closed
+        wants one (the block before, or for a quote or a list, the paragraph inside it), so a
+        piece rendered on its own would gain or lose that line.
+        """
+        if not self.markdown:
+            return Text(text)
+        return Markdown(_STAND_IN[self._gap][0] + text, code_theme=CODE_THEME)
+
+    def _rows(self, console: Console, options: ConsoleOptions, text: str) -> list[Row]:
+        rows = console.render_lines(self._view(text), options, pad=False)
+        return rows[_STAND_IN[self._gap][1]:] if self.markdown else rows
+
+    def _live_rows(self, console: Console, options: ConsoleOptions) -> list[Row]:
+        """Return the rows the live view shows: the end of the tail, at most a screenful less one row."""
+        if self._closed or not self._size:
+            return []
+        limit = max(1, options.size.height - 1)
+        width = max(1, options.max_width)
+        options = options.update(height=None)
+        fence = self._fence
+        if self.markdown and fence is not None and fence.end is None:
+            rows = self._code_rows(console, options, fence, limit, width)
+            if len(rows) < limit and fence.start > self._base:
+                _, before = self._last_lines(0, fence.start - self._base, limit, width)
+                if before.strip():
+                    rows = [*self._rows(console, options, before), [], *rows]
+            elif self._gap:
+                rows = [[], *rows]
+        else:
+            rows = self._rows(console, options, self._visible())
+        if not self.markdown:
+            rows = [*([[]] * max(0, self._held - 1)), *rows]
+        return rows[-limit:]
+
+    def _code_rows(
+        self, console: Console, options: ConsoleOptions, fence: _Fence, limit: int, width: int
+    ) -> list[Row]:
+        """Return the rows of the open code block, as Rich's CodeBlock renders them, for its last lines.
+
+        Highlighting a screenful of code on every refresh is what made a long code block slow
+        (about 5 ms a refresh). Lines are highlighted once instead, as they complete: the lines
+        that came since the last refresh are rendered together and kept, a screenful of them.
+        Each run is highlighted on its own, so a construct spanning runs (a long string) may be
+        coloured differently until the block is finished and printed whole.
+        """
+        if fence.syntax is None or fence.width != width:
+            if self._theme is None:
+                self._theme = Syntax.get_theme(CODE_THEME)
+            probe = Syntax("", fence.language, theme=self._theme)
+            lexer = probe.lexer or probe.default_lexer
+            fence.syntax = Syntax("", lexer, theme=self._theme, word_wrap=True, padding=(0, 1))
+            padded = console.render_lines(Syntax("", lexer, theme=self._theme, padding=1), options, pad=False)
+            fence.pads = (padded[0], padded[-1])
+            fence.width = width
+            fence.batches.clear()
+            fence.rows = 0
+            fence.shown = fence.body
+            fence.whole = True
+        syntax = fence.syntax
+        end = self._line_at  # the complete lines end here
+        if end > fence.shown:
+            start = fence.shown
+            if end - start > width * limit:  # more came than fits on the screen: skip to its end
+                start = end - width * limit
+                fence.batches.clear()
+                fence.rows = 0
+                fence.whole = False
+            code = self._read(start - self._base, end - self._base)
+            if start > fence.shown:
+                code = code[code.find("\n") + 1:] or code  # from a line's start, unless one line fills it all
+            fence.shown = end
+            syntax.code = code[:-1]
+            batch = console.render_lines(syntax, options, pad=False)
+            fence.batches.append(batch)
+            fence.rows += len(batch)
+            while fence.rows - len(fence.batches[0]) >= limit:
+                fence.rows -= len(fence.batches.popleft())
+                fence.whole = False
+        rows = [fence.pads[0]] if fence.whole else []
+        for batch in fence.batches:
+            rows.extend(batch)
+        tail_end = self._base + self._size
+        if tail_end > end:  # the line still arriving
+            syntax.code = self._read(max(end, tail_end - width * limit) - self._base, self._size)
+            rows.extend(console.render_lines(syntax, options, pad=False))
+        rows.append(fence.pads[1])
+        return rows
 
     def _print(self, text: str) -> None:
-        if text.strip():
-            self.console.print(self._view(text.strip("\n")))
+        """Print a finished piece of the reply; together the pieces show as the whole reply would."""
+        if self.markdown:
+            markdown = self._view(text)
+            assert isinstance(markdown, Markdown)
+            stand_in_rows = _STAND_IN[self._gap][1]
+            # The element that closes last is the last top-level block (or the stand-in, if the piece
+            # holds no block): whether Rich puts a blank line after it decides the next piece's start.
+            last = next(token for token in reversed(markdown.parsed)
+                        if token.level == 0 and token.nesting >= 0)
+            self._gap = Markdown.elements.get(last.type, UnknownElement).new_line
+            self._write(markdown, skip_rows=stand_in_rows)
+            return
+        # Plain text: the newlines between pieces are shown as the whole text would show them, and
+        # those at its very start and end are not (as the whole reply, stripped, would print).
+        core = text.strip("\n")
+        if not core:
+            self._held += len(text) if self._started else 0
+            return
+        lead = len(text) - len(text.lstrip("\n"))
+        blank_lines = self._held + lead - 1 if self._started else 0
+        self._started = True
+        self._held = len(text) - len(text.rstrip("\n"))
+        self._write(Text(core), blank_lines=blank_lines)
+
+    def _write(self, renderable: Markdown | Text, blank_lines: int = 0, skip_rows: int = 0) -> None:
+        """Print ``blank_lines`` empty lines and ``renderable`` without its first ``skip_rows`` rows,
+        as ``Console.print`` would but in linear time."""
+        console = self.console
+        segments = _split_lines(console.render(renderable, console.options))
+        for _ in range(skip_rows):
+            for segment in segments:
+                if segment.text == "\n" and not segment.control:
+                    break
+        shown = [*[Segment.line()] * max(0, blank_lines), *segments]
+        if shown:
+            console.print(Segments(shown))
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self._tail += self._stripper.flush()
+        rest = self._stripper.flush()
+        if rest:
+            self._append(rest)
+        self._closed = True
         if self._live is not None:
             self._live.update(Text(""), refresh=True)
             self._live.__exit__(kind, error, trace)
-        self._print(self._tail)
-        self._tail = ""
+        self._print(self._take(self._size))
 
 
 class Renderer:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,12 +22,10 @@ from rich.console import Console
 from stateless_chat.commands import REGISTRY, Exit, Prefill, Send, dispatch, is_command
 from stateless_chat.errors import ChatError
 from stateless_chat.history import Conversation
-from stateless_chat.render import Renderer
+from stateless_chat.render import Renderer, bar
+from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.session import Session
-from stateless_chat.tokens import REPLY_PRIMING, byte_lower_bound
-
-# prompt_toolkit decodes input with surrogateescape: each invalid byte becomes a lone surrogate.
-_UNDECODED = re.compile("[\ud800-\udfff]")
+from stateless_chat.tokens import byte_lower_bound
 
 TOOLBAR_STYLE = Style.from_dict(
     {
@@ -94,8 +92,10 @@ class Repl:
         input: Input | None = None,
         output: Output | None = None,
         history_path: Path | None = None,
+        debug: bool = False,
     ) -> None:
         self.session = session
+        self.debug = debug
         self.renderer = Renderer(console)
         self.session.on_event = self.renderer.event
         self._draft_tokens: tuple[str, int] = ("", 0)
@@ -134,7 +134,7 @@ class Repl:
             return 0, False
         at_least = byte_lower_bound(draft)
         session = self.session
-        if at_least + REPLY_PRIMING + session.reserve > session.budget:
+        if session.too_big_alone(at_least):
             return at_least, True
         if self._draft_tokens[0] != draft:
             self._draft_tokens = (draft, session.measure_text(draft))
@@ -153,15 +153,16 @@ class Repl:
         budget = session.budget
         share = needed / budget if budget else 1.0
         style = "class:ok" if share < 0.8 else "class:warn" if share <= 1.0 else "class:over"
-        filled = round(min(share, 1.0) * 12)
         label = "≥" if bound else session.counter.label
-        pins = sum(1 for e in conversation.entries if e.pinned)
+        meter = bar(share, 12)
+        filled = len(meter.rstrip("░"))
         parts: StyleAndTextTuples = [
-            ("", f" {session.settings.model} │ {len(conversation.entries)} msgs │ "),
+            ("", f" {session.settings.model} │ {len(conversation.history)} msgs │ "),
             (style, f"{label}{prompt_tokens:,}+{session.reserve:,} / {budget:,} {share:.0%} "),
-            (style, "█" * filled),
-            ("", "░" * (12 - filled)),
-            ("", f" │ pinned {pins} │ evicted {len(conversation.evicted)} │ sent {session.totals.sent:,} "),
+            (style, meter[:filled]),
+            ("", meter[filled:]),
+            ("", f" │ pinned {conversation.pinned_count} │ evicted {len(conversation.evicted)} │ "
+                 f"sent {session.ledger.sent:,} "),
         ]
         return parts
 
@@ -181,8 +182,10 @@ class Repl:
             except EOFError:
                 return 0
             editing, prefill = prefill, None
-            if _UNDECODED.search(line):  # bytes a non-UTF-8 terminal sent; no request could carry them
-                line = _UNDECODED.sub("\ufffd", line)
+            # prompt_toolkit decodes input with surrogateescape: each invalid byte becomes a lone
+            # surrogate, which no request could carry.
+            if LONE_SURROGATE.search(line):
+                line = LONE_SURROGATE.sub("\ufffd", line)
                 self.renderer.note("the line is not valid UTF-8: its invalid bytes are replaced with \ufffd")
             if not line.strip():
                 continue
@@ -195,6 +198,9 @@ class Repl:
                     continue
                 except KeyboardInterrupt:  # handlers change the session only once they have succeeded
                     self.renderer.note(f"cancelled {line.split()[0]}; nothing changed")
+                    continue
+                except Exception as error:  # a bug: say so in one line and keep the conversation
+                    self.bug(error)
                     continue
                 if isinstance(result, Exit):
                     return 0
@@ -223,22 +229,31 @@ class Repl:
         with ``pin`` it is pinned once answered (it replaces a pinned turn); on error or Ctrl-C
         the conversation is what it was before, either way.
         """
-        before = self.session.conversation
+        session = self.session
+        before = session.snapshot()
         if base is not None:
-            self.session.conversation = base
+            session.conversation = base
         stream = self.renderer.reply()
         try:
             with stream:
-                self.session.send(text, stream.feed)
+                session.send(text, stream.feed)
             if pin:
-                conversation = self.session.conversation
-                question = next(e for e in reversed(conversation.entries) if e.role == "user")
-                self.session.conversation = conversation.set_pinned(question.id, True)
+                session.conversation = session.conversation.pin_last_question()
             return True
         except KeyboardInterrupt:
-            self.session.conversation = before
+            session.rollback(before)
             self.renderer.note("cancelled; the conversation is unchanged (send again, or /retry)")
         except ChatError as error:
-            self.session.conversation = before
+            session.rollback(before)
             self.renderer.error(f"{error} (the conversation is unchanged; send again to retry)")
+        except Exception as error:  # a bug: the conversation must survive it
+            session.rollback(before)
+            self.bug(error)
         return False
+
+    def bug(self, error: Exception) -> None:
+        """Report an unexpected exception (a bug) in one line, the traceback with ``debug``."""
+        if self.debug:
+            self.renderer.note("".join(traceback.format_exception(error)))
+        self.renderer.error(f"internal error (a bug in stateless-chat): {type(error).__name__}: {error}; "
+                            "the conversation is unchanged (--debug shows the traceback)")

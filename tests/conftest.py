@@ -17,7 +17,7 @@ from rich.console import Console
 from stateless_chat.config import Settings
 from stateless_chat.repl import Repl
 from stateless_chat.session import Session
-from stateless_chat.transport import Transport
+from stateless_chat.transport import open_backend
 from tests.fakeserver import FakeServer
 
 CTRL_D = "\x04"
@@ -53,9 +53,9 @@ def make_session(server: FakeServer, **settings: Any) -> Session:
     values: dict[str, Any] = {"base_url": server.url, "max_retries": 0, "timeout": 10.0}
     values.update(settings)
     config = Settings(**values)
-    transport = Transport(config.endpoints, config.api_key, timeout=config.timeout,
-                          max_retries=config.max_retries, backoff_base=0.01)
-    return Session(config, transport)
+    backend = open_backend(config.endpoints, config.api_key, timeout=config.timeout,
+                           max_retries=config.max_retries, backoff_base=0.01)
+    return Session(config, backend)
 
 
 @dataclass

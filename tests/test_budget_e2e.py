@@ -19,7 +19,7 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from stateless_chat.context import SUMMARY_HEADER
+from stateless_chat.summary import SUMMARY_HEADER
 from stateless_chat.messages import Evicted, Message, Summarized, describe
 from stateless_chat.repl import Repl
 from stateless_chat.session import Session
@@ -59,7 +59,7 @@ def assert_events_printed_before_their_request(output: str, session: Session) ->
     replies = {e.turn: e.content for e in session.conversation.all_entries() if e.role == "assistant"}
     shown = 0
     cursor = 0
-    for stats in session.totals.turns:
+    for stats in session.ledger.turns:
         for event in stats.events:
             if not isinstance(event, (Evicted, Summarized)):
                 continue
@@ -94,7 +94,8 @@ def test_pinned_constraint_survives_twenty_turns_under_a_small_budget(server: Fa
     # The budget was small enough to force evictions, printed one line each.
     evicted_turns = sorted({e.turn for e in session.conversation.evicted})
     assert len(evicted_turns) >= 5 and 1 not in evicted_turns
-    lines = re.findall(r"· evicted turn (\d+) \(2 messages, [\d,]+ tokens\): ([\d,]+) / 400", run.output)
+    lines = re.findall(r"· evicted #\d+-#\d+ \(turn (\d+), 2 messages, [\d,]+ tokens\): ([\d,]+) / 400",
+                       run.output)
     assert [int(turn) for turn, _ in lines] == evicted_turns
     assert all(int(total.replace(",", "")) <= budget for _, total in lines)
     assert assert_events_printed_before_their_request(run.output, session) == len(evicted_turns)
@@ -120,7 +121,8 @@ def test_an_unpinned_name_survives_in_the_summary(server: FakeServer) -> None:
     assert run.output.rstrip().endswith("Your name is Byte Dai.")
     shown = assert_events_printed_before_their_request(run.output, session)
     assert shown == len(summaries)
-    assert re.search(r"· summarized turns 1-\d+ \([\d,]+ tokens\) into [\d,]+ tokens", run.output)
+    assert re.search(r"· summarized #1-#\d+.* \([\d,]+ tokens\) into the summary #\d+ \([\d,]+ tokens\)",
+                     run.output)
 
 
 # ---- the toolbar ------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def test_toolbar_shows_tokens_budget_bar_pins_evictions_and_sent(server: FakeSer
         assert "█" * round(min(share, 1.0) * 12) + "░" * (12 - round(min(share, 1.0) * 12)) in text
         assert "pinned 1" in text
         assert f"evicted {len(session.conversation.evicted)}" in text and session.conversation.evicted
-        assert f"sent {session.totals.sent:,}" in text and session.totals.sent > 0
+        assert f"sent {session.ledger.sent:,}" in text and session.ledger.sent > 0
         expected = "class:ok" if share < 0.8 else "class:warn" if share <= 1.0 else "class:over"
         assert styled(parts, f"{prompt:,}+") == expected
 

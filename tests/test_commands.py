@@ -38,7 +38,7 @@ def chatted(server: FakeServer, *lines: str, **settings: Any) -> Session:
 
 
 def ids(session: Session) -> list[int]:
-    return [e.id for e in session.conversation.entries]
+    return [e.id for e in session.conversation.history]
 
 
 # ---- editing the history -------------------------------------------------------------
@@ -50,7 +50,9 @@ def test_drop_range_removes_messages_from_the_next_request(server: FakeServer) -
     assert "dropped #1-#2" in run.output
     assert ids(session) == [3, 4, 5, 6]
     assert contents(server.requests[-1]) == ["two", "echo: two", "three"]
-    assert all(e.id not in (1, 2) for e in session.conversation.all_entries())
+    assert all(e.id not in (1, 2) for e in session.conversation.history)
+    assert [(e.id, session.conversation.state(e)) for e in session.conversation.evicted] == [
+        (1, "removed"), (2, "removed")]
 
 
 @pytest.mark.parametrize("arg", ["5-3", "0", "9", "x", ""])
@@ -79,7 +81,10 @@ def test_clear_keeps_system_and_pins_only(server: FakeServer) -> None:
     assert contents(server.requests[-1]) == ["be brief", "my name is Ada", "echo: my name is Ada",
                                              "what is my name?"]
     assert "Your name is Ada." in run.output
-    assert session.conversation.evicted == () and session.conversation.summary is None
+    assert session.conversation.summary is None
+    # What /clear took out is kept, marked removed (and no longer sent).
+    evicted = session.conversation.evicted
+    assert [e.id for e in evicted] == [3, 4] and {e.eviction.how for e in evicted if e.eviction} == {"removed"}
 
 
 def test_undo_removes_the_last_exchange(server: FakeServer) -> None:
@@ -89,7 +94,7 @@ def test_undo_removes_the_last_exchange(server: FakeServer) -> None:
     assert contents(server.requests[-1]) == ["one", "echo: one", "again"]
     fresh = make_session(server)
     run = run_repl(fresh, ["/undo\r"])
-    assert "error: no exchange" in run.output and fresh.conversation.entries == ()
+    assert "error: no exchange" in run.output and fresh.conversation.history == ()
 
 
 def test_retry_resends_the_last_message_and_replaces_its_reply(server: FakeServer) -> None:
@@ -108,10 +113,10 @@ def test_retry_and_edit_keep_the_pin_of_the_message_they_replace(server: FakeSer
     monkeypatch.setenv("EDITOR", f"{sys.executable} -c pass")  # an editor that changes nothing
     session = chatted(server, "one", "two")
     run_repl(session, ["/pin 3\r", "/retry\r"])
-    assert [(e.content, e.pinned) for e in session.conversation.entries if e.role == "user"] == [
+    assert [(e.content, e.pinned) for e in session.conversation.history if e.role == "user"] == [
         ("one", False), ("two", True)]
     run_repl(session, ["/edit\r"])
-    assert [(e.content, e.pinned) for e in session.conversation.entries if e.role == "user"] == [
+    assert [(e.content, e.pinned) for e in session.conversation.history if e.role == "user"] == [
         ("one", False), ("two", True)]
     assert len(server.requests) == 4
 
@@ -186,7 +191,7 @@ def test_file_enters_the_history_as_its_own_turn(server: FakeServer, tmp_path: P
     session = make_session(server)
     run = run_repl(session, [f"/file {path}\r", "what is in it?\r"])
     assert f"added {path} as #1" in run.output
-    entry = session.conversation.entries[0]
+    entry = session.conversation.history[0]
     assert entry.kind == "file" and entry.source == str(path) and not entry.pinned
     assert contents(server.requests[0]) == [f"File: {path}\n\nthe launch code is 1234\n", "what is in it?"]
     assert entry.tokens == session.measure(entry.message)
@@ -227,7 +232,7 @@ def test_file_over_the_budget_or_missing_is_refused(server: FakeServer, tmp_path
     run = run_repl(session, [f"/file {path}\r", f"/file {tmp_path / 'nope.txt'}\r", "/file\r"])
     assert "cannot fit the budget of 1,000: not added" in run.output
     assert "no such file" in run.output and "usage: /file PATH [--pin]" in run.output
-    assert session.conversation.entries == ()
+    assert session.conversation.history == ()
 
 
 def test_files_lists_what_was_added_and_whether_it_is_sent(server: FakeServer, tmp_path: Path) -> None:
@@ -263,7 +268,7 @@ def test_model_switches_the_request_and_the_token_counter(server: FakeServer) ->
     assert "model gpt-4o:" in run.output and "model gpt-4: context window 8,192" in run.output
     assert server.requests[-1]["model"] == "gpt-4"
     assert session.counter.encoding_name == "cl100k_base" and session.budget == 8192
-    assert all(e.tokens == session.counter.count_message(e.message) for e in session.conversation.entries)
+    assert all(e.tokens == session.counter.count_message(e.message) for e in session.conversation.history)
     run = run_repl(session, ["/model two words\r"])
     assert "error: usage: /model" in run.output and session.settings.model == "gpt-4"
 
@@ -292,7 +297,7 @@ def test_policy_sets_names_and_completes(server: FakeServer) -> None:
 def test_summarize_folds_old_turns_now(server: FakeServer) -> None:
     session = chatted(server, "my name is Ada", "two", "three")
     run = run_repl(session, ["/summarize\r", "what is my name?\r"])
-    assert "summarized turns 1-2" in run.output
+    assert "summarized #1-#4 (" in run.output
     assert is_summary_request(server.requests[3])
     summary = session.conversation.summary
     assert summary is not None and "my name is Ada" in summary.content
@@ -321,7 +326,7 @@ def test_save_then_load_restores_the_conversation(server: FakeServer, tmp_path: 
     assert os.stat(path).st_mode & 0o777 == 0o600
     other = make_session(server)
     run = run_repl(other, [f"/load {path}\r", "what is my name?\r"])
-    assert other.conversation.entries[:4] == session.conversation.entries
+    assert other.conversation.history[:4] == session.conversation.history
     assert contents(server.requests[-1])[:5] == ["sys", "my name is Ada", "echo: my name is Ada", "two",
                                                  "echo: two"]
     assert "Your name is Ada." in run.output
@@ -360,14 +365,14 @@ def test_export_writes_a_markdown_transcript(server: FakeServer, tmp_path: Path)
 def test_stats_charts_each_turn_and_marks_evictions(server: FakeServer) -> None:
     session = make_session(server, budget=200, reply_reserve=50)
     run = run_repl(session, [f"question {i} " * 6 + "\r" for i in range(6)] + ["/stats\r"])
-    turns = session.totals.turns
+    turns = session.ledger.turns
     assert any(t.evictions for t in turns)
     chart = run.output[run.output.index("prompt tokens sent per turn"):]
     assert chart.count("✂") == sum(1 for t in turns if t.evictions) + 1  # plus the legend
     for t in turns:
         assert f"{t.reported_prompt_tokens:,}" in chart
-    assert f"total sent {session.totals.sent:,} vs {session.totals.baseline:,}" in chart
-    assert session.totals.sent < session.totals.baseline
+    assert f"total sent {session.ledger.sent:,} vs {session.ledger.baseline:,}" in chart
+    assert session.ledger.sent < session.ledger.baseline
     assert "no turns yet" in run_repl(make_session(server), ["/stats\r"]).output
 
 
@@ -404,7 +409,7 @@ def test_raw_shows_controls_in_a_reply_as_json_escapes(server: FakeServer) -> No
     run = run_repl(session, ["/raw\r"])
     assert not any(c in run.output for c in ("\x1b", "\x07", "\x9b", "\x7f")), repr(run.output)
     shown = run.output[run.output.index("{"):]
-    assert json.loads(shown)["messages"][-1]["content"] == session.conversation.entries[-1].content
+    assert json.loads(shown)["messages"][-1]["content"] == session.conversation.history[-1].content
 
 
 def test_history_of_a_long_conversation_takes_linear_time(server: FakeServer, tmp_path: Path) -> None:
@@ -435,7 +440,7 @@ def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServe
     view = dispatch(session, "/stats")
     assert isinstance(view, StatsView)
     assert all(sent == baseline for _, sent, baseline, _ in view.rows)
-    assert [t.estimated_prompt_tokens for t in session.totals.turns] != [r[1] for r in view.rows]
+    assert [t.estimated_prompt_tokens for t in session.ledger.turns] != [r[1] for r in view.rows]
     assert view.sent_total == view.baseline_total == sum(r[1] for r in view.rows)
 
 
@@ -445,8 +450,8 @@ def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServ
     table = run.output[run.output.index("next request"):]
     conversation = session.conversation
     system = conversation.system.tokens if conversation.system else 0
-    pinned = sum(e.tokens for e in conversation.entries if e.pinned)
-    turns = sum(e.tokens for e in conversation.entries if not e.pinned)
+    pinned = sum(e.tokens for e in conversation.history if e.pinned)
+    turns = sum(e.tokens for e in conversation.history if not e.pinned)
     assert pinned and turns and system
     total = system + pinned + turns + 3 + 3 + 100
     for name, size in (("system", system), ("pinned", pinned), ("turns", turns), ("reply reserve", 100),
@@ -454,12 +459,12 @@ def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServ
         assert any(name in line and f" {size:,} " in line for line in table.splitlines()), name
     assert f"{total:,} / 2,000" in table
     assert f"room for the next message's text: {2000 - total:,} tokens" in table
-    sent = session.totals.sent
+    sent = session.ledger.sent
     assert f"{sent:,} prompt tokens sent" in table and "no-eviction baseline" in table
     # what /tokens calls the request is what the next request really carries, less the new text
     run_repl(session, ["x\r"])
     request = server.requests[-1]
-    assert session.totals.turns[-1].estimated_prompt_tokens == total - 100 + session.measure_text("x") - 3
+    assert session.ledger.turns[-1].estimated_prompt_tokens == total - 100 + session.measure_text("x") - 3
     assert len(request["messages"]) == 6
 
 

@@ -1,27 +1,27 @@
-"""Tests for the eviction policies in stateless_chat.context."""
+"""Tests for the eviction policies (context, summary, policies).
+
+The tests build a request as one flat tuple (system, summary, turns, the new message) and
+``candidate`` splits it into the typed slots a policy sees; ``Outcome`` reads a ``Fit`` back
+as the kept and evicted entries of that tuple, so each test states its expectation plainly.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stateless_chat.context import (
-    REPLY_PRIMING,
-    SUMMARY_HEADER,
-    drop_oldest,
-    fit,
-    keep_all,
-    request_size,
-    summarize,
-)
-from stateless_chat.errors import BudgetError, UsageError
+from stateless_chat.context import REPLY_PRIMING, Candidate, DropOldest, Fit, KeepAll, request_size
+from stateless_chat.errors import BudgetError, RequestError, UsageError
+from stateless_chat.policies import POLICY_NAMES, PolicyTools, make_policy
+from stateless_chat.summary import SUMMARY_HEADER, Summarize
 from stateless_chat.messages import (
     Entry,
     EntryKind,
+    Event,
     Evicted,
     Message,
     Notice,
@@ -32,10 +32,105 @@ from stateless_chat.messages import (
 )
 
 SUMMARY_ID = 500
+Summarizer = Callable[[str | None, Sequence[Message]], str]
 
 
 def counter(message: Message) -> int:
-    return 3 + len(message.content) // 4
+    return 3 + len(message.text) // 4
+
+
+def candidate(entries: Sequence[Entry], budget: int, reserve: int = 0, next_id: int = 0) -> Candidate:
+    """Split a flat request (system, summary, turns, the new message last) into its slots."""
+    system = next((e for e in entries if e.turn == 0 and e.kind != "summary"), None)
+    summary = next((e for e in entries if e.kind == "summary"), None)
+    turns = [e for e in entries if e.turn > 0]
+    return Candidate(system, summary, tuple(turns[:-1]), tuple(turns[-1:]), budget=budget, reserve=reserve,
+                     next_id=next_id)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A ``Fit`` read back against the flat request it came from."""
+
+    fit: Fit
+    evicted: tuple[Entry, ...]
+
+    @property
+    def kept(self) -> tuple[Entry, ...]:
+        return self.fit.kept
+
+    @property
+    def summary(self) -> Entry | None:
+        return self.fit.request.summary
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return self.fit.events
+
+    @property
+    def total(self) -> int:
+        return self.fit.total
+
+    @property
+    def over_budget(self) -> bool:
+        return self.fit.over_budget
+
+
+def outcome(fit: Fit, entries: Sequence[Entry]) -> Outcome:
+    gone = set(fit.dropped) | set(fit.folded)
+    return Outcome(fit, tuple(e for e in entries if e.id in gone and e.kind != "summary"))
+
+
+class FunctionWriter:
+    """A summary writer made of a plain function, with an optional fold limit."""
+
+    def __init__(self, write: Summarizer, limit: int | None = None) -> None:
+        self._write = write
+        self.limit = limit
+
+    def capacity(self, budget: int, previous: Entry | None) -> int | None:
+        return self.limit
+
+    def write(self, previous: str | None, folded: Sequence[Message], budget: int) -> str:
+        return self._write(previous, folded)
+
+
+def drop_oldest(entries: Sequence[Entry], budget: int, counter: object, *, reserve: int = 0) -> Outcome:
+    return outcome(DropOldest().fit(candidate(entries, budget, reserve)), entries)
+
+
+def keep_all(entries: Sequence[Entry], budget: int, counter: object, *, reserve: int = 0) -> Outcome:
+    return outcome(KeepAll().fit(candidate(entries, budget, reserve)), entries)
+
+
+def summarize(entries: Sequence[Entry], budget: int, count: Callable[[Message], int], summarizer: Summarizer,
+              *, reserve: int = 0, summary_id: int = 0, fold_limit: int | None = None) -> Outcome:
+    policy = Summarize(FunctionWriter(summarizer, fold_limit), count)
+    return outcome(policy.fit(candidate(entries, budget, reserve, summary_id)), entries)
+
+
+def fit(name: str, entries: Sequence[Entry], budget: int, count: Callable[[Message], int], *,
+        summarizer: Summarizer | None = None, next_id: int = 0, fold_limit: int | None = None) -> Outcome:
+    writer = FunctionWriter(summarizer, fold_limit) if summarizer is not None else None
+    policy = make_policy(name, PolicyTools(count, writer))
+    return outcome(policy.fit(candidate(entries, budget, 0, next_id)), entries)
+
+
+def evicted(entries: Sequence[Entry], turn: int, tokens: int, total_after: int, budget: int) -> Evicted:
+    """The ``Evicted`` event for ``turn`` of the flat request ``entries``."""
+    return Evicted(turn=turn, ids=tuple(e.id for e in entries if e.turn == turn), tokens=tokens,
+                   total_after=total_after, budget=budget)
+
+
+def summarized(entries: Sequence[Entry], turns: Sequence[int], summary_id: int, before: int,
+               after: int) -> Summarized:
+    """The ``Summarized`` event for folding ``turns`` of the flat request ``entries``."""
+    ids = tuple(e.id for e in entries if e.turn in turns and e.kind != "summary")
+    return Summarized(ids=ids, summary_id=summary_id, tokens_before=before, tokens_after=after)
+
+
+def folded_turns(event: Summarized, entries: Sequence[Entry]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(e.turn for e in entries if e.id in event.ids))
 
 
 def build(
@@ -166,7 +261,7 @@ def test_drop_oldest_properties(case: tuple[tuple[Entry, ...], int, int]) -> Non
     assert result.summary == next((e for e in entries if e.kind == "summary"), None)
 
     # the evicted turns are the oldest evictable ones, and no more than needed
-    evicted_turns = [ev.turns[0] for ev in result.events if isinstance(ev, Evicted)]
+    evicted_turns = [ev.turn for ev in result.events if isinstance(ev, Evicted)]
     assert evicted_turns == unpinned_old_turns(entries)[: len(evicted_turns)]
     assert sorted({e.turn for e in result.evicted}) == sorted(evicted_turns)
     if evicted_turns:
@@ -178,7 +273,7 @@ def test_drop_oldest_properties(case: tuple[tuple[Entry, ...], int, int]) -> Non
     events = [ev for ev in result.events if isinstance(ev, Evicted)]
     assert len(events) == len(result.events)
     assert sum(ev.tokens for ev in events) == sum(e.tokens for e in result.evicted)
-    assert sum(ev.messages for ev in events) == len(result.evicted)
+    assert sum(len(ev.ids) for ev in events) == len(result.evicted)
     assert all(ev.budget == budget for ev in events)
     if events:
         assert events[-1].total_after == result.total
@@ -201,7 +296,7 @@ def test_drop_oldest_evicts_oldest_turn_first() -> None:
     entries = build([[100, 200], [100, 200], [50]], new=40, system=50)
     # 50 + 300 + 300 + 50 + 40 + 3 = 743
     result = drop_oldest(entries, 500, counter)
-    assert result.events == (Evicted(turns=(1,), messages=2, tokens=300, total_after=443, budget=500),)
+    assert result.events == (evicted(entries, 1, 300, 443, 500),)
     assert [e.id for e in result.kept] == [1, 4, 5, 6, 7]
     assert [e.id for e in result.evicted] == [2, 3]
     assert result.total == 443
@@ -211,8 +306,8 @@ def test_drop_oldest_emits_one_event_per_turn_and_counts_the_reserve() -> None:
     entries = build([[100, 200], [100, 200], [50]], new=40, system=50)
     result = drop_oldest(entries, 500, counter, reserve=100)
     assert result.events == (
-        Evicted(turns=(1,), messages=2, tokens=300, total_after=543, budget=500),
-        Evicted(turns=(2,), messages=2, tokens=300, total_after=243, budget=500),
+        evicted(entries, 1, 300, 543, 500),
+        evicted(entries, 2, 300, 243, 500),
     )
     assert [e.id for e in result.kept] == [1, 6, 7]
 
@@ -221,7 +316,7 @@ def test_drop_oldest_skips_pinned_turns() -> None:
     # pinning the reply of turn 1 protects the whole turn, user message included
     entries = build([[100, 200], [100, 200]], new=40, pins=[2])
     result = drop_oldest(entries, 400, counter)
-    assert result.events == (Evicted(turns=(2,), messages=2, tokens=300, total_after=343, budget=400),)
+    assert result.events == (evicted(entries, 2, 300, 343, 400),)
     assert [e.id for e in result.kept] == [1, 2, 5]
 
 
@@ -230,7 +325,7 @@ def test_drop_oldest_keeps_the_summary() -> None:
     result = drop_oldest(entries, 450, counter)
     assert [e.kind for e in result.kept[:2]] == ["turn", "summary"]
     assert result.summary is entries[1]
-    assert [ev.turns for ev in result.events if isinstance(ev, Evicted)] == [(1,)]
+    assert [ev.turn for ev in result.events if isinstance(ev, Evicted)] == [1]
 
 
 def test_budget_error_names_the_largest_pins() -> None:
@@ -314,8 +409,9 @@ def test_summarize_properties(
     event = summarized[0]
     previous, messages = calls[0]
     # the head is folded: a prefix of the evictable turns, passed to the summarizer in order
-    assert list(event.turns) == unpinned_old_turns(entries)[: len(event.turns)]
-    folded = [e for e in entries if e.turn in event.turns]
+    turns = folded_turns(event, entries)
+    assert list(turns) == unpinned_old_turns(entries)[: len(turns)]
+    folded = [e for e in entries if e.turn in turns]
     assert messages == [e.message for e in folded]
     assert fold_limit is None or sum(e.tokens for e in folded) <= fold_limit  # one request carries it
     assert previous == (old.content[len(SUMMARY_HEADER):] if old else None)
@@ -344,7 +440,7 @@ def test_summarize_failure_falls_back_to_drop_oldest(case: tuple[tuple[Entry, ..
 
     def broken(previous: str | None, messages: Sequence[Message]) -> str:
         calls.append(len(messages))
-        raise ConnectionError("server went away\ntraceback detail")
+        raise RequestError("server went away\ntraceback detail")
 
     try:
         expected = drop_oldest(entries, budget, counter, reserve=reserve)
@@ -388,7 +484,7 @@ def test_summarize_folds_the_head_and_keeps_the_tail() -> None:
     assert result.summary == summary
     assert result.kept == (entries[0], summary, *entries[5:])
     assert result.evicted == entries[1:5]
-    assert result.events == (Summarized(turns=(1, 2), tokens_before=600, tokens_after=summary.tokens),)
+    assert result.events == (summarized(entries, (1, 2), SUMMARY_ID, 600, summary.tokens),)
     assert result.total == 50 + summary.tokens + 300 + 40 + REPLY_PRIMING
 
 
@@ -407,7 +503,7 @@ def test_summarize_replaces_the_previous_summary_and_keeps_its_id() -> None:
     assert result.summary.id == 2
     assert result.summary.content == SUMMARY_HEADER + "old facts; more"
     assert [e.id for e in result.kept] == [1, 2, 5, 6, 7]
-    assert result.events == (Summarized(turns=(1,), tokens_before=330, tokens_after=result.summary.tokens),)
+    assert result.events == (summarized(entries, (1,), 2, 330, result.summary.tokens),)
 
 
 def test_summarize_puts_the_summary_first_without_a_system_prompt() -> None:
@@ -442,13 +538,13 @@ def test_summarize_failure_reports_the_first_line_and_drops_oldest() -> None:
     entries = build([[100, 200], [100, 200], [100, 200]], new=40, system=50, summary=30)
 
     def broken(previous: str | None, messages: Sequence[Message]) -> str:
-        raise RuntimeError("HTTP 503: overloaded\nretry later")
+        raise RequestError("HTTP 503: overloaded\nretry later")
 
     result = summarize(entries, 700, counter, broken)
     assert result.events == (
         SummaryFailed("HTTP 503: overloaded"),
-        Evicted(turns=(1,), messages=2, tokens=300, total_after=723, budget=700),
-        Evicted(turns=(2,), messages=2, tokens=300, total_after=423, budget=700),
+        evicted(entries, 1, 300, 723, 700),
+        evicted(entries, 2, 300, 423, 700),
     )
     assert result.summary is entries[1]
     assert [e.id for e in result.kept] == [1, 2, 7, 8, 9]
@@ -459,7 +555,7 @@ def test_summarize_without_room_for_a_summary_drops_instead() -> None:
     entries = build([[100, 100], [300, 300]], new=93, pins=[3])
     result = summarize(entries, 700, counter, lambda previous, messages: "s")
     assert isinstance(result.events[0], Notice)
-    assert result.events[1:] == (Evicted(turns=(1,), messages=2, tokens=200, total_after=696, budget=700),)
+    assert result.events[1:] == (evicted(entries, 1, 200, 696, 700),)
     assert result.summary is None
 
 
@@ -496,9 +592,7 @@ def test_keep_all_reports_over_budget() -> None:
 
 
 def test_every_configurable_policy_name_is_dispatched() -> None:
-    from stateless_chat.config import POLICIES
-
-    for name in POLICIES:
+    for name in POLICY_NAMES:
         assert fit(name, build([[10, 20]], new=5), 1000, counter).total > 0
 
 
@@ -519,7 +613,8 @@ def test_fit_rejects_an_unknown_policy() -> None:
 def test_fit_summarize_without_a_summarizer_drops_oldest() -> None:
     entries = build([[100, 200], [100, 200]], new=40, summary=20)
     result = fit("summarize", entries, 400, counter, next_id=77)
-    assert result == drop_oldest(entries, 400, counter)
+    expected = drop_oldest(entries, 400, counter)
+    assert (result.kept, result.evicted, result.events) == (expected.kept, expected.evicted, expected.events)
     assert result.summary is entries[0]
 
 
@@ -536,8 +631,8 @@ def test_summarize_folds_toward_half_the_room_but_keeps_the_latest_turn() -> Non
         return "s"
 
     result = summarize(entries, 600, counter, summarizer, summary_id=99)
-    assert result.events[0] == Summarized(turns=(1, 2, 3, 4), tokens_before=400,
-                                          tokens_after=result.summary.tokens if result.summary else 0)
+    assert result.events[0] == summarized(entries, (1, 2, 3, 4), 99, 400,
+                                          result.summary.tokens if result.summary else 0)
     assert calls == [8]
     assert [e.turn for e in result.kept if e.turn] == [5, 5, 6, 6, 7]
 
@@ -545,7 +640,7 @@ def test_summarize_folds_toward_half_the_room_but_keeps_the_latest_turn() -> Non
 def test_summarize_keeps_the_latest_evictable_turn_verbatim() -> None:
     entries = build([[50, 50]] * 2, new=40)  # 243 against 230: folding turn 1 is enough (143 + 64)
     result = summarize(entries, 230, counter, lambda p, m: "s", summary_id=99)
-    assert isinstance(result.events[0], Summarized) and result.events[0].turns == (1,)
+    assert isinstance(result.events[0], Summarized) and folded_turns(result.events[0], entries) == (1,)
     assert [e.turn for e in result.kept if e.turn] == [2, 2, 3]
 
 
@@ -553,13 +648,13 @@ def test_summarize_folds_no_more_than_the_summary_request_can_carry() -> None:
     entries = build([[50, 50]] * 6, new=40)
     result = summarize(entries, 600, counter, lambda p, m: "s", summary_id=99, fold_limit=250)
     # Turns 1-2 must go whatever the limit; turn 3 would take the folded text to 300 > 250.
-    assert isinstance(result.events[0], Summarized) and result.events[0].turns == (1, 2)
+    assert isinstance(result.events[0], Summarized) and folded_turns(result.events[0], entries) == (1, 2)
 
 
 def test_fit_passes_the_fold_limit_to_summarize() -> None:
     entries = build([[50, 50]] * 6, new=40)
     result = fit("summarize", entries, 600, counter, summarizer=lambda p, m: "s", fold_limit=250)
-    assert isinstance(result.events[0], Summarized) and result.events[0].turns == (1, 2)
+    assert isinstance(result.events[0], Summarized) and folded_turns(result.events[0], entries) == (1, 2)
 
 
 def test_summarize_folds_what_one_summary_request_can_carry_and_drops_the_rest() -> None:
@@ -578,8 +673,8 @@ def test_summarize_folds_what_one_summary_request_can_carry_and_drops_the_rest()
     summary = result.summary
     assert summary is not None
     assert result.events == (
-        Summarized(turns=(1, 2), tokens_before=200, tokens_after=summary.tokens),
-        Evicted(turns=(3,), messages=2, tokens=100, total_after=343 + summary.tokens, budget=400),
+        summarized(entries, (1, 2), 99, 200, summary.tokens),
+        evicted(entries, 3, 100, 343 + summary.tokens, 400),
     )
     assert [e.turn for e in result.kept if e.turn] == [4, 4, 5, 5, 6, 6, 7]
     assert [e.turn for e in result.evicted] == [1, 1, 2, 2, 3, 3]
@@ -590,5 +685,5 @@ def test_summarize_drops_a_turn_too_long_for_any_summary_request() -> None:
     entries = build([[200, 100], [50, 50]], new=40)
     result = summarize(entries, 300, counter, lambda p, m: pytest.fail("no summary request"), fold_limit=250)
     assert isinstance(result.events[0], Notice)
-    assert result.events[1:] == (Evicted(turns=(1,), messages=2, tokens=300, total_after=143, budget=300),)
+    assert result.events[1:] == (evicted(entries, 1, 300, 143, 300),)
     assert result.summary is None

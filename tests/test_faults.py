@@ -26,7 +26,8 @@ from stateless_chat.config import Settings
 from stateless_chat.errors import ConnectError, ServerError, StreamError
 from stateless_chat.messages import ContextRetry, Event, FailedOver, Retrying
 from stateless_chat.session import Session
-from stateless_chat.transport import Transport
+from stateless_chat.backend import Failover
+from stateless_chat.transport import open_backend
 from tests.conftest import CTRL_D
 from tests.fakeserver import FakeServer
 from tests.test_cli import ROOT, run_cli
@@ -55,14 +56,14 @@ def open_session(endpoints: list[str], record: Recorder, **settings: Any) -> Ses
     else:
         values["base_urls"] = tuple(endpoints)
     config = Settings(**values)
-    transport = Transport(config.endpoints, config.api_key, timeout=config.timeout,
+    transport = open_backend(config.endpoints, config.api_key, timeout=config.timeout,
                           max_retries=config.max_retries, on_event=record.events.append,
                           sleep=record.sleep, backoff_base=0.2)
     return Session(config, transport)
 
 
 def turns(session: Session) -> list[tuple[str, str]]:
-    return [(e.role, e.content) for e in session.conversation.entries]
+    return [(e.role, e.content) for e in session.conversation.history]
 
 
 def dead_url() -> str:
@@ -116,7 +117,7 @@ def test_retries_run_out_and_the_conversation_is_unchanged(server: FakeServer) -
     assert session.conversation is before
     assert session.send("second").text == "echo: second"
     assert turns(session)[-2:] == [("user", "second"), ("assistant", "echo: second")]
-    assert len(session.conversation.entries) == 4
+    assert len(session.conversation.history) == 4
 
 
 def test_429_retry_after_is_honoured(server: FakeServer) -> None:
@@ -134,7 +135,7 @@ def test_429_retry_after_is_honoured(server: FakeServer) -> None:
 
 def test_retry_after_really_waits_with_the_default_sleep(server: FakeServer) -> None:
     session = Session(Settings(base_url=server.url, max_retries=1),
-                      Transport([server.url], None, max_retries=1))
+                      open_backend([server.url], None, max_retries=1))
     server.fail_next(1, status=429, retry_after=0.5)
     started = time.monotonic()
     assert session.send("hi").text == "echo: hi"
@@ -162,7 +163,7 @@ def test_no_retry_on_client_errors(server: FakeServer, status: int) -> None:
         session.send("hello")
     assert raised.value.status == status and str(status) in str(raised.value)
     assert len(server.requests) == 1 and record.events == [] and record.sleeps == []
-    assert session.conversation.entries == ()
+    assert session.conversation.history == ()
     assert session.send("hello").text == "echo: hello"
     assert turns(session) == [("user", "hello"), ("assistant", "echo: hello")]
 
@@ -199,7 +200,7 @@ def test_connection_refused_fails_over_at_once(server: FakeServer) -> None:
     assert "refused" in over.reason
     assert session.send("what is my name?").text == "Your name is Bo."
     assert len(record.of(FailedOver)) == 1  # the second turn started at the endpoint that worked
-    assert len(server.requests) == 2 and len(session.conversation.entries) == 4
+    assert len(server.requests) == 2 and len(session.conversation.history) == 4
 
 
 def test_failover_after_retries_on_server_errors(server: FakeServer, second: FakeServer) -> None:
@@ -241,7 +242,7 @@ def test_all_endpoints_down_is_one_clear_error() -> None:
     with pytest.raises(ConnectError, match="could not connect to 127.0.0.1:.*server running"):
         session.send("hi")
     assert len(record.of(FailedOver)) == 1
-    assert session.conversation.entries == ()
+    assert session.conversation.history == ()
 
 
 # ---- broken replies ------------------------------------------------------------------------
@@ -277,7 +278,7 @@ def test_malformed_reply_is_a_clear_error(server: FakeServer, stream: bool) -> N
         session.send("second")
     assert session.conversation is before and len(server.requests) == 2
     assert session.send("second").text == "echo: second"
-    assert len(session.conversation.entries) == 4
+    assert len(session.conversation.history) == 4
 
 
 @pytest.mark.parametrize("numbers", [True, False])
@@ -321,7 +322,7 @@ def test_timeout_is_a_connect_error(server: FakeServer) -> None:
     with pytest.raises(ConnectError, match=r"did not answer within 0\.3 s .*timeout"):
         session.send("hi")
     assert time.monotonic() - started < 2.5
-    assert session.conversation.entries == ()
+    assert session.conversation.history == ()
     assert session.send("hi").text == "echo: hi"
 
 
@@ -337,7 +338,7 @@ def test_ctrl_c_mid_stream_keeps_the_conversation(server: FakeServer) -> None:
         session.send("second", interrupt)
     assert session.conversation is before
     assert session.send("second").text == "echo: second"
-    assert len(session.conversation.entries) == 4
+    assert len(session.conversation.history) == 4
 
 
 # ---- what the user sees -----------------------------------------------------------------------
@@ -385,10 +386,10 @@ def test_one_shot_timeout_is_one_line(server: FakeServer, tmp_path: Path) -> Non
 
 
 def test_a_base_url_that_cannot_be_encoded_is_not_blamed_on_a_reply() -> None:
-    done = run_cli("--base-url", "http://a..b/v1", "hello")  # an empty DNS label: fails before any I/O
-    assert done.returncode == 1
+    done = run_cli("--base-url", "http://a..b/v1", "hello")  # an empty DNS label: refused before any I/O
+    assert done.returncode == 2
     [line] = done.stderr.decode().splitlines()
-    assert line.startswith("stateless-chat: request to a..b failed: ") and "idna" in line
+    assert line.startswith("stateless-chat: --base-url must be an http:// or https:// URL with a valid host")
     assert "JSON" not in line and "reply" not in line
 
 
@@ -411,10 +412,10 @@ def test_one_shot_errors_are_one_line_without_traceback_unless_debug(server: Fak
     if fault == "cut":  # one fault is enough to show that --debug brings the traceback back
         arm()
         debug = run_cli("--base-url", server.url, "--debug", "hello")
-        assert debug.returncode != 0 and b"Traceback" in debug.stderr and b"StreamError" in debug.stderr
+        assert debug.returncode != 0 and b"Traceback" in debug.stderr and b"StreamBroke" in debug.stderr
 
 
-def run_cli_repl(settings: Settings, transport: Transport, keys: list[str],
+def run_cli_repl(settings: Settings, transport: Failover, keys: list[str],
                  capsys: pytest.CaptureFixture[str]) -> str:
     """Run ``cli.run_repl`` (the real wiring) with ``keys`` typed through a pipe; return stdout."""
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
@@ -433,7 +434,7 @@ def test_repl_prints_one_status_line_per_retry_and_failover(
     down = dead_url()
     settings = Settings(base_urls=(down, server.url), max_retries=2)
     sleeps: list[float] = []
-    transport = Transport(settings.endpoints, None, max_retries=2, sleep=sleeps.append)
+    transport = open_backend(settings.endpoints, None, max_retries=2, sleep=sleeps.append)
     server.fail_next(2, status=500, retry_after=0)
     output = run_cli_repl(settings, transport, ["hello\r", "again\r"], capsys)
     lines = output.splitlines()
@@ -451,7 +452,7 @@ def test_repl_cut_stream_shows_one_error_and_send_again_works(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "300")
     settings = Settings(base_url=server.url, max_retries=0)
-    transport = Transport(settings.endpoints, None, max_retries=0)
+    transport = open_backend(settings.endpoints, None, max_retries=0)
     server.cut_stream_next(after_chunks=2)
     output = run_cli_repl(settings, transport, ["hello there friend\r", "hello there friend\r"], capsys)
     errors = [line for line in output.splitlines() if line.startswith("error:")]
@@ -512,7 +513,7 @@ def _health_session(server: FakeServer, alive: list[bool], sleeps: list[float]) 
             raise ConnectError("local model server was killed by signal 9 unexpectedly: boom (log: /tmp/x)")
 
     settings = Settings(base_url=server.url, max_retries=3, timeout=5.0)
-    transport = Transport(settings.endpoints, None, max_retries=3, timeout=5.0, sleep=sleeps.append,
+    transport = open_backend(settings.endpoints, None, max_retries=3, timeout=5.0, sleep=sleeps.append,
                           health_check=check)
     return Session(settings, transport)
 
@@ -545,4 +546,4 @@ def test_a_reply_cut_by_a_dying_local_server_names_the_crash(server: FakeServer)
     alive[0] = False
     with pytest.raises(ConnectError, match="unexpectedly: boom"):
         session.send("hello")
-    assert session.conversation.entries == ()
+    assert session.conversation.history == ()

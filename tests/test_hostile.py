@@ -123,7 +123,7 @@ def test_hostile_reply_through_the_repl(server: FakeServer) -> None:
     for word in VISIBLE:
         assert word in output
     assert "[bold]not bold[/bold]" in output  # literal, not Rich markup
-    assert session.conversation.entries[1].content == HOSTILE_REPLY  # stored as sent; only display is cleaned
+    assert session.conversation.history[1].content == HOSTILE_REPLY  # stored as sent; only display is cleaned
 
 
 def test_hostile_error_message_through_the_repl(server: FakeServer) -> None:
@@ -288,7 +288,7 @@ def test_no_exception_escapes_the_repl(server: FakeServer, chat_dir: Path, lines
         code = Repl(session, console, input=pipe, output=DummyOutput()).run()
     assert code == 0
     assert "Traceback" not in buffer.getvalue()
-    roles = [e.role for e in session.conversation.entries]
+    roles = [e.role for e in session.conversation.history]
     assert roles == ["user", "assistant"] * (len(roles) // 2)
 
 

@@ -45,10 +45,10 @@ def test_round_trip_is_lossless_and_private(server: FakeServer, tmp_path: Path) 
     assert fresh.conversation == session.conversation
     assert fresh.settings.model == session.settings.model and fresh.settings.policy == "summarize"
     assert fresh.budget == session.budget and fresh.settings.system == "be brief"
-    assert fresh.totals.sent == session.totals.sent and fresh.totals.baseline == session.totals.baseline
+    assert fresh.ledger.sent == session.ledger.sent and fresh.ledger.baseline == session.ledger.baseline
     assert [(t.turn, t.estimated_prompt_tokens, t.reported_prompt_tokens, t.evictions)
-            for t in fresh.totals.turns] == [(t.turn, t.estimated_prompt_tokens, t.reported_prompt_tokens,
-                                              t.evictions) for t in session.totals.turns]
+            for t in fresh.ledger.turns] == [(t.turn, t.estimated_prompt_tokens, t.reported_prompt_tokens,
+                                              t.evictions) for t in session.ledger.turns]
     assert fresh.settings.api_key is None
     # The resumed conversation sends exactly what the original would have.
     assert fresh.preview_body("next") == session.preview_body("next")
@@ -185,7 +185,7 @@ def test_a_loaded_file_cannot_write_controls_to_the_terminal(server: FakeServer,
     run = run_repl(session, [f"/load {path}\r", "/files\r", "/model\r", "/history\r"])
     assert not any(c in run.output for c in CONTROLS), repr(run.output)
     assert "notes" in run.output and ".txt" in run.output and "gpt" in run.output
-    assert session.conversation.entries[0].source == "notes\x1b[2J\x9b1A.txt"  # kept; only display is cleaned
+    assert session.conversation.history[0].source == "notes\x1b[2J\x9b1A.txt"  # kept; only display is cleaned
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,7 @@ def test_a_file_with_malformed_totals_is_refused_with_one_line(server: FakeServe
     run = run_repl(session, [f"/load {path}\r", "/stats\r"])
     lines = run.output.strip().splitlines()
     assert lines[0].startswith(f"error: {path}: ") and "totals" in lines[0]
-    assert session.conversation is before and len(session.totals.turns) == 1
+    assert session.conversation is before and len(session.ledger.turns) == 1
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o277])

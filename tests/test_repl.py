@@ -118,9 +118,9 @@ def test_toolbar_shows_model_messages_and_tokens(server: FakeServer) -> None:
 def test_every_message_gets_its_own_number(server: FakeServer) -> None:
     session = make_session(server)
     run_repl(session, ["one\r", "two\r"])
-    ids = [e.id for e in session.conversation.entries]
+    ids = [e.id for e in session.conversation.history]
     assert ids == [1, 2, 3, 4]
-    assert [e.turn for e in session.conversation.entries] == [1, 1, 2, 2]
+    assert [e.turn for e in session.conversation.history] == [1, 1, 2, 2]
 
 
 def test_ctrl_c_during_a_command_cancels_it_and_the_chat_goes_on(server: FakeServer) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stateless_chat.config import Settings
-from stateless_chat.context import SUMMARY_HEADER, summary_cap
+from stateless_chat.summary import SUMMARY_HEADER, summary_cap
 from stateless_chat.errors import ChatError, ConfigError, ContextLengthError, ServerError
 from stateless_chat.messages import (
     ContextRetry,
@@ -22,7 +22,8 @@ from stateless_chat.messages import (
     SummaryFailed,
     UsageMissing,
 )
-from stateless_chat.session import SUMMARY_PROMPT, Session
+from stateless_chat.session import Session
+from stateless_chat.summary import SUMMARY_PROMPT
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import (
     FakeServer,
@@ -76,14 +77,14 @@ def test_turn_stats_keep_estimated_and_reported_tokens(server: FakeServer) -> No
     replies = [session.send(text).text for text in ("hello there", "second message", "third one")]
 
     bodies = server.requests
-    assert len(bodies) == 3 and len(session.totals.turns) == 3
-    for body, stats, reply in zip(bodies, session.totals.turns, replies, strict=True):
+    assert len(bodies) == 3 and len(session.ledger.turns) == 3
+    for body, stats, reply in zip(bodies, session.ledger.turns, replies, strict=True):
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
         assert stats.estimated_prompt_tokens == our_size(session, body)
         assert stats.reported_prompt_tokens == approx_tokens(body["messages"])
         assert stats.reported_completion_tokens == approx_completion_tokens(reply)
         assert stats.baseline_prompt_tokens == stats.estimated_prompt_tokens  # nothing evicted
-    totals = session.totals
+    totals = session.ledger
     assert totals.sent == sum(approx_tokens(b["messages"]) for b in bodies)
     assert totals.estimated == sum(our_size(session, b) for b in bodies)
     assert totals.completion == sum(approx_completion_tokens(r) for r in replies)
@@ -96,7 +97,7 @@ def test_non_streamed_replies_are_reconciled_too(server: FakeServer) -> None:
     session.send("hello")
     body = server.requests[0]
     assert "stream" not in body and "stream_options" not in body
-    assert session.totals.turns[0].reported_prompt_tokens == approx_tokens(body["messages"])
+    assert session.ledger.turns[0].reported_prompt_tokens == approx_tokens(body["messages"])
 
 
 def test_missing_usage_is_said_once_per_session(server: FakeServer) -> None:
@@ -107,8 +108,8 @@ def test_missing_usage_is_said_once_per_session(server: FakeServer) -> None:
         session.send(text)
     assert events.count(UsageMissing()) == 1
     assert all(t.reported_prompt_tokens is None and t.reported_completion_tokens is None
-               for t in session.totals.turns)
-    assert session.totals.sent == session.totals.estimated == sum(
+               for t in session.ledger.turns)
+    assert session.ledger.sent == session.ledger.estimated == sum(
         our_size(session, b) for b in server.requests)
 
 
@@ -119,10 +120,10 @@ def test_baseline_is_the_cost_with_no_eviction(server: FakeServer) -> None:
         text = filler(i)
         everything.append(Message("user", text))
         reply = session.send(text)
-        stats = session.totals.turns[-1]
+        stats = session.ledger.turns[-1]
         assert stats.baseline_prompt_tokens == session.counter.count_request(everything)
         everything.append(Message("assistant", reply.text))
-    totals = session.totals
+    totals = session.ledger
     assert any(t.evictions for t in totals.turns)
     assert totals.baseline > totals.sent
     expected = sum(
@@ -138,7 +139,7 @@ def test_totals_include_the_summary_requests(server: FakeServer) -> None:
         session.send(filler(i))
     summaries = [b for b in server.requests if is_summary_request(b)]
     assert len(summaries) >= 2
-    totals = session.totals
+    totals = session.ledger
     # The real bill of resending is every request the server was sent, summaries included.
     assert totals.sent == sum(approx_tokens(b["messages"]) for b in server.requests)
     assert totals.sent == sum(t.sent for t in totals.turns)
@@ -153,10 +154,10 @@ def test_a_summary_made_for_a_failed_turn_is_billed_once_with_the_turn_that_succ
 ) -> None:
     session = make_session(server, system=SYSTEM, budget=300, reply_reserve=64, policy="summarize")
     i = 0
-    while not session.plan(filler(i), summarize=False).fit.evicted:  # the next turn has to fold
+    while not session.plan(filler(i), summarize=False).fit.evicted_count:  # the next turn has to fold
         session.send(filler(i))
         i += 1
-    before, totals = session.conversation, (session.totals.sent, session.totals.completion)
+    before, totals = session.conversation, (session.ledger.sent, session.ledger.completion)
     server.clear()
     server.delay_next(0)  # the summary request succeeds ...
     server.cut_stream_next(after_chunks=1)  # ... and the chat request's stream breaks
@@ -164,13 +165,13 @@ def test_a_summary_made_for_a_failed_turn_is_billed_once_with_the_turn_that_succ
         session.send(filler(i))
     summary, chat = server.requests
     assert is_summary_request(summary) and not is_summary_request(chat)
-    assert session.conversation == before and (session.totals.sent, session.totals.completion) == totals
+    assert session.conversation == before and (session.ledger.sent, session.ledger.completion) == totals
 
     session.send(filler(i))
     assert not is_summary_request(server.requests[-1]) and len(server.requests) == 3  # made once
-    stats = session.totals.turns[-1]
+    stats = session.ledger.turns[-1]
     assert stats.sent == approx_tokens(server.requests[-1]["messages"]) + approx_tokens(summary["messages"])
-    assert session.totals.sent == totals[0] + stats.sent
+    assert session.ledger.sent == totals[0] + stats.sent
 
 
 # ---- budget and policies -----------------------------------------------------------------
@@ -214,10 +215,10 @@ def test_drop_oldest_evicts_whole_turns_oldest_first(server: FakeServer) -> None
         session.send(filler(i))
     evicted = [e for e in events if isinstance(e, Evicted)]
     assert evicted
-    turns = [t for e in evicted for t in e.turns]
+    turns = [e.turn for e in evicted]
     assert turns == list(range(1, len(turns) + 1))
     for event in evicted:
-        assert event.messages == 2 and event.total_after <= event.budget == 300
+        assert len(event.ids) == 2 and event.total_after <= event.budget == 300
     # Evicted originals are kept (not sent) so the user can still look at them.
     assert [e.turn for e in session.conversation.evicted] == [t for t in turns for _ in range(2)]
     sent = {m["content"] for m in server.requests[-1]["messages"]}
@@ -242,8 +243,9 @@ def test_summary_is_a_separate_stateless_call_and_is_carried_on(server: FakeServ
     assert 32 <= summary_body["max_tokens"] <= 400 // 4
     assert our_size(session, summary_body) + summary_body["max_tokens"] <= 400
     transcript = summary_body["messages"][1]["content"]
-    folded = [e for e in session.conversation.evicted if e.turn in summarized.turns]
-    assert [e.turn for e in folded] == [t for t in summarized.turns for _ in range(2)]
+    folded = [e for e in session.conversation.evicted if e.id in summarized.ids]
+    assert [e.id for e in folded] == sorted(summarized.ids) and len(folded) % 2 == 0
+    assert all(e.eviction is not None and e.eviction.how == "folded" for e in folded)
     for entry in folded:
         assert f"{entry.role}: {entry.content}" in transcript
     assert transcript.startswith("user: " + sent[0])
@@ -294,7 +296,7 @@ def test_summary_failure_falls_back_to_dropping_and_the_turn_succeeds(server: Fa
     session = make_session(server, system=SYSTEM, budget=300, reply_reserve=64, policy="summarize")
     events = recording(session)
     i = 0
-    while not session.plan(filler(i), summarize=False).fit.evicted:  # the next turn has to fold
+    while not session.plan(filler(i), summarize=False).fit.evicted_count:  # the next turn has to fold
         session.send(filler(i))
         i += 1
     before = len(server.requests)
@@ -327,8 +329,8 @@ def test_summarize_now_folds_no_more_than_one_summary_request_can_carry(server: 
     assert summary is not None and summary.tokens <= summary_cap(600)
     folded = sorted({e.turn for e in session.conversation.evicted})
     assert folded == list(range(1, len(folded) + 1)) and 1 < len(folded) < 29  # the oldest turns, not all
-    assert f"summarized turns 1-{folded[-1]}" in run.output
-    assert [e.turn for e in session.conversation.entries][::2] == list(range(folded[-1] + 1, 31))
+    assert "· summarized #1-#" in run.output
+    assert [e.turn for e in session.conversation.history][::2] == list(range(folded[-1] + 1, 31))
 
 
 def test_summarize_now_refuses_a_turn_too_long_for_one_summary_request(server: FakeServer) -> None:

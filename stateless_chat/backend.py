@@ -1,0 +1,389 @@
+"""The backend seam: send one chat-completions body, get back a ``Reply`` that owns its stream.
+
+``ChatBackend`` is the one interface the core talks to. ``transport.OpenAIBackend``
+implements it for one endpoint (the only code that imports ``openai``); ``Failover``
+wraps several backends with retries, backoff and failover, and is a ``ChatBackend``
+itself. A backend turns what arrives into neutral ``Chunk`` values; ``Reply`` puts
+them together (text, tool calls, usage, finish reason) the same way for every backend.
+
+As in ``llm``'s ``Response``, a reply records the exact body it sent and is read once:
+iterate it for the text deltas as they arrive, or ``wait()`` for all of it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stateless_chat.errors import (
+    ConnectError,
+    ConnectionRefused,
+    RequestError,
+    RequestTimeout,
+    ServerError,
+    Stalled,
+    StreamBroke,
+    StreamError,
+)
+from stateless_chat.messages import Event, FailedOver, Retrying, ToolCall, Usage
+from stateless_chat.sanitize import whole_characters
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of one tool call in a streamed reply; pieces with the same ``index`` join up."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One parsed piece of a reply: text, tool-call pieces, the finish reason, usage, and a note
+    when the server sent something we had to ignore (e.g. usage that is not a whole number)."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    note: str = ""
+
+
+class _CallParts:
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+
+
+class Reply:
+    """The reply to one request. It owns its stream and records the body that was sent.
+
+    Iterating yields the text deltas as they arrive (once); when the stream has ended
+    cleanly, ``done`` is True and ``text``, ``tool_calls``, ``usage`` and
+    ``finish_reason`` are final. A stream that ends without a finish reason raises
+    ``StreamError``. ``close()`` hangs up (the server stops generating).
+    """
+
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        endpoint: str,
+        chunks: Iterator[Chunk],
+        *,
+        name: str | None = None,
+        close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.body = body
+        self.endpoint = endpoint  # the base URL that answered, credentials removed
+        self.name = name or endpoint  # how messages name it (host:port)
+        self._chunks = chunks
+        self._close = close
+        self._buffer: list[Chunk] = []
+        self._parts: list[str] = []
+        self._calls: dict[int, _CallParts] = {}
+        self._read = False
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.notes: list[str] = []
+        self.done = False
+        # Asked when the stream fails mid-reply; it may raise a better error (the server died).
+        self.on_failure: Callable[[], None] | None = None
+
+    def prefetch(self) -> None:
+        """Read until the first chunk that carries anything, keeping it for iteration.
+
+        Failures before the first token raise here, where nothing has been shown yet, so
+        ``Failover`` can retry them like any connection failure.
+        """
+        for chunk in self._chunks:
+            self._buffer.append(chunk)
+            if chunk.text or chunk.tool_calls or chunk.finish_reason:
+                return
+
+    def _pending(self) -> Iterator[Chunk]:
+        while self._buffer:
+            yield self._buffer.pop(0)
+        yield from self._chunks
+
+    def __iter__(self) -> Iterator[str]:
+        if self._read:
+            raise RuntimeError("a reply can be read only once")
+        self._read = True
+        try:
+            for chunk in self._pending():
+                self._take(chunk)
+                if chunk.text:
+                    self._parts.append(chunk.text)
+                    yield chunk.text
+        except StreamError:
+            if self.on_failure is not None:
+                self.on_failure()
+            raise
+        finally:
+            self.close()
+        if self.finish_reason is None:
+            raise StreamError(f"the reply from {self.name} ended before it was finished")
+        self.done = True
+
+    def _take(self, chunk: Chunk) -> None:
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if chunk.note and chunk.note not in self.notes:
+            self.notes.append(chunk.note)
+        for piece in chunk.tool_calls:
+            parts = self._calls.setdefault(piece.index, _CallParts())
+            parts.id = piece.id or parts.id
+            parts.name = piece.name or parts.name
+            parts.arguments.append(piece.arguments)
+
+    def wait(self) -> Reply:
+        """Read the whole reply (if not yet read) and return it."""
+        if not self._read:
+            for _ in self:
+                pass
+        return self
+
+    def close(self) -> None:
+        """Hang up: the connection is closed, so the server stops generating. Safe to call twice."""
+        self._close()
+
+    @property
+    def text(self) -> str:
+        """Return the text received so far (all of it once ``done``)."""
+        return "".join(self._parts)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """Return the tool calls the reply asks for, in the order the server numbered them."""
+        return tuple(
+            ToolCall(parts.id or f"call_{index}", parts.name, "".join(parts.arguments))
+            for index, parts in sorted(self._calls.items())
+        )
+
+
+class ChatBackend(Protocol):
+    """Sends one chat-completions body and returns its reply; ``name`` labels it in messages."""
+
+    @property
+    def name(self) -> str: ...
+
+    def send(self, body: Mapping[str, Any]) -> Reply:
+        """Send ``body`` (streamed when ``body["stream"]``) and return the reply, not yet read.
+
+        Raises a ``RequestError`` when the request fails before the reply begins.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+# ---- parsing what a server sent --------------------------------------------------
+
+
+def _whole(value: object) -> int | None:
+    """Return ``value`` when it is a finite, non-negative whole number (as an int), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        return None
+    number = int(value)
+    return number if number >= 0 else None
+
+
+def parse_usage(raw: object) -> tuple[Usage | None, str]:
+    """Return the usage in a server's ``usage`` object, and a note when some of it had to be ignored.
+
+    Usage is untrusted input: a count that is not a finite, non-negative whole number is
+    dropped (as if not reported), so it can never crash the client or be saved unreadable.
+    """
+    if not isinstance(raw, Mapping):
+        return None, ("" if raw is None else "the server's usage is not an object: ignored")
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    usage = Usage(_whole(prompt), _whole(completion))
+    bad = [name for name, value, kept in (("prompt_tokens", prompt, usage.prompt_tokens),
+                                          ("completion_tokens", completion, usage.completion_tokens))
+           if value is not None and kept is None]
+    note = f"the server's usage ({', '.join(bad)}) is not a whole number: ignored" if bad else ""
+    return usage, note
+
+
+def _text(value: object) -> str:
+    return whole_characters(value) if isinstance(value, str) else ""
+
+
+def parse_tool_calls(raw: object, *, streamed: bool) -> tuple[ToolCallDelta, ...]:
+    """Return the tool-call pieces in a message's (or a delta's) ``tool_calls`` list."""
+    if not isinstance(raw, list):
+        return ()
+    pieces = []
+    for position, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            continue
+        function = item.get("function")
+        function = function if isinstance(function, Mapping) else {}
+        index = item.get("index") if streamed else position
+        pieces.append(ToolCallDelta(
+            index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+            id=_text(item.get("id")) or None,
+            name=_text(function.get("name")) or None,
+            arguments=_text(function.get("arguments")),
+        ))
+    return tuple(pieces)
+
+
+def parse_chunk(data: object) -> Chunk:
+    """Return the ``Chunk`` in one streamed ``chat.completion.chunk`` object (parsed JSON)."""
+    if not isinstance(data, Mapping):
+        return Chunk()
+    usage, note = parse_usage(data.get("usage"))
+    text, finish = "", None
+    calls: tuple[ToolCallDelta, ...] = ()
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+        choice = choices[0]
+        delta = choice.get("delta")
+        if isinstance(delta, Mapping):
+            text = _text(delta.get("content"))
+            calls = parse_tool_calls(delta.get("tool_calls"), streamed=True)
+        finish = _text(choice.get("finish_reason")) or None
+    return Chunk(text=text, tool_calls=calls, finish_reason=finish, usage=usage, note=note)
+
+
+def parse_completion(data: object) -> Chunk | None:
+    """Return a whole (non-streamed) completion as one ``Chunk``; None when it holds no message."""
+    if not isinstance(data, Mapping):
+        return None
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        return None
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, Mapping):
+        return None
+    usage, note = parse_usage(data.get("usage"))
+    return Chunk(
+        text=_text(message.get("content")),
+        tool_calls=parse_tool_calls(message.get("tool_calls"), streamed=False),
+        finish_reason=_text(choice.get("finish_reason")) or "stop",
+        usage=usage,
+        note=note,
+    )
+
+
+# ---- retries and failover ----------------------------------------------------------
+
+
+class Failover:
+    """A ``ChatBackend`` over several endpoints: retries with backoff, then the next endpoint.
+
+    Each request carries the whole conversation, so a failed request can simply be sent
+    again, to the same endpoint or another. Retryable: connection failures, timeouts,
+    408/409/429/5xx, and a stream that breaks or stalls before its first token (nothing
+    has been shown yet). A refused connection goes to the next endpoint at once. With
+    ``retry_timeouts`` False (a single-slot local server still busy with the abandoned
+    request), a timeout is reported at once instead of being sent again. The next request
+    starts at the endpoint that last worked. ``health_check``, when given, is asked
+    whenever an endpoint cannot be reached or a reply breaks off: if it raises (the local
+    model's server died), that error is reported at once, since retrying cannot help.
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[ChatBackend],
+        *,
+        max_retries: int = 2,
+        on_event: Callable[[Event], None] = lambda event: None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+        health_check: Callable[[], None] | None = None,
+        retry_timeouts: bool = True,
+    ) -> None:
+        if not backends:
+            raise ValueError("at least one backend is needed")
+        self.backends = tuple(backends)
+        self.max_retries = max_retries
+        self.on_event = on_event
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._health_check = health_check
+        self.retry_timeouts = retry_timeouts
+        self.preferred = 0  # index of the backend that last worked; the next request starts there
+
+    @property
+    def name(self) -> str:
+        return self.backends[self.preferred].name
+
+    def send(self, body: Mapping[str, Any]) -> Reply:
+        order = [(self.preferred + i) % len(self.backends) for i in range(len(self.backends))]
+        for position, index in enumerate(order):
+            backend = self.backends[index]
+            following = self.backends[order[position + 1]] if position + 1 < len(order) else None
+            try:
+                reply = self._with_retries(backend, body, more=following is not None)
+            except (ConnectError, ServerError, StreamBroke, Stalled) as error:
+                if following is None or not _can_fail_over(error):
+                    raise
+                self.on_event(FailedOver(backend.name, str(error), following.name))
+                continue
+            self.preferred = index
+            return reply
+        raise AssertionError("unreachable: the last backend returns or raises")
+
+    def _with_retries(self, backend: ChatBackend, body: Mapping[str, Any], *, more: bool) -> Reply:
+        attempt = 0
+        while True:
+            try:
+                reply = backend.send(body)
+                reply.on_failure = self._health_check
+                reply.prefetch()
+                return reply
+            except (ConnectError, StreamBroke, Stalled) as error:
+                if self._health_check is not None:
+                    self._health_check()
+                failure: RequestError = error
+            except ServerError as error:
+                failure = error
+            if not _is_retryable(failure, self.retry_timeouts) or attempt >= self.max_retries:
+                raise failure
+            if more and isinstance(failure, ConnectionRefused):
+                raise failure
+            attempt += 1
+            delay = self._delay(attempt, failure.retry_after if isinstance(failure, ServerError) else None)
+            self.on_event(Retrying(backend.name, attempt, self.max_retries, delay, str(failure)))
+            self._sleep(delay)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Return the wait before retry ``attempt``: ``Retry-After`` when given (at most 60 s), else
+        exponential backoff with jitter."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), 60.0)
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
+
+def _is_retryable(error: RequestError, retry_timeouts: bool) -> bool:
+    if isinstance(error, (RequestTimeout, Stalled)):
+        return retry_timeouts
+    if isinstance(error, (ConnectError, StreamBroke)):
+        return True
+    return isinstance(error, ServerError) and error.retryable
+
+
+def _can_fail_over(error: RequestError) -> bool:
+    """An endpoint that is down or overloaded can be replaced; a rejected request cannot."""
+    return _is_retryable(error, True)
