@@ -273,7 +273,9 @@ def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
         persist.restore(session, persist.load(path), keep=set(flags))
 
 
-def run_once(settings: Settings, backend: Failover, text: str, options: Options, flags: dict[str, Any]) -> int:
+def run_once(
+    settings: Settings, backend: Failover, text: str, options: Options, flags: dict[str, Any]
+) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
     from stateless_chat.messages import ReplyCut, describe
     from stateless_chat.session import Session

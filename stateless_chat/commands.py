@@ -8,7 +8,6 @@ output, so the same handler serves the REPL and the tests. A bad argument raises
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import shlex

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stateless_chat.errors import ConfigError, UsageError
-from stateless_chat.models import UNKNOWN_CONTEXT_WINDOW, context_window_for
+from stateless_chat.models import context_window_for
 from stateless_chat.policies import POLICY_NAMES
 
 if sys.version_info >= (3, 11):

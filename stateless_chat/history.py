@@ -23,7 +23,9 @@ from stateless_chat.messages import Entry, EntryKind, Eviction, EvictionHow, Mes
 Counter = Callable[[Message], int]
 
 # What /history, /files, /export and the save file call an entry, by slot and eviction record.
-STATE_OF_EVICTION: dict[EvictionHow, str] = {"dropped": "evicted", "folded": "summarized", "removed": "removed"}
+STATE_OF_EVICTION: dict[EvictionHow, str] = {
+    "dropped": "evicted", "folded": "summarized", "removed": "removed",
+}
 
 
 def entry_state(entry: Entry, conversation: Conversation) -> str:
@@ -287,10 +289,10 @@ class Conversation:
         with the reply, when the turn completes.
         """
         request = fit.request
-        record_turn = self.next_turn
         by_id = {e.id: e for e in self.history}
-        gone = [replace(by_id[i], eviction=Eviction("dropped", record_turn)) for i in fit.dropped if i in by_id]
-        gone += [replace(by_id[i], eviction=Eviction("folded", record_turn)) for i in fit.folded if i in by_id]
+        dropped, folded = Eviction("dropped", self.next_turn), Eviction("folded", self.next_turn)
+        gone = [replace(by_id[i], eviction=dropped) for i in fit.dropped if i in by_id]
+        gone += [replace(by_id[i], eviction=folded) for i in fit.folded if i in by_id]
         gone.sort(key=lambda e: e.id)
         ids = [e.id for e in request.history] + ([request.summary.id] if request.summary is not None else [])
         next_id = max([self.next_id, *(i + 1 for i in ids)])

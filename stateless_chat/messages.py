@@ -8,8 +8,7 @@ layer (``render.py``) decides how they look.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -30,7 +29,8 @@ class ToolCall:
 
     def to_api(self) -> dict[str, Any]:
         """Return the ``tool_calls`` item the chat-completions API expects."""
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        function = {"name": self.name, "arguments": self.arguments}
+        return {"id": self.id, "type": "function", "function": function}
 
 
 @dataclass(frozen=True)

@@ -324,7 +324,8 @@ def from_data(data: object) -> Saved:
     next_turn = max([_need(data, "next_turn", int, "the file"), *(t + 1 for t in turns)])
     # Version 1 kept no eviction records: what was evicted then was folded if there is a summary.
     how: EvictionHow = "folded" if conversation.summary is not None else "dropped"
-    evicted_entries = tuple(e if e.eviction is not None else dataclasses.replace(e, eviction=Eviction(how, next_turn))
+    record = Eviction(how, next_turn)
+    evicted_entries = tuple(e if e.eviction is not None else dataclasses.replace(e, eviction=record)
                             for e in conversation.evicted)
     live = tuple(dataclasses.replace(e, eviction=None) for e in conversation.history)
     conversation = dataclasses.replace(conversation, history=live, evicted=evicted_entries, next_id=next_id,

@@ -263,16 +263,21 @@ class Session:
         fitted = plan.fit
         baseline = self._baseline(plan.pending)
         conversation = self.conversation.apply(fitted).append(*plan.pending)
-        answer = conversation.new_entry("assistant", reply.text or None, self.measure, turn=plan.pending[0].turn,
-                                        tool_calls=reply.tool_calls, finish_reason=reply.finish_reason)
+        turn = plan.pending[0].turn
+        # Tool calls are kept only when tools were offered: a call with no result after it would make
+        # every later request invalid.
+        calls = reply.tool_calls if "tools" in plan.body else ()
+        answer = conversation.new_entry("assistant", reply.text or (None if calls else ""), self.measure,
+                                        turn=turn, tool_calls=calls, finish_reason=reply.finish_reason)
         usage = reply.usage
         for note in reply.notes:
             self._say_once(note, Notice(note))
         if (usage is None or usage.prompt_tokens is None) and not reply.notes:
             self._say_once("usage missing", UsageMissing())
-        if reply.tool_calls and not reply.text:
-            self.on_event(Notice(f"the reply only asks for {len(reply.tool_calls)} tool call(s); "
-                                 "tools are not enabled, so nothing was run"))
+        if reply.tool_calls and not calls:
+            names = ", ".join(call.name for call in reply.tool_calls)
+            self.on_event(Notice(f"the reply asks for tool calls ({names}) but no tools are enabled: "
+                                 "nothing was run, and only its text is kept"))
         if answer.cut:
             self.on_event(ReplyCut(self.settings.max_tokens if self.settings.max_tokens is not None
                                    else plan.body.get("max_tokens")))

@@ -293,7 +293,7 @@ class Summarizer:
         # The summary request obeys the budget too: its reply gets what the transcript leaves,
         # at most what the summary's cap leaves its text (past the header and framing), and
         # never less than SUMMARY_MIN_REPLY.
-        prompt = request_size((Entry(0, m, measure(m), 0) for m in request))
+        prompt = request_size(Entry(0, m, measure(m), 0) for m in request)
         longest = summary_cap(budget) - measure(summary_message(""))
         settings = self.host.settings
         body: dict[str, Any] = {

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 PLACEHOLDER_KEY = "sk-no-key-needed"
 _BODY_SHOWN = 200  # characters of a non-JSON error body worth showing in a one-line message
 _NOT_OPENAI = "is the base URL an OpenAI-compatible endpoint?"
+_SLOW = "raise timeout in the config file if the model is just slow"
 
 
 def host_of(url: str) -> str:
@@ -137,7 +138,8 @@ class OpenAIBackend:
             stream.close()
             raise MalformedReply(f"{self.name} answered with {kind.split(';')[0] or 'no content type'}, "
                                  f"not a stream of events: {_NOT_OPENAI}")
-        return Reply(body, public_url(self.endpoint), self._chunks(stream), name=self.name, close=stream.close)
+        return Reply(body, public_url(self.endpoint), self._chunks(stream), name=self.name,
+                     close=stream.close)
 
     def _chunks(self, stream: Any) -> Iterator[Chunk]:
         watchdog = _Watchdog(self.timeout, stream.close)
@@ -149,14 +151,13 @@ class OpenAIBackend:
                 yield chunk
         except Exception as error:  # GeneratorExit (the reader stopped early) is no Exception
             if watchdog.fired:
-                raise Stalled(f"{self.name} sent no token for {self.timeout:g} s (raise timeout in the config "
-                              "file if the model is just slow)") from error
+                raise Stalled(f"{self.name} sent no token for {self.timeout:g} s ({_SLOW})") from error
             raise self._translate(error, began=True) from error
         finally:
             watchdog.stop()
             stream.close()
         if watchdog.fired:
-            raise Stalled(f"{self.name} sent no token for {self.timeout:g} s")
+            raise Stalled(f"{self.name} sent no token for {self.timeout:g} s ({_SLOW})")
 
     def close(self) -> None:
         if self._client is not None:
@@ -179,8 +180,7 @@ class OpenAIBackend:
             return raw
         if isinstance(raw, openai.APITimeoutError):
             if began:
-                return Stalled(f"{host} sent nothing for {self.timeout:g} s (raise timeout in the config file "
-                               "if the model is just slow)")
+                return Stalled(f"{host} sent nothing for {self.timeout:g} s ({_SLOW})")
             hint = "raise timeout in the config file if the server is just slow"
             return RequestTimeout(f"{host} did not answer within {self.timeout:g} s ({hint})")
         if isinstance(raw, openai.APIConnectionError):

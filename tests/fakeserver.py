@@ -35,7 +35,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
-Replier = Callable[[dict[str, Any]], str]
+@dataclass(frozen=True)
+class Scripted:
+    """A reply a test scripts beyond plain text: tool calls (``(id, name, arguments)`` each) and the
+    finish reason. Streamed, each call's arguments arrive in several pieces, as real servers send."""
+
+    text: str = ""
+    tool_calls: tuple[tuple[str, str, str], ...] = ()
+    finish_reason: str | None = None
+
+    @property
+    def finish(self) -> str:
+        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+
+Replier = Callable[[dict[str, Any]], "str | Scripted"]
 Framing = Literal["chunked", "close"]
 
 SUMMARY_MARKER = "SUMMARIZE-CONVERSATION"
@@ -319,21 +333,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, context_error_body(fake.context_limit, prompt_tokens))
             return
         try:
-            reply = fake.replier(body)
+            answer = fake.replier(body)
         except Exception as exc:  # a broken test replier must surface as an error, not a hang
             self._send_json(500, error_body(500, f"replier raised {type(exc).__name__}: {exc}"))
             return
-        usage = {
+        scripted = answer if isinstance(answer, Scripted) else Scripted(answer)
+        reply = scripted.text
+        completion = approx_completion_tokens(reply + "".join(a for _, _, a in scripted.tool_calls))
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": approx_completion_tokens(reply),
-            "total_tokens": prompt_tokens + approx_completion_tokens(reply),
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
         }
+        if fake.usage_override is not None:
+            usage = dict(fake.usage_override)
         if body.get("stream"):
-            self._stream(body, reply, usage, fault)
+            self._stream(body, scripted, usage, fault)
         else:
-            self._complete(body, reply, usage, fault)
+            self._complete(body, scripted, usage, fault)
 
-    def _complete(self, body: dict[str, Any], reply: str, usage: dict[str, int], fault: Fault | None) -> None:
+    def _complete(self, body: dict[str, Any], scripted: Scripted, usage: dict[str, Any],
+                  fault: Fault | None) -> None:
         fake = self.server.fake
         if fault is not None and fault.kind == "hang":
             fake._sleep(fault.seconds)
@@ -346,12 +366,17 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply, "refusal": None},
+                    "message": {"role": "assistant", "content": scripted.text or None, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": scripted.finish,
                 }
             ],
         }
+        if scripted.tool_calls:
+            payload["choices"][0]["message"]["tool_calls"] = [
+                {"id": ident, "type": "function", "function": {"name": name, "arguments": arguments}}
+                for ident, name, arguments in scripted.tool_calls
+            ]
         if not fake.omit_usage:
             payload["usage"] = usage
         data = json.dumps(payload).encode()
@@ -367,7 +392,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
-    def _stream(self, body: dict[str, Any], reply: str, usage: dict[str, int], fault: Fault | None) -> None:
+    def _stream(self, body: dict[str, Any], scripted: Scripted, usage: dict[str, Any],
+                fault: Fault | None) -> None:
         fake = self.server.fake
         framing = fake.stream_framing
         options = body.get("stream_options") or {}
@@ -388,10 +414,16 @@ class _Handler(BaseHTTPRequestHandler):
             return b"data: " + json.dumps(data).encode() + b"\n\n"
 
         events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": piece}) for piece in split_reply(reply)]
+        events += [chunk({"content": piece}) for piece in split_reply(scripted.text)]
+        for index, (ident, name, arguments) in enumerate(scripted.tool_calls):
+            head = {"index": index, "id": ident, "type": "function", "function": {"name": name, "arguments": ""}}
+            events.append(chunk({"tool_calls": [head]}))
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         if fault is not None and fault.kind == "malformed":
             events.insert(min(2, len(events)), b"data: {not json\n\n")
-        events.append(chunk({}, "stop"))
+        events.append(chunk({}, scripted.finish))
         if include_usage:
             events.append(b"data: " + json.dumps(dict(base, choices=[], usage=usage)).encode() + b"\n\n")
         events.append(b"data: [DONE]\n\n")
@@ -452,6 +484,7 @@ class FakeServer:
         self.stream_framing: Framing = stream_framing
         self.context_limit: int | None = None
         self.omit_usage = False
+        self.usage_override: Mapping[str, Any] | None = None  # sent as the usage of every reply
         self._lock = threading.Lock()
         self._state = _State()
         self._stopping = threading.Event()

@@ -19,10 +19,10 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from stateless_chat.summary import SUMMARY_HEADER
 from stateless_chat.messages import Evicted, Message, Summarized, describe
 from stateless_chat.repl import Repl
 from stateless_chat.session import Session
+from stateless_chat.summary import SUMMARY_HEADER
 from stateless_chat.tokens import TokenCounter
 from tests.conftest import CTRL_D, make_session, run_repl
 from tests.fakeserver import FakeServer, approx_completion_tokens, approx_tokens, is_summary_request

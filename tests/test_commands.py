@@ -84,7 +84,8 @@ def test_clear_keeps_system_and_pins_only(server: FakeServer) -> None:
     assert session.conversation.summary is None
     # What /clear took out is kept, marked removed (and no longer sent).
     evicted = session.conversation.evicted
-    assert [e.id for e in evicted] == [3, 4] and {e.eviction.how for e in evicted if e.eviction} == {"removed"}
+    assert [e.id for e in evicted] == [3, 4]
+    assert {e.eviction.how for e in evicted if e.eviction} == {"removed"}
 
 
 def test_undo_removes_the_last_exchange(server: FakeServer) -> None:

@@ -16,8 +16,6 @@ from hypothesis import strategies as st
 
 from stateless_chat.context import REPLY_PRIMING, Candidate, DropOldest, Fit, KeepAll, request_size
 from stateless_chat.errors import BudgetError, RequestError, UsageError
-from stateless_chat.policies import POLICY_NAMES, PolicyTools, make_policy
-from stateless_chat.summary import SUMMARY_HEADER, Summarize
 from stateless_chat.messages import (
     Entry,
     EntryKind,
@@ -30,6 +28,8 @@ from stateless_chat.messages import (
     Summarized,
     SummaryFailed,
 )
+from stateless_chat.policies import POLICY_NAMES, PolicyTools, make_policy
+from stateless_chat.summary import SUMMARY_HEADER, Summarize
 
 SUMMARY_ID = 500
 Summarizer = Callable[[str | None, Sequence[Message]], str]

@@ -22,15 +22,15 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from stateless_chat import cli
+from stateless_chat.backend import Failover
 from stateless_chat.config import Settings
 from stateless_chat.errors import ConnectError, ServerError, StreamError
 from stateless_chat.messages import ContextRetry, Event, FailedOver, Retrying
 from stateless_chat.session import Session
-from stateless_chat.backend import Failover
 from stateless_chat.transport import open_backend
 from tests.conftest import CTRL_D
 from tests.fakeserver import FakeServer
-from tests.test_cli import ROOT, run_cli
+from tests.test_cli import ROOT, run_cli, run_process
 
 
 class Recorder:
@@ -411,7 +411,7 @@ def test_one_shot_errors_are_one_line_without_traceback_unless_debug(server: Fak
     assert "Traceback" not in done.stderr.decode()
     if fault == "cut":  # one fault is enough to show that --debug brings the traceback back
         arm()
-        debug = run_cli("--base-url", server.url, "--debug", "hello")
+        debug = run_process("--base-url", server.url, "--debug", "hello")
         assert debug.returncode != 0 and b"Traceback" in debug.stderr and b"StreamBroke" in debug.stderr
 
 

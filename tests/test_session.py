@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from stateless_chat.config import Settings
-from stateless_chat.summary import SUMMARY_HEADER, summary_cap
 from stateless_chat.errors import ChatError, ConfigError, ContextLengthError, ServerError
 from stateless_chat.messages import (
     ContextRetry,
@@ -23,7 +22,7 @@ from stateless_chat.messages import (
     UsageMissing,
 )
 from stateless_chat.session import Session
-from stateless_chat.summary import SUMMARY_PROMPT
+from stateless_chat.summary import SUMMARY_HEADER, SUMMARY_PROMPT, summary_cap
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import (
     FakeServer,
