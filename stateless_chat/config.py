@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from stateless_chat.errors import ConfigError, UsageError
 from stateless_chat.models import context_window_for
 from stateless_chat.policies import POLICY_NAMES
+from stateless_chat.validate import Invalid, shown, type_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,43 +37,28 @@ MAX_TIMEOUT = 86400.0  # a day; httpx fails every request with OverflowError pas
 APP_NAME = "stateless-chat"
 
 
-class _Invalid(Exception):
-    """A value does not fit its setting; ``expected`` says what would (e.g. "a positive integer")."""
-
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
-
-
-def _type_name(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array"}
-    if isinstance(value, dict):
-        return "a table"
-    return names.get(type(value), type(value).__name__)
-
-
 def _str(value: object) -> str:
     if not isinstance(value, str):
-        raise _Invalid("a string")
+        raise Invalid("a string")
     return value
 
 
 def _nonempty_str(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _Invalid("a non-empty string")
+        raise Invalid("a non-empty string")
     return value
 
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid("a boolean (true or false)")
+        raise Invalid("a boolean (true or false)")
     return value
 
 
 def _int(value: object, *, minimum: int, expected: str) -> int:
     # bool is a subclass of int; `true` is not a number of tokens.
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _Invalid(expected)
+        raise Invalid(expected)
     return value
 
 
@@ -86,10 +72,10 @@ def _nonnegative_int(value: object) -> int:
 
 def _float(value: object, *, expected: str, low: float, high: float, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(expected)
+        raise Invalid(expected)
     number = float(value)
     if not math.isfinite(number) or number > high or number < low or (low_open and number == low):
-        raise _Invalid(expected)
+        raise Invalid(expected)
     return number
 
 
@@ -110,45 +96,45 @@ def _path(value: object) -> str:
     try:
         Path(text).expanduser()
     except RuntimeError:  # "~user" for an unknown user, or no home directory at all
-        raise _Invalid("a file path whose leading ~ names a known home directory") from None
+        raise Invalid("a file path whose leading ~ names a known home directory") from None
     if "\x00" in text:
-        raise _Invalid("a file path without NUL characters")
+        raise Invalid("a file path without NUL characters")
     return text
 
 
 def _policy(value: object) -> str:
     if value not in POLICY_NAMES:
-        raise _Invalid("one of " + ", ".join(POLICY_NAMES))
+        raise Invalid("one of " + ", ".join(POLICY_NAMES))
     assert isinstance(value, str)
     return value
 
 
 def _url(value: object) -> str:
     if not isinstance(value, str):
-        raise _Invalid("a URL string")
+        raise Invalid("a URL string")
     try:
         parts = urlsplit(value.strip())
     except ValueError:  # e.g. an unclosed IPv6 bracket: http://[::1
-        raise _Invalid("an http:// or https:// URL") from None
+        raise Invalid("an http:// or https:// URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _Invalid("an http:// or https:// URL")
+        raise Invalid("an http:// or https:// URL")
     try:
         port = parts.port
         (parts.hostname or "").encode("idna")
     except (ValueError, UnicodeError):  # a port that is not a number, an empty or overlong host label
-        raise _Invalid("an http:// or https:// URL with a valid host name and port") from None
+        raise Invalid("an http:// or https:// URL with a valid host name and port") from None
     if port == 0:
-        raise _Invalid("an http:// or https:// URL with a valid host name and port")
+        raise Invalid("an http:// or https:// URL with a valid host name and port")
     return value.strip()
 
 
 def _urls(value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise _Invalid("an array of URL strings")
+        raise Invalid("an array of URL strings")
     try:
         return tuple(_url(item) for item in value)
-    except _Invalid:
-        raise _Invalid("an array of http:// or https:// URLs") from None
+    except Invalid:
+        raise Invalid("an array of http:// or https:// URLs") from None
 
 
 def _optional(check: Callable[[object], Any]) -> Callable[[object], Any]:
@@ -159,7 +145,7 @@ def _optional(check: Callable[[object], Any]) -> Callable[[object], Any]:
 
 
 # One checker per field: returns the value to store (ints widened to float,
-# lists to tuples) or raises _Invalid. TOML has no null, so only the defaults
+# lists to tuples) or raises Invalid. TOML has no null, so only the defaults
 # and `replace` ever pass None to an optional setting.
 _CHECKS: dict[str, Callable[[object], Any]] = {
     "model": _nonempty_str,
@@ -189,9 +175,8 @@ _SECRET_FIELDS = frozenset({"api_key"})
 def _describe(name: str, value: object) -> str:
     """Return how to show a rejected value: its type for secrets, else a short repr."""
     if name in _SECRET_FIELDS:
-        return _type_name(value)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        return type_name(value)
+    return shown(value)
 
 
 @dataclass(frozen=True)
@@ -223,7 +208,7 @@ class Settings:
             value = getattr(self, name)
             try:
                 checked = check(value)
-            except _Invalid as error:
+            except Invalid as error:
                 raise ConfigError(
                     f"setting {name} must be {error.expected}, got {_describe(name, value)}"
                 ) from None
@@ -358,7 +343,7 @@ def _file_layer(path: Path) -> dict[str, object]:
             raise ConfigError(f"{_shown(path)}: unknown key {key!r}{_suggestion(key, _CHECKS)}")
         try:
             layer[key] = check(value)
-        except _Invalid as error:
+        except Invalid as error:
             raise ConfigError(
                 f"{_shown(path)}: {key!r} must be {error.expected}, got {_describe(key, value)}"
             ) from None
@@ -390,7 +375,7 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, object]:
             value = int(text)
         try:
             layer[name] = _CHECKS[name](value)
-        except _Invalid as error:
+        except Invalid as error:
             raise ConfigError(
                 f"environment variable {variable} must be {error.expected}, got {_describe(name, text)}"
             ) from None
@@ -419,7 +404,7 @@ def _flag_layer(flags: Mapping[str, object]) -> dict[str, object]:
                 value = value[0]
         try:
             layer[name] = check(value)
-        except _Invalid as error:
+        except Invalid as error:
             flag = _flag_name("base_url" if name == "base_urls" else name)
             raise UsageError(f"{flag} must be {error.expected}, got {_describe(name, value)}") from None
     return layer

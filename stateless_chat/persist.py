@@ -72,23 +72,9 @@ def expand(path: Path | str) -> Path:
 
 def entry_data(entry: Entry) -> dict[str, Any]:
     """Return ``entry`` as a save file (and the log) holds it: the API's message fields, and ours."""
-    message = entry.message
-    data: dict[str, Any] = {
-        "id": entry.id,
-        "role": entry.role,
-        "content": message.content,
-        "turn": entry.turn,
-        "pinned": entry.pinned,
-        "kind": entry.kind,
-        "source": entry.source,
-        "tokens": entry.tokens,
-    }
-    if message.name is not None:
-        data["name"] = message.name
-    if message.tool_calls:
-        data["tool_calls"] = [call.to_api() for call in message.tool_calls]
-    if message.tool_call_id is not None:
-        data["tool_call_id"] = message.tool_call_id
+    data: dict[str, Any] = {"id": entry.id, **entry.message.to_api(), "turn": entry.turn,
+                            "pinned": entry.pinned, "kind": entry.kind, "source": entry.source,
+                            "tokens": entry.tokens}
     if entry.finish_reason is not None:
         data["finish_reason"] = entry.finish_reason
     if entry.eviction is not None:

@@ -42,6 +42,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
+from .validate import Invalid, shown, type_name
 
 if TYPE_CHECKING:
     from .mcp_client import Connection
@@ -67,70 +68,50 @@ THREAD_JOIN = 2.0
 # ---- configuration ------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    """A value does not fit its key; ``expected`` says what would."""
-
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
-
-
-def _type_name(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array"}
-    if isinstance(value, dict):
-        return "a table"
-    return names.get(type(value), type(value).__name__)
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _command(value: object) -> str:
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise _Invalid("a non-empty string (the server's executable)")
+        raise Invalid("a non-empty string (the server's executable)")
     return value
 
 
 def _args(value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise _Invalid("an array of strings")
+        raise Invalid("an array of strings")
     if not all(isinstance(item, str) and "\x00" not in item for item in value):
-        raise _Invalid("an array of strings")
+        raise Invalid("an array of strings")
     return tuple(value)
 
 
 def _env(value: object) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
-        raise _Invalid("a table of strings")
+        raise Invalid("a table of strings")
     for key, item in value.items():
         if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
-            raise _Invalid("a table of strings whose names are not empty and have no '='")
+            raise Invalid("a table of strings whose names are not empty and have no '='")
         if not isinstance(item, str) or "\x00" in item:
-            raise _Invalid("a table of strings")
+            raise Invalid("a table of strings")
     return MappingProxyType(dict(value))
 
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid("a boolean (true or false)")
+        raise Invalid("a boolean (true or false)")
     return value
 
 
 def _approval(value: object) -> Approval:
     if value != "ask" and value != "always":
-        raise _Invalid('"ask" or "always"')
+        raise Invalid('"ask" or "always"')
     return value
 
 
 def _approvals(value: object) -> Mapping[str, Approval]:
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
-        raise _Invalid('a table of tool names to "ask" or "always"')
+        raise Invalid('a table of tool names to "ask" or "always"')
     try:
         return MappingProxyType({key: _approval(item) for key, item in value.items()})
-    except _Invalid:
-        raise _Invalid('a table of tool names to "ask" or "always"') from None
+    except Invalid:
+        raise Invalid('a table of tool names to "ask" or "always"') from None
 
 
 _SERVER_CHECKS: dict[str, Callable[[object], Any]] = {
@@ -162,14 +143,14 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not SERVER_NAME.fullmatch(self.name):
-            raise ConfigError(f"mcp server name {_describe(self.name)} {_NAME_RULE}")
+            raise ConfigError(f"mcp server name {shown(self.name)} {_NAME_RULE}")
         for key, check in _SERVER_CHECKS.items():
             value = getattr(self, key)
             try:
                 checked = check(value)
-            except _Invalid as error:
-                shown = _type_name(value) if key == "env" else _describe(value)
-                message = f"mcp server {self.name}: {key} must be {error.expected}, got {shown}"
+            except Invalid as error:
+                got = type_name(value) if key == "env" else shown(value)
+                message = f"mcp server {self.name}: {key} must be {error.expected}, got {got}"
                 raise ConfigError(message) from None
             if checked is not value:
                 object.__setattr__(self, key, checked)
@@ -195,7 +176,7 @@ def _suggestion(key: str, choices: Iterable[str]) -> str:
 def _table(value: object, path: str, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Return ``value`` if it is a table (with only the ``allowed`` keys, if given), else raise."""
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: {path!r} must be a table, got {_type_name(value)}")
+        raise ConfigError(f"{where}: {path!r} must be a table, got {type_name(value)}")
     if allowed is None:
         return value
     for key in value:
@@ -231,9 +212,9 @@ def parse_servers(raw: object, where: str) -> dict[str, ServerConfig]:
                 continue
             try:
                 values[key] = _SERVER_CHECKS[key](value)
-            except _Invalid as error:
-                shown = _type_name(value) if key == "env" else _describe(value)
-                message = f"{where}: {_key_path(path, key)!r} must be {error.expected}, got {shown}"
+            except Invalid as error:
+                got = type_name(value) if key == "env" else shown(value)
+                message = f"{where}: {_key_path(path, key)!r} must be {error.expected}, got {got}"
                 raise ConfigError(message) from None
         result[name] = ServerConfig(name=name, **values)
     return result
@@ -249,10 +230,10 @@ def _tool_approvals(value: object, path: str, where: str) -> dict[str, Approval]
         if "approve" in table:
             try:
                 approvals[tool] = _approval(table["approve"])
-            except _Invalid as error:
+            except Invalid as error:
                 raise ConfigError(
                     f"{where}: {_key_path(tool_path, 'approve')!r} must be {error.expected}, "
-                    f"got {_describe(table['approve'])}"
+                    f"got {shown(table['approve'])}"
                 ) from None
     return approvals
 
@@ -373,7 +354,7 @@ def parse_arguments(arguments: str) -> dict[str, Any] | str:
     except ValueError as error:
         return f"the arguments are not valid JSON ({error}); send a JSON object"
     if not isinstance(value, dict):
-        return f"the arguments must be a JSON object, got {_type_name(value)}"
+        return f"the arguments must be a JSON object, got {type_name(value)}"
     return value
 
 
