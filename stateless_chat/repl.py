@@ -22,6 +22,7 @@ from rich.console import Console
 from stateless_chat.commands import REGISTRY, Exit, Prefill, Send, dispatch, is_command
 from stateless_chat.errors import ChatError
 from stateless_chat.history import Conversation
+from stateless_chat.messages import Event
 from stateless_chat.render import Renderer, bar
 from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.session import Session
@@ -234,9 +235,25 @@ class Repl:
         if base is not None:
             session.conversation = base
         stream = self.renderer.reply()
+        # Events that come once the reply has begun (a cut reply, usage notes) print after it.
+        held: list[Event] = []
+        begun = False
+
+        def feed(delta: str) -> None:
+            nonlocal begun
+            begun = True
+            stream.feed(delta)
+
+        def on_event(event: Event) -> None:
+            if begun:
+                held.append(event)
+            else:
+                self.renderer.event(event)
+
+        session.on_event = on_event
         try:
             with stream:
-                session.send(text, stream.feed)
+                session.send(text, feed)
             if pin:
                 session.conversation = session.conversation.pin_last_question()
             return True
@@ -249,6 +266,10 @@ class Repl:
         except Exception as error:  # a bug: the conversation must survive it
             session.rollback(before)
             self.bug(error)
+        finally:
+            session.on_event = self.renderer.event
+            for event in held:
+                self.renderer.event(event)
         return False
 
     def bug(self, error: Exception) -> None:

@@ -263,6 +263,8 @@ def test_a_reply_cut_at_the_length_limit_is_kept_marked_and_said(server: FakeSer
     answer = session.conversation.history[-1]
     assert answer.content == "a long answer that stops" and answer.cut
     assert "✂" in run.output  # the history marks it
+    # The line comes after the reply it speaks of, not in the middle of it.
+    assert run.output.index("a long answer that stops") < run.output.index("reply cut at the length limit")
 
 
 def test_one_shot_says_on_stderr_when_the_reply_was_cut(server: FakeServer) -> None:
