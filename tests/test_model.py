@@ -75,7 +75,8 @@ def with_tool_turn(session: Session, question: str = "what time is it?") -> Conv
     first = conversation.next_id
     entries = [
         conversation.new_entry("user", question, session.measure, turn=turn, id=first),
-        conversation.new_entry("assistant", None, session.measure, turn=turn, tool_calls=(CALL,), id=first + 1),
+        conversation.new_entry("assistant", None, session.measure, turn=turn, tool_calls=(CALL,),
+                               id=first + 1),
         conversation.new_entry("tool", "12:00 UTC", session.measure, turn=turn, tool_call_id="call_abc",
                                id=first + 2),
         conversation.new_entry("assistant", "It is noon.", session.measure, turn=turn, id=first + 3),
@@ -143,7 +144,8 @@ def test_a_tool_only_reply_without_tools_offered_is_said_and_not_left_dangling(s
 
 
 def test_streamed_tool_calls_are_put_together(server: FakeServer) -> None:
-    server.replier = lambda body: Scripted("Checking.", (("c1", "a", '{"x": 1}'), ("c2", "b", '{"y": [2, 3]}')))
+    calls = (("c1", "a", '{"x": 1}'), ("c2", "b", '{"y": [2, 3]}'))
+    server.replier = lambda body: Scripted("Checking.", calls)
     session = make_session(server)
     assert session.backend is not None
     reply = session.backend.send({"model": "m", "messages": [{"role": "user", "content": "hi"}],
@@ -271,7 +273,8 @@ def test_one_shot_says_on_stderr_when_the_reply_was_cut(server: FakeServer) -> N
     server.replier = lambda body: Scripted("cut short", finish_reason="length")
     done = run_cli("--base-url", server.url, "--max-tokens", "7", "hello")
     assert done.returncode == 0 and done.stdout.decode() == "cut short\n"
-    assert done.stderr.decode().splitlines() == ["stateless-chat: reply cut at the length limit (max_tokens 7)"]
+    said = done.stderr.decode().splitlines()
+    assert said == ["stateless-chat: reply cut at the length limit (max_tokens 7)"]
 
 
 # ---- /drop works on whole turns ---------------------------------------------------------
