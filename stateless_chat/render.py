@@ -7,6 +7,7 @@ markup string, so ``[bold]`` in a reply prints literally.
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 import time
@@ -14,11 +15,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 
+from markdown_it import MarkdownIt
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group
 from rich.live import Live
 from rich.markdown import Markdown, UnknownElement
 from rich.segment import Segment, Segments
-from rich.syntax import Syntax, SyntaxTheme
+from rich.style import Style
+from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -37,10 +41,13 @@ from stateless_chat.commands import (
 from stateless_chat.messages import Event, describe
 from stateless_chat.sanitize import ControlStripper, safe_json, strip_controls
 
-_FENCE = re.compile(r"^\s*(```|~~~)", re.M)
+_FENCE = re.compile(r"\s*(`{3,}|~{3,})(.*)", re.S)  # a code fence's line: its marker, then its info string
 _NONSPACE = re.compile(r"\S")
 REFRESH_SECONDS = 0.1
-CODE_THEME = "monokai"  # Rich's Markdown default, named so the live code view highlights alike
+# An open code block is redrawn less often: Live redraws every row of its screenful each time, which
+# is most of what streaming a long block costs once its lines are no longer highlighted on every refresh.
+CODE_REFRESH_SECONDS = 0.25
+CODE_THEME = "monokai"  # Rich's Markdown default, named so the live code view has the same colours
 _HEAD = 256  # characters of a line kept to classify it (and, for a fence, to reopen it in the live view)
 # After a blank line, a line that starts indented or with one of these may still belong to the block
 # before it (a list's next item, a list item's next paragraph, indented code): the block is not cut there.
@@ -60,21 +67,18 @@ def bar(fraction: float, width: int = 20) -> str:
 
 
 class _Fence:
-    """A code fence in the unfinished tail, and the live view's rendering of its last lines."""
+    """A code fence in the unfinished tail, and the live view's rows for its last lines."""
 
-    def __init__(self, start: int, body: int, opener: str) -> None:
+    def __init__(self, start: int, body: int, opener: str, marker: str) -> None:
         self.start = start  # offset in the reply where the opening line starts
         self.body = body  # offset of the first code line
         self.end: int | None = None  # offset where the closing line starts, once it has come
         self.opener = opener + "\n"  # the opening line (its first _HEAD characters)
-        self.language = opener.strip().lstrip("`~").strip().partition(" ")[0] or "text"
-        self.syntax: Syntax | None = None  # renders a run of code lines as Rich's CodeBlock does
-        self.pads: tuple[Row, Row] = ([], [])  # the code block's top and bottom padding rows
-        self.width = 0  # the width everything below was rendered at
-        self.shown = body  # the code lines before this offset are rendered into ``batches``
-        self.batches: deque[list[Row]] = deque()  # one per refresh that brought lines; a screenful
-        self.rows = 0  # rows in ``batches``
-        self.whole = True  # ``batches`` start at the first code line (so the top padding shows)
+        self.marker = marker  # its run of backticks or tildes
+        self.width = 0  # the width ``rows`` were made for
+        self.shown = body  # the code lines before this offset are in ``rows``
+        self.rows: deque[Row] = deque()  # the last screenful of rows of those lines
+        self.whole = True  # ``rows`` start at the first code line (so the top padding shows)
 
 
 class _LiveTail:
@@ -135,15 +139,17 @@ class ReplyStream:
         # What the scan knows of the tail's last, unfinished line.
         self._line_at = 0  # offset in the reply where it starts
         self._head = ""  # its first _HEAD characters
+        self._long = False  # it is longer than that
         self._blank = True  # nothing but whitespace so far
-        self._core = ""  # its first 3 characters after the leading whitespace
         self._cut: int | None = None  # a block may end here (after a blank line): the next line decides
         self._done = 0  # offset in the reply where the finished blocks end
         self._fence: _Fence | None = None  # the tail's last code fence (open while its ``end`` is None)
         self._gap = False  # Markdown puts a blank line after the last block printed (not after a rule)
         self._started = False  # plain text: something was printed
         self._held = 0  # plain text: newlines that ended the last piece printed, not shown yet
-        self._theme: SyntaxTheme | None = None
+        self._code_style: tuple[Style, Style] | None = None
+        self._preview: tuple[Markdown, MarkdownIt] | None = None
+        self._unprinted = ""  # finished blocks whose printing was interrupted
         self._closed = False
         self._live: Live | None = None
         self._last_refresh = 0.0
@@ -161,11 +167,27 @@ class ReplyStream:
         self._append(safe)
         done = self._scan()
         if done > 0:
-            self._print(self._take(done))  # taken out first: an interrupted print is not repeated at the end
+            self._print_finished(self._take(done))
         now = time.monotonic()
-        if self._live is not None and now - self._last_refresh >= REFRESH_SECONDS:
+        every = CODE_REFRESH_SECONDS if self._in_code() else REFRESH_SECONDS
+        if self._live is not None and now - self._last_refresh >= every:
             self._last_refresh = now
             self._live.update(_LiveTail(self), refresh=True)
+
+    def _print_finished(self, text: str) -> None:
+        """Print finished blocks, taken out of the tail; if Ctrl-C interrupts that (most likely while
+        Rich renders them, before anything is written), they are printed with the tail at the end."""
+        state = (self._gap, self._started, self._held)
+        try:
+            self._print(text)
+        except BaseException:
+            self._unprinted = text
+            self._gap, self._started, self._held = state
+            raise
+
+    def _in_code(self) -> bool:
+        """Whether the tail ends inside an open code block (shown as such)."""
+        return self.markdown and self._fence is not None and self._fence.end is None
 
     @property
     def _tail(self) -> str:
@@ -220,37 +242,42 @@ class ReplyStream:
 
     def _extend_line(self, text: str, start: int, end: int) -> None:
         """Take ``text[start:end]``, more of the current line (no newline in it), into account."""
-        if len(self._head) < _HEAD:
-            self._head += text[start:min(end, start + _HEAD - len(self._head))]
+        room = _HEAD - len(self._head)
+        if room > 0:
+            self._head += text[start:min(end, start + room)]
+        self._long = self._long or end - start > room
         if self._blank:
             found = _NONSPACE.search(text, start, end)
             if found is None:
                 return
             self._blank = False
-            first = found.start()
-            self._core = text[first:min(end, first + 3)]
             if self._cut is not None:
-                if not (self._head[0].isspace() or self._core[0] in _CONTINUES):
+                if not (self._head[0].isspace() or text[found.start()] in _CONTINUES):
                     self._done = self._cut
                 self._cut = None
-        elif len(self._core) < 3:
-            self._core += text[start:min(end, start + 3 - len(self._core))]
 
     def _end_line(self, next_at: int) -> None:
-        """The current line ended; the next one starts at ``next_at``."""
+        """The current line ended; the next one starts at ``next_at``.
+
+        A fence closes only at a line of its own marker's character, at least as long, and
+        nothing else (CommonMark's rule): taking a ``~~~`` or a ```` ```python ```` line inside a
+        code block for its end would cut the block at its next blank line.
+        """
         fence = self._fence
-        inside = fence is not None and fence.end is None
-        if _FENCE.match(self._core):
-            if fence is not None and inside:
+        if fence is not None and fence.end is None:
+            closing = self._head.strip()
+            if not self._long and closing.startswith(fence.marker) and not closing.strip(fence.marker[0]):
                 fence.end = self._line_at
-            else:
-                self._fence = _Fence(self._line_at, next_at, self._head)
-        elif self._blank and not inside:
+        elif found := _FENCE.match(self._head):
+            marker, info = found.groups()
+            if not (marker[0] == "`" and "`" in info):  # else inline code at the line's start
+                self._fence = _Fence(self._line_at, next_at, self._head, marker)
+        elif self._blank:
             self._cut = next_at
         self._line_at = next_at
         self._head = ""
+        self._long = False
         self._blank = True
-        self._core = ""
 
     def _last_lines(self, start: int, end: int, rows: int, width: int) -> tuple[int, str]:
         """Return the last ``rows`` lines of the tail's ``start:end`` (no more of it than ``width``
@@ -281,20 +308,34 @@ class ReplyStream:
             view = fence.opener + view
         return view
 
-    def _view(self, text: str) -> Markdown | Text:
+    def _view(self, text: str, live: bool = False) -> Markdown | Text:
         """Return ``text`` ready to render after the pieces printed before it.
 
-        Markdown comes after a stand-in for those pieces, one row that the caller drops (see
+        Markdown comes after a stand-in for those pieces, rows that the caller drops (see
         ``_STAND_IN``): Rich puts a blank line before a block when the last element it closed
         wants one (the block before, or for a quote or a list, the paragraph inside it), so a
         piece rendered on its own would gain or lose that line.
+
+        The live view's Markdown is parsed by one parser kept for the stream: Rich builds a new
+        markdown-it parser for every ``Markdown`` (0.3 ms, as long as rendering a screenful).
         """
         if not self.markdown:
             return Text(text)
-        return Markdown(_STAND_IN[self._gap][0] + text, code_theme=CODE_THEME)
+        text = _STAND_IN[self._gap][0] + text
+        if not live:
+            return Markdown(text, code_theme=CODE_THEME)
+        if self._preview is None:
+            parser = MarkdownIt().enable("strikethrough").enable("table")  # as Rich's Markdown configures it
+            self._preview = (Markdown("", code_theme=CODE_THEME), parser)
+        template, parser = self._preview
+        markdown = copy.copy(template)
+        markdown.markup = text
+        markdown.parsed = parser.parse(text)
+        return markdown
 
     def _rows(self, console: Console, options: ConsoleOptions, text: str) -> list[Row]:
-        rows = console.render_lines(self._view(text), options, pad=False)
+        """Return the live view's rows for ``text``."""
+        rows = console.render_lines(self._view(text, live=True), options, pad=False)
         return rows[_STAND_IN[self._gap][1]:] if self.markdown else rows
 
     def _live_rows(self, console: Console, options: ConsoleOptions) -> list[Row]:
@@ -305,7 +346,7 @@ class ReplyStream:
         width = max(1, options.max_width)
         options = options.update(height=None)
         fence = self._fence
-        if self.markdown and fence is not None and fence.end is None:
+        if fence is not None and self._in_code():
             rows = self._code_rows(console, options, fence, limit, width)
             if len(rows) < limit and fence.start > self._base:
                 _, before = self._last_lines(0, fence.start - self._base, limit, width)
@@ -322,56 +363,64 @@ class ReplyStream:
     def _code_rows(
         self, console: Console, options: ConsoleOptions, fence: _Fence, limit: int, width: int
     ) -> list[Row]:
-        """Return the rows of the open code block, as Rich's CodeBlock renders them, for its last lines.
+        """Return the rows of the open code block's last lines: laid out as Rich's CodeBlock lays
+        them out (padding, background, wrapping), but not highlighted.
 
         Highlighting a screenful of code on every refresh is what made a long code block slow
-        (about 5 ms a refresh). Lines are highlighted once instead, as they complete: the lines
-        that came since the last refresh are rendered together and kept, a screenful of them.
-        Each run is highlighted on its own, so a construct spanning runs (a long string) may be
-        coloured differently until the block is finished and printed whole.
+        (about 5 ms a refresh): Rich highlights and renders the whole screenful again each time.
+        Here each line is made into rows once, when it is complete, and only a screenful of rows
+        is kept; the block is highlighted when it is finished and printed whole.
         """
-        if fence.syntax is None or fence.width != width:
-            if self._theme is None:
-                self._theme = Syntax.get_theme(CODE_THEME)
-            probe = Syntax("", fence.language, theme=self._theme)
-            lexer = probe.lexer or probe.default_lexer
-            fence.syntax = Syntax("", lexer, theme=self._theme, word_wrap=True, padding=(0, 1))
-            padded = console.render_lines(Syntax("", lexer, theme=self._theme, padding=1), options, pad=False)
-            fence.pads = (padded[0], padded[-1])
+        if fence.width != width or fence.rows.maxlen != limit:
             fence.width = width
-            fence.batches.clear()
-            fence.rows = 0
+            fence.rows = deque(maxlen=limit)
             fence.shown = fence.body
             fence.whole = True
-        syntax = fence.syntax
+        background, style = self._code_styles(console)
         end = self._line_at  # the complete lines end here
         if end > fence.shown:
             start = fence.shown
-            if end - start > width * limit:  # more came than fits on the screen: skip to its end
+            if end - start > width * limit:  # more came than fits on the screen: only its end matters
                 start = end - width * limit
-                fence.batches.clear()
-                fence.rows = 0
+                fence.rows.clear()
                 fence.whole = False
             code = self._read(start - self._base, end - self._base)
             if start > fence.shown:
                 code = code[code.find("\n") + 1:] or code  # from a line's start, unless one line fills it all
             fence.shown = end
-            syntax.code = code[:-1]
-            batch = console.render_lines(syntax, options, pad=False)
-            fence.batches.append(batch)
-            fence.rows += len(batch)
-            while fence.rows - len(fence.batches[0]) >= limit:
-                fence.rows -= len(fence.batches.popleft())
-                fence.whole = False
-        rows = [fence.pads[0]] if fence.whole else []
-        for batch in fence.batches:
-            rows.extend(batch)
+            for line in code[:-1].split("\n"):
+                for row in self._code_line(console, options, line, width, style):
+                    fence.whole = fence.whole and len(fence.rows) < limit
+                    fence.rows.append(row)
+        padding = [Segment(" " * width, background)]
+        rows = [padding, *fence.rows] if fence.whole else list(fence.rows)
         tail_end = self._base + self._size
         if tail_end > end:  # the line still arriving
-            syntax.code = self._read(max(end, tail_end - width * limit) - self._base, self._size)
-            rows.extend(console.render_lines(syntax, options, pad=False))
-        rows.append(fence.pads[1])
+            line = self._read(max(end, tail_end - width * limit) - self._base, self._size)
+            rows.extend(self._code_line(console, options, line, width, style))
+        rows.append(padding)
         return rows
+
+    def _code_styles(self, console: Console) -> tuple[Style, Style]:
+        """Return the code block's background style and the style of its plain text."""
+        if self._code_style is None:
+            theme = Syntax.get_theme(CODE_THEME)
+            text = Syntax("", "text", theme=theme).highlight("x").get_style_at_offset(console, 0)
+            self._code_style = (theme.get_background_style(), text)
+        return self._code_style
+
+    @staticmethod
+    def _code_line(
+        console: Console, options: ConsoleOptions, line: str, width: int, style: Style
+    ) -> list[Row]:
+        """Return the rows of a code line in a code block ``width`` cells wide (a cell of padding a side)."""
+        line = line.expandtabs(4)  # as Syntax does
+        room = max(1, width - 2)
+        size = cell_len(line)
+        if size <= room:
+            return [[Segment(f" {line}{' ' * (room - size)} ", style)]]
+        rows = console.render_lines(Text(line, style=style), options.update(width=room), style=style)
+        return [[Segment(" ", style), *row, Segment(" ", style)] for row in rows]
 
     def _print(self, text: str) -> None:
         """Print a finished piece of the reply; together the pieces show as the whole reply would."""
@@ -421,7 +470,7 @@ class ReplyStream:
         if self._live is not None:
             self._live.update(Text(""), refresh=True)
             self._live.__exit__(kind, error, trace)
-        self._print(self._take(self._size))
+        self._print(self._unprinted + self._take(self._size))
 
 
 class Renderer:

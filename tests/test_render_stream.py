@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
+from markdown_it import MarkdownIt
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.segment import Segment
@@ -153,10 +154,14 @@ REPLIES = [
     "Intro:\n\n- one\n- two\n\n- three, the list is loose now\n\nAfter the list.\n\n1. first\n2. second\n\n"
     "3. third\n\nThe end.\n",
     "Code:\n\n```python\ndef f(x):\n\n    return x  # [bold]\n```\n\nDone, and `[red]` too.\n",
-    "## Heading\nText right after.\n\n---\n\nAfter a rule.\n\n> quoted\n> more\n\n> a second quote\n\n### Small",
+    "## Heading\nText right after.\n\n---\n\nAfter a rule.\n\n> quoted\n> more\n\n> a second quote\n\n"
+    "### Small",
     "- item\n\n  its second paragraph\n- next\n\n      indented code\n\n      more code\n\nend\n\n\n",
     "\n\nleading blank lines\n\n\n\nand many between\n\n   \n\nlast\n\n",
-    "~~~\nraw ``` text\n\n~~~\n| a | b |\n|---|---|\n| 1 | 2 |\n\nText\n```js\nlet x = 1\n```\nafter fence\n\nz",
+    "~~~\nraw ``` text\n\n~~~\n| a | b |\n|---|---|\n| 1 | 2 |\n\nText\n```js\nlet x = 1\n```\n"
+    "after fence\n\nz",
+    "```\ncode\n~~~\n\nstill code\n```python\n\nmore\n````\n\nstill\n```\n\nafter\n\n"
+    "````md\n```\n\n````\nend",
 ]
 
 
@@ -183,12 +188,13 @@ def test_paragraphs_keep_the_blank_line_between_them() -> None:
 
 @pytest.mark.parametrize("reply", REPLIES)
 def test_streamed_markdown_in_a_terminal_ends_as_the_whole_reply(reply: str, clock: Clock) -> None:
-    """Live's frames are drawn and cleared; the screen ends as printing the whole reply leaves it."""
+    """Live's frames are drawn and cleared; the screen ends as printing the whole reply leaves it,
+    colours included."""
     rnd = random.Random(reply)
-    expected = Screen(60, 12).write(whole(reply, terminal=True)).lines()
+    expected = Screen(60, 12).write(whole(reply, terminal=True)).styled()
     for chunks in (list(reply), cut(reply, rnd), cut(reply, rnd, 5)):
         shown = Screen(60, 12).write(stream(chunks, terminal=True, clock=clock))
-        assert shown.lines() == expected
+        assert shown.styled() == expected
 
 
 @pytest.mark.parametrize("reply", REPLIES)
@@ -230,6 +236,31 @@ def test_ctrl_c_in_a_long_paragraph_and_a_code_block_shows_each_line_once(clock:
         expected = Screen(40, 10).write(whole(reply, terminal=True, width=40, height=10)).lines()
         shown = Screen(40, 10).write(interrupted(chunks, clock)).lines()
         assert shown == expected
+
+
+def test_ctrl_c_while_a_finished_block_is_rendered_still_shows_it_once(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C lands where the time goes: most likely while Rich renders what is being printed."""
+    real = Markdown.__rich_console__
+    armed = [False]
+
+    def interrupting(self: Markdown, console: Console, options: object) -> object:
+        if armed[0] and "Second" in self.markup:
+            armed[0] = False
+            raise KeyboardInterrupt
+        return real(self, console, options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Markdown, "__rich_console__", interrupting)
+    for terminal in (False, True):
+        out, buffer = console(terminal, 40, 10)
+        with pytest.raises(KeyboardInterrupt), ReplyStream(out) as reply:
+            for chunk in ["First.\n\nSecond ", "block.\n\n", "Third"]:
+                clock.now += 0.2
+                armed[0] = chunk == "Third"  # the chunk that finishes "Second block."
+                reply.feed(chunk)
+        lines = Screen(40, 10).write(buffer.getvalue()).lines()
+        assert lines == ["First.", "", "Second block.", "", "Third"]
 
 
 def test_a_live_view_never_outgrows_the_screen(clock: Clock) -> None:
@@ -295,19 +326,23 @@ class CountedStripper(ControlStripper):
         return Counted(super().feed(chunk))
 
 
-class CountedMarkdown(Markdown):
-    handed = 0
+class Parsed:
+    """Counts the characters handed to markdown-it (every Markdown, Rich's or not, is parsed by it)."""
 
-    def __init__(self, markup: str, *args: object, **kwargs: object) -> None:
-        CountedMarkdown.handed += len(markup)
-        super().__init__(markup, *args, **kwargs)  # type: ignore[arg-type]
+    handed = 0
 
 
 @pytest.fixture
 def counters(monkeypatch: pytest.MonkeyPatch) -> None:
-    Counted.touched = CountedStripper.handled = CountedMarkdown.handed = 0
+    Counted.touched = CountedStripper.handled = Parsed.handed = 0
     monkeypatch.setattr(render, "ControlStripper", CountedStripper)
-    monkeypatch.setattr(render, "Markdown", CountedMarkdown)
+    parse = MarkdownIt.parse
+
+    def counting(self: MarkdownIt, src: str, *args: object, **kwargs: object) -> object:
+        Parsed.handed += len(src)
+        return parse(self, src, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MarkdownIt, "parse", counting)
 
 
 def one_paragraph(words: int) -> list[str]:
@@ -326,12 +361,12 @@ def test_one_huge_paragraph_costs_linear_work(clock: Clock) -> None:
         for chunk in chunks:
             clock.now += 0.005
             reply.feed(chunk)
-        streamed = CountedMarkdown.handed
+        streamed = Parsed.handed
     refreshes = round(clock.now / render.REFRESH_SECONDS)
     assert Counted.touched <= 3 * size
     assert CountedStripper.handled <= size
     assert streamed <= (refreshes + 1) * width * height  # a screenful a refresh, however long the tail
-    assert size <= CountedMarkdown.handed - streamed <= size + 10  # and the whole paragraph once, at the end
+    assert size <= Parsed.handed - streamed <= size + 10  # and the whole paragraph once, at the end
 
 
 @pytest.fixture
@@ -341,11 +376,11 @@ def crop_copies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     copies = [0]
     original = Segment.split_and_crop_lines.__func__  # type: ignore[attr-defined]
 
-    def counting(cls: type[Segment], segments: object, *args: object, **kwargs: object) -> object:
-        segments = list(segments)  # type: ignore[call-overload]
+    def counting(cls: type[Segment], /, segments: Iterable[Segment], *args: object, **kw: object) -> object:
+        segments = list(segments)
         for segment in segments:
             copies[0] += len(segment.text) * segment.text.count("\n")
-        return original(cls, segments, *args, **kwargs)
+        return original(cls, segments, *args, **kw)
 
     monkeypatch.setattr(Segment, "split_and_crop_lines", classmethod(counting))
     yield copies
@@ -385,7 +420,7 @@ def code_block(lines: int, close: bool = True) -> list[str]:
     return ["```python\n", *(f"x{i} = {i}\n" for i in range(lines)), *(["```\n"] if close else [])]
 
 
-def test_a_long_code_block_is_highlighted_a_line_at_a_time(clock: Clock, highlighted: list[int]) -> None:
+def test_a_long_code_block_is_not_highlighted_on_every_refresh(clock: Clock, highlighted: list[int]) -> None:
     """Each refresh used to highlight a screenful of the block again (~5 ms a refresh)."""
     chunks = code_block(1_000)
     size = sum(map(len, chunks))
@@ -395,16 +430,23 @@ def test_a_long_code_block_is_highlighted_a_line_at_a_time(clock: Clock, highlig
             clock.now += 1 / 50
             reply.feed(chunk)
         streaming = highlighted[0]
-    assert streaming <= 2 * size  # each line about once while streaming (it used to be ~20 times)
+    assert streaming <= 2 * size  # at most about once a line while streaming (it used to be ~20 times)
     assert highlighted[0] - streaming >= size - 20  # then the whole block, properly, at the end
 
 
+def background(cell: tuple[str, str]) -> str:
+    found = re.search(r"48;2;\d+;\d+;\d+", cell[1])
+    return found.group() if found else ""
+
+
 @pytest.mark.parametrize("partial", ["", "x_last = [1,"])
-def test_the_live_code_view_looks_like_the_finished_block(clock: Clock, partial: str) -> None:
-    """The unfinished block shows its last lines as the finished block shows them, colours included."""
+def test_the_live_code_view_is_laid_out_as_the_finished_block(clock: Clock, partial: str) -> None:
+    """While a code block streams, its last lines show as the finished block lays them out (padding,
+    wrapping, tabs, the theme's background), only not highlighted yet; finished, it is highlighted."""
     width, height = 50, 12
     lines = [f"value_{i} = compute({i}, 'text')  # note {i}\n" for i in range(60)]
-    lines[7] = "def long_line():  " + "return 1 + " * 8 + "2\n"  # wraps
+    lines[-4] = "def long_line():  " + "return 1 + " * 8 + "2\n"  # wraps
+    lines[-2] = "\tindented = True\n"
     chunks = ["Some code:\n", "```python\n", *lines, partial]
     out, buffer = console(True, width, height)
     with ReplyStream(out) as reply:
@@ -413,10 +455,19 @@ def test_the_live_code_view_looks_like_the_finished_block(clock: Clock, partial:
             reply.feed(chunk)
         live = Screen(width, height).write(buffer.getvalue()).styled()
     finished = Screen(width, 10_000).write(whole("".join(chunks) + "\n```", True, width, 10_000)).styled()
-    # The live frame's rows are the finished block's last rows, padding and colours included.
     shown = live[-(height - 2):]
-    assert shown == finished[-len(shown):]
-    assert Screen(width, height).write(buffer.getvalue()).lines()[-1].startswith(" x_last" if partial else " value_59")
+
+    def text(rows: list[list[tuple[str, str]]]) -> list[str]:
+        return ["".join(char for char, _ in row) for row in rows]
+
+    assert text(shown) == text(finished[-len(shown):])
+    assert text(shown)[-1].strip() == ""  # the bottom padding row
+    assert text(shown)[-2].startswith(" x_last" if partial else " value_59")
+    assert {background(cell) for row in shown for cell in row} == {background(finished[-1][0])} != {""}
+    colours = {cell[1] for row in finished[-len(shown):] for cell in row}
+    assert len(colours) > 2  # the finished block is highlighted
+    printed = Screen(width, height).write(buffer.getvalue()).styled()
+    assert printed == Screen(width, height).write(whole("".join(chunks), True, width, height)).styled()
 
 
 def test_the_live_code_view_at_the_start_shows_the_text_before_it(clock: Clock) -> None:
@@ -434,7 +485,8 @@ def test_the_live_code_view_at_the_start_shows_the_text_before_it(clock: Clock) 
 
 
 def test_markup_and_controls_in_a_reply_stay_inert(clock: Clock) -> None:
-    reply = ["[bold]not bold[/bold] \x1b]52;c;aGk=\x07ok\x1b[", "2J done\n\n", "```\n[red]x[/red]\x1b[31m\n```"]
+    reply = ["[bold]not bold[/bold] \x1b]52;c;aGk=\x07ok\x1b[", "2J done\n\n",
+             "```\n[red]x[/red]\x1b[31m\n```"]
     for terminal in (False, True):
         output = stream(reply, terminal=terminal, clock=clock)
         text = "\n".join(Screen(60, 12).write(output).lines())
