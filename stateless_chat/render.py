@@ -498,9 +498,13 @@ class Renderer:
         elif isinstance(result, HistoryView):
             self.console.print(history_table(result))
         elif isinstance(result, MessageView):
-            title = f"#{result.id} {result.role} · {result.tokens:,} tokens · {result.state}"
+            cut = " · ✂ cut at the length limit" if result.cut else ""
+            title = f"#{result.id} {result.role} · {result.tokens:,} tokens · {result.state}{cut}"
             self.console.print(Text(title, style="bold"))
-            self.console.print(Text(strip_controls(result.content)))
+            if result.content:
+                self.console.print(Text(strip_controls(result.content)))
+            for call in result.calls:
+                self.console.print(Text(strip_controls(call)))
         elif isinstance(result, TokensView):
             self.console.print(tokens_table(result))
         elif isinstance(result, RawView):
@@ -520,14 +524,14 @@ def history_table(view: HistoryView) -> Table:
     table.add_column("state")
     table.add_column("first line", overflow="ellipsis", no_wrap=True, max_width=60)
     for row in view.rows:
-        number = "S" if row.kind == "summary" else str(row.id)
-        role = row.role if row.kind != "file" else "file"
+        role = row.kind if row.kind in ("file", "summary") else row.role
+        state = row.state + (" ✂" if row.cut else "")  # ✂: the reply was cut at the length limit
         table.add_row(
-            Text(number),
+            Text(str(row.id)),
             Text(role),
             Text(f"{row.tokens:,}"),
             Text("📌" if row.pinned or row.state == "system" else ""),
-            Text(row.state, style="dim" if row.state in ("evicted", "summarized") else ""),
+            Text(state, style="dim" if row.state in ("evicted", "summarized", "removed") else ""),
             Text(strip_controls(row.first_line)),
         )
     if view.hidden_evicted:
