@@ -70,15 +70,27 @@ def stream_md(rows: Sequence[stream.StreamRow]) -> list[str]:
 
 
 def economy_md(rows: Sequence[economy.EconomyRow], turns_run: int) -> list[str]:
-    """Return the context-economy table: tokens sent, saving against ``none``, largest request, kept."""
-    baseline = next(r.sent for r in rows if r.policy == "none")
-    body = [[r.policy, f"{r.sent:,}", f"{1 - r.sent / baseline:.1%}", f"{r.requests:,}", f"{r.largest:,}",
-             f"{r.kept}/{len(economy.CONSTRAINTS)}"] for r in rows]
-    lines = [f"**4. Context economy** ({turns_run} turns, 5 constraints in turns 1-5, budget "
-             f"{economy.BUDGET:,} tokens with {economy.RESERVE} reserved for the reply; prompt tokens "
-             "as the server counts them, summary requests included; `none` is the no-eviction baseline)", ""]
-    return lines + _table(["policy", "prompt tokens sent", "saved vs none", "requests", "largest request",
-                           "constraints in final request"], body)
+    """Return the context-economy table: tokens, cached, the bill under two cached prices against the
+    naive full resend (and under OpenAI's caching rules), cache breaks, the largest request, kept."""
+    naive = rows[0]
+
+    def versus(mine: float, theirs: float) -> str:
+        return f"{mine:,.0f} ({mine / theirs:.2f}×)"
+
+    body = [[r.policy, f"{r.sent:,}", f"{r.cached:,}", versus(r.bills[0], naive.bills[0]),
+             versus(r.bills[1], naive.bills[1]), f"{r.cached_openai:,}",
+             versus(r.bill_openai, naive.bill_openai),
+             f"{r.breaks:,}", f"{r.largest:,}", f"{r.over_budget}", f"{r.kept}/{len(economy.CONSTRAINTS)}"]
+            for r in rows]
+    lines = [f"**4. Context economy, as billed** ({turns_run} turns, 5 constraints in turns 1-5, budget "
+             f"{economy.BUDGET:,} tokens with {economy.RESERVE} reserved for the reply; prompt tokens as the "
+             "server counts and caches them, summary requests included; the prompt side's bill in "
+             "input-token units, with cached input at 10% and at 2%, and its ratio to the naive full resend "
+             "`none`; the last bill with OpenAI's caching rules: nothing under 1,024 tokens, then 128-token "
+             "steps)", ""]
+    return lines + _table(["policy", "prompt tokens", "cached", "bill at 10%", "bill at 2%",
+                           "cached (OpenAI rules)", "bill at 10% (OpenAI rules)", "cache breaks",
+                           "largest request", "over budget", "constraints kept"], body)
 
 
 def memory_md(results: Sequence[memory.MemoryResult]) -> list[str]:

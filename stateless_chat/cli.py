@@ -75,6 +75,10 @@ def chat(
     policy: Annotated[
         str | None, typer.Option("--policy", help="Eviction policy: drop-oldest, summarize or none.")
     ] = None,
+    evict_to: Annotated[
+        float | None,
+        typer.Option("--evict-to", help="Once over budget, evict down to this share of it (default 0.5)."),
+    ] = None,
     usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One-shot: events to stderr.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the request JSON; send nothing.")] = False,
@@ -106,6 +110,7 @@ def chat(
         "max_tokens": max_tokens,
         "budget": budget,
         "policy": policy,
+        "evict_to": evict_to,
     }
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
                       local=local or local_model is not None, local_model=local_model)
@@ -314,20 +319,28 @@ def run_once(
         if not ends_line:
             write("\n")
     if options.usage:
-        stats = session.ledger.turns[-1]
-        reported = stats.reported_prompt_tokens
-        completion = stats.reported_completion_tokens
-        print(
-            f"{PROG}: usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, "
-            f"{'not reported' if reported is None else f'{reported:,} reported'}; "
-            f"completion {'not reported' if completion is None else f'{completion:,}'}",
-            file=sys.stderr,
-        )
+        print(f"{PROG}: {usage_line(session)}", file=sys.stderr)
     if options.save is not None:
         from stateless_chat import persist
 
         persist.save(session, options.save)
     return 0
+
+
+def usage_line(session: Session) -> str:
+    """Return the ``-u`` line: the last turn's prompt (ours and the server's, with what it read from its
+    cache), the completion, and the cost when the model has a price."""
+    from stateless_chat.commands import bill_line
+
+    stats = session.ledger.turns[-1]
+    reported, completion = stats.reported_prompt_tokens, stats.reported_completion_tokens
+    said = "not reported" if reported is None else f"{reported:,} reported"
+    if reported is not None and stats.reported_cached_tokens is not None:
+        said += f" ({stats.reported_cached_tokens:,} cached)"
+    line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
+            f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    cost = bill_line(session)
+    return f"{line}; {cost}" if cost else line
 
 
 def run_repl(settings: Settings, backend: Failover, options: Options, flags: dict[str, Any]) -> int:

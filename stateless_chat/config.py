@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stateless_chat.billing import Price, check_prices
 from stateless_chat.errors import ConfigError, UsageError
 from stateless_chat.models import context_window_for
 from stateless_chat.policies import POLICY_NAMES
@@ -102,6 +103,15 @@ def _path(value: object) -> str:
     return text
 
 
+def _evict_to(value: object) -> float:
+    return _float(value, expected="a fraction of the budget above 0, at most 1 (e.g. 0.5)", low=0.0, high=1.0,
+                  low_open=True)
+
+
+def _cache_lifetime(value: object) -> float:
+    return _float(value, expected="a positive number of seconds", low=0.0, high=MAX_TIMEOUT, low_open=True)
+
+
 def _policy(value: object) -> str:
     if value not in POLICY_NAMES:
         raise Invalid("one of " + ", ".join(POLICY_NAMES))
@@ -167,6 +177,9 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "timeout": _timeout,
     "history_file": _optional(_path),
     "local_model": _optional(_path),
+    "evict_to": _evict_to,
+    "cache_lifetime": _cache_lifetime,
+    "prices": check_prices,
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -202,6 +215,9 @@ class Settings:
     timeout: float = 60.0
     history_file: str | None = None
     local_model: str | None = None
+    evict_to: float = 0.5
+    cache_lifetime: float = 300.0
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():

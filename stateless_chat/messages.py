@@ -116,10 +116,22 @@ class Entry:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage the server reported for one request (``None`` when it did not say)."""
+    """Token usage the server reported for one request (``None`` when it did not say).
+
+    ``prompt_tokens`` always includes ``cached_tokens``, the part of the prompt the server
+    read from its prefix cache (billed at the cached price), whatever dialect it spoke.
+    """
 
     prompt_tokens: int | None
     completion_tokens: int | None
+    cached_tokens: int | None = None
+
+    @property
+    def uncached_tokens(self) -> int | None:
+        """Return the prompt tokens billed at the full input price (None when not reported)."""
+        if self.prompt_tokens is None:
+            return None
+        return max(0, self.prompt_tokens - (self.cached_tokens or 0))
 
 
 def span(ids: Sequence[int]) -> str:
@@ -218,6 +230,16 @@ class ReplyCut:
 
 
 @dataclass(frozen=True)
+class CacheBreak:
+    """The request does not start with the whole previous one: the server's cache of it is lost
+    past ``shared`` tokens (of the ``previous`` request's), because of ``cause``."""
+
+    cause: str
+    shared: int
+    previous: int
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain informational line from the core."""
 
@@ -226,7 +248,7 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | ReplyCut | Notice
+    | UsageMissing | ReplyCut | CacheBreak | Notice
 )
 
 
@@ -262,6 +284,9 @@ def describe(event: Event) -> str:
         return f"context too long{said}; cut history to a budget of {event.new_budget:,} and resent"
     if isinstance(event, UsageMissing):
         return "the server reported no usage; token counts are our own estimates"
+    if isinstance(event, CacheBreak):
+        return (f"cache break: {event.cause}; {event.shared:,} of the last request's {event.previous:,} "
+                "tokens can be read from the server's cache")
     if isinstance(event, ReplyCut):
         limit = f" (max_tokens {event.max_tokens:,})" if event.max_tokens is not None else ""
         return f"reply cut at the length limit{limit}"

@@ -163,7 +163,7 @@ class Repl:
             (style, meter[:filled]),
             ("", meter[filled:]),
             ("", f" │ pinned {conversation.pinned_count} │ evicted {len(conversation.evicted)} │ "
-                 f"sent {session.ledger.sent:,} "),
+                 f"cache ~{session.cache_prediction().share:.0%} │ sent {session.ledger.sent:,} "),
         ]
         return parts
 

@@ -9,16 +9,21 @@ is a method here, so commands only parse, call, and describe what happened.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from stateless_chat.billing import Bill, TurnTokens, bill, price_for
+from stateless_chat.cache import Prediction, Sent, predict, sent_from
 from stateless_chat.config import Settings
 from stateless_chat.context import Fit, Policy, too_big_alone
 from stateless_chat.errors import BudgetError, ContextLengthError, ParameterRejected, UsageError
 from stateless_chat.history import Conversation
 from stateless_chat.ledger import Ledger, TurnStats
 from stateless_chat.messages import (
+    CacheBreak,
     ContextRetry,
     Entry,
     Event,
@@ -39,12 +44,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Plan:
-    """The next request, fitted to the budget: this turn's new entries, what fitting did, the body."""
+    """The next request, fitted to the budget: this turn's new entries, what fitting did, the body,
+    and how much of it repeats the previous request (the server's cached prefix, predicted)."""
 
     pending: tuple[Entry, ...]
     fit: Fit
     body: dict[str, Any]
     budget: int
+    cache: Prediction
+    endpoint: str  # where the request was to go first (the prediction assumed it)
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class Session:
         *,
         on_event: Callable[[Event], None] = lambda event: None,
         exact: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -80,6 +89,9 @@ class Session:
         self.learned_budget: int | None = None
         self.ask_usage = True  # streamed requests ask for usage (stream_options) unless the server refuses
         self._said: set[str] = set()  # notes said once per session (usage missing, usage ignored)
+        self.clock = clock
+        self.last_sent: Sent | None = None  # what the last chat request sent, for the cache prediction
+        self.refused_budget: int | None = None  # the budget a context-length refusal implied
 
     # ---- state -------------------------------------------------------------------
 
@@ -116,8 +128,20 @@ class Session:
         return min(budget, learned) if learned else budget
 
     @property
+    def context_limit(self) -> int:
+        """Return the most tokens one request may hold: the context window, or less once the server
+        said so (a context-length refusal)."""
+        window = self.settings.effective_context_window
+        known = [b for b in (self.learned_budget, self.refused_budget) if b]
+        return min([window, *known])
+
+    @property
     def reserve(self) -> int:
         return self.settings.effective_reply_reserve
+
+    def low_water(self, budget: int) -> int:
+        """Return where eviction stops once it must start: ``evict_to`` of ``budget``."""
+        return int(self.settings.evict_to * budget)
 
     def too_big_alone(self, tokens: int, budget: int | None = None) -> bool:
         """Return whether a request of just ``tokens`` prompt tokens cannot fit the budget with the
@@ -166,14 +190,42 @@ class Session:
                 f"this message is at least {at_least:,} tokens; the budget is {budget:,}: "
                 "shorten it or raise the budget (/budget N or --budget N)"
             )
+        low_water = self.low_water(budget)
         pending = (self.conversation.new_entry("user", text, self.measure),)
-        candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve)
+        candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve,
+                                                low_water=low_water)
         if not self.exact and not candidate.fits:
             self.make_exact()
             pending = (self.conversation.new_entry("user", text, self.measure),)
-            candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve)
+            candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve,
+                                                    low_water=low_water)
         fitted = self.policy(summarize=summarize).fit(candidate)
-        return Plan(pending=pending, fit=fitted, body=self.body(fitted.request.messages()), budget=budget)
+        body = self.body(fitted.request.messages())
+        return Plan(pending=pending, fit=fitted, body=body, budget=budget,
+                    cache=self.predict(fitted.kept, body), endpoint=self.endpoint_name)
+
+    # ---- the server's cache --------------------------------------------------------
+
+    @property
+    def endpoint_name(self) -> str:
+        """Return the endpoint the next request goes to first (``host:port``)."""
+        return self.backend.name if self.backend is not None else ""
+
+    def predict(self, entries: Sequence[Entry], body: Mapping[str, Any] | None = None) -> Prediction:
+        """Return how much of a request sending ``entries`` repeats the last request, and why not all."""
+        return predict(self.last_sent, entries, tools=_tools_key(body), endpoint=self.endpoint_name,
+                       model=self.settings.model, now=self.clock(), lifetime=self.settings.cache_lifetime,
+                       why_gone=self.conversation.why_gone)
+
+    def bill(self) -> Bill:
+        """Return what this session's turns cost at the model's price (None without one), and what a
+        naive full resend with the server's cache would have cost."""
+        turns = [TurnTokens(t.sent, t.cached, t.completion, t.baseline_sent) for t in self.ledger.turns]
+        return bill(turns, price_for(self.settings.model, self.settings.prices))
+
+    def cache_prediction(self) -> Prediction:
+        """Return the predicted cache share of the next request (without its new message)."""
+        return self.predict(self.conversation.request_entries())
 
     # ---- one turn --------------------------------------------------------------
 
@@ -189,6 +241,7 @@ class Session:
             raise UsageError("no endpoint to send to")
         plan = self.plan(text)
         self._emit(plan.fit.events)
+        self._say_break(plan.cache)
         try:
             reply = self._request(plan.body, on_delta)
         except ContextLengthError as error:
@@ -218,6 +271,7 @@ class Session:
         budget = min(budget, plan.budget - 1)
         if budget <= self.reserve:
             raise error
+        self.refused_budget = min(budget, self.refused_budget or budget)  # no request may pass it now
         try:
             smaller = self.plan(text, budget=budget)
         except BudgetError:
@@ -225,7 +279,13 @@ class Session:
         self.on_event(ContextRetry(error.limit, error.requested, budget))
         told = {event.turn for event in plan.fit.events if isinstance(event, Evicted)}
         self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and e.turn in told)])
+        if smaller.cache.cause != plan.cache.cause:
+            self._say_break(smaller.cache)
         return smaller
+
+    def _say_break(self, prediction: Prediction) -> None:
+        if prediction.cause is not None:
+            self.on_event(CacheBreak(prediction.cause, prediction.shared, prediction.previous))
 
     def _request(self, body: dict[str, Any], on_delta: Callable[[str], None]) -> Reply:
         assert self.backend is not None
@@ -282,7 +342,11 @@ class Session:
             self.on_event(ReplyCut(self.settings.max_tokens if self.settings.max_tokens is not None
                                    else plan.body.get("max_tokens")))
         estimated = fitted.total - self.reserve
-        summary_prompt, summary_completion = self.summarizer.take_spent()
+        summary_prompt, summary_cached, summary_completion = self.summarizer.take_spent()
+        cache = plan.cache
+        if reply.name != plan.endpoint and self.last_sent is not None:
+            cache = Prediction(0, cache.total, f"failed over to {reply.name}", cache.previous)
+            self._say_break(cache)
         stats = TurnStats(
             turn=plan.pending[0].turn,
             estimated_prompt_tokens=estimated,
@@ -293,10 +357,16 @@ class Session:
             events=fitted.events,
             summary_prompt_tokens=summary_prompt,
             summary_completion_tokens=summary_completion,
+            summary_cached_tokens=summary_cached,
             finish_reason=reply.finish_reason,
+            reported_cached_tokens=usage.cached_tokens if usage else None,
+            predicted_cached_tokens=cache.shared,
+            cache_break=cache.cause,
         )
         self.conversation = conversation.append(answer)
         self.ledger = self.ledger.add(stats)
+        self.last_sent = sent_from(fitted.kept, tools=_tools_key(plan.body), endpoint=reply.name,
+                                   model=self.settings.model, at=self.clock())
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -323,7 +393,7 @@ class Session:
         if "system" in changes:
             self.conversation = self.conversation.with_system(settings.system, self.measure)
         if {"model", "budget", "context_window"} & set(changes):
-            self.learned_budget = None
+            self.learned_budget = self.refused_budget = None
 
     def summarize_now(self) -> Summarized:
         """Fold the live turns but the newest (and pinned ones) into the running summary now,
@@ -342,7 +412,7 @@ class Session:
         turns = [turn for turn in candidate.evictable_turns() if turn != newest]
         if not turns:
             raise UsageError("nothing to summarize: only the newest turn and pinned turns are live")
-        turns = turns_within(candidate, turns, self.summarizer.capacity(budget, conversation.summary))
+        turns = turns_within(candidate, turns, self.summarizer.capacity(candidate))
         if not turns:
             raise UsageError(f"the oldest turn is too long to summarize within the budget of {budget:,} "
                              "tokens: /drop it or raise the budget")
@@ -398,6 +468,12 @@ class Session:
         if text:
             return self.plan(text, summarize=False).body
         return self.body(self.conversation.messages())
+
+
+def _tools_key(body: Mapping[str, Any] | None) -> str:
+    """Return the request's ``tools`` array as the text that must not change for the cache to hold."""
+    tools = body.get("tools") if body is not None else None
+    return json.dumps(tools, sort_keys=False, separators=(",", ":")) if tools else ""
 
 
 __all__ = ["Plan", "Session", "State"]

@@ -372,7 +372,8 @@ def test_stats_charts_each_turn_and_marks_evictions(server: FakeServer) -> None:
     assert chart.count("✂") == sum(1 for t in turns if t.evictions) + 1  # plus the legend
     for t in turns:
         assert f"{t.reported_prompt_tokens:,}" in chart
-    assert f"total sent {session.ledger.sent:,} vs {session.ledger.baseline:,}" in chart
+    ledger = session.ledger
+    assert f"total sent {ledger.sent:,} ({ledger.cached:,} cached) vs {ledger.baseline:,}" in chart
     assert session.ledger.sent < session.ledger.baseline
     assert "no turns yet" in run_repl(make_session(server), ["/stats\r"]).output
 
@@ -440,9 +441,9 @@ def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServe
     run_repl(session, ["one two three\r", "four five six seven\r", "eight\r"])
     view = dispatch(session, "/stats")
     assert isinstance(view, StatsView)
-    assert all(sent == baseline for _, sent, baseline, _ in view.rows)
-    assert [t.estimated_prompt_tokens for t in session.ledger.turns] != [r[1] for r in view.rows]
-    assert view.sent_total == view.baseline_total == sum(r[1] for r in view.rows)
+    assert all(row.sent == row.baseline for row in view.rows)
+    assert [t.estimated_prompt_tokens for t in session.ledger.turns] != [row.sent for row in view.rows]
+    assert view.sent_total == view.baseline_total == sum(row.sent for row in view.rows)
 
 
 def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServer) -> None:
