@@ -134,7 +134,7 @@ class Reply:
 
     def _take(self, chunk: Chunk) -> None:
         if chunk.usage is not None:
-            self.usage = chunk.usage
+            self.usage = chunk.usage if self.usage is None else self.usage.merged(chunk.usage)
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
         if chunk.note and chunk.note not in self.notes:

@@ -124,12 +124,16 @@ class Conversation:
         return Candidate(system=self.system, summary=self.summary, history=self.history, pending=pending,
                          budget=budget, reserve=reserve, tools=tools, next_id=next_id, low_water=low_water)
 
-    def why_gone(self, entry_id: int) -> str:
-        """Return why entry ``entry_id`` is no longer sent, from its eviction record."""
+    def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
+        """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the
+        ``fit`` about to be applied."""
         entry = next((e for e in self.evicted if e.id == entry_id), None)
-        if entry is None or entry.eviction is None:
+        how: EvictionHow | None = entry.eviction.how if entry is not None and entry.eviction else None
+        if fit is not None and (entry_id in fit.dropped or entry_id in fit.folded):
+            entry = next((e for e in self.history if e.id == entry_id), None)
+            how = "dropped" if entry_id in fit.dropped else "folded"
+        if entry is None or how is None:
             return f"message #{entry_id} is no longer sent"
-        how = entry.eviction.how
         if how == "dropped":
             return f"turn {entry.turn} was evicted (#{entry_id})"
         if how == "folded":

@@ -126,6 +126,13 @@ class Usage:
     completion_tokens: int | None
     cached_tokens: int | None = None
 
+    def merged(self, later: Usage) -> Usage:
+        """Return ``later`` with what it does not say taken from this usage (a stream may report its
+        counts in two chunks: llama.cpp's timings, then the usage)."""
+        return Usage(*(new if new is not None else old for new, old in zip(
+            (later.prompt_tokens, later.completion_tokens, later.cached_tokens),
+            (self.prompt_tokens, self.completion_tokens, self.cached_tokens), strict=True)))
+
     @property
     def uncached_tokens(self) -> int | None:
         """Return the prompt tokens billed at the full input price (None when not reported)."""

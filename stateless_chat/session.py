@@ -202,7 +202,7 @@ class Session:
         fitted = self.policy(summarize=summarize).fit(candidate)
         body = self.body(fitted.request.messages())
         return Plan(pending=pending, fit=fitted, body=body, budget=budget,
-                    cache=self.predict(fitted.kept, body), endpoint=self.endpoint_name)
+                    cache=self.predict(fitted.kept, body, fitted), endpoint=self.endpoint_name)
 
     # ---- the server's cache --------------------------------------------------------
 
@@ -211,11 +211,14 @@ class Session:
         """Return the endpoint the next request goes to first (``host:port``)."""
         return self.backend.name if self.backend is not None else ""
 
-    def predict(self, entries: Sequence[Entry], body: Mapping[str, Any] | None = None) -> Prediction:
-        """Return how much of a request sending ``entries`` repeats the last request, and why not all."""
+    def predict(self, entries: Sequence[Entry], body: Mapping[str, Any] | None = None,
+                fit: Fit | None = None) -> Prediction:
+        """Return how much of a request sending ``entries`` repeats the last request, and why not all
+        (``fit``: the eviction about to happen, which explains what is missing)."""
+        conversation = self.conversation
         return predict(self.last_sent, entries, tools=_tools_key(body), endpoint=self.endpoint_name,
                        model=self.settings.model, now=self.clock(), lifetime=self.settings.cache_lifetime,
-                       why_gone=self.conversation.why_gone)
+                       why_gone=lambda entry_id: conversation.why_gone(entry_id, fit))
 
     def bill(self) -> Bill:
         """Return what this session's turns cost at the model's price (None without one), and what a
