@@ -21,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import economy, memory, oneshot, stream, turns  # noqa: E402
+from bench import economy, local_latency, memory, oneshot, stream, turns  # noqa: E402
 from bench.common import ROOT, machine, ms  # noqa: E402
 
 README = ROOT / "README.md"
@@ -93,6 +93,20 @@ def economy_md(rows: Sequence[economy.EconomyRow], turns_run: int) -> list[str]:
                            "largest request", "over budget", "constraints kept"], body)
 
 
+def latency_md(rows: Sequence[local_latency.LatencyRow], turns_run: int) -> list[str]:
+    """Return the local-latency table: per-turn time and evaluated tokens after the first eviction."""
+    fit = rows[0].mean_after_first_eviction()
+    body = [[r.label, str((r.first_eviction or 0) + 1), f"{r.mean_after_first_eviction():.2f}",
+             f"{r.mean_after_first_eviction() / fit:.2f}×" if fit else "-",
+             f"{r.evaluated_after_first_eviction():,.0f}", f"{max(r.seconds):.2f}"] for r in rows]
+    lines = [f"**6. Local latency** (the bundled SmolLM2-135M through llama-cpp-python's server, {turns_run} "
+             f"turns, budget {local_latency.BUDGET:,}, replies of at most {local_latency.MAX_TOKENS} tokens; "
+             "seconds per turn and prompt tokens the server evaluated, i.e. not read from its KV cache, "
+             "averaged over the turns from the first eviction on)", ""]
+    return lines + _table(["policy", "first eviction at turn", "s per turn", "vs evict to fit",
+                           "tokens evaluated per turn", "slowest turn (s)"], body)
+
+
 def memory_md(results: Sequence[memory.MemoryResult]) -> list[str]:
     """Return the memory table (MiB)."""
     body = [[f"{r.messages:,}", "exact (encoding loaded)" if r.exact else "byte bound (no encoding)",
@@ -124,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the suite works")
     parser.add_argument("--runs", type=int, default=None, help="one-shot runs per contender (default 10)")
     parser.add_argument("--no-llm", action="store_true", help="leave llm out of the one-shot comparison")
+    parser.add_argument("--no-local", action="store_true", help="leave the bundled model's latency out")
     parser.add_argument("--no-readme", action="store_true", help="print the results only")
     parser.add_argument("--readme", type=Path, default=README, help="the file to write the results into")
     args = parser.parse_args(argv)
@@ -146,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     say("context economy")
     turns_run = 30 if quick else 200
     economy_rows = economy.run(turns_run)
+    latency_rows: list[local_latency.LatencyRow] = []
+    latency_turns = 8 if quick else 40
+    if not args.no_local and local_latency.available():
+        say("local latency")
+        latency_rows = local_latency.run(latency_turns)
     say("memory")
     size = 100 if quick else 10_000
     memory_rows = [memory.run(size, exact=True), memory.run(size, exact=False)]
@@ -154,8 +174,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     today = datetime.date.today().isoformat()
     note = " (--quick: sizes too small to mean anything)" if quick else ""
     lines = [f"Measured {today} on {machine()}{note}.", ""]
+    latency = latency_md(latency_rows, latency_turns) if latency_rows else [
+        "**6. Local latency**: not run (needs the `[local]` extra; `--no-local` leaves it out)."]
     for part in (oneshot_md(shot), turns_md(turn_rows), stream_md(stream_rows),
-                 economy_md(economy_rows, turns_run), memory_md(memory_rows)):
+                 economy_md(economy_rows, turns_run), memory_md(memory_rows), latency):
         lines += [*part, ""]
     block = "\n".join(lines).rstrip() + "\n"
     print(block)
