@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from stateless_chat import __version__
 from stateless_chat.errors import ChatError, MissingKeyError, UsageError, redact
@@ -28,13 +29,41 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
 
     from stateless_chat.backend import Failover
     from stateless_chat.config import Settings
+    from stateless_chat.journal import Journal
     from stateless_chat.local import LocalServer
     from stateless_chat.messages import Event
     from stateless_chat.session import Session
 
 PROG = "stateless-chat"
+SUBCOMMANDS = ("logs",)  # a first argument that names one of these runs it; anything else chats
+
+
+class _ChatFirst(TyperGroup):
+    """The command line is the chat's unless its first argument names a subcommand (``logs``).
+
+    So ``stateless-chat "a prompt"``, ``stateless-chat -m NAME`` and ``stateless-chat`` chat as
+    ever, ``stateless-chat logs list`` reads the log, and ``stateless-chat -- logs`` sends "logs".
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or args[0] not in SUBCOMMANDS:
+            args = ["chat", *args]
+        return super().parse_args(ctx, args)
+
+
+class _ChatContext(typer.Context):
+    @property
+    def command_path(self) -> str:
+        """The chat is the program itself: its usage and errors say ``stateless-chat``, not ``... chat``."""
+        return self.find_root().info_name or PROG
+
+
+class _ChatCommand(TyperCommand):
+    context_class = _ChatContext
+
 
 app = typer.Typer(
+    cls=_ChatFirst,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -48,7 +77,9 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.command(help="Chat with any OpenAI-compatible API, resending the whole history each turn.")
+@app.command("chat", cls=_ChatCommand, help=(
+    "Chat with any OpenAI-compatible API, resending the whole history each turn. Every turn is logged "
+    "(stateless-chat logs --help); a prompt that is exactly 'logs' is sent with: stateless-chat -- logs"))
 def chat(
     prompt: Annotated[
         str | None, typer.Argument(help="Answer this once and exit (stdin is appended).")
@@ -85,6 +116,19 @@ def chat(
     load: Annotated[
         Path | None, typer.Option("--load", help="Resume a conversation saved with /save or --save.")
     ] = None,
+    continue_: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the most recent conversation in the log.")
+    ] = False,
+    cid: Annotated[
+        str | None,
+        typer.Option("--cid", help="Continue the logged conversation with this id (or its start)."),
+    ] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
+    recall: Annotated[
+        str | None,
+        typer.Option("--recall",
+                     help="auto: before each request, bring back the evicted turns relevant to it (off: never)."),
+    ] = None,
     save: Annotated[
         Path | None,
         typer.Option("--save", help="One-shot: continue this conversation file and save the exchange to it."),
@@ -111,9 +155,12 @@ def chat(
         "budget": budget,
         "policy": policy,
         "evict_to": evict_to,
+        "log": False if no_log else None,
+        "recall": recall,
     }
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
-                      local=local or local_model is not None, local_model=local_model)
+                      local=local or local_model is not None, local_model=local_model,
+                      resume=continue_ or cid is not None, cid=cid)
     secret = api_key or os.environ.get("OPENAI_API_KEY")
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -133,6 +180,98 @@ def chat(
     raise typer.Exit(code)
 
 
+# ---- stateless-chat logs ------------------------------------------------------------------
+
+logs_app = typer.Typer(
+    help="Read the conversation log (every turn of every chat, in SQLite): list, show, search, path. "
+    "Output is plain text.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(logs_app, name="logs")
+
+
+@logs_app.callback()
+def logs_options(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="Config file (TOML): its log_db.")] = None,
+) -> None:
+    ctx.obj = config
+
+
+def _log_path(ctx: typer.Context) -> Path:
+    from stateless_chat.config import load_settings, log_db_path
+
+    return log_db_path(load_settings(ctx.obj, os.environ, {}), os.environ)
+
+
+def _read_log(ctx: typer.Context, read: Callable[[Any], list[str]], *, empty: str) -> None:
+    """Open the log, print what ``read(store)`` returns one line each (``empty`` on stderr when nothing);
+    every error is one line on stderr and the exit status."""
+    from stateless_chat.logstore import LogStore
+
+    try:
+        path = _log_path(ctx)
+        if not path.exists():
+            print(f"{PROG}: no conversation logged yet (the log would be {path})", file=sys.stderr)
+            return
+        with LogStore.open(path) as store:
+            lines = read(store)
+    except ChatError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        raise typer.Exit(error.exit_code) from None
+    if not lines:
+        print(f"{PROG}: {empty}", file=sys.stderr)
+    for line in lines:
+        print(line)
+
+
+@logs_app.command("list", help="Recent conversations, the most recently active first: id, when, model, "
+                  "turns, first line.")
+def logs_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+) -> None:
+    from stateless_chat import logview
+
+    _read_log(ctx, lambda store: logview.list_lines(store.conversations(limit)),
+              empty="no conversation logged yet")
+
+
+@logs_app.command("show", help="The transcript of conversation ID (or the start of it): every message, "
+                  "evicted ones marked, and the events of each turn.")
+def logs_show(ctx: typer.Context, cid: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    from stateless_chat import logview
+
+    _read_log(ctx, lambda store: logview.show_lines(store, store.find(cid)), empty="nothing logged")
+
+
+@logs_app.command("search", help="Full-text search of every logged message: conversation id, message number, "
+                  "role, turn and the match. Every word must match; \"a phrase\" and prefix* work.")
+def logs_search(
+    ctx: typer.Context,
+    query: Annotated[list[str], typer.Argument(metavar="QUERY...")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many hits.")] = 20,
+) -> None:
+    from stateless_chat import logview
+
+    text = " ".join(query)
+    _read_log(ctx, lambda store: logview.search_lines(store.search(text, limit=limit)),
+              empty=f"no logged message matches {' '.join(text.split())!r}")
+
+
+@logs_app.command("path", help="Where the log is (log_db in the config file moves it).")
+def logs_path(ctx: typer.Context) -> None:
+    try:
+        print(_log_path(ctx))
+    except ChatError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        raise typer.Exit(error.exit_code) from None
+
+
 @dataclass
 class Options:
     """The flags that steer how a run behaves, rather than what the settings are."""
@@ -147,6 +286,8 @@ class Options:
     save: Path | None = None
     local: bool = False
     local_model: Path | None = None
+    resume: bool = False  # -c/--continue or --cid: continue a conversation from the log
+    cid: str | None = None
 
 
 def read_stdin() -> str:
@@ -191,9 +332,13 @@ def run(options: Options, flags: dict[str, Any]) -> int:
 
     if options.save is not None and interactive:
         raise UsageError("--save is for one-shot use; in the chat, /save FILE saves the conversation")
+    if options.resume and options.load is not None:
+        raise UsageError("give either --load FILE or -c/--cid (a conversation from the log), not both")
     if options.dry_run:
         session = Session(settings, None, exact=False)
         resume(session, options, flags)
+        if options.resume:
+            open_journal(session, settings, options, flags, warn=lambda text: None).close()
         from stateless_chat.sanitize import safe_json
 
         print(safe_json(session.preview_body(text or None)))
@@ -269,13 +414,35 @@ def local_settings(settings: Settings, server: LocalServer, flags: dict[str, Any
 
 
 def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
-    """Load ``--load FILE`` (else an existing one-shot ``--save FILE``) into ``session``; the
-    settings given as flags on this command line win over the saved ones."""
-    path = options.load or (options.save if options.save is not None and options.save.exists() else None)
+    """Load ``--load FILE`` (else an existing one-shot ``--save FILE``, unless continuing from the log)
+    into ``session``; the settings given as flags on this command line win over the saved ones."""
+    existing = options.save if options.save is not None and options.save.exists() and not options.resume \
+        else None
+    path = options.load or existing
     if path is not None:
         from stateless_chat import persist
 
         persist.restore(session, persist.load(path), keep=set(flags))
+
+
+def open_journal(session: Session, settings: Settings, options: Options, flags: dict[str, Any],
+                 warn: Callable[[str], None]) -> Journal:
+    """Attach the conversation log to ``session`` (logging off with ``log = false``), continuing the
+    logged conversation that ``-c``/``--cid`` names. A log that cannot be opened is one ``warn``
+    line and the chat goes on without it, except when continuing: then it is the error."""
+    from stateless_chat import journal
+    from stateless_chat.config import log_db_path
+
+    if options.resume and not settings.log:
+        raise UsageError("-c/--continue and --cid read the conversation log, which is turned off "
+                         "(--no-log or log = false)")
+    path = log_db_path(settings, os.environ) if settings.log else None
+    attached = journal.attach(session, path, warn=warn, strict=options.resume)
+    if options.resume:
+        attached.resume(options.cid, keep=flags)
+    elif options.load is not None or options.save is not None:
+        attached.saved = session.conversation  # it is in that file
+    return attached
 
 
 def run_once(
@@ -291,6 +458,8 @@ def run_once(
 
     session = Session(settings, backend, on_event=on_event, exact=options.usage)
     resume(session, options, flags)
+    log = open_journal(session, settings, options, flags,
+                       warn=lambda text: print(f"{PROG}: {text}", file=sys.stderr))
     backend.on_event = on_event
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if fancy:
@@ -324,6 +493,7 @@ def run_once(
         from stateless_chat import persist
 
         persist.save(session, options.save)
+    log.close()
     return 0
 
 
@@ -349,6 +519,7 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
     from rich.console import Console
 
     from stateless_chat.config import input_history_path
+    from stateless_chat.messages import Notice
     from stateless_chat.repl import Repl
     from stateless_chat.session import Session
 
@@ -357,13 +528,19 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
     console = Console(highlight=False)
     repl = Repl(session, console, history_path=input_history_path(settings, os.environ), debug=options.debug)
     backend.on_event = repl.renderer.event
+    # Through the session: a line said while a reply streams waits until the reply is shown.
+    log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
+    continued = f" · continuing {log.cid}" if options.resume else ""
     console.print(
-        f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens · "
-        "/help for commands, Ctrl-D to leave",
+        f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens"
+        f"{continued} · /help for commands, Ctrl-D to leave",
         style="dim",
         markup=False,
     )
-    return repl.run()
+    try:
+        return repl.run()
+    finally:
+        log.close()
 
 
 # Things that must not outlive the process (the local model's server), stopped even on SIGTERM.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stateless_chat import persist
+from stateless_chat import journal, persist
 from stateless_chat.billing import dollars
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.history import Conversation
@@ -185,7 +185,12 @@ def command(
 
 def live_ids(session: Session) -> list[str]:
     """Return the numbers of the live messages, newest first (completion choices)."""
-    return [str(e.id) for e in reversed(session.conversation.history)]
+    return [str(e.id) for e in reversed(session.conversation.live)]
+
+
+def evicted_ids(session: Session) -> list[str]:
+    """Return the numbers of the evicted messages, newest first (completion choices)."""
+    return [str(e.id) for e in reversed(session.conversation.evicted)]
 
 
 def all_ids(session: Session) -> list[str]:
@@ -367,11 +372,13 @@ def tokens_view(session: Session) -> TokensView:
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
+    recalled = sum(e.tokens for e in conversation.recalled)
     parts = (
         ("system", system),
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
+        ("recalled", recalled),
         ("new message framing", PER_MESSAGE),  # what any next message adds besides its text
         ("reply priming", REPLY_PRIMING),
         ("reply reserve", session.reserve),
@@ -674,23 +681,84 @@ def _one_path(arg: str, usage: str, *, required: bool) -> Path | None:
     return persist.expand(words[0]) if words else None
 
 
-@command("save", "/save [FILE]", "save the conversation as JSON (mode 0600, never the API key)", paths=True)
+@command("save", "/save [FILE] [--force]",
+         "save the conversation as JSON (--force: over a file holding another conversation)", paths=True,
+         choices=lambda session: ["--force"])
 def _save(session: Session, arg: str) -> Result:
-    path = _one_path(arg, "/save [FILE]", required=False) or persist.default_save_path(os.environ)
-    persist.save(session, path)
+    words = split_args(arg)
+    force = "--force" in words
+    words = [w for w in words if w != "--force"]
+    if len(words) > 1 or any(w.startswith("--") for w in words):
+        raise CommandError("usage: /save [FILE] [--force]")
+    path = persist.expand(words[0]) if words else persist.default_save_path(os.environ)
     conversation = session.conversation
-    return Lines((f"saved {len(conversation.history)} message(s) and {len(conversation.evicted)} evicted "
+    refusal = None if force else persist.overwrite_refusal(path, conversation)
+    if refusal is not None:
+        raise CommandError(f"{refusal}: not saved (/save {shlex.quote(words[0])} --force replaces it)")
+    persist.save(session, path)
+    attached = journal.of(session)
+    if attached is not None:
+        attached.saved = conversation
+    return Lines((f"saved {len(conversation.live)} message(s) and {len(conversation.evicted)} evicted "
                   f"to {path}",))
+
+
+def _left_behind(session: Session) -> str:
+    """Return what becomes of the conversation /load replaces: a line when it was never saved."""
+    attached = journal.of(session)
+    conversation = session.conversation
+    empty = not any(e.id for e in conversation.all_entries())
+    if attached is None or attached.saved is conversation or empty:
+        return ""
+    if attached.logging and attached.cid is not None:
+        return (f"the conversation you left was not saved, and it is still in the log: "
+                f"stateless-chat --cid {attached.cid} continues it")
+    return "the conversation you left was not saved (and logging is off): it is gone"
 
 
 @command("load", "/load FILE", "replace this conversation with a saved one", paths=True)
 def _load(session: Session, arg: str) -> Result:
     path = _one_path(arg, "/load FILE", required=True)
     assert path is not None
-    persist.restore(session, persist.load(path))
+    saved = persist.load(path)
+    left = _left_behind(session)
+    persist.restore(session, saved)
+    attached = journal.of(session)
+    if attached is not None:
+        attached.forked()  # the loaded conversation is logged as a new one
+        attached.saved = session.conversation
     conversation = session.conversation
-    return Lines((f"loaded {path}: {len(conversation.history)} message(s), {len(conversation.evicted)} "
-                  f"evicted; {_model_line(session)}",))
+    lines = (f"loaded {path}: {len(conversation.live)} message(s), {len(conversation.evicted)} "
+             f"evicted; {_model_line(session)}",)
+    return Lines(lines + ((left,) if left else ()))
+
+
+# ---- recall ----------------------------------------------------------------------------
+
+
+@command("recall", "/recall QUERY | N",
+         "list the evicted turns that match QUERY, best first; N: bring message N's turn back",
+         choices=evicted_ids)
+def _recall(session: Session, arg: str) -> Result:
+    if not arg:
+        raise CommandError("usage: /recall QUERY | N (QUERY: words to look for among the evicted turns; "
+                           "N: a message number from /history all)")
+    number = arg.lstrip("#")
+    if number.isdigit():
+        conversation, back = session.conversation.recall([int(number)])
+        session.conversation = conversation
+        tokens = sum(e.tokens for e in back)
+        return Lines((f"recalled turn {back[0].turn} ({span([e.id for e in back])}, {tokens:,} tokens): sent "
+                      "right before your next message, then kept in the history until evicted again",))
+    attached = journal.of(session)
+    if attached is None:
+        raise CommandError("/recall QUERY searches the conversation log, which this chat does not have")
+    found = attached.matches(arg)
+    if not found:
+        return Lines((f"no evicted turn matches {arg!r} (/history all lists the evicted messages)",))
+    lines = [f"turn {m.turn} · {span(m.ids)} · {m.tokens:,} tokens · {m.state}: "
+             f"{first_line(m.first_line, 70)}" for m in found]
+    return Lines((*lines, "/recall N brings a turn back (N: one of its message numbers)"))
 
 
 @command("export", "/export FILE.md", "write a readable Markdown transcript", paths=True)

@@ -112,6 +112,16 @@ def _cache_lifetime(value: object) -> float:
     return _float(value, expected="a positive number of seconds", low=0.0, high=MAX_TIMEOUT, low_open=True)
 
 
+RECALL_MODES = ("off", "auto")
+
+
+def _recall(value: object) -> str:
+    if value not in RECALL_MODES:
+        raise Invalid("one of " + ", ".join(RECALL_MODES))
+    assert isinstance(value, str)
+    return value
+
+
 def _policy(value: object) -> str:
     if value not in POLICY_NAMES:
         raise Invalid("one of " + ", ".join(POLICY_NAMES))
@@ -180,6 +190,10 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "evict_to": _evict_to,
     "cache_lifetime": _cache_lifetime,
     "prices": check_prices,
+    "log": _bool,
+    "log_db": _optional(_path),
+    "recall": _recall,
+    "recall_budget": _optional(_positive_int),
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -218,6 +232,10 @@ class Settings:
     evict_to: float = 0.5
     cache_lifetime: float = 300.0
     prices: Mapping[str, Price] = field(default_factory=dict)
+    log: bool = True
+    log_db: str | None = None
+    recall: str = "off"
+    recall_budget: int | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -276,6 +294,11 @@ class Settings:
         wanted = self.budget if self.budget is not None else DEFAULT_BUDGET
         return min(wanted, self.effective_context_window)
 
+    def recall_room(self, budget: int) -> int:
+        """Return the most tokens auto recall may add to one request of ``budget`` tokens:
+        ``recall_budget``, else a tenth of the budget."""
+        return self.recall_budget if self.recall_budget is not None else budget // 10
+
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied; raises ``ConfigError`` if the result is invalid."""
         unknown = sorted(set(changes) - set(_CHECKS))
@@ -312,6 +335,13 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 def default_data_dir(env: Mapping[str, str]) -> Path:
     """Return ``$XDG_DATA_HOME/stateless-chat``, else ``~/.local/share/stateless-chat``."""
     return _xdg_dir(env, "XDG_DATA_HOME", (".local", "share"))
+
+
+def log_db_path(settings: Settings, env: Mapping[str, str]) -> Path:
+    """Return where the conversation log lives: ``log_db`` (``~`` expanded) or ``logs.db`` in the data dir."""
+    if settings.log_db is not None:
+        return Path(settings.log_db).expanduser()
+    return default_data_dir(env) / "logs.db"
 
 
 def input_history_path(settings: Settings, env: Mapping[str, str]) -> Path:
@@ -399,7 +429,9 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, object]:
 
 
 def _flag_name(name: str) -> str:
-    return "--no-stream" if name == "stream" else "--" + name.replace("_", "-")
+    if name in ("stream", "log"):
+        return f"--no-{name}"
+    return "--" + name.replace("_", "-")
 
 
 def _flag_layer(flags: Mapping[str, object]) -> dict[str, object]:

@@ -8,7 +8,8 @@ the request it will send, which history ids it dropped or folded, and its events
 
 The unit of eviction is a *turn*: every history entry sharing a turn number (a user
 message, its reply, and any tool calls and results between them). A turn is evictable
-when none of its entries is pinned; the pending turn is never in the history. Removing
+when none of its entries is pinned; the pending turn is never in the history. Recalled
+turns are evicted like history turns, after every history turn (they are sent later). Removing
 whole turns means a request never opens with an orphan reply and a tool result is never
 separated from its call.
 
@@ -86,15 +87,17 @@ class Candidate:
         return self.size <= self.budget
 
     def evictable_turns(self) -> list[int]:
-        """Return the history's turns that may be evicted (none of their entries pinned), oldest first."""
-        pinned = {e.turn for e in self.history if e.pinned}
+        """Return the turns of the history, then of the recalled entries, that may be evicted (none of
+        their entries pinned), in request order."""
+        live = self.history + self.recalled
+        pinned = {e.turn for e in live if e.pinned}
         # dict keys: insertion-ordered and O(1) membership, so this stays linear in the history
-        return list(dict.fromkeys(e.turn for e in self.history if e.turn not in pinned))
+        return list(dict.fromkeys(e.turn for e in live if e.turn not in pinned))
 
     def turns(self) -> dict[int, list[Entry]]:
-        """Return the history's entries grouped by turn, oldest turn first."""
+        """Return the entries of the history and the recalled ones grouped by turn, in request order."""
         groups: dict[int, list[Entry]] = {}
-        for e in self.history:
+        for e in self.history + self.recalled:
             groups.setdefault(e.turn, []).append(e)
         return groups
 
@@ -103,9 +106,10 @@ class Candidate:
         return {turn: sum(e.tokens for e in group) for turn, group in self.turns().items()}
 
     def without_turns(self, turns: Iterable[int]) -> Candidate:
-        """Return the candidate without the history entries of ``turns``."""
+        """Return the candidate without the history and recalled entries of ``turns``."""
         gone = set(turns)
-        return replace(self, history=tuple(e for e in self.history if e.turn not in gone))
+        return replace(self, history=tuple(e for e in self.history if e.turn not in gone),
+                       recalled=tuple(e for e in self.recalled if e.turn not in gone))
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,6 @@ class KeepAll:
 
 
 def entries_of(candidate: Candidate, turns: Sequence[int]) -> list[Entry]:
-    """Return the history entries of ``turns``, in history order."""
+    """Return the history and recalled entries of ``turns``, in request order."""
     chosen = set(turns)
-    return [e for e in candidate.history if e.turn in chosen]
+    return [e for e in candidate.history + candidate.recalled if e.turn in chosen]

@@ -123,8 +123,15 @@ _V2 = (
         cached_tokens = {_usage_sql("$.cached_tokens", "$.prompt_tokens_details.cached_tokens")}""",
 )
 
+# Version 3: a turn may send several requests (a tool loop: each step resends the conversation with
+# the calls and results so far); ``request`` stays the last one, the one ``reply`` answers, and
+# the ones before it are kept in order (NULL when there were none, as for every older turn).
+_V3 = (
+    "ALTER TABLE turns ADD COLUMN earlier TEXT",  # JSON list of request bodies, or NULL
+)
+
 # The statements that take a file from version N-1 to N are MIGRATIONS[N - 1]. Append only.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # ---- values ---------------------------------------------------------------------------------
@@ -136,7 +143,9 @@ class TurnLog:
 
     ``messages`` holds every message of the conversation in its current state (live,
     evicted, the system prompt and the summary), as save-file dicts with an ``id``;
-    ``snapshot`` is the whole conversation as ``persist.to_data`` returns it.
+    ``snapshot`` is the whole conversation as ``persist.to_data`` returns it. ``request``
+    is the body ``reply`` answers; ``earlier`` the bodies the turn sent before it, in order
+    (the steps of a tool loop).
     """
 
     turn: int
@@ -149,6 +158,7 @@ class TurnLog:
     snapshot: dict[str, Any]
     endpoint: str = ""
     model: str = ""
+    earlier: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,12 @@ class TurnRow:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
+    earlier: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def requests(self) -> tuple[dict[str, Any], ...]:
+        """Return every request body the turn sent, in order; the last one got ``reply``."""
+        return (*self.earlier, self.request)
 
 
 @dataclass(frozen=True)
@@ -399,6 +415,17 @@ def search_query(text: str) -> str:
     return " ".join(parts[:_MAX_QUERY_TERMS])
 
 
+def recall_terms(text: str) -> list[str]:
+    """Return the content words of ``text`` recall looks for: lower case, each once, in order, with
+    stop words and chat filler ("what", "the", "remember") left out."""
+    terms: dict[str, None] = {}
+    for word in _WORD.findall(_text(text)):
+        word = word.lower()
+        if word not in _STOP_WORDS:
+            terms.setdefault(word)
+    return list(terms)[:_MAX_QUERY_TERMS]
+
+
 def recall_query(text: str) -> str | None:
     """Return an FTS5 query matching any content word of ``text``, or None when it has none.
 
@@ -406,14 +433,10 @@ def recall_query(text: str) -> str | None:
     those sharing more and rarer words higher); stop words and chat filler ("what", "the",
     "remember") are left out, so "what is the" recalls nothing.
     """
-    terms: dict[str, None] = {}
-    for word in _WORD.findall(_text(text)):
-        word = word.lower()
-        if word not in _STOP_WORDS:
-            terms.setdefault(word)
+    terms = recall_terms(text)
     if not terms:
         return None
-    return " OR ".join(_quoted(term) for term in list(terms)[:_MAX_QUERY_TERMS])
+    return " OR ".join(_quoted(term) for term in terms)
 
 
 # ---- opening --------------------------------------------------------------------------------
@@ -524,6 +547,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+# The row (and its index entry) is rewritten only when the message changed.
+_UPSERT_MESSAGE = """INSERT INTO messages (cid, id, turn, role, kind, data, body) VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (cid, id) DO UPDATE SET
+        turn = excluded.turn, role = excluded.role, kind = excluded.kind, data = excluded.data,
+        body = excluded.body
+    WHERE data IS NOT excluded.data"""
+
 # ---- the store ------------------------------------------------------------------------------
 
 
@@ -569,6 +599,18 @@ class LogStore:
             raise
         except sqlite3.Error as error:
             db.close()
+            raise _failure(path, "open", error) from None
+        return cls(path, db)
+
+    @classmethod
+    def memory(cls) -> LogStore:
+        """Return a log held in memory, gone when closed: the index recall uses when the log on disk
+        is turned off or failed."""
+        path = Path(":memory:")
+        try:
+            db = _connect(path)
+            _migrate(db, path)
+        except sqlite3.Error as error:
             raise _failure(path, "open", error) from None
         return cls(path, db)
 
@@ -642,7 +684,8 @@ class LogStore:
             usage = _scrubbed(record.usage) if record.usage is not None else None
             turn_row = (
                 cid, record.turn, stamp, _text(record.model), _text(record.endpoint),
-                _json(_scrubbed(record.request)), _text(record.reply),
+                _json(_scrubbed(record.request)),
+                _json(_scrubbed(list(record.earlier))) if record.earlier else None, _text(record.reply),
                 None if record.finish_reason is None else _text(record.finish_reason),
                 None if usage is None else _json(usage), _json([_text(str(e)) for e in record.events]),
                 _usage_count(usage, "prompt_tokens"), _usage_count(usage, "completion_tokens"),
@@ -656,27 +699,20 @@ class LogStore:
             if db.execute("SELECT 1 FROM conversations WHERE id = ?", (cid,)).fetchone() is None:
                 raise LogError(f"no conversation {_one_line(cid)!r} in the log {_shown(self.path)}")
             db.execute(
-                """INSERT INTO turns (cid, turn, logged_at, model, endpoint, request, reply, finish_reason,
-                                      usage, events, prompt_tokens, completion_tokens, cached_tokens)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """INSERT INTO turns (cid, turn, logged_at, model, endpoint, request, earlier, reply,
+                                      finish_reason, usage, events, prompt_tokens, completion_tokens,
+                                      cached_tokens)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (cid, turn) DO UPDATE SET
                        logged_at = excluded.logged_at, model = excluded.model, endpoint = excluded.endpoint,
-                       request = excluded.request, reply = excluded.reply,
+                       request = excluded.request, earlier = excluded.earlier, reply = excluded.reply,
                        finish_reason = excluded.finish_reason, usage = excluded.usage,
                        events = excluded.events,
                        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
                        cached_tokens = excluded.cached_tokens""",
                 turn_row,
             )
-            # The row (and its index entry) is rewritten only when the message changed.
-            db.executemany(
-                """INSERT INTO messages (cid, id, turn, role, kind, data, body) VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (cid, id) DO UPDATE SET
-                       turn = excluded.turn, role = excluded.role, kind = excluded.kind,
-                       data = excluded.data, body = excluded.body
-                   WHERE data IS NOT excluded.data""",
-                message_rows,
-            )
+            db.executemany(_UPSERT_MESSAGE, message_rows)
             db.execute(
                 """UPDATE conversations SET active = ?, snapshot = ?,
                        model = CASE WHEN ? <> '' THEN ? ELSE model END,
@@ -684,6 +720,21 @@ class LogStore:
                    WHERE id = ?""",
                 (stamp, snapshot, *[_text(record.model)] * 2, *[_text(record.endpoint)] * 2, cid),
             )
+
+    def index(self, cid: str, messages: Collection[Mapping[str, Any]]) -> None:
+        """Store ``messages`` (save-file dicts with an ``id``) of conversation ``cid`` in their latest
+        state, and in the full-text index, without logging a turn: what recall needs of messages no
+        turn of this log has carried yet (a conversation loaded from a file). One transaction."""
+        try:
+            rows = [_message_row(cid, m) for m in messages]
+        except (TypeError, ValueError) as error:
+            raise LogError(f"cannot index the messages: {_reason(error)}") from None
+        if not rows:
+            return
+        with self._writing() as db:
+            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (cid,)).fetchone() is None:
+                raise LogError(f"no conversation {_one_line(cid)!r} in the log {_shown(self.path)}")
+            db.executemany(_UPSERT_MESSAGE, rows)
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -731,17 +782,18 @@ class LogStore:
             raise LogError(f"{shown} is ambiguous: it starts {ids[0]}, {ids[1]}{more}; give more of the id")
         return ids[0]
 
-    def conversations(self, limit: int = 20) -> list[ConversationRow]:
-        """Return up to ``limit`` conversations, the most recently active first (so the first one
-        with a turn is what ``--continue`` resumes)."""
+    def conversations(self, limit: int = 20, *, cid: str | None = None) -> list[ConversationRow]:
+        """Return up to ``limit`` conversations (or just ``cid``), the most recently active first (so the
+        first one with a turn is what ``--continue`` resumes)."""
+        where = "" if cid is None else "WHERE c.id = ?"
         with self._reading() as db:
             rows = db.execute(
-                """SELECT c.id, c.started, c.active, c.model, c.endpoint,
+                f"""SELECT c.id, c.started, c.active, c.model, c.endpoint,
                           (SELECT count(*) FROM turns AS t WHERE t.cid = c.id),
                           (SELECT m.body FROM messages AS m WHERE m.cid = c.id AND m.role = 'user'
                            ORDER BY m.kind <> 'turn', m.id LIMIT 1)
-                   FROM conversations AS c ORDER BY c.active DESC, c.id DESC LIMIT ?""",
-                (max(0, limit),),
+                   FROM conversations AS c {where} ORDER BY c.active DESC, c.id DESC LIMIT ?""",
+                (max(0, limit),) if cid is None else (cid, max(0, limit)),
             ).fetchall()
             return [
                 ConversationRow(
@@ -762,7 +814,7 @@ class LogStore:
         with self._reading() as db:
             rows = db.execute(
                 """SELECT turn, logged_at, request, reply, finish_reason, usage, events, model, endpoint,
-                          prompt_tokens, completion_tokens, cached_tokens
+                          prompt_tokens, completion_tokens, cached_tokens, earlier
                    FROM turns WHERE cid = ? ORDER BY turn""",
                 (cid,),
             ).fetchall()
@@ -772,6 +824,7 @@ class LogStore:
                     finish_reason=row[4], usage=None if row[5] is None else json.loads(row[5]),
                     events=tuple(json.loads(row[6])), model=row[7], endpoint=row[8],
                     prompt_tokens=row[9], completion_tokens=row[10], cached_tokens=row[11],
+                    earlier=() if row[12] is None else tuple(json.loads(row[12])),
                 )
                 for row in rows
             ]

@@ -247,6 +247,17 @@ class CacheBreak:
 
 
 @dataclass(frozen=True)
+class Recalled:
+    """An evicted turn (messages ``ids``) was brought back for this request, right before the new
+    message, because it shares ``words`` with it (auto recall)."""
+
+    turn: int
+    ids: tuple[int, ...]
+    tokens: int
+    words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain informational line from the core."""
 
@@ -255,7 +266,7 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | ReplyCut | CacheBreak | Notice
+    | UsageMissing | ReplyCut | CacheBreak | Recalled | Notice
 )
 
 
@@ -294,6 +305,9 @@ def describe(event: Event) -> str:
     if isinstance(event, CacheBreak):
         return (f"cache break: {event.cause}; {event.shared:,} of the last request's {event.previous:,} "
                 "tokens can be read from the server's cache")
+    if isinstance(event, Recalled):
+        said = f': "{" ".join(event.words)}"' if event.words else ""
+        return f"recalled turn {event.turn} ({event.tokens:,} tokens){said}"
     if isinstance(event, ReplyCut):
         limit = f" (max_tokens {event.max_tokens:,})" if event.max_tokens is not None else ""
         return f"reply cut at the length limit{limit}"

@@ -107,7 +107,9 @@ def to_data(session: Session) -> dict[str, Any]:
         "settings": settings,
         "system": entry_data(conversation.system) if conversation.system else None,
         "summary": entry_data(conversation.summary) if conversation.summary else None,
-        "messages": [entry_data(e) for e in conversation.history],
+        # Recalled entries are sent next, right before the new message: where they settle on the
+        # next turn, at the end of the live messages.
+        "messages": [entry_data(e) for e in conversation.live],
         "evicted": [entry_data(e) for e in conversation.evicted],
         "next_id": conversation.next_id,
         "next_turn": conversation.next_turn,
@@ -160,6 +162,36 @@ def save(session: Session, path: Path) -> Path:
     path = expand(path)
     write_private(path, json.dumps(to_data(session), indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def _messages(conversation: Conversation) -> dict[int, tuple[str, str]]:
+    """Return the role and text of every message but the system prompt and the summary, by id."""
+    entries = conversation.all_entries()
+    return {e.id: (e.role, e.content) for e in entries if e.id != 0 and e.kind != "summary"}
+
+
+def overwrite_refusal(path: Path, conversation: Conversation) -> str | None:
+    """Return why saving ``conversation`` to ``path`` would destroy something else, or None.
+
+    A file holding an earlier state of the same conversation may be replaced: the same
+    message numbers say the same things (an /undo, /retry or /edit since only drops some).
+    Not so a file holding another conversation (no message in common, or one that differs),
+    nor any file that is not a conversation.
+    """
+    path = expand(path)
+    if not path.is_file():
+        return None  # a new file; or not a regular file, which writing refuses with its own line
+    try:
+        theirs = _messages(load(path).conversation)
+    except SaveFileError:
+        return f"{path} exists and is not a stateless-chat conversation"
+    ours = _messages(conversation)
+    shared = theirs.keys() & ours.keys()
+    if not theirs or (shared and all(theirs[i] == ours[i] for i in shared)):
+        return None
+    first = " ".join(theirs[min(theirs)][1].split())
+    first = first if len(first) <= 40 else first[:39] + "…"
+    return f"{path} holds a different conversation (its first message: {first!r})"
 
 
 def default_save_path(env: Mapping[str, str], now: datetime | None = None) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from stateless_chat.billing import Bill, TurnTokens, bill, price_for
@@ -30,6 +30,7 @@ from stateless_chat.messages import (
     Evicted,
     Message,
     Notice,
+    Recalled,
     ReplyCut,
     Summarized,
     UsageMissing,
@@ -56,6 +57,26 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class TurnRecord:
+    """One completed turn, as ``Session.observers`` are told of it (the conversation log).
+
+    ``requests`` are the exact bodies of the chat requests the turn sent and got a reply to,
+    in order (the last one's reply is ``reply``); ``events`` are the events it emitted.
+    """
+
+    turn: int
+    requests: tuple[Mapping[str, Any], ...]
+    reply: Reply
+    stats: TurnStats
+    events: tuple[Event, ...]
+
+
+# Before each request: given the new message, the conversation and the budget, return the conversation
+# with evicted turns brought back into its recalled slot, and one ``Recalled`` event each (auto recall).
+Recaller = Callable[[str, Conversation, int], tuple[Conversation, Sequence[Event]]]
+
+
+@dataclass(frozen=True)
 class State:
     """What a turn may change, taken together, so that a cancelled turn puts both back at once."""
 
@@ -79,7 +100,11 @@ class Session:
         self.settings = settings
         self.backend = backend
         self.counter = counter or TokenCounter(settings.model, settings.encoding, settings.default_encoding)
+        self._sent: list[Mapping[str, Any]] = []  # the bodies this turn sent, for its TurnRecord
+        self._told: list[Event] = []  # the events this turn emitted, for its TurnRecord
         self.on_event = on_event
+        self.observers: list[Callable[[TurnRecord], None]] = []  # told of every completed turn
+        self.recaller: Recaller | None = None
         # When False, entries are sized by their UTF-8 byte length (an upper bound on tokens)
         # and the encoding is loaded only if that bound does not fit the budget.
         self.exact = exact
@@ -92,6 +117,19 @@ class Session:
         self.clock = clock
         self.last_sent: Sent | None = None  # what the last chat request sent, for the cache prediction
         self.refused_budget: int | None = None  # the budget a context-length refusal implied
+
+    @property
+    def on_event(self) -> Callable[[Event], None]:
+        """Where the session's events go (set it to the UI's handler); the turn's record keeps them too."""
+        return self._tell
+
+    @on_event.setter
+    def on_event(self, listener: Callable[[Event], None]) -> None:
+        self._listener = listener
+
+    def _tell(self, event: Event) -> None:
+        self._told.append(event)
+        self._listener(event)
 
     # ---- state -------------------------------------------------------------------
 
@@ -192,17 +230,27 @@ class Session:
             )
         low_water = self.low_water(budget)
         pending = (self.conversation.new_entry("user", text, self.measure),)
-        candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve,
-                                                low_water=low_water)
+        conversation, recalled = self._recall(text, budget)
+        candidate = conversation.candidate(pending, budget=budget, reserve=self.reserve, low_water=low_water)
         if not self.exact and not candidate.fits:
             self.make_exact()
             pending = (self.conversation.new_entry("user", text, self.measure),)
-            candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve,
-                                                    low_water=low_water)
+            conversation, recalled = self._recall(text, budget)
+            candidate = conversation.candidate(pending, budget=budget, reserve=self.reserve,
+                                               low_water=low_water)
         fitted = self.policy(summarize=summarize).fit(candidate)
+        if recalled:
+            fitted = replace(fitted, events=(*recalled, *fitted.events))
         body = self.body(fitted.request.messages())
         return Plan(pending=pending, fit=fitted, body=body, budget=budget,
                     cache=self.predict(fitted.kept, body, fitted), endpoint=self.endpoint_name)
+
+    def _recall(self, text: str, budget: int) -> tuple[Conversation, Sequence[Event]]:
+        """Return the conversation for the next request: with the evicted turns ``recaller`` brings
+        back for ``text`` in its recalled slot (``self.conversation`` itself is not changed)."""
+        if self.recaller is None:
+            return self.conversation, ()
+        return self.recaller(text, self.conversation, budget)
 
     # ---- the server's cache --------------------------------------------------------
 
@@ -242,6 +290,7 @@ class Session:
             raise UsageError("empty message: type something to send")
         if self.backend is None:
             raise UsageError("no endpoint to send to")
+        self._sent, self._told = [], []
         plan = self.plan(text)
         self._emit(plan.fit.events)
         self._say_break(plan.cache)
@@ -280,8 +329,9 @@ class Session:
         except BudgetError:
             raise error from None
         self.on_event(ContextRetry(error.limit, error.requested, budget))
-        told = {event.turn for event in plan.fit.events if isinstance(event, Evicted)}
-        self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and e.turn in told)])
+        told = {(type(e), e.turn) for e in plan.fit.events if isinstance(e, (Evicted, Recalled))}
+        self._emit([e for e in smaller.fit.events
+                    if not (isinstance(e, (Evicted, Recalled)) and (type(e), e.turn) in told)])
         if smaller.cache.cause != plan.cache.cause:
             self._say_break(smaller.cache)
         return smaller
@@ -303,6 +353,7 @@ class Session:
             self.on_event(Notice("the server does not accept stream_options: usage will not be reported"))
             body = {key: value for key, value in body.items() if key != "stream_options"}
             reply = self.backend.send(body)
+        self._sent.append(reply.body)
         try:
             for delta in reply:
                 on_delta(delta)
@@ -313,7 +364,7 @@ class Session:
     def _baseline(self, pending: Sequence[Entry]) -> int:
         """Return what the request would cost had nothing ever been evicted or summarized."""
         before = self.conversation
-        held = sum(e.tokens for e in before.history) + sum(e.tokens for e in pending)
+        held = sum(e.tokens for e in before.live) + sum(e.tokens for e in pending)
         system = before.system.tokens if before.system is not None else 0
         return held + system + sum(e.tokens for e in before.evicted) + REPLY_PRIMING
 
@@ -370,6 +421,10 @@ class Session:
         self.ledger = self.ledger.add(stats)
         self.last_sent = sent_from(fitted.kept, tools=_tools_key(plan.body), endpoint=reply.name,
                                    model=self.settings.model, at=self.clock())
+        record = TurnRecord(stats.turn, tuple(self._sent), reply, stats, tuple(self._told))
+        self._sent, self._told = [], []
+        for observer in self.observers:
+            observer(record)
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -479,4 +534,4 @@ def _tools_key(body: Mapping[str, Any] | None) -> str:
     return json.dumps(tools, sort_keys=False, separators=(",", ":")) if tools else ""
 
 
-__all__ = ["Plan", "Session", "State"]
+__all__ = ["Plan", "Recaller", "Session", "State", "TurnRecord"]

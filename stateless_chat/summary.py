@@ -262,7 +262,8 @@ def _ranges(positions: Sequence[int]) -> str:
 def summary_instruction(candidate: Candidate, folded: Sequence[Entry]) -> str:
     """Return the last message of a cache-aligned summary request: which messages above to fold."""
     ids = {e.id for e in folded}
-    positions = [index for index, entry in enumerate(candidate.history, start=1) if entry.id in ids]
+    positions = [index for index, entry in enumerate(candidate.history + candidate.recalled, start=1)
+                 if entry.id in ids]
     earlier = "the earlier summary (the system message that begins with its heading) and " \
         if candidate.summary is not None else ""
     return (f"{SUMMARY_PROMPT}\n\nFold into one new summary {earlier}conversation messages "
@@ -302,6 +303,7 @@ class Summarizer:
         summary's reply would not fit the context window."""
         measure = self.host.measure
         prefix = [e for e in (candidate.system, candidate.summary) if e is not None] + list(candidate.history)
+        prefix += candidate.recalled  # after what the last request sent: its cached prefix stays whole
         ask = Message("user", summary_instruction(candidate, folded))
         prompt = sum(e.tokens for e in prefix) + measure(ask) + REPLY_PRIMING
         if prompt + summary_cap(candidate.budget) > self.host.context_limit:
