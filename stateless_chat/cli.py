@@ -127,7 +127,7 @@ def chat(
     recall: Annotated[
         str | None,
         typer.Option("--recall",
-                     help="auto: before each request, bring back the evicted turns relevant to it (off: never)."),
+                     help="auto: bring back evicted turns relevant to each new message (off: never)."),
     ] = None,
     save: Annotated[
         Path | None,

@@ -92,5 +92,5 @@ def show_lines(store: LogStore, cid: str) -> list[str]:
 
 def search_lines(hits: Sequence[SearchHit]) -> list[str]:
     """Return one line per hit: conversation id, message number, role, turn, and the snippet."""
-    return [clean(f"{hit.cid}  #{hit.message_id}  {hit.role}  turn {hit.turn}:  {hit.snippet}")
+    return [f"{clean(hit.cid)}  #{hit.message_id}  {clean(hit.role)}  turn {hit.turn}:  {clean(hit.snippet)}"
             for hit in hits]

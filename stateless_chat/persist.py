@@ -173,10 +173,10 @@ def _messages(conversation: Conversation) -> dict[int, tuple[str, str]]:
 def overwrite_refusal(path: Path, conversation: Conversation) -> str | None:
     """Return why saving ``conversation`` to ``path`` would destroy something else, or None.
 
-    A file holding an earlier state of the same conversation may be replaced: the same
-    message numbers say the same things (an /undo, /retry or /edit since only drops some).
-    Not so a file holding another conversation (no message in common, or one that differs),
-    nor any file that is not a conversation.
+    A file holding an earlier state of the same conversation may be replaced: the message
+    numbers both hold say the same things (an /undo, /retry or /edit since only drops some),
+    or, when they share none (the first turn retried), both begin with the same message.
+    Not so a file holding another conversation, nor any file that is not a conversation.
     """
     path = expand(path)
     if not path.is_file():
@@ -188,6 +188,8 @@ def overwrite_refusal(path: Path, conversation: Conversation) -> str | None:
     ours = _messages(conversation)
     shared = theirs.keys() & ours.keys()
     if not theirs or (shared and all(theirs[i] == ours[i] for i in shared)):
+        return None
+    if not shared and ours and theirs[min(theirs)] == ours[min(ours)]:
         return None
     first = " ".join(theirs[min(theirs)][1].split())
     first = first if len(first) <= 40 else first[:39] + "…"

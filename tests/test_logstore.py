@@ -524,9 +524,10 @@ def test_a_version_1_log_is_migrated_keeping_all_its_data(tmp_path: Path) -> Non
         assert store.token_totals(cid).prompt_tokens == 440
 
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     columns = [row[1] for row in db.execute("PRAGMA table_info(turns)")]
-    assert columns[-3:] == ["prompt_tokens", "completion_tokens", "cached_tokens"]
+    assert columns[-4:] == ["prompt_tokens", "completion_tokens", "cached_tokens", "earlier"]
+    assert db.execute("SELECT count(*) FROM turns WHERE earlier IS NOT NULL").fetchone()[0] == 0
     assert db.execute("SELECT sum(prompt_tokens) FROM turns").fetchone()[0] == 440
     db.close()
     assert integrity(path) == ("ok", "ok")
