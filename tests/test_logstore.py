@@ -673,3 +673,48 @@ def test_recall_query_keeps_content_words_and_drops_stop_words() -> None:
     assert logstore.recall_query("what is the") is None
     assert logstore.recall_query('a "quoted" NEAR(x) OR y') == '"quoted" OR "near" OR "x"'
     assert logstore.search_query('launch "code 7491" laun* OR "') == '"launch" "code 7491" "laun"* "OR"'
+
+
+# ---- what the wiring needs (stateless_chat/journal.py) ----------------------------------------
+
+
+def test_a_turn_of_several_requests_keeps_them_all_in_order(tmp_path: Path) -> None:
+    store = LogStore.open(log_path(tmp_path))
+    cid = store.start_conversation(model="m", endpoint="e")
+    steps = ({"model": "m", "messages": [{"role": "user", "content": "step 1"}]},
+             {"model": "m", "messages": [{"role": "user", "content": "step 2"}],
+              "tools": [{"type": "function", "function": {"name": "f"}}]})
+    store.log_turn(cid, dataclasses.replace(make_turn(1, "t"), earlier=steps))
+    store.log_turn(cid, make_turn(2, "t"))
+    first, second = store.turns(cid)
+    assert first.earlier == steps and first.requests == (*steps, make_turn(1, "t").request)
+    assert second.earlier == () and second.requests == (make_turn(2, "t").request,)
+    store.close()
+
+
+def test_messages_are_indexed_without_a_turn_and_one_conversation_is_listed(tmp_path: Path) -> None:
+    store = LogStore.open(log_path(tmp_path))
+    cid = store.start_conversation(model="m", endpoint="e", started=T0)
+    store.index(cid, [message(1, 1, "user", "the launch code is 7491"), message(2, 1, "assistant", "ok")]
+                + [message(n, n // 2, "user", f"filler {n}") for n in range(3, 12)])
+    store.index(cid, [])
+    assert [h.message_id for h in store.recall(cid, "launch code?", among=range(1, 12))] == [1]
+    assert store.latest() is None and store.turns(cid) == []  # no turn: nothing to continue yet
+    [row] = store.conversations(cid=cid)
+    assert (row.id, row.turns, row.first_line) == (cid, 0, "the launch code is 7491")
+    assert store.conversations(cid="nosuchid") == []
+    with pytest.raises(LogError, match="no conversation 'nosuchid'"):
+        store.index("nosuchid", [message(1, 1, "user", "x")])
+    with pytest.raises(LogError, match="cannot index"):
+        store.index(cid, [{"id": "one", "role": "user"}])
+    store.close()
+
+
+def test_a_log_in_memory_searches_like_one_on_disk(tmp_path: Path) -> None:
+    store = LogStore.memory()
+    cid = store.start_conversation(model="", endpoint="")
+    store.index(cid, [message(i, (i + 1) // 2, role, text) for i, (role, text) in enumerate(CORPUS, start=1)])
+    assert store.recall(cid, "What was the launch code again?", among=range(1, 11))[0].message_id == 1
+    assert store.search("paris", cid=cid)[0].message_id in (3, 4)
+    store.close()
+    assert list(tmp_path.iterdir()) == []
