@@ -582,3 +582,48 @@ def test_observers_see_each_completed_turn_once_and_failed_turns_never(server: F
     assert [r.turn for r in seen] == [1, 2]
     assert [r.requests[-1]["messages"][-1]["content"] for r in seen] == ["one", "three"]
     assert all(isinstance(r.stats, TurnStats) and r.reply.done for r in seen)
+
+
+# ---- in a real terminal ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_the_chat_continues_in_a_real_terminal_and_a_damaged_log_is_one_line(server: FakeServer,
+                                                                             tmp_path: Path) -> None:
+    import pexpect
+
+    from tests.test_pty import ask, prompt_ready, spawn
+
+    def leave(child: pexpect.spawn) -> None:
+        prompt_ready(child)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+
+    child = spawn(server, tmp_path, "-s", "You are terse.")
+    ask(child, "Please remember my name is Byte Dai", "echo: Please remember")
+    ask(child, "/pin 1", "pinned #1")
+    leave(child)
+    with LogStore.open(log_file(tmp_path)) as store:
+        cid = store.latest()
+    child = spawn(server, tmp_path, "-c")
+    assert f"continuing {cid}" in child.before
+    ask(child, "What is my name?", "Your name is Byte Dai.")
+    ask(child, "/history", "📌")
+    leave(child)
+    assert server.requests[-1]["messages"][0] == {"role": "system", "content": "You are terse."}
+    with LogStore.open(log_file(tmp_path)) as store:
+        assert [t.turn for t in store.turns(cid or "")] == [1, 2]
+
+    log_file(tmp_path).unlink()
+    for sidecar in log_file(tmp_path).parent.glob("logs.db-*"):
+        sidecar.unlink()
+    log_file(tmp_path).write_bytes(b"garbage " * 1000)
+    child = spawn(server, tmp_path)
+    shown = " ".join(re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", child.before).split())
+    assert shown.count("cannot open the conversation log") == 1  # one line (wrapped at the terminal's width)
+    assert re.search(r"· cannot open the conversation log \S+: .*; the chat goes on without logging", shown)
+    ask(child, "still here?", "echo: still here?")
+    leave(child)
+    assert log_file(tmp_path).read_bytes() == b"garbage " * 1000
