@@ -16,8 +16,9 @@ Only the standard library and the core are used.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from stateless_chat import persist
@@ -53,6 +54,39 @@ def _warn_nowhere(text: str) -> None:
     pass
 
 
+class _Mirror:
+    """What one store holds of this conversation: each entry as last written there.
+
+    Finding what changed is linear in the live messages only while the evicted ones stay the
+    same tuple (a conversation value shares it until something is evicted), so a long chat's
+    thousands of evicted messages cost nothing per request.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[int, Entry] = {}
+        self.evicted: tuple[Entry, ...] | None = None  # the evicted slot as last written in full
+
+    def changed(self, conversation: Conversation) -> list[Entry]:
+        """Return the entries of ``conversation`` that differ from what the store holds."""
+        head = [e for e in (conversation.system, conversation.summary) if e is not None]
+        evicted = () if conversation.evicted is self.evicted else conversation.evicted
+        changed = []
+        for entry in chain(head, conversation.live, evicted):
+            before = self.entries.get(entry.id)
+            if before is not entry and before != entry:  # an entry that did not change is the same object
+                changed.append(entry)
+        return changed
+
+    def wrote(self, changed: Iterable[Entry], conversation: Conversation) -> None:
+        """Note that ``changed`` (from ``changed(conversation)``) is now in the store."""
+        self.entries.update((e.id, e) for e in changed)
+        self.evicted = conversation.evicted
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.evicted = None
+
+
 class Journal:
     """Logs one session's turns into a ``LogStore`` and recalls its evicted turns.
 
@@ -70,10 +104,11 @@ class Journal:
         self.cid = cid
         self.warn = warn
         self.saved: Conversation | None = None
-        self._logged: dict[int, Entry] = {}  # each entry as last written to the store
+        self._logged = _Mirror()  # what the log on disk holds
         self._memory: LogStore | None = None  # the recall index when there is no log on disk
         self._memory_cid = ""
-        self._indexed: dict[int, Entry] = {}  # each entry as last written to the memory index
+        self._indexed = _Mirror()  # what the index in memory holds
+        self._among: tuple[tuple[Entry, ...] | None, set[int]] = (None, set())  # auto recall's candidates
 
     @property
     def logging(self) -> bool:
@@ -100,7 +135,8 @@ class Journal:
         requests = [dict(body) for body in record.requests] or [{}]
         if self.cid is None:
             self.cid = store.start_conversation(model=session.settings.model, endpoint=reply.endpoint)
-        changed = self._changed(self._logged)
+        conversation = session.conversation
+        changed = self._logged.changed(conversation)
         usage = reply.usage
         counts = None
         if usage is not None:
@@ -121,12 +157,7 @@ class Journal:
             endpoint=reply.endpoint,
             model=str(requests[-1].get("model") or session.settings.model),
         ))
-        self._logged.update((e.id, e) for e in changed)
-
-    def _changed(self, written: Mapping[int, Entry], conversation: Conversation | None = None) -> list[Entry]:
-        """Return the entries of the conversation that differ from what ``written`` last stored."""
-        entries = (conversation or self.session.conversation).all_entries()
-        return [e for e in entries if written.get(e.id) != e]
+        self._logged.wrote(changed, conversation)
 
     def _fail(self, reason: str) -> None:
         """Turn logging off for the rest of the chat, saying so in one line."""
@@ -190,9 +221,9 @@ class Journal:
                 if self.cid is None:
                     self.cid = store.start_conversation(model=self.session.settings.model,
                                                         endpoint=self.session.endpoint_name)
-                changed = self._changed(self._logged, conversation)
+                changed = self._logged.changed(conversation)
                 store.index(self.cid, [persist.entry_data(e) for e in changed])
-                self._logged.update((e.id, e) for e in changed)
+                self._logged.wrote(changed, conversation)
                 return store, self.cid
             except LogError as error:
                 self._fail(str(error))
@@ -200,12 +231,12 @@ class Journal:
             self._memory = LogStore.memory()
         if not self._memory_cid:
             self._memory_cid = self._memory.start_conversation(model="", endpoint="")
-        changed = self._changed(self._indexed, conversation)
+        changed = self._indexed.changed(conversation)
         self._memory.index(self._memory_cid, [persist.entry_data(e) for e in changed])
-        self._indexed.update((e.id, e) for e in changed)
+        self._indexed.wrote(changed, conversation)
         return self._memory, self._memory_cid
 
-    def _hits(self, conversation: Conversation, query: str, among: Sequence[int],
+    def _hits(self, conversation: Conversation, query: str, among: Collection[int],
               min_score: float | None = None) -> list[RecallHit]:
         if not among:
             return []
@@ -221,8 +252,11 @@ class Journal:
         settings = self.session.settings
         if settings.recall != "auto":
             return conversation, []
-        among = [e.id for e in conversation.evicted
-                 if e.eviction is not None and e.eviction.how in AUTO_RECALLABLE]
+        evicted = conversation.evicted
+        if self._among[0] is not evicted:
+            recallable = {e.id for e in evicted if e.eviction and e.eviction.how in AUTO_RECALLABLE}
+            self._among = (evicted, recallable)
+        among = self._among[1]
         try:
             hits = self._hits(conversation, text, among)
         except LogError as error:
@@ -253,7 +287,7 @@ class Journal:
         Raises ``LogError`` when the index cannot be searched.
         """
         conversation = self.session.conversation
-        among = [e.id for e in conversation.evicted]
+        among = {e.id for e in conversation.evicted}
         hits = self._hits(conversation, query, among, min_score=0.0)
         found = []
         scores = {hit.turn: hit.score for hit in reversed(hits)}  # each turn's best score
@@ -275,9 +309,11 @@ def _indexed_text(entry: Entry) -> str:
 
 def _turns(conversation: Conversation, hits: Sequence[RecallHit]) -> list[tuple[int, list[Entry]]]:
     """Return the evicted turns of ``hits``, best first, each with its evicted entries."""
+    wanted = {hit.turn for hit in hits}
     by_turn: dict[int, list[Entry]] = {}
     for entry in conversation.evicted:
-        by_turn.setdefault(entry.turn, []).append(entry)
+        if entry.turn in wanted:
+            by_turn.setdefault(entry.turn, []).append(entry)
     order = list(dict.fromkeys(hit.turn for hit in hits if hit.turn in by_turn))
     return [(turn, by_turn[turn]) for turn in order]
 

@@ -875,16 +875,26 @@ class LogStore:
         ``query`` may match; stop words never do, so a query of only those recalls nothing.
         """
         match = recall_query(query)
-        ids = sorted({int(i) for i in among})
-        if match is None or not ids or limit < 1:
+        # Membership is tested here, not in SQL: passing thousands of ids into the query costs
+        # far more than the search (11 ms against 0.2 ms at 20,000 messages).
+        wanted = among if isinstance(among, (set, frozenset, range)) else {int(i) for i in among}
+        if match is None or not wanted or limit < 1:
             return []
+        hits: list[RecallHit] = []
         with self._reading() as db:
             rows = db.execute(
                 """SELECT m.id, m.turn, bm25(messages_fts) AS rank
                    FROM messages_fts JOIN messages AS m ON m.rowid = messages_fts.rowid
-                   WHERE messages_fts MATCH ? AND m.cid = ? AND m.id IN (SELECT value FROM json_each(?))
-                   ORDER BY rank, m.id LIMIT ?""",
-                (match, cid, json.dumps(ids), limit),
-            ).fetchall()
-        return [RecallHit(row[0], row[1], -row[2]) for row in rows if -row[2] > min_score]
+                   WHERE messages_fts MATCH ? AND m.cid = ?
+                   ORDER BY rank, m.id""",
+                (match, cid),
+            )
+            for number, turn, rank in rows:
+                if -rank <= min_score:
+                    break  # best first: the rest score lower still
+                if number in wanted:
+                    hits.append(RecallHit(number, turn, -rank))
+                    if len(hits) == limit:
+                        break
+        return hits
 
