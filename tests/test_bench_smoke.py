@@ -10,11 +10,15 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from bench import economy, memory, oneshot, run, stream, turns
+from bench.common import ROOT, clean_env
 from stateless_chat import render
 from stateless_chat.render import ReplyStream
 from tests.fakeserver import FakeServer
@@ -48,6 +52,29 @@ def test_stream_renders_every_shape() -> None:
         assert len(stream.chunks(shape, 30)) == 30
 
 
+def test_the_stream_bench_leaves_the_colours_of_later_consoles_alone() -> None:
+    """Rich keeps a style's escape codes on the style, made for the first console that draws it, and
+    hands equal styles out of shared caches: a code block drawn on the bench's null terminal (16
+    colours here) would leave every later truecolor console of the process drawing it in 16 colours.
+    A fresh process, so that nothing else has drawn the code block's styles first."""
+    child = (
+        "import io\n"
+        "from rich.console import Console\n"
+        "from rich.markdown import Markdown\n"
+        "from bench import stream\n"
+        "stream.run((20,))\n"
+        "out = Console(file=io.StringIO(), force_terminal=True, color_system='truecolor', width=30)\n"
+        "out.print(Markdown('```python\\nx = 1  # one\\n```'))\n"
+        "print(out.file.getvalue())\n"
+    )
+    env = clean_env(TERM="xterm")  # what Rich takes for 16 colours, unless COLORTERM says truecolor
+    env.pop("COLORTERM", None)
+    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, check=True)
+    styles = [params for params in re.findall(r"\x1b\[([0-9;]*)m", done.stdout) if params not in ("", "0")]
+    assert styles and all("48;2;39;40;34" in params for params in styles)  # monokai's background in truecolor
+
+
 def test_economy_pins_and_summaries_keep_the_constraints_while_saving_tokens() -> None:
     rows = {r.policy: r for r in economy.run(30)}
     baseline = rows["none"]
@@ -77,7 +104,9 @@ def test_results_go_between_the_markers_and_replace_the_previous_ones(tmp_path: 
 
 def test_live_view_is_a_screenful_that_reopens_the_code_fence() -> None:
     with open(os.devnull, "w", encoding="utf-8") as null:
-        console = Console(file=null, force_terminal=True, width=80, height=25)
+        # No colours: drawn in the environment's colour system, the code block's styles would keep those
+        # escape codes for every later console of the process (see the test above)
+        console = Console(file=null, force_terminal=True, width=80, height=25, color_system=None)
         with ReplyStream(console) as reply:
             reply.feed("intro\n\n```python\n")
             for i in range(500):
