@@ -247,6 +247,32 @@ class CacheBreak:
 
 
 @dataclass(frozen=True)
+class ToolCalled:
+    """The model asked for a tool call, shown as ``→ server.tool {arguments}``."""
+
+    tool: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolAnswered:
+    """A tool call's result joined the turn: its billed size, and whether it was cut, failed or refused."""
+
+    tool: str
+    tokens: int
+    cut_from: int | None = None  # the result's size before it was cut to tool_result_max_tokens
+    error: bool = False
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class ToolStepsExhausted:
+    """The model still asked for tools after ``limit`` steps: the turn ends there."""
+
+    limit: int
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain informational line from the core."""
 
@@ -255,7 +281,7 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | ReplyCut | CacheBreak | Notice
+    | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolStepsExhausted | Notice
 )
 
 
@@ -294,6 +320,15 @@ def describe(event: Event) -> str:
     if isinstance(event, CacheBreak):
         return (f"cache break: {event.cause}; {event.shared:,} of the last request's {event.previous:,} "
                 "tokens can be read from the server's cache")
+    if isinstance(event, ToolCalled):
+        return f"→ {event.tool} {event.arguments}"
+    if isinstance(event, ToolAnswered):
+        if event.refused:
+            return f"← {event.tool} not run: the call was not approved"
+        cut = f", cut from {event.cut_from:,}" if event.cut_from is not None else ""
+        return f"← {event.tokens:,} tokens{cut}" + (" (the tool reported an error)" if event.error else "")
+    if isinstance(event, ToolStepsExhausted):
+        return f"stopped after {event.limit} tool steps (max_tool_steps): the model still asked for tools"
     if isinstance(event, ReplyCut):
         limit = f" (max_tokens {event.max_tokens:,})" if event.max_tokens is not None else ""
         return f"reply cut at the length limit{limit}"
