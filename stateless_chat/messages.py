@@ -141,8 +141,9 @@ class Usage:
         return max(0, self.prompt_tokens - (self.cached_tokens or 0))
 
 
-def span(ids: Sequence[int]) -> str:
-    """Return message numbers as the user types them, runs joined: ``#3``, ``#3-#6``, ``#3-#6, #9``."""
+def span(ids: Sequence[int], mark: str = "#") -> str:
+    """Return numbers with runs joined, as the user types message numbers: ``#3``, ``#3-#6``,
+    ``#3-#6, #9`` (``mark`` is what precedes each number)."""
     ordered = sorted(set(ids))
     if not ordered:
         return "nothing"
@@ -152,7 +153,7 @@ def span(ids: Sequence[int]) -> str:
             runs[-1].append(number)
         else:
             runs.append([number])
-    return ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
+    return ", ".join(f"{mark}{run[0]}" + (f"-{mark}{run[-1]}" if len(run) > 1 else "") for run in runs)
 
 
 # ---- events -----------------------------------------------------------------
