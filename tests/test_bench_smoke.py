@@ -98,7 +98,8 @@ def test_gateway_reads_each_turns_cache_from_the_replica_that_answered() -> None
         assert after.cached >= before.prompt
     lines = run.gateway_md(result)
     assert lines[0].startswith("**6. Behind a gateway**")
-    assert sum(line.startswith("| ") for line in lines) == 1 + gateway.QUICK_TURNS + 1  # head, turns, all
+    rows = [line for line in lines if line.startswith("| ")]
+    assert len(rows) == 2 + gateway.QUICK_TURNS + 1  # head, rule, turns, "all"
 
 
 def test_gateway_part_says_why_it_was_not_run() -> None:
