@@ -153,11 +153,35 @@ def roles_and_texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in messages]
 
 
+def check_cached_tokens_pass_through(gateway: Gateway, replica: FakeServer) -> None:
+    """The replica's cache report (``usage.prompt_tokens_details.cached_tokens``) reaches the client
+    through the gateway, streamed (as stateless-chat asks for usage) and not."""
+    import openai
+
+    replica.usage_override = {"prompt_tokens": 1500, "completion_tokens": 7, "total_tokens": 1507,
+                              "prompt_tokens_details": {"cached_tokens": 1280}}
+    client = openai.OpenAI(base_url=gateway.url, api_key=gateway.key, max_retries=0, timeout=30)
+    try:
+        messages: Any = [{"role": "user", "content": "hi"}]
+        whole = client.chat.completions.create(model="smollm", messages=messages)
+        assert whole.usage is not None and whole.usage.prompt_tokens_details is not None
+        assert whole.usage.prompt_tokens_details.cached_tokens == 1280
+        usage = [chunk.usage for chunk in client.chat.completions.create(
+            model="smollm", messages=messages, stream=True, stream_options={"include_usage": True})
+            if chunk.usage is not None]
+        assert len(usage) == 1 and usage[0].prompt_tokens_details is not None
+        assert (usage[0].prompt_tokens, usage[0].prompt_tokens_details.cached_tokens) == (1500, 1280)
+    finally:
+        client.close()
+        replica.usage_override = None
+
+
 def test_turns_land_on_either_replica_and_a_killed_one_loses_nothing(
     replicas: tuple[FakeServer, FakeServer],
 ) -> None:
     """The README's config: random routing, so turns land on both replicas, each with the whole
-    history; the replica that answered last is killed; the other answers with everything."""
+    history; the replica that answered last is killed; the other answers with everything, and its
+    cached-token counts reach the client."""
     with Gateway(config_for(replicas, sticky=False)) as gateway:
         chat = Chat(gateway, replicas)
         try:
@@ -166,13 +190,15 @@ def test_turns_land_on_either_replica_and_a_killed_one_loses_nothing(
                 assert len(chat.turns) < MAX_TURNS_BEFORE_KILL
                 chat.say(f"Turn {len(chat.turns) + 1}: tell me about the weather.")
             victim, survivor = chat.kill_the_last_replica_and_go_on()
+            check_cached_tokens_pass_through(gateway, survivor)
             gateway.check()
         finally:
             chat.close()
     assert gateway.pid is None  # stopped with the with-block
     chat.check_every_turn_carried_the_whole_history()
     # Replies the survivor never saw being made reached it in the history it received after the kill.
-    after_kill = survivor.requests[-1]["messages"]
+    assert chat.turns[-1].replica is survivor
+    after_kill = chat.turns[-1].received["messages"]
     for index in chat.served_by(victim):
         assert {"role": "assistant", "content": chat.turns[index].reply} in after_kill
     # The gateway moved the retry to the survivor itself (allowed_fails: 0): stateless-chat never retried.
