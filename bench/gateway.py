@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ def available() -> str | None:
     return None
 
 
-def proxy_config(replicas: dict[str, Sequence[str]]) -> str:
+def proxy_config(replicas: Mapping[str, Sequence[str]]) -> str:
     """Return the proxy config: each group over its replicas' base URLs; only ``sticky`` has affinity."""
     lines = ["model_list:"]
     for group, urls in replicas.items():

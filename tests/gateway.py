@@ -92,7 +92,8 @@ def model_names(config_yaml: str) -> set[str]:
 
 
 class GatewayError(RuntimeError):
-    """The proxy did not start; the message ends with the tail of its log."""
+    """The proxy did not start (its log is kept, and named) or is not running; the message ends
+    with the tail of its log."""
 
 
 class Gateway:
@@ -173,16 +174,14 @@ class Gateway:
         while True:
             code = proc.poll()
             if code is not None:
-                raise GatewayError(
-                    f"the LiteLLM proxy exited with status {code} while starting:\n{self.log_tail()}"
-                )
+                raise GatewayError(f"the LiteLLM proxy exited with status {code} while starting "
+                                   f"(log: {self.log_path}):\n{self.log_tail()}")
             listed = self.models()
             if listed is not None and wanted <= listed:
                 return
             if time.monotonic() > deadline:
-                raise GatewayError(
-                    f"the LiteLLM proxy did not answer within {self.startup_timeout:g}s:\n{self.log_tail()}"
-                )
+                raise GatewayError(f"the LiteLLM proxy did not answer within {self.startup_timeout:g}s "
+                                   f"(log: {self.log_path}):\n{self.log_tail()}")
             time.sleep(0.25)
 
     def models(self) -> set[str] | None:
