@@ -1,5 +1,8 @@
 """The benchmark suite (bench/) keeps working: every part runs at tiny sizes. No timing is asserted.
 
+The gateway part needs the gateway and local extras (the LiteLLM proxy, llama.cpp and the bundled
+model) and is skipped without them, with the reason.
+
 Also the two properties the benchmarks pushed into the renderer: the streamed reply's live
 view stays a screenful however long the unfinished block grows, and scanning only the new
 lines prints exactly what rescanning the whole tail did.
@@ -15,9 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from bench import economy, memory, oneshot, run, stream, turns
+from bench import economy, gateway, memory, oneshot, run, stream, turns
 from bench.common import ROOT, clean_env
 from stateless_chat import render
 from stateless_chat.render import ReplyStream
@@ -104,6 +108,60 @@ def test_results_go_between_the_markers_and_replace_the_previous_ones(tmp_path: 
     text = readme.read_text(encoding="utf-8")
     assert "second table" in text and "first table" not in text and run.PLACEHOLDER not in text
     assert text.startswith("# x\n\nprose\n\n" + run.BEGIN) and text.endswith(run.END + "\n\nafter\n")
+
+
+@pytest.mark.gateway
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(gateway.available() is not None, reason=f"the gateway bench {gateway.available()}")
+def test_gateway_reads_each_turns_cache_from_the_replica_that_answered() -> None:
+    result = gateway.run(quick=True)
+    assert result.skipped is None and result.litellm_version
+    spread, sticky = result.runs
+    assert (spread.group, sticky.group) == gateway.GROUPS
+    for group in result.runs:
+        assert len(group.turns) == gateway.QUICK_TURNS
+        assert group.turns[0].cached == 0  # every replica starts cold
+        assert all(t.replica in (1, 2) and 0 <= t.cached <= t.prompt for t in group.turns)
+        assert [t.prompt for t in group.turns] == sorted({t.prompt for t in group.turns})  # the history grows
+    # Sticky: one replica answers every turn, and each turn reuses at least the whole previous prompt.
+    assert len({t.replica for t in sticky.turns}) == 1
+    for before, after in zip(sticky.turns, sticky.turns[1:], strict=False):
+        assert after.cached >= before.prompt
+    lines = run.gateway_md(result)
+    assert lines[0].startswith("**6. Behind a gateway**")
+    rows = [line for line in lines if line.startswith("| ")]
+    assert len(rows) == 2 + gateway.QUICK_TURNS + 1  # head, rule, turns, "all"
+
+
+def test_gateway_part_says_why_it_was_not_run() -> None:
+    lines = run.gateway_md(gateway.GatewayResult([], skipped="needs the gateway extra"))
+    assert lines == ["**6. Behind a gateway**: not measured this run; it needs the gateway extra."]
+
+
+def test_only_some_parts_replace_their_tables_and_keep_the_others(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    old = ("Measured then on a machine.\n\n**1. One-shot** (x)\n\n| a |\n\nafter 1\n\n"
+           "**5. Memory** (y)\n\n| b |\n")
+    readme.write_text(f"# x\n\n{run.BEGIN}\n{old}{run.END}\n\nafter\n", encoding="utf-8")
+    head, parts = run.split_parts(run.read_block(readme))
+    assert head == ["Measured then on a machine."]
+    assert parts == {1: ["**1. One-shot** (x)", "", "| a |", "", "after 1"],
+                     5: ["**5. Memory** (y)", "", "| b |"]}
+    parts[6] = ["**6. Behind a gateway** (z)", "", "| c |"]
+    parts[1] = ["**1. One-shot** (new)"]
+    run.write_readme(readme, run.join_parts(head, parts))
+    block = run.read_block(readme)
+    assert block == ("Measured then on a machine.\n\n**1. One-shot** (new)\n\n**5. Memory** (y)\n\n| b |\n\n"
+                     "**6. Behind a gateway** (z)\n\n| c |\n")
+    assert readme.read_text(encoding="utf-8").endswith(run.END + "\n\nafter\n")
+
+
+def test_the_readme_block_splits_into_its_parts_and_joins_back_unchanged() -> None:
+    block = run.read_block(run.README)
+    head, parts = run.split_parts(block)
+    assert head and head[0].startswith("Measured ")
+    assert set(parts) >= {1, 2, 3, 4, 5}
+    assert run.join_parts(head, parts) == block
 
 
 def test_live_view_is_a_screenful_that_reopens_the_code_fence() -> None:
