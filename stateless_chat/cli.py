@@ -31,8 +31,9 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.config import Settings
     from stateless_chat.journal import Journal
     from stateless_chat.local import LocalServer
-    from stateless_chat.messages import Event
+    from stateless_chat.messages import Event, ToolCall
     from stateless_chat.session import Session
+    from stateless_chat.tools import ToolSpec
 
 PROG = "stateless-chat"
 SUBCOMMANDS = ("logs",)  # a first argument that names one of these runs it; anything else chats
@@ -139,6 +140,12 @@ def chat(
     local_model: Annotated[
         Path | None, typer.Option("--local-model", help="Chat with this GGUF via a local llama.cpp server.")
     ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Run the tools the model calls without asking.")
+    ] = False,
+    no_tools: Annotated[
+        bool, typer.Option("--no-tools", help="Offer no tools (MCP servers) in this run.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -157,9 +164,10 @@ def chat(
         "evict_to": evict_to,
         "log": False if no_log else None,
         "recall": recall,
+        "approve": "always" if yes else None,
     }
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
-                      local=local or local_model is not None, local_model=local_model,
+                      local=local or local_model is not None, local_model=local_model, tools=not no_tools,
                       resume=continue_ or cid is not None, cid=cid)
     secret = api_key or os.environ.get("OPENAI_API_KEY")
     try:
@@ -286,6 +294,7 @@ class Options:
     save: Path | None = None
     local: bool = False
     local_model: Path | None = None
+    tools: bool = True
     resume: bool = False  # -c/--continue or --cid: continue a conversation from the log
     cid: str | None = None
 
@@ -344,6 +353,18 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         print(safe_json(session.preview_body(text or None)))
         return 0
 
+    started = len(_on_terminate)  # what this run starts (servers) is stopped when it ends, however
+    try:
+        return chat_with(settings, interactive, text, options, flags)
+    finally:
+        while len(_on_terminate) > started:
+            _on_terminate.pop()()
+
+
+def chat_with(
+    settings: Settings, interactive: bool, text: str, options: Options, flags: dict[str, Any]
+) -> int:
+    """Start what the chat talks to (the local model's server, if it is the one), then chat."""
     local_server = None
     if wants_local(settings, options):
         local_server = start_local(settings, options)
@@ -368,8 +389,6 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         return run_once(settings, backend, text, options, flags)
     finally:
         backend.close()
-        if local_server is not None:
-            local_server.stop()
 
 
 def wants_local(settings: Settings, options: Options) -> bool:
@@ -411,6 +430,23 @@ def local_settings(settings: Settings, server: LocalServer, flags: dict[str, Any
     if "model" not in flags:  # llama.cpp accepts any name; the file's stem reads best in the toolbar
         changes["model"] = server.model_path.stem
     return settings.replace(**changes)
+
+
+def start_tools(session: Session, options: Options, say: Callable[[str], None]) -> None:
+    """Start the configured MCP servers and offer their tools in ``session`` (unless ``--no-tools``);
+    ``say`` gets one line for each server that could not start. They stop with the chat, however it
+    ends."""
+    servers_config = session.settings.mcp
+    if not servers_config or not options.tools:
+        return
+    from stateless_chat.config import default_data_dir
+    from stateless_chat.tools import ToolServers
+
+    servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs")
+    _on_terminate.append(servers.stop)
+    for problem in servers.start():
+        say(f"{problem} (the chat goes on without its tools)")
+    session.toolbox = servers
 
 
 def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
@@ -461,6 +497,17 @@ def run_once(
     log = open_journal(session, settings, options, flags,
                        warn=lambda text: print(f"{PROG}: {text}", file=sys.stderr))
     backend.on_event = on_event
+    start_tools(session, options, lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    refused: list[str] = []
+
+    def refuse(call: ToolCall, spec: ToolSpec) -> bool:
+        if not refused:  # once: the model is told each time, the user once
+            print(f"{PROG}: tool call {spec.display} not run: one-shot use runs tools only with --yes "
+                  '(or approve = "always" in the config)', file=sys.stderr)
+        refused.append(spec.display)
+        return False
+
+    session.approve = refuse
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if fancy:
         from rich.console import Console
@@ -531,6 +578,7 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
     # Through the session: a line said while a reply streams waits until the reply is shown.
     log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
     continued = f" · continuing {log.cid}" if options.resume else ""
+    start_tools(session, options, repl.renderer.note)
     console.print(
         f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens"
         f"{continued} · /help for commands, Ctrl-D to leave",

@@ -379,6 +379,7 @@ def tokens_view(session: Session) -> TokensView:
         ("summary", summary),
         ("turns", turns),
         ("recalled", recalled),
+        ("tools", session.tools_tokens(session.tools_offered())),
         ("new message framing", PER_MESSAGE),  # what any next message adds besides its text
         ("reply priming", REPLY_PRIMING),
         ("reply reserve", session.reserve),
@@ -660,6 +661,37 @@ def _evict_to(session: Session, arg: str) -> Result:
     fraction = session.settings.evict_to
     return Lines((f"once a request is over the budget of {session.budget:,}, history is evicted down to "
                   f"{fraction:g} of it ({session.low_water(session.budget):,} tokens)",))
+
+
+@command("tools", "/tools [on|off [SERVER]]", "list the MCP servers and their tools with what each costs, "
+         "or turn tools on or off", choices=lambda session: ["on", "off"])
+def _tools(session: Session, arg: str) -> Result:
+    from stateless_chat.tools import ToolServers
+
+    servers = session.toolbox
+    if not isinstance(servers, ToolServers):
+        return Lines(("no tools: add [mcp.servers.NAME] tables to the config file (the README's Tools "
+                      "section), and leave out --no-tools",))
+    words = arg.split()
+    lines: list[str] = []
+    if words:
+        if words[0] not in ("on", "off") or len(words) > 2:
+            raise CommandError("usage: /tools [on|off [SERVER]]")
+        try:
+            changed = servers.set_enabled(words[0] == "on", words[1] if len(words) == 2 else None)
+        except ChatError as error:
+            raise CommandError(str(error)) from None
+        lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
+    lines += servers.start()  # servers that are not running start on /tools too
+    for status in servers.status():
+        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
+    offered = servers.tools()
+    for spec in offered:
+        cost = session.tools_tokens([spec.to_api()])
+        lines.append(f"  {spec.offered} ({spec.display}) · {cost:,} tokens · approve: {spec.approve}")
+    total = session.tools_tokens(session.tools_offered())
+    lines.append(f"the tools array adds {total:,} tokens to every request" if offered else "no tools offered")
+    return Lines(tuple(lines))
 
 
 @command("summarize", "/summarize", "fold the older turns into the running summary now (one request)")

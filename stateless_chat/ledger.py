@@ -27,13 +27,14 @@ class TurnStats:
     baseline_prompt_tokens: int  # what the request would have cost with no eviction (our count)
     evictions: int = 0
     events: tuple[Event, ...] = field(default=(), compare=False)
-    summary_prompt_tokens: int = 0
+    summary_prompt_tokens: int = 0  # and the tool loop's earlier steps: every request but the last
     summary_completion_tokens: int = 0
     summary_cached_tokens: int = 0  # the part of summary_prompt_tokens the server read from its cache
     finish_reason: str | None = None
     reported_cached_tokens: int | None = None  # the part of the reported prompt read from the server's cache
     predicted_cached_tokens: int = 0  # the prefix it shared with the previous request (our count)
     cache_break: str | None = None  # why it did not start with the whole previous request
+    steps: int = 1  # requests the turn made (more than one in a tool loop; summaries not counted)
 
     @property
     def sent(self) -> int:

@@ -141,8 +141,9 @@ class Usage:
         return max(0, self.prompt_tokens - (self.cached_tokens or 0))
 
 
-def span(ids: Sequence[int]) -> str:
-    """Return message numbers as the user types them, runs joined: ``#3``, ``#3-#6``, ``#3-#6, #9``."""
+def span(ids: Sequence[int], mark: str = "#") -> str:
+    """Return numbers with runs joined, as the user types message numbers: ``#3``, ``#3-#6``,
+    ``#3-#6, #9`` (``mark`` is what precedes each number)."""
     ordered = sorted(set(ids))
     if not ordered:
         return "nothing"
@@ -152,7 +153,7 @@ def span(ids: Sequence[int]) -> str:
             runs[-1].append(number)
         else:
             runs.append([number])
-    return ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
+    return ", ".join(f"{mark}{run[0]}" + (f"-{mark}{run[-1]}" if len(run) > 1 else "") for run in runs)
 
 
 # ---- events -----------------------------------------------------------------
@@ -247,6 +248,32 @@ class CacheBreak:
 
 
 @dataclass(frozen=True)
+class ToolCalled:
+    """The model asked for a tool call, shown as ``→ server.tool {arguments}``."""
+
+    tool: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolAnswered:
+    """A tool call's result joined the turn: its billed size, and whether it was cut, failed or refused."""
+
+    tool: str
+    tokens: int
+    cut_from: int | None = None  # the result's size before it was cut to tool_result_max_tokens
+    error: bool = False
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class ToolStepsExhausted:
+    """The model still asked for tools after ``limit`` steps: the turn ends there."""
+
+    limit: int
+
+
+@dataclass(frozen=True)
 class Recalled:
     """An evicted turn (messages ``ids``) was brought back for this request, right before the new
     message, because it shares ``words`` with it (auto recall)."""
@@ -266,7 +293,8 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | ReplyCut | CacheBreak | Recalled | Notice
+    | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolStepsExhausted | Recalled
+    | Notice
 )
 
 
@@ -305,6 +333,15 @@ def describe(event: Event) -> str:
     if isinstance(event, CacheBreak):
         return (f"cache break: {event.cause}; {event.shared:,} of the last request's {event.previous:,} "
                 "tokens can be read from the server's cache")
+    if isinstance(event, ToolCalled):
+        return f"→ {event.tool} {event.arguments}"
+    if isinstance(event, ToolAnswered):
+        if event.refused:
+            return f"← {event.tool} not run: the call was not approved"
+        cut = f", cut from {event.cut_from:,}" if event.cut_from is not None else ""
+        return f"← {event.tokens:,} tokens{cut}" + (" (the tool reported an error)" if event.error else "")
+    if isinstance(event, ToolStepsExhausted):
+        return f"stopped after {event.limit} tool steps (max_tool_steps): the model still asked for tools"
     if isinstance(event, Recalled):
         said = f': "{" ".join(event.words)}"' if event.words else ""
         return f"recalled turn {event.turn} ({event.tokens:,} tokens){said}"

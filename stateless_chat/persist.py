@@ -303,6 +303,7 @@ def _read_turn_stats(data: object, where: str) -> TurnStats:
         reported_cached_tokens=_count(data, "reported_cached_tokens", where, None),
         predicted_cached_tokens=_count(data, "predicted_cached_tokens", where),
         cache_break=_optional_str(data, "cache_break", where),
+        steps=_count(data, "steps", where, 1),
     )
 
 

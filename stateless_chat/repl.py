@@ -7,6 +7,7 @@ import threading
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
@@ -22,11 +23,14 @@ from rich.console import Console
 from stateless_chat.commands import REGISTRY, Exit, Prefill, Send, dispatch, is_command
 from stateless_chat.errors import ChatError
 from stateless_chat.history import Conversation
-from stateless_chat.messages import Event
-from stateless_chat.render import Renderer, bar
+from stateless_chat.messages import Event, ToolCall, ToolCalled
+from stateless_chat.render import Renderer, ReplyStream, bar
 from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.session import Session
 from stateless_chat.tokens import byte_lower_bound
+
+if TYPE_CHECKING:
+    from stateless_chat.tools import ToolSpec
 
 TOOLBAR_STYLE = Style.from_dict(
     {
@@ -82,6 +86,48 @@ def secure_file_history(path: Path) -> History:
         return InMemoryHistory()
 
 
+class _TurnView:
+    """What one turn shows: each request's reply streamed as it comes; the events that come once a
+    reply has begun (a cut reply, usage notes) after it; and a tool call ends the reply before it,
+    so its line, and the question whether to run it, stand on their own."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self.stream: ReplyStream | None = None
+        self.held: list[Event] = []
+        self.begun = False
+
+    def open(self) -> None:
+        self.stream = self.renderer.reply()
+        self.stream.__enter__()
+
+    def feed(self, delta: str) -> None:
+        if self.stream is None:
+            self.open()
+        assert self.stream is not None
+        self.begun = True
+        self.stream.feed(delta)
+
+    def event(self, event: Event) -> None:
+        if isinstance(event, ToolCalled):
+            self.close()
+            self.renderer.event(event)
+        elif self.begun:
+            self.held.append(event)
+        else:
+            self.renderer.event(event)
+
+    def close(self) -> None:
+        """End the reply on screen (if one is showing), then print the events held for after it."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.__exit__(None, None, None)
+        held, self.held = self.held, []
+        self.begun = False
+        for event in held:
+            self.renderer.event(event)
+
+
 class Repl:
     """Reads lines, runs slash commands, and sends everything else as a turn."""
 
@@ -97,6 +143,9 @@ class Repl:
     ) -> None:
         self.session = session
         self.debug = debug
+        self.always: set[str] = set()  # tools the user approved for the whole session ("a")
+        self.tool_calls = 0  # in the turn under way, for the toolbar
+        session.approve = self.approve
         self.renderer = Renderer(console)
         self.session.on_event = self.renderer.event
         self._draft_tokens: tuple[str, int] = ("", 0)
@@ -112,6 +161,9 @@ class Repl:
             input=input,
             output=output,
         )
+        # Asks whether to run a tool call; no input history of its own, the same toolbar.
+        self.asker: PromptSession[str] = PromptSession(bottom_toolbar=self.toolbar, style=TOOLBAR_STYLE,
+                                                       input=input, output=output)
 
     @staticmethod
     def _bindings() -> KeyBindings:
@@ -165,6 +217,8 @@ class Repl:
             ("", f" │ pinned {conversation.pinned_count} │ evicted {len(conversation.evicted)} │ "
                  f"cache ~{session.cache_prediction().share:.0%} │ sent {session.ledger.sent:,} "),
         ]
+        if self.tool_calls:  # a tool loop under way: how many calls this turn has made
+            parts.append(("class:warn", f"│ tool calls {self.tool_calls} "))
         return parts
 
     # ---- loop -------------------------------------------------------------------------
@@ -234,26 +288,19 @@ class Repl:
         before = session.snapshot()
         if base is not None:
             session.conversation = base
-        stream = self.renderer.reply()
-        # Events that come once the reply has begun (a cut reply, usage notes) print after it.
-        held: list[Event] = []
-        begun = False
-
-        def feed(delta: str) -> None:
-            nonlocal begun
-            begun = True
-            stream.feed(delta)
+        view = _TurnView(self.renderer)
+        self.tool_calls = 0
 
         def on_event(event: Event) -> None:
-            if begun:
-                held.append(event)
-            else:
-                self.renderer.event(event)
+            if isinstance(event, ToolCalled):
+                self.tool_calls += 1
+            view.event(event)
 
         session.on_event = on_event
         try:
-            with stream:
-                session.send(text, feed)
+            view.open()
+            session.send(text, view.feed)
+            view.close()
             if pin:
                 session.conversation = session.conversation.pin_last_question()
             return True
@@ -268,9 +315,23 @@ class Repl:
             self.bug(error)
         finally:
             session.on_event = self.renderer.event
-            for event in held:
-                self.renderer.event(event)
+            view.close()
         return False
+
+    def approve(self, call: ToolCall, spec: ToolSpec) -> bool:
+        """Ask whether to run ``call`` (y / n / a = always for this tool this session); Ctrl-C cancels
+        the turn."""
+        if spec.offered in self.always:
+            return True
+        while True:
+            answer = self.asker.prompt(f"run {spec.display}? [y]es / [n]o / [a]lways for this tool: ")
+            answer = answer.strip().lower()
+            if answer in ("y", "yes", "a", "always"):
+                if answer[0] == "a":
+                    self.always.add(spec.offered)
+                return True
+            if answer in ("n", "no"):
+                return False
 
     def bug(self, error: Exception) -> None:
         """Report an unexpected exception (a bug) in one line, the traceback with ``debug``."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stateless_chat.billing import Bill, TurnTokens, bill, price_for
 from stateless_chat.cache import Prediction, Sent, predict, sent_from
@@ -30,9 +30,12 @@ from stateless_chat.messages import (
     Evicted,
     Message,
     Notice,
-    Recalled,
     ReplyCut,
     Summarized,
+    ToolAnswered,
+    ToolCall,
+    ToolCalled,
+    ToolStepsExhausted,
     UsageMissing,
 )
 from stateless_chat.policies import PolicyTools, make_policy
@@ -41,6 +44,17 @@ from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_lower_bound,
 
 if TYPE_CHECKING:
     from stateless_chat.backend import ChatBackend, Reply
+    from stateless_chat.tools import ToolResult, ToolSpec
+
+
+class Toolbox(Protocol):
+    """The tools a session offers the model (``tools.ToolServers`` is one)."""
+
+    def api_tools(self) -> list[dict[str, Any]]: ...
+
+    def lookup(self, offered: str) -> ToolSpec | None: ...
+
+    def call(self, offered: str, arguments: str, *, timeout: float = ...) -> ToolResult: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,38 @@ class Plan:
     budget: int
     cache: Prediction
     endpoint: str  # where the request was to go first (the prediction assumed it)
+    base: Conversation | None = None  # the conversation it sends, with any recalled turns in their slot
+
+
+@dataclass
+class _Turn:
+    """A turn while it runs: the conversation with its evictions so far, its new messages, and what
+    its earlier requests (tool steps) cost; nothing of it is kept unless the turn completes."""
+
+    base: Conversation
+    pending: list[Entry]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    prompt: int = 0  # the earlier steps' prompt tokens (the server's count, else ours)
+    cached: int = 0
+    completion: int = 0
+    estimated: int = 0  # the earlier steps' prompt tokens by our count
+    cache_break: str | None = None
+
+    @property
+    def number(self) -> int:
+        return self.pending[0].turn
+
+    def add_step(self, plan: Plan, reply: Reply, reserve: int) -> None:
+        """Count an answered tool-step request into the turn."""
+        usage = reply.usage
+        estimated = plan.fit.total - reserve
+        self.estimated += estimated
+        self.prompt += usage.prompt_tokens if usage and usage.prompt_tokens is not None else estimated
+        self.cached += (usage.cached_tokens if usage else None) or 0
+        self.completion += (usage.completion_tokens if usage else None) or 0
+        self.events += plan.fit.events
+        self.cache_break = self.cache_break or plan.cache.cause
 
 
 @dataclass(frozen=True)
@@ -61,7 +107,8 @@ class TurnRecord:
     """One completed turn, as ``Session.observers`` are told of it (the conversation log).
 
     ``requests`` are the exact bodies of the chat requests the turn sent and got a reply to,
-    in order (the last one's reply is ``reply``); ``events`` are the events it emitted.
+    in order (its tool steps, then the final one, which ``reply`` answers); ``events`` are the
+    events it emitted.
     """
 
     turn: int
@@ -71,8 +118,8 @@ class TurnRecord:
     events: tuple[Event, ...]
 
 
-# Before each request: given the new message, the conversation and the budget, return the conversation
-# with evicted turns brought back into its recalled slot, and one ``Recalled`` event each (auto recall).
+# Before a turn's first request: given the new message, the conversation and the budget, return the
+# conversation with evicted turns brought back into its recalled slot, and a ``Recalled`` event each.
 Recaller = Callable[[str, Conversation, int], tuple[Conversation, Sequence[Event]]]
 
 
@@ -100,11 +147,10 @@ class Session:
         self.settings = settings
         self.backend = backend
         self.counter = counter or TokenCounter(settings.model, settings.encoding, settings.default_encoding)
-        self._sent: list[Mapping[str, Any]] = []  # the bodies this turn sent, for its TurnRecord
         self._told: list[Event] = []  # the events this turn emitted, for its TurnRecord
         self.on_event = on_event
-        self.observers: list[Callable[[TurnRecord], None]] = []  # told of every completed turn
-        self.recaller: Recaller | None = None
+        self.observers: list[Callable[[TurnRecord], None]] = []  # told of every completed turn (the log)
+        self.recaller: Recaller | None = None  # brings evicted turns back before a turn (auto recall)
         # When False, entries are sized by their UTF-8 byte length (an upper bound on tokens)
         # and the encoding is loaded only if that bound does not fit the budget.
         self.exact = exact
@@ -117,6 +163,9 @@ class Session:
         self.clock = clock
         self.last_sent: Sent | None = None  # what the last chat request sent, for the cache prediction
         self.refused_budget: int | None = None  # the budget a context-length refusal implied
+        self.toolbox: Toolbox | None = None  # the tools offered to the model (MCP servers)
+        # Asked before each tool call that is not approved already ("always"); the REPL asks the user.
+        self.approve: Callable[[ToolCall, ToolSpec], bool] = lambda call, spec: False
 
     @property
     def on_event(self) -> Callable[[Event], None]:
@@ -195,12 +244,27 @@ class Session:
 
     # ---- building the request ------------------------------------------------
 
-    def body(self, messages: Sequence[Message]) -> dict[str, Any]:
+    def tools_offered(self) -> list[dict[str, Any]]:
+        """Return the request's ``tools`` array: the enabled tools, identical from step to step
+        ([] without tools)."""
+        return self.toolbox.api_tools() if self.toolbox is not None else []
+
+    def tools_tokens(self, tools: Sequence[Mapping[str, Any]]) -> int:
+        """Return what ``tools`` add to a request (a byte bound until counting is exact)."""
+        if not tools:
+            return 0
+        if self.exact:
+            return self.counter.count_tools(tools)
+        return len(json.dumps(list(tools), ensure_ascii=False).encode()) + 12
+
+    def body(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         """Return the exact JSON body for ``messages``: what ``/raw`` shows and the server receives."""
         body: dict[str, Any] = {
             "model": self.settings.model,
             "messages": [m.to_api() for m in messages],
         }
+        if tools:
+            body["tools"] = list(tools)
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
         if self.settings.max_tokens is not None:
@@ -228,22 +292,31 @@ class Session:
                 f"this message is at least {at_least:,} tokens; the budget is {budget:,}: "
                 "shorten it or raise the budget (/budget N or --budget N)"
             )
-        low_water = self.low_water(budget)
-        pending = (self.conversation.new_entry("user", text, self.measure),)
-        conversation, recalled = self._recall(text, budget)
-        candidate = conversation.candidate(pending, budget=budget, reserve=self.reserve, low_water=low_water)
-        if not self.exact and not candidate.fits:
+        def fitted() -> Plan:
+            question = self.conversation.new_entry("user", text, self.measure)
+            base, recalled = self._recall(text, budget)
+            plan = self.plan_pending(base, (question,), budget=budget, summarize=summarize)
+            if recalled:
+                plan = replace(plan, fit=replace(plan.fit, events=(*recalled, *plan.fit.events)))
+            return plan
+
+        plan = fitted()
+        if not self.exact and not plan.fit.request.fits:
             self.make_exact()
-            pending = (self.conversation.new_entry("user", text, self.measure),)
-            conversation, recalled = self._recall(text, budget)
-            candidate = conversation.candidate(pending, budget=budget, reserve=self.reserve,
-                                               low_water=low_water)
+            plan = fitted()
+        return plan
+
+    def plan_pending(self, base: Conversation, pending: tuple[Entry, ...], *, budget: int,
+                     summarize: bool = True) -> Plan:
+        """Return the fitted request that sends ``base`` with this turn's ``pending`` messages last."""
+        tools = self.tools_offered()
+        candidate = base.candidate(pending, budget=budget, reserve=self.reserve,
+                                   tools=self.tools_tokens(tools), low_water=self.low_water(budget))
         fitted = self.policy(summarize=summarize).fit(candidate)
-        if recalled:
-            fitted = replace(fitted, events=(*recalled, *fitted.events))
-        body = self.body(fitted.request.messages())
+        body = self.body(fitted.request.messages(), tools)
         return Plan(pending=pending, fit=fitted, body=body, budget=budget,
-                    cache=self.predict(fitted.kept, body, fitted), endpoint=self.endpoint_name)
+                    cache=self.predict(fitted.kept, body, fitted, base), endpoint=self.endpoint_name,
+                    base=base)
 
     def _recall(self, text: str, budget: int) -> tuple[Conversation, Sequence[Event]]:
         """Return the conversation for the next request: with the evicted turns ``recaller`` brings
@@ -260,10 +333,10 @@ class Session:
         return self.backend.name if self.backend is not None else ""
 
     def predict(self, entries: Sequence[Entry], body: Mapping[str, Any] | None = None,
-                fit: Fit | None = None) -> Prediction:
+                fit: Fit | None = None, base: Conversation | None = None) -> Prediction:
         """Return how much of a request sending ``entries`` repeats the last request, and why not all
-        (``fit``: the eviction about to happen, which explains what is missing)."""
-        conversation = self.conversation
+        (``fit``: the eviction about to happen, which explains what is missing from ``base``)."""
+        conversation = base or self.conversation
         return predict(self.last_sent, entries, tools=_tools_key(body), endpoint=self.endpoint_name,
                        model=self.settings.model, now=self.clock(), lifetime=self.settings.cache_lifetime,
                        why_gone=lambda entry_id: conversation.why_gone(entry_id, fit))
@@ -276,34 +349,111 @@ class Session:
 
     def cache_prediction(self) -> Prediction:
         """Return the predicted cache share of the next request (without its new message)."""
-        return self.predict(self.conversation.request_entries())
+        tools = self.toolbox.api_tools() if self.toolbox is not None else []
+        return self.predict(self.conversation.request_entries(), {"tools": tools} if tools else None)
 
     # ---- one turn --------------------------------------------------------------
 
     def send(self, text: str, on_delta: Callable[[str], None] = lambda delta: None) -> Reply:
-        """Run one turn for user message ``text`` and return the complete reply.
+        """Run one turn for user message ``text`` and return the final reply.
 
-        The conversation is replaced only when the reply is complete; on any error or
-        KeyboardInterrupt it is exactly what it was before.
+        When tools are offered and the reply asks for tool calls, each call is shown, run if
+        approved (``approve``), and its result joins the turn; then the next request goes, the
+        turn's calls and results pending in it, never evicted: each step is one more stateless,
+        budgeted request, up to ``max_tool_steps``. The conversation is replaced only when the
+        final reply is complete; on any error or KeyboardInterrupt, at any step, it is exactly
+        what it was before the turn.
         """
         if not text.strip():
             raise UsageError("empty message: type something to send")
         if self.backend is None:
             raise UsageError("no endpoint to send to")
-        self._sent, self._told = [], []
+        if self.toolbox is not None:
+            self.make_exact()  # tool schemas are counted with the encoding
+        self._told = []
         plan = self.plan(text)
+        turn = _Turn(plan.base or self.conversation, list(plan.pending))
         self._emit(plan.fit.events)
         self._say_break(plan.cache)
-        try:
-            reply = self._request(plan.body, on_delta)
-        except ContextLengthError as error:
-            plan = self._replan_smaller(text, plan, error)
-            reply = self._request(plan.body, on_delta)
-            self.learned_budget = plan.budget  # learned only from a turn that succeeds
-        self._commit(plan, reply)
+        steps = 0
+        while True:
+            try:
+                reply = self._request(plan.body, on_delta)
+            except ContextLengthError as error:
+                plan = self._replan_smaller(turn, plan, error)
+                reply = self._request(plan.body, on_delta)
+                self.learned_budget = plan.budget  # learned only from a request that is answered
+            turn.base = turn.base.apply(plan.fit)
+            turn.requests.append(plan.body)
+            self.last_sent = sent_from(plan.fit.kept, tools=_tools_key(plan.body), endpoint=reply.name,
+                                       model=self.settings.model, at=self.clock())
+            calls = reply.tool_calls if "tools" in plan.body else ()
+            if not calls or steps == self.settings.max_tool_steps:
+                break
+            steps += 1
+            turn.add_step(plan, reply, self.reserve)
+            turn.pending += [self._step_entry(turn, reply, calls), *self._run_calls(turn, calls)]
+            plan = self.plan_pending(turn.base, tuple(turn.pending), budget=plan.budget)
+            self._emit(plan.fit.events)
+            self._say_break(plan.cache)
+        if calls and steps == self.settings.max_tool_steps:
+            self.on_event(ToolStepsExhausted(steps))
+        self._commit(turn, plan, reply, over_limit=bool(calls))
         return reply
 
-    def _replan_smaller(self, text: str, plan: Plan, error: ContextLengthError) -> Plan:
+    def _next_id(self, turn: _Turn) -> int:
+        """Return the first id no entry of the conversation or of this turn has."""
+        ids = [e.id for e in turn.pending] + ([turn.base.summary.id] if turn.base.summary else [])
+        return max([turn.base.next_id, *(i + 1 for i in ids)])
+
+    def _step_entry(self, turn: _Turn, reply: Reply, calls: Sequence[ToolCall]) -> Entry:
+        """Return the assistant message of a tool step: its text (if any) and its calls."""
+        return turn.base.new_entry("assistant", reply.text or None, self.measure, turn=turn.number,
+                                   tool_calls=calls, finish_reason=reply.finish_reason,
+                                   id=self._next_id(turn))
+
+    def _run_calls(self, turn: _Turn, calls: Sequence[ToolCall]) -> list[Entry]:
+        """Show, approve and run each call; return their ``tool`` results, in the calls' order."""
+        toolbox = self.toolbox
+        assert toolbox is not None
+        results: list[Entry] = []
+        for call in calls:
+            spec = toolbox.lookup(call.name)
+            shown = spec.display if spec is not None else call.name
+            self.on_event(ToolCalled(shown, call.arguments))
+            refused = spec is not None and not (self.settings.approve == "always" or spec.approve == "always"
+                                                or self.approve(call, spec))
+            if refused:
+                text, error = "the user did not approve this call", False
+            else:
+                result = toolbox.call(call.name, call.arguments, timeout=self.settings.tool_timeout)
+                text, error = result.text, result.is_error
+            text, whole = self._capped_result(text)
+            entry = turn.base.new_entry("tool", text, self.measure, turn=turn.number, tool_call_id=call.id,
+                                        id=self._next_id(turn) + len(results) + 1)
+            results.append(entry)
+            self.on_event(ToolAnswered(shown, entry.tokens, whole if whole != entry.tokens else None, error,
+                                       refused))
+        return results
+
+    def _capped_result(self, text: str) -> tuple[str, int]:
+        """Return a tool result cut to ``tool_result_max_tokens`` (with a note saying how much was cut),
+        and its size before."""
+        cap = self.settings.tool_result_max_tokens
+        size = self.measure(Message("tool", text))
+        if size <= cap:
+            return text, size
+        note = "\n[cut: the result was {:,} tokens; the first {:,} characters of {:,} are shown]"
+        lo, hi = 0, len(text)
+        while lo < hi:  # the longest prefix that fits the cap with its note
+            mid = (lo + hi + 1) // 2
+            if self.measure(Message("tool", text[:mid] + note.format(size, mid, len(text)))) <= cap:
+                lo = mid
+            else:
+                hi = mid - 1
+        return text[:lo] + note.format(size, lo, len(text)), size
+
+    def _replan_smaller(self, turn: _Turn, plan: Plan, error: ContextLengthError) -> Plan:
         """Return a plan cut to what the server says fits, after one context-length refusal.
 
         The server's numbers give the ratio of its count to ours; the new budget is its limit
@@ -325,13 +475,12 @@ class Session:
             raise error
         self.refused_budget = min(budget, self.refused_budget or budget)  # no request may pass it now
         try:
-            smaller = self.plan(text, budget=budget)
+            smaller = self.plan_pending(turn.base, tuple(turn.pending), budget=budget)
         except BudgetError:
             raise error from None
         self.on_event(ContextRetry(error.limit, error.requested, budget))
-        told = {(type(e), e.turn) for e in plan.fit.events if isinstance(e, (Evicted, Recalled))}
-        self._emit([e for e in smaller.fit.events
-                    if not (isinstance(e, (Evicted, Recalled)) and (type(e), e.turn) in told)])
+        told = {event.turn for event in plan.fit.events if isinstance(event, Evicted)}
+        self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and e.turn in told)])
         if smaller.cache.cause != plan.cache.cause:
             self._say_break(smaller.cache)
         return smaller
@@ -353,7 +502,6 @@ class Session:
             self.on_event(Notice("the server does not accept stream_options: usage will not be reported"))
             body = {key: value for key, value in body.items() if key != "stream_options"}
             reply = self.backend.send(body)
-        self._sent.append(reply.body)
         try:
             for delta in reply:
                 on_delta(delta)
@@ -373,16 +521,20 @@ class Session:
             self._said.add(key)
             self.on_event(event)
 
-    def _commit(self, plan: Plan, reply: Reply) -> None:
+    def _commit(self, turn: _Turn, plan: Plan, reply: Reply, *, over_limit: bool = False) -> None:
         fitted = plan.fit
-        baseline = self._baseline(plan.pending)
-        conversation = self.conversation.apply(fitted).append(*plan.pending)
-        turn = plan.pending[0].turn
+        baseline = self._baseline(turn.pending)
+        conversation = turn.base.append(*turn.pending)
         # Tool calls are kept only when tools were offered: a call with no result after it would make
-        # every later request invalid.
+        # every later request invalid. Calls past the step limit get a result that says so.
         calls = reply.tool_calls if "tools" in plan.body else ()
         answer = conversation.new_entry("assistant", reply.text or (None if calls else ""), self.measure,
-                                        turn=turn, tool_calls=calls, finish_reason=reply.finish_reason)
+                                        turn=turn.number, tool_calls=calls, finish_reason=reply.finish_reason,
+                                        id=self._next_id(turn))
+        unanswered = [conversation.new_entry("tool", "not run: the tool step limit of this turn was reached",
+                                             self.measure, turn=turn.number, tool_call_id=call.id,
+                                             id=answer.id + 1 + index)
+                      for index, call in enumerate(calls if over_limit else ())]
         usage = reply.usage
         for note in reply.notes:
             self._say_once(note, Notice(note))
@@ -398,31 +550,30 @@ class Session:
         estimated = fitted.total - self.reserve
         summary_prompt, summary_cached, summary_completion = self.summarizer.take_spent()
         cache = plan.cache
-        if reply.name != plan.endpoint and self.last_sent is not None:
+        if reply.name != plan.endpoint and len(turn.requests) == 1 and self.ledger.turns:
             cache = Prediction(0, cache.total, f"failed over to {reply.name}", cache.previous)
             self._say_break(cache)
         stats = TurnStats(
-            turn=plan.pending[0].turn,
+            turn=turn.number,
             estimated_prompt_tokens=estimated,
             reported_prompt_tokens=usage.prompt_tokens if usage else None,
             reported_completion_tokens=usage.completion_tokens if usage else None,
-            baseline_prompt_tokens=max(baseline, estimated),
-            evictions=sum(1 for e in fitted.events if isinstance(e, (Evicted, Summarized))),
-            events=fitted.events,
-            summary_prompt_tokens=summary_prompt,
-            summary_completion_tokens=summary_completion,
-            summary_cached_tokens=summary_cached,
+            baseline_prompt_tokens=max(baseline, estimated) + turn.estimated,
+            evictions=sum(1 for e in (*turn.events, *fitted.events) if isinstance(e, (Evicted, Summarized))),
+            events=(*turn.events, *fitted.events),
+            summary_prompt_tokens=summary_prompt + turn.prompt,
+            summary_completion_tokens=summary_completion + turn.completion,
+            summary_cached_tokens=summary_cached + turn.cached,
             finish_reason=reply.finish_reason,
             reported_cached_tokens=usage.cached_tokens if usage else None,
             predicted_cached_tokens=cache.shared,
-            cache_break=cache.cause,
+            cache_break=cache.cause or turn.cache_break,
+            steps=len(turn.requests),
         )
-        self.conversation = conversation.append(answer)
+        self.conversation = conversation.append(answer, *unanswered)
         self.ledger = self.ledger.add(stats)
-        self.last_sent = sent_from(fitted.kept, tools=_tools_key(plan.body), endpoint=reply.name,
-                                   model=self.settings.model, at=self.clock())
-        record = TurnRecord(stats.turn, tuple(self._sent), reply, stats, tuple(self._told))
-        self._sent, self._told = [], []
+        record = TurnRecord(turn.number, (*turn.requests[:-1], reply.body), reply, stats, tuple(self._told))
+        self._told = []
         for observer in self.observers:
             observer(record)
 

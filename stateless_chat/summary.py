@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from stateless_chat.context import Candidate, DropOldest, Fit, drop_turns, entries_of, request_size
 from stateless_chat.errors import ChatError, RequestError
-from stateless_chat.messages import Entry, Message, Notice, Summarized, SummaryFailed
+from stateless_chat.messages import Entry, Message, Notice, Summarized, SummaryFailed, span
 from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING
 
 if TYPE_CHECKING:
@@ -248,17 +248,6 @@ class SummaryHost(Protocol):
     def measure(self, message: Message) -> int: ...
 
 
-def _ranges(positions: Sequence[int]) -> str:
-    """Return 1-based positions as ``1-4, 7``."""
-    runs: list[list[int]] = []
-    for number in positions:
-        if runs and number == runs[-1][-1] + 1:
-            runs[-1].append(number)
-        else:
-            runs.append([number])
-    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
-
-
 def summary_instruction(candidate: Candidate, folded: Sequence[Entry]) -> str:
     """Return the last message of a cache-aligned summary request: which messages above to fold."""
     ids = {e.id for e in folded}
@@ -267,8 +256,8 @@ def summary_instruction(candidate: Candidate, folded: Sequence[Entry]) -> str:
     earlier = "the earlier summary (the system message that begins with its heading) and " \
         if candidate.summary is not None else ""
     return (f"{SUMMARY_PROMPT}\n\nFold into one new summary {earlier}conversation messages "
-            f"{_ranges(positions)} above (numbered from 1, the first message after the system messages). "
-            "Do not answer the conversation: write only the summary.")
+            f"{span(positions, mark='')} above (numbered from 1, the first message after the system "
+            "messages). Do not answer the conversation: write only the summary.")
 
 
 class Summarizer:
