@@ -34,7 +34,9 @@ from stateless_chat.session import Session
 FORMAT = "stateless-chat/conversation"
 FORMAT_VERSION = 2
 MAX_SAVE_BYTES = 64 * 1024 * 1024  # far past any conversation a budget allows; /dev/zero is refused
-SECRET_SETTINGS = frozenset({"api_key"})
+# Never written to a save file or the log: the key, and the MCP servers' commands and environments
+# (which may hold their own keys).
+SECRET_SETTINGS = frozenset({"api_key", "mcp"})
 # The settings a loaded file brings back: what shaped the conversation. Endpoints,
 # timeouts and display choices stay as this run configured them.
 RESTORED_SETTINGS = (

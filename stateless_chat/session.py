@@ -295,16 +295,17 @@ class Session:
         def fitted() -> Plan:
             question = self.conversation.new_entry("user", text, self.measure)
             base, recalled = self._recall(text, budget)
+            if not self.exact:  # sized by byte bounds: unless they fit as they are, count exactly first
+                tools = self.tools_tokens(self.tools_offered())
+                if not base.candidate((question,), budget=budget, reserve=self.reserve, tools=tools).fits:
+                    self.make_exact()
+                    return fitted()
             plan = self.plan_pending(base, (question,), budget=budget, summarize=summarize)
             if recalled:
                 plan = replace(plan, fit=replace(plan.fit, events=(*recalled, *plan.fit.events)))
             return plan
 
-        plan = fitted()
-        if not self.exact and not plan.fit.request.fits:
-            self.make_exact()
-            plan = fitted()
-        return plan
+        return fitted()
 
     def plan_pending(self, base: Conversation, pending: tuple[Entry, ...], *, budget: int,
                      summarize: bool = True) -> Plan:

@@ -627,3 +627,18 @@ def test_the_chat_continues_in_a_real_terminal_and_a_damaged_log_is_one_line(ser
     ask(child, "still here?", "echo: still here?")
     leave(child)
     assert log_file(tmp_path).read_bytes() == b"garbage " * 1000
+
+
+def test_tool_servers_configured_are_neither_logged_nor_a_failure(server: FakeServer, tmp_path: Path) -> None:
+    """The [mcp.servers] tables hold commands and environments (their keys): never in the log."""
+    env = {"TIME_TOKEN": "mcp-secret-0123456789"}
+    servers = {"servers": {"time": {"command": "no-such-mcp-server", "env": env}}}
+    session, log, warnings = logged(server, tmp_path, mcp=servers)
+    session.send("hello")
+    assert warnings == [] and log.logging
+    with LogStore.open(tmp_path / "logs.db") as store:
+        snapshot = store.snapshot(log.cid or "")
+    assert snapshot is not None and "mcp" not in snapshot["settings"]
+    for name in os.listdir(tmp_path):
+        if name.startswith("logs.db"):
+            assert b"mcp-secret" not in (tmp_path / name).read_bytes()
