@@ -642,3 +642,31 @@ def test_tool_servers_configured_are_neither_logged_nor_a_failure(server: FakeSe
     for name in os.listdir(tmp_path):
         if name.startswith("logs.db"):
             assert b"mcp-secret" not in (tmp_path / name).read_bytes()
+
+
+def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer, tmp_path: Path) -> None:
+    from stateless_chat.tools import ServerConfig, ToolServers
+    from tests.test_tool_loop import SERVER, calling
+
+    servers = ToolServers({"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))},
+                          log_dir=tmp_path / "mcp-logs")
+    assert servers.start() == []
+    try:
+        server.replier = calling((("add", '{"a": 2, "b": 3}'),), (("add", '{"a": 5, "b": 1}'),))
+        session, log, warnings = logged(server, tmp_path)
+        session.toolbox = servers
+        session.approve = lambda call, spec: True
+        session.send("add two and three, then one")
+    finally:
+        servers.stop()
+    assert warnings == []
+    with LogStore.open(tmp_path / "logs.db") as store:
+        [turn] = store.turns(log.cid or "")
+        messages = store.messages(log.cid or "")
+    assert turn.requests == tuple(server.requests) and len(turn.earlier) == 2  # three requests, in order
+    assert turn.reply.startswith("The tools said: ")
+    calls = [line for line in turn.events if line.startswith("→ ")]
+    answers = [line for line in turn.events if line.startswith("← ")]
+    assert len(calls) == 2 and len(answers) == 2 and '{"a": 2, "b": 3}' in calls[0]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert messages[1]["tool_calls"] and messages[2]["tool_call_id"] == messages[1]["tool_calls"][0]["id"]
