@@ -55,7 +55,7 @@ class RecallRun:
     extra_all: int  # tokens recall added over every request of the run
     requests: int
     recalling_fillers: int  # filler turns that recalled something (recall's false alarms)
-    largest: int  # the largest request, prompt tokens as the server counted them
+    largest: int  # the largest request by our count, with the reply reserve: at most the budget
 
 
 @dataclass
@@ -98,7 +98,7 @@ def run_script(recall: str, turns: int, log: Path) -> RecallRun:
     from stateless_chat.messages import Event, Recalled
     from stateless_chat.session import Session
     from stateless_chat.transport import open_backend
-    from tests.fakeserver import FakeServer, approx_tokens
+    from tests.fakeserver import FakeServer
 
     with FakeServer(replier) as server:
         settings = Settings(base_url=server.url, budget=BUDGET, reply_reserve=RESERVE, max_retries=0,
@@ -119,6 +119,7 @@ def run_script(recall: str, turns: int, log: Path) -> RecallRun:
         attached.close()
         assert not warnings, warnings
         requests = server.requests
+        largest = max(t.estimated_prompt_tokens for t in session.ledger.turns) + RESERVE
     questions = requests[-len(FACTS):]
     present = tuple(any(marker in str(m.get("content")) for m in body["messages"][:-1])
                     for body, (_, marker, _) in zip(questions, FACTS, strict=True))
@@ -129,7 +130,7 @@ def run_script(recall: str, turns: int, log: Path) -> RecallRun:
         extra_all=sum(added),
         requests=len(requests),
         recalling_fillers=sum(1 for tokens in added[len(FACTS):turns] if tokens),
-        largest=max(approx_tokens(body["messages"]) for body in requests),
+        largest=largest,
     )
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import economy, gateway, local_latency, memory, oneshot, stream, turns  # noqa: E402
+from bench import economy, gateway, local_latency, memory, oneshot, recall, stream, turns  # noqa: E402
 from bench.common import ROOT, machine, ms  # noqa: E402
 
 README = ROOT / "README.md"
@@ -33,7 +33,7 @@ BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
-PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency")
+PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -188,6 +188,30 @@ def read_block(path: Path) -> str:
     return ""
 
 
+def recall_md(runs: Sequence[recall.RecallRun], rows: Sequence[recall.SearchRow],
+              turns_run: int) -> list[str]:
+    """Return the recall tables: facts present in each question's request with and without auto
+    recall, what recall added, and the time of a search (and of all of recall) by the log's size."""
+    questions = len(recall.FACTS)
+    requests = runs[0].requests
+    body = [[r.label, f"{sum(r.present)}/{questions}", f"{sum(r.extra_questions) / questions:,.0f}",
+             f"{r.extra_all / r.requests:,.1f}", f"{r.recalling_fillers}",
+             f"{r.largest:,} / {recall.BUDGET:,}"] for r in runs]
+    lines = [f"**8. Recall** ({turns_run} turns, {questions} facts stated in turns 1-{questions} and not "
+             f"pinned, drop-oldest at a budget of {recall.BUDGET:,} tokens ({recall.RESERVE} held for the "
+             f"reply), then {questions} questions each needing one fact; the conversation logged in a real "
+             "SQLite file; auto recall within its default budget, a tenth of the budget)", ""]
+    lines += _table(["run", "facts in the question's request", "tokens recall added per question",
+                     f"per request, all {requests}", "filler turns that recalled anything",
+                     "largest request (with the reply reserve) / budget"], body)
+    search = [[f"{r.messages:,}", f"{r.evicted:,}", ms(r.search), ms(r.per_request), f"{r.found}/{questions}"]
+              for r in rows]
+    lines += ["", "Searching the log (median of the 10 questions, each asked several times; ms):", ""]
+    lines += _table(["messages in the log", "evicted (searched)", "one search (bm25, FTS5)",
+                     "all of auto recall before a request", "fact found first"], search)
+    return lines
+
+
 def write_readme(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
@@ -267,6 +291,11 @@ def main(argv: Sequence[str] | None = None) -> str:
             made[7] = latency_md(local_latency.run(latency_turns), latency_turns)
         elif args.only is None:
             made[7] = ["**7. Local latency**: not run (needs the `[local]` extra)."]
+    if "recall" in chosen:
+        say("recall")
+        recall_turns = 30 if quick else 200
+        runs_made, search_rows = recall.run(recall_turns, (200, 2_000) if quick else recall.SEARCH_SIZES)
+        made[8] = recall_md(runs_made, search_rows, recall_turns)
     say("done")
 
     today = datetime.date.today().isoformat()

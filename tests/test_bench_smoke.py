@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import economy, gateway, memory, oneshot, run, stream, turns
+from bench import economy, gateway, memory, oneshot, recall, run, stream, turns
 from bench.common import ROOT, clean_env
 from stateless_chat import render
 from stateless_chat.render import ReplyStream
@@ -92,6 +92,20 @@ def test_economy_pins_and_summaries_keep_the_constraints_while_the_cache_holds()
     # Evicting to fit breaks the cache every turn once full; the low-water mark breaks it rarely.
     assert rows["drop-oldest 1.0"].breaks > 2 * rows["drop-oldest"].breaks
     assert rows["drop-oldest"].cached > rows["drop-oldest 1.0"].cached
+
+
+def test_recall_brings_every_fact_back_that_drop_oldest_alone_loses() -> None:
+    runs, rows = recall.run(30, (200,))
+    alone, auto = runs
+    assert (alone.label, auto.label) == ("drop-oldest alone", "auto recall")
+    assert sum(alone.present) == 0 and alone.extra_all == 0  # 30 turns evict all ten facts
+    assert sum(auto.present) == len(recall.FACTS) and all(auto.extra_questions)
+    assert auto.recalling_fillers == 0 and max(alone.largest, auto.largest) <= recall.BUDGET
+    [row] = rows
+    assert (row.messages, row.evicted, row.found) == (200, 180, len(recall.FACTS))
+    assert row.search > 0 and row.per_request > 0
+    lines = run.recall_md(runs, rows, 30)
+    assert lines[0].startswith("**8. Recall** (30 turns") and "| auto recall | 10/10 |" in "\n".join(lines)
 
 
 def test_memory_child_reports_its_own_numbers() -> None:
