@@ -496,6 +496,13 @@ def run_once(
     resume(session, options, flags)
     log = open_journal(session, settings, options, flags,
                        warn=lambda text: print(f"{PROG}: {text}", file=sys.stderr))
+    if options.resume and options.save is not None:  # --save continues its file, unless -c said otherwise
+        from stateless_chat import persist
+
+        refusal = persist.overwrite_refusal(options.save, session.conversation)
+        if refusal is not None:
+            raise UsageError(f"{refusal}: --save would replace it with the conversation -c/--cid continues; "
+                             "give another file")
     backend.on_event = on_event
     start_tools(session, options, lambda line: print(f"{PROG}: {line}", file=sys.stderr))
     refused: list[str] = []

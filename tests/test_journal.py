@@ -670,3 +670,19 @@ def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer,
     assert len(calls) == 2 and len(answers) == 2 and '{"a": 2, "b": 3}' in calls[0]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
     assert messages[1]["tool_calls"] and messages[2]["tool_call_id"] == messages[1]["tool_calls"][0]["id"]
+
+
+def test_one_shot_continue_with_save_never_replaces_another_conversation(server: FakeServer,
+                                                                        tmp_path: Path) -> None:
+    other = tmp_path / "other.json"
+    assert run_cli("--base-url", server.url, "--save", str(other), "kept in a file").returncode == 0
+    assert run_cli("--base-url", server.url, "logged only").returncode == 0
+    before = other.read_bytes()
+    done = run_cli("--base-url", server.url, "-c", "--save", str(other), "more")
+    assert done.returncode == 2 and f"{other} holds a different conversation".encode() in done.stderr
+    assert other.read_bytes() == before and server.requests[-1]["messages"][-1]["content"] == "logged only"
+    mine = tmp_path / "mine.json"
+    assert run_cli("--base-url", server.url, "-c", "--save", str(mine), "more").returncode == 0
+    assert run_cli("--base-url", server.url, "-c", "--save", str(mine), "again").returncode == 0
+    saved = persist.load(mine).conversation.history
+    assert [e.content for e in saved][::2] == ["logged only", "more", "again"]
