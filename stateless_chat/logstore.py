@@ -1,7 +1,7 @@
 """The conversation log: every completed turn of every conversation, in one SQLite file.
 
-The session logs each turn once its reply has arrived completely: the exact request
-body, the reply, the usage the server reported, the turn's events, every message of
+Each turn is logged once its reply has arrived completely (``journal`` does it): the
+exact request bodies, the reply, the usage the server reported, the turn's events, every message of
 the conversation in its current state and a snapshot of the whole conversation (the
 save-file dict of ``persist.to_data``) that ``--continue`` restores. ``logs list``,
 ``logs show`` and ``logs search`` read it back, and recall uses its full-text index
