@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import sqlite3
 import stat
 import time
@@ -311,7 +310,9 @@ def _new_id(when: datetime) -> str:
     for _ in range(_ID_TIME_DIGITS):
         millis, digit = divmod(millis, len(_ID_ALPHABET))
         digits.append(_ID_ALPHABET[digit])
-    noise = "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_RANDOM_DIGITS))
+    # 256 is a multiple of the alphabet's 32 letters: every letter equally likely (and no ``secrets``
+    # import, ~4 ms of a one-shot run)
+    noise = "".join(_ID_ALPHABET[byte % len(_ID_ALPHABET)] for byte in os.urandom(_ID_RANDOM_DIGITS))
     return "".join(reversed(digits)) + noise
 
 
