@@ -686,3 +686,18 @@ def test_one_shot_continue_with_save_never_replaces_another_conversation(server:
     assert run_cli("--base-url", server.url, "-c", "--save", str(mine), "again").returncode == 0
     saved = persist.load(mine).conversation.history
     assert [e.content for e in saved][::2] == ["logged only", "more", "again"]
+
+
+def test_recall_auto_flag_in_one_shot_continuation(server: FakeServer) -> None:
+    """--recall auto on the command line: each one-shot -c run is one more turn of the logged chat."""
+    flags = ("--base-url", server.url, "--budget", "600", "--max-tokens", "100")
+    assert run_cli(*flags, "Please note: the launch code is 7491.").returncode == 0
+    for n in range(2, 16):
+        assert run_cli(*flags, "-c", words(n, "weather")).returncode == 0
+    assert not any("7491" in m["content"] for m in server.requests[-1]["messages"])
+    done = run_cli(*flags, "-c", "-v", "--recall", "auto", "What was the launch code?")
+    assert done.returncode == 0
+    assert re.search(r'recalled turn 1 \(\d+ tokens\): "launch code"', done.stderr.decode())
+    assert any("7491" in m["content"] for m in server.requests[-1]["messages"][:-1])
+    bad = run_cli(*flags, "--recall", "sometimes", "hi")
+    assert bad.returncode == 2 and b"--recall must be one of off, auto" in bad.stderr
