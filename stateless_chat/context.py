@@ -8,10 +8,10 @@ the request it will send, which history ids it dropped or folded, and its events
 
 The unit of eviction is a *turn*: every history entry sharing a turn number (a user
 message, its reply, and any tool calls and results between them). A turn is evictable
-when none of its entries is pinned; the pending turn is never in the history. Recalled
-turns are evicted like history turns, after every history turn (they are sent later). Removing
+when none of its entries is pinned; the pending turn is never in the history. Removing
 whole turns means a request never opens with an orphan reply and a tool result is never
-separated from its call.
+separated from its call. Recalled turns are evicted like history turns, after all of
+them (they are sent after them).
 
 Policies never do I/O. ``summarize`` (in ``summary``) gets its summary writer injected;
 the session passes one that makes its own stateless request. The registry of policy
