@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# A file name as prompt_toolkit's FileHistory keeps it.
+FileName = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 @contextlib.contextmanager
@@ -72,7 +74,7 @@ def prepare(path: Path) -> str | None:
     return None
 
 
-def read_entries(path: str | Path) -> list[str]:
+def read_entries(path: FileName) -> list[str]:
     """Return the entries of the history file at ``path``, newest first ([] when there is none)."""
     try:
         fd = os.open(path, os.O_RDONLY | _CLOEXEC)
@@ -96,7 +98,7 @@ def read_entries(path: str | Path) -> list[str]:
     return entries
 
 
-def append_entry(path: str | Path, entry: str) -> None:
+def append_entry(path: FileName, entry: str) -> None:
     """Append ``entry`` to the history file at ``path``: one ``write``, under an exclusive lock."""
     text = f"\n# {datetime.datetime.now()}\n" + "".join(f"+{line}\n" for line in entry.split("\n"))
     data = text.encode("utf-8", errors="replace")
