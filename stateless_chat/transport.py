@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from stateless_chat.backend import Chunk, Failover, Reply, parse_chunk, parse_completion
+from stateless_chat.config import DEFAULT_MAX_REPLY_BYTES
 from stateless_chat.errors import (
     ConnectError,
     ConnectionRefused,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     import openai
 
 PLACEHOLDER_KEY = "sk-no-key-needed"
-DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024  # config.DEFAULT_MAX_REPLY_BYTES, for callers without settings
 _BODY_SHOWN = 200  # characters of a non-JSON error body worth showing in a one-line message
 _NOT_OPENAI = "is the base URL an OpenAI-compatible endpoint?"
 _SLOW = "raise timeout in the config file if the model is just slow"
@@ -112,13 +112,15 @@ class OpenAIBackend:
         self.timeout = timeout
         self.max_reply_bytes = max_reply_bytes
         self._headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate"}
-        parts = urlsplit(endpoint)
-        if parts.username is not None or url_password(endpoint) is not None:
-            pair = f"{parts.username or ''}:{url_password(endpoint) or ''}".encode()
-            basic = base64.b64encode(pair).decode()
+        user, password = urlsplit(endpoint).username, url_password(endpoint)
+        if user is not None or password is not None:
+            keep_secret(password)
+            # The URL holds them percent-encoded ("p%40ss" for "p@ss"); the header, as they are.
+            pair = f"{unquote(user or '')}:{unquote(password or '')}"
+            basic = base64.b64encode(pair.encode()).decode()
             self._headers["Authorization"] = f"Basic {basic}"
+            keep_secret(unquote(password or ""))
             keep_secret(basic)
-            keep_secret(url_password(endpoint))
         keep_secret(api_key)
         self._client: openai.OpenAI | None = None
 
