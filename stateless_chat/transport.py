@@ -211,6 +211,10 @@ class OpenAIBackend:
             return ContextLengthError(f"{host}: {message}", limit=limit, requested=requested)
         if status == 400 and (_param_of(raw) == "stream_options" or "stream_options" in message):
             return ParameterRejected(f"{host} answered {status}: {message}", "stream_options", status)
+        if status == 400 and "max_completion_tokens" in message and "max_tokens" in message:
+            # OpenAI's reasoning models: "'max_tokens' is not supported with this model. Use
+            # 'max_completion_tokens' instead." (a max_tokens that is merely too large says no such thing)
+            return ParameterRejected(f"{host} answered {status}: {message}", "max_tokens", status)
         if status == 401:
             hint = "check OPENAI_API_KEY or api_key in the config file"
             return ServerError(f"{host} rejected the API key (401): {hint}", status)
