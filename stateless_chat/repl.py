@@ -6,6 +6,7 @@ import os
 import threading
 import traceback
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
@@ -19,14 +20,17 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 from rich.console import Console
 
-from stateless_chat.commands import REGISTRY, Exit, Prefill, Send, dispatch, is_command
-from stateless_chat.errors import ChatError
+from stateless_chat.commands import REGISTRY, Exit, Prefill, Result, Send, dispatch, is_command
+from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
+from stateless_chat.hints import budget_hint
 from stateless_chat.history import Conversation
 from stateless_chat.messages import Event
-from stateless_chat.render import Renderer, bar
+from stateless_chat.render import Renderer, Waiting, bar
 from stateless_chat.sanitize import LONE_SURROGATE
-from stateless_chat.session import Session
+from stateless_chat.session import Session, Unanswered
 from stateless_chat.tokens import byte_lower_bound
+from stateless_chat.toolbar import Part, fit
+from stateless_chat.typeahead import held_keys
 
 TOOLBAR_STYLE = Style.from_dict(
     {
@@ -36,6 +40,9 @@ TOOLBAR_STYLE = Style.from_dict(
         "over": "#ff5f5f bold",
     }
 )
+
+# Commands that wait on the server: a spinner shows while they do.
+WAITS = {"summarize": "summarizing"}
 
 
 class SlashCompleter(Completer):
@@ -142,7 +149,8 @@ class Repl:
         return self._draft_tokens[1], False
 
     def toolbar(self) -> StyleAndTextTuples:
-        """Return the bottom toolbar: model, messages, next request's tokens against the budget."""
+        """Return the bottom toolbar: model, messages, next request's tokens against the budget,
+        fitted to the terminal's width (``toolbar.fit``: the tokens and the model stay longest)."""
         session = self.session
         draft = self.prompt.default_buffer.text
         if is_command(draft):
@@ -157,15 +165,25 @@ class Repl:
         label = "≥" if bound else session.counter.label
         meter = bar(share, 12)
         filled = len(meter.rstrip("░"))
-        parts: StyleAndTextTuples = [
-            ("", f" {session.settings.model} │ {len(conversation.history)} msgs │ "),
-            (style, f"{label}{prompt_tokens:,}+{session.reserve:,} / {budget:,} {share:.0%} "),
-            (style, meter[:filled]),
-            ("", meter[filled:]),
-            ("", f" │ pinned {conversation.pinned_count} │ evicted {len(conversation.evicted)} │ "
-                 f"sent {session.ledger.sent:,} "),
+        parts = [
+            Part((("", session.settings.model),), rank=1, shrinks=True),
+            Part((("", f"{len(conversation.history)} msgs"),), rank=2),
+            # What the next request takes: its prompt, what is held for the reply, against the budget.
+            Part(((style, f"prompt {label}{prompt_tokens:,} + reply {session.reserve:,} / budget {budget:,} "
+                          f"({share:.0%})"),), rank=0),
+            Part(((style, meter[:filled]), ("", meter[filled:])), rank=5, before=" "),
+            Part((("", f"{len(conversation.evicted)} evicted"),), rank=3),
+            Part((("", f"{conversation.pinned_count} pinned"),), rank=4),
+            Part((("", f"sent {session.ledger.sent:,} so far"),), rank=6),
         ]
-        return parts
+        return list(fit(parts, self._columns()))
+
+    def _columns(self) -> int:
+        """Return the terminal's width (80 when it cannot be told)."""
+        try:
+            return max(1, self.prompt.app.output.get_size().columns - 1)  # the last cell may wrap
+        except Exception:  # no output yet, a closed terminal
+            return 79
 
     # ---- loop -------------------------------------------------------------------------
 
@@ -193,7 +211,7 @@ class Repl:
             base, pin = None, False
             if line.lstrip().startswith("/"):  # a command, or //text: a message that begins with /
                 try:
-                    result = dispatch(self.session, line)
+                    result = self.command(line)
                 except ChatError as error:
                     self.renderer.error(str(error))
                     continue
@@ -223,25 +241,39 @@ class Repl:
                 base, pin = editing.base, editing.pin
             self.turn(line, base, pin=pin)
 
+    def command(self, line: str) -> Result:
+        """Run the slash command in ``line``; one that waits on the server shows a spinner meanwhile."""
+        name = line.split()[0][1:].lower() if line.split() else ""
+        if name not in WAITS:
+            return dispatch(self.session, line)
+        with held_keys(), Waiting(self.renderer.console, WAITS[name]):
+            return dispatch(self.session, line)
+
     def turn(self, text: str, base: Conversation | None = None, *, pin: bool = False) -> bool:
         """Send ``text`` and stream the reply; return whether a reply was recorded.
 
         With ``base`` (``/retry``, ``/edit``) the message is sent from that conversation, and
         with ``pin`` it is pinned once answered (it replaces a pinned turn); on error or Ctrl-C
-        the conversation is what it was before, either way.
+        the conversation is what it was before, either way, and ``/retry`` sends the message again.
+        A spinner shows until the first token; keys typed meanwhile are not echoed into the reply.
         """
         session = self.session
         before = session.snapshot()
         if base is not None:
             session.conversation = base
         stream = self.renderer.reply()
+        waiting = Waiting(self.renderer.console, "waiting for the reply")
+        shown = ExitStack()  # the reply's live view, opened at its first token (after the spinner)
         # Events that come once the reply has begun (a cut reply, usage notes) print after it.
         held: list[Event] = []
         begun = False
 
         def feed(delta: str) -> None:
             nonlocal begun
-            begun = True
+            if not begun:
+                begun = True
+                waiting.stop()
+                shown.enter_context(stream)
             stream.feed(delta)
 
         def on_event(event: Event) -> None:
@@ -252,19 +284,24 @@ class Repl:
 
         session.on_event = on_event
         try:
-            with stream:
-                session.send(text, feed)
+            with shown, held_keys():
+                with waiting:
+                    session.send(text, feed)
             if pin:
                 session.conversation = session.conversation.pin_last_question()
+            session.unanswered = None
             return True
         except KeyboardInterrupt:
             session.rollback(before)
-            self.renderer.note("cancelled; the conversation is unchanged (send again, or /retry)")
+            self.keep_unanswered(text, base, pin)
+            self.renderer.note("cancelled; the conversation is unchanged (/retry sends the message again)")
         except ChatError as error:
             session.rollback(before)
-            self.renderer.error(f"{error} (the conversation is unchanged; send again to retry)")
+            self.keep_unanswered(text, base, pin)
+            self.renderer.error(f"{self.advice(error)} ({unchanged(error)})")
         except Exception as error:  # a bug: the conversation must survive it
             session.rollback(before)
+            self.keep_unanswered(text, base, pin)
             self.bug(error)
         finally:
             session.on_event = self.renderer.event
@@ -272,9 +309,28 @@ class Repl:
                 self.renderer.event(event)
         return False
 
+    def keep_unanswered(self, text: str, base: Conversation | None, pin: bool) -> None:
+        """Keep the message of a turn that failed (the conversation already put back) for ``/retry``."""
+        self.session.unanswered = Unanswered(text, base, pin, self.session.conversation)
+
+    def advice(self, error: ChatError) -> str:
+        """Return the message of ``error`` with hints that work in the chat."""
+        if isinstance(error, BudgetError):
+            return budget_hint(error, self.session.settings.effective_context_window, chat=True)
+        return str(error)
+
     def bug(self, error: Exception) -> None:
         """Report an unexpected exception (a bug) in one line, the traceback with ``debug``."""
         if self.debug:
             self.renderer.note("".join(traceback.format_exception(error)))
         self.renderer.error(f"internal error (a bug in stateless-chat): {type(error).__name__}: {error}; "
                             "the conversation is unchanged (--debug shows the traceback)")
+
+
+def unchanged(error: ChatError) -> str:
+    """Return what a failed turn left behind, and whether sending it again may work."""
+    if isinstance(error, BudgetError):
+        return "nothing was sent; /retry sends it once there is room"
+    if isinstance(error, (ConnectError, StreamError)) or (isinstance(error, ServerError) and error.retryable):
+        return "the conversation is unchanged; /retry sends the message again"
+    return "the conversation is unchanged"
