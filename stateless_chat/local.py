@@ -284,7 +284,8 @@ def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
 # Runs ``llama_cpp.server`` as ``python -m`` would, with three changes:
 # - The server ends when the chat does, however the chat ends. Its stdin is a pipe that the chat holds
 #   and never writes to: end-of-file there means the chat has exited, even by SIGKILL or by the SIGHUP
-#   of a closed terminal, which run no cleanup. It then kills its own process group (which
+#   of a closed terminal, which run no cleanup. It then removes its log file (named by
+#   STATELESS_CHAT_SERVER_LOG; nobody is left to read it) and kills its own process group (which
 #   start_new_session made it the leader of).
 # - The user's environment does not steer it: llama_cpp.server reads HOST, PORT and CONFIG_FILE, and
 #   every one of its settings (API_KEY, SSL_CERTFILE, ...; any case), from the environment, where they
@@ -297,11 +298,18 @@ def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
 _LAUNCHER = """\
 import os, runpy, signal, threading
 
+_log = os.environ.pop("STATELESS_CHAT_SERVER_LOG", "")
+
 def _end_with_the_chat():
     try:
         while os.read(0, 4096):
             pass
     finally:
+        if _log:
+            try:
+                os.unlink(_log)
+            except OSError:
+                pass
         if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
             os.killpg(0, signal.SIGKILL)
         os._exit(1)
@@ -406,7 +414,7 @@ class LocalServer:
         port = _free_port()
         fd, log_name = tempfile.mkstemp(prefix="stateless-chat-llama-", suffix=".log")
         self.log_path = Path(log_name)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", STATELESS_CHAT_SERVER_LOG=log_name)
         self._progress(
             f"starting local model {self.model_path.name} (context {self.n_ctx}) on 127.0.0.1:{port}"
         )

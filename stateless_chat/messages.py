@@ -261,7 +261,8 @@ def describe(event: Event) -> str:
             said = f" (server: {event.reported_tokens:,} > {event.reported_limit:,})"
         return f"context too long{said}; cut history to a budget of {event.new_budget:,} and resent"
     if isinstance(event, UsageMissing):
-        return "the server reported no usage; token counts are our own estimates"
+        return ("the server reported no usage, so token counts are our own estimates (some servers, "
+                "llama-cpp-python among them, send none with a streamed reply; --no-stream gets it)")
     if isinstance(event, ReplyCut):
         limit = f" (max_tokens {event.max_tokens:,})" if event.max_tokens is not None else ""
         return f"reply cut at the length limit{limit}"

@@ -255,7 +255,8 @@ def test_usage_line_marks_estimates_and_missing_usage(server: FakeServer) -> Non
     assert done.returncode == 0, done.stderr
     estimated = TokenCounter("llama-3-8b").count_request([Message("user", "hi")])
     assert usage_line(done.stderr) == (
-        f"stateless-chat: usage: prompt ≈{estimated:,} estimated, not reported; completion not reported"
+        f"stateless-chat: usage: prompt ≈{estimated:,} estimated, not reported; completion not reported "
+        "(the server sent no usage with the streamed reply, as llama-cpp-python never does: --no-stream gets it)"
     )
 
 
