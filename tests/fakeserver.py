@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
+
 @dataclass(frozen=True)
 class Scripted:
     """A reply a test scripts beyond plain text: tool calls (``(id, name, arguments)`` each) and the
@@ -416,7 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": piece}) for piece in split_reply(scripted.text)]
         for index, (ident, name, arguments) in enumerate(scripted.tool_calls):
-            head = {"index": index, "id": ident, "type": "function", "function": {"name": name, "arguments": ""}}
+            head = {"index": index, "id": ident, "type": "function",
+                    "function": {"name": name, "arguments": ""}}
             events.append(chunk({"tool_calls": [head]}))
             half = len(arguments) // 2
             for piece in (arguments[:half], arguments[half:]):

@@ -13,10 +13,10 @@ from typing import Any
 
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.input import PipeInput, create_pipe_input
-from prompt_toolkit.data_structures import Size
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
@@ -223,7 +223,8 @@ def test_toolbar_labels_estimates_and_follows_typing(server: FakeServer) -> None
     expected = TokenCounter("deepseek-chat").count_request([Message("user", typed)])
     drawn = [toolbar for draft, toolbar in seen if draft == typed]
     assert drawn, "the toolbar was never redrawn while the message was being typed"
-    assert f"prompt ≈{expected:,} + reply {RESERVE} / budget 4,000" in drawn[0]  # an unknown model's count is an estimate
+    # an unknown model's count is an estimate
+    assert f"prompt ≈{expected:,} + reply {RESERVE} / budget 4,000" in drawn[0]
     assert server.requests[0]["messages"] == [{"role": "user", "content": typed}]
 
 
@@ -256,7 +257,8 @@ def test_usage_line_marks_estimates_and_missing_usage(server: FakeServer) -> Non
     estimated = TokenCounter("llama-3-8b").count_request([Message("user", "hi")])
     assert usage_line(done.stderr) == (
         f"stateless-chat: usage: prompt ≈{estimated:,} estimated, not reported; completion not reported "
-        "(the server sent no usage with the streamed reply, as llama-cpp-python never does: --no-stream gets it)"
+        "(the server sent no usage with the streamed reply, as llama-cpp-python never does: "
+        "--no-stream gets it)"
     )
 
 
