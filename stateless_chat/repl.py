@@ -170,7 +170,8 @@ class Repl:
             Part((("", f"{len(conversation.history)} msgs"),), rank=2),
             # What the next request takes: its prompt, what is held for the reply, against the budget.
             Part(((style, f"prompt {label}{prompt_tokens:,} + reply {session.reserve:,} / budget {budget:,} "
-                          f"({share:.0%})"),), rank=0),
+                          f"({share:.0%})"),), rank=0,
+                 compact=((style, f"{label}{prompt_tokens:,}+{session.reserve:,}/{budget:,} {share:.0%}"),)),
             Part(((style, meter[:filled]), ("", meter[filled:])), rank=5, before=" "),
             Part((("", f"{len(conversation.evicted)} evicted"),), rank=3),
             Part((("", f"{conversation.pinned_count} pinned"),), rank=4),

@@ -4,7 +4,7 @@ The toolbar is a row of parts, each with a ``rank`` (0 is the most important). W
 wider than the terminal, parts are taken in order of rank for as long as they fit, and shown in
 their own order; a part that does not fit is left out whole, never cut in the middle, so that
 no number is ever shown half. Only a part marked ``shrinks`` (the model name) may be shortened,
-with "…", when even the first-ranked parts need the room.
+with "…", and the first-ranked part has a ``compact`` form for a terminal too narrow for it.
 
 Fragments are ``(style, text)`` pairs, as prompt_toolkit takes them; this module itself imports
 no terminal library.
@@ -29,6 +29,7 @@ class Part:
     rank: int
     before: str = SEPARATOR  # put between it and the part shown before it
     shrinks: bool = False
+    compact: tuple[Fragment, ...] = ()  # shown instead when the part does not fit even alone
 
     @property
     def text(self) -> str:
@@ -64,23 +65,28 @@ def _width(parts: Sequence[Part]) -> int:
     return 2 + sum(cells(part.text) for part in parts) + sum(cells(part.before) for part in parts[1:])
 
 
+def _shrunk(part: Part, room: int) -> Part:
+    """Return ``part`` (one fragment) cut to ``room`` cells."""
+    style, text = part.fragments[0]
+    return Part(((style, _cut(text, room)),), part.rank, part.before, part.shrinks)
+
+
 def fit(parts: Sequence[Part], columns: int) -> list[Fragment]:
     """Return the fragments of the toolbar that shows as much of ``parts`` as ``columns`` allow."""
-    kept: list[int] = []
+    chosen: dict[int, Part] = {}
     for index in sorted(range(len(parts)), key=lambda i: (parts[i].rank, i)):
-        trial = sorted([*kept, index])
-        if not kept or _width([parts[i] for i in trial]) <= columns:
-            kept = trial
-    shown = [parts[i] for i in kept]
-    # The most important part did not fit alone, or a part that shrinks must make room for it.
-    excess = _width(shown) - columns
-    if excess > 0:
-        for position, part in enumerate(shown):
-            if part.shrinks and len(part.fragments) == 1:
-                style, text = part.fragments[0]
-                room = max(MIN_SHRUNK, cells(text) - excess)
-                shown[position] = Part(((style, _cut(text, room)),), part.rank, part.before, part.shrinks)
-                break
+        part = parts[index]
+        trial = {**chosen, index: part}
+        width = _width([trial[i] for i in sorted(trial)])
+        if not chosen and width > columns and part.compact:
+            trial = {index: Part(part.compact, part.rank, part.before)}
+        if not chosen or width <= columns:
+            chosen = trial
+        elif part.shrinks and len(part.fragments) == 1:  # kept, shortened, rather than left out
+            room = cells(part.text) - (width - columns)
+            if room >= MIN_SHRUNK:
+                chosen = {**chosen, index: _shrunk(part, room)}
+    shown = [chosen[i] for i in sorted(chosen)]
     fragments: list[Fragment] = [("", " ")]
     for position, part in enumerate(shown):
         if position:
