@@ -309,7 +309,7 @@ def server_context(settings: Settings, given: set[str]) -> tuple[Settings, str]:
 
 def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
-    from stateless_chat.sanitize import public_url, safe_json
+    from stateless_chat.sanitize import public_url, safe_json, strip_controls
     from stateless_chat.session import Session
 
     where = " then ".join(f"{public_url(url).rstrip('/')}/chat/completions" for url in settings.endpoints)
@@ -327,8 +327,8 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
     session = Session(settings, None, exact=False)
     resume(session, options, flags)
     print(safe_json(session.preview_body(text or None)))
-    note(options, f"dry run: this request would go to {where} (model {session.settings.model}); "
-                  "nothing was sent")
+    model = session.settings.model
+    note(options, strip_controls(f"dry run: this request would go to {where} (model {model}); nothing was sent"))
     return 0
 
 
@@ -505,8 +505,11 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
         markup=False,
     )
     if context_source and not options.quiet:
+        from stateless_chat.sanitize import strip_controls
+
         window = session.settings.effective_context_window
-        console.print(f"context window {window:,} tokens ({context_source})", style="dim", markup=False)
+        console.print(strip_controls(f"context window {window:,} tokens ({context_source})"), style="dim",
+                      markup=False)
     return repl.run()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -346,3 +347,14 @@ def test_the_no_usage_note_comes_after_the_reply_once(server: FakeServer) -> Non
     assert out.count("reported no usage") == 1
     assert out.index("echo: hello") < out.index("reported no usage") < out.index("echo: again")
     assert "--no-stream gets it" in out
+
+
+def test_events_and_history_name_messages_by_the_numbers_commands_take(server: FakeServer) -> None:
+    session = make_session(server)
+    run = run_repl(session, ["one\r", "two\r", "three\r", "/summarize\r", "/history\r", "/drop 5\r"],
+                   width=200)
+    summary = session.conversation.summary
+    assert summary is not None
+    assert f"into the summary #{summary.id} " in run.output  # the event's number ...
+    assert re.search(rf"│ +{summary.id} │ summary +│", run.output)  # ... is the one /history shows
+    assert "dropped #5-#6" in run.output and "turn 3" not in run.output
