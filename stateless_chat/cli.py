@@ -328,7 +328,8 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
     resume(session, options, flags)
     print(safe_json(session.preview_body(text or None)))
     model = session.settings.model
-    note(options, strip_controls(f"dry run: this request would go to {where} (model {model}); nothing was sent"))
+    said = f"dry run: this request would go to {where} (model {model}); nothing was sent"
+    note(options, strip_controls(said))
     return 0
 
 
