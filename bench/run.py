@@ -3,16 +3,20 @@
     python bench/run.py              # the whole suite (a few minutes), README updated
     python bench/run.py --no-readme  # print the tables only
     python bench/run.py --quick      # tiny sizes: checks the suite works, numbers mean nothing
+    python bench/run.py --only gateway  # run some parts; the README keeps the others' tables
 
 One-shot latency starts the project's fake server (tests/fakeserver.py) on loopback
 and times three contenders against it; ``llm`` is installed from PyPI into
-bench/.venv-llm on first use (``--no-llm`` leaves it out).
+bench/.venv-llm on first use (``--no-llm`` leaves it out). The gateway part needs the
+``gateway`` and ``local`` extras (the LiteLLM proxy, llama.cpp and the bundled model); without
+them it is skipped with a note (``--no-gateway`` leaves it out).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -21,13 +25,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import economy, memory, oneshot, stream, turns  # noqa: E402
+from bench import economy, gateway, local_latency, memory, oneshot, stream, turns  # noqa: E402
 from bench.common import ROOT, machine, ms  # noqa: E402
 
 README = ROOT / "README.md"
 BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
+# In table order: part N is PARTS[N-1].
+PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency")
+_PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -70,15 +77,41 @@ def stream_md(rows: Sequence[stream.StreamRow]) -> list[str]:
 
 
 def economy_md(rows: Sequence[economy.EconomyRow], turns_run: int) -> list[str]:
-    """Return the context-economy table: tokens sent, saving against ``none``, largest request, kept."""
-    baseline = next(r.sent for r in rows if r.policy == "none")
-    body = [[r.policy, f"{r.sent:,}", f"{1 - r.sent / baseline:.1%}", f"{r.requests:,}", f"{r.largest:,}",
-             f"{r.kept}/{len(economy.CONSTRAINTS)}"] for r in rows]
-    lines = [f"**4. Context economy** ({turns_run} turns, 5 constraints in turns 1-5, budget "
-             f"{economy.BUDGET:,} tokens with {economy.RESERVE} reserved for the reply; prompt tokens "
-             "as the server counts them, summary requests included; `none` is the no-eviction baseline)", ""]
-    return lines + _table(["policy", "prompt tokens sent", "saved vs none", "requests", "largest request",
-                           "constraints in final request"], body)
+    """Return the context-economy table: tokens, cached, the bill under two cached prices against the
+    naive full resend (and under OpenAI's caching rules), cache breaks, the largest request, kept."""
+    naive = rows[0]
+
+    def versus(mine: float, theirs: float) -> str:
+        return f"{mine:,.0f} ({mine / theirs:.2f}×)"
+
+    body = [[r.policy, f"{r.sent:,}", f"{r.cached:,}", versus(r.bills[0], naive.bills[0]),
+             versus(r.bills[1], naive.bills[1]), f"{r.cached_openai:,}",
+             versus(r.bill_openai, naive.bill_openai),
+             f"{r.breaks:,}", f"{r.largest:,}", f"{r.over_budget}", f"{r.kept}/{len(economy.CONSTRAINTS)}"]
+            for r in rows]
+    lines = [f"**4. Context economy, as billed** ({turns_run} turns, 5 constraints in turns 1-5, budget "
+             f"{economy.BUDGET:,} tokens with {economy.RESERVE} reserved for the reply; prompt tokens as the "
+             "server counts and caches them, summary requests included; the prompt side's bill in "
+             "input-token units, with cached input at 10% and at 2%, and its ratio to the naive full resend "
+             "`none`; the last bill with OpenAI's caching rules: nothing under 1,024 tokens, then 128-token "
+             "steps)", ""]
+    return lines + _table(["policy", "prompt tokens", "cached", "bill at 10%", "bill at 2%",
+                           "cached (OpenAI rules)", "bill at 10% (OpenAI rules)", "cache breaks",
+                           "largest request", "over budget", "constraints kept"], body)
+
+
+def latency_md(rows: Sequence[local_latency.LatencyRow], turns_run: int) -> list[str]:
+    """Return the local-latency table: per-turn time and evaluated tokens after the first eviction."""
+    fit = rows[0].mean_after_first_eviction()
+    body = [[r.label, str((r.first_eviction or 0) + 1), f"{r.mean_after_first_eviction():.2f}",
+             f"{r.mean_after_first_eviction() / fit:.2f}×" if fit else "-",
+             f"{r.evaluated_after_first_eviction():,.0f}", f"{max(r.seconds):.2f}"] for r in rows]
+    lines = [f"**7. Local latency** (the bundled SmolLM2-135M through llama-cpp-python's server, {turns_run} "
+             f"turns, budget {local_latency.BUDGET:,}, replies of at most {local_latency.MAX_TOKENS} tokens; "
+             "seconds per turn and prompt tokens the server evaluated, i.e. not read from its KV cache, "
+             "averaged over the turns from the first eviction on)", ""]
+    return lines + _table(["policy", "first eviction at turn", "s per turn", "vs evict to fit",
+                           "tokens evaluated per turn", "slowest turn (s)"], body)
 
 
 def memory_md(results: Sequence[memory.MemoryResult]) -> list[str]:
@@ -90,6 +123,69 @@ def memory_md(results: Sequence[memory.MemoryResult]) -> list[str]:
     lines = ["**5. Memory** (a fresh process with the REPL's imports holding the conversation and its "
              "next payload; MiB)", ""]
     return lines + _table(["messages", "counting", "RSS before", "peak RSS", "growth", "text held"], body)
+
+
+def gateway_md(result: gateway.GatewayResult) -> list[str]:
+    """Return the gateway table: per turn, the replica that answered, its prompt and cached tokens."""
+    title = "**6. Behind a gateway**"
+    if result.skipped is not None:
+        return [f"{title}: not measured this run; it {result.skipped}."]
+    spread, sticky = (next(r for r in result.runs if r.group == g) for g in gateway.GROUPS)
+    sources = sorted({t.source for r in result.runs for t in r.turns})
+    where = " and ".join("the replies" if s == "reply" else "the replica's log (llama-cpp-python reports it "
+                         "nowhere else)" for s in sources)
+    lines = [f"{title} (LiteLLM proxy {result.litellm_version}, each model group over two llama.cpp replicas "
+             f"with the bundled model; the same {len(spread.turns)}-turn conversation through each, not "
+             "streamed, temperature 0; `spread` is LiteLLM's default routing, `sticky` adds "
+             "`deployment_affinity`; cached = prompt tokens the replica did not compute again, "
+             f"from {where})", ""]
+    rows = [[str(i), str(a.replica), f"{a.prompt:,}", f"{a.cached:,}", str(b.replica), f"{b.prompt:,}",
+             f"{b.cached:,}"] for i, (a, b) in enumerate(zip(spread.turns, sticky.turns, strict=True), 1)]
+
+    def share(r: gateway.GroupRun) -> str:
+        return f"{r.cached:,} ({r.cached / r.prompt:.0%})" if r.prompt else "0"
+
+    rows.append(["all", "", f"{spread.prompt:,}", share(spread), "", f"{sticky.prompt:,}", share(sticky)])
+    head = ["turn", "spread: replica", "prompt", "cached", "sticky: replica", "prompt", "cached"]
+    lines += _table(head, rows)
+    saved = 1 - sticky.computed / spread.computed if spread.computed else 0.0
+    lines += ["", f"Prompt tokens computed (prompt − cached): spread {spread.computed:,}, sticky "
+              f"{sticky.computed:,}; sticky routing saved {saved:.0%} of the prompt work here. Spread "
+              "routing is random, so another run lands the turns differently: a turn that reaches the "
+              "replica that answered the turn before reuses all of it, one that reaches the other replica "
+              "reuses only what that replica computed for its own last turn (llama-cpp-python keeps one "
+              "prompt's cache)."]
+    return lines
+
+
+def split_parts(block: str) -> tuple[list[str], dict[int, list[str]]]:
+    """Return a results block's head lines and its parts by number (outer blank lines trimmed)."""
+    head: list[str] = []
+    parts: dict[int, list[str]] = {}
+    current: list[str] = head
+    for line in block.splitlines():
+        match = _PART_TITLE.match(line)
+        if match:
+            current = parts.setdefault(int(match.group(1)), [])
+        current.append(line)
+    trimmed = {n: "\n".join(lines).strip("\n").splitlines() for n, lines in parts.items()}
+    return "\n".join(head).strip("\n").splitlines(), trimmed
+
+
+def join_parts(head: Sequence[str], parts: dict[int, list[str]]) -> str:
+    """Return a results block from its head lines and parts (in part order, a blank line between)."""
+    lines = [*head, ""]
+    for number in sorted(parts):
+        lines += [*parts[number], ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def read_block(path: Path) -> str:
+    """Return the results block now between the markers of ``path`` ("" if there is none yet)."""
+    text = path.read_text(encoding="utf-8")
+    if BEGIN in text and END in text:
+        return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+    return ""
 
 
 def write_readme(path: Path, block: str) -> None:
@@ -112,40 +208,78 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the suite works")
     parser.add_argument("--runs", type=int, default=None, help="one-shot runs per contender (default 10)")
     parser.add_argument("--no-llm", action="store_true", help="leave llm out of the one-shot comparison")
+    parser.add_argument("--no-gateway", action="store_true", help="leave the gateway part out")
+    parser.add_argument("--no-local", action="store_true", help="leave the bundled model's latency out")
+    parser.add_argument("--only", default=None, metavar="PART[,PART...]",
+                        help=f"run only these parts ({', '.join(PARTS)}); the README keeps the others")
     parser.add_argument("--no-readme", action="store_true", help="print the results only")
     parser.add_argument("--readme", type=Path, default=README, help="the file to write the results into")
     args = parser.parse_args(argv)
     quick = args.quick
     runs = args.runs or (1 if quick else 10)
     started = time.monotonic()
+    chosen = PARTS if args.only is None else tuple(p.strip() for p in args.only.split(",") if p.strip())
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown or not chosen:
+        parser.error(f"--only takes parts from {', '.join(PARTS)}; got {args.only!r}")
+    if args.no_gateway:
+        chosen = tuple(p for p in chosen if p != "gateway")
+    if args.no_local:
+        chosen = tuple(p for p in chosen if p != "latency")
 
     from tests.fakeserver import FakeServer
 
     def say(what: str) -> None:
         print(f"bench: {what} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    say("one-shot latency")
-    with FakeServer() as server:
-        shot = oneshot.run(server.url, runs=runs, with_llm=not args.no_llm)
-    say("per-turn overhead")
-    turn_rows = turns.run((10, 100) if quick else (10, 100, 1_000, 10_000), repeat=3 if quick else 30)
-    say("streaming render")
-    stream_rows = stream.run((50, 100) if quick else (1_000, 2_500, 5_000))
-    say("context economy")
-    turns_run = 30 if quick else 200
-    economy_rows = economy.run(turns_run)
-    say("memory")
-    size = 100 if quick else 10_000
-    memory_rows = [memory.run(size, exact=True), memory.run(size, exact=False)]
+    made: dict[int, list[str]] = {}
+    if "oneshot" in chosen:
+        say("one-shot latency")
+        with FakeServer() as server:
+            shot = oneshot.run(server.url, runs=runs, with_llm=not args.no_llm)
+        made[1] = oneshot_md(shot)
+    if "turns" in chosen:
+        say("per-turn overhead")
+        turn_rows = turns.run((10, 100) if quick else (10, 100, 1_000, 10_000), repeat=3 if quick else 30)
+        made[2] = turns_md(turn_rows)
+    if "stream" in chosen:
+        say("streaming render")
+        made[3] = stream_md(stream.run((50, 100) if quick else (1_000, 2_500, 5_000)))
+    if "economy" in chosen:
+        say("context economy")
+        turns_run = 30 if quick else 200
+        made[4] = economy_md(economy.run(turns_run), turns_run)
+    if "memory" in chosen:
+        say("memory")
+        size = 100 if quick else 10_000
+        made[5] = memory_md([memory.run(size, exact=True), memory.run(size, exact=False)])
+    if "gateway" in chosen:
+        say("behind a gateway")
+        result = gateway.run(quick=quick)
+        if result.skipped is not None and args.only is not None:
+            say(f"the gateway part {result.skipped}: the README keeps the table it has")
+        else:
+            made[6] = gateway_md(result)
+    if "latency" in chosen:
+        if local_latency.available():
+            say("local latency")
+            latency_turns = 8 if quick else 40
+            made[7] = latency_md(local_latency.run(latency_turns), latency_turns)
+        elif args.only is None:
+            made[7] = ["**7. Local latency**: not run (needs the `[local]` extra)."]
     say("done")
 
     today = datetime.date.today().isoformat()
     note = " (--quick: sizes too small to mean anything)" if quick else ""
-    lines = [f"Measured {today} on {machine()}{note}.", ""]
-    for part in (oneshot_md(shot), turns_md(turn_rows), stream_md(stream_rows),
-                 economy_md(economy_rows, turns_run), memory_md(memory_rows)):
-        lines += [*part, ""]
-    block = "\n".join(lines).rstrip() + "\n"
+    if args.only is None:
+        block = join_parts([f"Measured {today} on {machine()}{note}."], made)
+    else:
+        # Only some parts ran: they replace their own tables, and the README keeps the others as measured.
+        head, parts = split_parts(read_block(args.readme))
+        for number, lines in made.items():
+            parts[number] = [*lines, "", f"(This part measured {today} on {machine()}{note}, apart from "
+                             f"the rest: `--only {args.only}`.)"]
+        block = join_parts(head or [f"Measured {today} on {machine()}{note}."], parts)
     print(block)
     if not args.no_readme:
         write_readme(args.readme, block)

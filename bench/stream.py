@@ -5,17 +5,29 @@ refresh throttle fires as often as it would for a real stream; feeding them all 
 the same instant would hide the cost of redrawing. CPU time is measured, for three
 shapes of reply: paragraphs, one paragraph with no break, and one long code block
 (the last two never finish a block until the end).
+
+The renders run in a child process. Rich keeps a style's escape codes on the style,
+made for the colour system of the first console that draws it, and hands equal styles
+out of process-wide caches: drawn here, on a null terminal whose colours are whatever
+the environment says, the code block's styles would reach every later console of the
+caller (a test's truecolor console would draw the block in 16 colours).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from bench.common import ROOT, clean_env
+
 WORDS_PER_SECOND = 50.0
+SHAPES = ("paragraphs", "one paragraph", "code block")
 
 
 @dataclass
@@ -77,6 +89,16 @@ def render_cpu(shape: str, words: int) -> float:
 
 
 def run(sizes: tuple[int, ...] = (1_000, 2_500, 5_000)) -> list[StreamRow]:
-    """Return a row per shape and size."""
-    return [StreamRow(shape, n, render_cpu(shape, n))
-            for shape in ("paragraphs", "one paragraph", "code block") for n in sizes]
+    """Return a row per shape and size, measured in a fresh child process (see the module's notes)."""
+    done = subprocess.run([sys.executable, "-m", "bench.stream", *map(str, sizes)], env=clean_env(),
+                          capture_output=True, timeout=600, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"stream child failed: {done.stderr.decode('utf-8', 'replace')[-800:]}")
+    cpus: list[float] = json.loads(done.stdout)
+    cases = [(shape, n) for shape in SHAPES for n in sizes]
+    return [StreamRow(shape, n, cpu) for (shape, n), cpu in zip(cases, cpus, strict=True)]
+
+
+if __name__ == "__main__":  # the child: the CPU seconds of each shape and size given, as JSON
+    given = tuple(int(arg) for arg in sys.argv[1:])
+    print(json.dumps([render_cpu(shape, n) for shape in SHAPES for n in given]))

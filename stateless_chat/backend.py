@@ -134,7 +134,7 @@ class Reply:
 
     def _take(self, chunk: Chunk) -> None:
         if chunk.usage is not None:
-            self.usage = chunk.usage
+            self.usage = chunk.usage if self.usage is None else self.usage.merged(chunk.usage)
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
         if chunk.note and chunk.note not in self.notes:
@@ -199,20 +199,69 @@ def _whole(value: object) -> int | None:
     return number if number >= 0 else None
 
 
-def parse_usage(raw: object) -> tuple[Usage | None, str]:
-    """Return the usage in a server's ``usage`` object, and a note when some of it had to be ignored.
+_COUNTS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "prompt_cache_hit_tokens",
+           "prompt_cache_miss_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def parse_usage(raw: object, timings: object = None) -> tuple[Usage | None, str]:
+    """Return the usage in a server's ``usage`` object (and llama.cpp's ``timings``), and a note when
+    some of it had to be ignored.
+
+    Cached prompt tokens come in several dialects, all turned into ``Usage.cached_tokens``
+    (a part of ``prompt_tokens``, so nothing is billed twice):
+
+    * OpenAI, vLLM, OpenRouter, newer llama.cpp: ``prompt_tokens_details.cached_tokens``,
+      included in ``prompt_tokens``;
+    * DeepSeek: ``prompt_cache_hit_tokens`` + ``prompt_cache_miss_tokens`` = ``prompt_tokens``;
+    * Anthropic-style fields that gateways pass through: ``cache_read_input_tokens`` and
+      ``cache_creation_input_tokens`` are *not* part of ``input_tokens``, so the prompt is their
+      sum; next to an OpenAI ``prompt_tokens`` they are taken as included in it, unless the read
+      alone exceeds it;
+    * llama.cpp's ``timings``: ``cache_n`` tokens reused, ``prompt_n`` evaluated.
 
     Usage is untrusted input: a count that is not a finite, non-negative whole number is
     dropped (as if not reported), so it can never crash the client or be saved unreadable.
     """
+    times = timings if isinstance(timings, Mapping) else {}
     if not isinstance(raw, Mapping):
-        return None, ("" if raw is None else "the server's usage is not an object: ignored")
-    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    usage = Usage(_whole(prompt), _whole(completion))
-    bad = [name for name, value, kept in (("prompt_tokens", prompt, usage.prompt_tokens),
-                                          ("completion_tokens", completion, usage.completion_tokens))
-           if value is not None and kept is None]
+        if not times:
+            return None, ("" if raw is None else "the server's usage is not an object: ignored")
+        raw = {}
+    counts = {key: _whole(raw.get(key)) for key in _COUNTS}
+    bad = [key for key in _COUNTS if raw.get(key) is not None and counts[key] is None]
+    details = raw.get("prompt_tokens_details")
+    cached = _whole(details.get("cached_tokens")) if isinstance(details, Mapping) else None
+    if isinstance(details, Mapping) and details.get("cached_tokens") is not None and cached is None:
+        bad.append("cached_tokens")
+    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    hit, miss = counts["prompt_cache_hit_tokens"], counts["prompt_cache_miss_tokens"]
+    if hit is not None:
+        cached = hit if cached is None else cached
+        prompt = prompt if prompt is not None else hit + (miss or 0)
+    read, created = counts["cache_read_input_tokens"], counts["cache_creation_input_tokens"]
+    if read is not None or created is not None:
+        outside = (read or 0) + (created or 0)
+        if prompt is None and counts["input_tokens"] is not None:
+            prompt = counts["input_tokens"] + outside
+        elif prompt is not None and read is not None and read > prompt:
+            prompt += outside
+        cached = read if cached is None else cached
+    if prompt is None and counts["input_tokens"] is not None:
+        prompt = counts["input_tokens"]
+    if completion is None and counts["output_tokens"] is not None:
+        completion = counts["output_tokens"]
+    cache_n, prompt_n = _whole(times.get("cache_n")), _whole(times.get("prompt_n"))
+    if cached is None and cache_n is not None:
+        cached = cache_n
+        prompt = prompt if prompt is not None else cache_n + (prompt_n or 0)
+    if completion is None:
+        completion = _whole(times.get("predicted_n"))
+    if prompt is not None and cached is not None:
+        cached = min(cached, prompt)
+    usage = Usage(prompt, completion, cached)
     note = f"the server's usage ({', '.join(bad)}) is not a whole number: ignored" if bad else ""
+    if usage == Usage(None, None, None):
+        return None, note
     return usage, note
 
 
@@ -244,7 +293,7 @@ def parse_chunk(data: object) -> Chunk:
     """Return the ``Chunk`` in one streamed ``chat.completion.chunk`` object (parsed JSON)."""
     if not isinstance(data, Mapping):
         return Chunk()
-    usage, note = parse_usage(data.get("usage"))
+    usage, note = parse_usage(data.get("usage"), data.get("timings"))
     text, finish = "", None
     calls: tuple[ToolCallDelta, ...] = ()
     choices = data.get("choices")
@@ -269,7 +318,7 @@ def parse_completion(data: object) -> Chunk | None:
     message = choice.get("message")
     if not isinstance(message, Mapping):
         return None
-    usage, note = parse_usage(data.get("usage"))
+    usage, note = parse_usage(data.get("usage"), data.get("timings"))
     return Chunk(
         text=_text(message.get("content")),
         tool_calls=parse_tool_calls(message.get("tool_calls"), streamed=False),

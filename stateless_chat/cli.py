@@ -31,8 +31,9 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.backend import Failover
     from stateless_chat.config import Settings
     from stateless_chat.local import LocalServer, RestartingBackend
-    from stateless_chat.messages import Event
+    from stateless_chat.messages import Event, ToolCall
     from stateless_chat.session import Session
+    from stateless_chat.tools import ToolSpec
 
     Backend: TypeAlias = Failover | RestartingBackend  # what run_once and run_repl talk to
 
@@ -118,6 +119,11 @@ def chat(
         typer.Option("--policy", metavar="NAME",
                      help="Eviction policy: drop-oldest (default), summarize or none."),
     ] = None,
+    evict_to: Annotated[
+        float | None,
+        typer.Option("--evict-to", metavar="SHARE",
+                     help="Once over budget, evict down to this share of it. Default: 0.5."),
+    ] = None,
     usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="One-shot: events and the local model's start to stderr.")
@@ -145,6 +151,12 @@ def chat(
         typer.Option("--local-model", metavar="FILE",
                      help="Chat with this GGUF via a local llama.cpp server."),
     ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Run the tools the model calls without asking.")
+    ] = False,
+    no_tools: Annotated[
+        bool, typer.Option("--no-tools", help="Offer no tools (MCP servers) in this run.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -160,9 +172,12 @@ def chat(
         "max_tokens": max_tokens,
         "budget": budget,
         "policy": policy,
+        "evict_to": evict_to,
+        "approve": "always" if yes else None,
     }
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
-                      local=local or local_model is not None, local_model=local_model, quiet=quiet)
+                      local=local or local_model is not None, local_model=local_model, tools=not no_tools,
+                      quiet=quiet)
     secret = api_key or os.environ.get("OPENAI_API_KEY")
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -196,6 +211,7 @@ class Options:
     save: Path | None = None
     local: bool = False
     local_model: Path | None = None
+    tools: bool = True
     quiet: bool = False
 
 
@@ -249,6 +265,22 @@ def run(options: Options, flags: dict[str, Any]) -> int:
     if options.dry_run:
         return dry_run(settings, options, flags, text)
 
+    started = len(_on_terminate)  # what this run starts (servers) is stopped when it ends, however
+    try:
+        return chat_with(settings, interactive, text, options, flags, given)
+    finally:
+        while len(_on_terminate) > started:
+            _on_terminate.pop()()
+
+
+def chat_with(
+    settings: Settings, interactive: bool, text: str, options: Options, flags: dict[str, Any],
+    given: set[str] | frozenset[str] = frozenset(),
+) -> int:
+    """Start what the chat talks to (the local model's server, if it is the one), then chat.
+
+    ``given`` names the settings the user set (the rest are defaults): with a base URL of their own
+    and no model given, the context window is the one the server says it has."""
     local_server = None
     context_source = ""
     if wants_local(settings, options):
@@ -282,11 +314,9 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         return run_once(settings, backend, text, options, flags)
     finally:
         backend.close()
-        if local_server is not None:
-            local_server.stop()
 
 
-def server_context(settings: Settings, given: set[str]) -> tuple[Settings, str]:
+def server_context(settings: Settings, given: set[str] | frozenset[str]) -> tuple[Settings, str]:
     """Return ``settings`` with the context window the server says it has, and where it says it.
 
     Asked only with a base URL of the user's own and neither a model nor a context window
@@ -395,6 +425,23 @@ def local_settings(settings: Settings, server: LocalServer, flags: dict[str, Any
     return settings.replace(**changes)
 
 
+def start_tools(session: Session, options: Options, say: Callable[[str], None]) -> None:
+    """Start the configured MCP servers and offer their tools in ``session`` (unless ``--no-tools``);
+    ``say`` gets one line for each server that could not start. They stop with the chat, however it
+    ends."""
+    servers_config = session.settings.mcp
+    if not servers_config or not options.tools:
+        return
+    from stateless_chat.config import default_data_dir
+    from stateless_chat.tools import ToolServers
+
+    servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs")
+    _on_terminate.append(servers.stop)
+    for problem in servers.start():
+        say(f"{problem} (the chat goes on without its tools)")
+    session.toolbox = servers
+
+
 def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
     """Load ``--load FILE`` (else an existing one-shot ``--save FILE``) into ``session``; the
     settings given as flags on this command line win over the saved ones."""
@@ -419,6 +466,17 @@ def run_once(
     session = Session(settings, backend, on_event=on_event, exact=options.usage)
     resume(session, options, flags)
     backend.on_event = on_event
+    start_tools(session, options, lambda line: note(options, line))
+    refused: list[str] = []
+
+    def refuse(call: ToolCall, spec: ToolSpec) -> bool:
+        if not refused:  # once: the model is told each time, the user once
+            note(options, f"tool call {spec.display} not run: one-shot use runs tools only with --yes "
+                          '(or approve = "always" in the config)')
+        refused.append(spec.display)
+        return False
+
+    session.approve = refuse
     try:
         answer(session, text)
     except BudgetError as error:  # its advice, in the words of the command line
@@ -463,15 +521,21 @@ def answer(session: Session, text: str) -> None:
             write("\n")
 
 
-def usage_line(session: Session, *, local: bool) -> str:
-    """Return the ``-u`` line: our estimate and the server's counts, and once, why they may be missing
+def usage_line(session: Session, *, local: bool = False) -> str:
+    """Return the ``-u`` line: the last turn's prompt (ours and the server's, with what it read from its
+    cache), the completion, and the cost when the model has a price; and once, why counts are missing
     or differ."""
+    from stateless_chat.commands import bill_line
+
     stats = session.ledger.turns[-1]
-    reported = stats.reported_prompt_tokens
-    completion = stats.reported_completion_tokens
-    line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, "
-            f"{'not reported' if reported is None else f'{reported:,} reported'}; "
+    reported, completion = stats.reported_prompt_tokens, stats.reported_completion_tokens
+    said = "not reported" if reported is None else f"{reported:,} reported"
+    if reported is not None and stats.reported_cached_tokens is not None:
+        said += f" ({stats.reported_cached_tokens:,} cached)"
+    line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
             f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    cost = bill_line(session)
+    line = f"{line}; {cost}" if cost else line
     why = []
     if reported is None or completion is None:
         streamed = session.settings.stream
@@ -499,6 +563,7 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     console = Console(highlight=False)
     repl = Repl(session, console, history_path=input_history_path(settings, os.environ), debug=options.debug)
     backend.on_event = repl.renderer.event
+    start_tools(session, options, repl.renderer.note)
     console.print(
         f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens · "
         "/help for commands, Ctrl-D to leave",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stateless_chat import persist
+from stateless_chat.billing import dollars
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.history import Conversation
 from stateless_chat.messages import Entry, Message, ToolCall, span
@@ -79,6 +80,11 @@ class TokensView:
     sent_total: int
     baseline_total: int
     turns: int
+    cache_share: float = 0.0  # of the next request, predicted to repeat the last one
+    cache_cause: str | None = None  # why it will not start with the whole last request
+    cached_total: int = 0  # prompt tokens of the session read from the server's cache
+    cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
+    cost: str = ""  # the session's bill, when the model has a price
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,26 @@ class RawView:
 
 
 @dataclass(frozen=True)
+class StatRow:
+    """One turn of /stats: prompt tokens sent and cached, the no-eviction baseline, what evicted."""
+
+    turn: int
+    sent: int
+    baseline: int
+    evictions: int
+    cached: int  # summary requests included: as the server said, else as we predicted
+    reported_cached: int | None  # what the server said of the chat request (None: it did not say)
+    predicted: int  # the prefix we predicted the server could reuse
+    cache_break: str | None
+
+
+@dataclass(frozen=True)
 class StatsView:
-    rows: tuple[tuple[int, int, int, int], ...]  # (turn, prompt tokens sent, baseline, evictions)
+    rows: tuple[StatRow, ...]
     sent_total: int
     baseline_total: int
+    cached_total: int = 0
+    cost: str = ""
 
 
 @dataclass(frozen=True)
@@ -352,14 +374,26 @@ def tokens_view(session: Session) -> TokensView:
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
+        ("tools", session.tools_tokens(session.tools_offered())),
         ("new message framing", PER_MESSAGE),  # what any next message adds besides its text
         ("reply priming", REPLY_PRIMING),
         ("reply reserve", session.reserve),
     )
     total = sum(size for _, size in parts)
     ledger = session.ledger
+    cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
-                      len(ledger.turns))
+                      len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
+                      bill_line(session))
+
+
+def bill_line(session: Session) -> str:
+    """Return the session's cost against a naive full resend with caching ("" without a price)."""
+    bill = session.bill()
+    if bill.cost is None or bill.naive_cost is None:
+        return ""
+    return (f"cost {dollars(bill.cost)} at {session.settings.model}'s price; resending everything with "
+            f"the cache would have cost {dollars(bill.naive_cost)}")
 
 
 @command("tokens", "/tokens", "break down the next request's tokens against the budget")
@@ -677,6 +711,50 @@ def _policy(session: Session, arg: str) -> Result:
     return Lines((f"policy {session.settings.policy}",))
 
 
+@command("evict-to", "/evict-to [F]", "show or set how far eviction goes once over budget (e.g. 0.5)")
+def _evict_to(session: Session, arg: str) -> Result:
+    if arg:
+        try:
+            value = float(arg)
+        except ValueError:
+            raise CommandError("usage: /evict-to [F] (F: a share of the budget, in (0, 1])") from None
+        session.reconfigure(evict_to=value)
+    fraction = session.settings.evict_to
+    return Lines((f"once a request is over the budget of {session.budget:,}, history is evicted down to "
+                  f"{fraction:g} of it ({session.low_water(session.budget):,} tokens)",))
+
+
+@command("tools", "/tools [on|off [SERVER]]", "list the MCP servers and their tools with what each costs, "
+         "or turn tools on or off", choices=lambda session: ["on", "off"])
+def _tools(session: Session, arg: str) -> Result:
+    from stateless_chat.tools import ToolServers
+
+    servers = session.toolbox
+    if not isinstance(servers, ToolServers):
+        return Lines(("no tools: add [mcp.servers.NAME] tables to the config file (the README's Tools "
+                      "section), and leave out --no-tools",))
+    words = arg.split()
+    lines: list[str] = []
+    if words:
+        if words[0] not in ("on", "off") or len(words) > 2:
+            raise CommandError("usage: /tools [on|off [SERVER]]")
+        try:
+            changed = servers.set_enabled(words[0] == "on", words[1] if len(words) == 2 else None)
+        except ChatError as error:
+            raise CommandError(str(error)) from None
+        lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
+    lines += servers.start()  # servers that are not running start on /tools too
+    for status in servers.status():
+        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
+    offered = servers.tools()
+    for spec in offered:
+        cost = session.tools_tokens([spec.to_api()])
+        lines.append(f"  {spec.offered} ({spec.display}) · {cost:,} tokens · approve: {spec.approve}")
+    total = session.tools_tokens(session.tools_offered())
+    lines.append(f"the tools array adds {total:,} tokens to every request" if offered else "no tools offered")
+    return Lines(tuple(lines))
+
+
 @command("summarize", "/summarize", "fold the older turns into the running summary now (one request)")
 def _summarize(session: Session, arg: str) -> Result:
     _no_args(arg, "/summarize")
@@ -730,5 +808,6 @@ def _stats(session: Session, arg: str) -> Result:
     ledger = session.ledger
     if not ledger.turns:
         return Lines(("no turns yet: /stats charts the prompt tokens of each turn once you chat",))
-    rows = tuple((t.turn, t.sent, t.baseline_sent, t.evictions) for t in ledger.turns)
-    return StatsView(rows, ledger.sent, ledger.baseline)
+    rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
+                         t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
+    return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))

@@ -18,13 +18,17 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from stateless_chat.billing import Price, check_prices
 from stateless_chat.errors import ConfigError, UsageError
 from stateless_chat.models import context_window_for
 from stateless_chat.policies import POLICY_NAMES
 from stateless_chat.validate import Invalid, shown, type_name
+
+if TYPE_CHECKING:
+    from stateless_chat.tools import ServerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,6 +106,36 @@ def _path(value: object) -> str:
     return text
 
 
+def _evict_to(value: object) -> float:
+    return _float(value, expected="a fraction of the budget above 0, at most 1 (e.g. 0.5)", low=0.0, high=1.0,
+                  low_open=True)
+
+
+def _cache_lifetime(value: object) -> float:
+    return _float(value, expected="a positive number of seconds", low=0.0, high=MAX_TIMEOUT, low_open=True)
+
+
+def _mcp(value: object) -> dict[str, ServerConfig]:
+    """Return the ``[mcp.servers.NAME]`` tables as server configurations (already parsed ones kept)."""
+    if isinstance(value, Mapping) and not value:
+        return {}
+    from stateless_chat.tools import ServerConfig, parse_servers  # asyncio and the rest: only with servers
+
+    if isinstance(value, Mapping) and all(isinstance(v, ServerConfig) for v in value.values()):
+        return dict(value)
+    try:
+        return parse_servers(value, "the mcp table")
+    except ConfigError as error:
+        raise Invalid(f"[mcp.servers.NAME] tables: {error}") from None
+
+
+def _approve(value: object) -> str:
+    if value not in ("ask", "always"):
+        raise Invalid('"ask" or "always"')
+    assert isinstance(value, str)
+    return value
+
+
 def _policy(value: object) -> str:
     if value not in POLICY_NAMES:
         raise Invalid("one of " + ", ".join(POLICY_NAMES))
@@ -167,6 +201,14 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "timeout": _timeout,
     "history_file": _optional(_path),
     "local_model": _optional(_path),
+    "evict_to": _evict_to,
+    "cache_lifetime": _cache_lifetime,
+    "prices": check_prices,
+    "mcp": _mcp,
+    "approve": _approve,
+    "max_tool_steps": _nonnegative_int,
+    "tool_timeout": _timeout,
+    "tool_result_max_tokens": _positive_int,
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -202,6 +244,14 @@ class Settings:
     timeout: float = 60.0
     history_file: str | None = None
     local_model: str | None = None
+    evict_to: float = 0.5
+    cache_lifetime: float = 300.0
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    mcp: Mapping[str, ServerConfig] = field(default_factory=dict)
+    approve: str = "ask"
+    max_tool_steps: int = 10
+    tool_timeout: float = 60.0
+    tool_result_max_tokens: int = 2000
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():

@@ -20,7 +20,7 @@ names is ``policies.POLICIES``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from stateless_chat.errors import BudgetError, raise_budget
@@ -47,8 +47,9 @@ class Candidate:
     ``pending`` is this turn's new messages (the user message; in a tool loop also the
     turn's calls and results so far): always sent, never evicted. ``tools`` is the
     billed size of the request's ``tools`` array. ``next_id`` is the first id no entry
-    has (a new summary takes it). ``previous`` is what the last request sent, for
-    policies that keep the cached prefix stable.
+    has (a new summary takes it). ``low_water`` is where eviction stops once it has to
+    start (``target``): evicting below the budget leaves room for several turns that only
+    append, so the server's cached prefix stays whole between evictions.
     """
 
     system: Entry | None
@@ -60,7 +61,12 @@ class Candidate:
     tools: int = 0
     recalled: tuple[Entry, ...] = ()
     next_id: int = 0
-    previous: tuple[Message, ...] | None = field(default=None, compare=False)
+    low_water: int | None = None
+
+    @property
+    def target(self) -> int:
+        """Return the size eviction goes down to once the request is over budget (at most the budget)."""
+        return self.budget if self.low_water is None else min(self.budget, self.low_water)
 
     def entries(self) -> tuple[Entry, ...]:
         """Return every entry the request sends, in order."""
@@ -149,10 +155,12 @@ class Policy(Protocol):
 
 
 def drop_turns(candidate: Candidate) -> tuple[Candidate, tuple[int, ...], tuple[Event, ...]]:
-    """Return the candidate with its oldest evictable turns dropped until it fits, the dropped
-    ids, and one ``Evicted`` event per turn.
+    """Return the candidate with its oldest evictable turns dropped, the dropped ids, and one
+    ``Evicted`` event per turn.
 
-    Raises ``BudgetError`` when every evictable turn is gone and the request still does not fit.
+    Nothing goes while the request fits the budget; once it does not, turns go until it fits
+    ``candidate.target`` (the low-water mark), or none is left to drop. Raises ``BudgetError``
+    when every evictable turn is gone and the request still does not fit the budget.
     """
     total = candidate.size
     if total <= candidate.budget:  # the common turn: nothing to evict, no per-entry work beyond the sum
@@ -161,7 +169,7 @@ def drop_turns(candidate: Candidate) -> tuple[Candidate, tuple[int, ...], tuple[
     gone: list[int] = []
     events: list[Evicted] = []
     for turn in candidate.evictable_turns():
-        if total <= candidate.budget:
+        if total <= candidate.target:
             break
         tokens = sum(e.tokens for e in groups[turn])
         total -= tokens

@@ -115,13 +115,30 @@ class Conversation:
     # ---- reading -------------------------------------------------------------
 
     def candidate(
-        self, pending: Iterable[Entry] = (), *, budget: int, reserve: int = 0, tools: int = 0
+        self, pending: Iterable[Entry] = (), *, budget: int, reserve: int = 0, tools: int = 0,
+        low_water: int | None = None,
     ) -> Candidate:
         """Return the next request, slot by slot, with ``pending`` (this turn's new messages) last."""
         pending = tuple(pending)
         next_id = max([self.next_id, *(e.id + 1 for e in pending)])
         return Candidate(system=self.system, summary=self.summary, history=self.history, pending=pending,
-                         budget=budget, reserve=reserve, tools=tools, next_id=next_id)
+                         budget=budget, reserve=reserve, tools=tools, next_id=next_id, low_water=low_water)
+
+    def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
+        """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the
+        ``fit`` about to be applied."""
+        entry = next((e for e in self.evicted if e.id == entry_id), None)
+        how: EvictionHow | None = entry.eviction.how if entry is not None and entry.eviction else None
+        if fit is not None and (entry_id in fit.dropped or entry_id in fit.folded):
+            entry = next((e for e in self.history if e.id == entry_id), None)
+            how = "dropped" if entry_id in fit.dropped else "folded"
+        if entry is None or how is None:
+            return f"message #{entry_id} is no longer sent"
+        if how == "dropped":
+            return f"turn {entry.turn} was evicted (#{entry_id})"
+        if how == "folded":
+            return f"turn {entry.turn} was folded into the summary (#{entry_id})"
+        return f"#{entry_id} was removed (/drop, /trim or /clear)"
 
     def request_entries(self, pending: Iterable[Entry] = ()) -> tuple[Entry, ...]:
         """Return what the next request sends, in order: system, summary, history, ``pending``."""

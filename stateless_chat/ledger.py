@@ -27,9 +27,14 @@ class TurnStats:
     baseline_prompt_tokens: int  # what the request would have cost with no eviction (our count)
     evictions: int = 0
     events: tuple[Event, ...] = field(default=(), compare=False)
-    summary_prompt_tokens: int = 0
+    summary_prompt_tokens: int = 0  # and the tool loop's earlier steps: every request but the last
     summary_completion_tokens: int = 0
+    summary_cached_tokens: int = 0  # the part of summary_prompt_tokens the server read from its cache
     finish_reason: str | None = None
+    reported_cached_tokens: int | None = None  # the part of the reported prompt read from the server's cache
+    predicted_cached_tokens: int = 0  # the prefix it shared with the previous request (our count)
+    cache_break: str | None = None  # why it did not start with the whole previous request
+    steps: int = 1  # requests the turn made (more than one in a tool loop; summaries not counted)
 
     @property
     def sent(self) -> int:
@@ -53,6 +58,22 @@ class TurnStats:
     def completion(self) -> int:
         """Return the completion tokens billed for this turn, its summary requests included."""
         return (self.reported_completion_tokens or 0) + self.summary_completion_tokens
+
+    @property
+    def cached(self) -> int:
+        """Return the prompt tokens read from the server's cache, summary requests included: as
+        reported, else as predicted (scaled to the server's count, like ``baseline_sent``)."""
+        return self.chat_cached + self.summary_cached_tokens
+
+    @property
+    def chat_cached(self) -> int:
+        """Return the chat request's prompt tokens read from the cache: reported, else predicted."""
+        if self.reported_cached_tokens is not None:
+            return self.reported_cached_tokens
+        reported = self.reported_prompt_tokens
+        if reported is None or self.estimated_prompt_tokens <= 0:
+            return self.predicted_cached_tokens
+        return min(reported, round(self.predicted_cached_tokens * reported / self.estimated_prompt_tokens))
 
 
 @dataclass(frozen=True)
@@ -87,3 +108,16 @@ class Ledger:
     @property
     def completion(self) -> int:
         return sum(t.completion for t in self.turns)
+
+    @property
+    def cached(self) -> int:
+        return sum(t.cached for t in self.turns)
+
+    @property
+    def cache_reported(self) -> bool:
+        """Return whether the server reported cached tokens for every turn (else some are predicted)."""
+        return all(t.reported_cached_tokens is not None for t in self.turns)
+
+    @property
+    def breaks(self) -> int:
+        return sum(1 for t in self.turns if t.cache_break)

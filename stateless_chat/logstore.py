@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from stateless_chat.errors import LogError
+from stateless_chat.sanitize import LONE_SURROGATE, whole_characters
 
 DEFAULT_NAME = "logs.db"
 BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's transaction before giving up
@@ -221,7 +222,6 @@ class TokenTotals:
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case: ASCII order is time order
 _ID_TIME_DIGITS = 9  # milliseconds since 1970 in 45 bits: good until the year 3084
 _ID_RANDOM_DIGITS = 4
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WORD = re.compile(r"[^\W_]+")  # a run of letters and digits, as the unicode61 tokenizer sees a token
 _SEARCH_CHUNK = re.compile(r'"([^"]*)"(\*?)|(\S+)')
@@ -315,12 +315,12 @@ def _scrubbed(value: Any) -> Any:
 def _json(value: Any) -> str:
     """Return ``value`` as compact JSON text; half a surrogate pair is escaped, since SQLite stores UTF-8."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return json.dumps(value, separators=(",", ":")) if _SURROGATE.search(text) else text
+    return json.dumps(value, separators=(",", ":")) if LONE_SURROGATE.search(text) else text
 
 
 def _text(value: str) -> str:
     """Return ``value`` storable as UTF-8 (half a surrogate pair becomes U+FFFD)."""
-    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    return whole_characters(value)
 
 
 def _usage_count(usage: Mapping[str, Any] | None, *keys: str) -> int | None:

@@ -116,14 +116,34 @@ class Entry:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage the server reported for one request (``None`` when it did not say)."""
+    """Token usage the server reported for one request (``None`` when it did not say).
+
+    ``prompt_tokens`` always includes ``cached_tokens``, the part of the prompt the server
+    read from its prefix cache (billed at the cached price), whatever dialect it spoke.
+    """
 
     prompt_tokens: int | None
     completion_tokens: int | None
+    cached_tokens: int | None = None
+
+    def merged(self, later: Usage) -> Usage:
+        """Return ``later`` with what it does not say taken from this usage (a stream may report its
+        counts in two chunks: llama.cpp's timings, then the usage)."""
+        return Usage(*(new if new is not None else old for new, old in zip(
+            (later.prompt_tokens, later.completion_tokens, later.cached_tokens),
+            (self.prompt_tokens, self.completion_tokens, self.cached_tokens), strict=True)))
+
+    @property
+    def uncached_tokens(self) -> int | None:
+        """Return the prompt tokens billed at the full input price (None when not reported)."""
+        if self.prompt_tokens is None:
+            return None
+        return max(0, self.prompt_tokens - (self.cached_tokens or 0))
 
 
-def span(ids: Sequence[int]) -> str:
-    """Return message numbers as the user types them, runs joined: ``#3``, ``#3-#6``, ``#3-#6, #9``."""
+def span(ids: Sequence[int], mark: str = "#") -> str:
+    """Return numbers with runs joined, as the user types message numbers: ``#3``, ``#3-#6``,
+    ``#3-#6, #9`` (``mark`` is what precedes each number)."""
     ordered = sorted(set(ids))
     if not ordered:
         return "nothing"
@@ -133,7 +153,7 @@ def span(ids: Sequence[int]) -> str:
             runs[-1].append(number)
         else:
             runs.append([number])
-    return ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
+    return ", ".join(f"{mark}{run[0]}" + (f"-{mark}{run[-1]}" if len(run) > 1 else "") for run in runs)
 
 
 # ---- events -----------------------------------------------------------------
@@ -218,6 +238,42 @@ class ReplyCut:
 
 
 @dataclass(frozen=True)
+class CacheBreak:
+    """The request does not start with the whole previous one: the server's cache of it is lost
+    past ``shared`` tokens (of the ``previous`` request's), because of ``cause``."""
+
+    cause: str
+    shared: int
+    previous: int
+
+
+@dataclass(frozen=True)
+class ToolCalled:
+    """The model asked for a tool call, shown as ``→ server.tool {arguments}``."""
+
+    tool: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolAnswered:
+    """A tool call's result joined the turn: its billed size, and whether it was cut, failed or refused."""
+
+    tool: str
+    tokens: int
+    cut_from: int | None = None  # the result's size before it was cut to tool_result_max_tokens
+    error: bool = False
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class ToolStepsExhausted:
+    """The model still asked for tools after ``limit`` steps: the turn ends there."""
+
+    limit: int
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain informational line from the core."""
 
@@ -226,7 +282,7 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | ReplyCut | Notice
+    | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolStepsExhausted | Notice
 )
 
 
@@ -263,6 +319,18 @@ def describe(event: Event) -> str:
     if isinstance(event, UsageMissing):
         return ("the server reported no usage, so token counts are our own estimates (some servers, "
                 "llama-cpp-python among them, send none with a streamed reply; --no-stream gets it)")
+    if isinstance(event, CacheBreak):
+        return (f"cache break: {event.cause}; {event.shared:,} of the last request's {event.previous:,} "
+                "tokens can be read from the server's cache")
+    if isinstance(event, ToolCalled):
+        return f"→ {event.tool} {event.arguments}"
+    if isinstance(event, ToolAnswered):
+        if event.refused:
+            return f"← {event.tool} not run: the call was not approved"
+        cut = f", cut from {event.cut_from:,}" if event.cut_from is not None else ""
+        return f"← {event.tokens:,} tokens{cut}" + (" (the tool reported an error)" if event.error else "")
+    if isinstance(event, ToolStepsExhausted):
+        return f"stopped after {event.limit} tool steps (max_tool_steps): the model still asked for tools"
     if isinstance(event, ReplyCut):
         limit = f" (max_tokens {event.max_tokens:,})" if event.max_tokens is not None else ""
         return f"reply cut at the length limit{limit}"

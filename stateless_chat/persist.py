@@ -97,6 +97,8 @@ def to_data(session: Session) -> dict[str, Any]:
         if f.name not in SECRET_SETTINGS
     }
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    prices = session.settings.prices
+    settings["prices"] = {model: dataclasses.asdict(price) for model, price in prices.items()}
     ledger = session.ledger
     return {
         "format": FORMAT,
@@ -262,7 +264,12 @@ def _read_turn_stats(data: object, where: str) -> TurnStats:
         evictions=_count(data, "evictions", where),
         summary_prompt_tokens=_count(data, "summary_prompt_tokens", where),
         summary_completion_tokens=_count(data, "summary_completion_tokens", where),
+        summary_cached_tokens=_count(data, "summary_cached_tokens", where),
         finish_reason=_optional_str(data, "finish_reason", where),
+        reported_cached_tokens=_count(data, "reported_cached_tokens", where, None),
+        predicted_cached_tokens=_count(data, "predicted_cached_tokens", where),
+        cache_break=_optional_str(data, "cache_break", where),
+        steps=_count(data, "steps", where, 1),
     )
 
 

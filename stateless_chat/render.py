@@ -17,7 +17,7 @@ from types import TracebackType
 
 from markdown_it import MarkdownIt
 from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions, Group
+from rich.console import Console, ConsoleOptions, ConsoleRenderable, Group
 from rich.live import Live
 from rich.markdown import Markdown, UnknownElement
 from rich.segment import Segment, Segments
@@ -38,7 +38,7 @@ from stateless_chat.commands import (
     StatsView,
     TokensView,
 )
-from stateless_chat.messages import Event, describe
+from stateless_chat.messages import Event, ToolAnswered, ToolCalled, describe
 from stateless_chat.sanitize import ControlStripper, safe_json, strip_controls
 
 _FENCE = re.compile(r"\s*(`{3,}|~{3,})(.*)", re.S)  # a code fence's line: its marker, then its info string
@@ -480,7 +480,10 @@ class Renderer:
         self.console = console
 
     def event(self, event: Event) -> None:
-        self.console.print(Text("· " + describe(event), style="yellow"))
+        if isinstance(event, (ToolCalled, ToolAnswered)):  # a step of the tool loop: its own lines
+            self.console.print(Text(strip_controls(describe(event)), style="cyan"))
+            return
+        self.console.print(Text("· " + strip_controls(describe(event)), style="yellow"))
 
     def note(self, text: str) -> None:
         self.console.print(Text(text, style="dim"))
@@ -553,30 +556,41 @@ def tokens_table(view: TokensView) -> Group:
     summary = Text(f"{bar(share)} {share:.0%} of budget; room for the next message's text: {room:,} tokens"
                    + ("" if room else " (sending will evict)"))
     saved = view.baseline_total - view.sent_total
+    guess = "≈" if view.cached_predicted else ""
     totals = Text(
-        f"session: {view.turns} turn(s), {view.sent_total:,} prompt tokens sent; "
-        f"no-eviction baseline {view.baseline_total:,} (saved {saved:,})"
+        f"session: {view.turns} turn(s), {view.sent_total:,} prompt tokens sent "
+        f"({guess}{view.cached_total:,} of them cached); no-eviction baseline {view.baseline_total:,} "
+        f"(saved {saved:,})"
     )
-    return Group(table, summary, totals)
+    why = f": {view.cache_cause}" if view.cache_cause else ""
+    cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
+    lines: list[ConsoleRenderable] = [table, summary, cache, totals]
+    return Group(*lines, *([Text(view.cost)] if view.cost else []))
 
 
 def stats_view(view: StatsView) -> Group:
-    peak = max([row[2] for row in view.rows] + [1])
+    peak = max([row.baseline for row in view.rows] + [1])
     table = Table(title="prompt tokens sent per turn", title_justify="left")
     table.add_column("turn", justify="right")
     table.add_column("sent", justify="right")
+    table.add_column("cached", justify="right")
     table.add_column("", no_wrap=True)
     table.add_column("baseline", justify="right")
-    for turn, sent, baseline, evictions in view.rows:
-        mark = " ✂" if evictions else ""
-        table.add_row(Text(str(turn)), Text(f"{sent:,}"), Text(bar(sent / peak, 30) + mark),
-                      Text(f"{baseline:,}"))
+    for row in view.rows:
+        mark = (" ✂" if row.evictions else "") + (" ⌁" if row.cache_break else "")
+        reported = row.reported_cached
+        cached = f"{row.cached:,}" if reported is not None else f"≈{row.cached:,}"
+        if reported is not None and reported != row.predicted:
+            cached += f" (predicted {row.predicted:,})"
+        table.add_row(Text(str(row.turn)), Text(f"{row.sent:,}"), Text(cached),
+                      Text(bar(row.sent / peak, 24) + mark), Text(f"{row.baseline:,}"))
     saved = 1 - view.sent_total / view.baseline_total if view.baseline_total else 0.0
     footer = Text(
-        f"total sent {view.sent_total:,} vs {view.baseline_total:,} with no eviction ({saved:.0%} saved); "
-        "✂ marks turns that evicted or summarized"
+        f"total sent {view.sent_total:,} ({view.cached_total:,} cached) vs {view.baseline_total:,} with no "
+        f"eviction ({saved:.0%} fewer); ✂ marks turns that evicted or summarized, ⌁ the cache breaks; "
+        "≈ cached counts are predicted (the server did not say)"
     )
-    return Group(table, footer)
+    return Group(table, footer, *([Text(view.cost)] if view.cost else []))
 
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"

@@ -6,8 +6,8 @@ import os
 import threading
 import traceback
 from collections.abc import Iterable
-from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
@@ -24,13 +24,16 @@ from stateless_chat.commands import REGISTRY, Exit, Prefill, Result, Send, dispa
 from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
 from stateless_chat.hints import budget_hint
 from stateless_chat.history import Conversation
-from stateless_chat.messages import Event
-from stateless_chat.render import Renderer, Waiting, bar
+from stateless_chat.messages import Event, ToolAnswered, ToolCall, ToolCalled
+from stateless_chat.render import Renderer, ReplyStream, Waiting, bar
 from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.session import Session, Unanswered
 from stateless_chat.tokens import byte_lower_bound
 from stateless_chat.toolbar import Part, fit
 from stateless_chat.typeahead import held_keys
+
+if TYPE_CHECKING:
+    from stateless_chat.tools import ToolSpec
 
 TOOLBAR_STYLE = Style.from_dict(
     {
@@ -89,6 +92,61 @@ def secure_file_history(path: Path) -> History:
         return InMemoryHistory()
 
 
+class _TurnView:
+    """What one turn shows: a spinner with the seconds waited until a reply's first token; each
+    request's reply streamed as it comes; the events that come once a reply has begun (a cut reply,
+    usage notes) after it; and a tool call ends the reply before it, so its line, and the question
+    whether to run it, stand on their own (the spinner comes back once the call has answered)."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self.stream: ReplyStream | None = None
+        self.waiting: Waiting | None = None
+        self.held: list[Event] = []
+        self.begun = False
+
+    def open(self) -> None:
+        """Wait for a reply: the spinner shows until its first token (on a terminal only)."""
+        if self.waiting is None and self.stream is None:
+            self.waiting = Waiting(self.renderer.console, "waiting for the reply").start()
+
+    def _stop_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.stop()
+
+    def feed(self, delta: str) -> None:
+        if self.stream is None:
+            self._stop_waiting()  # one live view at a time: the reply's takes the spinner's place
+            self.stream = self.renderer.reply()
+            self.stream.__enter__()
+        self.begun = True
+        self.stream.feed(delta)
+
+    def event(self, event: Event) -> None:
+        if isinstance(event, ToolCalled):
+            self.close()
+            self.renderer.event(event)
+        elif isinstance(event, ToolAnswered):
+            self.renderer.event(event)
+            self.open()  # the next request of the loop goes now
+        elif self.begun:
+            self.held.append(event)
+        else:
+            self.renderer.event(event)
+
+    def close(self) -> None:
+        """End the reply on screen (if one is showing), then print the events held for after it."""
+        self._stop_waiting()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.__exit__(None, None, None)
+        held, self.held = self.held, []
+        self.begun = False
+        for event in held:
+            self.renderer.event(event)
+
+
 class Repl:
     """Reads lines, runs slash commands, and sends everything else as a turn."""
 
@@ -104,6 +162,9 @@ class Repl:
     ) -> None:
         self.session = session
         self.debug = debug
+        self.always: set[str] = set()  # tools the user approved for the whole session ("a")
+        self.tool_calls = 0  # in the turn under way, for the toolbar
+        session.approve = self.approve
         self.renderer = Renderer(console)
         self.session.on_event = self.renderer.event
         self._draft_tokens: tuple[str, int] = ("", 0)
@@ -119,6 +180,9 @@ class Repl:
             input=input,
             output=output,
         )
+        # Asks whether to run a tool call; no input history of its own, the same toolbar.
+        self.asker: PromptSession[str] = PromptSession(bottom_toolbar=self.toolbar, style=TOOLBAR_STYLE,
+                                                       input=input, output=output)
 
     @staticmethod
     def _bindings() -> KeyBindings:
@@ -167,16 +231,19 @@ class Repl:
         filled = len(meter.rstrip("░"))
         parts = [
             Part((("", session.settings.model),), rank=1, shrinks=True),
-            Part((("", f"{len(conversation.history)} msgs"),), rank=2),
+            Part((("", f"{len(conversation.history)} msgs"),), rank=3),
             # What the next request takes: its prompt, what is held for the reply, against the budget.
             Part(((style, f"prompt {label}{prompt_tokens:,} + reply {session.reserve:,} / budget {budget:,} "
                           f"({share:.0%})"),), rank=0,
                  compact=((style, f"{label}{prompt_tokens:,}+{session.reserve:,}/{budget:,} {share:.0%}"),)),
-            Part(((style, meter[:filled]), ("", meter[filled:])), rank=5, before=" "),
-            Part((("", f"{len(conversation.evicted)} evicted"),), rank=3),
-            Part((("", f"{conversation.pinned_count} pinned"),), rank=4),
-            Part((("", f"sent {session.ledger.sent:,} so far"),), rank=6),
+            Part(((style, meter[:filled]), ("", meter[filled:])), rank=7, before=" "),
+            Part((("", f"{len(conversation.evicted)} evicted"),), rank=4),
+            Part((("", f"{conversation.pinned_count} pinned"),), rank=6),
+            Part((("", f"cache ~{session.cache_prediction().share:.0%}"),), rank=5),
+            Part((("", f"sent {session.ledger.sent:,} so far"),), rank=8),
         ]
+        if self.tool_calls:  # a tool loop under way: how many calls this turn has made
+            parts.append(Part((("class:warn", f"tool calls {self.tool_calls}"),), rank=2))
         return list(fit(parts, self._columns()))
 
     def _columns(self) -> int:
@@ -262,32 +329,20 @@ class Repl:
         before = session.snapshot()
         if base is not None:
             session.conversation = base
-        stream = self.renderer.reply()
-        waiting = Waiting(self.renderer.console, "waiting for the reply")
-        shown = ExitStack()  # the reply's live view, opened at its first token (after the spinner)
-        # Events that come once the reply has begun (a cut reply, usage notes) print after it.
-        held: list[Event] = []
-        begun = False
-
-        def feed(delta: str) -> None:
-            nonlocal begun
-            if not begun:
-                begun = True
-                waiting.stop()
-                shown.enter_context(stream)
-            stream.feed(delta)
+        view = _TurnView(self.renderer)
+        self.tool_calls = 0
 
         def on_event(event: Event) -> None:
-            if begun:
-                held.append(event)
-            else:
-                self.renderer.event(event)
+            if isinstance(event, ToolCalled):
+                self.tool_calls += 1
+            view.event(event)
 
         session.on_event = on_event
         try:
-            with shown, held_keys():
-                with waiting:
-                    session.send(text, feed)
+            with held_keys():
+                view.open()
+                session.send(text, view.feed)
+                view.close()
             if pin:
                 session.conversation = session.conversation.pin_last_question()
             session.unanswered = None
@@ -306,8 +361,7 @@ class Repl:
             self.bug(error)
         finally:
             session.on_event = self.renderer.event
-            for event in held:
-                self.renderer.event(event)
+            view.close()
         return False
 
     def keep_unanswered(self, text: str, base: Conversation | None, pin: bool) -> None:
@@ -319,6 +373,21 @@ class Repl:
         if isinstance(error, BudgetError):
             return budget_hint(error, self.session.settings.effective_context_window, chat=True)
         return str(error)
+
+    def approve(self, call: ToolCall, spec: ToolSpec) -> bool:
+        """Ask whether to run ``call`` (y / n / a = always for this tool this session); Ctrl-C cancels
+        the turn."""
+        if spec.offered in self.always:
+            return True
+        while True:
+            answer = self.asker.prompt(f"run {spec.display}? [y]es / [n]o / [a]lways for this tool: ")
+            answer = answer.strip().lower()
+            if answer in ("y", "yes", "a", "always"):
+                if answer[0] == "a":
+                    self.always.add(spec.offered)
+                return True
+            if answer in ("n", "no"):
+                return False
 
     def bug(self, error: Exception) -> None:
         """Report an unexpected exception (a bug) in one line, the traceback with ``debug``."""

@@ -9,10 +9,14 @@ is a method here, so commands only parse, call, and describe what happened.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+from stateless_chat.billing import Bill, TurnTokens, bill, price_for
+from stateless_chat.cache import Prediction, Sent, predict, sent_from
 from stateless_chat.config import Settings
 from stateless_chat.context import Fit, Policy, too_big_alone
 from stateless_chat.errors import (
@@ -26,6 +30,7 @@ from stateless_chat.errors import (
 from stateless_chat.history import Conversation
 from stateless_chat.ledger import Ledger, TurnStats
 from stateless_chat.messages import (
+    CacheBreak,
     ContextRetry,
     Entry,
     Event,
@@ -34,6 +39,10 @@ from stateless_chat.messages import (
     Notice,
     ReplyCut,
     Summarized,
+    ToolAnswered,
+    ToolCall,
+    ToolCalled,
+    ToolStepsExhausted,
     UsageMissing,
 )
 from stateless_chat.overflow import context_error_behind
@@ -43,16 +52,61 @@ from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_lower_bound,
 
 if TYPE_CHECKING:
     from stateless_chat.backend import ChatBackend, Reply
+    from stateless_chat.tools import ToolResult, ToolSpec
+
+
+class Toolbox(Protocol):
+    """The tools a session offers the model (``tools.ToolServers`` is one)."""
+
+    def api_tools(self) -> list[dict[str, Any]]: ...
+
+    def lookup(self, offered: str) -> ToolSpec | None: ...
+
+    def call(self, offered: str, arguments: str, *, timeout: float = ...) -> ToolResult: ...
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The next request, fitted to the budget: this turn's new entries, what fitting did, the body."""
+    """The next request, fitted to the budget: this turn's new entries, what fitting did, the body,
+    and how much of it repeats the previous request (the server's cached prefix, predicted)."""
 
     pending: tuple[Entry, ...]
     fit: Fit
     body: dict[str, Any]
     budget: int
+    cache: Prediction
+    endpoint: str  # where the request was to go first (the prediction assumed it)
+
+
+@dataclass
+class _Turn:
+    """A turn while it runs: the conversation with its evictions so far, its new messages, and what
+    its earlier requests (tool steps) cost; nothing of it is kept unless the turn completes."""
+
+    base: Conversation
+    pending: list[Entry]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    prompt: int = 0  # the earlier steps' prompt tokens (the server's count, else ours)
+    cached: int = 0
+    completion: int = 0
+    estimated: int = 0  # the earlier steps' prompt tokens by our count
+    cache_break: str | None = None
+
+    @property
+    def number(self) -> int:
+        return self.pending[0].turn
+
+    def add_step(self, plan: Plan, reply: Reply, reserve: int) -> None:
+        """Count an answered tool-step request into the turn."""
+        usage = reply.usage
+        estimated = plan.fit.total - reserve
+        self.estimated += estimated
+        self.prompt += usage.prompt_tokens if usage and usage.prompt_tokens is not None else estimated
+        self.cached += (usage.cached_tokens if usage else None) or 0
+        self.completion += (usage.completion_tokens if usage else None) or 0
+        self.events += plan.fit.events
+        self.cache_break = self.cache_break or plan.cache.cause
 
 
 @dataclass(frozen=True)
@@ -89,6 +143,7 @@ class Session:
         *,
         on_event: Callable[[Event], None] = lambda event: None,
         exact: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -108,6 +163,12 @@ class Session:
         self.unanswered: Unanswered | None = None  # the last turn that failed, for /retry (the chat sets it)
         self.context_source = ""  # where the context window's figure came from, when the caller knows
         self._said: set[str] = set()  # notes said once per session (usage missing, usage ignored)
+        self.clock = clock
+        self.last_sent: Sent | None = None  # what the last chat request sent, for the cache prediction
+        self.refused_budget: int | None = None  # the budget a context-length refusal implied
+        self.toolbox: Toolbox | None = None  # the tools offered to the model (MCP servers)
+        # Asked before each tool call that is not approved already ("always"); the REPL asks the user.
+        self.approve: Callable[[ToolCall, ToolSpec], bool] = lambda call, spec: False
 
     # ---- state -------------------------------------------------------------------
 
@@ -144,8 +205,20 @@ class Session:
         return min(budget, learned) if learned else budget
 
     @property
+    def context_limit(self) -> int:
+        """Return the most tokens one request may hold: the context window, or less once the server
+        said so (a context-length refusal)."""
+        window = self.settings.effective_context_window
+        known = [b for b in (self.learned_budget, self.refused_budget) if b]
+        return min([window, *known])
+
+    @property
     def reserve(self) -> int:
         return self.settings.effective_reply_reserve
+
+    def low_water(self, budget: int) -> int:
+        """Return where eviction stops once it must start: ``evict_to`` of ``budget``."""
+        return int(self.settings.evict_to * budget)
 
     def too_big_alone(self, tokens: int, budget: int | None = None) -> bool:
         """Return whether a request of just ``tokens`` prompt tokens cannot fit the budget with the
@@ -161,12 +234,27 @@ class Session:
 
     # ---- building the request ------------------------------------------------
 
-    def body(self, messages: Sequence[Message]) -> dict[str, Any]:
+    def tools_offered(self) -> list[dict[str, Any]]:
+        """Return the request's ``tools`` array: the enabled tools, identical from step to step
+        ([] without tools)."""
+        return self.toolbox.api_tools() if self.toolbox is not None else []
+
+    def tools_tokens(self, tools: Sequence[Mapping[str, Any]]) -> int:
+        """Return what ``tools`` add to a request (a byte bound until counting is exact)."""
+        if not tools:
+            return 0
+        if self.exact:
+            return self.counter.count_tools(tools)
+        return len(json.dumps(list(tools), ensure_ascii=False).encode()) + 12
+
+    def body(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         """Return the exact JSON body for ``messages``: what ``/raw`` shows and the server receives."""
         body: dict[str, Any] = {
             "model": self.settings.model,
             "messages": [m.to_api() for m in messages],
         }
+        if tools:
+            body["tools"] = list(tools)
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
         # The reply may use what the budget holds back for it, and no more: a local model that
@@ -196,39 +284,155 @@ class Session:
                 f"this message is at least {at_least:,} tokens; the budget is {budget:,} with "
                 f"{self.reserve:,} held for the reply: shorten it or {raise_budget(needed)}", needed=needed
             )
-        pending = (self.conversation.new_entry("user", text, self.measure),)
-        candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve)
-        if not self.exact and not candidate.fits:
+        def fitted() -> Plan:
+            question = self.conversation.new_entry("user", text, self.measure)
+            return self.plan_pending(self.conversation, (question,), budget=budget, summarize=summarize)
+
+        plan = fitted()
+        if not self.exact and not plan.fit.request.fits:
             self.make_exact()
-            pending = (self.conversation.new_entry("user", text, self.measure),)
-            candidate = self.conversation.candidate(pending, budget=budget, reserve=self.reserve)
+            plan = fitted()
+        return plan
+
+    def plan_pending(self, base: Conversation, pending: tuple[Entry, ...], *, budget: int,
+                     summarize: bool = True) -> Plan:
+        """Return the fitted request that sends ``base`` with this turn's ``pending`` messages last."""
+        tools = self.tools_offered()
+        candidate = base.candidate(pending, budget=budget, reserve=self.reserve,
+                                   tools=self.tools_tokens(tools), low_water=self.low_water(budget))
         fitted = self.policy(summarize=summarize).fit(candidate)
-        return Plan(pending=pending, fit=fitted, body=self.body(fitted.request.messages()), budget=budget)
+        body = self.body(fitted.request.messages(), tools)
+        return Plan(pending=pending, fit=fitted, body=body, budget=budget,
+                    cache=self.predict(fitted.kept, body, fitted, base), endpoint=self.endpoint_name)
+
+    # ---- the server's cache --------------------------------------------------------
+
+    @property
+    def endpoint_name(self) -> str:
+        """Return the endpoint the next request goes to first (``host:port``)."""
+        return self.backend.name if self.backend is not None else ""
+
+    def predict(self, entries: Sequence[Entry], body: Mapping[str, Any] | None = None,
+                fit: Fit | None = None, base: Conversation | None = None) -> Prediction:
+        """Return how much of a request sending ``entries`` repeats the last request, and why not all
+        (``fit``: the eviction about to happen, which explains what is missing from ``base``)."""
+        conversation = base or self.conversation
+        return predict(self.last_sent, entries, tools=_tools_key(body), endpoint=self.endpoint_name,
+                       model=self.settings.model, now=self.clock(), lifetime=self.settings.cache_lifetime,
+                       why_gone=lambda entry_id: conversation.why_gone(entry_id, fit))
+
+    def bill(self) -> Bill:
+        """Return what this session's turns cost at the model's price (None without one), and what a
+        naive full resend with the server's cache would have cost."""
+        turns = [TurnTokens(t.sent, t.cached, t.completion, t.baseline_sent) for t in self.ledger.turns]
+        return bill(turns, price_for(self.settings.model, self.settings.prices))
+
+    def cache_prediction(self) -> Prediction:
+        """Return the predicted cache share of the next request (without its new message)."""
+        tools = self.toolbox.api_tools() if self.toolbox is not None else []
+        return self.predict(self.conversation.request_entries(), {"tools": tools} if tools else None)
 
     # ---- one turn --------------------------------------------------------------
 
     def send(self, text: str, on_delta: Callable[[str], None] = lambda delta: None) -> Reply:
-        """Run one turn for user message ``text`` and return the complete reply.
+        """Run one turn for user message ``text`` and return the final reply.
 
-        The conversation is replaced only when the reply is complete; on any error or
-        KeyboardInterrupt it is exactly what it was before.
+        When tools are offered and the reply asks for tool calls, each call is shown, run if
+        approved (``approve``), and its result joins the turn; then the next request goes, the
+        turn's calls and results pending in it, never evicted: each step is one more stateless,
+        budgeted request, up to ``max_tool_steps``. The conversation is replaced only when the
+        final reply is complete; on any error or KeyboardInterrupt, at any step, it is exactly
+        what it was before the turn.
         """
         if not text.strip():
             raise UsageError("empty message: type something to send")
         if self.backend is None:
             raise UsageError("no endpoint to send to")
+        if self.toolbox is not None:
+            self.make_exact()  # tool schemas are counted with the encoding
         plan = self.plan(text)
+        turn = _Turn(self.conversation, list(plan.pending))
         self._emit(plan.fit.events)
-        try:
-            reply = self._request(plan.body, on_delta)
-        except ContextLengthError as error:
-            plan = self._replan_smaller(text, plan, error)
-            reply = self._request(plan.body, on_delta)
-            self.learned_budget = plan.budget  # learned only from a turn that succeeds
-        self._commit(plan, reply)
+        self._say_break(plan.cache)
+        steps = 0
+        while True:
+            try:
+                reply = self._request(plan.body, on_delta)
+            except ContextLengthError as error:
+                plan = self._replan_smaller(turn, plan, error)
+                reply = self._request(plan.body, on_delta)
+                self.learned_budget = plan.budget  # learned only from a request that is answered
+            turn.base = turn.base.apply(plan.fit)
+            turn.requests.append(plan.body)
+            self.last_sent = sent_from(plan.fit.kept, tools=_tools_key(plan.body), endpoint=reply.name,
+                                       model=self.settings.model, at=self.clock())
+            calls = reply.tool_calls if "tools" in plan.body else ()
+            if not calls or steps == self.settings.max_tool_steps:
+                break
+            steps += 1
+            turn.add_step(plan, reply, self.reserve)
+            turn.pending += [self._step_entry(turn, reply, calls), *self._run_calls(turn, calls)]
+            plan = self.plan_pending(turn.base, tuple(turn.pending), budget=plan.budget)
+            self._emit(plan.fit.events)
+            self._say_break(plan.cache)
+        if calls and steps == self.settings.max_tool_steps:
+            self.on_event(ToolStepsExhausted(steps))
+        self._commit(turn, plan, reply, over_limit=bool(calls))
         return reply
 
-    def _replan_smaller(self, text: str, plan: Plan, error: ContextLengthError) -> Plan:
+    def _next_id(self, turn: _Turn) -> int:
+        """Return the first id no entry of the conversation or of this turn has."""
+        ids = [e.id for e in turn.pending] + ([turn.base.summary.id] if turn.base.summary else [])
+        return max([turn.base.next_id, *(i + 1 for i in ids)])
+
+    def _step_entry(self, turn: _Turn, reply: Reply, calls: Sequence[ToolCall]) -> Entry:
+        """Return the assistant message of a tool step: its text (if any) and its calls."""
+        return turn.base.new_entry("assistant", reply.text or None, self.measure, turn=turn.number,
+                                   tool_calls=calls, finish_reason=reply.finish_reason,
+                                   id=self._next_id(turn))
+
+    def _run_calls(self, turn: _Turn, calls: Sequence[ToolCall]) -> list[Entry]:
+        """Show, approve and run each call; return their ``tool`` results, in the calls' order."""
+        toolbox = self.toolbox
+        assert toolbox is not None
+        results: list[Entry] = []
+        for call in calls:
+            spec = toolbox.lookup(call.name)
+            shown = spec.display if spec is not None else call.name
+            self.on_event(ToolCalled(shown, call.arguments))
+            refused = spec is not None and not (self.settings.approve == "always" or spec.approve == "always"
+                                                or self.approve(call, spec))
+            if refused:
+                text, error = "the user did not approve this call", False
+            else:
+                result = toolbox.call(call.name, call.arguments, timeout=self.settings.tool_timeout)
+                text, error = result.text, result.is_error
+            text, whole = self._capped_result(text)
+            entry = turn.base.new_entry("tool", text, self.measure, turn=turn.number, tool_call_id=call.id,
+                                        id=self._next_id(turn) + len(results) + 1)
+            results.append(entry)
+            self.on_event(ToolAnswered(shown, entry.tokens, whole if whole != entry.tokens else None, error,
+                                       refused))
+        return results
+
+    def _capped_result(self, text: str) -> tuple[str, int]:
+        """Return a tool result cut to ``tool_result_max_tokens`` (with a note saying how much was cut),
+        and its size before."""
+        cap = self.settings.tool_result_max_tokens
+        size = self.measure(Message("tool", text))
+        if size <= cap:
+            return text, size
+        note = "\n[cut: the result was {:,} tokens; the first {:,} characters of {:,} are shown]"
+        lo, hi = 0, len(text)
+        while lo < hi:  # the longest prefix that fits the cap with its note
+            mid = (lo + hi + 1) // 2
+            if self.measure(Message("tool", text[:mid] + note.format(size, mid, len(text)))) <= cap:
+                lo = mid
+            else:
+                hi = mid - 1
+        return text[:lo] + note.format(size, lo, len(text)), size
+
+    def _replan_smaller(self, turn: _Turn, plan: Plan, error: ContextLengthError) -> Plan:
         """Return a plan cut to what the server says fits, after one context-length refusal.
 
         The server's numbers give the ratio of its count to ours; the new budget is its limit
@@ -248,14 +452,21 @@ class Session:
         budget = min(budget, plan.budget - 1)
         if budget <= self.reserve:
             raise error
+        self.refused_budget = min(budget, self.refused_budget or budget)  # no request may pass it now
         try:
-            smaller = self.plan(text, budget=budget)
+            smaller = self.plan_pending(turn.base, tuple(turn.pending), budget=budget)
         except BudgetError:
             raise error from None
         self.on_event(ContextRetry(error.limit, error.requested, budget))
         told = {event.turn for event in plan.fit.events if isinstance(event, Evicted)}
         self._emit([e for e in smaller.fit.events if not (isinstance(e, Evicted) and e.turn in told)])
+        if smaller.cache.cause != plan.cache.cause:
+            self._say_break(smaller.cache)
         return smaller
+
+    def _say_break(self, prediction: Prediction) -> None:
+        if prediction.cause is not None:
+            self.on_event(CacheBreak(prediction.cause, prediction.shared, prediction.previous))
 
     def _request(self, body: dict[str, Any], on_delta: Callable[[str], None]) -> Reply:
         """Send ``body`` and stream its reply to ``on_delta``; a stream that ends before its first
@@ -319,16 +530,20 @@ class Session:
             self._said.add(key)
             self.on_event(event)
 
-    def _commit(self, plan: Plan, reply: Reply) -> None:
+    def _commit(self, turn: _Turn, plan: Plan, reply: Reply, *, over_limit: bool = False) -> None:
         fitted = plan.fit
-        baseline = self._baseline(plan.pending)
-        conversation = self.conversation.apply(fitted).append(*plan.pending)
-        turn = plan.pending[0].turn
+        baseline = self._baseline(turn.pending)
+        conversation = turn.base.append(*turn.pending)
         # Tool calls are kept only when tools were offered: a call with no result after it would make
-        # every later request invalid.
+        # every later request invalid. Calls past the step limit get a result that says so.
         calls = reply.tool_calls if "tools" in plan.body else ()
         answer = conversation.new_entry("assistant", reply.text or (None if calls else ""), self.measure,
-                                        turn=turn, tool_calls=calls, finish_reason=reply.finish_reason)
+                                        turn=turn.number, tool_calls=calls, finish_reason=reply.finish_reason,
+                                        id=self._next_id(turn))
+        unanswered = [conversation.new_entry("tool", "not run: the tool step limit of this turn was reached",
+                                             self.measure, turn=turn.number, tool_call_id=call.id,
+                                             id=answer.id + 1 + index)
+                      for index, call in enumerate(calls if over_limit else ())]
         usage = reply.usage
         for note in reply.notes:
             self._say_once(note, Notice(note))
@@ -341,20 +556,29 @@ class Session:
         if answer.cut:
             self.on_event(ReplyCut(self.reserve))
         estimated = fitted.total - self.reserve
-        summary_prompt, summary_completion = self.summarizer.take_spent()
+        summary_prompt, summary_cached, summary_completion = self.summarizer.take_spent()
+        cache = plan.cache
+        if reply.name != plan.endpoint and len(turn.requests) == 1 and self.ledger.turns:
+            cache = Prediction(0, cache.total, f"failed over to {reply.name}", cache.previous)
+            self._say_break(cache)
         stats = TurnStats(
-            turn=plan.pending[0].turn,
+            turn=turn.number,
             estimated_prompt_tokens=estimated,
             reported_prompt_tokens=usage.prompt_tokens if usage else None,
             reported_completion_tokens=usage.completion_tokens if usage else None,
-            baseline_prompt_tokens=max(baseline, estimated),
-            evictions=sum(1 for e in fitted.events if isinstance(e, (Evicted, Summarized))),
-            events=fitted.events,
-            summary_prompt_tokens=summary_prompt,
-            summary_completion_tokens=summary_completion,
+            baseline_prompt_tokens=max(baseline, estimated) + turn.estimated,
+            evictions=sum(1 for e in (*turn.events, *fitted.events) if isinstance(e, (Evicted, Summarized))),
+            events=(*turn.events, *fitted.events),
+            summary_prompt_tokens=summary_prompt + turn.prompt,
+            summary_completion_tokens=summary_completion + turn.completion,
+            summary_cached_tokens=summary_cached + turn.cached,
             finish_reason=reply.finish_reason,
+            reported_cached_tokens=usage.cached_tokens if usage else None,
+            predicted_cached_tokens=cache.shared,
+            cache_break=cache.cause or turn.cache_break,
+            steps=len(turn.requests),
         )
-        self.conversation = conversation.append(answer)
+        self.conversation = conversation.append(answer, *unanswered)
         self.ledger = self.ledger.add(stats)
 
     def _emit(self, events: Sequence[Event]) -> None:
@@ -382,7 +606,7 @@ class Session:
         if "system" in changes:
             self.conversation = self.conversation.with_system(settings.system, self.measure)
         if {"model", "budget", "context_window"} & set(changes):
-            self.learned_budget = None
+            self.learned_budget = self.refused_budget = None
 
     def summarize_now(self) -> Summarized:
         """Fold the live turns but the newest (and pinned ones) into the running summary now,
@@ -401,7 +625,7 @@ class Session:
         turns = [turn for turn in candidate.evictable_turns() if turn != newest]
         if not turns:
             raise UsageError("nothing to summarize: only the newest turn and pinned turns are live")
-        turns = turns_within(candidate, turns, self.summarizer.capacity(budget, conversation.summary))
+        turns = turns_within(candidate, turns, self.summarizer.capacity(candidate))
         if not turns:
             raise UsageError(f"the oldest turn is too long to summarize within the budget of {budget:,} "
                              "tokens: /drop it or raise the budget")
@@ -457,6 +681,12 @@ class Session:
         if text:
             return self.plan(text, summarize=False).body
         return self.body(self.conversation.messages())
+
+
+def _tools_key(body: Mapping[str, Any] | None) -> str:
+    """Return the request's ``tools`` array as the text that must not change for the cache to hold."""
+    tools = body.get("tools") if body is not None else None
+    return json.dumps(tools, sort_keys=False, separators=(",", ":")) if tools else ""
 
 
 __all__ = ["Plan", "Session", "State", "Unanswered"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from stateless_chat.context import Candidate, DropOldest, Fit, drop_turns, entries_of, request_size
 from stateless_chat.errors import ChatError, RequestError
-from stateless_chat.messages import Entry, Message, Notice, Summarized, SummaryFailed
+from stateless_chat.messages import Entry, Message, Notice, Summarized, SummaryFailed, span
 from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING
 
 if TYPE_CHECKING:
@@ -48,12 +48,13 @@ Do not add anything that was not said."""
 class SummaryWriter(Protocol):
     """Writes the running summary for the ``summarize`` policy."""
 
-    def capacity(self, budget: int, previous: Entry | None) -> int | None:
+    def capacity(self, candidate: Candidate) -> int | None:
         """Return how many tokens of messages one summary request can carry (None: no limit)."""
         ...
 
-    def write(self, previous: str | None, folded: Sequence[Message], budget: int) -> str:
-        """Return the new summary of ``previous`` and ``folded``; raise ``ChatError`` on failure."""
+    def write(self, candidate: Candidate, folded: Sequence[Entry]) -> str:
+        """Return the new summary of ``candidate``'s summary and the ``folded`` history entries;
+        raise ``ChatError`` on failure."""
         ...
 
 
@@ -152,7 +153,7 @@ def fold(
     """
     old = candidate.summary
     folded = entries_of(candidate, turns)
-    text = writer.write(summary_text(old), [e.message for e in folded], candidate.budget)
+    text = writer.write(candidate, folded)
     message = _capped_summary(text, cap, counter)
     new = Entry(id=old.id if old is not None else candidate.next_id, message=message,
                 tokens=counter(message), turn=0, kind="summary")
@@ -170,9 +171,10 @@ class Summarize:
     """Fold the oldest turns into the running summary when the request does not fit.
 
     Folds the shortest prefix of evictable turns whose removal leaves room for a summary
-    of at most ``summary_cap(budget)`` tokens (less if the rest leaves less room); then, as
-    aider does, it keeps folding until half the room the turns may use is free, so the next
-    summary is several turns away, as long as the latest evictable turn stays verbatim.
+    of at most ``summary_cap(budget)`` tokens (less if the rest leaves less room); then it
+    keeps folding down to the request's low-water mark (``candidate.target``, the rule
+    drop-oldest follows too), so the next summary is several turns away and the turns
+    between only append to a stable prefix, as long as the latest evictable turn stays verbatim.
     The folded messages never exceed what one summary request can carry
     (``writer.capacity``): when the prefix that must go is longer, its oldest turns are
     folded and the rest dropped. A summary longer than its cap is cut to it.
@@ -209,12 +211,12 @@ class Summarize:
         if not turns or room < self.counter(summary_message(ELLIPSIS)):
             return self._drop_instead(candidate, turns, "no room left for a summary")
         cap = min(summary_cap(budget), room)
-        target = budget - (room - cap) // 2
+        target = candidate.target
         sizes = candidate.turn_sizes()
         size = rest.size
         chosen: list[int] = []
         # What still does not fit past what one summary request can carry is dropped below.
-        for turn in turns_within(candidate, turns, writer.capacity(budget, candidate.summary)):
+        for turn in turns_within(candidate, turns, writer.capacity(candidate)):
             # Once it fits, fold more only toward the target, and keep the latest turn verbatim.
             if size + cap <= budget and (size + cap <= target or turn == turns[-1]):
                 break
@@ -240,14 +242,33 @@ class SummaryHost(Protocol):
     settings: Settings
     backend: ChatBackend | None
 
+    @property
+    def context_limit(self) -> int: ...
+
     def measure(self, message: Message) -> int: ...
+
+
+def summary_instruction(candidate: Candidate, folded: Sequence[Entry]) -> str:
+    """Return the last message of a cache-aligned summary request: which messages above to fold."""
+    ids = {e.id for e in folded}
+    positions = [index for index, entry in enumerate(candidate.history, start=1) if entry.id in ids]
+    earlier = "the earlier summary (the system message that begins with its heading) and " \
+        if candidate.summary is not None else ""
+    return (f"{SUMMARY_PROMPT}\n\nFold into one new summary {earlier}conversation messages "
+            f"{span(positions, mark='')} above (numbered from 1, the first message after the system "
+            "messages). Do not answer the conversation: write only the summary.")
 
 
 class Summarizer:
     """Writes summaries by a separate stateless request to the session's endpoint.
 
-    Identical folds are answered from a cache (a context-length retry refits the same
-    turns). What the requests cost is kept in ``prompt_spent`` / ``completion_spent``
+    The request is aligned with the server's cache: it sends the conversation's messages as
+    the last request sent them (system prompt, summary, history), so the server reads that
+    prefix from its cache, and asks in one final user message for the summary of the messages
+    to fold. When that request would not fit the context window, it falls back to a new request
+    of its own: the summary prompt and a transcript of the folded messages, within the budget.
+    Identical folds are answered from a cache (a context-length retry refits the same turns).
+    What the requests cost is kept in ``prompt_spent`` / ``cached_spent`` / ``completion_spent``
     until ``take_spent`` bills it to the next turn that succeeds.
     """
 
@@ -255,29 +276,42 @@ class Summarizer:
         self.host = host
         self._cache: dict[tuple[int, ...], str] = {}
         self.prompt_spent = 0
+        self.cached_spent = 0
         self.completion_spent = 0
 
-    def take_spent(self) -> tuple[int, int]:
-        """Return the (prompt, completion) tokens spent on summaries since the last call, and reset them."""
-        spent = (self.prompt_spent, self.completion_spent)
-        self.prompt_spent = self.completion_spent = 0
+    def take_spent(self) -> tuple[int, int, int]:
+        """Return the (prompt, cached, completion) tokens spent on summaries since the last call, and
+        reset them."""
+        spent = (self.prompt_spent, self.cached_spent, self.completion_spent)
+        self.prompt_spent = self.cached_spent = self.completion_spent = 0
         return spent
 
-    def capacity(self, budget: int, previous: Entry | None) -> int:
-        """Return how many tokens of messages one summary request can carry within ``budget``.
+    def _aligned(self, candidate: Candidate, folded: Sequence[Entry]) -> tuple[list[Message], int] | None:
+        """Return the cache-aligned request's messages and its prompt size, or None when it and the
+        summary's reply would not fit the context window."""
+        measure = self.host.measure
+        prefix = [e for e in (candidate.system, candidate.summary) if e is not None] + list(candidate.history)
+        ask = Message("user", summary_instruction(candidate, folded))
+        prompt = sum(e.tokens for e in prefix) + measure(ask) + REPLY_PRIMING
+        if prompt + summary_cap(candidate.budget) > self.host.context_limit:
+            return None
+        return [e.message for e in prefix] + [ask], prompt
 
-        The request holds the summary prompt, the previous summary and the folded messages
-        (each about its billed size: ``role: content`` stands in for the message framing),
-        and leaves at least ``SUMMARY_MIN_REPLY`` for the summary itself.
-        """
+    def capacity(self, candidate: Candidate) -> int | None:
+        """Return how many tokens of messages one summary request can carry: no limit when the
+        cache-aligned request fits the context window; else what a transcript request within the
+        budget can carry (the prompt, the previous summary, and ``SUMMARY_MIN_REPLY`` for the reply)."""
+        if self._aligned(candidate, ()) is not None:
+            return None
         # Measured each time: the counter changes with /model, and this runs only when folding.
         prompt = self.host.measure(Message("system", SUMMARY_PROMPT)) + PER_MESSAGE
-        earlier = previous.tokens if previous is not None else 0
-        return budget - prompt - earlier - SUMMARY_MIN_REPLY - REPLY_PRIMING - FOLD_SLACK
+        earlier = candidate.summary.tokens if candidate.summary is not None else 0
+        return candidate.budget - prompt - earlier - SUMMARY_MIN_REPLY - REPLY_PRIMING - FOLD_SLACK
 
-    def write(self, previous: str | None, folded: Sequence[Message], budget: int) -> str:
-        """Return the summary of ``previous`` and ``folded`` from one request that fits ``budget``."""
-        key = (hash(previous), *(hash(m) for m in folded))
+    def write(self, candidate: Candidate, folded: Sequence[Entry]) -> str:
+        """Return the summary of the candidate's summary and ``folded`` from one request."""
+        previous = summary_text(candidate.summary)
+        key = (hash(previous), *(hash(e.message) for e in folded))
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -285,21 +319,27 @@ class Summarizer:
         if backend is None:
             raise SummaryError("no endpoint to summarize with")
         measure = self.host.measure
-        # The earlier summary opens the transcript as it is, with no heading line: the prompt
-        # says what it is, and every fold then wraps it in as little new text as possible.
-        lines = [previous] if previous else []
-        lines += [transcript_line(m) for m in folded]
-        request = [Message("system", SUMMARY_PROMPT), Message("user", "\n\n".join(lines))]
-        # The summary request obeys the budget too: its reply gets what the transcript leaves,
-        # at most what the summary's cap leaves its text (past the header and framing), and
-        # never less than SUMMARY_MIN_REPLY.
-        prompt = request_size(Entry(0, m, measure(m), 0) for m in request)
+        budget = candidate.budget
         longest = summary_cap(budget) - measure(summary_message(""))
+        aligned = self._aligned(candidate, folded)
+        if aligned is not None:
+            messages, prompt = aligned
+            room = self.host.context_limit - prompt
+        else:
+            # The earlier summary opens the transcript as it is, with no heading line: the prompt
+            # says what it is, and every fold then wraps it in as little new text as possible.
+            lines = [previous] if previous else []
+            lines += [transcript_line(e.message) for e in folded]
+            messages = [Message("system", SUMMARY_PROMPT), Message("user", "\n\n".join(lines))]
+            prompt = request_size(Entry(0, m, measure(m), 0) for m in messages)
+            room = budget - prompt
+        # The reply gets what the request leaves, at most what the summary's cap leaves its text
+        # (past the header and framing), and never less than SUMMARY_MIN_REPLY.
         settings = self.host.settings
         body: dict[str, Any] = {
             "model": settings.model,
-            "messages": [m.to_api() for m in request],
-            "max_tokens": max(SUMMARY_MIN_REPLY, min(longest, budget - prompt)),
+            "messages": [m.to_api() for m in messages],
+            "max_tokens": max(SUMMARY_MIN_REPLY, min(longest, room)),
         }
         if settings.temperature is not None:
             body["temperature"] = settings.temperature
@@ -307,6 +347,7 @@ class Summarizer:
         usage = reply.usage
         self.prompt_spent += prompt if usage is None or usage.prompt_tokens is None else usage.prompt_tokens
         self.completion_spent += (usage.completion_tokens if usage is not None else None) or 0
+        self.cached_spent += (usage.cached_tokens if usage is not None else None) or 0
         text = reply.text.strip()
         if not text:
             raise SummaryError("the summary came back empty")

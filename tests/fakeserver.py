@@ -110,12 +110,39 @@ def find_name(text: str) -> str | None:
 
 
 def is_summary_request(body: Mapping[str, Any]) -> bool:
-    """Return True when the first message is a system prompt carrying ``SUMMARY_MARKER``."""
+    """Return True for a summary request: its first message a system prompt carrying
+    ``SUMMARY_MARKER`` (a transcript request), or its last a user message carrying it (a request
+    aligned with the cache, that resends the conversation and asks for the summary at its end)."""
     messages = body.get("messages") or []
     if not messages:
         return False
-    first = messages[0]
-    return first.get("role") == "system" and SUMMARY_MARKER in content_text(first.get("content"))
+    first, last = messages[0], messages[-1]
+    return (first.get("role") == "system" and SUMMARY_MARKER in content_text(first.get("content"))) or (
+        last.get("role") == "user" and SUMMARY_MARKER in content_text(last.get("content")))
+
+
+_POSITIONS = re.compile(r"conversation messages ([\d, -]+) above")
+SUMMARY_HEADING = "Summary of the earlier conversation:\n"
+
+
+def summary_sources(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the messages a summary request asks to fold: a transcript request's transcript, or an
+    aligned request's earlier summary and the conversation messages its last message numbers."""
+    last = messages[-1]
+    if last.get("role") != "user" or SUMMARY_MARKER not in content_text(last.get("content")):
+        return messages[1:]
+    found = _POSITIONS.search(content_text(last.get("content")))
+    wanted: set[int] = set()
+    for part in (found.group(1).split(",") if found else []):
+        low, _, high = part.strip().partition("-")
+        wanted.update(range(int(low), int(high or low) + 1))
+    head = 0
+    while head < len(messages) - 1 and messages[head].get("role") == "system":
+        head += 1
+    earlier = [{"content": content_text(m.get("content"))[len(SUMMARY_HEADING):]}
+               for m in messages[:head] if content_text(m.get("content")).startswith(SUMMARY_HEADING)]
+    body = messages[head:-1]
+    return earlier + [m for position, m in enumerate(body, start=1) if position in wanted]
 
 
 def summarize(messages: Iterable[Mapping[str, Any]]) -> str:
@@ -146,7 +173,7 @@ def default_replier(body: dict[str, Any]) -> str:
     """
     messages: list[dict[str, Any]] = list(body.get("messages") or [])
     if is_summary_request(body):
-        return summarize(messages[1:])
+        return summarize(summary_sources(messages))
     last_user = None
     for index in range(len(messages) - 1, -1, -1):
         if messages[index].get("role") == "user":
@@ -355,12 +382,13 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion,
         }
+        timings = fake._cache_usage(messages, usage)
         if fake.usage_override is not None:
             usage = dict(fake.usage_override)
         if body.get("stream"):
-            self._stream(body, scripted, usage, fault)
+            self._stream(body, scripted, usage, fault, timings)
         else:
-            self._complete(body, scripted, usage, fault)
+            self._complete(body, scripted, usage, fault, timings)
 
     def _empty_stream(self) -> None:
         self.send_response(200)
@@ -371,7 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _complete(self, body: dict[str, Any], scripted: Scripted, usage: dict[str, Any],
-                  fault: Fault | None) -> None:
+                  fault: Fault | None, timings: dict[str, int] | None = None) -> None:
         fake = self.server.fake
         if fault is not None and fault.kind == "hang":
             fake._sleep(fault.seconds)
@@ -397,6 +425,8 @@ class _Handler(BaseHTTPRequestHandler):
             ]
         if not fake.omit_usage:
             payload["usage"] = usage
+        if timings is not None:
+            payload["timings"] = timings
         data = json.dumps(payload).encode()
         if fault is not None and fault.kind == "malformed":
             data = b'{"id": "chatcmpl-broken", "choices": [{not json'
@@ -411,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _stream(self, body: dict[str, Any], scripted: Scripted, usage: dict[str, Any],
-                fault: Fault | None) -> None:
+                fault: Fault | None, timings: dict[str, int] | None = None) -> None:
         fake = self.server.fake
         framing = fake.stream_framing
         options = body.get("stream_options") or {}
@@ -434,8 +464,8 @@ class _Handler(BaseHTTPRequestHandler):
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": piece}) for piece in split_reply(scripted.text)]
         for index, (ident, name, arguments) in enumerate(scripted.tool_calls):
-            head = {"index": index, "id": ident, "type": "function",
-                    "function": {"name": name, "arguments": ""}}
+            function = {"name": name, "arguments": ""}
+            head = {"index": index, "id": ident, "type": "function", "function": function}
             events.append(chunk({"tool_calls": [head]}))
             half = len(arguments) // 2
             for piece in (arguments[:half], arguments[half:]):
@@ -443,6 +473,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "malformed":
             events.insert(min(2, len(events)), b"data: {not json\n\n")
         events.append(chunk({}, scripted.finish))
+        if timings is not None:  # llama.cpp sends its timings with the last chunk, usage or not
+            events.append(b"data: " + json.dumps(dict(base, choices=[], timings=timings)).encode() + b"\n\n")
         if include_usage:
             events.append(b"data: " + json.dumps(dict(base, choices=[], usage=usage)).encode() + b"\n\n")
         events.append(b"data: [DONE]\n\n")
@@ -517,6 +549,13 @@ class FakeServer:
         self.overflow_stream_empty = False
         self.model_info: dict[str, Any] = {}  # more fields of every /v1/models entry (max_model_len ...)
         self.props: dict[str, Any] | None = None  # served at /props (llama.cpp's llama-server) when set
+        # A prefix cache, reported the way ``cache_dialect`` says ("openai", "deepseek", "anthropic",
+        # "llama", or None: no cache): a request's longest run of whole messages shared with an earlier
+        # request counts as cached, from ``cache_min`` tokens on, in steps of ``cache_step``.
+        self.cache_dialect: str | None = None
+        self.cache_min = 1024
+        self.cache_step = 128
+        self._cached: list[list[dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._state = _State()
         self._stopping = threading.Event()
@@ -648,6 +687,45 @@ class FakeServer:
                 self._state.connections.add(conn)
             else:
                 self._state.connections.discard(conn)
+
+    def cached_prefix(self, messages: list[dict[str, Any]]) -> int:
+        """Return the tokens of ``messages`` this server's cache holds: the longest run of whole messages
+        any earlier request started with, rounded down to the cache's steps."""
+        best = 0
+        with self._lock:
+            earlier = list(self._cached)
+        for previous in earlier:
+            shared = 0
+            for mine, theirs in zip(messages, previous, strict=False):
+                if mine != theirs:
+                    break
+                shared += 3 + approx_text_tokens(content_text(mine.get("content")))
+            best = max(best, shared)
+        if best < self.cache_min:
+            return 0
+        return best - (best - self.cache_min) % self.cache_step
+
+    def _cache_usage(self, messages: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, int] | None:
+        """Put the cached tokens into ``usage`` in this server's dialect (llama.cpp's go in the returned
+        timings), then remember ``messages``."""
+        dialect = self.cache_dialect
+        if dialect is None:
+            return None
+        cached = self.cached_prefix(messages)
+        with self._lock:
+            self._cached = [*self._cached[-7:], list(messages)]
+        prompt = usage["prompt_tokens"]
+        if dialect == "openai":
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        elif dialect == "deepseek":
+            usage.update(prompt_cache_hit_tokens=cached, prompt_cache_miss_tokens=prompt - cached)
+        elif dialect == "anthropic":
+            del usage["prompt_tokens"]
+            usage.update(input_tokens=prompt - cached, cache_read_input_tokens=cached,
+                         cache_creation_input_tokens=0)
+        elif dialect == "llama":
+            return {"cache_n": cached, "prompt_n": prompt - cached, "predicted_n": usage["completion_tokens"]}
+        return None
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, bounded by ``MAX_SLEEP``; raise ``_Cut`` if ``stop()`` ends it early."""

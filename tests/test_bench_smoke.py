@@ -1,5 +1,8 @@
 """The benchmark suite (bench/) keeps working: every part runs at tiny sizes. No timing is asserted.
 
+The gateway part needs the gateway and local extras (the LiteLLM proxy, llama.cpp and the bundled
+model) and is skipped without them, with the reason.
+
 Also the two properties the benchmarks pushed into the renderer: the streamed reply's live
 view stays a screenful however long the unfinished block grows, and scanning only the new
 lines prints exactly what rescanning the whole tail did.
@@ -10,11 +13,16 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from bench import economy, memory, oneshot, run, stream, turns
+from bench import economy, gateway, memory, oneshot, run, stream, turns
+from bench.common import ROOT, clean_env
 from stateless_chat import render
 from stateless_chat.render import ReplyStream
 from tests.fakeserver import FakeServer
@@ -48,15 +56,42 @@ def test_stream_renders_every_shape() -> None:
         assert len(stream.chunks(shape, 30)) == 30
 
 
-def test_economy_pins_and_summaries_keep_the_constraints_while_saving_tokens() -> None:
-    rows = {r.policy: r for r in economy.run(30)}
-    baseline = rows["none"]
-    assert baseline.kept == 5 and baseline.largest > economy.BUDGET
+def test_the_stream_bench_leaves_the_colours_of_later_consoles_alone() -> None:
+    """Rich keeps a style's escape codes on the style, made for the first console that draws it, and
+    hands equal styles out of shared caches: a code block drawn on the bench's null terminal (16
+    colours here) would leave every later truecolor console of the process drawing it in 16 colours.
+    A fresh process, so that nothing else has drawn the code block's styles first."""
+    child = (
+        "import io\n"
+        "from rich.console import Console\n"
+        "from rich.markdown import Markdown\n"
+        "from bench import stream\n"
+        "stream.run((20,))\n"
+        "out = Console(file=io.StringIO(), force_terminal=True, color_system='truecolor', width=30)\n"
+        "out.print(Markdown('```python\\nx = 1  # one\\n```'))\n"
+        "print(out.file.getvalue())\n"
+    )
+    env = clean_env(TERM="xterm")  # what Rich takes for 16 colours, unless COLORTERM says truecolor
+    env.pop("COLORTERM", None)
+    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, check=True)
+    styles = [params for params in re.findall(r"\x1b\[([0-9;]*)m", done.stdout) if params not in ("", "0")]
+    assert styles and all("48;2;39;40;34" in params for params in styles)  # monokai's background in truecolor
+
+
+def test_economy_pins_and_summaries_keep_the_constraints_while_the_cache_holds() -> None:
+    names = ("none", "drop-oldest 1.0", "drop-oldest", "drop-oldest + pins", "summarize", "summarize + pins")
+    rows = dict(zip(names, economy.run(40), strict=True))  # in the order of economy.POLICIES
+    naive = rows["none"]
+    assert naive.kept == 5 and naive.largest > economy.BUDGET and naive.breaks == 0
     for name in ("drop-oldest + pins", "summarize", "summarize + pins"):
         assert rows[name].kept == 5, name
-        assert rows[name].sent < baseline.sent, name
+        assert rows[name].sent < naive.sent and rows[name].over_budget == 0, name
     assert rows["drop-oldest"].kept < 5  # the dilemma: plain dropping loses the early constraints
-    assert rows["summarize"].requests > baseline.requests  # the summary calls are counted too
+    assert rows["summarize"].requests > naive.requests  # the summary calls are counted too
+    # Evicting to fit breaks the cache every turn once full; the low-water mark breaks it rarely.
+    assert rows["drop-oldest 1.0"].breaks > 2 * rows["drop-oldest"].breaks
+    assert rows["drop-oldest"].cached > rows["drop-oldest 1.0"].cached
 
 
 def test_memory_child_reports_its_own_numbers() -> None:
@@ -75,9 +110,65 @@ def test_results_go_between_the_markers_and_replace_the_previous_ones(tmp_path: 
     assert text.startswith("# x\n\nprose\n\n" + run.BEGIN) and text.endswith(run.END + "\n\nafter\n")
 
 
+@pytest.mark.gateway
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(gateway.available() is not None, reason=f"the gateway bench {gateway.available()}")
+def test_gateway_reads_each_turns_cache_from_the_replica_that_answered() -> None:
+    result = gateway.run(quick=True)
+    assert result.skipped is None and result.litellm_version
+    spread, sticky = result.runs
+    assert (spread.group, sticky.group) == gateway.GROUPS
+    for group in result.runs:
+        assert len(group.turns) == gateway.QUICK_TURNS
+        assert group.turns[0].cached == 0  # every replica starts cold
+        assert all(t.replica in (1, 2) and 0 <= t.cached <= t.prompt for t in group.turns)
+        assert [t.prompt for t in group.turns] == sorted({t.prompt for t in group.turns})  # the history grows
+    # Sticky: one replica answers every turn, and each turn reuses at least the whole previous prompt.
+    assert len({t.replica for t in sticky.turns}) == 1
+    for before, after in zip(sticky.turns, sticky.turns[1:], strict=False):
+        assert after.cached >= before.prompt
+    lines = run.gateway_md(result)
+    assert lines[0].startswith("**6. Behind a gateway**")
+    rows = [line for line in lines if line.startswith("| ")]
+    assert len(rows) == 2 + gateway.QUICK_TURNS + 1  # head, rule, turns, "all"
+
+
+def test_gateway_part_says_why_it_was_not_run() -> None:
+    lines = run.gateway_md(gateway.GatewayResult([], skipped="needs the gateway extra"))
+    assert lines == ["**6. Behind a gateway**: not measured this run; it needs the gateway extra."]
+
+
+def test_only_some_parts_replace_their_tables_and_keep_the_others(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    old = ("Measured then on a machine.\n\n**1. One-shot** (x)\n\n| a |\n\nafter 1\n\n"
+           "**5. Memory** (y)\n\n| b |\n")
+    readme.write_text(f"# x\n\n{run.BEGIN}\n{old}{run.END}\n\nafter\n", encoding="utf-8")
+    head, parts = run.split_parts(run.read_block(readme))
+    assert head == ["Measured then on a machine."]
+    assert parts == {1: ["**1. One-shot** (x)", "", "| a |", "", "after 1"],
+                     5: ["**5. Memory** (y)", "", "| b |"]}
+    parts[6] = ["**6. Behind a gateway** (z)", "", "| c |"]
+    parts[1] = ["**1. One-shot** (new)"]
+    run.write_readme(readme, run.join_parts(head, parts))
+    block = run.read_block(readme)
+    assert block == ("Measured then on a machine.\n\n**1. One-shot** (new)\n\n**5. Memory** (y)\n\n| b |\n\n"
+                     "**6. Behind a gateway** (z)\n\n| c |\n")
+    assert readme.read_text(encoding="utf-8").endswith(run.END + "\n\nafter\n")
+
+
+def test_the_readme_block_splits_into_its_parts_and_joins_back_unchanged() -> None:
+    block = run.read_block(run.README)
+    head, parts = run.split_parts(block)
+    assert head and head[0].startswith("Measured ")
+    assert set(parts) >= {1, 2, 3, 4, 5}
+    assert run.join_parts(head, parts) == block
+
+
 def test_live_view_is_a_screenful_that_reopens_the_code_fence() -> None:
     with open(os.devnull, "w", encoding="utf-8") as null:
-        console = Console(file=null, force_terminal=True, width=80, height=25)
+        # No colours: drawn in the environment's colour system, the code block's styles would keep those
+        # escape codes for every later console of the process (see the test above)
+        console = Console(file=null, force_terminal=True, width=80, height=25, color_system=None)
         with ReplyStream(console) as reply:
             reply.feed("intro\n\n```python\n")
             for i in range(500):

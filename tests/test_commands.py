@@ -372,7 +372,8 @@ def test_stats_charts_each_turn_and_marks_evictions(server: FakeServer) -> None:
     assert chart.count("✂") == sum(1 for t in turns if t.evictions) + 1  # plus the legend
     for t in turns:
         assert f"{t.reported_prompt_tokens:,}" in chart
-    assert f"total sent {session.ledger.sent:,} vs {session.ledger.baseline:,}" in chart
+    ledger = session.ledger
+    assert f"total sent {ledger.sent:,} ({ledger.cached:,} cached) vs {ledger.baseline:,}" in chart
     assert session.ledger.sent < session.ledger.baseline
     assert "no turns yet" in run_repl(make_session(server), ["/stats\r"]).output
 
@@ -413,24 +414,39 @@ def test_raw_shows_controls_in_a_reply_as_json_escapes(server: FakeServer) -> No
     assert json.loads(shown)["messages"][-1]["content"] == session.conversation.history[-1].content
 
 
-def test_history_of_a_long_conversation_takes_linear_time(server: FakeServer, tmp_path: Path) -> None:
-    import time
+def history_calls(server: FakeServer, tmp_path: Path, count: int) -> int:
+    """Return how many Python function calls ``/history all`` makes over ``count`` loaded messages."""
+    import sys
 
     from stateless_chat.commands import HistoryView, dispatch
 
-    count = 10_000
     messages = [{"id": i, "role": "user" if i % 2 else "assistant", "content": f"m{i}", "turn": (i + 1) // 2}
                 for i in range(1, count + 1)]
-    path = tmp_path / "long.json"
+    path = tmp_path / f"long-{count}.json"
     path.write_text(json.dumps({"format": "stateless-chat/conversation", "version": 1, "messages": messages,
                                 "next_id": count + 1, "next_turn": count // 2 + 1}))
     session = make_session(server)
     dispatch(session, f"/load {path}")
-    started = time.perf_counter()
-    view = dispatch(session, "/history all")
-    elapsed = time.perf_counter() - started
+    calls = 0
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(profile)
+    try:
+        view = dispatch(session, "/history all")
+    finally:
+        sys.setprofile(None)
     assert isinstance(view, HistoryView) and len(view.rows) == count
-    assert elapsed < 0.25, f"/history took {elapsed:.2f} s for {count:,} messages"  # quadratic: ~1 s
+    return calls
+
+
+def test_history_of_a_long_conversation_takes_linear_work(server: FakeServer, tmp_path: Path) -> None:
+    # Counted in function calls, not seconds: twice the messages, about twice the work (it was
+    # quadratic: each message scanned the live list).
+    small, large = history_calls(server, tmp_path, 2_000), history_calls(server, tmp_path, 4_000)
+    assert large < 2.2 * small
 
 
 def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServer) -> None:
@@ -440,9 +456,9 @@ def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServe
     run_repl(session, ["one two three\r", "four five six seven\r", "eight\r"])
     view = dispatch(session, "/stats")
     assert isinstance(view, StatsView)
-    assert all(sent == baseline for _, sent, baseline, _ in view.rows)
-    assert [t.estimated_prompt_tokens for t in session.ledger.turns] != [r[1] for r in view.rows]
-    assert view.sent_total == view.baseline_total == sum(r[1] for r in view.rows)
+    assert all(row.sent == row.baseline for row in view.rows)
+    assert [t.estimated_prompt_tokens for t in session.ledger.turns] != [row.sent for row in view.rows]
+    assert view.sent_total == view.baseline_total == sum(row.sent for row in view.rows)
 
 
 def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServer) -> None:

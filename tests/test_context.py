@@ -29,7 +29,7 @@ from stateless_chat.messages import (
     SummaryFailed,
 )
 from stateless_chat.policies import POLICY_NAMES, PolicyTools, make_policy
-from stateless_chat.summary import SUMMARY_HEADER, Summarize
+from stateless_chat.summary import SUMMARY_HEADER, Summarize, summary_text
 
 SUMMARY_ID = 500
 Summarizer = Callable[[str | None, Sequence[Message]], str]
@@ -39,13 +39,14 @@ def counter(message: Message) -> int:
     return 3 + len(message.text) // 4
 
 
-def candidate(entries: Sequence[Entry], budget: int, reserve: int = 0, next_id: int = 0) -> Candidate:
+def candidate(entries: Sequence[Entry], budget: int, reserve: int = 0, next_id: int = 0,
+              low_water: int | None = None) -> Candidate:
     """Split a flat request (system, summary, turns, the new message last) into its slots."""
     system = next((e for e in entries if e.turn == 0 and e.kind != "summary"), None)
     summary = next((e for e in entries if e.kind == "summary"), None)
     turns = [e for e in entries if e.turn > 0]
     return Candidate(system, summary, tuple(turns[:-1]), tuple(turns[-1:]), budget=budget, reserve=reserve,
-                     next_id=next_id)
+                     next_id=next_id, low_water=low_water)
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,11 @@ class FunctionWriter:
         self._write = write
         self.limit = limit
 
-    def capacity(self, budget: int, previous: Entry | None) -> int | None:
+    def capacity(self, candidate: Candidate) -> int | None:
         return self.limit
 
-    def write(self, previous: str | None, folded: Sequence[Message], budget: int) -> str:
-        return self._write(previous, folded)
+    def write(self, candidate: Candidate, folded: Sequence[Entry]) -> str:
+        return self._write(summary_text(candidate.summary), [e.message for e in folded])
 
 
 def drop_oldest(entries: Sequence[Entry], budget: int, counter: object, *, reserve: int = 0) -> Outcome:
@@ -104,9 +105,10 @@ def keep_all(entries: Sequence[Entry], budget: int, counter: object, *, reserve:
 
 
 def summarize(entries: Sequence[Entry], budget: int, count: Callable[[Message], int], summarizer: Summarizer,
-              *, reserve: int = 0, summary_id: int = 0, fold_limit: int | None = None) -> Outcome:
+              *, reserve: int = 0, summary_id: int = 0, fold_limit: int | None = None,
+              low_water: int | None = None) -> Outcome:
     policy = Summarize(FunctionWriter(summarizer, fold_limit), count)
-    return outcome(policy.fit(candidate(entries, budget, reserve, summary_id)), entries)
+    return outcome(policy.fit(candidate(entries, budget, reserve, summary_id, low_water)), entries)
 
 
 def fit(name: str, entries: Sequence[Entry], budget: int, count: Callable[[Message], int], *,
@@ -618,11 +620,10 @@ def test_fit_summarize_without_a_summarizer_drops_oldest() -> None:
     assert result.summary is entries[0]
 
 
-def test_summarize_folds_toward_half_the_room_but_keeps_the_latest_turn() -> None:
-    # Six turns of 100, a new message of 40: 643 tokens against a budget of 600. Room for the
-    # turns: 600 - 43 = 557; summary cap 150. Folding turns 1-2 is the minimum (443 + 150 <= 600),
-    # but then the next turn would summarize again; it goes on until half the room is free:
-    # target 600 - (557 - 150) // 2 = 397, reached after turn 4 (243 + 150 <= 397).
+def test_summarize_folds_down_to_the_low_water_mark_but_keeps_the_latest_turn() -> None:
+    # Six turns of 100, a new message of 40: 643 tokens against a budget of 600. Summary cap 150.
+    # Folding turns 1-2 is the minimum (443 + 150 <= 600), but then the next turn would summarize
+    # again; it goes on down to the low-water mark, 397, reached after turn 4 (243 + 150 <= 397).
     entries = build([[50, 50]] * 6, new=40)
     calls: list[int] = []
 
@@ -630,7 +631,7 @@ def test_summarize_folds_toward_half_the_room_but_keeps_the_latest_turn() -> Non
         calls.append(len(messages))
         return "s"
 
-    result = summarize(entries, 600, counter, summarizer, summary_id=99)
+    result = summarize(entries, 600, counter, summarizer, summary_id=99, low_water=397)
     assert result.events[0] == summarized(entries, (1, 2, 3, 4), 99, 400,
                                           result.summary.tokens if result.summary else 0)
     assert calls == [8]

@@ -122,16 +122,24 @@ def test_a_tool_turn_is_evicted_whole_never_split_from_its_call(server: FakeServ
         assert ("tool" in roles) == ("tool_calls" in json.dumps(body))  # never one without the other
 
 
-def test_the_summary_transcript_carries_tool_calls_and_results(server: FakeServer) -> None:
-    session = make_session(server, budget=300, reply_reserve=40, policy="summarize")
+@pytest.mark.parametrize("window", [None, 330])
+def test_the_summary_request_carries_tool_calls_and_results(server: FakeServer, window: int | None) -> None:
+    # With room, the summary request resends them as they are (aligned with the cache); without,
+    # its transcript spells them out.
+    session = make_session(server, budget=300, reply_reserve=40, policy="summarize", context_window=window)
     with_tool_turn(session)
     for i in range(6):
         session.send(f"question {i} " * 6)
     summaries = [b for b in server.requests if is_summary_request(b)]
     assert summaries
-    transcript = summaries[0]["messages"][1]["content"]
-    assert 'assistant: [called get_time({"timezone": "UTC"})]' in transcript
-    assert "tool: 12:00 UTC" in transcript
+    first = summaries[0]["messages"]
+    if window is None:
+        assert first[1]["tool_calls"][0]["function"]["name"] == "get_time"
+        assert {"role": "tool", "content": "12:00 UTC", "tool_call_id": "call_abc"} in first
+    else:
+        transcript = first[1]["content"]
+        assert 'assistant: [called get_time({"timezone": "UTC"})]' in transcript
+        assert "tool: 12:00 UTC" in transcript
 
 
 def test_a_tool_only_reply_without_tools_offered_is_said_and_not_left_dangling(server: FakeServer) -> None:

@@ -186,14 +186,32 @@ def test_every_request_fits_the_budget(server: FakeServer, policy: str) -> None:
     for body in bodies:
         assert our_size(session, body) + session.reserve <= 350
         assert_well_formed(body)
-    for body in server.requests:
-        if is_summary_request(body):  # the summary call obeys the budget too
-            assert our_size(session, body) + body["max_tokens"] <= 350
+    for index, body in enumerate(server.requests):
+        if is_summary_request(body):
+            assert_summary_request_is_aligned_or_within(session, server.requests[index - 1], body, 350)
     assert session.conversation.evicted  # the budget really was tight
 
 
+def assert_summary_request_is_aligned_or_within(session: Session, previous: dict[str, Any],
+                                                body: dict[str, Any], budget: int) -> None:
+    """A summary request either resends the last chat request's messages as they were (the server reads
+    them from its cache) and asks at the end, within the context window; or, when that would not fit
+    the window, is a transcript request of its own within the budget."""
+    messages = body["messages"]
+    size = our_size(session, body) + body["max_tokens"]
+    if messages[0]["role"] == "system" and messages[0]["content"] == SUMMARY_PROMPT:
+        assert size <= budget
+        return
+    assert messages[:len(previous["messages"])] == previous["messages"]
+    assert messages[-1]["role"] == "user" and messages[-1]["content"].startswith(SUMMARY_PROMPT)
+    assert size <= session.context_limit
+
+
 def test_a_turn_too_long_for_a_summary_request_is_dropped_instead(server: FakeServer) -> None:
-    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="summarize")
+    # The context window leaves no room for a request aligned with the cache: summary requests are
+    # transcripts within the budget, and a turn too long for one is dropped.
+    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="summarize",
+                           context_window=650)
     events = recording(session)
     facts = " ".join(f"fact {i} is {i * 7}." for i in range(60))  # about 420 tokens, and so is its echo
     for i in range(12):
@@ -236,18 +254,20 @@ def test_summary_is_a_separate_stateless_call_and_is_carried_on(server: FakeServ
     index = next(i for i, b in enumerate(server.requests) if is_summary_request(b))
     summary_body = server.requests[index]
 
-    # The summary request: our prompt as system, the folded turns as a transcript, not streamed.
-    assert summary_body["messages"][0] == {"role": "system", "content": SUMMARY_PROMPT}
-    assert len(summary_body["messages"]) == 2 and "stream" not in summary_body
+    # The summary request resends the conversation as the last chat request sent it (the server reads
+    # it from its cache), then asks for the summary of the folded messages; it is not streamed.
+    previous = server.requests[index - 1]
+    assert_summary_request_is_aligned_or_within(session, previous, summary_body, 400)
+    messages = summary_body["messages"]
+    assert messages[-1]["content"].startswith(SUMMARY_PROMPT) and "stream" not in summary_body
     assert 32 <= summary_body["max_tokens"] <= 400 // 4
-    assert our_size(session, summary_body) + summary_body["max_tokens"] <= 400
-    transcript = summary_body["messages"][1]["content"]
     folded = [e for e in session.conversation.evicted if e.id in summarized.ids]
     assert [e.id for e in folded] == sorted(summarized.ids) and len(folded) % 2 == 0
     assert all(e.eviction is not None and e.eviction.how == "folded" for e in folded)
-    for entry in folded:
-        assert f"{entry.role}: {entry.content}" in transcript
-    assert transcript.startswith("user: " + sent[0])
+    for position, entry in enumerate(folded, start=1):
+        assert messages[position] == entry.message.to_api()  # in place, verbatim: the cached prefix
+    assert f"conversation messages 1-{len(folded)} above" in messages[-1]["content"]
+    assert messages[1]["content"] == sent[0]
 
     # The chat request that follows carries the summary right after the system prompt.
     summary_text = default_replier(summary_body)
@@ -269,9 +289,10 @@ def test_summary_is_a_separate_stateless_call_and_is_carried_on(server: FakeServ
             assert server.requests[-1]["messages"][1]["content"] == SUMMARY_HEADER + summary_text
         assert len(sent) < 40
 
-    # The next fold passes the earlier summary in, first, so nothing it kept is lost.
+    # The next fold sends the earlier summary where it stands, and asks to merge it in.
     second = [b for b in server.requests if is_summary_request(b)][1]
-    assert second["messages"][1]["content"].startswith(summary_text + "\n\nuser: ")
+    assert second["messages"][1]["content"] == SUMMARY_HEADER + summary_text
+    assert "the earlier summary" in second["messages"][-1]["content"]
 
 
 def test_a_summary_as_long_as_its_request_allows_is_kept_whole(server: FakeServer) -> None:
@@ -316,7 +337,9 @@ def test_summary_failure_falls_back_to_dropping_and_the_turn_succeeds(server: Fa
 
 
 def test_summarize_now_folds_no_more_than_one_summary_request_can_carry(server: FakeServer) -> None:
-    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="none")
+    # A window too small for a request aligned with the cache: the transcript request within the budget.
+    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="none",
+                           context_window=700)
     for i in range(30):
         session.send(filler(i))
     run = run_repl(session, ["/summarize\r"])
@@ -333,7 +356,8 @@ def test_summarize_now_folds_no_more_than_one_summary_request_can_carry(server: 
 
 
 def test_summarize_now_refuses_a_turn_too_long_for_one_summary_request(server: FakeServer) -> None:
-    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="none")
+    session = make_session(server, system=SYSTEM, budget=600, reply_reserve=64, policy="none",
+                           context_window=700)
     for text in (" ".join(f"fact {i} is {i * 7}." for i in range(60)), "two", "three"):
         session.send(text)
     before = session.conversation
@@ -495,6 +519,7 @@ def test_the_summary_request_of_a_resend_obeys_the_smaller_budget(server: FakeSe
     retry = next(e for e in events if isinstance(e, ContextRetry))
     summaries = [b for b in server.requests if is_summary_request(b)]
     assert len(summaries) == 1 and any(isinstance(e, Summarized) for e in events)
+    # Past the refusal, no request may be larger than the budget it implied, summary requests too.
     assert our_size(session, summaries[0]) + summaries[0]["max_tokens"] <= retry.new_budget
     assert our_size(session, server.requests[-1]) + 64 <= retry.new_budget
 

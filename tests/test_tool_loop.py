@@ -1,0 +1,340 @@
+"""The tool loop: each step one visible, budgeted, stateless request, against a real MCP server.
+
+The chat server is the fake one, scripted like a model that calls tools: when the request
+offers tools and its last message is the user's, it asks for the calls a test names; once the
+results are in, it answers with them. The tools are served by tests/mcp_server.py, a real stdio
+MCP server, through the real SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stateless_chat.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
+from stateless_chat.session import Session
+from stateless_chat.tools import ServerConfig, ToolServers
+from tests.conftest import make_session, run_repl
+from tests.fakeserver import FakeServer, Scripted, approx_tokens
+from tests.test_cli import run_cli
+
+SERVER = str(Path(__file__).with_name("mcp_server.py"))
+CTRL_C = "\x03"
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolServers]:
+    configs = {"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add,fail,hang,huge"))}
+    servers = ToolServers(configs, log_dir=tmp_path_factory.mktemp("mcp-logs"))
+    assert servers.start() == []
+    yield servers
+    servers.stop()
+
+
+Answer = Callable[[list[dict[str, Any]]], str]
+
+
+def calling(*steps: tuple[tuple[str, str], ...], answer: Answer | None = None
+            ) -> Callable[[dict[str, Any]], str | Scripted]:
+    """Return a replier that asks for ``steps[k]`` (a tuple of (tool, arguments) calls) at step k of a
+    turn, then answers with the tool results it was given."""
+
+    def replier(body: dict[str, Any]) -> str | Scripted:
+        messages = body["messages"]
+        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+        done = sum(1 for m in messages[last_user:] if m["role"] == "assistant")
+        if "tools" in body and done < len(steps):
+            calls = tuple((f"call_{done}_{k}", name, args) for k, (name, args) in enumerate(steps[done]))
+            return Scripted("Let me check." if done == 0 else "", calls)
+        results = [m["content"] for m in messages[last_user:] if m["role"] == "tool"]
+        return answer(messages) if answer else "The tools said: " + " | ".join(results)
+
+    return replier
+
+
+def tool_session(server: FakeServer, tools: ToolServers, approve: bool = True, **settings: Any) -> Session:
+    session = make_session(server, **settings)
+    session.toolbox = tools
+    session.approve = lambda call, spec: approve
+    return session
+
+
+def recorded(session: Session) -> list[Any]:
+    events: list[Any] = []
+    session.on_event = events.append
+    return events
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_turn_calls_tools_step_by_step_and_every_request_is_whole(
+    server: FakeServer, tools: ToolServers, stream: bool
+) -> None:
+    first = (("add", '{"a": 2, "b": 3}'), ("add", '{"a": 10, "b": 20}'))
+    server.replier = calling(first, (("add", '{"a": 1, "b": 1}'),))
+    session = tool_session(server, tools, stream=stream)
+    events = recorded(session)
+    reply = session.send("add some numbers")
+    assert reply.text == "The tools said: 5 | 30 | 2"
+    bodies = server.requests
+    assert len(bodies) == 3  # one request per step, each self-contained
+    # The tools array is the same, byte for byte, at every step.
+    assert len({json.dumps(b["tools"]) for b in bodies}) == 1
+    # Each step resends everything before it; calls and results pair up by id.
+    final = bodies[-1]["messages"]
+    assert [m["role"] for m in final] == ["user", "assistant", "tool", "tool", "assistant", "tool"]
+    assert final[1]["tool_calls"][0]["id"] == final[2]["tool_call_id"] == "call_0_0"
+    assert final[1]["tool_calls"][1]["id"] == final[3]["tool_call_id"] == "call_0_1"
+    assert final[4]["tool_calls"][0]["id"] == final[5]["tool_call_id"] == "call_1_0"
+    assert bodies[1]["messages"] == final[:4]
+    assert [e.tool for e in events if isinstance(e, ToolCalled)] == ["calc.add"] * 3
+    assert all(e.tokens > 0 and not e.error for e in events if isinstance(e, ToolAnswered))
+    # The turn is one turn: question, steps and answer share it, and are kept together.
+    history = session.conversation.history
+    assert {e.turn for e in history} == {1} and [e.role for e in history][-1] == "assistant"
+    stats = session.ledger.turns[-1]
+    assert stats.steps == 3 and stats.sent == sum(approx_tokens(b["messages"]) for b in bodies)
+    # The tools never break the server's cache: step after step, turn after turn.
+    session.send("again")
+    assert all(t.cache_break is None for t in session.ledger.turns)
+
+
+def test_the_next_turn_resends_the_tool_turn_verbatim(server: FakeServer, tools: ToolServers) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    session = tool_session(server, tools)
+    session.send("first")
+    turn_one = server.requests[-1]["messages"]
+    server.replier = lambda body: "plain"
+    session.send("second")
+    assert server.requests[-1]["messages"][:len(turn_one)] == turn_one
+
+
+def test_errors_and_timeouts_come_back_to_the_model_as_results(server: FakeServer,
+                                                              tools: ToolServers) -> None:
+    server.replier = calling((("fail", "{}"), ("hang", '{"seconds": 5}'), ("nope", "{}")))
+    session = tool_session(server, tools, tool_timeout=0.5)
+    events = recorded(session)
+    reply = session.send("try the tools")
+    results = [m["content"] for m in server.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "this tool always fails" in results[0]
+    assert "did not answer within 0.5 s" in results[1]
+    assert "nope" in results[2]
+    assert reply.text.startswith("The tools said:")
+    assert [e.error for e in events if isinstance(e, ToolAnswered)] == [True, True, True]
+
+
+def test_a_large_result_is_cut_to_the_cap_with_a_note(server: FakeServer, tools: ToolServers) -> None:
+    server.replier = calling((("huge", '{"n": 20000}'),))
+    session = tool_session(server, tools, tool_result_max_tokens=200)
+    events = recorded(session)
+    session.send("get it all")
+    [result] = [e for e in session.conversation.history if e.role == "tool"]
+    assert result.tokens <= 200 and "[cut: the result was" in result.content
+    [answered] = [e for e in events if isinstance(e, ToolAnswered)]
+    assert answered.cut_from is not None and answered.cut_from > 4000 and answered.tokens == result.tokens
+
+
+def test_the_step_limit_ends_the_turn_and_answers_every_call(server: FakeServer,
+                                                             tools: ToolServers) -> None:
+    server.replier = calling(*([(("add", '{"a": 1, "b": 1}'),)] * 5))
+    session = tool_session(server, tools, max_tool_steps=2)
+    events = recorded(session)
+    session.send("loop forever")
+    assert len(server.requests) == 3 and ToolStepsExhausted(2) in events
+    history = session.conversation.history
+    assert history[-1].role == "tool" and "step limit" in history[-1].content
+    server.replier = lambda body: "fine"
+    session.send("next")  # a valid request: every call has its result
+    roles = [m["role"] for m in server.requests[-1]["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool", "user"]
+
+
+def test_a_refused_call_tells_the_model(server: FakeServer, tools: ToolServers) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    session = tool_session(server, tools, approve=False)
+    events = recorded(session)
+    session.send("add")
+    assert server.requests[-1]["messages"][2]["content"] == "the user did not approve this call"
+    assert any(isinstance(e, ToolAnswered) and e.refused for e in events)
+
+
+def test_tool_steps_are_budgeted_and_evict_history_not_the_turn(server: FakeServer,
+                                                                tools: ToolServers) -> None:
+    session = tool_session(server, tools, budget=900, reply_reserve=64)
+    server.replier = lambda body: "filler reply " * 20
+    for i in range(6):
+        session.send(f"filler question {i} " * 10)
+    server.replier = calling((("huge", '{"n": 900}'),), (("huge", '{"n": 900}'),))
+    session.send("now use tools")
+    for body in server.requests:
+        messages = sum(session.measure(_message(m)) for m in body["messages"])
+        ours = session.counter.count_request([]) + messages + session.tools_tokens(body.get("tools", []))
+        assert ours + 64 <= 900
+    final = server.requests[-1]["messages"]
+    assert [m["role"] for m in final][-5:] == ["user", "assistant", "tool", "assistant", "tool"]
+    assert session.conversation.evicted  # history made room for the steps
+
+
+def _message(data: dict[str, Any]) -> Any:
+    from stateless_chat.messages import Message, ToolCall
+
+    calls = tuple(ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+                  for c in data.get("tool_calls", []))
+    return Message(data["role"], data.get("content"), tool_calls=calls, tool_call_id=data.get("tool_call_id"))
+
+
+# ---- through the REPL -----------------------------------------------------------------------
+
+
+def repl_session(server: FakeServer, tools: ToolServers) -> Session:
+    session = make_session(server)
+    session.toolbox = tools
+    return session
+
+
+def test_the_repl_asks_before_each_call_y_n_and_always(server: FakeServer, tools: ToolServers) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'), ("add", '{"a": 4, "b": 4}')))
+    session = repl_session(server, tools)
+    run = run_repl(session, ["sum\r", "y\r", "n\r", "again\r", "a\r", "x\r", "third\r"])
+    output = run.output
+    assert '→ calc.add {"a": 2, "b": 3}' in output and "← " in output
+    first = [m["content"] for m in server.requests[1]["messages"] if m["role"] == "tool"]
+    assert first == ["5", "the user did not approve this call"]
+    second = [m["content"] for m in server.requests[3]["messages"] if m["role"] == "tool"][-2:]
+    assert second == ["5", "8"]  # "a": always for calc.add, for this session: no more questions
+    third = [m["content"] for m in server.requests[5]["messages"] if m["role"] == "tool"][-2:]
+    assert third == ["5", "8"]
+    # "x" is not an answer to the question: it was sent as the next message, not taken for one.
+    assert any(m["content"] == "x" for m in server.requests[4]["messages"] if m["role"] == "user")
+
+
+def test_ctrl_c_mid_loop_leaves_the_conversation_as_it_was(server: FakeServer,
+                                                           tools: ToolServers) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),), (("add", '{"a": 1, "b": 1}'),))
+    session = repl_session(server, tools)
+    run_repl(session, ["first\r", "y\r", "y\r"])
+    before, ledger = session.conversation, session.ledger
+    run = run_repl(session, ["second\r", "y\r", CTRL_C])  # cancelled at the second step's question
+    assert "cancelled; the conversation is unchanged" in run.output
+    assert session.conversation == before and session.ledger == ledger
+    assert len(server.requests) == 5  # the first turn's three requests, the second's two steps
+
+
+def test_tools_lists_servers_tools_and_costs_and_turns_them_off(server: FakeServer,
+                                                                tools: ToolServers) -> None:
+    session = repl_session(server, tools)
+    keys = ["/tools\r", "/tools off\r", "/tokens\r", "/tools on calc\r", "/tools sideways\r"]
+    run = run_repl(session, keys, width=200)
+    assert "calc: running" in run.output and "add (calc.add) · " in run.output
+    assert "the tools array adds" in run.output and "tools off for calc" in run.output
+    assert "error: usage: /tools" in run.output
+    server.replier = lambda body: "ok"
+    session.send("hi")
+    assert "tools" in server.requests[-1]  # on again
+
+
+def test_the_tools_part_of_tokens(server: FakeServer, tools: ToolServers) -> None:
+    session = repl_session(server, tools)
+    run = run_repl(session, ["/tokens\r"], width=160)
+    cost = session.tools_tokens(session.tools_offered())
+    assert cost > 0 and "tools" in run.output and f"{cost:,}" in run.output
+
+
+# ---- one-shot ---------------------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, *only: str) -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mcp.servers.calc]\ncommand = {json.dumps(sys.executable)}\n'
+                      f'args = [{json.dumps(SERVER)}, "--only", "{",".join(only) or "add"}"]\n')
+    return config
+
+
+def test_one_shot_runs_no_tool_without_yes(server: FakeServer, tmp_path: Path) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "add")
+    assert done.returncode == 0
+    assert done.stdout.decode() == "Let me check.The tools said: the user did not approve this call\n"
+    [line] = done.stderr.decode().splitlines()
+    assert "not run: one-shot use runs tools only with --yes" in line
+
+
+def test_one_shot_with_yes_runs_them(server: FakeServer, tmp_path: Path) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "-y", "add")
+    assert done.returncode == 0 and done.stdout.decode().endswith("The tools said: 5\n")
+    no_tools = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "--no-tools", "x")
+    assert no_tools.returncode == 0 and "tools" not in server.requests[-1]
+
+
+def test_a_server_that_cannot_start_is_one_line_and_the_chat_goes_on(server: FakeServer,
+                                                                     tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[mcp.servers.ghost]\ncommand = "no-such-mcp-server"\n')
+    done = run_cli("--config", str(config), "--base-url", server.url, "hello")
+    assert done.returncode == 0 and done.stdout.decode() == "echo: hello\n"
+    [line] = done.stderr.decode().splitlines()
+    assert "ghost" in line and "the chat goes on without its tools" in line
+
+
+TIME_SERVER = shutil.which("mcp-server-time", path=str(Path(sys.executable).parent)) or shutil.which(
+    "mcp-server-time")
+
+
+@pytest.mark.skipif(TIME_SERVER is None, reason="mcp-server-time (in the test extra) is not installed")
+def test_a_time_question_answered_through_mcp_server_time(server: FakeServer, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mcp.servers.time]\ncommand = {json.dumps(TIME_SERVER)}\n'
+                      'args = ["--local-timezone", "UTC"]\n')
+
+    def answer(messages: list[dict[str, Any]]) -> str:
+        result = json.loads(messages[-1]["content"])
+        return f"It is {result['datetime']} in {result['timezone']}."
+
+    server.replier = calling((("get_current_time", '{"timezone": "UTC"}'),), answer=answer)
+    done = run_cli("--config", str(config), "--base-url", server.url, "-y", "What time is it in UTC?")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert f"It is {datetime.now(timezone.utc).year}-" in out and "in UTC." in out
+    offered = [t["function"]["name"] for t in server.requests[0]["tools"]]
+    assert "get_current_time" in offered
+
+
+# ---- in a real terminal ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server: FakeServer,
+                                                                          tmp_path: Path) -> None:
+    import pexpect
+
+    from tests.test_pty import prompt_ready, terminal_env
+
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    config = write_config(tmp_path)
+    arguments = ["-m", "stateless_chat", "--config", str(config), "--base-url", server.url]
+    child = pexpect.spawn(sys.executable, arguments, env=terminal_env(tmp_path), encoding="utf-8", timeout=20,
+                          cwd=str(Path(SERVER).parents[1]), dimensions=(30, 120))
+    try:
+        child.expect("/help for commands")
+        prompt_ready(child)
+        child.send("add two and three\r")
+        child.expect_exact('→ calc.add {"a": 2, "b": 3}')
+        child.expect_exact("\x1b[6n")  # where is the cursor? (prompt_toolkit draws its toolbar once told)
+        child.send("\x1b[20;1R")
+        child.expect_exact("run calc.add?")
+        child.expect_exact("tool calls 1")  # the toolbar, drawn with the question
+        child.send("y\r")
+        child.expect_exact("The tools said: 5")
+        prompt_ready(child)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert [m["role"] for m in server.requests[-1]["messages"]] == ["user", "assistant", "tool"]
