@@ -59,13 +59,17 @@ def oneshot_md(result: oneshot.OneShotResult) -> list[str]:
 
 
 def turns_md(rows: Sequence[turns.TurnRow]) -> list[str]:
-    """Return the per-turn overhead table (µs) with the ratio of each size to the smallest."""
+    """Return the per-turn overhead table (µs) with the ratio of each size to the smallest, and the whole
+    turn on loopback against json.dumps of its body."""
     first = rows[0].plan
     body = [[f"{r.messages:,}", f"{r.count * 1e6:,.1f}", f"{r.fit * 1e6:,.1f}", f"{r.payload * 1e6:,.1f}",
-             f"{r.plan * 1e6:,.1f}", f"{r.plan / first:,.1f}×", f"{r.serialize * 1e6:,.0f}"] for r in rows]
-    lines = ["**2. Per-turn client overhead** (no network; median µs; the whole history is resent)", ""]
+             f"{r.plan * 1e6:,.1f}", f"{r.plan / first:,.1f}×", f"{r.serialize * 1e6:,.0f}",
+             f"{r.send * 1e6:,.0f}", f"{r.send / r.serialize:,.1f}×"] for r in rows]
+    lines = ["**2. Per-turn client overhead** (median µs; the whole history is resent; count to plan: no "
+             "network; send: the whole turn on loopback, client thread CPU)", ""]
     return lines + _table(["messages held", "count", "fit", "payload", "plan (all)", f"vs {rows[0].messages}",
-                           "json.dumps of the body (reference)"], body)
+                           "json.dumps of the body (reference)", "send: Enter to reply", "send / json.dumps"],
+                          body)
 
 
 def stream_md(rows: Sequence[stream.StreamRow]) -> list[str]:

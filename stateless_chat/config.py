@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from stateless_chat.billing import Price, check_prices
-from stateless_chat.errors import ConfigError, UsageError
+from stateless_chat.errors import ConfigError, UsageError, keep_secret
 from stateless_chat.models import context_window_for
 from stateless_chat.policies import POLICY_NAMES
+from stateless_chat.sanitize import public_url, url_password
 from stateless_chat.validate import Invalid, shown, type_name
 
 if TYPE_CHECKING:
@@ -38,12 +39,23 @@ else:  # pragma: no cover - exercised on 3.10 only
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_BUDGET = 32000
 MAX_TIMEOUT = 86400.0  # a day; httpx fails every request with OverflowError past ~1e10 seconds
+# The largest reply body accepted (after decompression): far past any real reply (a 128k-token
+# streamed reply is ~30 MB of events), small enough that a decompression bomb cannot exhaust memory.
+DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few hundred bytes; /dev/zero-sized ones are refused
 APP_NAME = "stateless-chat"
 
 
 def _str(value: object) -> str:
     if not isinstance(value, str):
         raise Invalid("a string")
+    return value
+
+
+def _key(value: object) -> str:
+    # Sent in an HTTP header: anything but visible ASCII would fail every request (or split the header).
+    if not isinstance(value, str) or any(not "!" <= char <= "~" for char in value):
+        raise Invalid("a string of visible ASCII characters (an API key)")
     return value
 
 
@@ -162,13 +174,41 @@ def _url(value: object) -> str:
     return value.strip()
 
 
+_URLS_EXPECTED = 'an array of http:// or https:// URLs (or tables {url = "...", api_key = "..."})'
+
+
+def _endpoint(item: object) -> tuple[str, str | None]:
+    """Return the URL of one ``base_urls`` entry and its own API key (None: it has none of its own)."""
+    if isinstance(item, Mapping):
+        if "url" not in item or set(item) - {"url", "api_key"}:
+            raise Invalid(_URLS_EXPECTED)
+        key = item.get("api_key")
+        try:
+            return _url(item["url"]), None if key is None else _key(key)
+        except Invalid as error:
+            if "api_key" in error.expected:
+                raise Invalid("an array whose api_key entries are visible ASCII strings") from None
+            raise Invalid(_URLS_EXPECTED) from None
+    try:
+        return _url(item), None
+    except Invalid:
+        raise Invalid(_URLS_EXPECTED) from None
+
+
 def _urls(value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise Invalid("an array of URL strings")
-    try:
-        return tuple(_url(item) for item in value)
-    except Invalid:
-        raise Invalid("an array of http:// or https:// URLs") from None
+    return tuple(_endpoint(item)[0] for item in value)
+
+
+def _endpoint_keys(value: object) -> tuple[tuple[str, str], ...]:
+    """Return the (url, key) pairs of the ``base_urls`` entries that carry their own key."""
+    assert isinstance(value, (list, tuple))
+    return tuple((url, key) for url, key in map(_endpoint, value) if key is not None)
+
+
+def _byte_size(value: object) -> int:
+    return _int(value, minimum=1024, expected="a whole number of bytes, at least 1024")
 
 
 def _optional(check: Callable[[object], Any]) -> Callable[[object], Any]:
@@ -185,7 +225,7 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "model": _nonempty_str,
     "base_url": _optional(_url),
     "base_urls": _urls,
-    "api_key": _optional(_str),
+    "api_key": _optional(_key),
     "system": _optional(_str),
     "stream": _bool,
     "temperature": _optional(_temperature),
@@ -209,15 +249,30 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "max_tool_steps": _nonnegative_int,
     "tool_timeout": _timeout,
     "tool_result_max_tokens": _positive_int,
+    "max_reply_bytes": _byte_size,
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
 
 
+def _without_passwords(value: object) -> object:
+    """Return ``value`` (a URL, or an array or table of them) with every URL's ``user:password@`` removed."""
+    if isinstance(value, str):
+        return public_url(value)
+    if isinstance(value, (list, tuple)):
+        return [_without_passwords(item) for item in value]
+    if isinstance(value, Mapping):
+        return {k: "***" if k == "api_key" else _without_passwords(v) for k, v in value.items()}
+    return value
+
+
 def _describe(name: str, value: object) -> str:
-    """Return how to show a rejected value: its type for secrets, else a short repr."""
+    """Return how to show a rejected value: its type for secrets, a URL without its password, else a
+    short repr."""
     if name in _SECRET_FIELDS:
         return type_name(value)
+    if name in ("base_url", "base_urls"):
+        return shown(_without_passwords(value))
     return shown(value)
 
 
@@ -252,6 +307,10 @@ class Settings:
     max_tool_steps: int = 10
     tool_timeout: float = 60.0
     tool_result_max_tokens: int = 2000
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    # The API keys of the base_urls entries that have their own ({url = ..., api_key = ...}), as
+    # (url, key) pairs: not a key of its own in the config file, never shown or saved.
+    endpoint_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"internal": True})
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -288,6 +347,17 @@ class Settings:
     def uses_default_endpoint(self) -> bool:
         """Return True when every endpoint is OpenAI's own (so an API key is certainly required)."""
         return all(urlsplit(url).hostname == "api.openai.com" for url in self.endpoints)
+
+    def key_for(self, url: str) -> str | None:
+        """Return the API key sent to endpoint ``url``: its own from ``base_urls`` when it has one
+        (``""``: none), else ``api_key``, which goes to every endpoint without a key of its own."""
+        own = dict(self.endpoint_keys)
+        return own[url] if url in own else self.api_key
+
+    @property
+    def missing_key(self) -> bool:
+        """Return True when every endpoint is OpenAI's own and none of them has a key to send."""
+        return self.uses_default_endpoint and not any(self.key_for(url) for url in self.endpoints)
 
     @property
     def effective_context_window(self) -> int:
@@ -364,15 +434,20 @@ def _cannot_read(path: Path, error: OSError) -> ConfigError:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise _cannot_read(path, error) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{_shown(path)}: larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{_shown(path)}: config file is not valid UTF-8") from None
     try:
         return tomllib.loads(text)
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"{_shown(path)}: invalid TOML: nested too deeply") from None
     except ValueError as error:  # TOMLDecodeError, or int() refusing an integer of over 4,300 digits
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         position = _TOML_POSITION.search(message)
@@ -393,6 +468,8 @@ def _file_layer(path: Path) -> dict[str, object]:
             raise ConfigError(f"{_shown(path)}: unknown key {key!r}{_suggestion(key, _CHECKS)}")
         try:
             layer[key] = check(value)
+            if key == "base_urls":
+                layer["endpoint_keys"] = _endpoint_keys(value)
         except Invalid as error:
             raise ConfigError(
                 f"{_shown(path)}: {key!r} must be {error.expected}, got {_describe(key, value)}"
@@ -465,6 +542,7 @@ def _apply(settings: dict[str, Any], layer: Mapping[str, object]) -> None:
     if "base_url" in layer or "base_urls" in layer:
         settings.pop("base_url", None)
         settings.pop("base_urls", None)
+        settings.pop("endpoint_keys", None)
     settings.update(layer)
 
 
@@ -508,6 +586,11 @@ def load_settings(
         _apply(merged, _file_layer(path))
     _apply(merged, _env_layer(env))
     _apply(merged, _flag_layer(flags))
+    settings = Settings(**merged)
     if given is not None:
         given.update(merged)
-    return Settings(**merged)
+    # From here on, no message, traceback or echo of this run shows these (``errors.redact``).
+    for secret in (settings.api_key, *(key for _, key in settings.endpoint_keys),
+                   *(url_password(url) for url in settings.endpoints)):
+        keep_secret(secret)
+    return settings

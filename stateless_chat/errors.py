@@ -16,17 +16,20 @@ prints ``str(error)`` as a single line on stderr and exits with ``exit_code``::
         │   └── RequestTimeout     no answer within ``timeout``
         ├── ServerError            the server answered with an error status
         │   ├── ContextLengthError the server says the request is longer than its context
-        │   └── ParameterRejected  a 400 naming a request parameter it does not accept
+        │   ├── ParameterRejected  a 400 naming a request parameter it does not accept
+        │   └── RedirectRefused    a redirect to another origin (not followed)
         └── StreamError            the reply ended early or could not be read
             ├── StreamBroke        the connection broke off mid-reply
             ├── Stalled            no token arrived within ``timeout``, whatever else did
-            └── MalformedReply     the reply is not the JSON or SSE of a chat completion
+            ├── MalformedReply     the reply is not the JSON or SSE of a chat completion
+            └── ReplyTooLarge      the reply passed ``max_reply_bytes``
 
 Errors from outside (the network, the SDK) are mapped to these by their type in
 ``transport``; any other exception is a bug and propagates (``--debug`` shows it).
 
 Messages are written for the user: what happened and what to do. They never
-contain the API key (``redact`` removes it from any text that came from outside).
+contain an API key or a URL's password (``redact`` removes every secret this process
+was given from any text that came from outside, tracebacks included).
 """
 
 from __future__ import annotations
@@ -149,13 +152,37 @@ class MalformedReply(StreamError):
     """The reply is not the JSON or server-sent events of a chat completion."""
 
 
+class ReplyTooLarge(StreamError):
+    """The reply passed ``max_reply_bytes``: it was cut off there and is not kept."""
+
+
+class RedirectRefused(ServerError):
+    """The endpoint redirected the request to another origin, which would receive the conversation."""
+
+
 # A shorter "key" is a placeholder for a server that needs none ("EMPTY", "ollama", "x"): masking
 # it would mangle ordinary words of a message ("localhost", "[Errno 111]").
 MIN_SECRET = 8
+# Every secret this process was given (API keys, URL passwords): ``redact`` masks them all, wherever
+# the text came from, so no error path has to know which key belongs to which endpoint.
+_SECRETS: set[str] = set()
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s/:@]*:)[^\s/@]+@")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}")
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Return ``text`` with every occurrence of ``secret`` (and any bearer token) masked."""
+def keep_secret(secret: str | None) -> None:
+    """Remember ``secret`` (an API key, a URL's password): ``redact`` masks it from now on."""
     if secret and len(secret.strip()) >= MIN_SECRET:
-        text = text.replace(secret, "***")
-    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
+        _SECRETS.add(secret)
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Return ``text`` with ``secret``, every secret given to ``keep_secret``, any bearer token and
+    the password of any ``scheme://user:password@`` URL masked as ``***``."""
+    secrets = set(_SECRETS)
+    if secret and len(secret.strip()) >= MIN_SECRET:
+        secrets.add(secret)
+    for known in sorted(secrets, key=len, reverse=True):  # a key that contains another goes first
+        text = text.replace(known, "***")
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    return _BEARER.sub(r"\1***", text)

@@ -341,6 +341,14 @@ except (ImportError, AttributeError):
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Return the environment the server child runs with: ours without the ``OPENAI_*`` variables
+    (the API key and its like are for the remote endpoints, not for a local server), unbuffered."""
+    env = {name: value for name, value in environ.items() if not name.upper().startswith("OPENAI_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 # Requests to the child must never go through an HTTP proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -429,7 +437,8 @@ class LocalServer:
         self._port = port
         fd, log_name = tempfile.mkstemp(prefix="stateless-chat-llama-", suffix=".log")
         self.log_path = Path(log_name)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", STATELESS_CHAT_SERVER_LOG=log_name)
+        env = child_environment(os.environ)
+        env["STATELESS_CHAT_SERVER_LOG"] = log_name  # the launcher removes it if the chat ends unseen
         self._progress(
             f"starting local model {self.model_path.name} (context {self.n_ctx}) on 127.0.0.1:{port}"
         )

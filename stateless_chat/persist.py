@@ -28,7 +28,7 @@ from stateless_chat.errors import UsageError
 from stateless_chat.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.ledger import Ledger, TurnStats
 from stateless_chat.messages import Entry, Eviction, EvictionHow, Message, ToolCall
-from stateless_chat.sanitize import LONE_SURROGATE
+from stateless_chat.sanitize import LONE_SURROGATE, public_url
 from stateless_chat.session import Session
 
 FORMAT = "stateless-chat/conversation"
@@ -94,11 +94,15 @@ def to_data(session: Session) -> dict[str, Any]:
     settings = {
         f.name: getattr(session.settings, f.name)
         for f in dataclasses.fields(Settings)
-        if f.name not in SECRET_SETTINGS
+        if f.name not in SECRET_SETTINGS and not f.metadata.get("internal")  # endpoint_keys: secrets
     }
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
     prices = session.settings.prices
     settings["prices"] = {model: dataclasses.asdict(price) for model, price in prices.items()}
+    # A URL's user:password is a secret like the key: the file keeps where, never how to log in.
+    if settings.get("base_url"):
+        settings["base_url"] = public_url(settings["base_url"])
+    settings["base_urls"] = [public_url(url) for url in settings.get("base_urls", [])]
     ledger = session.ledger
     return {
         "format": FORMAT,
@@ -156,9 +160,17 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def save(session: Session, path: Path) -> Path:
-    """Write ``session``'s conversation to ``path`` (mode 0600) and return the path written."""
+    """Write ``session``'s conversation to ``path`` (mode 0600) and return the path written.
+
+    A conversation too large for ``load`` to read back (``MAX_SAVE_BYTES``) is refused instead.
+    """
     path = expand(path)
-    write_private(path, json.dumps(to_data(session), indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(to_data(session), indent=2, ensure_ascii=False) + "\n"
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_SAVE_BYTES:
+        raise SaveFileError(f"cannot write {path}: the conversation is {size:,} bytes, more than a "
+                            f"conversation file may hold ({MAX_SAVE_BYTES:,}); /export writes a transcript")
+    write_private(path, text)
     return path
 
 

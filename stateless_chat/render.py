@@ -38,8 +38,9 @@ from stateless_chat.commands import (
     StatsView,
     TokensView,
 )
+from stateless_chat.errors import redact
 from stateless_chat.messages import Event, ToolAnswered, ToolCalled, describe
-from stateless_chat.sanitize import ControlStripper, safe_json, strip_controls
+from stateless_chat.sanitize import ControlStripper, for_terminal, safe_json
 
 _FENCE = re.compile(r"\s*(`{3,}|~{3,})(.*)", re.S)  # a code fence's line: its marker, then its info string
 _NONSPACE = re.compile(r"\S")
@@ -479,17 +480,18 @@ class Renderer:
     def __init__(self, console: Console) -> None:
         self.console = console
 
+    # Every line here may quote a server, a file or the command line: no controls, no secrets.
     def event(self, event: Event) -> None:
         if isinstance(event, (ToolCalled, ToolAnswered)):  # a step of the tool loop: its own lines
-            self.console.print(Text(strip_controls(describe(event)), style="cyan"))
+            self.console.print(Text(for_terminal(redact(describe(event))), style="cyan"))
             return
-        self.console.print(Text("· " + strip_controls(describe(event)), style="yellow"))
+        self.console.print(Text("· " + for_terminal(redact(describe(event))), style="yellow"))
 
     def note(self, text: str) -> None:
-        self.console.print(Text(text, style="dim"))
+        self.console.print(Text(for_terminal(redact(text)), style="dim"))
 
     def error(self, message: str) -> None:
-        self.console.print(Text("error: " + strip_controls(message), style="bold red"))
+        self.console.print(Text("error: " + for_terminal(redact(message)), style="bold red"))
 
     def reply(self) -> ReplyStream:
         return ReplyStream(self.console)
@@ -497,17 +499,17 @@ class Renderer:
     def result(self, result: Result) -> None:
         if isinstance(result, Lines):
             for line in result.lines:  # they may quote a loaded file's paths and settings
-                self.console.print(Text(strip_controls(line)))
+                self.console.print(Text(for_terminal(line)))
         elif isinstance(result, HistoryView):
             self.console.print(history_table(result))
         elif isinstance(result, MessageView):
             cut = " · ✂ cut at the length limit" if result.cut else ""
             title = f"#{result.id} {result.role} · {result.tokens:,} tokens · {result.state}{cut}"
-            self.console.print(Text(title, style="bold"))
+            self.console.print(Text(for_terminal(title), style="bold"))
             if result.content:
-                self.console.print(Text(strip_controls(result.content)))
+                self.console.print(Text(for_terminal(result.content)))
             for call in result.calls:
-                self.console.print(Text(strip_controls(call)))
+                self.console.print(Text(for_terminal(call)))
         elif isinstance(result, TokensView):
             self.console.print(tokens_table(result))
         elif isinstance(result, RawView):
@@ -537,7 +539,7 @@ def history_table(view: HistoryView) -> Table:
             Text(f"{row.tokens:,}"),
             Text("📌" if row.pinned or row.state == "system" else ""),
             Text(state, style="dim" if row.state in ("evicted", "summarized", "removed") else ""),
-            Text(strip_controls(row.first_line), no_wrap=True, overflow="ellipsis"),
+            Text(for_terminal(row.first_line), no_wrap=True, overflow="ellipsis"),
         )
     if view.hidden_evicted:
         table.caption = f"{view.hidden_evicted} evicted message(s) hidden: /history all shows them"
@@ -565,7 +567,7 @@ def tokens_table(view: TokensView) -> Group:
     why = f": {view.cache_cause}" if view.cache_cause else ""
     cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
     lines: list[ConsoleRenderable] = [table, summary, cache, totals]
-    return Group(*lines, *([Text(view.cost)] if view.cost else []))
+    return Group(*lines, *([Text(for_terminal(view.cost))] if view.cost else []))
 
 
 def stats_view(view: StatsView) -> Group:
@@ -590,7 +592,7 @@ def stats_view(view: StatsView) -> Group:
         f"eviction ({saved:.0%} fewer); ✂ marks turns that evicted or summarized, ⌁ the cache breaks; "
         "≈ cached counts are predicted (the server did not say)"
     )
-    return Group(table, footer, *([Text(view.cost)] if view.cost else []))
+    return Group(table, footer, *([Text(for_terminal(view.cost))] if view.cost else []))
 
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 from rich.console import Console
 
+from stateless_chat import inputhistory
 from stateless_chat.commands import REGISTRY, Exit, Prefill, Result, Send, dispatch, is_command
 from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
 from stateless_chat.hints import budget_hint
@@ -80,16 +80,24 @@ class SlashCompleter(Completer):
                 yield Completion(choice, start_position=-len(arg))
 
 
-def secure_file_history(path: Path) -> History:
-    """Return a FileHistory at ``path``, created 0600 (typed lines can hold secrets)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)
-        return FileHistory(str(path))
-    except OSError:
+class SharedFileHistory(FileHistory):
+    """A ``FileHistory`` whose entries stay whole when several chats share the file (``inputhistory``)."""
+
+    def load_history_strings(self) -> Iterable[str]:
+        return inputhistory.read_entries(self.filename)
+
+    def store_string(self, string: str) -> None:
+        inputhistory.append_entry(self.filename, string)
+
+
+def secure_file_history(path: Path, on_note: Callable[[str], None] = lambda note: None) -> History:
+    """Return the input history kept at ``path`` (0600, a regular file only: ``inputhistory.prepare``);
+    an in-memory one, and ``on_note`` told why, when it cannot be used."""
+    note = inputhistory.prepare(path)
+    if note is not None:
+        on_note(note)
         return InMemoryHistory()
+    return SharedFileHistory(str(path))
 
 
 class _TurnView:
@@ -168,7 +176,7 @@ class Repl:
         self.renderer = Renderer(console)
         self.session.on_event = self.renderer.event
         self._draft_tokens: tuple[str, int] = ("", 0)
-        history = secure_file_history(history_path) if history_path else InMemoryHistory()
+        history = secure_file_history(history_path, self.renderer.note) if history_path else InMemoryHistory()
         self.prompt: PromptSession[str] = PromptSession(
             message=[("bold", "> ")],
             history=history,
@@ -391,7 +399,7 @@ class Repl:
 
     def bug(self, error: Exception) -> None:
         """Report an unexpected exception (a bug) in one line, the traceback with ``debug``."""
-        if self.debug:
+        if self.debug:  # the renderer masks every key and URL password the run was given
             self.renderer.note("".join(traceback.format_exception(error)))
         self.renderer.error(f"internal error (a bug in stateless-chat): {type(error).__name__}: {error}; "
                             "the conversation is unchanged (--debug shows the traceback)")

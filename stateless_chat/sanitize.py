@@ -1,9 +1,11 @@
-"""Make untrusted model output safe to show in a terminal.
+"""Make untrusted text safe to show in a terminal.
 
-A reply may contain escape sequences that clear the screen, move the cursor,
-retitle the window or write the clipboard (OSC 52). ``strip_controls`` removes
-every such sequence and every control character except newline and tab.
-``ControlStripper`` does the same for a stream whose chunks may split a sequence.
+A reply, a loaded file, a config value or a server's error may contain escape sequences
+that clear the screen, move the cursor, retitle the window or write the clipboard
+(OSC 52). ``strip_controls`` removes every such sequence and every control character
+except newline and tab. ``ControlStripper`` does the same for a stream whose chunks
+may split a sequence. ``for_terminal`` and ``one_line`` are what every line printed
+outside a reply goes through.
 """
 
 from __future__ import annotations
@@ -107,14 +109,39 @@ def whole_characters(text: str) -> str:
     return LONE_SURROGATE.sub("\ufffd", text)
 
 
+def for_terminal(text: str) -> str:
+    """Return ``text`` fit to print: no escape sequences or controls (newlines and tabs stay), and
+    each lone surrogate (an argument or path that was not UTF-8) shown as U+FFFD, which any
+    UTF-8 terminal can be sent."""
+    return whole_characters(strip_controls(text))
+
+
+def one_line(text: str) -> str:
+    """Return ``text`` fit to print as one line: ``for_terminal``, with every run of whitespace one space."""
+    return " ".join(for_terminal(text).split())
+
+
 def public_url(url: str) -> str:
     """Return ``url`` without the ``user:password@`` it may carry, for anything shown or saved."""
     from urllib.parse import urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return url
+    except ValueError:  # e.g. an unclosed IPv6 bracket: drop whatever stands before an "@" in the authority
+        return _USERINFO.sub(r"\1", url)
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+_USERINFO = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
+
+
+def url_password(url: str) -> str | None:
+    """Return the password ``url`` carries (``user:password@``), or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password or None
+    except ValueError:
+        return None

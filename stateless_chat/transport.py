@@ -10,19 +10,28 @@ doing HTTP, streaming (SSE) and errors, but does not walk the body again (its
 Errors are mapped by their type: the SDK's timeout, connection and status errors, the
 network's ``ConnectionRefusedError``, JSON that does not parse. Anything else is a bug
 and propagates.
+
+Credentials: each endpoint is sent its own key (``keys``) or else the one ``api_key``, as
+``Authorization: Bearer``. A URL's ``user:password@`` is taken out of the URL the SDK sees
+(so no message, error or saved file can show it) and sent as HTTP Basic auth instead, in the
+same header: such an endpoint is sent no key. Redirects are followed only within the
+endpoint's origin, and reply bodies are capped (``wire.Guard``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from stateless_chat.backend import Chunk, Failover, Reply, parse_chunk, parse_completion
+from stateless_chat.config import DEFAULT_MAX_REPLY_BYTES
 from stateless_chat.errors import (
     ConnectError,
     ConnectionRefused,
@@ -35,10 +44,11 @@ from stateless_chat.errors import (
     Stalled,
     StreamBroke,
     StreamError,
+    keep_secret,
     redact,
 )
 from stateless_chat.messages import Event
-from stateless_chat.sanitize import public_url, strip_controls
+from stateless_chat.sanitize import public_url, strip_controls, url_password
 
 if TYPE_CHECKING:
     import openai
@@ -96,10 +106,23 @@ class _Watchdog:
 class OpenAIBackend:
     """Sends bodies to one OpenAI-compatible endpoint with the openai SDK, one attempt each."""
 
-    def __init__(self, endpoint: str, api_key: str | None, *, timeout: float = 60.0) -> None:
-        self.endpoint = endpoint
+    def __init__(self, endpoint: str, api_key: str | None, *, timeout: float = 60.0,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
+        self.endpoint = public_url(endpoint)  # without user:password, which go in the header instead
         self._api_key = api_key
         self.timeout = timeout
+        self.max_reply_bytes = max_reply_bytes
+        self._headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate"}
+        user, password = urlsplit(endpoint).username, url_password(endpoint)
+        if user is not None or password is not None:
+            keep_secret(password)
+            # The URL holds them percent-encoded ("p%40ss" for "p@ss"); the header, as they are.
+            pair = f"{unquote(user or '')}:{unquote(password or '')}"
+            basic = base64.b64encode(pair.encode()).decode()
+            self._headers["Authorization"] = f"Basic {basic}"
+            keep_secret(unquote(password or ""))
+            keep_secret(basic)
+        keep_secret(api_key)
         self._client: openai.OpenAI | None = None
 
     @property
@@ -110,23 +133,31 @@ class OpenAIBackend:
         if self._client is None:
             import openai
 
+            from stateless_chat.wire import Guard
+
+            http = openai.DefaultHttpxClient(event_hooks={"response": [Guard(self.endpoint, self.name,
+                                                                               self.max_reply_bytes)]})
             self._client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key or PLACEHOLDER_KEY,
-                                         max_retries=0, timeout=self.timeout)
+                                         max_retries=0, timeout=self.timeout, http_client=http)
         return self._client
 
     def send(self, body: Mapping[str, Any]) -> Reply:
         import openai
 
+        # An error being handled around this call (a request resent from an ``except`` block) is not
+        # this request's: an error of the SDK here has it as its context, which must not be taken for
+        # one of ours raised beneath the SDK.
+        outer = sys.exc_info()[1]
         streamed = bool(body.get("stream"))
         content = json.dumps(body, ensure_ascii=False).encode()
         try:
             raw = self._sdk().post(
                 "/chat/completions", cast_to=object, content=content,
-                options={"headers": {"Content-Type": "application/json"}},
+                options={"headers": dict(self._headers)},
                 stream=streamed, stream_cls=openai.Stream[object],
             )
         except Exception as error:  # the SDK's errors, mapped by type; others re-raised as bugs
-            raise self._translate(error, began=False) from error
+            raise self._translate(error, began=False, outer=outer) from error
         if not streamed:
             chunk = parse_completion(raw)
             if chunk is None:
@@ -138,10 +169,10 @@ class OpenAIBackend:
             stream.close()
             raise MalformedReply(f"{self.name} answered with {kind.split(';')[0] or 'no content type'}, "
                                  f"not a stream of events: {_NOT_OPENAI}")
-        return Reply(body, public_url(self.endpoint), self._chunks(stream), name=self.name,
+        return Reply(body, public_url(self.endpoint), self._chunks(stream, outer), name=self.name,
                      close=stream.close)
 
-    def _chunks(self, stream: Any) -> Iterator[Chunk]:
+    def _chunks(self, stream: Any, outer: BaseException | None = None) -> Iterator[Chunk]:
         watchdog = _Watchdog(self.timeout, stream.close)
         try:
             for data in stream:
@@ -152,7 +183,7 @@ class OpenAIBackend:
         except Exception as error:  # GeneratorExit (the reader stopped early) is no Exception
             if watchdog.fired:
                 raise Stalled(f"{self.name} sent no token for {self.timeout:g} s ({_SLOW})") from error
-            raise self._translate(error, began=True) from error
+            raise self._translate(error, began=True, outer=outer) from error
         finally:
             watchdog.stop()
             stream.close()
@@ -170,14 +201,15 @@ class OpenAIBackend:
         """Return outside text fit for a terminal (stderr, status lines): one line, no controls, no key."""
         return redact(" ".join(strip_controls(text).split()), self._api_key)
 
-    def _translate(self, raw: Exception, *, began: bool) -> RequestError:
+    def _translate(self, raw: Exception, *, began: bool, outer: BaseException | None = None) -> RequestError:
         """Return our error for ``raw``, an exception from the SDK or the network, by its type; re-raise
         anything else (a bug). ``began``: the reply stream had opened."""
         import openai
 
         host = self.name
-        if isinstance(raw, RequestError):
-            return raw
+        for cause in _chain(raw, outer):  # ours, raised under the SDK (wire.Guard): it says it best
+            if isinstance(cause, RequestError):
+                return cause
         if isinstance(raw, openai.APITimeoutError):
             if began:
                 return Stalled(f"{host} sent nothing for {self.timeout:g} s ({_SLOW})")
@@ -221,6 +253,17 @@ class OpenAIBackend:
         if status == 404 and not urlsplit(self.endpoint).path.rstrip("/").endswith("/v1"):
             message += f" (does the base URL need /v1 at its end? it is {self._clean(self.endpoint)})"
         return ServerError(f"{host} answered {status}: {message}", status, _retry_after(raw))
+
+
+def _chain(error: BaseException, outer: BaseException | None = None) -> Iterator[BaseException]:
+    """Yield ``error`` and its causes, outermost first, up to ``outer`` (an error that was being handled
+    before ``error`` happened, and the causes of that one: not ``error``'s own)."""
+    seen: set[int] = {id(e) for e in _chain(outer)} if outer is not None else set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def _root_cause(error: BaseException) -> BaseException | None:
@@ -305,6 +348,8 @@ def open_backend(
     endpoints: Sequence[str],
     api_key: str | None,
     *,
+    keys: Mapping[str, str] | None = None,
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     timeout: float = 60.0,
     max_retries: int = 2,
     on_event: Callable[[Event], None] = lambda event: None,
@@ -313,7 +358,12 @@ def open_backend(
     health_check: Callable[[], None] | None = None,
     retry_timeouts: bool = True,
 ) -> Failover:
-    """Return the backend for ``endpoints``: one ``OpenAIBackend`` each, behind retries and failover."""
-    backends = [OpenAIBackend(endpoint, api_key, timeout=timeout) for endpoint in endpoints]
+    """Return the backend for ``endpoints``: one ``OpenAIBackend`` each, behind retries and failover.
+
+    Each endpoint is sent its own key from ``keys`` (``""``: none) when it has one, else ``api_key``.
+    """
+    own = keys or {}
+    backends = [OpenAIBackend(endpoint, own.get(endpoint, api_key), timeout=timeout,
+                              max_reply_bytes=max_reply_bytes) for endpoint in endpoints]
     return Failover(backends, max_retries=max_retries, on_event=on_event, backoff_base=backoff_base,
                     sleep=sleep, health_check=health_check, retry_timeouts=retry_timeouts)

@@ -53,7 +53,8 @@ def make_session(server: FakeServer, **settings: Any) -> Session:
     values: dict[str, Any] = {"base_url": server.url, "max_retries": 0, "timeout": 10.0}
     values.update(settings)
     config = Settings(**values)
-    backend = open_backend(config.endpoints, config.api_key, timeout=config.timeout,
+    backend = open_backend(config.endpoints, config.api_key, keys=dict(config.endpoint_keys),
+                           max_reply_bytes=config.max_reply_bytes, timeout=config.timeout,
                            max_retries=config.max_retries, backoff_base=0.01)
     return Session(config, backend)
 

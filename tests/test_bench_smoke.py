@@ -43,7 +43,7 @@ def test_oneshot_times_ours_and_the_floor(server: FakeServer) -> None:
 def test_turns_measure_every_step_over_the_whole_history() -> None:
     rows = turns.run((10, 40), repeat=2)
     assert [r.messages for r in rows] == [10, 40]
-    assert all(min(r.count, r.fit, r.payload, r.plan, r.serialize) > 0 for r in rows)
+    assert all(min(r.count, r.fit, r.payload, r.plan, r.serialize, r.send) > 0 for r in rows)
     session = turns.history_session(40)
     assert len(session.plan("next", summarize=False).body["messages"]) == 41
 

@@ -358,3 +358,19 @@ def test_events_and_history_name_messages_by_the_numbers_commands_take(server: F
     assert f"into the summary #{summary.id} " in run.output  # the event's number ...
     assert re.search(rf"│ +{summary.id} │ summary +│", run.output)  # ... is the one /history shows
     assert "dropped #5-#6" in run.output and "turn 3" not in run.output
+
+
+def test_a_resent_request_that_fails_reports_its_own_error(server: FakeServer) -> None:
+    """The resend after a context-length refusal (and the question after an empty stream) is made while
+    that refusal is being handled: its own failure must be what is reported, not the refusal again."""
+    from stateless_chat.errors import ContextLengthError, ServerError
+
+    session = make_session(server)
+    for i in range(3):
+        session.send(f"message {i}: " + "lorem ipsum " * 30)
+    server.context_exceeded_next(limit=4096, requested=5000)
+    server.fail_next(status=500)
+    with pytest.raises(ServerError, match="500") as info:
+        session.send("again")
+    assert not isinstance(info.value, ContextLengthError)
+    assert len(server.requests) == 5  # the refused request and its resend

@@ -98,7 +98,7 @@ def test_the_child_server_is_stopped_on_ctrl_d_sigterm_and_a_closed_terminal(tmp
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(PYTHONPATH=str(ROOT), TERM="xterm", HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "d"),
                TMPDIR=str(tmp_path))
-    # SIGHUP (the terminal window closed) is not handled: the chat dies with no cleanup at all.
+    # SIGHUP (the terminal window closed) ends the chat like SIGTERM, with its cleanup.
     for ending, sig in (("ctrl-d", None), ("sigterm", signal.SIGTERM), ("sighup", signal.SIGHUP)):
         child = pexpect.spawn(sys.executable, ["-m", "stateless_chat", "--local", "--max-tokens", "16"],
                               env=env, cwd=str(ROOT), encoding="utf-8", timeout=120, dimensions=(40, 200))
