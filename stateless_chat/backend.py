@@ -395,7 +395,13 @@ class Failover:
             try:
                 reply = backend.send(body)
                 reply.on_failure = self._health_check
-                reply.prefetch()
+                try:
+                    reply.prefetch()
+                except BaseException:
+                    # Hang up (Ctrl-C while the server reads a long prompt, an error): a server left
+                    # holding the connection would go on generating the abandoned reply.
+                    reply.close()
+                    raise
                 return reply
             except (ConnectError, StreamBroke, Stalled) as error:
                 if self._health_check is not None:

@@ -22,19 +22,23 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from stateless_chat import __version__
-from stateless_chat.errors import ChatError, MissingKeyError, UsageError, keep_secret, redact
+from stateless_chat.errors import BudgetError, ChatError, MissingKeyError, UsageError, keep_secret, redact
+from stateless_chat.hints import budget_hint
 from stateless_chat.sanitize import LONE_SURROGATE, for_terminal, one_line
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
     from types import FrameType
+    from typing import TypeAlias
 
     from stateless_chat.backend import Failover
     from stateless_chat.config import Settings
     from stateless_chat.journal import Journal
-    from stateless_chat.local import LocalServer
+    from stateless_chat.local import LocalServer, RestartingBackend
     from stateless_chat.messages import Event, ToolCall
     from stateless_chat.session import Session
     from stateless_chat.tools import ToolSpec
+
+    Backend: TypeAlias = Failover | RestartingBackend  # what run_once and run_repl talk to
 
 PROG = "stateless-chat"
 SUBCOMMANDS = ("logs",)  # a first argument that names one of these runs it; anything else chats
@@ -79,67 +83,121 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.command("chat", cls=_ChatCommand, help=(
-    "Chat with any OpenAI-compatible API, resending the whole history each turn. Every turn is logged "
-    "(stateless-chat logs --help); a prompt that is exactly 'logs' is sent with: stateless-chat -- logs"))
+EXAMPLES = """\
+\b
+Examples:
+  stateless-chat                                  the chat (the local model if no key or URL is set)
+  stateless-chat "What is a monad?"               answer once and exit
+  git diff | stateless-chat "review this" -m gpt-4o
+  stateless-chat --base-url http://127.0.0.1:8080/v1 "hi"    a server of your own, no key needed
+  stateless-chat --dry-run -s "be brief" "hi"     print the request, send nothing
+  echo "and then?" | stateless-chat -c            one more turn of the last conversation
+  stateless-chat logs list                        the conversation log (logs --help)
+  stateless-chat -- logs                          send the prompt "logs"
+
+\b
+Settings also come from the config file (~/.config/stateless-chat/config.toml) and from
+OPENAI_API_KEY, OPENAI_BASE_URL, STATELESS_CHAT_MODEL, STATELESS_CHAT_BUDGET and
+STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands."""
+
+
+@app.command("chat", cls=_ChatCommand,
+             help="Chat with any OpenAI-compatible API, resending the whole history each turn. "
+                  "With PROMPT (or text piped on stdin, which is appended to it), answer once and exit. "
+                  "Every turn is logged (stateless-chat logs --help).",
+             epilog=EXAMPLES)
 def chat(
     prompt: Annotated[
-        str | None, typer.Argument(help="Answer this once and exit (stdin is appended).")
+        str | None, typer.Argument(metavar="PROMPT", hidden=True)  # described in the command's help
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="NAME", help="Model name. Default: gpt-4o-mini.")
+    ] = None,
     base_url: Annotated[
         list[str] | None,
-        typer.Option("--base-url", help="API base URL; give it more than once for failover."),
+        typer.Option("--base-url", metavar="URL",
+                     help="API base URL, e.g. http://127.0.0.1:8080/v1; give it more than once for failover. "
+                          "Default: https://api.openai.com/v1."),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", help="API key. Visible to other users via ps: prefer OPENAI_API_KEY."),
+        typer.Option("--api-key", metavar="KEY",
+                     help="API key. Visible to other users via ps: prefer OPENAI_API_KEY."),
     ] = None,
     system: Annotated[
-        str | None, typer.Option("--system", "-s", help="System prompt (always sent).")
+        str | None, typer.Option("--system", "-s", metavar="TEXT", help="System prompt (always sent).")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Config file (TOML).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE",
+                     help="Config file (TOML). Default: ~/.config/stateless-chat/config.toml if it exists."),
+    ] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Wait for the whole reply.")] = False,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature.")] = None,
-    max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Reply length limit (also reserved in the budget).")
+    temperature: Annotated[
+        float | None,
+        typer.Option("--temperature", metavar="T",
+                     help="Sampling temperature, 0 to 2. Default: the server's."),
     ] = None,
-    budget: Annotated[int | None, typer.Option("--budget", help="Token budget of one request.")] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", metavar="N",
+                     help="Reply length limit, held back in the budget. Default: 1024 (reply_reserve)."),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", metavar="N",
+                     help="Token budget of one request, reply included. Default: the context window, "
+                          "at most 32000."),
+    ] = None,
     policy: Annotated[
-        str | None, typer.Option("--policy", help="Eviction policy: drop-oldest, summarize or none.")
+        str | None,
+        typer.Option("--policy", metavar="NAME",
+                     help="Eviction policy: drop-oldest (default), summarize or none."),
     ] = None,
     evict_to: Annotated[
         float | None,
-        typer.Option("--evict-to", help="Once over budget, evict down to this share of it (default 0.5)."),
+        typer.Option("--evict-to", metavar="SHARE",
+                     help="Once over budget, evict down to this share of it. Default: 0.5."),
     ] = None,
     usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One-shot: events to stderr.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the request JSON; send nothing.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="One-shot: events and the local model's start to stderr.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No notes on stderr: only the answer and errors.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the request JSON and where it would go; send nothing.")
+    ] = False,
     load: Annotated[
-        Path | None, typer.Option("--load", help="Resume a conversation saved with /save or --save.")
+        Path | None,
+        typer.Option("--load", metavar="FILE", help="Resume a conversation saved with /save or --save."),
     ] = None,
     continue_: Annotated[
         bool, typer.Option("--continue", "-c", help="Continue the most recent conversation in the log.")
     ] = False,
     cid: Annotated[
         str | None,
-        typer.Option("--cid", help="Continue the logged conversation with this id (or its start)."),
+        typer.Option("--cid", metavar="ID", help="Continue the logged conversation with this id (or its start)."),
     ] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
     recall: Annotated[
         str | None,
-        typer.Option("--recall",
+        typer.Option("--recall", metavar="MODE",
                      help="auto: bring back evicted turns relevant to each new message (off: never)."),
     ] = None,
     save: Annotated[
         Path | None,
-        typer.Option("--save", help="One-shot: continue this conversation file and save the exchange to it."),
+        typer.Option("--save", metavar="FILE",
+                     help="One-shot: continue this conversation file and save the exchange to it."),
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="Chat with the bundled local model (the [local] extra).")
     ] = False,
     local_model: Annotated[
-        Path | None, typer.Option("--local-model", help="Chat with this GGUF via a local llama.cpp server.")
+        Path | None,
+        typer.Option("--local-model", metavar="FILE",
+                     help="Chat with this GGUF via a local llama.cpp server."),
     ] = None,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Run the tools the model calls without asking.")
@@ -170,7 +228,7 @@ def chat(
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
                       local=local or local_model is not None, local_model=local_model, tools=not no_tools,
-                      resume=continue_ or cid is not None, cid=cid)
+                      quiet=quiet, resume=continue_ or cid is not None, cid=cid)
     keep_secret(api_key or os.environ.get("OPENAI_API_KEY"))  # redacted even before the settings load
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -238,96 +296,7 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
     return prompt
 
 
-# ---- stateless-chat logs ------------------------------------------------------------------
 
-logs_app = typer.Typer(
-    help="Read the conversation log (every turn of every chat, in SQLite): list, show, search, path. "
-    "Output is plain text.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(logs_app, name="logs")
-
-
-@logs_app.callback()
-def logs_options(
-    ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", help="Config file (TOML): its log_db.")] = None,
-) -> None:
-    ctx.obj = config
-
-
-def _log_path(ctx: typer.Context) -> Path:
-    from stateless_chat.config import load_settings, log_db_path
-
-    return log_db_path(load_settings(ctx.obj, os.environ, {}), os.environ)
-
-
-def _read_log(ctx: typer.Context, read: Callable[[Any], list[str]], *, empty: str) -> None:
-    """Open the log, print what ``read(store)`` returns one line each (``empty`` on stderr when nothing);
-    every error is one line on stderr and the exit status."""
-    from stateless_chat.logstore import LogStore
-
-    try:
-        path = _log_path(ctx)
-        if not path.exists():
-            say(f"no conversation logged yet (the log would be {path})")
-            return
-        with LogStore.open(path) as store:
-            lines = read(store)
-    except ChatError as error:
-        say(str(error))
-        raise typer.Exit(error.exit_code) from None
-    if not lines:
-        say(empty)
-    for line in lines:
-        print(line)
-
-
-@logs_app.command("list", help="Recent conversations, the most recently active first: id, when, model, "
-                  "turns, first line.")
-def logs_list(
-    ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
-) -> None:
-    from stateless_chat import logview
-
-    _read_log(ctx, lambda store: logview.list_lines(store.conversations(limit)),
-              empty="no conversation logged yet")
-
-
-@logs_app.command("show", help="The transcript of conversation ID (or the start of it): every message, "
-                  "evicted ones marked, and the events of each turn.")
-def logs_show(ctx: typer.Context, cid: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    from stateless_chat import logview
-
-    _read_log(ctx, lambda store: logview.show_lines(store, store.find(cid)), empty="nothing logged")
-
-
-@logs_app.command("search", help="Full-text search of every logged message: conversation id, message number, "
-                  "role, turn and the match. Every word must match; \"a phrase\" and prefix* work.")
-def logs_search(
-    ctx: typer.Context,
-    query: Annotated[list[str], typer.Argument(metavar="QUERY...")],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many hits.")] = 20,
-) -> None:
-    from stateless_chat import logview
-
-    text = " ".join(query)
-    _read_log(ctx, lambda store: logview.search_lines(store.search(text, limit=limit)),
-              empty=f"no logged message matches {' '.join(text.split())!r}")
-
-
-@logs_app.command("path", help="Where the log is (log_db in the config file moves it).")
-def logs_path(ctx: typer.Context) -> None:
-    try:
-        print(_log_path(ctx))
-    except ChatError as error:
-        say(str(error))
-        raise typer.Exit(error.exit_code) from None
 
 
 @dataclass
@@ -345,8 +314,15 @@ class Options:
     local: bool = False
     local_model: Path | None = None
     tools: bool = True
+    quiet: bool = False
     resume: bool = False  # -c/--continue or --cid: continue a conversation from the log
     cid: str | None = None
+
+
+def note(options: Options, text: str) -> None:
+    """``say`` a note (not an error) on stderr, unless ``-q``."""
+    if not options.quiet:
+        say(text)
 
 
 def read_stdin() -> str:
@@ -375,7 +351,8 @@ def run(options: Options, flags: dict[str, Any]) -> int:
     """Build the session from settings and run one-shot or the REPL; return the exit code."""
     from stateless_chat.config import load_settings
 
-    settings = load_settings(options.config, os.environ, flags)
+    given: set[str] = set()
+    settings = load_settings(options.config, os.environ, flags, given)
     stdin = sys.stdin  # None when the process was started with standard input closed
     on_terminal = stdin is not None and stdin.isatty()
     interactive = options.prompt is None and on_terminal
@@ -386,64 +363,118 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         if not text.strip() and not options.dry_run:
             raise UsageError("nothing to send: give a prompt argument or pipe text on stdin")
 
-    from stateless_chat.session import Session
-
     if options.save is not None and interactive:
         raise UsageError("--save is for one-shot use; in the chat, /save FILE saves the conversation")
     if options.resume and options.load is not None:
         raise UsageError("give either --load FILE or -c/--cid (a conversation from the log), not both")
     if options.dry_run:
-        session = Session(settings, None, exact=False)
-        resume(session, options, flags)
-        if options.resume:
-            open_journal(session, settings, options, flags, warn=lambda text: None).close()
-        from stateless_chat.sanitize import safe_json
-
-        print(safe_json(session.preview_body(text or None)))
-        return 0
+        return dry_run(settings, options, flags, text)
 
     started = len(_on_terminate)  # what this run starts (servers) is stopped when it ends, however
     try:
-        return chat_with(settings, interactive, text, options, flags)
+        return chat_with(settings, interactive, text, options, flags, given)
     finally:
         while len(_on_terminate) > started:
             _on_terminate.pop()()
 
 
 def chat_with(
-    settings: Settings, interactive: bool, text: str, options: Options, flags: dict[str, Any]
+    settings: Settings, interactive: bool, text: str, options: Options, flags: dict[str, Any],
+    given: set[str] | frozenset[str] = frozenset(),
 ) -> int:
-    """Start what the chat talks to (the local model's server, if it is the one), then chat."""
+    """Start what the chat talks to (the local model's server, if it is the one), then chat.
+
+    ``given`` names the settings the user set (the rest are defaults): with a base URL of their own
+    and no model given, the context window is the one the server says it has."""
     local_server = None
+    context_source = ""
     if wants_local(settings, options):
-        local_server = start_local(settings, options)
+        local_server = start_local(settings, options, interactive=interactive)
         settings = local_settings(settings, local_server, flags)
+        context_source = "the local server's context size, read from the model file"
     elif settings.missing_key:
         raise MissingKeyError(
             "no API key: set OPENAI_API_KEY (or api_key in the config file), point --base-url at a "
             "local OpenAI-compatible server, or pip install 'stateless-chat[local]' for the bundled model"
         )
+    elif interactive or options.load is not None or options.save is not None:
+        settings, context_source = server_context(settings, given)
 
     from stateless_chat.sanitize import public_url
     from stateless_chat.transport import host_of, open_backend
 
     # A local llama.cpp server has one slot: a timed-out request is still being generated there, so
     # sending it again would only wait behind it.
-    backend = open_backend(settings.endpoints, settings.api_key, keys=dict(settings.endpoint_keys),
-                           max_reply_bytes=settings.max_reply_bytes, timeout=settings.timeout,
-                           max_retries=settings.max_retries,
-                           health_check=local_server.check if local_server is not None else None,
-                           retry_timeouts=local_server is None)
+    failover = open_backend(settings.endpoints, settings.api_key, keys=dict(settings.endpoint_keys),
+                            max_reply_bytes=settings.max_reply_bytes, timeout=settings.timeout,
+                            max_retries=settings.max_retries,
+                            health_check=local_server.check if local_server is not None else None,
+                            retry_timeouts=local_server is None)
+    backend: Backend = failover
+    if local_server is not None:
+        from stateless_chat.local import RestartingBackend
+
+        backend = RestartingBackend(failover, local_server)
     for url in settings.endpoints:
         if public_url(url) != url and settings.key_for(url):
-            say(f"{host_of(url)}: the user:password in its URL is sent as HTTP Basic auth, which takes the "
-                "place of the API key: no key is sent to it")
+            note(options, f"{host_of(url)}: the user:password in its URL is sent as HTTP Basic auth, which "
+                          "takes the place of the API key: no key is sent to it")
     try:
         if interactive:
-            return run_repl(settings, backend, options, flags)
+            return run_repl(settings, backend, options, flags, context_source)
         return run_once(settings, backend, text, options, flags)
     finally:
         backend.close()
+
+
+def server_context(settings: Settings, given: set[str] | frozenset[str]) -> tuple[Settings, str]:
+    """Return ``settings`` with the context window the server says it has, and where it says it.
+
+    Asked only with a base URL of the user's own and neither a model nor a context window
+    configured: the default model's table entry would say nothing true of that server.
+    """
+    if settings.uses_default_endpoint or {"model", "context_window"} & given:
+        return settings, ""
+    from stateless_chat.errors import ConfigError
+    from stateless_chat.serverinfo import TIMEOUT, learn_context
+
+    timeout = min(settings.timeout, TIMEOUT)
+    endpoint = settings.endpoints[0]
+    found = learn_context(endpoint, None, settings.key_for(endpoint) or None, timeout=timeout)
+    if found is None:
+        return settings, ""
+    try:
+        return settings.replace(context_window=found.tokens), f"as the server says: {found.source}"
+    except ConfigError:  # a context too small for the reply reserve: the settings' own error comes later
+        return settings, ""
+
+
+def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
+    """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
+    from stateless_chat.sanitize import public_url, safe_json
+    from stateless_chat.session import Session
+
+    where = " then ".join(f"{public_url(url).rstrip('/')}/chat/completions" for url in settings.endpoints)
+    if wants_local(settings, options):
+        from stateless_chat.local import LocalServer
+
+        path = local_model_path(settings, options)
+        if path is not None:
+            preview = LocalServer(path)  # reads the model file's context size; starts nothing
+            changes: dict[str, Any] = {"context_window": preview.n_ctx}
+            if "model" not in flags:
+                changes["model"] = path.stem
+            settings = settings.replace(**changes)
+            where = f"the local model's llama.cpp server ({path.name}, on a free port of 127.0.0.1)"
+    session = Session(settings, None, exact=False)
+    resume(session, options, flags)
+    if options.resume:
+        open_journal(session, settings, options, flags, warn=lambda text: None).close()
+    print(safe_json(session.preview_body(text or None)))
+    model = session.settings.model
+    said = f"dry run: this request would go to {where} (model {model}); nothing was sent"
+    note(options, said)
+    return 0
 
 
 def wants_local(settings: Settings, options: Options) -> bool:
@@ -455,26 +486,46 @@ def wants_local(settings: Settings, options: Options) -> bool:
     from stateless_chat.local import local_available
 
     if local_available():
-        say("no API key or base URL configured: using the bundled local model "
-            "(set OPENAI_API_KEY or --base-url to use another)")
+        note(options, "no API key or base URL configured: using the bundled local model "
+                      "(set OPENAI_API_KEY or --base-url to use another)")
+        options.local = True
         return True
     return False
 
 
-def start_local(settings: Settings, options: Options) -> LocalServer:
-    """Start the llama.cpp child server for the chosen GGUF and return it, listening on loopback."""
-    from stateless_chat.local import LocalServer, bundled_model_path, server_available
+def local_model_path(settings: Settings, options: Options) -> Path | None:
+    """Return the GGUF file to serve: ``--local-model``, else ``local_model``, else the bundled one."""
+    from stateless_chat.local import bundled_model_path
 
     configured = Path(settings.local_model).expanduser() if settings.local_model else None
-    path = options.local_model or configured or bundled_model_path()
+    return options.local_model or configured or bundled_model_path()
+
+
+def start_local(settings: Settings, options: Options, *, interactive: bool) -> LocalServer:
+    """Start the llama.cpp child server for the chosen GGUF and return it, listening on loopback.
+
+    In the chat, its progress is shown with the seconds waited; in one-shot use only with ``-v``.
+    """
+    from stateless_chat.local import LocalServer, server_available
+
+    path = local_model_path(settings, options)
     if not server_available() or path is None:
         raise UsageError(
             "the local model needs the [local] extra: pip install 'stateless-chat[local]'"
             + ("" if path is None else " (llama-cpp-python[server] is missing)")
         )
-    server = LocalServer(path, on_progress=say)
+    shown = (interactive or options.verbose) and not options.quiet
+    server = LocalServer(path, on_progress=say if shown else None)
     _on_terminate.append(server.stop)
-    server.start()
+    if shown and interactive and sys.stderr.isatty():
+        from rich.console import Console
+
+        from stateless_chat.render import Waiting
+
+        with Waiting(Console(stderr=True, highlight=False), "starting the local model"):
+            server.start()
+    else:
+        server.start()
     return server
 
 
@@ -537,14 +588,14 @@ def open_journal(session: Session, settings: Settings, options: Options, flags: 
 
 
 def run_once(
-    settings: Settings, backend: Failover, text: str, options: Options, flags: dict[str, Any]
+    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any]
 ) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
     from stateless_chat.messages import ReplyCut, describe
 
     def on_event(event: Event) -> None:
         if options.verbose or isinstance(event, ReplyCut):  # a cut answer is said even without -v
-            say(describe(event))
+            note(options, describe(event))
 
     if options.save is None:
         return answer_once(settings, backend, text, options, flags, on_event)
@@ -563,7 +614,7 @@ def run_once(
 
 
 def answer_once(
-    settings: Settings, backend: Failover, text: str, options: Options, flags: dict[str, Any],
+    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any],
     on_event: Callable[[Event], None],
 ) -> int:
     """``run_once`` with the ``--save`` file (if any) locked: resume, answer, usage line, save."""
@@ -580,17 +631,34 @@ def answer_once(
             raise UsageError(f"{refusal}: --save would replace it with the conversation -c/--cid continues; "
                              "give another file")
     backend.on_event = on_event
-    start_tools(session, options, say)
+    start_tools(session, options, lambda line: note(options, line))
     refused: list[str] = []
 
     def refuse(call: ToolCall, spec: ToolSpec) -> bool:
         if not refused:  # once: the model is told each time, the user once
-            say(f"tool call {spec.display} not run: one-shot use runs tools only with --yes "
-                '(or approve = "always" in the config)')
+            note(options, f"tool call {spec.display} not run: one-shot use runs tools only with --yes "
+                          '(or approve = "always" in the config)')
         refused.append(spec.display)
         return False
 
     session.approve = refuse
+    try:
+        answer(session, text)
+    except BudgetError as error:  # its advice, in the words of the command line
+        raise BudgetError(budget_hint(error, settings.effective_context_window, chat=False),
+                          error.needed) from error
+    if options.usage and not options.quiet:
+        say(usage_line(session, local=options.local))
+    if options.save is not None:
+        from stateless_chat import persist
+
+        persist.save(session, options.save)
+    log.close()
+    return 0
+
+
+def answer(session: Session, text: str) -> None:
+    """Send ``text`` and write the reply to stdout: Markdown on a colour terminal, else plain text."""
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if fancy:
         from rich.console import Console
@@ -617,19 +685,12 @@ def answer_once(
         write(stripper.flush())
         if not ends_line:
             write("\n")
-    if options.usage:
-        say(usage_line(session))
-    if options.save is not None:
-        from stateless_chat import persist
-
-        persist.save(session, options.save)
-    log.close()
-    return 0
 
 
-def usage_line(session: Session) -> str:
+def usage_line(session: Session, *, local: bool = False) -> str:
     """Return the ``-u`` line: the last turn's prompt (ours and the server's, with what it read from its
-    cache), the completion, and the cost when the model has a price."""
+    cache), the completion, and the cost when the model has a price; and once, why counts are missing
+    or differ."""
     from stateless_chat.commands import bill_line
 
     stats = session.ledger.turns[-1]
@@ -640,10 +701,20 @@ def usage_line(session: Session) -> str:
     line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
             f"completion {'not reported' if completion is None else f'{completion:,}'}")
     cost = bill_line(session)
-    return f"{line}; {cost}" if cost else line
+    line = f"{line}; {cost}" if cost else line
+    why = []
+    if reported is None or completion is None:
+        streamed = session.settings.stream
+        why.append("the server sent no usage" + (" with the streamed reply, as llama-cpp-python never does: "
+                                                  "--no-stream gets it" if streamed else ""))
+    if local:
+        why.append("the local model's chat template adds text of its own, e.g. SmolLM2's default system "
+                   "prompt, which the server counts and the estimate does not")
+    return line + (f" ({'; '.join(why)})" if why else "")
 
 
-def run_repl(settings: Settings, backend: Failover, options: Options, flags: dict[str, Any]) -> int:
+def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict[str, Any],
+             context_source: str = "") -> int:
     """Open the interactive chat on the terminal."""
     gc.enable()  # main() paused it for start-up; a long session needs it
     from rich.console import Console
@@ -654,6 +725,7 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
     from stateless_chat.session import Session
 
     session = Session(settings, backend)
+    session.context_source = context_source
     resume(session, options, flags)
     console = Console(highlight=False)
     repl = Repl(session, console, history_path=input_history_path(settings, os.environ), debug=options.debug)
@@ -668,6 +740,10 @@ def run_repl(settings: Settings, backend: Failover, options: Options, flags: dic
         style="dim",
         markup=False,
     )
+    if context_source and not options.quiet:
+        window = session.settings.effective_context_window
+        console.print(one_line(f"context window {window:,} tokens ({context_source})"), style="dim",
+                      markup=False)
     try:
         return repl.run()
     finally:

@@ -23,7 +23,9 @@ from stateless_chat.billing import dollars
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.history import Conversation
 from stateless_chat.messages import Entry, Message, ToolCall, span
+from stateless_chat.models import family_of
 from stateless_chat.policies import POLICIES
+from stateless_chat.sensitive import secret_reason
 from stateless_chat.session import Session
 from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING
 
@@ -469,9 +471,18 @@ def _undo(session: Session, arg: str) -> Result:
     return Lines((f"removed {span([e.id for e in turn])} (turn {turn[0].turn})",))
 
 
-@command("retry", "/retry", "send the last message again; its new reply replaces the old one")
+@command("retry", "/retry", "send the last message again (the one that failed, if the last turn failed)")
 def _retry(session: Session, arg: str) -> Result:
     _no_args(arg, "/retry")
+    unanswered = session.unanswered
+    if unanswered is not None:
+        # The turn that failed or was cancelled: its message goes again, the exchanges before it stay.
+        quoted = first_line(unanswered.text, 40)
+        if unanswered.base is None:
+            return Send(unanswered.text, note=f"resending your unanswered message: {quoted}")
+        if session.conversation is unanswered.after:  # a failed /retry or /edit, nothing changed since
+            return Send(unanswered.text, note=f"resending: {quoted}", base=unanswered.base,
+                        pin=unanswered.pin)
     question, base, pin = _last_question(session, "/retry")
     return Send(question.content, note=f"resending #{question.id}", base=base, pin=pin)
 
@@ -561,7 +572,25 @@ def _file(session: Session, arg: str) -> Result:
         )
     session.conversation = conversation.append(entry)
     how = "pinned: sent with every request" if pin else "sent until evicted"
-    return Lines((f"added {shown} as #{entry.id} ({entry.tokens:,} tokens, {how})",))
+    lines = [f"added {shown} as #{entry.id} ({entry.tokens:,} tokens, {how})"]
+    reason = secret_reason(path, text)
+    if reason is not None:
+        lines.append(f"warning: {shown} looks like a secret ({reason}); it goes to the server with every "
+                     f"request: /drop {entry.id} takes it out before you send")
+    for earlier in conversation.files():
+        if earlier.source is not None and _same_file(earlier.source, path):
+            state = conversation.state(earlier)
+            still = "still sent" if state == "sent" else f"{state}, no longer sent"
+            lines.append(f"note: {shown} was already added as #{earlier.id} ({still}); this is a second copy"
+                         + (f" (/drop {earlier.id} removes the first)" if state == "sent" else ""))
+    return Lines(tuple(lines))
+
+
+def _same_file(source: str, path: Path) -> bool:
+    try:
+        return Path(source).resolve() == path.resolve()
+    except (OSError, RuntimeError):
+        return source == str(path)
 
 
 @command("files", "/files", "list the files added with /file and whether each is still sent")
@@ -604,12 +633,25 @@ def _system(session: Session, arg: str) -> Result:
     return Lines((f"system prompt set ({size:,} tokens; sent with every request)",))
 
 
+def context_source(session: Session) -> str:
+    """Return where the context window's figure came from: the server, the settings, or the table."""
+    settings = session.settings
+    if session.context_source:
+        return session.context_source
+    if settings.context_window is not None:
+        return "the context_window setting"
+    if family_of(settings.model) is None:
+        return "assumed: the model is not in the table of known models"
+    return "the table of known models"
+
+
 def _model_line(session: Session) -> str:
     settings = session.settings
     counter = session.counter
     how = "exact" if not counter.label else "estimated"
-    return (f"model {settings.model}: context window {settings.effective_context_window:,}, "
-            f"budget {session.budget:,}, tokens counted with {counter.encoding_name} ({how})")
+    return (f"model {settings.model}: context window {settings.effective_context_window:,} "
+            f"({context_source(session)}), budget {session.budget:,}, tokens counted with "
+            f"{counter.encoding_name} ({how})")
 
 
 @command("model", "/model [NAME]", "show the model, or switch to NAME (token counts follow it)")
@@ -622,13 +664,23 @@ def _model(session: Session, arg: str) -> Result:
     return Lines((_model_line(session), f"history recounted: {session.conversation.tokens:,} tokens"))
 
 
+def _tokens_arg(arg: str, usage: str) -> int:
+    value = arg.replace(",", "").replace("_", "")
+    if not value.isdigit() or int(value) == 0:
+        raise CommandError(f"usage: {usage} (N is a positive number of tokens)")
+    return int(value)
+
+
 @command("budget", "/budget [N]", "show the token budget of one request, or set it to N")
 def _budget(session: Session, arg: str) -> Result:
     if arg:
-        value = arg.replace(",", "").replace("_", "")
-        if not value.isdigit() or int(value) == 0:
-            raise CommandError("usage: /budget [N] (N is a positive number of tokens)")
-        session.reconfigure(budget=int(value))
+        value = _tokens_arg(arg, "/budget [N]")
+        reserve = session.reserve
+        if value <= reserve:
+            smaller = max(1, value // 4)
+            raise CommandError(f"a budget of {value:,} leaves no room for the prompt with {reserve:,} held "
+                               f"for the reply: lower that first (/reserve {smaller}), then /budget {value}")
+        session.reconfigure(budget=value)
     settings = session.settings
     capped = ""
     if settings.budget is not None and settings.budget > settings.effective_context_window:
@@ -636,6 +688,22 @@ def _budget(session: Session, arg: str) -> Result:
     needed = session.next_request_tokens() + session.reserve
     return Lines((f"budget {session.budget:,} tokens per request{capped}, {session.reserve:,} held for "
                   f"the reply; the history now needs {needed:,}",))
+
+
+@command("reserve", "/reserve [N]", "show the tokens held for the reply (sent as max_tokens), or set them")
+def _reserve(session: Session, arg: str) -> Result:
+    if arg:
+        value = _tokens_arg(arg, "/reserve [N]")
+        budget = session.budget
+        if value >= budget:
+            raise CommandError(f"a reserve of {value:,} leaves no room for the prompt in the budget of "
+                               f"{budget:,}: raise the budget first (/budget N) or hold less")
+        # max_tokens, when it was set, is what the reserve is; else reply_reserve is.
+        key = "max_tokens" if session.settings.max_tokens is not None else "reply_reserve"
+        session.reconfigure(**{key: value})
+    needed = session.next_request_tokens() + session.reserve
+    return Lines((f"{session.reserve:,} tokens held for the reply (a reply stops there: sent as max_tokens); "
+                  f"budget {session.budget:,}, the history now needs {needed:,}",))
 
 
 @command("policy", "/policy [NAME]", "show or set the eviction policy: " + ", ".join(POLICIES),
@@ -755,6 +823,7 @@ def _load(session: Session, arg: str) -> Result:
     saved = persist.load(path)
     left = _left_behind(session)
     persist.restore(session, saved)
+    session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = journal.of(session)
     if attached is not None:
         attached.forked()  # the loaded conversation is logged as a new one

@@ -598,13 +598,19 @@ def _config_file_exists(path: Path, *, required: bool) -> bool:
     return False
 
 
-def load_settings(config_path: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Settings:
+def load_settings(
+    config_path: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, object],
+    given: set[str] | None = None,
+) -> Settings:
     """Return the settings from defaults < config file < environment < flags.
 
     ``config_path`` must exist when given; without it the default path is read if
     present. ``flags`` holds the flags the user gave, keyed by field name (None
     values are ignored). Raises ``ConfigError`` for a bad file or environment
-    value, ``UsageError`` for a bad flag value.
+    value, ``UsageError`` for a bad flag value. ``given``, when passed, receives the
+    names of the settings that some layer set (the rest are defaults).
     """
     path = config_path if config_path is not None else default_config_path(env)
     merged: dict[str, Any] = {}
@@ -613,6 +619,8 @@ def load_settings(config_path: Path | None, env: Mapping[str, str], flags: Mappi
     _apply(merged, _env_layer(env))
     _apply(merged, _flag_layer(flags))
     settings = Settings(**merged)
+    if given is not None:
+        given.update(merged)
     # From here on, no message, traceback or echo of this run shows these (``errors.redact``).
     for secret in (settings.api_key, *(key for _, key in settings.endpoint_keys),
                    *(url_password(url) for url in settings.endpoints)):

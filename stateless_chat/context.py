@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from stateless_chat.errors import BudgetError
+from stateless_chat.errors import BudgetError, raise_budget
 from stateless_chat.messages import Entry, Event, Evicted, Message, OverBudget
 from stateless_chat.tokens import REPLY_PRIMING
 
@@ -195,7 +195,7 @@ def budget_error(candidate: Candidate) -> BudgetError:
     """
     budget, reserve = candidate.budget, candidate.reserve
     size = candidate.size
-    raise_hint = f"raise the budget (/budget {size})"
+    raise_hint = raise_budget(size)
     reserve_note = f" with {reserve:,} held back for the reply" if reserve else ""
     pending = sum(e.tokens for e in candidate.pending)
     last = candidate.pending[-1] if candidate.pending else None
@@ -203,7 +203,7 @@ def budget_error(candidate: Candidate) -> BudgetError:
         what = f"the file {last.source}" if last.kind == "file" and last.source else "this message"
         return BudgetError(
             f"{what} is {last.tokens:,} tokens; the budget is {budget:,}{reserve_note}: "
-            f"shorten it or {raise_hint}"
+            f"shorten it or {raise_hint}", needed=size
         )
     system = candidate.system.tokens if candidate.system is not None else 0
     summary = candidate.summary.tokens if candidate.summary is not None else 0
@@ -232,10 +232,10 @@ def budget_error(candidate: Candidate) -> BudgetError:
         named.append(e)
     if named:
         unpin = ", ".join(f"#{e.id} ({e.tokens:,} tokens)" for e in named)
-        return BudgetError(f"{head}: unpin {unpin} or {raise_hint}")
+        return BudgetError(f"{head}: unpin {unpin} or {raise_hint}", needed=size)
     if system > pending:
-        return BudgetError(f"{head}: shorten the system prompt or {raise_hint}")
-    return BudgetError(f"{head}: {raise_hint}")
+        return BudgetError(f"{head}: shorten the system prompt or {raise_hint}", needed=size)
+    return BudgetError(f"{head}: {raise_hint}", needed=size)
 
 
 class DropOldest:

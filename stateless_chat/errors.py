@@ -62,7 +62,22 @@ class CommandError(ChatError):
 
 
 class BudgetError(ChatError):
-    """What must be sent (pins, system prompt, the new message) exceeds the budget."""
+    """What must be sent (pins, system prompt, the new message) exceeds the budget.
+
+    ``needed`` is the budget it would take, when raising the budget is a way out; the message then
+    says so in the words of ``raise_budget``, which the chat and the command line complete with
+    their own way to do it (``/budget N``, ``--budget N``), or take back when the context window
+    is smaller than that.
+    """
+
+    def __init__(self, message: str, needed: int | None = None) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
+def raise_budget(needed: int) -> str:
+    """Return the words every budget error uses to say that the budget must be raised to ``needed``."""
+    return f"raise the budget to {needed:,}"
 
 
 class LogError(ChatError):

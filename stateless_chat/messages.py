@@ -329,7 +329,8 @@ def describe(event: Event) -> str:
             said = f" (server: {event.reported_tokens:,} > {event.reported_limit:,})"
         return f"context too long{said}; cut history to a budget of {event.new_budget:,} and resent"
     if isinstance(event, UsageMissing):
-        return "the server reported no usage; token counts are our own estimates"
+        return ("the server reported no usage, so token counts are our own estimates (some servers, "
+                "llama-cpp-python among them, send none with a streamed reply; --no-stream gets it)")
     if isinstance(event, CacheBreak):
         return (f"cache break: {event.cause}; {event.shared:,} of the last request's {event.previous:,} "
                 "tokens can be read from the server's cache")

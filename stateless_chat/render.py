@@ -522,12 +522,14 @@ class Renderer:
 
 def history_table(view: HistoryView) -> Table:
     table = Table(title="history", title_justify="left", expand=False)
-    table.add_column("#", justify="right")
-    table.add_column("role")
-    table.add_column(f"tokens{view.label}", justify="right")
-    table.add_column("pin")
-    table.add_column("state")
-    table.add_column("first line", overflow="ellipsis", no_wrap=True, max_width=60)
+    # Numbers, roles and states never shrink: only "first line" gives way to a narrow terminal (it is
+    # the one column Rich may narrow, and its cells end in "…" instead of wrapping).
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("role", no_wrap=True)
+    table.add_column(f"tokens{view.label}", justify="right", no_wrap=True)
+    table.add_column("pin", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column(Text("first line", no_wrap=True, overflow="ellipsis"), max_width=60)
     for row in view.rows:
         role = row.kind if row.kind in ("file", "summary") else row.role
         state = row.state + (" ✂" if row.cut else "")  # ✂: the reply was cut at the length limit
@@ -537,7 +539,7 @@ def history_table(view: HistoryView) -> Table:
             Text(f"{row.tokens:,}"),
             Text("📌" if row.pinned or row.state == "system" else ""),
             Text(state, style="dim" if row.state in ("evicted", "summarized", "removed") else ""),
-            Text(for_terminal(row.first_line)),
+            Text(for_terminal(row.first_line), no_wrap=True, overflow="ellipsis"),
         )
     if view.hidden_evicted:
         table.caption = f"{view.hidden_evicted} evicted message(s) hidden: /history all shows them"
@@ -591,3 +593,51 @@ def stats_view(view: StatsView) -> Group:
         "≈ cached counts are predicted (the server did not say)"
     )
     return Group(table, footer, *([Text(for_terminal(view.cost))] if view.cost else []))
+
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class Waiting:
+    """A spinner and the seconds waited so far, on one transient line, while nothing else shows.
+
+    Shown between Enter and the first token, during ``/summarize`` and while the local model
+    starts. Only on a terminal: on anything else (a pipe, a file) it prints nothing at all.
+    Lines printed to the console meanwhile (events, retries) appear above it. ``stop`` erases
+    it; it must be stopped before another live view (the reply's) starts.
+    """
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.console = console
+        self.label = label
+        self._live: Live | None = None
+        self._started = 0.0
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        elapsed = time.monotonic() - self._started
+        frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
+        yield Text(f"{frame} {self.label} {elapsed:.1f} s", style="dim", no_wrap=True, overflow="ellipsis")
+
+    @property
+    def shown(self) -> bool:
+        return self._live is not None
+
+    def start(self) -> Waiting:
+        if self._live is None and self.console.is_terminal and not self.console.is_dumb_terminal:
+            self._started = time.monotonic()
+            self._live = Live(self, console=self.console, transient=True, refresh_per_second=10)
+            self._live.start()
+        return self
+
+    def stop(self) -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
+
+    def __enter__(self) -> Waiting:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -20,14 +20,17 @@ from prompt_toolkit.styles import Style
 from rich.console import Console
 
 from stateless_chat import inputhistory
-from stateless_chat.commands import REGISTRY, Exit, Prefill, Send, dispatch, is_command
-from stateless_chat.errors import ChatError
+from stateless_chat.commands import REGISTRY, Exit, Prefill, Result, Send, dispatch, is_command
+from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
+from stateless_chat.hints import budget_hint
 from stateless_chat.history import Conversation
-from stateless_chat.messages import Event, ToolCall, ToolCalled
-from stateless_chat.render import Renderer, ReplyStream, bar
+from stateless_chat.messages import Event, ToolAnswered, ToolCall, ToolCalled
+from stateless_chat.render import Renderer, ReplyStream, Waiting, bar
 from stateless_chat.sanitize import LONE_SURROGATE
-from stateless_chat.session import Session
+from stateless_chat.session import Session, Unanswered
 from stateless_chat.tokens import byte_lower_bound
+from stateless_chat.toolbar import Part, fit
+from stateless_chat.typeahead import held_keys
 
 if TYPE_CHECKING:
     from stateless_chat.tools import ToolSpec
@@ -40,6 +43,9 @@ TOOLBAR_STYLE = Style.from_dict(
         "over": "#ff5f5f bold",
     }
 )
+
+# Commands that wait on the server: a spinner shows while they do.
+WAITS = {"summarize": "summarizing"}
 
 
 class SlashCompleter(Completer):
@@ -95,24 +101,33 @@ def secure_file_history(path: Path, on_note: Callable[[str], None] = lambda note
 
 
 class _TurnView:
-    """What one turn shows: each request's reply streamed as it comes; the events that come once a
-    reply has begun (a cut reply, usage notes) after it; and a tool call ends the reply before it,
-    so its line, and the question whether to run it, stand on their own."""
+    """What one turn shows: a spinner with the seconds waited until a reply's first token; each
+    request's reply streamed as it comes; the events that come once a reply has begun (a cut reply,
+    usage notes) after it; and a tool call ends the reply before it, so its line, and the question
+    whether to run it, stand on their own (the spinner comes back once the call has answered)."""
 
     def __init__(self, renderer: Renderer) -> None:
         self.renderer = renderer
         self.stream: ReplyStream | None = None
+        self.waiting: Waiting | None = None
         self.held: list[Event] = []
         self.begun = False
 
     def open(self) -> None:
-        self.stream = self.renderer.reply()
-        self.stream.__enter__()
+        """Wait for a reply: the spinner shows until its first token (on a terminal only)."""
+        if self.waiting is None and self.stream is None:
+            self.waiting = Waiting(self.renderer.console, "waiting for the reply").start()
+
+    def _stop_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.stop()
 
     def feed(self, delta: str) -> None:
         if self.stream is None:
-            self.open()
-        assert self.stream is not None
+            self._stop_waiting()  # one live view at a time: the reply's takes the spinner's place
+            self.stream = self.renderer.reply()
+            self.stream.__enter__()
         self.begun = True
         self.stream.feed(delta)
 
@@ -120,6 +135,9 @@ class _TurnView:
         if isinstance(event, ToolCalled):
             self.close()
             self.renderer.event(event)
+        elif isinstance(event, ToolAnswered):
+            self.renderer.event(event)
+            self.open()  # the next request of the loop goes now
         elif self.begun:
             self.held.append(event)
         else:
@@ -127,6 +145,7 @@ class _TurnView:
 
     def close(self) -> None:
         """End the reply on screen (if one is showing), then print the events held for after it."""
+        self._stop_waiting()
         stream, self.stream = self.stream, None
         if stream is not None:
             stream.__exit__(None, None, None)
@@ -202,7 +221,8 @@ class Repl:
         return self._draft_tokens[1], False
 
     def toolbar(self) -> StyleAndTextTuples:
-        """Return the bottom toolbar: model, messages, next request's tokens against the budget."""
+        """Return the bottom toolbar: model, messages, next request's tokens against the budget,
+        fitted to the terminal's width (``toolbar.fit``: the tokens and the model stay longest)."""
         session = self.session
         draft = self.prompt.default_buffer.text
         if is_command(draft):
@@ -217,17 +237,29 @@ class Repl:
         label = "≥" if bound else session.counter.label
         meter = bar(share, 12)
         filled = len(meter.rstrip("░"))
-        parts: StyleAndTextTuples = [
-            ("", f" {session.settings.model} │ {len(conversation.history)} msgs │ "),
-            (style, f"{label}{prompt_tokens:,}+{session.reserve:,} / {budget:,} {share:.0%} "),
-            (style, meter[:filled]),
-            ("", meter[filled:]),
-            ("", f" │ pinned {conversation.pinned_count} │ evicted {len(conversation.evicted)} │ "
-                 f"cache ~{session.cache_prediction().share:.0%} │ sent {session.ledger.sent:,} "),
+        parts = [
+            Part((("", session.settings.model),), rank=1, shrinks=True),
+            Part((("", f"{len(conversation.history)} msgs"),), rank=3),
+            # What the next request takes: its prompt, what is held for the reply, against the budget.
+            Part(((style, f"prompt {label}{prompt_tokens:,} + reply {session.reserve:,} / budget {budget:,} "
+                          f"({share:.0%})"),), rank=0,
+                 compact=((style, f"{label}{prompt_tokens:,}+{session.reserve:,}/{budget:,} {share:.0%}"),)),
+            Part(((style, meter[:filled]), ("", meter[filled:])), rank=7, before=" "),
+            Part((("", f"{len(conversation.evicted)} evicted"),), rank=4),
+            Part((("", f"{conversation.pinned_count} pinned"),), rank=6),
+            Part((("", f"cache ~{session.cache_prediction().share:.0%}"),), rank=5),
+            Part((("", f"sent {session.ledger.sent:,} so far"),), rank=8),
         ]
         if self.tool_calls:  # a tool loop under way: how many calls this turn has made
-            parts.append(("class:warn", f"│ tool calls {self.tool_calls} "))
-        return parts
+            parts.append(Part((("class:warn", f"tool calls {self.tool_calls}"),), rank=2))
+        return list(fit(parts, self._columns()))
+
+    def _columns(self) -> int:
+        """Return the terminal's width (80 when it cannot be told)."""
+        try:
+            return max(1, self.prompt.app.output.get_size().columns - 1)  # the last cell may wrap
+        except Exception:  # no output yet, a closed terminal
+            return 79
 
     # ---- loop -------------------------------------------------------------------------
 
@@ -255,7 +287,7 @@ class Repl:
             base, pin = None, False
             if line.lstrip().startswith("/"):  # a command, or //text: a message that begins with /
                 try:
-                    result = dispatch(self.session, line)
+                    result = self.command(line)
                 except ChatError as error:
                     self.renderer.error(str(error))
                     continue
@@ -285,12 +317,21 @@ class Repl:
                 base, pin = editing.base, editing.pin
             self.turn(line, base, pin=pin)
 
+    def command(self, line: str) -> Result:
+        """Run the slash command in ``line``; one that waits on the server shows a spinner meanwhile."""
+        name = line.split()[0][1:].lower() if line.split() else ""
+        if name not in WAITS:
+            return dispatch(self.session, line)
+        with held_keys(), Waiting(self.renderer.console, WAITS[name]):
+            return dispatch(self.session, line)
+
     def turn(self, text: str, base: Conversation | None = None, *, pin: bool = False) -> bool:
         """Send ``text`` and stream the reply; return whether a reply was recorded.
 
         With ``base`` (``/retry``, ``/edit``) the message is sent from that conversation, and
         with ``pin`` it is pinned once answered (it replaces a pinned turn); on error or Ctrl-C
-        the conversation is what it was before, either way.
+        the conversation is what it was before, either way, and ``/retry`` sends the message again.
+        A spinner shows until the first token; keys typed meanwhile are not echoed into the reply.
         """
         session = self.session
         before = session.snapshot()
@@ -306,25 +347,40 @@ class Repl:
 
         session.on_event = on_event
         try:
-            view.open()
-            session.send(text, view.feed)
-            view.close()
+            with held_keys():
+                view.open()
+                session.send(text, view.feed)
+                view.close()
             if pin:
                 session.conversation = session.conversation.pin_last_question()
+            session.unanswered = None
             return True
         except KeyboardInterrupt:
             session.rollback(before)
-            self.renderer.note("cancelled; the conversation is unchanged (send again, or /retry)")
+            self.keep_unanswered(text, base, pin)
+            self.renderer.note("cancelled; the conversation is unchanged (/retry sends the message again)")
         except ChatError as error:
             session.rollback(before)
-            self.renderer.error(f"{error} (the conversation is unchanged; send again to retry)")
+            self.keep_unanswered(text, base, pin)
+            self.renderer.error(f"{self.advice(error)} ({unchanged(error)})")
         except Exception as error:  # a bug: the conversation must survive it
             session.rollback(before)
+            self.keep_unanswered(text, base, pin)
             self.bug(error)
         finally:
             session.on_event = self.renderer.event
             view.close()
         return False
+
+    def keep_unanswered(self, text: str, base: Conversation | None, pin: bool) -> None:
+        """Keep the message of a turn that failed (the conversation already put back) for ``/retry``."""
+        self.session.unanswered = Unanswered(text, base, pin, self.session.conversation)
+
+    def advice(self, error: ChatError) -> str:
+        """Return the message of ``error`` with hints that work in the chat."""
+        if isinstance(error, BudgetError):
+            return budget_hint(error, self.session.settings.effective_context_window, chat=True)
+        return str(error)
 
     def approve(self, call: ToolCall, spec: ToolSpec) -> bool:
         """Ask whether to run ``call`` (y / n / a = always for this tool this session); Ctrl-C cancels
@@ -347,3 +403,12 @@ class Repl:
             self.renderer.note("".join(traceback.format_exception(error)))
         self.renderer.error(f"internal error (a bug in stateless-chat): {type(error).__name__}: {error}; "
                             "the conversation is unchanged (--debug shows the traceback)")
+
+
+def unchanged(error: ChatError) -> str:
+    """Return what a failed turn left behind, and whether sending it again may work."""
+    if isinstance(error, BudgetError):
+        return "nothing was sent; /retry sends it once there is room"
+    if isinstance(error, (ConnectError, StreamError)) or (isinstance(error, ServerError) and error.retryable):
+        return "the conversation is unchanged; /retry sends the message again"
+    return "the conversation is unchanged"

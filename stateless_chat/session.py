@@ -19,7 +19,14 @@ from stateless_chat.billing import Bill, TurnTokens, bill, price_for
 from stateless_chat.cache import Prediction, Sent, predict, sent_from
 from stateless_chat.config import Settings
 from stateless_chat.context import Fit, Policy, too_big_alone
-from stateless_chat.errors import BudgetError, ContextLengthError, ParameterRejected, UsageError
+from stateless_chat.errors import (
+    BudgetError,
+    ContextLengthError,
+    ParameterRejected,
+    StreamError,
+    UsageError,
+    raise_budget,
+)
 from stateless_chat.history import Conversation
 from stateless_chat.ledger import Ledger, TurnStats
 from stateless_chat.messages import (
@@ -38,6 +45,7 @@ from stateless_chat.messages import (
     ToolStepsExhausted,
     UsageMissing,
 )
+from stateless_chat.overflow import context_error_behind
 from stateless_chat.policies import PolicyTools, make_policy
 from stateless_chat.summary import Summarizer, fold, summary_cap, turns_within
 from stateless_chat.tokens import REPLY_PRIMING, TokenCounter, byte_lower_bound, byte_upper_bound
@@ -124,6 +132,21 @@ Recaller = Callable[[str, Conversation, int], tuple[Conversation, Sequence[Event
 
 
 @dataclass(frozen=True)
+class Unanswered:
+    """A message whose turn failed or was cancelled, kept for ``/retry`` to send again.
+
+    ``base`` and ``pin`` are what it was sent with when it replaced the last exchange (``/retry``,
+    ``/edit``); ``after`` is the conversation as the failed turn left it (unchanged), so that a
+    replacement is sent again only while that still holds.
+    """
+
+    text: str
+    base: Conversation | None
+    pin: bool
+    after: Conversation
+
+
+@dataclass(frozen=True)
 class State:
     """What a turn may change, taken together, so that a cancelled turn puts both back at once."""
 
@@ -159,6 +182,11 @@ class Session:
         self.summarizer = Summarizer(self)
         self.learned_budget: int | None = None
         self.ask_usage = True  # streamed requests ask for usage (stream_options) unless the server refuses
+        # The reply's length limit is sent as max_tokens, or as max_completion_tokens once a server
+        # refuses max_tokens for it (OpenAI's reasoning models).
+        self.limit_key = "max_tokens"
+        self.unanswered: Unanswered | None = None  # the last turn that failed, for /retry (the chat sets it)
+        self.context_source = ""  # where the context window's figure came from, when the caller knows
         self._said: set[str] = set()  # notes said once per session (usage missing, usage ignored)
         self.clock = clock
         self.last_sent: Sent | None = None  # what the last chat request sent, for the cache prediction
@@ -267,8 +295,9 @@ class Session:
             body["tools"] = list(tools)
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
-        if self.settings.max_tokens is not None:
-            body["max_tokens"] = self.settings.max_tokens
+        # The reply may use what the budget holds back for it, and no more: a local model that
+        # never stops would otherwise write until its context is full.
+        body[self.limit_key] = self.reserve
         if self.settings.stream:
             body["stream"] = True
             if self.ask_usage:
@@ -288,9 +317,10 @@ class Session:
         budget = budget or self.budget
         at_least = byte_lower_bound(text)
         if self.too_big_alone(at_least, budget):
+            needed = at_least + self.reserve + REPLY_PRIMING
             raise BudgetError(
-                f"this message is at least {at_least:,} tokens; the budget is {budget:,}: "
-                "shorten it or raise the budget (/budget N or --budget N)"
+                f"this message is at least {at_least:,} tokens; the budget is {budget:,} with "
+                f"{self.reserve:,} held for the reply: shorten it or {raise_budget(needed)}", needed=needed
             )
         def fitted() -> Plan:
             question = self.conversation.new_entry("user", text, self.measure)
@@ -491,17 +521,47 @@ class Session:
             self.on_event(CacheBreak(prediction.cause, prediction.shared, prediction.previous))
 
     def _request(self, body: dict[str, Any], on_delta: Callable[[str], None]) -> Reply:
+        """Send ``body`` and stream its reply to ``on_delta``; a stream that ends before its first
+        token is asked about once more without streaming (``overflow``), so that a context that is
+        too small is reported as such."""
+        shown = False
+
+        def feed(delta: str) -> None:
+            nonlocal shown
+            shown = True
+            on_delta(delta)
+
+        try:
+            return self._stream(body, feed)
+        except StreamError as error:
+            # Only a stream that ended cleanly with nothing in it: a broken connection is no question
+            # for the server, and a reply already shown is not asked for again.
+            if shown or not body.get("stream") or type(error) is not StreamError:
+                raise
+            assert self.backend is not None
+            behind = context_error_behind(self.backend, body, self.limit_key)
+            if behind is None:
+                raise
+            raise behind from error
+
+    def _stream(self, body: dict[str, Any], on_delta: Callable[[str], None]) -> Reply:
         assert self.backend is not None
         try:
             reply = self.backend.send(body)
         except ParameterRejected as error:
-            # Servers that predate stream_options reject the whole request over it (400):
-            # send it again without, and stop asking for usage in this session.
-            if error.param != "stream_options" or "stream_options" not in body:
+            if error.param == "stream_options" and "stream_options" in body:
+                # Servers that predate stream_options reject the whole request over it (400):
+                # send it again without, and stop asking for usage in this session.
+                self.ask_usage = False
+                self.on_event(Notice("the server does not accept stream_options: usage will not be reported"))
+                body = {key: value for key, value in body.items() if key != "stream_options"}
+            elif error.param == "max_tokens" and "max_tokens" in body:
+                # OpenAI's reasoning models take the same limit only as max_completion_tokens.
+                self.limit_key = "max_completion_tokens"
+                body = {("max_completion_tokens" if key == "max_tokens" else key): value
+                        for key, value in body.items()}
+            else:
                 raise
-            self.ask_usage = False
-            self.on_event(Notice("the server does not accept stream_options: usage will not be reported"))
-            body = {key: value for key, value in body.items() if key != "stream_options"}
             reply = self.backend.send(body)
         try:
             for delta in reply:
@@ -546,8 +606,7 @@ class Session:
             self.on_event(Notice(f"the reply asks for tool calls ({names}) but no tools are enabled: "
                                  "nothing was run, and only its text is kept"))
         if answer.cut:
-            self.on_event(ReplyCut(self.settings.max_tokens if self.settings.max_tokens is not None
-                                   else plan.body.get("max_tokens")))
+            self.on_event(ReplyCut(self.reserve))
         estimated = fitted.total - self.reserve
         summary_prompt, summary_cached, summary_completion = self.summarizer.take_spent()
         cache = plan.cache
@@ -686,4 +745,4 @@ def _tools_key(body: Mapping[str, Any] | None) -> str:
     return json.dumps(tools, sort_keys=False, separators=(",", ":")) if tools else ""
 
 
-__all__ = ["Plan", "Recaller", "Session", "State", "TurnRecord"]
+__all__ = ["Plan", "Recaller", "Session", "State", "TurnRecord", "Unanswered"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -143,6 +144,10 @@ class OpenAIBackend:
     def send(self, body: Mapping[str, Any]) -> Reply:
         import openai
 
+        # An error being handled around this call (a request resent from an ``except`` block) is not
+        # this request's: an error of the SDK here has it as its context, which must not be taken for
+        # one of ours raised beneath the SDK.
+        outer = sys.exc_info()[1]
         streamed = bool(body.get("stream"))
         content = json.dumps(body, ensure_ascii=False).encode()
         try:
@@ -152,7 +157,7 @@ class OpenAIBackend:
                 stream=streamed, stream_cls=openai.Stream[object],
             )
         except Exception as error:  # the SDK's errors, mapped by type; others re-raised as bugs
-            raise self._translate(error, began=False) from error
+            raise self._translate(error, began=False, outer=outer) from error
         if not streamed:
             chunk = parse_completion(raw)
             if chunk is None:
@@ -164,10 +169,10 @@ class OpenAIBackend:
             stream.close()
             raise MalformedReply(f"{self.name} answered with {kind.split(';')[0] or 'no content type'}, "
                                  f"not a stream of events: {_NOT_OPENAI}")
-        return Reply(body, public_url(self.endpoint), self._chunks(stream), name=self.name,
+        return Reply(body, public_url(self.endpoint), self._chunks(stream, outer), name=self.name,
                      close=stream.close)
 
-    def _chunks(self, stream: Any) -> Iterator[Chunk]:
+    def _chunks(self, stream: Any, outer: BaseException | None = None) -> Iterator[Chunk]:
         watchdog = _Watchdog(self.timeout, stream.close)
         try:
             for data in stream:
@@ -178,7 +183,7 @@ class OpenAIBackend:
         except Exception as error:  # GeneratorExit (the reader stopped early) is no Exception
             if watchdog.fired:
                 raise Stalled(f"{self.name} sent no token for {self.timeout:g} s ({_SLOW})") from error
-            raise self._translate(error, began=True) from error
+            raise self._translate(error, began=True, outer=outer) from error
         finally:
             watchdog.stop()
             stream.close()
@@ -196,13 +201,13 @@ class OpenAIBackend:
         """Return outside text fit for a terminal (stderr, status lines): one line, no controls, no key."""
         return redact(" ".join(strip_controls(text).split()), self._api_key)
 
-    def _translate(self, raw: Exception, *, began: bool) -> RequestError:
+    def _translate(self, raw: Exception, *, began: bool, outer: BaseException | None = None) -> RequestError:
         """Return our error for ``raw``, an exception from the SDK or the network, by its type; re-raise
         anything else (a bug). ``began``: the reply stream had opened."""
         import openai
 
         host = self.name
-        for cause in _chain(raw):  # ours, raised under the SDK (wire.Guard): it says it best
+        for cause in _chain(raw, outer):  # ours, raised under the SDK (wire.Guard): it says it best
             if isinstance(cause, RequestError):
                 return cause
         if isinstance(raw, openai.APITimeoutError):
@@ -238,6 +243,10 @@ class OpenAIBackend:
             return ContextLengthError(f"{host}: {message}", limit=limit, requested=requested)
         if status == 400 and (_param_of(raw) == "stream_options" or "stream_options" in message):
             return ParameterRejected(f"{host} answered {status}: {message}", "stream_options", status)
+        if status == 400 and "max_completion_tokens" in message and "max_tokens" in message:
+            # OpenAI's reasoning models: "'max_tokens' is not supported with this model. Use
+            # 'max_completion_tokens' instead." (a max_tokens that is merely too large says no such thing)
+            return ParameterRejected(f"{host} answered {status}: {message}", "max_tokens", status)
         if status == 401:
             hint = "check OPENAI_API_KEY or api_key in the config file"
             return ServerError(f"{host} rejected the API key (401): {hint}", status)
@@ -246,9 +255,10 @@ class OpenAIBackend:
         return ServerError(f"{host} answered {status}: {message}", status, _retry_after(raw))
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """Yield ``error`` and its causes, outermost first."""
-    seen: set[int] = set()
+def _chain(error: BaseException, outer: BaseException | None = None) -> Iterator[BaseException]:
+    """Yield ``error`` and its causes, outermost first, up to ``outer`` (an error that was being handled
+    before ``error`` happened, and the causes of that one: not ``error``'s own)."""
+    seen: set[int] = {id(e) for e in _chain(outer)} if outer is not None else set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))

@@ -212,6 +212,7 @@ class Fault:
     requested: int = 0
     after_chunks: int = 0
     seconds: float = 0.0
+    keepalive: float = 0.0  # while hanging, send an SSE comment this often (seconds; 0: never)
 
 
 def error_body(status: int, message: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -314,12 +315,17 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes --
 
     def do_GET(self) -> None:
+        fake = self.server.fake
+        with fake._lock:
+            fake._state.gets.append(self.path)
         if self.path.rstrip("/") == "/v1/models":
             data = [
-                {"id": m, "object": "model", "created": 0, "owned_by": "fakeserver"}
-                for m in self.server.fake.models
+                {"id": m, "object": "model", "created": 0, "owned_by": "fakeserver", **fake.model_info}
+                for m in fake.models
             ]
             self._send_json(200, {"object": "list", "data": data})
+        elif self.path.rstrip("/") == "/props" and fake.props is not None:
+            self._send_json(200, fake.props)
         else:
             self._send_json(404, error_body(404, f"Unknown path {self.path}", "not_found"))
 
@@ -358,6 +364,9 @@ class _Handler(BaseHTTPRequestHandler):
         messages = body.get("messages") or []
         prompt_tokens = approx_tokens(messages)
         if fake.context_limit is not None and prompt_tokens > fake.context_limit:
+            if body.get("stream") and fake.overflow_stream_empty:
+                self._empty_stream()  # llama-cpp-python: 200, then an event stream that ends at once
+                return
             self._send_json(400, context_error_body(fake.context_limit, prompt_tokens))
             return
         try:
@@ -380,6 +389,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(body, scripted, usage, fault, timings)
         else:
             self._complete(body, scripted, usage, fault, timings)
+
+    def _empty_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _complete(self, body: dict[str, Any], scripted: Scripted, usage: dict[str, Any],
                   fault: Fault | None, timings: dict[str, int] | None = None) -> None:
@@ -482,7 +499,13 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "cut" and count == fault.after_chunks:
                 raise _Cut()
             if fault is not None and fault.kind == "hang" and count == fault.after_chunks:
-                fake._sleep(fault.seconds)
+                if fault.keepalive > 0:  # a server that keeps the connection alive but sends no token
+                    until = time.monotonic() + min(fault.seconds, MAX_SLEEP)
+                    while time.monotonic() < until:
+                        fake._sleep(min(fault.keepalive, until - time.monotonic()))
+                        send(b": keep-alive\n\n")
+                else:
+                    fake._sleep(fault.seconds)
             send(event)
         if framing == "chunked":
             self.wfile.write(b"0\r\n\r\n")
@@ -494,6 +517,7 @@ class _State:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     faults: deque[Fault] = field(default_factory=deque)
+    gets: list[str] = field(default_factory=list)
     connections: set[socket.socket] = field(default_factory=set)
 
 
@@ -502,8 +526,10 @@ class FakeServer:
 
     ``url`` is the base URL to give the client ("http://127.0.0.1:PORT/v1"). Sticky
     options are plain attributes: ``context_limit`` (reject prompts whose
-    ``approx_tokens`` exceed it), ``omit_usage`` (never report usage) and
-    ``stream_framing`` ("chunked" or "close", see the module docstring).
+    ``approx_tokens`` exceed it; with ``overflow_stream_empty``, a streamed one gets an empty
+    stream as from llama-cpp-python), ``omit_usage`` (never report usage),
+    ``stream_framing`` ("chunked" or "close", see the module docstring), ``model_info`` (more
+    fields of each ``/v1/models`` entry) and ``props`` (llama.cpp's ``/props``, served when set).
     """
 
     def __init__(
@@ -519,6 +545,10 @@ class FakeServer:
         self.context_limit: int | None = None
         self.omit_usage = False
         self.usage_override: Mapping[str, Any] | None = None  # sent as the usage of every reply
+        # What llama-cpp-python does with a streamed request over context_limit: 200 and an empty stream.
+        self.overflow_stream_empty = False
+        self.model_info: dict[str, Any] = {}  # more fields of every /v1/models entry (max_model_len ...)
+        self.props: dict[str, Any] | None = None  # served at /props (llama.cpp's llama-server) when set
         # A prefix cache, reported the way ``cache_dialect`` says ("openai", "deepseek", "anthropic",
         # "llama", or None: no cache): a request's longest run of whole messages shared with an earlier
         # request counts as cached, from ``cache_min`` tokens on, in steps of ``cache_step``.
@@ -551,6 +581,12 @@ class FakeServer:
         """Return each request's headers (names lower-cased), parallel to ``requests``."""
         with self._lock:
             return [dict(h) for h in self._state.headers]
+
+    @property
+    def gets(self) -> list[str]:
+        """Return the path of every GET received (/v1/models, /props ...), in arrival order."""
+        with self._lock:
+            return list(self._state.gets)
 
     @property
     def pending_faults(self) -> int:
@@ -601,9 +637,12 @@ class FakeServer:
         """Sleep ``seconds`` (at most ``MAX_SLEEP``) before answering the next request."""
         self._push(Fault("delay", seconds=seconds))
 
-    def hang_stream_next(self, after_chunks: int = 1, seconds: float = 5.0) -> None:
-        """Send ``after_chunks`` SSE events of the next reply, stall ``seconds``, then finish it."""
-        self._push(Fault("hang", after_chunks=after_chunks, seconds=seconds))
+    def hang_stream_next(self, after_chunks: int = 1, seconds: float = 5.0, keepalive: float = 0.0) -> None:
+        """Send ``after_chunks`` SSE events of the next reply, stall ``seconds``, then finish it.
+
+        With ``keepalive``, an SSE comment is sent that often while it stalls: the connection is never
+        idle, but no token comes."""
+        self._push(Fault("hang", after_chunks=after_chunks, seconds=seconds, keepalive=keepalive))
 
     # -- lifecycle --
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.input import PipeInput, create_pipe_input
@@ -129,10 +130,17 @@ def test_an_unpinned_name_survives_in_the_summary(server: FakeServer) -> None:
 # ---- the toolbar ------------------------------------------------------------------------
 
 
+class WideOutput(DummyOutput):
+    """A terminal wide enough for every part of the toolbar (80 columns: tests/test_pty.py)."""
+
+    def get_size(self) -> Size:
+        return Size(rows=40, columns=200)
+
+
 @contextmanager
 def repl_for(session: Session) -> Iterator[tuple[Repl, PipeInput]]:
-    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        yield Repl(session, Console(file=io.StringIO()), input=pipe, output=DummyOutput()), pipe
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=WideOutput()):
+        yield Repl(session, Console(file=io.StringIO()), input=pipe, output=WideOutput()), pipe
 
 
 def draft(repl: Repl, text: str) -> None:
@@ -158,34 +166,34 @@ def test_toolbar_shows_tokens_budget_bar_pins_evictions_and_sent(server: FakeSer
         share = (prompt + RESERVE) / 400
         text = text_of(parts)
         assert "≈" not in text  # gpt-4o is counted exactly
-        assert f"{prompt:,}+{RESERVE} / 400 {share:.0%}" in text
+        assert f"prompt {prompt:,} + reply {RESERVE} / budget 400 ({share:.0%})" in text
         assert "█" * round(min(share, 1.0) * 12) + "░" * (12 - round(min(share, 1.0) * 12)) in text
-        assert "pinned 1" in text
-        assert f"evicted {len(session.conversation.evicted)}" in text and session.conversation.evicted
-        assert f"sent {session.ledger.sent:,}" in text and session.ledger.sent > 0
+        assert "1 pinned" in text
+        assert f"{len(session.conversation.evicted)} evicted" in text and session.conversation.evicted
+        assert f"sent {session.ledger.sent:,} so far" in text and session.ledger.sent > 0
         expected = "class:ok" if share < 0.8 else "class:warn" if share <= 1.0 else "class:over"
-        assert styled(parts, f"{prompt:,}+") == expected
+        assert styled(parts, f"prompt {prompt:,} + ") == expected
 
         # The draft being typed counts; a slash command does not.
         typed = "a draft that is still being typed " * 40
         draft(repl, typed)
         with_draft = prompt + session.measure_text(typed)
         parts = repl.toolbar()
-        assert f"{with_draft:,}+{RESERVE} / 400" in text_of(parts)
-        assert styled(parts, f"{with_draft:,}+") == "class:over"
+        assert f"prompt {with_draft:,} + reply {RESERVE} / budget 400" in text_of(parts)
+        assert styled(parts, f"prompt {with_draft:,} + ") == "class:over"
         draft(repl, "/tokens")
-        assert f"{prompt:,}+{RESERVE} / 400" in text_of(repl.toolbar())
+        assert f"prompt {prompt:,} + reply {RESERVE} / budget 400" in text_of(repl.toolbar())
 
 
 def test_toolbar_colours_follow_the_share_of_the_budget(server: FakeServer) -> None:
     session = make_session(server, budget=1000, reply_reserve=RESERVE, policy="none")
     with repl_for(session) as (repl, _):
-        assert styled(repl.toolbar(), "+64 / 1,000") == "class:ok"
+        assert styled(repl.toolbar(), "reply 64 / budget 1,000") == "class:ok"
         for words, style in ((800, "class:warn"), (1000, "class:over")):
             draft(repl, " ".join(["word"] * words))
             share = (session.next_request_tokens(repl.prompt.default_buffer.text) + RESERVE) / 1000
             assert (0.8 <= share <= 1.0) if style == "class:warn" else share > 1.0
-            assert styled(repl.toolbar(), "+64 / 1,000") == style
+            assert styled(repl.toolbar(), "reply 64 / budget 1,000") == style
 
 
 def test_toolbar_labels_estimates_and_follows_typing(server: FakeServer) -> None:
@@ -216,7 +224,8 @@ def test_toolbar_labels_estimates_and_follows_typing(server: FakeServer) -> None
     expected = TokenCounter("deepseek-chat").count_request([Message("user", typed)])
     drawn = [toolbar for draft, toolbar in seen if draft == typed]
     assert drawn, "the toolbar was never redrawn while the message was being typed"
-    assert f"≈{expected:,}+{RESERVE} / 4,000" in drawn[0]  # an unknown model's count is an estimate
+    # an unknown model's count is an estimate
+    assert f"prompt ≈{expected:,} + reply {RESERVE} / budget 4,000" in drawn[0]
     assert server.requests[0]["messages"] == [{"role": "user", "content": typed}]
 
 
@@ -247,7 +256,9 @@ def test_usage_line_marks_estimates_and_missing_usage(server: FakeServer) -> Non
     assert done.returncode == 0, done.stderr
     estimated = TokenCounter("llama-3-8b").count_request([Message("user", "hi")])
     assert usage_line(done.stderr) == (
-        f"stateless-chat: usage: prompt ≈{estimated:,} estimated, not reported; completion not reported"
+        f"stateless-chat: usage: prompt ≈{estimated:,} estimated, not reported; completion not reported "
+        "(the server sent no usage with the streamed reply, as llama-cpp-python never does: "
+        "--no-stream gets it)"
     )
 
 

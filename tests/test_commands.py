@@ -281,7 +281,7 @@ def test_budget_shows_and_sets_and_refuses_nonsense(server: FakeServer) -> None:
     lines = run.output.splitlines()
     assert lines[0].startswith("budget 5,000 tokens per request")
     assert lines[1].startswith("error: usage: /budget")
-    assert lines[2].startswith("error:") and "reply_reserve" in lines[2]  # 1,024 reserve > 500
+    assert lines[2].startswith("error:") and "/reserve" in lines[2]  # 1,024 reserve > 500
     assert lines[3].startswith("budget 5,000 tokens")
 
 

@@ -732,3 +732,109 @@ def test_real_server_is_gone_after_stop() -> None:
     assert gone(server.pid)
     with pytest.raises(ConnectError):
         server.check()
+
+
+# ---- the chat against the real server: a reply never runs on, Ctrl-C stops it ----------------
+
+
+def local_session(server: LocalServer, **settings: Any) -> Any:
+    """A session against the real server, wired as the CLI wires it for the local model."""
+    from stateless_chat.config import Settings
+    from stateless_chat.session import Session
+    from stateless_chat.transport import open_backend
+
+    values: dict[str, Any] = {"base_url": server.base_url, "model": server.model_path.stem,
+                              "context_window": server.n_ctx, "max_retries": 0, "timeout": 60.0,
+                              "temperature": 0.0}
+    values.update(settings)
+    config = Settings(**values)
+    backend = open_backend(config.endpoints, config.api_key, timeout=config.timeout, max_retries=0,
+                           health_check=server.check, retry_timeouts=False)
+    return Session(config, local.RestartingBackend(backend, server))
+
+
+def log_of(server: LocalServer) -> str:
+    assert server.log_path is not None
+    return server.log_path.read_text(errors="replace")
+
+
+STORY = "Write a very long story about a dragon and a knight, at least 3000 words, with many chapters."
+
+
+@needs_local
+@pytest.mark.timeout(300)
+def test_a_reply_stops_at_the_reserve_sent_as_max_tokens(
+    real_server: tuple[LocalServer, float, list[str]],
+) -> None:
+    from stateless_chat.messages import ReplyCut
+
+    server, _, _ = real_server
+    session = local_session(server, reply_reserve=12, stream=False)  # not streamed: usage is reported
+    events: list[Any] = []
+    session.on_event = events.append
+    reply = session.send(STORY)
+    assert session.ledger.turns[-1].reported_completion_tokens == 12  # no more than the reserve
+    assert reply.finish_reason == "length" and session.conversation.history[-1].cut
+    assert [e.max_tokens for e in events if isinstance(e, ReplyCut)] == [12]
+
+
+@needs_local
+@pytest.mark.timeout(600)
+def test_ctrl_c_hangs_up_so_the_real_server_stops_and_the_next_turn_starts_at_once(
+    real_server: tuple[LocalServer, float, list[str]],
+) -> None:
+    """Ctrl-C mid-reply closes the connection and the server drops the reply (llama.cpp has one slot: a
+    reply it went on writing would hold up the next turn for minutes, up to the 4,000 tokens allowed
+    here). Ctrl-C while the server still reads a long prompt, which it cannot stop, stops the server;
+    the next turn starts it again. Either way the next turn is answered, by a session whose stall
+    timeout (30 s without a token) would end it if it waited."""
+    from stateless_chat.messages import Notice
+
+    server, _, _ = real_server
+    session = local_session(server, reply_reserve=4000, timeout=30.0)
+    events: list[Any] = []
+    session.backend.on_event = events.append
+    before = session.conversation
+
+    # 1. Ctrl-C as the third token arrives: the server sees the client go and stops writing.
+    seen: list[str] = []
+
+    def interrupt_at_the_third(delta: str) -> None:
+        seen.append(delta)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        session.send(STORY, interrupt_at_the_third)
+    assert session.conversation == before
+    pid = server.pid
+    reply = session.send("Say hello in one word.")
+    assert reply.done and reply.text.strip()
+    assert "Disconnected from client" in log_of(server)
+    assert server.pid == pid and not events  # no restart was needed
+
+    # 2. Ctrl-C (a real SIGINT) once the server has taken a long prompt, before its first token.
+    long_prompt = " ".join(f"Fact {i}: the dragon's name is Ember." for i in range(300)) + " " + STORY
+    posts = log_of(server).count("POST /v1/chat/completions")
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + 60
+        while log_of(server).count("POST /v1/chat/completions") == posts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    tokens: list[str] = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            session.send(long_prompt, tokens.append)
+            time.sleep(60)  # the reply ended before the key came: wait for it here instead
+    finally:
+        presser.join()
+    if not tokens:  # (the usual case) the key came before the first token
+        assert gone(pid)
+        assert any(isinstance(e, Notice) and "stopped the local model" in e.text for e in events)
+    reply = session.send("Say goodbye in one word.")
+    assert reply.done and reply.text.strip()
+    server.check()

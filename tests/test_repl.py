@@ -112,7 +112,7 @@ def test_toolbar_shows_model_messages_and_tokens(server: FakeServer) -> None:
         text = "".join(part[1] for part in repl.toolbar())
     expected = session.next_request_tokens()
     assert "gpt-4o" in text and "2 msgs" in text
-    assert f"{expected:,}+1,024 / 4,000" in text
+    assert f"prompt {expected:,} + reply 1,024 / budget 4,000" in text
 
 
 def test_every_message_gets_its_own_number(server: FakeServer) -> None:
@@ -149,7 +149,7 @@ def toolbar_with_draft(session: Session, draft: str) -> tuple[str, str]:
             return repl.toolbar()
 
         parts = asyncio.run(typed())
-    return "".join(part[1] for part in parts), parts[1][0]
+    return "".join(part[1] for part in parts), next(part[0] for part in parts if "prompt " in part[1])
 
 
 def test_toolbar_counts_the_draft_but_never_one_too_big_to_send(server: FakeServer) -> None:
@@ -159,11 +159,11 @@ def test_toolbar_counts_the_draft_but_never_one_too_big_to_send(server: FakeServ
     spy = lambda m: counted.append(len(m.content)) or original(m)  # noqa: E731
     session.counter.count_message = spy  # type: ignore[method-assign]
     text, style = toolbar_with_draft(session, "a short question")
-    assert f" {session.next_request_tokens('a short question'):,}+" in text and style == "class:ok"
+    assert f"prompt {session.next_request_tokens('a short question'):,} + " in text and style == "class:ok"
     huge = "x" * 5_000_000  # one run: counting it takes about a second, on every keystroke
     text, style = toolbar_with_draft(session, huge)
     assert max(counted) < 100 and style == "class:over"
-    assert f"≥{session.next_request_tokens() + byte_lower_bound(huge):,}+" in text
+    assert f"prompt ≥{session.next_request_tokens() + byte_lower_bound(huge):,} + " in text
 
 
 def test_a_line_that_is_not_utf8_is_sent_with_replacement_characters(
