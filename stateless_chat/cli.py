@@ -178,7 +178,8 @@ def chat(
     ] = False,
     cid: Annotated[
         str | None,
-        typer.Option("--cid", metavar="ID", help="Continue the logged conversation with this id (or its start)."),
+        typer.Option("--cid", metavar="ID",
+                     help="Continue the logged conversation with this id (or its start)."),
     ] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
     recall: Annotated[
