@@ -300,6 +300,98 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
 
 
 
+# ---- stateless-chat logs ------------------------------------------------------------------
+
+logs_app = typer.Typer(
+    help="Read the conversation log (every turn of every chat, in SQLite): list, show, search, path. "
+    "Output is plain text.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(logs_app, name="logs")
+
+
+@logs_app.callback()
+def logs_options(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="Config file (TOML): its log_db.")] = None,
+) -> None:
+    ctx.obj = config
+
+
+def _log_path(ctx: typer.Context) -> Path:
+    from stateless_chat.config import load_settings, log_db_path
+
+    return log_db_path(load_settings(ctx.obj, os.environ, {}), os.environ)
+
+
+def _read_log(ctx: typer.Context, read: Callable[[Any], list[str]], *, empty: str) -> None:
+    """Open the log, print what ``read(store)`` returns one line each (``empty`` on stderr when nothing);
+    every error is one line on stderr and the exit status."""
+    from stateless_chat.logstore import LogStore
+
+    try:
+        path = _log_path(ctx)
+        if not path.exists():
+            say(f"no conversation logged yet (the log would be {path})")
+            return
+        with LogStore.open(path) as store:
+            lines = read(store)
+    except ChatError as error:
+        say(str(error))
+        raise typer.Exit(error.exit_code) from None
+    if not lines:
+        say(empty)
+    for line in lines:
+        print(line)
+
+
+@logs_app.command("list", help="Recent conversations, the most recently active first: id, when, model, "
+                  "turns, first line.")
+def logs_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+) -> None:
+    from stateless_chat import logview
+
+    _read_log(ctx, lambda store: logview.list_lines(store.conversations(limit)),
+              empty="no conversation logged yet")
+
+
+@logs_app.command("show", help="The transcript of conversation ID (or the start of it): every message, "
+                  "evicted ones marked, and the events of each turn.")
+def logs_show(ctx: typer.Context, cid: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    from stateless_chat import logview
+
+    _read_log(ctx, lambda store: logview.show_lines(store, store.find(cid)), empty="nothing logged")
+
+
+@logs_app.command("search", help="Full-text search of every logged message: conversation id, message number, "
+                  "role, turn and the match. Every word must match; \"a phrase\" and prefix* work.")
+def logs_search(
+    ctx: typer.Context,
+    query: Annotated[list[str], typer.Argument(metavar="QUERY...")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many hits.")] = 20,
+) -> None:
+    from stateless_chat import logview
+
+    text = " ".join(query)
+    _read_log(ctx, lambda store: logview.search_lines(store.search(text, limit=limit)),
+              empty=f"no logged message matches {' '.join(text.split())!r}")
+
+
+@logs_app.command("path", help="Where the log is (log_db in the config file moves it).")
+def logs_path(ctx: typer.Context) -> None:
+    try:
+        print(_log_path(ctx))
+    except ChatError as error:
+        say(str(error))
+        raise typer.Exit(error.exit_code) from None
+
+
 @dataclass
 class Options:
     """The flags that steer how a run behaves, rather than what the settings are."""
