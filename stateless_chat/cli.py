@@ -638,14 +638,17 @@ def start_tools(session: Session, options: Options, say: Callable[[str], None]) 
     servers_config = session.settings.mcp
     if not servers_config or not options.tools:
         return
+    from stateless_chat import journal
     from stateless_chat.config import default_data_dir
+    from stateless_chat.toolbox import RecallTool, Toolbox
     from stateless_chat.tools import ToolServers
 
     servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs")
     _on_terminate.append(servers.stop)
     for problem in servers.start():
         say(f"{problem} (the chat goes on without its tools)")
-    session.toolbox = servers
+    log = journal.of(session)  # where tools are offered, recall is one of them
+    session.toolbox = Toolbox(servers, [RecallTool(log)] if log is not None else [])
 
 
 def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:

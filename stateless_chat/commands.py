@@ -734,10 +734,11 @@ def _evict_to(session: Session, arg: str) -> Result:
 @command("tools", "/tools [on|off [SERVER]]", "list the MCP servers and their tools with what each costs, "
          "or turn tools on or off", choices=lambda session: ["on", "off"])
 def _tools(session: Session, arg: str) -> Result:
-    from stateless_chat.tools import ToolServers
+    from stateless_chat.toolbox import Toolbox
 
-    servers = session.toolbox
-    if not isinstance(servers, ToolServers):
+    toolbox = session.toolbox
+    servers = toolbox.servers if isinstance(toolbox, Toolbox) else None
+    if not isinstance(toolbox, Toolbox) or servers is None:
         return Lines(("no tools: add [mcp.servers.NAME] tables to the config file (the README's Tools "
                       "section), and leave out --no-tools",))
     words = arg.split()
@@ -753,7 +754,7 @@ def _tools(session: Session, arg: str) -> Result:
     lines += servers.start()  # servers that are not running start on /tools too
     for status in servers.status():
         lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
-    offered = servers.tools()
+    offered = toolbox.tools()
     for spec in offered:
         cost = session.tools_tokens([spec.to_api()])
         lines.append(f"  {spec.offered} ({spec.display}) · {cost:,} tokens · approve: {spec.approve}")

@@ -20,7 +20,8 @@ import pytest
 
 from stateless_chat.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
 from stateless_chat.session import Session
-from stateless_chat.tools import ServerConfig, ToolServers
+from stateless_chat.toolbox import RecallTool, Toolbox
+from stateless_chat.tools import ServerConfig, ToolServers, ToolSpec
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
 from tests.test_cli import run_cli
@@ -61,7 +62,7 @@ def calling(*steps: tuple[tuple[str, str], ...], answer: Answer | None = None
 
 def tool_session(server: FakeServer, tools: ToolServers, approve: bool = True, **settings: Any) -> Session:
     session = make_session(server, **settings)
-    session.toolbox = tools
+    session.toolbox = Toolbox(tools)
     session.approve = lambda call, spec: approve
     return session
 
@@ -194,7 +195,7 @@ def _message(data: dict[str, Any]) -> Any:
 
 def repl_session(server: FakeServer, tools: ToolServers) -> Session:
     session = make_session(server)
-    session.toolbox = tools
+    session.toolbox = Toolbox(tools)
     return session
 
 
@@ -338,3 +339,41 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
     finally:
         child.close(force=True)
     assert [m["role"] for m in server.requests[-1]["messages"]] == ["user", "assistant", "tool"]
+
+
+# ---- recall as a tool ------------------------------------------------------------------------
+
+
+def test_the_model_recalls_an_evicted_fact_with_the_recall_tool(server: FakeServer,
+                                                                 tools: ToolServers) -> None:
+    from stateless_chat import journal
+
+    session = make_session(server, budget=500, reply_reserve=64)
+    log = journal.attach(session, None)  # logging off: recall searches an index held in memory
+    session.toolbox = Toolbox(tools, [RecallTool(log)])
+    approved: list[str] = []
+    session.approve = lambda call, spec: approved.append(spec.display) is None
+    server.replier = lambda body: "noted"
+    session.send("The launch code is 7491, remember it.")
+    for i in range(8):
+        session.send(f"some other topic number {i} " * 8)
+    assert session.conversation.evicted and all("7491" not in m["content"]
+                                                 for m in server.requests[-1]["messages"] if m["content"])
+    server.replier = calling((("recall_history", '{"query": "launch code"}'),))
+    reply = session.send("what was the launch code?")
+    assert approved == ["builtin.recall_history"]  # approved like any other tool
+    assert "7491" in reply.text and "turn 1" in reply.text
+    offered = sorted(t["function"]["name"] for t in server.requests[-1]["tools"])
+    assert offered == ["add", "fail", "hang", "huge", "recall_history"]
+
+
+def test_a_server_tool_named_like_a_builtin_keeps_working(tools: ToolServers) -> None:
+    class Fake:
+        spec = ToolSpec("builtin", "add", "add", "clash", {"type": "object", "properties": {}})
+
+        def call(self, arguments: str) -> Any:
+            raise AssertionError("the server's add must be called")
+
+    box = Toolbox(tools, [Fake()])  # type: ignore[list-item]
+    assert "calc_add" in [spec.offered for spec in box.tools()]
+    assert box.call("calc_add", '{"a": 1, "b": 2}').text == "3"
