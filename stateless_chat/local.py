@@ -374,10 +374,11 @@ class LocalServer:
         batch_threads: int | None = None,
     ) -> None:
         self.model_path = Path(model_path)
-        # llama-cpp-python generates with half the cores by default (one, on two): all of them is
-        # faster here (see the README's local-model notes for the measurement).
+        # Measured on 2 cores (the README's local-model notes): generating with both cores is no
+        # faster than with one (the server's Python and the client need the other), while reading a
+        # prompt gains from all of them; so half the cores generate and all of them read.
         cores = os.cpu_count() or 1
-        self.threads = threads or cores
+        self.threads = threads or max(1, cores // 2)
         self.batch_threads = batch_threads or cores
         if n_ctx is None:
             trained = model_context_length(self.model_path)
