@@ -25,7 +25,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from stateless_chat.local import _free_port
 
 STOP_TIMEOUT = 10.0
 REASON = (
@@ -76,14 +77,6 @@ def litellm_available() -> bool:
         return importlib.util.find_spec("litellm") is not None
     except (ImportError, ValueError):
         return False
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def model_names(config_yaml: str) -> set[str]:
@@ -144,7 +137,7 @@ class Gateway:
         config = self._dir / "config.yaml"
         config.write_text(self.config_yaml, encoding="utf-8")
         self.key = "sk-" + secrets.token_hex(24)
-        self.port = free_port()
+        self.port = _free_port()  # the local server's: a loopback port that was free a moment ago
         self.url = f"http://127.0.0.1:{self.port}/v1"
         started = time.monotonic()
         with open(self._dir / "litellm.log", "wb") as log:

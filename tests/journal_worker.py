@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -18,6 +17,7 @@ from stateless_chat import journal  # noqa: E402
 from stateless_chat.config import Settings  # noqa: E402
 from stateless_chat.session import Session  # noqa: E402
 from stateless_chat.transport import open_backend  # noqa: E402
+from tests.logstore_worker import ready_and_wait  # noqa: E402
 
 
 def main(url: str, path: Path, turns: int, tag: str, directory: Path) -> int:
@@ -25,13 +25,8 @@ def main(url: str, path: Path, turns: int, tag: str, directory: Path) -> int:
     session = Session(settings, open_backend(settings.endpoints, "sk-worker", max_retries=0, timeout=30.0))
     warnings: list[str] = []
     log = journal.attach(session, path, warn=warnings.append, strict=True)
-    (directory / f"{tag}.ready").touch()
-    deadline = time.monotonic() + 60
-    while not (directory / "go").exists():
-        if time.monotonic() > deadline:
-            print("no go file", file=sys.stderr)
-            return 2
-        time.sleep(0.005)
+    if not ready_and_wait(directory, tag):
+        return 2
     for turn in range(1, turns + 1):
         session.send(f"{tag} question {turn} " + "and some words to fill the budget " * 3)
     log.close()

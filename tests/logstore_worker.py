@@ -56,14 +56,22 @@ def make_turn(turn: int, tag: str, *, reply: str | None = None) -> TurnLog:
     )
 
 
-def log(path: Path, turns: int, tag: str, directory: Path) -> int:
+def ready_and_wait(directory: Path, tag: str) -> bool:
+    """Say this worker is ready (``TAG.ready``), then wait for the ``go`` file that starts every worker
+    at once; False when it never comes."""
     (directory / f"{tag}.ready").touch()
     deadline = time.monotonic() + 60
     while not (directory / "go").exists():
         if time.monotonic() > deadline:
             print("no go file", file=sys.stderr)
-            return 2
+            return False
         time.sleep(0.005)
+    return True
+
+
+def log(path: Path, turns: int, tag: str, directory: Path) -> int:
+    if not ready_and_wait(directory, tag):
+        return 2
     with LogStore.open(path) as store:
         cid = store.start_conversation(model="test-model", endpoint="http://127.0.0.1:9/v1")
         for turn in range(1, turns + 1):
