@@ -647,8 +647,9 @@ def start_tools(session: Session, options: Options, say: Callable[[str], None]) 
     _on_terminate.append(servers.stop)
     for problem in servers.start():
         say(f"{problem} (the chat goes on without its tools)")
-    log = journal.of(session)  # where tools are offered, recall is one of them
-    session.toolbox = Toolbox(servers, [RecallTool(log)] if log is not None else [])
+    log = journal.of(session.observers)  # where tools are offered, recall is one of them
+    recall = [RecallTool(log, lambda: session.conversation)] if log is not None else []
+    session.toolbox = Toolbox(servers, recall)
 
 
 def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
@@ -660,7 +661,7 @@ def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
     if path is not None:
         from stateless_chat import persist
 
-        persist.restore(session, persist.load(path), keep=set(flags))
+        session.load(*persist.loadable(persist.load(path)), keep=set(flags))
 
 
 def open_journal(session: Session, settings: Settings, options: Options, flags: dict[str, Any],
@@ -675,9 +676,11 @@ def open_journal(session: Session, settings: Settings, options: Options, flags: 
         raise UsageError("-c/--continue and --cid read the conversation log, which is turned off "
                          "(--no-log or log = false)")
     path = log_db_path(settings, os.environ) if settings.log else None
-    attached = journal.attach(session, path, warn=warn, strict=options.resume)
+    attached = journal.open_journal(path, session.settings, warn=warn, strict=options.resume)
+    session.observers.append(attached)
+    session.recaller = attached.recall
     if options.resume:
-        attached.resume(options.cid, keep=flags)
+        session.load(*journal.loadable(attached.resume(options.cid)), keep=flags)
     elif options.load is not None or options.save is not None:
         attached.saved = session.conversation  # it is in that file
     return attached
@@ -748,7 +751,7 @@ def answer_once(
     if options.save is not None:
         from stateless_chat import persist
 
-        persist.save(session, options.save)
+        persist.save(options.save, session.conversation, session.ledger, session.settings)
     log.close()
     return 0
 
@@ -828,6 +831,7 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     backend.on_event = repl.renderer.event
     # Through the session: a line said while a reply streams waits until the reply is shown.
     log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
+    repl.after_change = lambda what: log.edited(what, session.conversation, session.ledger, session.settings)
     continued = f" · continuing {log.cid}" if options.resume else ""
     start_tools(session, options, repl.renderer.note)
     console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal

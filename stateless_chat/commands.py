@@ -796,8 +796,8 @@ def _save(session: Session, arg: str) -> Result:
     refusal = None if force else persist.overwrite_refusal(path, conversation)
     if refusal is not None:
         raise CommandError(f"{refusal}: not saved (/save {shlex.quote(words[0])} --force replaces it)")
-    persist.save(session, path)
-    attached = journal.of(session)
+    persist.save(path, conversation, session.ledger, session.settings)
+    attached = journal.of(session.observers)
     if attached is not None:
         attached.saved = conversation
     return Lines((f"saved {len(conversation.live)} message(s) and {len(conversation.evicted)} evicted "
@@ -806,7 +806,7 @@ def _save(session: Session, arg: str) -> Result:
 
 def _left_behind(session: Session) -> str:
     """Return what becomes of the conversation /load replaces: a line when it was never saved."""
-    attached = journal.of(session)
+    attached = journal.of(session.observers)
     conversation = session.conversation
     empty = not any(e.id for e in conversation.all_entries())
     if attached is None or attached.saved is conversation or empty:
@@ -823,9 +823,9 @@ def _load(session: Session, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(session)
-    persist.restore(session, saved)
+    session.load(*persist.loadable(saved))
     session.unanswered = None  # a message that failed in the conversation this one replaces
-    attached = journal.of(session)
+    attached = journal.of(session.observers)
     if attached is not None:
         attached.forked()  # the loaded conversation is logged as a new one
         attached.saved = session.conversation
@@ -852,10 +852,10 @@ def _recall(session: Session, arg: str) -> Result:
         tokens = sum(e.tokens for e in back)
         return Lines((f"recalled turn {back[0].turn} ({span([e.id for e in back])}, {tokens:,} tokens): sent "
                       "right before your next message, then kept in the history until evicted again",))
-    attached = journal.of(session)
+    attached = journal.of(session.observers)
     if attached is None:
         raise CommandError("/recall QUERY searches the conversation log, which this chat does not have")
-    found = attached.matches(arg)
+    found = attached.matches(arg, session.conversation)
     if not found:
         return Lines((f"no evicted turn matches {arg!r} (/history all lists the evicted messages)",))
     lines = [f"turn {m.turn} · {span(m.ids)} · {m.tokens:,} tokens · {m.state}: "
@@ -867,7 +867,7 @@ def _recall(session: Session, arg: str) -> Result:
 def _export(session: Session, arg: str) -> Result:
     path = _one_path(arg, "/export FILE.md", required=True)
     assert path is not None
-    persist.export(session, path)
+    persist.export(path, session.conversation, session.ledger, session.settings, session.budget)
     return Lines((f"wrote the transcript to {path}",))
 
 

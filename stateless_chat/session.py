@@ -124,6 +124,31 @@ class TurnRecord:
     reply: Reply
     stats: TurnStats
     events: tuple[Event, ...]
+    # What the turn left, as values (the log keeps them): the conversation and the accounting after
+    # it, the settings it ran with, the model it was sent to, and the seconds from its start to the
+    # end of its reply.
+    conversation: Conversation | None = None
+    ledger: Ledger | None = None
+    settings: Settings | None = None
+    model: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FailedTurn:
+    """A turn that failed or was cancelled after its tools ran (their side effects happened), as
+    ``Session.observers`` are told of it; the conversation stays as it was.
+
+    ``requests`` are the bodies answered; ``pending`` its message, the calls and the results that
+    came back; ``reason`` is ``cancelled`` or the error's one line.
+    """
+
+    turn: int
+    requests: tuple[Mapping[str, Any], ...]
+    pending: tuple[Entry, ...]
+    events: tuple[Event, ...]
+    reason: str
+    model: str
 
 
 # Before a turn's first request: given the new message, the conversation and the budget, return the
@@ -172,7 +197,8 @@ class Session:
         self.counter = counter or TokenCounter(settings.model, settings.encoding, settings.default_encoding)
         self._told: list[Event] = []  # the events this turn emitted, for its TurnRecord
         self.on_event = on_event
-        self.observers: list[Callable[[TurnRecord], None]] = []  # told of every completed turn (the log)
+        # Told of every completed turn, and of one that failed after its tools ran (the log).
+        self.observers: list[Callable[[TurnRecord | FailedTurn], None]] = []
         self.recaller: Recaller | None = None  # brings evicted turns back before a turn (auto recall)
         # When False, entries are sized by their UTF-8 byte length (an upper bound on tokens)
         # and the encoding is loaded only if that bound does not fit the budget.
@@ -402,6 +428,7 @@ class Session:
         if self.toolbox is not None:
             self.make_exact()  # tool schemas are counted with the encoding
         self._told = []
+        started = time.monotonic()
         plan = self.plan(text)
         turn = _Turn(plan.base or self.conversation, list(plan.pending))
         self._emit(plan.fit.events)
@@ -414,6 +441,9 @@ class Session:
                 plan = self._replan_smaller(turn, plan, error)
                 reply = self._request(plan.body, on_delta)
                 self.learned_budget = plan.budget  # learned only from a request that is answered
+            except BaseException as error:
+                self._failed(turn, error)
+                raise
             turn.base = turn.base.apply(plan.fit)
             turn.requests.append(plan.body)
             self.last_sent = sent_from(plan.fit.kept, tools=_tools_key(plan.body), endpoint=reply.name,
@@ -423,14 +453,30 @@ class Session:
                 break
             steps += 1
             turn.add_step(plan, reply, self.reserve)
-            turn.pending += [self._step_entry(turn, reply, calls), *self._run_calls(turn, calls)]
-            plan = self.plan_pending(turn.base, tuple(turn.pending), budget=plan.budget)
+            turn.pending.append(self._step_entry(turn, reply, calls))
+            try:
+                turn.pending += self._run_calls(turn, calls)
+                plan = self.plan_pending(turn.base, tuple(turn.pending), budget=plan.budget)
+            except BaseException as error:
+                self._failed(turn, error)
+                raise
             self._emit(plan.fit.events)
             self._say_break(plan.cache)
         if calls and steps == self.settings.max_tool_steps:
             self.on_event(ToolStepsExhausted(steps))
-        self._commit(turn, plan, reply, over_limit=bool(calls))
+        self._commit(turn, plan, reply, over_limit=bool(calls), seconds=time.monotonic() - started)
         return reply
+
+    def _failed(self, turn: _Turn, error: BaseException) -> None:
+        """Tell the observers of a turn that fails after tools ran (the calls happened, whatever
+        becomes of the turn); the conversation is left as it was."""
+        if not any(isinstance(event, ToolCalled) for event in self._told):
+            return
+        reason = "cancelled" if isinstance(error, KeyboardInterrupt) else " ".join(str(error).split())
+        record = FailedTurn(turn.number, tuple(turn.requests), tuple(turn.pending), tuple(self._told),
+                            reason or type(error).__name__, self.settings.model)
+        for observer in self.observers:
+            observer(record)
 
     def _next_id(self, turn: _Turn) -> int:
         """Return the first id no entry of the conversation or of this turn has."""
@@ -582,7 +628,8 @@ class Session:
             self._said.add(key)
             self.on_event(event)
 
-    def _commit(self, turn: _Turn, plan: Plan, reply: Reply, *, over_limit: bool = False) -> None:
+    def _commit(self, turn: _Turn, plan: Plan, reply: Reply, *, over_limit: bool = False,
+                seconds: float = 0.0) -> None:
         fitted = plan.fit
         baseline = self._baseline(turn.pending)
         conversation = turn.base.append(*turn.pending)
@@ -632,7 +679,8 @@ class Session:
         )
         self.conversation = conversation.append(answer, *unanswered)
         self.ledger = self.ledger.add(stats)
-        record = TurnRecord(turn.number, (*turn.requests[:-1], reply.body), reply, stats, tuple(self._told))
+        record = TurnRecord(turn.number, (*turn.requests[:-1], reply.body), reply, stats, tuple(self._told),
+                            self.conversation, self.ledger, self.settings, self.settings.model, seconds)
         self._told = []
         for observer in self.observers:
             observer(record)
@@ -745,4 +793,4 @@ def _tools_key(body: Mapping[str, Any] | None) -> str:
     return json.dumps(tools, sort_keys=False, separators=(",", ":")) if tools else ""
 
 
-__all__ = ["Plan", "Recaller", "Session", "State", "TurnRecord", "Unanswered"]
+__all__ = ["FailedTurn", "Plan", "Recaller", "Session", "State", "TurnRecord", "Unanswered"]

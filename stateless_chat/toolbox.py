@@ -9,12 +9,13 @@ fit the budget. Built-ins are approved like any other tool, and offered only whe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stateless_chat.tools import ToolResult, ToolServers, ToolSpec
 
 if TYPE_CHECKING:
+    from stateless_chat.history import Conversation
     from stateless_chat.journal import Journal
 
 BUILTIN = "builtin"  # the server name built-in tools are shown under (``builtin.recall_history``)
@@ -89,8 +90,9 @@ class RecallTool:
          "required": ["query"]},
     )
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, conversation: Callable[[], Conversation]) -> None:
         self.journal = journal
+        self.conversation = conversation  # the chat's, as it is when the model calls the tool
 
     def call(self, arguments: str) -> ToolResult:
         from stateless_chat.errors import ChatError
@@ -101,12 +103,13 @@ class RecallTool:
         if not isinstance(query, str) or not query.strip():
             return ToolResult("recall_history needs a query: the words to search for", is_error=True)
         try:
-            matches = self.journal.matches(query)
+            conversation = self.conversation()
+            matches = self.journal.matches(query, conversation)
         except ChatError as error:
             return ToolResult(f"the search failed: {error}", is_error=True)
         if not matches:
             return ToolResult("no earlier turn that is no longer in the context matches that query")
-        evicted = {e.id: e for e in self.journal.session.conversation.evicted}
+        evicted = {e.id: e for e in conversation.evicted}
         blocks = []
         for match in matches[:RECALL_RESULTS]:
             lines = [f"turn {match.turn} ({match.state}):"]

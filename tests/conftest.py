@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,11 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
+from stateless_chat import journal
 from stateless_chat.config import Settings
+from stateless_chat.history import Conversation
+from stateless_chat.journal import Journal
+from stateless_chat.ledger import Ledger
 from stateless_chat.repl import Repl
 from stateless_chat.session import Session
 from stateless_chat.transport import open_backend
@@ -59,6 +64,21 @@ def make_session(server: FakeServer, **settings: Any) -> Session:
     return Session(config, backend)
 
 
+def state(session: Session) -> tuple[Conversation, Ledger, Settings]:
+    """Return the values a save file (and the log) takes of ``session``."""
+    return session.conversation, session.ledger, session.settings
+
+
+def attach_journal(session: Session, path: Path | None, *, warn: Callable[[str], None] = lambda line: None,
+                   strict: bool = False) -> Journal:
+    """Return a journal logging ``session`` into the log at ``path``, wired as the chat wires it
+    (``cli.open_journal``): told of every turn, asked to recall."""
+    log = journal.open_journal(path, session.settings, warn=warn, strict=strict)
+    session.observers.append(log)
+    session.recaller = log.recall
+    return log
+
+
 @dataclass
 class ReplRun:
     session: Session
@@ -79,5 +99,8 @@ def run_repl(session: Session, keys: Sequence[str], *, width: int = 100) -> Repl
         if not keys or keys[-1] != CTRL_D:
             pipe.send_text(CTRL_D)
         repl = Repl(session, console, input=pipe, output=DummyOutput())
+        log = journal.of(session.observers)
+        if log is not None:  # as cli.run_repl wires it: every change the commands make is logged
+            repl.after_change = lambda what: log.edited(what, *state(session))
         code = repl.run()
     return ReplRun(session, buffer.getvalue(), code)

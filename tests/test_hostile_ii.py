@@ -40,7 +40,7 @@ from stateless_chat.render import Renderer
 from stateless_chat.repl import Repl, SharedFileHistory, secure_file_history
 from stateless_chat.transport import OpenAIBackend
 from tests import hostileserver as hs
-from tests.conftest import make_session, run_repl
+from tests.conftest import make_session, run_repl, state
 from tests.fakeserver import FakeServer
 from tests.test_cli import ROOT, run_cli, run_process
 from tests.test_local import SERVING, fake_llama, fake_python, model_like, write
@@ -186,7 +186,7 @@ def hostile_save_file(server: FakeServer, tmp_path: Path) -> Path:
     session = make_session(server)
     run_repl(session, ["hello\r"])
     path = tmp_path / "hostile.json"
-    persist.save(session, path)
+    persist.save(path, *state(session))
     data = json.loads(path.read_text())
     data["settings"].update(model="gpt" + HOSTILE, system="sys" + HOSTILE)
     data["system"] = {"id": 0, "role": "system", "content": "sys" + HOSTILE, "turn": 0, "pinned": True,

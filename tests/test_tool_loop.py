@@ -346,11 +346,11 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
 
 def test_the_model_recalls_an_evicted_fact_with_the_recall_tool(server: FakeServer,
                                                                  tools: ToolServers) -> None:
-    from stateless_chat import journal
+    from tests.conftest import attach_journal
 
     session = make_session(server, budget=500, reply_reserve=64)
-    log = journal.attach(session, None)  # logging off: recall searches an index held in memory
-    session.toolbox = Toolbox(tools, [RecallTool(log)])
+    log = attach_journal(session, None)  # logging off: recall searches an index held in memory
+    session.toolbox = Toolbox(tools, [RecallTool(log, lambda: session.conversation)])
     approved: list[str] = []
     session.approve = lambda call, spec: approved.append(spec.display) is None
     server.replier = lambda body: "noted"
