@@ -57,10 +57,14 @@ def failure(path: Path, doing: str, error: BaseException) -> LogError:
 # ---- opening --------------------------------------------------------------------------------
 
 
-def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """Return a connection to ``path`` in autocommit mode: transactions are begun explicitly."""
+def connect(path: Path, *, read_only: bool = False, immutable: bool = False) -> sqlite3.Connection:
+    """Return a connection to ``path`` in autocommit mode: transactions are begun explicitly.
+
+    ``read_only`` opens it read-only; ``immutable`` as a file nothing changes (no locks, no WAL
+    index: what a full disk leaves readable)."""
     if read_only:
-        uri = "file:" + str(path.resolve()).replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+        name = str(path.resolve()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+        uri = f"file:{name}?mode=ro" + ("&immutable=1" if immutable else "")
         return sqlite3.connect(uri, timeout=BUSY_TIMEOUT, isolation_level=None, uri=True)
     return sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
 
@@ -80,7 +84,9 @@ def make_private(path: Path, *, create: bool) -> list[str]:
     info = os.lstat(folder)
     if stat.S_ISLNK(info.st_mode):
         info = os.stat(folder)  # a linked folder (~/.local/share on another disk) is the user's choice
-    if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.getuid():
+    # Only the data folder the log makes its own ("stateless-chat"): a log_db elsewhere (the home, a
+    # shared directory) keeps its folder's mode, and the file alone is made private.
+    if folder.name == "stateless-chat" and stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.getuid():
         os.chmod(folder, 0o700)
         notes.append(f"the folder of the conversation log {shown_path(folder)} was mode "
                      f"{_mode(info.st_mode)}: made 0700 (it holds your conversations)")
@@ -90,10 +96,12 @@ def make_private(path: Path, *, create: bool) -> list[str]:
         except FileNotFoundError:
             continue
         if stat.S_ISLNK(info.st_mode):
-            raise OSError(0, f"{shown_path(name)} is a symbolic link: refused (the log would be written "
-                             "where it points); move it away")
+            raise LogError(f"cannot open the conversation log {shown_path(path)}: {shown_path(name)} is a "
+                           f"symbolic link (to {shown_path(Path(os.readlink(name)))}), and the log is never "
+                           "written through one: move it away, or set log_db to the file it points to")
         if not stat.S_ISREG(info.st_mode):
-            raise OSError(0, f"{shown_path(name)} is not a regular file")
+            raise LogError(f"cannot open the conversation log {shown_path(path)}: {shown_path(name)} is not "
+                           "a regular file")
         if stat.S_IMODE(info.st_mode) != 0o600 and info.st_uid == os.getuid():
             os.chmod(name, 0o600, follow_symlinks=False)
             notes.append(f"{shown_path(name)} was mode {_mode(info.st_mode)}: made 0600 (it holds your "

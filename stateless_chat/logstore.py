@@ -54,6 +54,7 @@ from stateless_chat.logopen import (
     failure,
     make_private,
     migrate,
+    reason_of,
     shown_path,
     transaction,
     use_wal,
@@ -114,6 +115,29 @@ _ENTRY_COLUMNS = ("e.id, e.turn, e.kind, e.slot, e.pos, e.pinned, e.source, e.to
                   "e.evicted_how, e.evicted_turn, "
                   "x.role, x.content, x.name, x.tool_calls, x.tool_call_id, x.raw")
 
+
+
+def _readable(path: Path, db: sqlite3.Connection) -> tuple[sqlite3.Connection, str]:
+    """Return ``db``, or when it cannot be read (a full disk: reading a WAL file needs its ``-shm``
+    index, which SQLite cannot create on a full disk) a connection that reads the file as it is,
+    with a note saying what that leaves out."""
+    try:
+        db.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        return db, ""
+    except sqlite3.OperationalError as error:
+        db.close()
+        why = reason_of(error)
+        try:
+            fallback = _connect(path, read_only=True, immutable=True)
+            fallback.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error:
+            raise failure(path, "open", error) from None
+    wal = path.with_name(path.name + "-wal")
+    pending = ", without the turns still in its -wal file" if wal.exists() and wal.stat().st_size else ""
+    return fallback, (f"the conversation log {shown_path(path)} cannot be opened as usual: {why}; it is "
+                      f"read as it stands on disk{pending}")
+
+
 # ---- the store ------------------------------------------------------------------------------
 
 
@@ -156,6 +180,9 @@ class LogStore:
             db = _connect(path)
         except sqlite3.Error as error:
             raise failure(path, "open", error) from None
+        if read_only:
+            db, note = _readable(path, db)
+            notes += [note] if note else []
         try:
             if not read_only:
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # a new file's, before its first table

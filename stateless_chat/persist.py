@@ -473,7 +473,7 @@ def _body(entry: Entry) -> str:
 
 
 def to_markdown(conversation: Conversation, ledger: Ledger, settings: Settings | Mapping[str, Any],
-                budget: int) -> str:
+                budget: int | None) -> str:
     """Return a readable Markdown transcript of a conversation: settings, system prompt, summary, and
     every message in order (evicted ones marked with how they left, since the model no longer sees
     them)."""
@@ -485,7 +485,7 @@ def to_markdown(conversation: Conversation, ledger: Ledger, settings: Settings |
         "",
         f"- exported: {stamp}",
         f"- model: `{model}`",
-        f"- budget: {budget:,} tokens, policy `{policy}`",
+        f"- budget: {budget:,} tokens, policy `{policy}`" if budget else f"- policy `{policy}`",
         f"- prompt tokens sent: {ledger.sent:,} (no-eviction baseline {ledger.baseline:,})",
         "",
     ]

@@ -369,7 +369,7 @@ def test_a_first_version_log_is_migrated_and_continued(server: FakeServer, tmp_p
     cid = build_v1(path)
     listed = run_cli("logs", "list")
     assert listed.stdout.decode().startswith(f"{cid}  ")
-    assert "old-model  3 turns  old question 1" in listed.stdout.decode()
+    assert "old-model  3 turns  440 tokens  -  -  old question 1" in listed.stdout.decode()
     done = run_cli("--base-url", server.url, "-c", "and now?")
     assert done.returncode == 0, done.stderr
     sent = [m["content"] for m in server.requests[-1]["messages"]]
@@ -394,7 +394,8 @@ def test_logs_list_show_search_and_path_are_plain_and_sanitized(server: FakeServ
     [line] = listed.splitlines()
     cid = line.split()[0]
     when = r"\d{4}-\d\d-\d\d \d\d:\d\d"
-    assert re.fullmatch(rf"{cid}  {when}  gpt-4o-mini  7 turns  the launch code is 7491 .*", line)
+    assert re.fullmatch(rf"{cid}  {when}  gpt-4o-mini  7 turns  [\d,]+ tokens  \$[\d.]+  [\d.]+ s  "
+                        "the launch code is 7491 .*", line)
     shown = run_cli("logs", "show", cid[:10]).stdout.decode()
     assert shown.startswith(f"conversation {cid} · started ")
     assert "#1 user (turn 1, evicted in turn " in shown and "    the launch code is 7491" in shown
