@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.config import Settings
     from stateless_chat.journal import Journal
     from stateless_chat.local import LocalServer, RestartingBackend
+    from stateless_chat.logstore import LogStore
     from stateless_chat.messages import Event, ToolCall
     from stateless_chat.session import Session
     from stateless_chat.tools import ToolSpec
@@ -206,6 +207,14 @@ def chat(
     no_tools: Annotated[
         bool, typer.Option("--no-tools", help="Offer no tools (MCP servers) in this run.")
     ] = False,
+    max_prompt_tokens: Annotated[int | None, typer.Option(
+        "--max-prompt-tokens", metavar="N", min=1,
+        help="One-shot: refuse (exit 2) a turn whose request is estimated at more than N prompt tokens.")
+    ] = None,
+    max_cost: Annotated[float | None, typer.Option(
+        "--max-cost", metavar="USD", min=0.0,
+        help="One-shot: refuse (exit 2) a turn estimated to cost more than USD (its prompt, and a reply as "
+             "long as the reserve, at the model's price).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -229,7 +238,8 @@ def chat(
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
                       local=local or local_model is not None, local_model=local_model, tools=not no_tools,
-                      quiet=quiet, resume=continue_ or cid is not None, cid=cid)
+                      quiet=quiet, resume=continue_ or cid is not None, cid=cid,
+                      max_prompt_tokens=max_prompt_tokens, max_cost=max_cost)
     keep_secret(api_key or os.environ.get("OPENAI_API_KEY"))  # redacted even before the settings load
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -303,8 +313,8 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
 # ---- stateless-chat logs ------------------------------------------------------------------
 
 logs_app = typer.Typer(
-    help="Read the conversation log (every turn of every chat, in SQLite): list, show, search, path. "
-    "Output is plain text.",
+    help="Read the conversation log (every turn and change of every chat, in SQLite): list, show, search, "
+    "export, rm, replay, path. Output is plain text (or --json); every key this run knows is masked.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -322,51 +332,112 @@ def logs_options(
     ctx.obj = config
 
 
+def _log_settings(ctx: typer.Context) -> Settings:
+    """Return this run's settings (the config file, the environment): every key they hold is masked in
+    all that ``logs`` prints from here on (``config.load_settings`` keeps them for ``redact``)."""
+    from stateless_chat.config import load_settings
+
+    return load_settings(ctx.obj, os.environ, {})
+
+
 def _log_path(ctx: typer.Context) -> Path:
-    from stateless_chat.config import load_settings, log_db_path
+    from stateless_chat.config import log_db_path
 
-    return log_db_path(load_settings(ctx.obj, os.environ, {}), os.environ)
+    return log_db_path(_log_settings(ctx), os.environ)
 
 
-def _read_log(ctx: typer.Context, read: Callable[[Any], list[str]], *, empty: str) -> None:
-    """Open the log, print what ``read(store)`` returns one line each (``empty`` on stderr when nothing);
-    every error is one line on stderr and the exit status."""
+def _read_log(ctx: typer.Context, read: Callable[[LogStore, Settings], list[str] | object], *, empty: str,
+              write: bool = False) -> None:
+    """Open the log (read-only unless ``write``) and print what ``read(store, settings)`` returns: lines,
+    one each (``empty`` on stderr when none), or a JSON document; every key the run knows is masked in
+    it. Every error is one line on stderr and the exit status."""
+    import json
+
+    from stateless_chat.config import log_db_path
     from stateless_chat.logstore import LogStore
 
     try:
-        path = _log_path(ctx)
+        settings = _log_settings(ctx)
+        path = log_db_path(settings, os.environ)
         if not path.exists():
             say(f"no conversation logged yet (the log would be {path})")
             return
-        with LogStore.open(path) as store:
-            lines = read(store)
+        with LogStore.open(path, read_only=not write) as store:
+            for note in store.notes:
+                say(note)
+            found = read(store, settings)
     except ChatError as error:
         say(str(error))
         raise typer.Exit(error.exit_code) from None
-    if not lines:
+    if not isinstance(found, list) or any(not isinstance(line, str) for line in found):
+        print(redact(json.dumps(found, indent=2, ensure_ascii=False, default=str)))
+        return
+    if not found:
         say(empty)
-    for line in lines:
-        print(line)
+    for line in found:
+        print(redact(line))
+
+
+def _since(text: str | None) -> Any:
+    from stateless_chat.logview import parse_when
+
+    return None if text is None else parse_when(text)
+
+
+JSON_HELP = "Print JSON records instead of lines."
 
 
 @logs_app.command("list", help="Recent conversations, the most recently active first: id, when, model, "
-                  "turns, first line.")
+                  "turns, tokens reported, cost, time waited, first line.")
 def logs_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="WHEN", help="Active since: a date (2025-01-30) or a time ago (12h, 7d).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", metavar="NAME", help="With a turn sent to a model whose name holds NAME.")] = None,
+    query: Annotated[str | None, typer.Option(
+        "--query", "-q", metavar="WORDS", help="With a message matching WORDS (as logs search).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     from stateless_chat import logview
+    from stateless_chat.logstore import Filters
 
-    _read_log(ctx, lambda store: logview.list_lines(store.conversations(limit)),
-              empty="no conversation logged yet")
+    def read(store: LogStore, settings: Settings) -> object:
+        rows = store.conversations(limit, filters=Filters(since=_since(since), model=model, words=query))
+        if as_json:
+            return logview.list_records(rows, settings.prices)
+        return logview.list_lines(rows, settings.prices)
+
+    _read_log(ctx, read, empty="no conversation logged yet" if not (since or model or query)
+              else "no logged conversation matches")
 
 
 @logs_app.command("show", help="The transcript of conversation ID (or the start of it): every message, "
-                  "evicted ones marked, and the events of each turn.")
-def logs_show(ctx: typer.Context, cid: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+                  "evicted ones marked, each turn's usage, cost and time, and every event (the turns', "
+                  "the changes made between turns, cancelled turns).")
+def logs_show(
+    ctx: typer.Context,
+    cid: Annotated[str, typer.Argument(metavar="ID")],
+    request: Annotated[int | None, typer.Option("--request", metavar="N",
+                                                help="Print the exact JSON body turn N sent.")] = None,
+    step: Annotated[int | None, typer.Option("--step", metavar="K",
+                                             help="With --request: the Kth request of a tool loop.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
     from stateless_chat import logview
 
-    _read_log(ctx, lambda store: logview.show_lines(store, store.find(cid)), empty="nothing logged")
+    def read(store: LogStore, settings: Settings) -> object:
+        found = store.find(cid)
+        if request is not None:
+            return [logview.request_text(store, found, request, step)]
+        if step is not None:
+            raise UsageError("--step goes with --request N")
+        if as_json:
+            return logview.show_record(store, found, settings.prices)
+        return logview.show_lines(store, found, settings.prices)
+
+    _read_log(ctx, read, empty="nothing logged")
 
 
 @logs_app.command("search", help="Full-text search of every logged message: conversation id, message number, "
@@ -375,12 +446,105 @@ def logs_search(
     ctx: typer.Context,
     query: Annotated[list[str], typer.Argument(metavar="QUERY...")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many hits.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     from stateless_chat import logview
 
     text = " ".join(query)
-    _read_log(ctx, lambda store: logview.search_lines(store.search(text, limit=limit)),
-              empty=f"no logged message matches {' '.join(text.split())!r}")
+
+    def read(store: LogStore, settings: Settings) -> object:
+        hits = store.search(text, limit=limit)
+        return logview.search_records(hits) if as_json else logview.search_lines(hits)
+
+    _read_log(ctx, read, empty=f"no logged message matches {' '.join(text.split())!r}")
+
+
+@logs_app.command("export", help="Conversation ID as it was left: a Markdown transcript, or (--format json) "
+                  "a conversation file that --load continues.")
+def logs_export(
+    ctx: typer.Context,
+    cid: Annotated[str, typer.Argument(metavar="ID")],
+    form: Annotated[str, typer.Option("--format", metavar="md|json", help="md (default) or json.")] = "md",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE", help="Write it to FILE (mode 0600) instead of stdout.")] = None,
+) -> None:
+    from stateless_chat import logview, persist
+
+    if form not in ("md", "json"):
+        say(f"--format must be md or json, not {form!r}")
+        raise typer.Exit(2)
+
+    def read(store: LogStore, settings: Settings) -> object:
+        found = store.find(cid)
+        text = redact(logview.export_text(store, found, form))
+        if output is None:
+            return text.rstrip("\n").split("\n")
+        persist.write_private(persist.expand(output), text, make_parents=False)
+        return []
+
+    _read_log(ctx, read, empty=f"wrote {output}")
+
+
+@logs_app.command("rm", help="Delete conversations from the log, whole (messages, turns, requests, index), "
+                  "and give the space back: by ID (or its start), or all last active before a date.")
+def logs_rm(
+    ctx: typer.Context,
+    cids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...")] = None,
+    before: Annotated[str | None, typer.Option("--before", metavar="WHEN",
+                                               help="Every conversation last active before WHEN: a date "
+                                                    "(2025-01-30) or a time ago (30d).")] = None,
+) -> None:
+    if not cids and before is None:
+        say("give the conversations to delete: logs rm ID... or logs rm --before DATE")
+        raise typer.Exit(2)
+
+    def read(store: LogStore, settings: Settings) -> object:
+        found = [store.find(cid) for cid in cids or ()]
+        if before is not None:
+            found += store.older_than(_since(before))
+        found = list(dict.fromkeys(found))
+        if not found:
+            return []
+        size = _log_size(store.path)
+        deleted = store.delete(found)
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        return [f"deleted {deleted} conversation(s) ({shown}); the log went from {size / 1e6:,.1f} MB to "
+                f"{_log_size(store.path) / 1e6:,.1f} MB"]
+
+    _read_log(ctx, read, empty="no conversation is that old: nothing deleted", write=True)
+
+
+@logs_app.command("replay", help="What-if, offline: conversation ID's turns sent again with another policy, "
+                  "budget and low-water mark, through the context and cache models, with the logged replies "
+                  "and no model call: each request, what it evicts or folds, cache breaks, and the bill "
+                  "against what was paid.")
+def logs_replay(
+    ctx: typer.Context,
+    cid: Annotated[str, typer.Argument(metavar="ID")],
+    policy: Annotated[str, typer.Option("--policy", metavar="NAME",
+                                        help="drop-oldest, summarize or none.")] = "drop-oldest",
+    budget: Annotated[int, typer.Option("--budget", metavar="N", min=1, help="Token budget of one request.")]
+    = 32_000,
+    evict_to: Annotated[float, typer.Option("--evict-to", metavar="SHARE",
+                                            help="Once over budget, evict down to this share of it.")] = 0.5,
+    prices: Annotated[str | None, typer.Option("--prices", metavar="MODEL",
+                                               help="Bill at MODEL's price (default: the logged model's).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    from stateless_chat import replay
+
+    def read(store: LogStore, settings: Settings) -> object:
+        result = replay.replay(store, store.find(cid), settings, policy=policy, budget=budget,
+                               evict_to=evict_to, prices_model=prices)
+        return replay.record(result) if as_json else replay.lines(result)
+
+    _read_log(ctx, read, empty="nothing to replay")
+
+
+def _log_size(path: Path) -> int:
+    """Return the bytes the log and its sidecars take."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
 @logs_app.command("path", help="Where the log is (log_db in the config file moves it).")
@@ -410,6 +574,8 @@ class Options:
     quiet: bool = False
     resume: bool = False  # -c/--continue or --cid: continue a conversation from the log
     cid: str | None = None
+    max_prompt_tokens: int | None = None  # one-shot: refuse a turn estimated past these
+    max_cost: float | None = None
 
 
 def note(options: Options, text: str) -> None:
@@ -563,7 +729,10 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
     resume(session, options, flags)
     if options.resume:
         open_journal(session, settings, options, flags, warn=lambda text: None).close()
+    use_learned_limit(session, lambda text: None)
     print(safe_json(session.preview_body(text or None)))
+    if session.learned_source:
+        note(options, f"budget {session.budget:,} tokens: {session.learned_source}")
     model = session.settings.model
     said = f"dry run: this request would go to {where} (model {model}); nothing was sent"
     note(options, said)
@@ -686,6 +855,19 @@ def open_journal(session: Session, settings: Settings, options: Options, flags: 
     return attached
 
 
+def use_learned_limit(session: Session, warn: Callable[[str], None]) -> None:
+    """Start ``session`` within the context limit an earlier run learned from a refusal of this endpoint
+    and model (``limits.json``), and keep any it learns (``warn``: when it cannot be kept)."""
+    from stateless_chat import limits
+
+    path = limits.path_for(os.environ)
+    found = limits.find(path, session.settings.endpoints[0], session.settings.model)
+    if found is not None and found.cap < session.budget:
+        session.learned_budget = found.cap
+        session.learned_source = found.source(path)
+    session.observers.append(limits.Keeper(path, warn))
+
+
 def run_once(
     settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any]
 ) -> int:
@@ -722,6 +904,7 @@ def answer_once(
     session = Session(settings, backend, on_event=on_event, exact=options.usage)
     resume(session, options, flags)
     log = open_journal(session, settings, options, flags, warn=say)
+    use_learned_limit(session, say)
     if options.resume and options.save is not None:  # --save continues its file, unless -c said otherwise
         from stateless_chat import persist
 
@@ -741,6 +924,12 @@ def answer_once(
         return False
 
     session.approve = refuse
+    from stateless_chat import turnguard
+
+    over = turnguard.refusal(session, text, max_prompt_tokens=options.max_prompt_tokens,
+                             max_cost=options.max_cost)
+    if over is not None:
+        raise UsageError(over)
     try:
         answer(session, text)
     except BudgetError as error:  # its advice, in the words of the command line
@@ -832,6 +1021,7 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     # Through the session: a line said while a reply streams waits until the reply is shown.
     log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
     repl.after_change = lambda what: log.edited(what, session.conversation, session.ledger, session.settings)
+    use_learned_limit(session, lambda text: session.on_event(Notice(text)))
     continued = f" · continuing {log.cid}" if options.resume else ""
     start_tools(session, options, repl.renderer.note)
     console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal
@@ -843,6 +1033,9 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     if context_source and not options.quiet:
         window = session.settings.effective_context_window
         console.print(one_line(f"context window {window:,} tokens ({context_source})"), style="dim",
+                      markup=False)
+    if session.learned_source and not options.quiet:
+        console.print(one_line(f"budget {session.budget:,} tokens: {session.learned_source}"), style="dim",
                       markup=False)
     try:
         return repl.run()

@@ -85,6 +85,7 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    budget_source: str = ""  # where a budget below the configured one came from (a learned limit)
 
 
 @dataclass(frozen=True)
@@ -389,9 +390,13 @@ def tokens_view(session: Session) -> TokensView:
     total = sum(size for _, size in parts)
     ledger = session.ledger
     cache = session.cache_prediction()
+    learned = session.learned_budget
+    source = ""
+    if learned is not None and learned <= session.settings.effective_budget:
+        source = session.learned_source or "learned from the server's refusal in this chat"
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session))
+                      bill_line(session), source)
 
 
 def bill_line(session: Session) -> str:

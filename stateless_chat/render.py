@@ -567,6 +567,8 @@ def tokens_table(view: TokensView) -> Group:
     why = f": {view.cache_cause}" if view.cache_cause else ""
     cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
     lines: list[ConsoleRenderable] = [table, summary, cache, totals]
+    if view.budget_source:
+        lines.append(Text(for_terminal(f"budget {view.budget:,}: {view.budget_source}")))
     return Group(*lines, *([Text(for_terminal(view.cost))] if view.cost else []))
 
 

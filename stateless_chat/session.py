@@ -207,6 +207,7 @@ class Session:
         self.ledger = Ledger()
         self.summarizer = Summarizer(self)
         self.learned_budget: int | None = None
+        self.learned_source = ""  # where learned_budget came from, when an earlier run learned it
         self.ask_usage = True  # streamed requests ask for usage (stream_options) unless the server refuses
         # The reply's length limit is sent as max_tokens, or as max_completion_tokens once a server
         # refuses max_tokens for it (OpenAI's reasoning models).
@@ -539,6 +540,13 @@ class Session:
         Re-raises ``error`` when nothing can be cut: policy ``none``, or system, pins and the
         new message alone exceed the new budget.
         """
+        if error.limit and error.limit <= self.reserve:  # no history to cut could help: say what to set
+            hold = max(1, error.limit // 4)
+            raise ContextLengthError(
+                f"the server's whole context is {error.limit:,} tokens, no more than the {self.reserve:,} "
+                f"held for the reply: hold less (--max-tokens {hold}, /reserve {hold} in the chat, or "
+                f"reply_reserve = {hold} in the config file)", error.status, error.limit, error.requested,
+            ) from error
         if self.settings.policy == "none":
             raise error
         prompt = plan.fit.total - self.reserve
@@ -711,6 +719,7 @@ class Session:
             self.conversation = self.conversation.with_system(settings.system, self.measure)
         if {"model", "budget", "context_window"} & set(changes):
             self.learned_budget = self.refused_budget = None
+            self.learned_source = ""
 
     def summarize_now(self) -> Summarized:
         """Fold the live turns but the newest (and pinned ones) into the running summary now,
