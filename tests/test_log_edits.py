@@ -32,8 +32,9 @@ def log_path() -> Path:
 
 
 def chat(server: FakeServer, keys: list[str], *, errors: bool = False, **settings: Any) -> Session:
-    """Return the session of a chat that typed ``keys`` (the last is the command under test), logged."""
-    values: dict[str, Any] = {"budget": 900, "reply_reserve": 100, "policy": "summarize", "system": "Be brief."}
+    """Return the session of a chat that typed ``keys`` (the last is the command under test)."""
+    values: dict[str, Any] = {"budget": 900, "reply_reserve": 100, "policy": "summarize",
+                              "system": "Be brief."}
     values.update(settings)
     session = make_session(server, **values)
     attach_journal(session, log_path())

@@ -13,9 +13,9 @@ import random
 
 import pytest
 
+from stateless_chat import logdiff
 from stateless_chat.errors import CommandError
 from stateless_chat.history import Conversation
-from stateless_chat import logdiff
 from stateless_chat.logdiff import Mirror
 from stateless_chat.logstore import Change, LogStore
 from stateless_chat.messages import Entry, Message, ToolCall
@@ -30,7 +30,7 @@ def with_turn(conversation: Conversation, n: int, rng: random.Random) -> Convers
     question = conversation.new_entry("user", f"question {n} " + "word " * rng.randrange(5), measure)
     entries = [question]
     if rng.random() < 0.2:
-        call = ToolCall(f"c{n}", "look", '{"q": %d}' % n)
+        call = ToolCall(f"c{n}", "look", f'{{"q": {n}}}')
         entries.append(conversation.new_entry("assistant", None, measure, turn=question.turn,
                                               tool_calls=(call,), id=question.id + 1))
         entries.append(conversation.new_entry("tool", f"result {n}", measure, turn=question.turn,
@@ -74,9 +74,10 @@ def edit(conversation: Conversation, rng: random.Random, n: int) -> tuple[str, C
             return choice, conversation.recall([rng.choice(conversation.evicted).id])[0]
         if choice == "summary":
             text = f"summary {n}"
-            summary = Entry(conversation.next_id, Message("system", text), measure(Message("system", text)),
-                            n, kind="summary")
-            return choice, dataclasses.replace(conversation, summary=summary, next_id=conversation.next_id + 1)
+            message = Message("system", text)
+            summary = Entry(conversation.next_id, message, measure(message), n, kind="summary")
+            next_id = conversation.next_id + 1
+            return choice, dataclasses.replace(conversation, summary=summary, next_id=next_id)
         if choice == "recount":
             return choice, conversation.recounted(lambda m: measure(m) + 1)
         if choice == "system":
@@ -92,11 +93,12 @@ def counted_out(conversation: Conversation) -> Conversation:
     def zero(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
         return tuple(dataclasses.replace(e, tokens=0) for e in entries)
 
-    return dataclasses.replace(
-        conversation, system=None if conversation.system is None else dataclasses.replace(conversation.system,
-                                                                                           tokens=0),
-        summary=None if conversation.summary is None else dataclasses.replace(conversation.summary, tokens=0),
-        history=zero(conversation.history), recalled=zero(conversation.recalled), evicted=zero(conversation.evicted))
+    head = zero(tuple(e for e in (conversation.system, conversation.summary) if e is not None))
+    system = head[0] if conversation.system is not None else None
+    summary = head[-1] if conversation.summary is not None else None
+    return dataclasses.replace(conversation, system=system, summary=summary,
+                               history=zero(conversation.history), recalled=zero(conversation.recalled),
+                               evicted=zero(conversation.evicted))
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -125,7 +127,8 @@ def test_every_sequence_of_edits_reads_back_whole_and_a_turn_writes_only_itself(
     store.close()
 
 
-def test_an_evicted_slot_that_only_grows_is_looked_at_only_at_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_evicted_slot_that_only_grows_is_looked_at_only_at_its_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The work of a write does not grow with the chat: old evicted entries are not compared again."""
     conversation = Conversation.start(None, measure)
     rng = random.Random(1)
