@@ -341,6 +341,47 @@ def stats_from(data: object) -> TurnStats:
 
 
 
+# Reading a long conversation back (-c) builds tens of thousands of entries; the dataclasses' own
+# __init__ (one object.__setattr__ per field, frozen) is most of that time. A row whose every value
+# has been checked is built by filling the instance's __dict__ instead: the same value (equality,
+# hash, repr and dataclasses.replace see the same fields), valid while neither class has slots nor
+# a __post_init__ (tests/test_logstore.py checks both ways give equal entries).
+_FAST = all(not hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__") for cls in (Entry, Message))
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _built(cls: type[Any], fields: dict[str, Any]) -> Any:
+    made = _new(cls)
+    _set(made, "__dict__", fields)
+    return made
+
+
+def entry_fast(values: Sequence[Any], evictions: dict[tuple[str, int], Eviction]) -> Entry | None:
+    """Return the entry of a plain row (no tool calls, no raw message, every value of its type) built
+    without the dataclasses' __init__, or None when the row needs ``entry_from_row``."""
+    (number, turn, kind, slot, _, pinned, source, tokens, finish, how, evicted_turn,
+     role, content, name, calls_text, call_id, raw) = values
+    if not _FAST or raw is not None or calls_text is not None or type(content) is not str:
+        return None
+    if role not in ROLES or kind not in KINDS or slot not in SLOTS or (how is not None and how not in HOWS):
+        return None
+    if type(number) is not int or type(turn) is not int or type(tokens) is not int:
+        return None
+    eviction = None
+    if how is not None:
+        eviction = evictions.get((how, evicted_turn))
+        if eviction is None:
+            eviction = evictions[(how, evicted_turn)] = Eviction(how, int(evicted_turn or 0))
+    message = _built(Message, {"role": role, "content": content, "name": name if type(name) is str else None,
+                               "tool_calls": (), "tool_call_id": call_id if type(call_id) is str else None})
+    entry: Entry = _built(Entry, {
+        "id": number, "message": message, "tokens": tokens, "turn": turn, "pinned": bool(pinned),
+        "kind": kind, "source": source if type(source) is str else None, "eviction": eviction,
+        "finish_reason": finish if type(finish) is str else None})
+    return entry
+
+
 def entry_from_row(values: Sequence[Any], evictions: dict[tuple[str, int], Eviction], *,
                    strict: bool = True) -> Entry:
     """Return the entry of one ``entries`` row joined with its stored message; ValueError when damaged."""

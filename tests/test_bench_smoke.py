@@ -237,3 +237,16 @@ def test_incremental_block_scan_prints_what_a_full_rescan_prints() -> None:
         printed = output(ReplyStream, chunks)
         assert printed == output(_FullScan, chunks)
         assert "x = 1" in printed and "last para" in printed
+
+
+def test_the_log_bench_measures_writes_size_and_reading_back() -> None:
+    from bench import log
+    from bench.run import log_md
+
+    result = log.run((20, 60))
+    assert [m.turns for m in result.marks] == [20, 60]
+    assert all(m.bytes_per_turn > 0 and m.text_per_turn > 1_000 and m.write_ms > 0 for m in result.marks)
+    assert result.marks[-1].log_bytes > result.marks[-1].text_bytes  # the text, its index, the turns
+    assert result.restore_ms > 0 and result.list_ms > 0 and result.search_ms > 0
+    table = "\n".join(log_md(result))
+    assert table.startswith("**9. The log** (60 turns") and "| 60 | 120 |" in table

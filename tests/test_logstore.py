@@ -850,3 +850,27 @@ def test_a_log_in_memory_searches_like_one_on_disk(tmp_path: Path) -> None:
     assert store.search("paris", cid=cid)[0].message_id in (3, 4)
     store.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_entry_read_back_the_fast_way_equals_one_built_the_usual_way() -> None:
+    """Reading -c back builds plain entries without the dataclasses' __init__ (logrows.entry_fast): the
+    result must be the same value, or the fast way must step aside."""
+    from stateless_chat.logrows import entry_fast, entry_from_row
+
+    rows = [
+        (7, 3, "turn", "evicted", 12, 1, None, 40, "stop", "dropped", 9, "user", "hello there", None, None,
+         None, None),
+        (8, 3, "file", "history", 13, 0, "/tmp/x.txt", 5, None, None, None, "user", "a file", None, None,
+         None, None),
+        (9, 3, "turn", "history", 14, 0, None, 5, None, None, None, "tool", "4", None, None, "call_1", None),
+    ]
+    for row in rows:
+        fast, usual = entry_fast(row, {}), entry_from_row(row, {})
+        assert fast is not None and fast == usual and hash(fast) == hash(usual) and repr(fast) == repr(usual)
+        assert dataclasses.replace(fast, pinned=True) == dataclasses.replace(usual, pinned=True)
+    odd = [(1, 1, "turn", "history", 0, 0, None, 5, None, None, None, "assistant", None, None,
+            '[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]', None, None),
+           (2, 1, "turn", "history", 0, 0, None, 5, None, None, None, "robot", "x", None, None, None, None),
+           (3, 1, "turn", "history", 0, 0, None, 5, None, None, None, "user", b"bytes", None, None, None,
+            None)]
+    assert [entry_fast(row, {}) for row in odd] == [None, None, None]  # the careful way reads these
