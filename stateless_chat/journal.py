@@ -270,8 +270,8 @@ class Journal:
         """Say once of each message of ``turn`` that looks like it carries a secret where it is kept and
         how to remove it (as ``/file`` does of a file)."""
         for entry in conversation.history:
-            if entry.turn != turn or entry.role != "user" or entry.id in self._warned:
-                continue
+            if entry.turn != turn or entry.role != "user" or entry.kind != "turn" or entry.id in self._warned:
+                continue  # a file added with /file was said of when it was added
             settings = self.settings
             known = (settings.api_key, *(key for _, key in settings.endpoint_keys),
                      *(url_password(url) for url in settings.endpoints))
