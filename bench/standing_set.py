@@ -290,6 +290,75 @@ NOT_STANDING: tuple[Item, ...] = (
 )
 
 
+# Written after the rules were fitted to the development two thirds (and after the held-out third had
+# been measured once and two bugs it showed were fixed in general ways): a second held-out set, new
+# sentences measured once, as written. The bench reports it on its own line.
+FRESH_STANDING: tuple[Item, ...] = (
+    ("Please use kilometres, not miles.", "requirement"),
+    ("From here on out, skip the pleasantries.", "requirement"),
+    ("My girlfriend is vegan.", "fact"),
+    ("I'm a night owl, so schedule suggestions after 10am.", "fact"),
+    ("We run everything on a single Raspberry Pi.", "fact"),
+    ("Always double-check units in your calculations.", "requirement"),
+    ("Keep your tone casual with me.", "requirement"),
+    ("I can't have caffeine.", "fact"),
+    ("Our kids go to a Montessori school.", "fact"),
+    ("I'm learning Japanese.", "fact"),
+    ("Don't recommend Amazon, ever.", "requirement"),
+    ("I would really like you to stop using the word \"delve\".", "requirement"),
+    ("Every code sample must include error handling.", "requirement"),
+    ("I'm a huge fan of the Oxford comma.", "requirement"),
+    ("I live with my parents.", "fact"),
+    ("My flat is on the fourth floor with no lift.", "fact"),
+    ("Please make all your explanations suitable for a 12-year-old.", "requirement"),
+    ("No emojis from now on.", "requirement"),
+    ("Our company has about 300 employees.", "fact"),
+    ("I use a screen reader.", "fact"),
+    ("For the rest of our conversation, answer as briefly as possible.", "requirement"),
+    ("I'm vegetarian but I eat fish.", "fact"),
+    ("Just so you're aware, my manager reads these transcripts.", "fact"),
+    ("I work in healthcare.", "fact"),
+    ("Never round the numbers.", "requirement"),
+    ("Give prices in Swiss francs from now on.", "requirement"),
+    ("We're a two-person startup.", "fact"),
+    ("I speak no German at all.", "fact"),
+    ("Whenever you suggest a book, include the author.", "requirement"),
+    ("My car is electric.", "fact"),
+)
+
+FRESH_NOT_STANDING: tuple[Item, ...] = (
+    ("Do you ever use kilometres?", "question"),
+    ("Is my girlfriend right that vegans live longer?", "question"),
+    ("Can you skip the pleasantries in this one?", "one-off"),
+    ("Never mind the kilometres, miles are fine.", "retraction"),
+    ("I used to be vegan.", "past"),
+    ("Last week our Raspberry Pi died.", "past"),
+    ("Always double-check? Why?", "question"),
+    ("If I moved to Zurich, would I need German?", "hypothetical"),
+    ("My manager asked for a status update.", "past"),
+    ("Please give me three book suggestions.", "chat"),
+    ("I'm hungry.", "chat"),
+    ("We're waiting for the build to finish.", "chat"),
+    ("Could you round these numbers?", "one-off"),
+    ("This time, answer as briefly as possible.", "one-off"),
+    ("Forget the rule about emojis.", "retraction"),
+    ("Everyone says you should never round numbers early.", "other"),
+    ("I'd prefer the blue one.", "chat"),
+    ("I'd like to know more about Montessori schools.", "chat"),
+    ("Our build is failing again.", "chat"),
+    ("When I lived in Japan I spoke a little Japanese.", "past"),
+    ("It's always sunny in Lisbon in July.", "other"),
+    ("Would you recommend an electric car?", "question"),
+    ("I have a quick question about VAT.", "chat"),
+    ("Can you never be wrong?", "question"),
+    ("I love that idea!", "chat"),
+    ("Remember when I asked about Rome?", "question"),
+    ("You never answered my question about the car.", "chat"),
+    ("Stop here.", "one-off"),
+    ("In the previous answer you forgot the units.", "past"),
+    ("Let's assume I have no budget at all.", "hypothetical"),
+)
+
 def held_out(position: int) -> bool:
     """Return whether the item at ``position`` of its list is in the held-out third (2, 5, 8, ...)."""
     return position % 3 == 2
