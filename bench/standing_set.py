@@ -590,3 +590,18 @@ def held_out(position: int) -> bool:
 def split(items: tuple[Item, ...], *, holdout: bool) -> list[Item]:
     """Return the held-out third of ``items`` (``holdout``) or the development two thirds."""
     return [item for position, item in enumerate(items) if held_out(position) == holdout]
+
+
+# Every round, in the order written: (name, standing, not standing).
+ROUNDS: tuple[tuple[str, tuple[Item, ...], tuple[Item, ...]], ...] = (
+    ("first round, development two thirds", tuple(split(STANDING, holdout=False)),
+     tuple(split(NOT_STANDING, holdout=False))),
+    ("first round, held-out third", tuple(split(STANDING, holdout=True)),
+     tuple(split(NOT_STANDING, holdout=True))),
+    ("second round", FRESH_STANDING, FRESH_NOT_STANDING),
+    ("third round", THIRD_STANDING, THIRD_NOT_STANDING),
+    ("fourth round", FOURTH_STANDING, FOURTH_NOT_STANDING),
+    ("fifth round", FIFTH_STANDING, FIFTH_NOT_STANDING),
+)
+ALL_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[1] for r in ROUNDS)
+ALL_NOT_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[2] for r in ROUNDS)
