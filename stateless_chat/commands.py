@@ -25,6 +25,7 @@ from stateless_chat.history import Conversation
 from stateless_chat.messages import Entry, Message, ToolCall, span
 from stateless_chat.models import family_of
 from stateless_chat.policies import POLICIES
+from stateless_chat.preview import eviction_line, next_eviction
 from stateless_chat.sensitive import secret_reason
 from stateless_chat.session import Session
 from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING
@@ -52,10 +53,22 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class MemoryRow:
+    """One standing note as /history shows it, in the slot of its own before the messages."""
+
+    label: str  # m1, m2 ...
+    tokens: int
+    source: int | None
+    text: str
+
+
+@dataclass(frozen=True)
 class HistoryView:
     rows: tuple[HistoryRow, ...]
     label: str  # "" for exact counts, "≈" for estimates
     hidden_evicted: int = 0
+    memory: tuple[MemoryRow, ...] = ()  # the standing notes, sent right after the system prompt
+    memory_sent: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,7 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    eviction: str = ""  # what the next eviction will take, and when (preview.eviction_line)
 
 
 @dataclass(frozen=True)
@@ -344,7 +358,11 @@ def _history(session: Session, arg: str) -> Result:
     if arg not in ("", "all"):
         raise CommandError("usage: /history [all]")
     rows, hidden = history_rows(session, include_evicted=arg == "all")
-    return HistoryView(tuple(rows), session.counter.label, hidden)
+    conversation = session.conversation
+    notes = tuple(MemoryRow(n.label, n.tokens, n.source, first_line(n.text))
+                  for n in conversation.memory.notes)
+    sent = conversation.memory_block is not None
+    return HistoryView(tuple(rows), session.counter.label, hidden, notes, sent)
 
 
 @command("show", "/show N", "show message N in full", choices=all_ids)
@@ -371,12 +389,14 @@ def _unpin(session: Session, arg: str) -> Result:
 def tokens_view(session: Session) -> TokensView:
     conversation = session.conversation
     system = conversation.system.tokens if conversation.system else 0
+    memory = conversation.memory_block.tokens if conversation.memory_block else 0
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
     recalled = sum(e.tokens for e in conversation.recalled)
     parts = (
         ("system", system),
+        ("standing memory", memory),
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
@@ -391,7 +411,7 @@ def tokens_view(session: Session) -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session))
+                      bill_line(session), eviction_line(next_eviction(session)))
 
 
 def bill_line(session: Session) -> str:
@@ -880,3 +900,6 @@ def _stats(session: Session, arg: str) -> Result:
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
     return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+
+
+from stateless_chat import memorycommands  # noqa: E402, F401  (registers /memory, /remember, /forget)

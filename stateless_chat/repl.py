@@ -28,7 +28,7 @@ from stateless_chat.messages import Event, ToolAnswered, ToolCall, ToolCalled
 from stateless_chat.render import Renderer, ReplyStream, Waiting, bar
 from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.session import Session, Unanswered
-from stateless_chat.tokens import byte_lower_bound
+from stateless_chat.tokens import PER_MESSAGE, byte_lower_bound
 from stateless_chat.toolbar import Part, fit
 from stateless_chat.typeahead import held_keys
 
@@ -247,9 +247,14 @@ class Repl:
             Part(((style, meter[:filled]), ("", meter[filled:])), rank=7, before=" "),
             Part((("", f"{len(conversation.evicted)} evicted"),), rank=4),
             Part((("", f"{conversation.pinned_count} pinned"),), rank=6),
+            *([Part((("", f"{len(conversation.memory.notes)} standing"),), rank=4)]
+              if conversation.memory.notes else []),  # the notes every request carries (/memory)
             Part((("", f"cache ~{session.cache_prediction().share:.0%}"),), rank=5),
             Part((("", f"sent {session.ledger.sent:,} so far"),), rank=8),
         ]
+        if session.settings.policy != "none":  # how far off the next eviction is (/preview: what it takes)
+            left = budget - needed - (0 if draft_size else PER_MESSAGE)
+            parts.append(Part((("", f"evicts in ~{left:,}" if left > 0 else "sending evicts"),), rank=5))
         if self.tool_calls:  # a tool loop under way: how many calls this turn has made
             parts.append(Part((("class:warn", f"tool calls {self.tool_calls}"),), rank=2))
         return list(fit(parts, self._columns()))

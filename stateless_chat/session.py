@@ -631,6 +631,7 @@ class Session:
             steps=len(turn.requests),
         )
         self.conversation = conversation.append(answer, *unanswered)
+        self._emit(self.remember(turn.pending[0]))  # standing memory: read as the user message is committed
         self.ledger = self.ledger.add(stats)
         record = TurnRecord(turn.number, (*turn.requests[:-1], reply.body), reply, stats, tuple(self._told))
         self._told = []
@@ -640,6 +641,18 @@ class Session:
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
             self.on_event(event)
+
+    @property
+    def memory_room(self) -> int:
+        """Return the most tokens the standing memory may take: ``memory_budget`` or a tenth of the budget."""
+        return self.settings.memory_room(self.budget)
+
+    def remember(self, entry: Entry) -> list[Event]:
+        """Keep the standing sentences of the committed user message ``entry`` (memory "auto"); return
+        the events that say what was kept, or not."""
+        self.conversation, events = self.conversation.remember(entry, self.measure, room=self.memory_room,
+                                                               mode=self.settings.memory)
+        return events
 
     # ---- steering ----------------------------------------------------------------
 
@@ -661,6 +674,8 @@ class Session:
             self.conversation = self.conversation.recounted(self.measure)
         if "system" in changes:
             self.conversation = self.conversation.with_system(settings.system, self.measure)
+        if "memory" in changes:
+            self.conversation = self.conversation.memory_turned(settings.memory != "off", self.measure)
         if {"model", "budget", "context_window"} & set(changes):
             self.learned_budget = self.refused_budget = None
 
@@ -725,7 +740,12 @@ class Session:
         conversation = conversation.recounted(self.measure)
         if "system" in keep:
             conversation = conversation.with_system(self.settings.system, self.measure)
+        conversation = conversation.memory_turned(self.settings.memory != "off", self.measure)
+        # A conversation from before standing memory: its user messages are read for it once.
+        conversation, noted = conversation.remember_all(self.measure, room=self.memory_room,
+                                                        mode=self.settings.memory)
         self.conversation, self.ledger = conversation, ledger
+        self._emit(noted)
 
     # ---- previews ----------------------------------------------------------------
 
