@@ -208,7 +208,8 @@ class ChatRun:
     label: str
     met: tuple[bool, ...]  # per request that needs a statement: was it in that request?
     filler_turns: int
-    filler_kept: int  # filler turns still sent long (LONG turns) after they were evicted, or kept as notes
+    filler_noted: int  # filler turns with a sentence kept as a note: sent with every request from then on
+    filler_recalled: int  # filler turns auto recall brought back LONG turns or more after they were evicted
     false_notes: tuple[str, ...]  # notes from filler turns
     notes: int
     largest: int  # the largest request, prompt and reply reserve, by our count
@@ -237,7 +238,7 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
         events: list[Event] = []
         session.on_event = events.append
         met: list[bool] = []
-        kept: set[int] = set()
+        recalled: set[int] = set()
         for turn in range(1, turns + 1):
             evicted_at = {e.turn: e.eviction.turn for e in session.conversation.evicted if e.eviction}
             told = len(events)
@@ -245,19 +246,19 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
             for event in events[told:]:
                 if isinstance(event, Recalled) and event.turn in evicted_at and \
                         turn - evicted_at[event.turn] >= LONG and event.turn in fillers:
-                    kept.add(event.turn)
+                    recalled.add(event.turn)
             if turn in needs:
                 body = server.requests[-1]
                 met.append(any(needs[turn] in str(m.get("content")) for m in body["messages"][:-1]))
         log.close()
         notes = session.conversation.memory.notes
         false_notes = tuple(n.text for n in notes if n.turn in fillers)
-        kept |= {n.turn for n in notes if n.turn in fillers and n.turn is not None}
+        noted = {n.turn for n in notes if n.turn in fillers}
         largest = max(t.estimated_prompt_tokens for t in session.ledger.turns) + RESERVE_CHAT
         assert session.backend is not None
         session.backend.close()
-        return ChatRun(label, tuple(met), len(fillers), len(kept), false_notes, len(notes), largest,
-                       session.ledger.sent, session.ledger.cached)
+        return ChatRun(label, tuple(met), len(fillers), len(noted), len(recalled), false_notes, len(notes),
+                       largest, session.ledger.sent, session.ledger.cached)
 
 
 CHAT_RUNS = (

@@ -288,7 +288,9 @@ _IMPERATIVE_ALWAYS = _rx(r"^(?:(?:please\s+)?(?:always|never)"
                          r"|(?:please\s+)?(?:don'?t|do\s+not)\s+(?:ever\s+)?"
                          r"|(?:please\s+)?(?:always|never)\s+ever)\s*(?:" + _ANSWER_VERBS + r")\b")
 # A polite question asks for a rule with "always"; "would you never ...?" asks for an opinion.
-_POLITE_ALWAYS = _rx(r"^always\s+(?:" + _ANSWER_VERBS + r")\b")
+# "can you always tell when bread is done?" asks about an ability, not for a rule.
+_POLITE_ALWAYS = _rx(r"^always\s+(?:" + _ANSWER_VERBS
+                     + r")\b(?!\s+(?:when|whether|if|how|what|why|which|who)\b)")
 _DONT_EVER = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not)\s+ever\b|^(?:please\s+)?never\s+ever\b")
 _ADDRESSED = _rx(r"^(?:you\s+(?:should|must|need\s+to|have\s+to|are\s+to|will|'ll|shall)"
                  r"|make\s+sure(?:\s+you|\s+to)?"
@@ -302,9 +304,9 @@ _MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)"
               r"|keep\s+(?:using|writing|answering|replying|giving|it\s+(?:short|brief|simple|concise|formal|casual))|continue\s+(?:to|using)|be\s+\w+\s+with\s+me"
               r"|talk\s+to\s+me\s+(?:like|as)|treat\s+me\s+(?:like|as)|speak\s+to\s+me\s+(?:like|as|in))\b"
               r"|\bwith\s+me\s*[.!]?$")
-# "X, not Y", "X rather than Y", "X instead of Y", "X over Y": a choice of one kind over another.
-_CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?not|\brather\s+than|\binstead\s+of|\bover)\s+"
-                   r"(?!the\b|this\b|that\b|it\b|here\b)\w", ("not", "rather", "instead", "over"))
+# "X, not Y", "X rather than Y", "X instead of Y": a choice of one kind over another.
+_CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?not|\brather\s+than|\binstead\s+of)\s+"
+                   r"(?!the\b|this\b|that\b|it\b|here\b)\w", ("not", "rather", "instead"))
 # "I'd really like you to stop ...", "I want you to ...": what follows is an imperative to the assistant.
 _ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like|would\s+like"
                   r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|'d\s+appreciate\s+it\s+if)"
@@ -583,8 +585,10 @@ def verdict(sentence: str) -> Verdict:
     if refusal is not None:
         return Verdict(False, refusal)
     if _question(text, clauses):
-        polite = _POLITE_REQUEST.search(clauses[0])
-        rest = clauses[0][polite.end():] if polite else ""
+        # The request may follow a clause of time: "from now on, can you keep ...?"
+        asking = next((c for c in clauses if _POLITE_REQUEST.search(c)), clauses[0])
+        polite = _POLITE_REQUEST.search(asking)
+        rest = asking[polite.end():] if polite else ""
         if polite and (_FUTURE.search(text) or _POLITE_ALWAYS.search(rest) or _STOP.search(rest)
                        or (_QUANTIFIED.search(rest) and _IMPERATIVE_START.search(rest))):
             return Verdict(True, "asked for from now on")
