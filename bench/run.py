@@ -217,9 +217,9 @@ def recall_md(runs: Sequence[recall.RecallRun], rows: Sequence[recall.SearchRow]
 
 
 def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentence: float,
-                messages: int) -> list[str]:
+                messages: int, chats: Sequence[standing.ChatRun], turns_run: int) -> list[str]:
     """Return the standing-memory tables: the detector on each round of the labelled set (now, and as
-    first measured), and its speed."""
+    first measured), its speed, and the scripted chat under the old and the new defaults."""
     total = rows[-1]
     lines = [f"**9. Standing memory** (the detector on the labelled set of `bench/standing_set.py`, "
              f"{total.standing + total.not_standing} sentences written by hand in five rounds, each round "
@@ -236,6 +236,24 @@ def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentenc
               f"rules never saw get. Detection costs {per_message * 1e6:,.0f} µs of CPU per user message "
               f"({messages} messages of the chat below) and {per_sentence * 1e6:,.0f} µs per sentence of the "
               "set."]
+    if not chats:
+        return lines
+    needs = len(chats[0].met)
+    lines += ["", f"The scripted chat ({turns_run} turns through the real client and the fake server, the "
+              f"log in a real SQLite file, budget {standing.BUDGET_CHAT:,} with {standing.RESERVE_CHAT} held "
+              f"for the reply; {needs} requirements and facts stated in everyday words, "
+              f"{chats[0].filler_turns} filler turns with look-alike traps, then {needs} requests that each "
+              "need one; goals: every one present in the request that needs it, at most 2% of the filler "
+              f"kept; recalled: brought back {standing.LONG} turns or more after its eviction):", ""]
+
+    def share(count: int, of: int) -> str:
+        return f"{count} ({count / of:.1%})" if of else "0"
+
+    body = [[c.label, f"{sum(c.met)}/{needs}", f"{c.notes}", share(c.filler_noted, c.filler_turns),
+             share(c.filler_recalled, c.filler_turns), f"{c.largest:,} / {standing.BUDGET_CHAT:,}",
+             f"{c.sent:,} ({c.cached:,} cached)"] for c in chats]
+    lines += _table(["run", "needed and present", "notes kept", "filler kept as a note",
+                     "filler recalled long after", "largest request / budget", "prompt tokens"], body)
     return lines
 
 
@@ -328,9 +346,10 @@ def main(argv: Sequence[str] | None = None) -> str:
         from bench.standing_set import ROUNDS
 
         sentences = [s for _, yes, no in ROUNDS for s, _ in (*yes, *no)]
-        texts = [economy.user_text(turn) for turn in range(1, 201)]
+        texts = [standing.chat_text(turn) for turn in range(1, 201)]
+        chat_turns = 200
         made[9] = standing_md(standing.set_rows(), standing.speed(texts), standing.speed(sentences),
-                              len(texts))
+                              len(texts), standing.run_chats(chat_turns), chat_turns)
     say("done")
 
     today = datetime.date.today().isoformat()

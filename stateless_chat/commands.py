@@ -480,7 +480,7 @@ def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation, b
     question = conversation.last_question()
     if question is None:
         raise CommandError(f"{usage}: the newest turn has no typed user message (a /file?); /undo removes it")
-    base, turn = conversation.without_last_turn()
+    base, turn = conversation.without_last_turn(session.measure)
     return question, base, any(e.pinned for e in turn)
 
 

@@ -382,12 +382,20 @@ class Conversation:
         gone = [e for e in self.live if e.id in ids]
         return replace(self._evict(ids, "removed"), summary=None), gone
 
-    def without_last_turn(self) -> tuple[Conversation, tuple[Entry, ...]]:
+    def without_last_turn(self, counter: Counter) -> tuple[Conversation, tuple[Entry, ...]]:
         """Return the conversation without its newest turn (forgotten, not kept as evicted: /undo,
-        /retry and /edit replace it), and that turn's entries."""
+        /retry and /edit replace it) and without the standing notes its message gave (the user took
+        it back; sent again, it gives them again), and that turn's entries."""
         turn = self.last_turn()
         ids = {e.id for e in turn}
-        return replace(self, history=tuple(e for e in self.history if e.id not in ids)), turn
+        conversation = replace(self, history=tuple(e for e in self.history if e.id not in ids))
+        taken = [note for note in self.memory.notes if note.source in ids]
+        if taken:
+            memory = self.memory
+            for note in taken:
+                memory = memory.without(note)
+            conversation = conversation.with_memory(memory, counter)
+        return conversation, turn
 
     def apply(self, fit: Fit) -> Conversation:
         """Return the conversation after the policy's ``fit``: the history and recalled entries it

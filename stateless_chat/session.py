@@ -728,7 +728,7 @@ class Session:
 
     def undo(self) -> tuple[Entry, ...]:
         """Forget the newest turn; return its entries."""
-        self.conversation, gone = self.conversation.without_last_turn()
+        self.conversation, gone = self.conversation.without_last_turn(self.measure)
         return gone
 
     def load(self, conversation: Conversation, ledger: Ledger, settings: Mapping[str, Any],

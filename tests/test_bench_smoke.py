@@ -80,11 +80,12 @@ def test_the_stream_bench_leaves_the_colours_of_later_consoles_alone() -> None:
 
 
 def test_economy_pins_and_summaries_keep_the_constraints_while_the_cache_holds() -> None:
-    names = ("none", "drop-oldest 1.0", "drop-oldest", "drop-oldest + pins", "summarize", "summarize + pins")
+    names = ("none", "drop-oldest 1.0", "drop-oldest", "drop-oldest + pins", "summarize", "summarize + pins",
+             "default now")
     rows = dict(zip(names, economy.run(40), strict=True))  # in the order of economy.POLICIES
     naive = rows["none"]
     assert naive.kept == 5 and naive.largest > economy.BUDGET and naive.breaks == 0
-    for name in ("drop-oldest + pins", "summarize", "summarize + pins"):
+    for name in ("drop-oldest + pins", "summarize", "summarize + pins", "default now"):
         assert rows[name].kept == 5, name
         assert rows[name].sent < naive.sent and rows[name].over_budget == 0, name
     assert rows["drop-oldest"].kept < 5  # the dilemma: plain dropping loses the early constraints
