@@ -178,6 +178,14 @@ def test_repl_event_line_memory_forget_remember_history_tokens(server: FakeServe
     assert last[2] == f"Hi. {CELSIUS} Is it always colder before dawn?"  # the history keeps the message
 
 
+def test_undo_takes_back_the_notes_of_the_turn_it_removes(server: FakeServer) -> None:
+    session = make_session(server)
+    run = run_repl(session, [f"{ANA}\r", "/undo\r", "/memory\r", f"{ANA} Hello.\r"])
+    assert "no standing notes" in run.output
+    assert [n.label for n in session.conversation.memory.notes] == ["m2"]  # said again: a new note
+    assert contents(server.requests[-1]) == [f"{ANA} Hello."]  # nothing of the taken-back turn was sent
+
+
 def test_repl_memory_off_then_auto(server: FakeServer) -> None:
     session = make_session(server, memory="off")
     run = run_repl(session, [f"{CELSIUS}\r", "/memory\r", "/remember Use metric.\r", "/memory manual\r",
