@@ -96,10 +96,10 @@ def run_policy(policy: str, turns: int, pin: bool, evict_to: float, dialect: str
     import tempfile
     from pathlib import Path
 
-    from stateless_chat import journal
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.store import journal
+    from stateless_chat.wire.openai_backend import open_backend
     from tests.fakeserver import FakeServer, approx_tokens, is_summary_request
 
     with FakeServer(replier) as server, tempfile.TemporaryDirectory(prefix="bench-economy-") as directory:

@@ -46,7 +46,7 @@ class SetRow:
 
 def score(positives: Sequence[str], negatives: Sequence[str]) -> tuple[float, float]:
     """Return (precision, recall) of the detector: a sentence counts as kept when ``standing`` keeps it."""
-    from stateless_chat.standing import standing
+    from stateless_chat.core.standing import standing
 
     found = sum(1 for s in positives if standing(s))
     false = sum(1 for s in negatives if standing(s))
@@ -71,7 +71,7 @@ def set_rows() -> list[SetRow]:
 
 def speed(texts: Sequence[str], passes: int = 5) -> float:
     """Return the detector's CPU seconds per text of ``texts`` (the best of ``passes`` passes)."""
-    from stateless_chat.standing import standing
+    from stateless_chat.core.standing import standing
 
     best = float("inf")
     for _ in range(passes):
@@ -219,11 +219,12 @@ class ChatRun:
 
 def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: int = 200) -> ChatRun:
     """Run the scripted chat once with ``memory`` and ``recall`` (the log in ``directory``)."""
-    from stateless_chat import journal
+    from stateless_chat.chat.session import Session
+    from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
-    from stateless_chat.messages import Event, Recalled
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.core.messages import Event, Recalled
+    from stateless_chat.store import journal
+    from stateless_chat.wire.openai_backend import open_backend
     from tests.fakeserver import FakeServer
 
     needs = {need: marker for _, _, marker, need, _ in STATEMENTS}
@@ -233,10 +234,10 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
         server.cache_dialect, server.cache_min, server.cache_step = "deepseek", 0, 1
         settings = Settings(base_url=server.url, budget=BUDGET_CHAT, reply_reserve=RESERVE_CHAT,
                             max_retries=0, timeout=30.0, memory=memory, recall=recall)
-        session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0))
-        log = journal.attach(session, directory / f"{label}.db", strict=True)
         events: list[Event] = []
-        session.on_event = events.append
+        session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0),
+                          hooks=Hooks(on_event=events.append))
+        log = journal.attach(session, directory / f"{label}.db", strict=True)
         met: list[bool] = []
         recalled: set[int] = set()
         for turn in range(1, turns + 1):

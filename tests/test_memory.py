@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from stateless_chat import journal, persist
-from stateless_chat.context import DropOldest
+from stateless_chat.chat.turn import Hooks
+from stateless_chat.core.context import DropOldest
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.memory import MEMORY_HEADER, MEMORY_ID
+from stateless_chat.core.messages import Event, MemoryFull, Message, Notice, Recalled, Remembered, describe
 from stateless_chat.errors import CommandError, ServerError
-from stateless_chat.history import Conversation
-from stateless_chat.logstore import DEFAULT_NAME
-from stateless_chat.memory import MEMORY_HEADER, MEMORY_ID
-from stateless_chat.messages import Event, MemoryFull, Message, Notice, Recalled, Remembered, describe
-from stateless_chat.preview import next_eviction
+from stateless_chat.store import journal, persist
+from stateless_chat.store.logstore import DEFAULT_NAME
+from stateless_chat.ui.commands import next_eviction
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, is_summary_request
 from tests.test_cli import run_cli
@@ -133,7 +134,7 @@ def test_an_older_conversation_is_read_for_its_memory_once() -> None:
 def test_requests_carry_the_slot_in_order_system_memory_summary_history_new(server: FakeServer) -> None:
     session = make_session(server, system="sys", policy="summarize", budget=500, reply_reserve=60)
     told: list[Event] = []
-    session.on_event = told.append
+    session.hooks = Hooks(on_event=told.append)
     session.send(f"Hello. {CELSIUS}")
     assert describe(told[0]) == f'kept as standing (m1): "{CELSIUS}" · /forget m1'
     for n in range(8):
@@ -211,7 +212,7 @@ def test_preview_says_what_the_next_eviction_takes(server: FakeServer) -> None:
     assert "turn 1 · #1-#2 · " in out and "(its standing sentence stays: m1)" in out
     # And that is what happens: the next turns evict exactly those turns first.
     told: list[Event] = []
-    session.on_event = told.append
+    session.hooks = Hooks(on_event=told.append)
     while not any(describe(e).startswith("evicted") for e in told):
         session.send("more lakes " + "water " * 25)
     first = next(e for e in told if describe(e).startswith("evicted"))
@@ -287,7 +288,7 @@ def test_the_log_holds_the_event_lines(server: FakeServer, tmp_path: Path) -> No
     session = make_session(server)
     log = journal.attach(session, tmp_path / "logs.db")
     session.send(f"OK. {ANA}")
-    from stateless_chat.logstore import LogStore
+    from stateless_chat.store.logstore import LogStore
 
     with LogStore.open(tmp_path / "logs.db") as store:
         (turn,) = store.turns(log.cid or "")
@@ -303,7 +304,7 @@ def test_recall_is_on_by_default_and_says_what_did_not_fit(server: FakeServer, t
     assert session.settings.recall == "auto"
     log = journal.attach(session, tmp_path / "logs.db")
     told: list[Event] = []
-    session.on_event = told.append
+    session.hooks = Hooks(on_event=told.append)
     session.send("the heron sanctuary opens at dawn " + "marsh " * 60)  # a turn far larger than 40 tokens
     session.send("the wifi password is kestrel")
     while not session.conversation.evicted or session.conversation.evicted[0].turn != 1:

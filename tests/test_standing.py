@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench import standing_set
-from stateless_chat.standing import sentences, standing, verdict
+from stateless_chat.core.standing import sentences, standing, verdict
 
 
 @pytest.mark.parametrize("sentence", [
