@@ -27,7 +27,7 @@ from stateless_chat.core.policies import POLICY_NAMES
 from stateless_chat.errors import ConfigError, UsageError, keep_secret
 from stateless_chat.sanitize import public_url, url_password
 from stateless_chat.validate import Invalid, shown, type_name
-from stateless_chat.wire.openai_backend import DEFAULT_MAX_REPLY_BYTES
+from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
 
 if TYPE_CHECKING:
     from stateless_chat.tools.servers import ServerConfig

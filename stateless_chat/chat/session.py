@@ -382,7 +382,7 @@ class Session:
         self.conversation, back = self.conversation.recall([entry_id])
         return back
 
-    def add(self, entry: Entry) -> None:
+    def add_entry(self, entry: Entry) -> None:
         """Append ``entry`` (a file or resource attached as a message) to the conversation."""
         self.conversation = self.conversation.append(entry)
 

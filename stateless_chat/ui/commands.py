@@ -641,7 +641,7 @@ def _file(session: Session, arg: str) -> Result:
             f"{shown} is {entry.tokens:,} tokens; with {session.reserve:,} held for the reply it cannot fit "
             f"the budget of {session.budget:,}: not added"
         )
-    session.add(entry)
+    session.add_entry(entry)
     how = "pinned: sent with every request" if pin else "sent until evicted"
     lines = [f"added {shown} as #{entry.id} ({entry.tokens:,} tokens, {how})"]
     reason = secret_reason(path, text)

@@ -47,6 +47,7 @@ from stateless_chat.errors import (
     redact,
 )
 from stateless_chat.sanitize import public_url, strip_controls, url_password
+from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
 from stateless_chat.wire.backend import Chunk, Reply, ignore, parse_chunk, parse_completion
 from stateless_chat.wire.failover import Failover
 from stateless_chat.wire.request import ChatRequest, Dialect
@@ -55,9 +56,6 @@ if TYPE_CHECKING:
     import openai
 
 PLACEHOLDER_KEY = "sk-no-key-needed"
-# The largest reply body accepted (after decompression): far past any real reply (a 128k-token
-# streamed reply is ~30 MB of events), small enough that a decompression bomb cannot exhaust memory.
-DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
 _BODY_SHOWN = 200  # characters of a non-JSON error body worth showing in a one-line message
 _NOT_OPENAI = "is the base URL an OpenAI-compatible endpoint?"
 _SLOW = "raise timeout in the config file if the model is just slow"
