@@ -290,7 +290,8 @@ def resume_file(session: Session, options: Options, flags: dict[str, Any]) -> No
     if path is not None:
         from stateless_chat.store import persist
 
-        persist.restore(session, persist.load(path), keep=set(flags))
+        for event in persist.restore(session, persist.load(path), keep=set(flags)):
+            session.hooks.on_event(event)  # standing notes read from an older file, once
 
 
 def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) -> None:

@@ -181,7 +181,14 @@ def chat(
     recall: Annotated[
         str | None,
         typer.Option("--recall", metavar="MODE",
-                     help="auto: bring back evicted turns relevant to each new message (off: never)."),
+                     help="auto (default): bring back evicted turns relevant to each new message; "
+                          "off: never."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", metavar="MODE",
+                     help="auto (default): keep what you say must hold (\"always ...\", \"I'm "
+                          "vegetarian\") in every request; manual: only /remember; off: none."),
     ] = None,
     save: Annotated[
         Path | None,
@@ -220,6 +227,7 @@ def chat(
         "evict_to": evict_to,
         "log": False if no_log else None,
         "recall": recall,
+        "memory": memory,
         "approve": "always" if yes else None,
     }
     prompt = whole_arguments(flags, prompt)

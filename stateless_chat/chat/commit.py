@@ -75,11 +75,14 @@ def baseline_tokens(conversation: Conversation, pending: Sequence[Entry]) -> int
 
 
 def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply: Reply, told: Told, *,
-           model: str, reserve: int, spent: Spent, over_limit: bool = False) -> TurnOutcome:
+           model: str, reserve: int, spent: Spent, memory: str, memory_room: int,
+           over_limit: bool = False) -> TurnOutcome:
     """Return the outcome of the completed turn: the exchange appended to ``after``'s conversation, its
     costs (and ``spent`` on summaries) in the ledger, what it told in its record.
 
-    ``before`` is the state the turn started from (for the no-eviction baseline).
+    ``before`` is the state the turn started from (for the no-eviction baseline). With ``memory``
+    "auto" the user message is read for standing sentences as it is committed, kept as notes within
+    ``memory_room`` tokens (``Conversation.remember``).
     """
     fitted = plan.fit
     measure = after.sizer
@@ -129,8 +132,12 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
         cache_break=cache.cause or steps.cache_break,
         steps=len(steps.requests),
     )
-    state = replace(after, conversation=conversation.append(answer, *unanswered),
-                    ledger=after.ledger.add(stats), said=frozenset(told.said))
+    conversation = conversation.append(answer, *unanswered)
+    conversation, noted = conversation.remember(steps.pending[0], measure, room=memory_room, mode=memory)
+    for event in noted:
+        told(event)
+    state = replace(after, conversation=conversation, ledger=after.ledger.add(stats),
+                    said=frozenset(told.said))
     record = TurnRecord(steps.number, (*steps.requests[:-1], reply.body), reply, stats, tuple(told.events),
                         state.conversation, model)
     return TurnOutcome(state, reply, record)

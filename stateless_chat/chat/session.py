@@ -37,7 +37,7 @@ from stateless_chat.core.cache import Prediction, predict
 from stateless_chat.core.context import Fit, Policy, too_big_alone
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.ledger import Ledger
-from stateless_chat.core.messages import Entry, Message, Summarized
+from stateless_chat.core.messages import Entry, Event, Message, Summarized
 from stateless_chat.core.sizing import Sizer
 from stateless_chat.core.summary import fold, summary_cap, turns_within
 from stateless_chat.core.tokens import REPLY_PRIMING, TokenCounter
@@ -161,6 +161,11 @@ class Session:
     @property
     def reserve(self) -> int:
         return self.settings.effective_reply_reserve
+
+    @property
+    def memory_room(self) -> int:
+        """Return the most tokens the standing memory may take: ``memory_budget`` or a tenth of the budget."""
+        return self.settings.memory_room(self.budget)
 
     def low_water(self, budget: int) -> int:
         """Return where eviction stops once it must start: ``evict_to`` of ``budget``."""
@@ -310,6 +315,9 @@ class Session:
             state = replace(state, sizer=sizer, conversation=state.conversation.recounted(sizer))
         if "system" in changes:
             state = replace(state, conversation=state.conversation.with_system(settings.system, state.sizer))
+        if "memory" in changes:
+            turned = state.conversation.memory_turned(settings.memory != "off", state.sizer)
+            state = replace(state, conversation=turned)
         if {"model", "budget", "context_window"} & set(changes):
             state = replace(state, learned_budget=None, refused_budget=None)
         self.settings, self.state = settings, state
@@ -365,7 +373,7 @@ class Session:
 
     def undo(self) -> tuple[Entry, ...]:
         """Forget the newest turn; return its entries."""
-        self.conversation, gone = self.conversation.without_last_turn()
+        self.conversation, gone = self.conversation.without_last_turn(self.state.sizer)
         return gone
 
     def recall_turn(self, entry_id: int) -> tuple[Entry, ...]:
@@ -379,15 +387,22 @@ class Session:
         self.conversation = self.conversation.append(entry)
 
     def load(self, conversation: Conversation, ledger: Ledger, settings: Mapping[str, Any],
-             *, keep: Collection[str] = ()) -> None:
+             *, keep: Collection[str] = ()) -> list[Event]:
         """Make a saved conversation this session's, with its saved ``settings`` except those named in
         ``keep`` (the ones the user set on this command line). Counts are measured again with the
-        session's counter. Raises ``ConfigError`` (nothing changed) for settings invalid here."""
+        session's counter. Return the standing notes found in a conversation from before standing
+        memory (its user messages are read once), as events for the caller to show. Raises
+        ``ConfigError`` (nothing changed) for settings invalid here."""
         self.reconfigure(**{k: v for k, v in settings.items() if k not in keep})  # validates first
         conversation = conversation.recounted(self.state.sizer)
         if "system" in keep:
             conversation = conversation.with_system(self.settings.system, self.state.sizer)
+        conversation = conversation.memory_turned(self.settings.memory != "off", self.state.sizer)
+        # A conversation from before standing memory: its user messages are read for it once.
+        conversation, noted = conversation.remember_all(self.state.sizer, room=self.memory_room,
+                                                        mode=self.settings.memory)
         self.state = replace(self.state, conversation=conversation, ledger=ledger)
+        return noted
 
 
 __all__ = ["Hooks", "Plan", "Recaller", "Session", "TurnRecord", "Unanswered"]

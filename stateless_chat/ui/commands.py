@@ -22,9 +22,10 @@ from stateless_chat.app import App
 from stateless_chat.chat.session import Session
 from stateless_chat.core.billing import dollars
 from stateless_chat.core.history import Conversation
-from stateless_chat.core.messages import Entry, Event, Message, ToolCall, span
+from stateless_chat.core.messages import Entry, Event, Message, ToolCall, describe, span
 from stateless_chat.core.models import family_of
 from stateless_chat.core.policies import POLICIES
+from stateless_chat.core.preview import Preview, preview
 from stateless_chat.core.tokens import PER_MESSAGE, REPLY_PRIMING
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.sensitive import secret_reason
@@ -54,10 +55,22 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class MemoryRow:
+    """One standing note as /history shows it, in the slot of its own before the messages."""
+
+    label: str  # m1, m2 ...
+    tokens: int
+    source: int | None
+    text: str
+
+
+@dataclass(frozen=True)
 class HistoryView:
     rows: tuple[HistoryRow, ...]
     label: str  # "" for exact counts, "≈" for estimates
     hidden_evicted: int = 0
+    memory: tuple[MemoryRow, ...] = ()  # the standing notes, sent right after the system prompt
+    memory_sent: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    eviction: str = ""  # what the next eviction will take, and when (eviction_line)
 
 
 @dataclass(frozen=True)
@@ -373,7 +387,11 @@ def _history(session: Session, arg: str) -> Result:
     if arg not in ("", "all"):
         raise CommandError("usage: /history [all]")
     rows, hidden = history_rows(session, include_evicted=arg == "all")
-    return HistoryView(tuple(rows), session.counter.label, hidden)
+    conversation = session.conversation
+    notes = tuple(MemoryRow(n.label, n.tokens, n.source, first_line(n.text))
+                  for n in conversation.memory.notes)
+    sent = conversation.memory_block is not None
+    return HistoryView(tuple(rows), session.counter.label, hidden, notes, sent)
 
 
 @command("show", "/show N", "show message N in full", choices=all_ids)
@@ -397,15 +415,39 @@ def _unpin(session: Session, arg: str) -> Result:
     return Lines((f"unpinned #{number}",))
 
 
+def next_eviction(session: Session) -> Preview:
+    """Return what the next eviction of ``session``'s conversation would take (``preview``)."""
+    budget = session.budget
+    candidate = session.conversation.candidate(budget=budget, reserve=session.reserve,
+                                               tools=session.tools_tokens(session.tools_offered()),
+                                               low_water=session.low_water(budget))
+    return preview(candidate, session.settings.policy)
+
+
+def eviction_line(found: Preview) -> str:
+    """Return the next eviction in one line (``/tokens``)."""
+    if not found.evicts:
+        return "next eviction: none (policy none sends a request over the budget whole, with a warning)"
+    if found.stuck is not None:
+        return f"next eviction: nothing can go ({found.stuck})"
+    how = "fold" if found.policy == "summarize" else "drop"
+    turns = f"turn {found.turns[0].turn}" if len(found.turns) == 1 else \
+        f"turns {found.turns[0].turn}-{found.turns[-1].turn}"
+    return (f"next eviction: in ~{max(found.room, 0):,} tokens, {found.policy} will {how} {turns} "
+            f"({len(found.turns)} turn(s), ~{found.tokens:,} tokens); /preview lists them")
+
+
 def tokens_view(session: Session) -> TokensView:
     conversation = session.conversation
     system = conversation.system.tokens if conversation.system else 0
+    memory = conversation.memory_block.tokens if conversation.memory_block else 0
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
     recalled = sum(e.tokens for e in conversation.recalled)
     parts = (
         ("system", system),
+        ("standing memory", memory),
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
@@ -420,7 +462,7 @@ def tokens_view(session: Session) -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session))
+                      bill_line(session), eviction_line(next_eviction(session)))
 
 
 def bill_line(session: Session) -> str:
@@ -489,7 +531,7 @@ def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation, b
     question = conversation.last_question()
     if question is None:
         raise CommandError(f"{usage}: the newest turn has no typed user message (a /file?); /undo removes it")
-    base, turn = conversation.without_last_turn()
+    base, turn = conversation.without_last_turn(session.measure)
     return question, base, any(e.pinned for e in turn)
 
 
@@ -854,7 +896,7 @@ def _load(app: App, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(app)
-    persist.restore(session, saved)
+    noted = persist.restore(session, saved)
     session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = app.log
     if attached is not None:
@@ -862,7 +904,7 @@ def _load(app: App, arg: str) -> Result:
         attached.saved = session.conversation
     conversation = session.conversation
     lines = (f"loaded {path}: {len(conversation.live)} message(s), {len(conversation.evicted)} "
-             f"evicted; {_model_line(session)}",)
+             f"evicted; {_model_line(session)}", *(describe(event) for event in noted))
     return Lines(lines + ((left,) if left else ()))
 
 
@@ -911,3 +953,4 @@ def _stats(session: Session, arg: str) -> Result:
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
     return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+
