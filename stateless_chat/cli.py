@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.journal import Journal
     from stateless_chat.local import LocalServer, RestartingBackend
     from stateless_chat.messages import Event, ToolCall
+    from stateless_chat.meter import Meter
     from stateless_chat.session import Session
     from stateless_chat.tools import ToolSpec
 
@@ -512,12 +513,22 @@ def chat_with(
         if public_url(url) != url and settings.key_for(url):
             note(options, f"{host_of(url)}: the user:password in its URL is sent as HTTP Basic auth, which "
                           "takes the place of the API key: no key is sent to it")
+    meter = chat_meter(settings, local_server.model_path if local_server is not None else None)
     try:
         if interactive:
-            return run_repl(settings, backend, options, flags, context_source)
-        return run_once(settings, backend, text, options, flags)
+            return run_repl(settings, backend, options, flags, context_source, meter=meter)
+        return run_once(settings, backend, text, options, flags, meter=meter)
     finally:
         backend.close()
+
+
+def chat_meter(settings: Settings, local_model: Path | None, *, network: bool = True) -> Meter:
+    """Return the meter the chat counts with (``counting.meter_for``; kept in the data folder)."""
+    from stateless_chat.config import default_data_dir
+    from stateless_chat.counting import meter_for
+
+    return meter_for(settings, data_dir=default_data_dir(os.environ), local_model=local_model,
+                     network=network)
 
 
 def server_context(settings: Settings, given: set[str] | frozenset[str]) -> tuple[Settings, str]:
@@ -544,10 +555,13 @@ def server_context(settings: Settings, given: set[str] | frozenset[str]) -> tupl
 
 def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
+    from stateless_chat.commands import request_size_line
+    from stateless_chat.meter import attach
     from stateless_chat.sanitize import public_url, safe_json
     from stateless_chat.session import Session
 
     where = " then ".join(f"{public_url(url).rstrip('/')}/chat/completions" for url in settings.endpoints)
+    path = None
     if wants_local(settings, options):
         from stateless_chat.local import LocalServer
 
@@ -559,14 +573,17 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
                 changes["model"] = path.stem
             settings = settings.replace(**changes)
             where = f"the local model's llama.cpp server ({path.name}, on a free port of 127.0.0.1)"
-    session = Session(settings, None, exact=False)
+    session = Session(settings, None)
+    attach(session, chat_meter(settings, path, network=False))  # what earlier chats taught it; no request
     resume(session, options, flags)
     if options.resume:
         open_journal(session, settings, options, flags, warn=lambda text: None).close()
-    print(safe_json(session.preview_body(text or None)))
+    body = session.preview_body(text or None)
+    print(safe_json(body))
     model = session.settings.model
     said = f"dry run: this request would go to {where} (model {model}); nothing was sent"
     note(options, said)
+    note(options, request_size_line(session, body))
     return 0
 
 
@@ -684,7 +701,8 @@ def open_journal(session: Session, settings: Settings, options: Options, flags: 
 
 
 def run_once(
-    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any]
+    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any],
+    meter: Meter | None = None,
 ) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
     from stateless_chat.messages import ReplyCut, describe
@@ -694,7 +712,7 @@ def run_once(
             note(options, describe(event))
 
     if options.save is None:
-        return answer_once(settings, backend, text, options, flags, on_event)
+        return answer_once(settings, backend, text, options, flags, on_event, meter)
     import contextlib
 
     from stateless_chat.filelock import exclusive
@@ -706,17 +724,20 @@ def run_once(
             held.enter_context(exclusive(path, lambda: say(f"waiting for another run saving to {path}")))
         except OSError as error:
             raise SaveFileError(f"cannot lock {path} for saving: {error.strerror or error}") from None
-        return answer_once(settings, backend, text, options, flags, on_event)
+        return answer_once(settings, backend, text, options, flags, on_event, meter)
 
 
 def answer_once(
     settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any],
-    on_event: Callable[[Event], None],
+    on_event: Callable[[Event], None], meter: Meter | None = None,
 ) -> int:
     """``run_once`` with the ``--save`` file (if any) locked: resume, answer, usage line, save."""
+    from stateless_chat.meter import attach
     from stateless_chat.session import Session
 
     session = Session(settings, backend, on_event=on_event, exact=options.usage)
+    if meter is not None:
+        attach(session, meter)
     resume(session, options, flags)
     log = open_journal(session, settings, options, flags, warn=say)
     if options.resume and options.save is not None:  # --save continues its file, unless -c said otherwise
@@ -785,42 +806,57 @@ def answer(session: Session, text: str) -> None:
 
 def usage_line(session: Session, *, local: bool = False) -> str:
     """Return the ``-u`` line: the last turn's prompt (ours and the server's, with what it read from its
-    cache), the completion, and the cost when the model has a price; and once, why counts are missing
-    or differ."""
+    cache), the completion, and the cost when the model has a price; and, on a conversation's first
+    turn only, why counts are missing or were counted here."""
     from stateless_chat.commands import bill_line
+    from stateless_chat.meter import Meter
 
     stats = session.ledger.turns[-1]
+    counter = session.counter
+    counted = isinstance(counter, Meter) and counter.counted_turn == stats.turn  # the server sent none
     reported, completion = stats.reported_prompt_tokens, stats.reported_completion_tokens
-    said = "not reported" if reported is None else f"{reported:,} reported"
-    if reported is not None and stats.reported_cached_tokens is not None:
-        said += f" ({stats.reported_cached_tokens:,} cached)"
-    line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
-            f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    if counted:
+        line = (f"usage: prompt {stats.estimated_prompt_tokens:,} counted exactly, not reported; completion "
+                f"{completion or 0:,} counted")
+    else:
+        said = "not reported" if reported is None else f"{reported:,} reported"
+        if reported is not None and stats.reported_cached_tokens is not None:
+            said += f" ({stats.reported_cached_tokens:,} cached)"
+        line = (f"usage: prompt {counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
+                f"completion {'not reported' if completion is None else f'{completion:,}'}")
     cost = bill_line(session)
     line = f"{line}; {cost}" if cost else line
+    if len(session.ledger.turns) > 1:  # a continued conversation: its first line said why
+        return line
     why = []
-    if reported is None or completion is None:
+    if counted:
+        why.append("the server sent no usage with the streamed reply, as llama-cpp-python never does: "
+                   "counted with its own tokenizer")
+    elif reported is None or completion is None:
         streamed = session.settings.stream
         why.append("the server sent no usage" + (" with the streamed reply, as llama-cpp-python never does: "
                                                   "--no-stream gets it" if streamed else ""))
-    if local:
+    if local and counter.label:
         why.append("the local model's chat template adds text of its own, e.g. SmolLM2's default system "
                    "prompt, which the server counts and the estimate does not")
     return line + (f" ({'; '.join(why)})" if why else "")
 
 
 def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict[str, Any],
-             context_source: str = "") -> int:
+             context_source: str = "", meter: Meter | None = None) -> int:
     """Open the interactive chat on the terminal."""
     gc.enable()  # main() paused it for start-up; a long session needs it
     from rich.console import Console
 
     from stateless_chat.config import input_history_path
     from stateless_chat.messages import Notice
+    from stateless_chat.meter import attach
     from stateless_chat.repl import Repl
     from stateless_chat.session import Session
 
     session = Session(settings, backend)
+    if meter is not None:
+        attach(session, meter)
     session.context_source = context_source
     resume(session, options, flags)
     console = Console(highlight=False)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from stateless_chat.context import Candidate, Fit
 from stateless_chat.errors import CommandError
 from stateless_chat.messages import Entry, EntryKind, Eviction, EvictionHow, Message, Role, ToolCall
+from stateless_chat.tokens import REPLY_PRIMING
 
 Counter = Callable[[Message], int]
 
@@ -125,14 +126,14 @@ class Conversation:
 
     def candidate(
         self, pending: Iterable[Entry] = (), *, budget: int, reserve: int = 0, tools: int = 0,
-        low_water: int | None = None,
+        low_water: int | None = None, framing: int = REPLY_PRIMING,
     ) -> Candidate:
         """Return the next request, slot by slot, with ``pending`` (this turn's new messages) last."""
         pending = tuple(pending)
         next_id = max([self.next_id, *(e.id + 1 for e in pending)])
         return Candidate(system=self.system, summary=self.summary, history=self.history, pending=pending,
                          recalled=self.recalled, budget=budget, reserve=reserve, tools=tools, next_id=next_id,
-                         low_water=low_water)
+                         low_water=low_water, framing=framing)
 
     def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
         """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the

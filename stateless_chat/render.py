@@ -514,6 +514,8 @@ class Renderer:
             self.console.print(tokens_table(result))
         elif isinstance(result, RawView):
             self.console.print(Text(safe_json(result.body)))
+            if result.size:
+                self.console.print(Text(for_terminal(result.size), style="dim"))
         elif isinstance(result, StatsView):
             self.console.print(stats_view(result))
         elif isinstance(result, (Send, Prefill, Exit)):
@@ -567,6 +569,8 @@ def tokens_table(view: TokensView) -> Group:
     why = f": {view.cache_cause}" if view.cache_cause else ""
     cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
     lines: list[ConsoleRenderable] = [table, summary, cache, totals]
+    if view.counting:
+        lines.append(Text(for_terminal(f"counted: {view.counting}")))
     return Group(*lines, *([Text(for_terminal(view.cost))] if view.cost else []))
 
 

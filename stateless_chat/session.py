@@ -45,6 +45,7 @@ from stateless_chat.messages import (
     ToolStepsExhausted,
     UsageMissing,
 )
+from stateless_chat.meter import Counting, counted_usage
 from stateless_chat.overflow import context_error_behind
 from stateless_chat.policies import PolicyTools, make_policy
 from stateless_chat.summary import Summarizer, fold, summary_cap, turns_within
@@ -161,7 +162,7 @@ class Session:
         self,
         settings: Settings,
         backend: ChatBackend | None,
-        counter: TokenCounter | None = None,
+        counter: Counting | None = None,
         *,
         on_event: Callable[[Event], None] = lambda event: None,
         exact: bool = True,
@@ -169,7 +170,8 @@ class Session:
     ) -> None:
         self.settings = settings
         self.backend = backend
-        self.counter = counter or TokenCounter(settings.model, settings.encoding, settings.default_encoding)
+        self.counter: Counting = counter or TokenCounter(settings.model, settings.encoding,
+                                                         settings.default_encoding)
         self._told: list[Event] = []  # the events this turn emitted, for its TurnRecord
         self.on_event = on_event
         self.observers: list[Callable[[TurnRecord], None]] = []  # told of every completed turn (the log)
@@ -263,9 +265,18 @@ class Session:
         reply reserve (``context.too_big_alone``, with this session's numbers)."""
         return too_big_alone(tokens, self.reserve, budget or self.budget)
 
+    def framing(self, conversation: Conversation | None = None) -> int:
+        """Return what a request adds beyond its messages (the reply priming, or the chat template's own
+        tokens, which may depend on whether a system message leads it); the priming while counts are
+        byte bounds."""
+        if not self.exact:
+            return REPLY_PRIMING
+        held = conversation or self.conversation
+        return self.counter.request_tokens(held.system is not None or held.summary is not None)
+
     def next_request_tokens(self, draft: str = "") -> int:
         """Return the prompt tokens the next request would carry with ``draft`` as its message."""
-        size = self.conversation.tokens + REPLY_PRIMING
+        size = self.conversation.tokens + self.framing()
         if draft:
             size += self.measure(Message("user", draft))
         return size
@@ -327,7 +338,8 @@ class Session:
             base, recalled = self._recall(text, budget)
             if not self.exact:  # sized by byte bounds: unless they fit as they are, count exactly first
                 tools = self.tools_tokens(self.tools_offered())
-                if not base.candidate((question,), budget=budget, reserve=self.reserve, tools=tools).fits:
+                if not base.candidate((question,), budget=budget, reserve=self.reserve, tools=tools,
+                                      framing=self.framing(base)).fits:
                     self.make_exact()
                     return fitted()
             plan = self.plan_pending(base, (question,), budget=budget, summarize=summarize)
@@ -342,7 +354,8 @@ class Session:
         """Return the fitted request that sends ``base`` with this turn's ``pending`` messages last."""
         tools = self.tools_offered()
         candidate = base.candidate(pending, budget=budget, reserve=self.reserve,
-                                   tools=self.tools_tokens(tools), low_water=self.low_water(budget))
+                                   tools=self.tools_tokens(tools), low_water=self.low_water(budget),
+                                   framing=self.framing(base))
         fitted = self.policy(summarize=summarize).fit(candidate)
         body = self.body(fitted.request.messages(), tools)
         return Plan(pending=pending, fit=fitted, body=body, budget=budget,
@@ -575,7 +588,7 @@ class Session:
         before = self.conversation
         held = sum(e.tokens for e in before.live) + sum(e.tokens for e in pending)
         system = before.system.tokens if before.system is not None else 0
-        return held + system + sum(e.tokens for e in before.evicted) + REPLY_PRIMING
+        return held + system + sum(e.tokens for e in before.evicted) + self.framing(before)
 
     def _say_once(self, key: str, event: Event) -> None:
         if key not in self._said:
@@ -597,6 +610,9 @@ class Session:
                                              id=answer.id + 1 + index)
                       for index, call in enumerate(calls if over_limit else ())]
         usage = reply.usage
+        if usage is None or usage.prompt_tokens is None:  # counted exactly when the counter can
+            usage = counted_usage(self.counter, fitted.total - self.reserve, reply.text, calls,
+                                  turn.number) or usage
         for note in reply.notes:
             self._say_once(note, Notice(note))
         if (usage is None or usage.prompt_tokens is None) and not reply.notes:
@@ -654,7 +670,7 @@ class Session:
         counting = (settings.model, settings.encoding, settings.default_encoding)
         counter = self.counter
         if counting != (self.settings.model, self.settings.encoding, self.settings.default_encoding):
-            counter = TokenCounter(*counting)
+            counter = counter.for_model(*counting)
         changed_counter = counter is not self.counter
         self.settings, self.counter = settings, counter
         if changed_counter:
@@ -676,7 +692,7 @@ class Session:
             raise UsageError("no endpoint to summarize with")
         conversation = self.conversation
         budget = self.budget
-        candidate = conversation.candidate(budget=budget, reserve=self.reserve)
+        candidate = conversation.candidate(budget=budget, reserve=self.reserve, framing=self.framing())
         newest = conversation.history[-1].turn if conversation.history else None
         turns = [turn for turn in candidate.evictable_turns() if turn != newest]
         if not turns:
