@@ -379,8 +379,8 @@ class Meter:
             if not self.base.loaded:
                 return  # our own count would load the encoding for nothing the meter uses
         ours = self.raw_request(record.requests[-1])
-        self.calibration = self.calibration.observe(ours, reported,
-                                                    predicted if mode in ("calibrated", "estimate") else None)
+        before = predicted if mode == "calibrated" else None  # an estimate's error is not the calibration's
+        self.calibration = self.calibration.observe(ours, reported, before)
         self._keep()
         if mode in ("calibrated", "estimate"):
             self._follow(session, ours)

@@ -13,6 +13,7 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
+from stateless_chat.messages import Message
 from stateless_chat.repl import SlashCompleter
 from stateless_chat.session import Session
 from tests.conftest import ReplRun, make_session
@@ -485,7 +486,8 @@ def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServ
     # what /tokens calls the request is what the next request really carries, less the new text
     run_repl(session, ["x\r"])
     request = server.requests[-1]
-    assert session.ledger.turns[-1].estimated_prompt_tokens == total - 100 + session.measure_text("x") - framing
+    estimated = session.ledger.turns[-1].estimated_prompt_tokens
+    assert estimated == total - 100 + session.measure_text("x") - framing
     assert len(request["messages"]) == 6
 
 
