@@ -514,6 +514,10 @@ def chat_with(
             note(options, f"{host_of(url)}: the user:password in its URL is sent as HTTP Basic auth, which "
                           "takes the place of the API key: no key is sent to it")
     meter = chat_meter(settings, local_server.model_path if local_server is not None else None)
+    if interactive:  # the tokenizer is looked for before the chat: the toolbar counts from its first draw
+        if meter.learns_template:
+            note(options, "learning the local model's chat template, once (a few one-token requests)")
+        meter.resolve()
     try:
         if interactive:
             return run_repl(settings, backend, options, flags, context_source, meter=meter)

@@ -136,7 +136,8 @@ class Meter:
         self._server_sum = 0  # their ratio scales the estimate of a text it could not count
         self._down_until = 0.0
         self.estimated_texts = 0  # texts the server did not count since the held counts were last redone
-        self.checks: tuple[int, ...] = ()  # exact counts: reported - ours, per reply
+        self.checks: tuple[int, ...] = ()  # exact counts: reported - ours, for the newest replies
+        self.checked = 0  # replies whose reported count was compared with ours
         self.counted_turn: int | None = None  # the turn whose usage is ours (the server sent none)
         self.store_problem = ""
         line = self.calibration.line
@@ -148,6 +149,16 @@ class Meter:
         """Find the server's tokenizer (once) and load our encoding; safe in a background thread."""
         self._resolve()
         self.base.warm()
+
+    def resolve(self) -> None:
+        """Find the server's tokenizer now (once; it may take requests, see ``learns_template``)."""
+        self._resolve()
+
+    @property
+    def learns_template(self) -> bool:
+        """Return whether resolving will learn a chat template from a model's server (small requests that
+        take a few seconds on a slow machine) rather than find it kept from an earlier start."""
+        return not self._resolved and self.template_key is not None and self._known_template() is None
 
     def _resolve(self) -> None:
         if self._resolved:
@@ -236,9 +247,11 @@ class Meter:
         if not self.checks:
             return ""
         off = [c for c in self.checks if c]
+        which = f"{len(self.checks)} replies" if self.checked == len(self.checks) else \
+            f"the last {len(self.checks)} of {self.checked} replies"
         if not off:
-            return f"; matched the server's count on {len(self.checks)} of {len(self.checks)} replies"
-        return (f"; the server's count differed on {len(off)} of {len(self.checks)} replies "
+            return f"; matched the server's count on all {which}"
+        return (f"; the server's count differed on {len(off)} of {which} "
                 f"(by {min(off):+,} to {max(off):+,})")
 
     # ---- counting --------------------------------------------------------------------------
@@ -364,6 +377,8 @@ class Meter:
         """Learn from a completed turn: check exact counts against the server's, add the pair (our count,
         the server's) to the calibration and keep it, and rescale the held counts when the fit moved.
         Also counts again, once the server's tokenizer answers, the texts estimated while it did not."""
+        if not session.exact:  # counts are byte bounds (a one-shot run without -u): nothing to learn from
+            return
         usage = record.reply.usage
         mode = self.mode
         if mode == "server" and self.estimated_texts and time.monotonic() >= self._down_until:
@@ -372,10 +387,10 @@ class Meter:
         if record.turn == self.counted_turn or usage is None or usage.prompt_tokens is None:
             return
         reported = usage.prompt_tokens
-        predicted = record.stats.estimated_prompt_tokens if session.exact else None
+        predicted = record.stats.estimated_prompt_tokens
         if mode in ("server", "exact"):
-            if predicted is not None:
-                self.checks = (*self.checks, reported - predicted)[-MAX_CHECKS:]
+            self.checks = (*self.checks, reported - predicted)[-MAX_CHECKS:]
+            self.checked += 1
             if not self.base.loaded:
                 return  # our own count would load the encoding for nothing the meter uses
         ours = self.raw_request(record.requests[-1])

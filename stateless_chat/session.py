@@ -610,7 +610,7 @@ class Session:
                                              id=answer.id + 1 + index)
                       for index, call in enumerate(calls if over_limit else ())]
         usage = reply.usage
-        if usage is None or usage.prompt_tokens is None:  # counted exactly when the counter can
+        if (usage is None or usage.prompt_tokens is None) and self.exact:  # counted, when the counter can
             usage = counted_usage(self.counter, fitted.total - self.reserve, reply.text, calls,
                                   turn.number) or usage
         for note in reply.notes:
