@@ -123,10 +123,15 @@ def _instrument(meter: Any) -> Callable[[], int]:
 
 
 def _converse(run: CountRun, session: Any, meter: Any, turns: int, styles: tuple[int, ...]) -> CountRun:
-    from stateless_chat.messages import ContextRetry
+    from stateless_chat.chat.values import Hooks
+    from stateless_chat.core.messages import ContextRetry
 
     retries: list[object] = []
-    session.on_event = lambda event: retries.append(event) if isinstance(event, ContextRetry) else None
+    def on_event(event: object) -> None:
+        if isinstance(event, ContextRetry):
+            retries.append(event)
+
+    session.hooks = Hooks(on_event=on_event)
     tokenized = _instrument(meter)
     before = tokenized()
     for turn in range(1, turns + 1):
@@ -151,11 +156,11 @@ def _converse(run: CountRun, session: Any, meter: Any, turns: int, styles: tuple
 def run_fake(turns: int = 40, mixed: bool = False) -> CountRun:
     """Return the run against the test server that counts its own way (calibrated); ``mixed``: with
     German and Chinese turns among the English ones."""
+    from stateless_chat.app import meter_for
+    from stateless_chat.chat.meter import attach
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.counting import meter_for
-    from stateless_chat.meter import attach
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.wire.openai_backend import open_backend
     from tests.fakeserver import FakeServer, FakeTokenizer
 
     with FakeServer(lambda body: reply_text(len(body.get("messages") or []) // 2, mixed)) as server, \
@@ -178,12 +183,12 @@ def run_fake(turns: int = 40, mixed: bool = False) -> CountRun:
 
 def run_local(turns: int = 40) -> CountRun:
     """Return the run against the bundled model (counted with its server's tokenizer)."""
+    from stateless_chat.app import meter_for
+    from stateless_chat.chat.meter import attach
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.counting import meter_for
-    from stateless_chat.local import LocalServer, bundled_model_path
-    from stateless_chat.meter import attach
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.wire.local import LocalServer, bundled_model_path
+    from stateless_chat.wire.openai_backend import open_backend
 
     model = bundled_model_path()
     assert model is not None, "the bundled model needs the [local] extra"
@@ -216,6 +221,6 @@ def summary(run: CountRun) -> dict[str, float]:
 
 def available() -> bool:
     """Return whether the bundled model and its server are installed (the [local] extra)."""
-    from stateless_chat.local import local_available
+    from stateless_chat.wire.local import local_available
 
     return local_available()

@@ -17,20 +17,14 @@ from typing import Any
 
 import pytest
 
-from stateless_chat.calibration import (
-    FILE_NAME,
-    Calibration,
-    CalibrationStore,
-    Line,
-    Template,
-    fit,
-    store_key,
-)
-from stateless_chat.counting import meter_for
-from stateless_chat.messages import ContextRetry, Message
-from stateless_chat.meter import Meter, attach
-from stateless_chat.servertokens import probe
-from stateless_chat.session import Session
+from stateless_chat.app import meter_for
+from stateless_chat.chat.meter import Meter, attach
+from stateless_chat.chat.session import Session
+from stateless_chat.chat.values import Hooks
+from stateless_chat.core.calibration import Calibration, Line, Template, fit, store_key
+from stateless_chat.core.messages import ContextRetry, Message
+from stateless_chat.store.calibration import FILE_NAME, CalibrationStore
+from stateless_chat.wire.servertokens import probe
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, FakeTokenizer, approx_tokens
 
@@ -219,7 +213,7 @@ def test_no_request_is_refused_at_a_budget_equal_to_the_context_window() -> None
                          replier=lambda body: "Reply with some words in it. " * 4) as server:
         session, meter = metered(server, context_window=window, budget=window, reply_reserve=128)
         events: list[Any] = []
-        session.on_event = events.append
+        session.hooks = Hooks(on_event=events.append)
         for turn in range(30):
             session.send(ENGLISH[turn % len(ENGLISH)] + f" (turn {turn})")
         assert not [e for e in events if isinstance(e, ContextRetry)]
