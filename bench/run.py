@@ -266,6 +266,9 @@ def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentenc
              f"{c.sent:,} ({c.cached:,} cached)"] for c in chats]
     lines += _table(["run", "needed and present", "notes kept", "filler kept as a note",
                      "filler recalled long after", "largest request / budget", "prompt tokens"], body)
+    return lines
+
+
 def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
     """Return the token-count tables: per run the meter's error against the server's count (at the first
     turn, on average, after the third reply), refusals, and the counting work per turn; then per turn."""

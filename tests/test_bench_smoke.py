@@ -117,7 +117,7 @@ def test_counts_compare_the_meter_with_the_servers_count_turn_by_turn() -> None:
         assert "calibrated from 8 replies" in result.how
     assert abs(counts.summary(english)["max_abs_after_3"]) < 0.02
     lines = run.counts_md([english, mixed])
-    assert lines[0].startswith("**9. Token counts**") and any("<details>" in line for line in lines)
+    assert lines[0].startswith("**10. Token counts**") and any("<details>" in line for line in lines)
 
 
 def test_memory_child_reports_its_own_numbers() -> None:
