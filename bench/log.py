@@ -2,7 +2,7 @@
 SQLite file, measured at 100, 1,000 and 10,000 turns.
 
 A real ``Session`` (budget 32,000, drop-oldest down to half of it, exact counts) runs the turns; its
-backend answers in-process (``replay.ReplayBackend``), so that nothing but the client's own work is
+backend answers in-process (``replay.Replies``), so that nothing but the client's own work is
 in the loop. The journal is wired as the chat wires it and timed around its call: the log's write
 time per turn. The turns are ~60-word questions and ~260-word replies drawn from a 4,000-word
 vocabulary (so that the full-text index is a real one). At each mark: the bytes the log grew per
@@ -67,19 +67,20 @@ def run(marks: Sequence[int] = MARKS, seed: int = 7) -> LogResult:
     """Run ``max(marks)`` turns and return the log's figures at each mark."""
     import sqlite3
 
-    from stateless_chat import journal, logview
+    from stateless_chat.chat.session import Session, TurnRecord
     from stateless_chat.config import Settings
-    from stateless_chat.logstore import LogStore
-    from stateless_chat.replay import ReplayBackend
-    from stateless_chat.session import Session, TurnRecord
+    from stateless_chat.store import journal
+    from stateless_chat.store.logstore import LogStore
+    from stateless_chat.store.replay import Replies, replay_backend
+    from stateless_chat.ui import logview
 
     rng = random.Random(seed)
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocabulary = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(VOCABULARY)]
     settings = Settings(base_url="http://127.0.0.1:9/v1", budget=BUDGET, context_window=128_000, stream=False,
                         max_retries=0, timeout=5.0)
-    backend = ReplayBackend()
-    session = Session(settings, backend)
+    backend = Replies()
+    session = Session(settings, replay_backend(backend))
     marks_out: list[LogMark] = []
     with tempfile.TemporaryDirectory(prefix="bench-log-") as directory:
         path = Path(directory) / "stateless-chat" / "logs.db"
@@ -91,8 +92,8 @@ def run(marks: Sequence[int] = MARKS, seed: int = 7) -> LogResult:
             log(record)
             times.append(time.perf_counter() - started)
 
-        session.observers.append(timed)  # type: ignore[arg-type]
-        session.recaller = log.recall
+        session.on_turn = (*session.on_turn, timed)
+        session.recall = log.recall
         text = 0
         texts: list[int] = []
         sizes: dict[int, int] = {}

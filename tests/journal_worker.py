@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stateless_chat import journal  # noqa: E402
+from stateless_chat.chat.session import Session  # noqa: E402
 from stateless_chat.config import Settings  # noqa: E402
-from stateless_chat.session import Session  # noqa: E402
-from stateless_chat.transport import open_backend  # noqa: E402
+from stateless_chat.store import journal  # noqa: E402
+from stateless_chat.wire.openai_backend import open_backend  # noqa: E402
 from tests.logstore_worker import ready_and_wait  # noqa: E402
 
 
@@ -25,8 +25,8 @@ def main(url: str, path: Path, turns: int, tag: str, directory: Path) -> int:
     session = Session(settings, open_backend(settings.endpoints, "sk-worker", max_retries=0, timeout=30.0))
     warnings: list[str] = []
     log = journal.open_journal(path, session.settings, warn=warnings.append, strict=True)
-    session.observers.append(log)
-    session.recaller = log.recall
+    session.on_turn = (*session.on_turn, log)
+    session.recall = log.recall
     if not ready_and_wait(directory, tag):
         return 2
     for turn in range(1, turns + 1):

@@ -20,12 +20,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stateless_chat.core.history import Conversation  # noqa: E402
+from stateless_chat.core.ledger import TurnStats  # noqa: E402
+from stateless_chat.core.messages import Entry, Message  # noqa: E402
 from stateless_chat.errors import LogError  # noqa: E402
-from stateless_chat.history import Conversation  # noqa: E402
-from stateless_chat.ledger import TurnStats  # noqa: E402
-from stateless_chat.logdiff import Mirror  # noqa: E402
-from stateless_chat.logstore import Change, EventLog, LogStore, TurnLog  # noqa: E402
-from stateless_chat.messages import Entry, Message  # noqa: E402
+from stateless_chat.store.logdiff import Mirror  # noqa: E402
+from stateless_chat.store.logstore import Change, EventLog, LogStore, TurnLog, memory_data  # noqa: E402
 
 ENDPOINT = "http://127.0.0.1:9/v1"
 
@@ -74,7 +74,9 @@ class Scripted:
         delta = self.mirror.delta(conversation, whole=whole)
         self.head = self.store.write(
             self.cid, Change(delta, settings=settings, ledger=() if whole else None, turn=turn, event=event,
-                             model=turn.model if turn else "", endpoint=turn.endpoint if turn else ""),
+                             memory=memory_data(conversation.memory, conversation.memory_sent) if whole
+                             else None, model=turn.model if turn else "",
+                             endpoint=turn.endpoint if turn else ""),
             head=self.head, at=at)
         self.mirror.wrote(delta, whole=whole)
         return self.head

@@ -13,7 +13,7 @@ import json
 import os
 import stat
 
-from stateless_chat import limits
+from stateless_chat.store import limits
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer
 from tests.test_cli import run_cli
@@ -47,7 +47,7 @@ def test_a_limit_learned_from_a_refusal_is_kept_and_used_by_later_runs(server: F
             f"its context is 900 tokens), kept in {path}") in dry.stderr.decode()
 
     session = make_session(server, max_tokens=100)
-    from stateless_chat.cli import use_learned_limit
+    from stateless_chat.app import use_learned_limit
 
     use_learned_limit(session, lambda line: None)
     assert session.budget == kept.cap

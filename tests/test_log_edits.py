@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from stateless_chat import journal, persist
+from stateless_chat.chat.session import Session
 from stateless_chat.config import default_data_dir
-from stateless_chat.logstore import DEFAULT_NAME, LogStore
-from stateless_chat.session import Session
+from stateless_chat.store import journal, persist
+from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from tests.conftest import attach_journal, make_session, run_repl, state
 from tests.fakeserver import FakeServer
 from tests.test_cli import run_cli
@@ -67,10 +67,13 @@ def compare_whole(left: Session, server: FakeServer) -> None:
 @pytest.mark.parametrize("command", [
     "/pin 3", "/unpin 1", "/drop 5", "/trim 1", "/clear", "/undo", "/system You answer in French.",
     "/model gpt-4o", "/budget 1200", "/reserve 64", "/policy drop-oldest", "/evict-to 0.3",
+    "/remember I am allergic to peanuts", "/forget m1",
 ])
 def test_an_edit_as_the_last_act_before_exit_is_what_continue_brings_back(server: FakeServer,
                                                                           command: str) -> None:
     keys = [*TURNS[:3], "/pin 1\r"] if command == "/unpin 1" else TURNS[:3]
+    if command == "/forget m1":
+        keys = [*keys, "/remember always answer in French\r"]
     session = chat(server, [*keys, command + "\r"])
     compare_whole(session, server)
     with LogStore.open(log_path()) as store:

@@ -13,12 +13,12 @@ import random
 
 import pytest
 
-from stateless_chat import logdiff
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.messages import Entry, Message, ToolCall
 from stateless_chat.errors import CommandError
-from stateless_chat.history import Conversation
-from stateless_chat.logdiff import Mirror
-from stateless_chat.logstore import Change, LogStore
-from stateless_chat.messages import Entry, Message, ToolCall
+from stateless_chat.store import logdiff
+from stateless_chat.store.logdiff import Mirror
+from stateless_chat.store.logstore import Change, LogStore, memory_data
 
 
 def measure(message: Message) -> int:
@@ -69,7 +69,7 @@ def edit(conversation: Conversation, rng: random.Random, n: int) -> tuple[str, C
         if choice == "clear" and rng.random() < 0.3:
             return choice, conversation.clear()[0]
         if choice == "undo":
-            return choice, conversation.without_last_turn()[0]
+            return choice, conversation.without_last_turn(measure)[0]
         if choice == "recall" and conversation.evicted:
             return choice, conversation.recall([rng.choice(conversation.evicted).id])[0]
         if choice == "summary":
@@ -118,7 +118,8 @@ def test_every_sequence_of_edits_reads_back_whole_and_a_turn_writes_only_itself(
             assert {p.entry.id for p in delta.placed} == new | settled, name
         if name in ("nothing", "recount") and not whole:
             assert delta.empty, name
-        head = store.write(cid, Change(delta), head=head)
+        memory = memory_data(changed.memory, changed.memory_sent) if whole else None
+        head = store.write(cid, Change(delta, memory=memory), head=head)
         mirror.wrote(delta, whole=whole)
         conversation = changed
         restored = store.restore(cid)

@@ -18,16 +18,17 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateless_chat import logview
 from stateless_chat.config import default_data_dir
 from stateless_chat.errors import ServerError
-from stateless_chat.logcodec import dumps
-from stateless_chat.logstore import DEFAULT_NAME, LogStore
+from stateless_chat.store.logcodec import dumps
+from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
+from stateless_chat.ui import logview
 from tests.conftest import attach_journal, make_session
 from tests.fakeserver import FakeServer
 from tests.test_cli import ROOT, run_cli
@@ -276,7 +277,7 @@ def test_damaged_rows_and_deep_json_are_one_line_each_and_the_rest_reads(server:
 
 @pytest.fixture
 def tools(tmp_path: Path) -> Any:
-    from stateless_chat.tools import ServerConfig, ToolServers
+    from stateless_chat.tools.servers import ServerConfig, ToolServers
     from tests.test_tool_loop import SERVER
 
     servers = ToolServers({"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))},
@@ -294,7 +295,7 @@ def test_a_turn_cancelled_after_its_tools_ran_is_logged_with_the_calls(server: F
     server.replier = calling((("add", '{"a": 2, "b": 3}'),), (("add", '{"a": 5, "b": 1}'),))
     session = make_session(server)
     log = attach_journal(session, tmp_path / "logs.db")
-    session.toolbox = tools
+    session.tools = tools
     session.send("hello first")
     approvals = 0
 
@@ -307,7 +308,7 @@ def test_a_turn_cancelled_after_its_tools_ran_is_logged_with_the_calls(server: F
             server.fail_next(status=400)  # the request after the first call fails
         return True
 
-    session.approve = approve
+    session.hooks = replace(session.hooks, approve=approve)
     before = session.conversation
     with pytest.raises(KeyboardInterrupt if how == "cancelled" else ServerError):
         session.send("add two and three, then one")

@@ -22,13 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stateless_chat import logschema, logstore, persist
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.ledger import TurnStats
+from stateless_chat.core.messages import Eviction, ToolCall
 from stateless_chat.errors import ChatError, LogError
-from stateless_chat.history import Conversation
-from stateless_chat.ledger import TurnStats
-from stateless_chat.logcodec import dumps
-from stateless_chat.logdiff import Mirror
-from stateless_chat.logstore import (
+from stateless_chat.store import logschema, logstore, persist
+from stateless_chat.store.logcodec import dumps
+from stateless_chat.store.logdiff import Mirror
+from stateless_chat.store.logstore import (
     DEFAULT_NAME,
     MIN_RECALL_SCORE,
     SCHEMA_VERSION,
@@ -37,7 +38,6 @@ from stateless_chat.logstore import (
     LogStore,
     TurnLog,
 )
-from stateless_chat.messages import Eviction, ToolCall
 from tests.logstore_worker import Scripted, conversation_at, entry, make_turn
 
 WORKER = Path(__file__).resolve().parent / "logstore_worker.py"
@@ -855,7 +855,7 @@ def test_a_log_in_memory_searches_like_one_on_disk(tmp_path: Path) -> None:
 def test_an_entry_read_back_the_fast_way_equals_one_built_the_usual_way() -> None:
     """Reading -c back builds plain entries without the dataclasses' __init__ (logrows.entry_fast): the
     result must be the same value, or the fast way must step aside."""
-    from stateless_chat.logrows import entry_fast, entry_from_row
+    from stateless_chat.store.logrows import entry_fast, entry_from_row
 
     rows = [
         (7, 3, "turn", "evicted", 12, 1, None, 40, "stop", "dropped", 9, "user", "hello there", None, None,

@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stateless_chat import journal
 from stateless_chat.logstore import LogStore
+
+from stateless_chat import journal
 from tests.conftest import make_session
 from tests.fakeserver import FakeServer
 
