@@ -25,7 +25,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import economy, gateway, local_latency, memory, oneshot, recall, standing, stream, turns  # noqa: E402
+from bench import (  # noqa: E402
+    counts,
+    economy,
+    gateway,
+    local_latency,
+    memory,
+    oneshot,
+    recall,
+    standing,
+    stream,
+    turns,
+)
 from bench.common import ROOT, machine, ms  # noqa: E402
 
 README = ROOT / "README.md"
@@ -33,7 +44,8 @@ BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
-PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing")
+PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
+         "counts")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -257,6 +269,42 @@ def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentenc
     return lines
 
 
+def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
+    """Return the token-count tables: per run the meter's error against the server's count (at the first
+    turn, on average, after the third reply), refusals, and the counting work per turn; then per turn."""
+    def pct(value: float) -> str:
+        return f"{value:+.2%}" if value else "0%"
+
+    rows = []
+    for run in runs:
+        figures = counts.summary(run)
+        late = run.after(3)
+        rescales = [n for n in run.rescaled if n]
+        rows.append([run.label, str(len(run.ours)), pct(figures["first"]), f"{figures['mean_abs']:.2%}",
+                     f"{figures['max_abs_after_3']:.2%}",
+                     f"{figures['worst_under_after_3']:.2%}" if any(e < 0 for e in late) else "none",
+                     str(run.refused), str(run.evictions), f"{run.largest:,} / {run.window:,}",
+                     f"{min(run.tokenized)}-{max(run.tokenized)}",
+                     f"{len(rescales)} ({max(rescales, default=0)} counts)"])
+    lines = [f"**10. Token counts** ({len(runs[0].ours) if runs else 0} turns each at a budget equal to the "
+             "context window; the meter's count of each request against the prompt tokens the server "
+             "reported, as a share of the server's; texts tokenized per turn (by tiktoken or the server); "
+             "turns whose held counts were rescaled after the calibration moved (a lookup each, no "
+             "tokenizing) and the most counts one rescale touched)", ""]
+    lines += _table(["run", "turns", "error, turn 1", "mean abs. error", "max abs. error after the 3rd reply",
+                     "worst undercount after the 3rd reply", "refused", "evictions",
+                     "largest request (+ reserve) / window", "texts tokenized per turn", "rescales"], rows)
+    if skipped:
+        lines += ["", f"Not measured this run: {skipped}."]
+    if runs:
+        per_turn = [[str(i + 1), *(f"{r.ours[i]:,} / {r.reported[i]:,} ({pct(r.errors[i])})" for r in runs)]
+                    for i in range(len(runs[0].ours))]
+        lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
+        lines += _table(["turn", *(r.label for r in runs)], per_turn)
+        lines += ["", "</details>"]
+    return lines
+
+
 def write_readme(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
@@ -350,6 +398,16 @@ def main(argv: Sequence[str] | None = None) -> str:
         chat_turns = 200
         made[9] = standing_md(standing.set_rows(), standing.speed(texts), standing.speed(sentences),
                               len(texts), standing.run_chats(chat_turns), chat_turns)
+    if "counts" in chosen:
+        say("token counts")
+        count_turns = 12 if quick else 40
+        count_runs, skipped = [], ""
+        if counts.available():
+            count_runs.append(counts.run_local(count_turns))
+        else:
+            skipped = "the bundled model (needs the `[local]` extra)"
+        count_runs += [counts.run_fake(count_turns), counts.run_fake(count_turns, mixed=True)]
+        made[10] = counts_md(count_runs, skipped)
     say("done")
 
     today = datetime.date.today().isoformat()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import economy, gateway, memory, oneshot, recall, run, standing, stream, turns
+from bench import counts, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
 from bench.common import ROOT, clean_env
 from stateless_chat.ui import render
 from stateless_chat.ui.render import ReplyStream
@@ -107,6 +107,17 @@ def test_recall_brings_every_fact_back_that_drop_oldest_alone_loses() -> None:
     assert row.search > 0 and row.per_request > 0
     lines = run.recall_md(runs, rows, 30)
     assert lines[0].startswith("**8. Recall** (30 turns") and "| auto recall | 10/10 |" in "\n".join(lines)
+
+
+def test_counts_compare_the_meter_with_the_servers_count_turn_by_turn() -> None:
+    english, mixed = counts.run_fake(8), counts.run_fake(8, mixed=True)
+    for result in (english, mixed):
+        assert len(result.ours) == len(result.reported) == len(result.tokenized) == 8
+        assert all(r > 0 for r in result.reported) and result.refused == 0
+        assert "calibrated from 8 replies" in result.how
+    assert abs(counts.summary(english)["max_abs_after_3"]) < 0.02
+    lines = run.counts_md([english, mixed])
+    assert lines[0].startswith("**10. Token counts**") and any("<details>" in line for line in lines)
 
 
 def test_memory_child_reports_its_own_numbers() -> None:

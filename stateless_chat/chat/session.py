@@ -38,9 +38,9 @@ from stateless_chat.core.context import Fit, Policy, too_big_alone
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.ledger import Ledger
 from stateless_chat.core.messages import Entry, Event, Message, Summarized
-from stateless_chat.core.sizing import Sizer
+from stateless_chat.core.sizing import Counting, Sizer
 from stateless_chat.core.summary import fold, summary_cap, turns_within
-from stateless_chat.core.tokens import REPLY_PRIMING, TokenCounter
+from stateless_chat.core.tokens import TokenCounter
 from stateless_chat.errors import UsageError
 from stateless_chat.wire.request import ChatRequest, Dialect
 
@@ -77,7 +77,7 @@ class Session:
         self,
         settings: Settings,
         backend: ChatBackend | None,
-        counter: TokenCounter | None = None,
+        counter: Counting | None = None,
         *,
         tools: Toolbox | None = None,
         recall: Recaller | None = None,
@@ -126,8 +126,19 @@ class Session:
     # ---- measuring -----------------------------------------------------------
 
     @property
-    def counter(self) -> TokenCounter:
+    def counter(self) -> Counting:
         return self.state.sizer.counter
+
+    def count_with(self, counter: Counting) -> None:
+        """Count with ``counter`` from now on (the meter a chat is given), the held history measured
+        again with it."""
+        sizer = replace(self.state.sizer, counter=counter)
+        self.state = replace(self.state, sizer=sizer, conversation=self.conversation.recounted(sizer))
+
+    def framing(self) -> int:
+        """Return what the next request adds beyond its messages (the reply priming, or the chat
+        template's own tokens)."""
+        return self.state.sizer.framing(self.conversation.system_leads)
 
     @property
     def exact(self) -> bool:
@@ -178,7 +189,7 @@ class Session:
 
     def next_request_tokens(self, draft: str = "") -> int:
         """Return the prompt tokens the next request would carry with ``draft`` as its message."""
-        size = self.conversation.tokens + REPLY_PRIMING
+        size = self.conversation.tokens + self.framing()
         if draft:
             size += self.measure(Message("user", draft))
         return size
@@ -311,7 +322,7 @@ class Session:
         counting = (settings.model, settings.encoding, settings.default_encoding)
         state = self.state
         if counting != (self.settings.model, self.settings.encoding, self.settings.default_encoding):
-            sizer = replace(state.sizer, counter=TokenCounter(*counting))
+            sizer = replace(state.sizer, counter=state.sizer.counter.for_model(*counting))
             state = replace(state, sizer=sizer, conversation=state.conversation.recounted(sizer))
         if "system" in changes:
             state = replace(state, conversation=state.conversation.with_system(settings.system, state.sizer))
@@ -337,7 +348,7 @@ class Session:
             raise UsageError("no endpoint to summarize with")
         conversation = self.conversation
         budget = self.budget
-        candidate = conversation.candidate(budget=budget, reserve=self.reserve)
+        candidate = conversation.candidate(budget=budget, reserve=self.reserve, framing=self.framing())
         newest = conversation.history[-1].turn if conversation.history else None
         turns = [turn for turn in candidate.evictable_turns() if turn != newest]
         if not turns:

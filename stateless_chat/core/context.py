@@ -30,10 +30,11 @@ from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import BudgetError, raise_budget
 
 
-def request_size(entries: Iterable[Entry], reserve: int = 0) -> int:
-    """Return the tokens a request with ``entries`` takes: their billed sizes, the reply priming
-    and ``reserve`` (the room held back for the reply)."""
-    return sum(e.tokens for e in entries) + REPLY_PRIMING + reserve
+def request_size(entries: Iterable[Entry], reserve: int = 0, framing: int = REPLY_PRIMING) -> int:
+    """Return the tokens a request with ``entries`` takes: their billed sizes, ``framing`` (what the
+    request adds beyond its messages: the reply priming, or a chat template's own tokens) and
+    ``reserve`` (the room held back for the reply)."""
+    return sum(e.tokens for e in entries) + framing + reserve
 
 
 def too_big_alone(tokens: int, reserve: int, budget: int) -> bool:
@@ -65,6 +66,7 @@ class Candidate:
     next_id: int = 0
     low_water: int | None = None
     memory: Entry | None = None  # the standing notes, right after the system prompt: never evicted
+    framing: int = REPLY_PRIMING
 
     @property
     def target(self) -> int:
@@ -82,7 +84,7 @@ class Candidate:
     @property
     def size(self) -> int:
         """Return the request's tokens: every entry, the tools, the reply priming and the reserve."""
-        return request_size(self.entries(), self.reserve) + self.tools
+        return request_size(self.entries(), self.reserve, self.framing) + self.tools
 
     @property
     def fits(self) -> bool:

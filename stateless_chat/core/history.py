@@ -34,6 +34,7 @@ from stateless_chat.core.messages import (
     Role,
     ToolCall,
 )
+from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import CommandError
 
 Counter = Callable[[Message], int]
@@ -142,14 +143,14 @@ class Conversation:
 
     def candidate(
         self, pending: Iterable[Entry] = (), *, budget: int, reserve: int = 0, tools: int = 0,
-        low_water: int | None = None,
+        low_water: int | None = None, framing: int = REPLY_PRIMING,
     ) -> Candidate:
         """Return the next request, slot by slot, with ``pending`` (this turn's new messages) last."""
         pending = tuple(pending)
         next_id = max([self.next_id, *(e.id + 1 for e in pending)])
         return Candidate(system=self.system, summary=self.summary, history=self.history, pending=pending,
                          recalled=self.recalled, budget=budget, reserve=reserve, tools=tools, next_id=next_id,
-                         low_water=low_water, memory=self.memory_block)
+                         low_water=low_water, memory=self.memory_block, framing=framing)
 
     def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
         """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the
@@ -202,6 +203,12 @@ class Conversation:
     def state(self, entry: Entry) -> str:
         """Return what the user is shown for ``entry`` (see ``entry_state``)."""
         return entry_state(entry, self)
+
+    @property
+    def system_leads(self) -> bool:
+        """Return whether a system message opens the next request (the system prompt, or the summary):
+        some chat templates add a default system prompt of their own to a request without one."""
+        return self.system is not None or self.summary is not None
 
     @property
     def tokens(self) -> int:

@@ -13,12 +13,13 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stateless_chat.app import App
+from stateless_chat.chat.meter import message_from_api
 from stateless_chat.chat.session import Session
 from stateless_chat.core.billing import dollars
 from stateless_chat.core.history import Conversation
@@ -26,7 +27,7 @@ from stateless_chat.core.messages import Entry, Event, Message, ToolCall, descri
 from stateless_chat.core.models import family_of
 from stateless_chat.core.policies import POLICIES
 from stateless_chat.core.preview import Preview, preview
-from stateless_chat.core.tokens import PER_MESSAGE, REPLY_PRIMING
+from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.sensitive import secret_reason
 from stateless_chat.store import persist
@@ -101,11 +102,13 @@ class TokensView:
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
     eviction: str = ""  # what the next eviction will take, and when (eviction_line)
+    counting: str = ""  # how the counts are made (exact, calibrated, an estimate) and how well they held
 
 
 @dataclass(frozen=True)
 class RawView:
     body: dict[str, Any]
+    size: str = ""  # the request's tokens against the budget, and how they were counted
 
 
 @dataclass(frozen=True)
@@ -439,6 +442,7 @@ def eviction_line(found: Preview) -> str:
 
 def tokens_view(session: Session) -> TokensView:
     conversation = session.conversation
+    framing = session.framing()
     system = conversation.system.tokens if conversation.system else 0
     memory = conversation.memory_block.tokens if conversation.memory_block else 0
     summary = conversation.summary.tokens if conversation.summary else 0
@@ -453,8 +457,8 @@ def tokens_view(session: Session) -> TokensView:
         ("turns", turns),
         ("recalled", recalled),
         ("tools", session.tools_tokens(session.tools_offered())),
-        ("new message framing", PER_MESSAGE),  # what any next message adds besides its text
-        ("reply priming", REPLY_PRIMING),
+        ("new message framing", session.measure(Message("user", ""))),  # what a message adds besides its text
+        ("reply priming" if framing == REPLY_PRIMING else "request framing (the chat template's)", framing),
         ("reply reserve", session.reserve),
     )
     total = sum(size for _, size in parts)
@@ -462,7 +466,19 @@ def tokens_view(session: Session) -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session), eviction_line(next_eviction(session)))
+                      bill_line(session), eviction_line(next_eviction(session)), session.counter.how())
+
+
+def request_size_line(session: Session, body: Mapping[str, Any]) -> str:
+    """Return the prompt tokens of the request ``body`` against the budget, counted as the session counts
+    (its counter: the server's tokenizer, a calibration, an estimate), and how."""
+    messages = [message_from_api(m) for m in body.get("messages") or () if isinstance(m, Mapping)]
+    leading = bool(messages) and messages[0].role == "system"
+    framing = session.counter.request_tokens(leading) if session.exact else REPLY_PRIMING
+    tools = session.tools_tokens(body.get("tools") or ())
+    prompt = sum(session.measure(m) for m in messages) + framing + tools
+    return (f"prompt {session.counter.label}{prompt:,} tokens + {session.reserve:,} held for the reply, "
+            f"budget {session.budget:,}; counted: {session.counter.how()}")
 
 
 def bill_line(session: Session) -> str:
@@ -481,7 +497,8 @@ def _tokens(session: Session, arg: str) -> Result:
 
 @command("raw", "/raw [TEXT]", "the exact JSON body the next request sends (with TEXT as its message)")
 def _raw(session: Session, arg: str) -> Result:
-    return RawView(session.preview_body(arg or None))
+    body = session.preview_body(arg or None)
+    return RawView(body, request_size_line(session, body))
 
 
 # ---- editing the history -------------------------------------------------------------
@@ -718,11 +735,8 @@ def context_source(session: Session) -> str:
 
 def _model_line(session: Session) -> str:
     settings = session.settings
-    counter = session.counter
-    how = "exact" if not counter.label else "estimated"
     return (f"model {settings.model}: context window {settings.effective_context_window:,} "
-            f"({context_source(session)}), budget {session.budget:,}, tokens counted with "
-            f"{counter.encoding_name} ({how})")
+            f"({context_source(session)}), budget {session.budget:,}; tokens: {session.counter.how()}")
 
 
 @command("model", "/model [NAME]", "show the model, or switch to NAME (token counts follow it)")

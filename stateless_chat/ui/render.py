@@ -538,6 +538,8 @@ class Renderer:
             self.console.print(tokens_table(result))
         elif isinstance(result, RawView):
             self.console.print(Text(safe_json(result.body)))
+            if result.size:
+                self.console.print(Text(for_terminal(result.size), style="dim"))
         elif isinstance(result, StatsView):
             self.console.print(stats_view(result))
         elif isinstance(result, (Send, Prefill, Exit)):
@@ -607,6 +609,8 @@ def tokens_table(view: TokensView) -> Group:
     cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
     eviction = [Text(for_terminal(view.eviction))] if view.eviction else []
     lines: list[ConsoleRenderable] = [table, summary, *eviction, cache, totals]
+    if view.counting:
+        lines.append(Text(for_terminal(f"counted: {view.counting}")))
     return Group(*lines, *([Text(for_terminal(view.cost))] if view.cost else []))
 
 
