@@ -643,7 +643,10 @@ def start_tools(session: Session, options: Options, say: Callable[[str], None]) 
     from stateless_chat.toolbox import RecallTool, Toolbox
     from stateless_chat.tools import ToolServers
 
-    servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs")
+    settings = session.settings
+    servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs",
+                          startup_timeout=settings.tool_startup_timeout,
+                          max_result_bytes=settings.tool_result_max_bytes)
     _on_terminate.append(servers.stop)
     for problem in servers.start():
         say(f"{problem} (the chat goes on without its tools)")

@@ -26,25 +26,20 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import anyio
 import mcp.types as mcp_types
 from mcp.client.client import Client
-from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
+from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
 
+from .mcp_stdio import CUT_META, bounded_stdio
 from .sanitize import strip_controls
-from .tools import ServerConfig, ToolResult, normalized
-
-if TYPE_CHECKING:  # the SDK's own names for a transport's two streams (private modules: types only)
-    from mcp.shared._stream_protocols import ReadStream, WriteStream
-    from mcp.shared.message import SessionMessage
+from .tools import DEFAULT_MAX_RESULT_BYTES, ServerConfig, ToolResult, normalized
 
 # The SDK logs trouble with a server (a line on its stdout that is not JSON-RPC, ...) through
 # `logging`; with no handler anywhere, Python would print those records on our terminal.
@@ -56,6 +51,9 @@ LOG_ROTATE_BYTES = 1024 * 1024
 LOG_TAIL_LINES = 3
 LIST_PAGES = 100  # a server whose tools/list never stops paginating cannot hang the start
 MARK = "[stateless-chat] "  # how the launcher's own lines in the log begin
+# What an answer the SDK could not read is called, by the name of the SDK's model for it.
+_RESULT_NAMES = {"ListToolsResult": "tool list", "InitializeResult": "answer to initialize",
+                 "ListPromptsResult": "prompt list", "ListResourcesResult": "resource list"}
 
 # Run as `python -I -S -c LAUNCHER LIFELINE KEEP_LC_CTYPE COMMAND ARGS...`. LIFELINE is the path
 # of a FIFO held open for writing by the chat (or "pid:N" where no FIFO could be made: then the
@@ -184,56 +182,11 @@ def render_result(result: mcp_types.CallToolResult) -> ToolResult:
             parts.append(f"[{getattr(block, 'type', 'unknown')} content]")
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+    cut = (result.meta or {}).get(CUT_META)
+    if isinstance(cut, dict):  # first, where the token cap's cut at the end cannot take it away
+        parts.insert(0, f"[cut: the server sent {cut.get('bytes', 0):,} bytes, over tool_result_max_bytes; "
+                        f"{cut.get('dropped', 0):,} bytes of its text were not read]")
     return ToolResult("\n".join(parts), is_error=bool(result.is_error))
-
-
-class _EndWatch:
-    """The transport's read stream, calling ``on_end`` once the server's output has ended."""
-
-    def __init__(self, inner: ReadStream[SessionMessage | Exception], on_end: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_end = on_end
-
-    @property
-    def last_context(self) -> Any:
-        return getattr(self._inner, "last_context", None)
-
-    async def receive(self) -> SessionMessage | Exception:
-        try:
-            return await self._inner.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self._on_end()
-            raise
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def __aiter__(self) -> _EndWatch:
-        return self
-
-    async def __anext__(self) -> SessionMessage | Exception:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> _EndWatch:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        await self.aclose()
-        return None
-
-
-@asynccontextmanager
-async def _watched_stdio(
-    params: StdioServerParameters, errlog: TextIO, on_end: Callable[[], None]
-) -> AsyncIterator[tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]]:
-    """The SDK's stdio transport, telling ``on_end`` when the server's stdout ends."""
-    async with stdio_client(params, errlog=errlog) as (read, write):
-        yield _EndWatch(read, on_end), write
 
 
 def _make_lifeline(directory: Path, name: str) -> tuple[str, int | None]:
@@ -279,8 +232,10 @@ class Connection:
     never ran, and stays None when it was stopped on purpose.
     """
 
-    def __init__(self, config: ServerConfig, log_path: Path) -> None:
+    def __init__(self, config: ServerConfig, log_path: Path,
+                 max_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
         self.config = config
+        self.max_bytes = max_bytes
         self.name = config.name
         self.log_path = log_path
         self.phase: Literal["starting", "running", "ended"] = "starting"
@@ -294,6 +249,7 @@ class Connection:
         self._log: TextIO | None = None
         self._log_start = 0
         self._wake: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
         self._ended: anyio.Event | None = None
 
     # -- any thread ----------------------------------------------------------------------------
@@ -340,6 +296,19 @@ class Connection:
         if self._wake is not None:
             self._wake.set()
 
+    def abort(self) -> None:
+        """End ``serve()`` now, whatever it is waiting for; the transport still stops the server the
+        MCP way (an anyio cancellation, which its shielded teardown survives, unlike a task's)."""
+        self._closing = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _on_error(self, error: BaseException) -> None:
+        """Fail a start at once when the handshake or the listing failed (the teardown takes seconds)."""
+        if self.phase == "starting" and isinstance(error, Exception):
+            self.fail(self._failure_reason(error))
+            self._settle()
+
     def _on_output_end(self) -> None:
         if self._wake is not None:
             self._wake.set()
@@ -376,6 +345,11 @@ class Connection:
         self._ended = anyio.Event()
         if self._closing:  # stopped before it began
             self._wake.set()
+        with anyio.CancelScope() as self._scope:
+            await self._serve()
+
+    async def _serve(self) -> None:
+        assert self._wake is not None and self._ended is not None
         try:
             try:
                 self._log = _open_log(self.log_path)
@@ -387,9 +361,17 @@ class Connection:
             )
             self._log.flush()
             self._log_start = os.fstat(self._log.fileno()).st_size
-            transport = _watched_stdio(self._parameters(), self._log, self._on_output_end)
+            params = self._parameters()
+            command = [params.command, *params.args]
+            env = get_default_environment() | (params.env or {})
+            transport = bounded_stdio(command, env, self._log, self.max_bytes, self._on_output_end,
+                                      self._on_error)
             async with Client(transport, mode="legacy", cache=None, client_info=CLIENT_INFO) as client:
-                self.tools = await _list_tools(client)
+                try:
+                    self.tools = await _list_tools(client)
+                except Exception as error:
+                    self._on_error(error)
+                    raise
                 self._client = client
                 self.phase = "running"
                 self._settle()
@@ -425,6 +407,11 @@ class Connection:
             return self._ended_reason()
         if isinstance(error, MCPError):
             return _one_line(f"the server answered with an error: {error.message}")
+        if isinstance(error, ValidationError):
+            what = _RESULT_NAMES.get(error.title, error.title)
+            first = error.errors()[0] if error.errors() else None
+            where = ".".join(str(part) for part in first["loc"]) + ": " + first["msg"] if first else ""
+            return _one_line(f"it sent a malformed {what} ({error.error_count()} problems; {where})")
         if isinstance(error, OSError):
             return _one_line(f"cannot run {self.config.command}: {error.strerror or error}")
         return _one_line(f"{type(error).__name__}: {error}") + f" (log: {self.log_path})"

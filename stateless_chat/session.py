@@ -469,20 +469,11 @@ class Session:
 
     def _capped_result(self, text: str) -> tuple[str, int]:
         """Return a tool result cut to ``tool_result_max_tokens`` (with a note saying how much was cut),
-        and its size before."""
-        cap = self.settings.tool_result_max_tokens
-        size = self.measure(Message("tool", text))
-        if size <= cap:
-            return text, size
-        note = "\n[cut: the result was {:,} tokens; the first {:,} characters of {:,} are shown]"
-        lo, hi = 0, len(text)
-        while lo < hi:  # the longest prefix that fits the cap with its note
-            mid = (lo + hi + 1) // 2
-            if self.measure(Message("tool", text[:mid] + note.format(size, mid, len(text)))) <= cap:
-                lo = mid
-            else:
-                hi = mid - 1
-        return text[:lo] + note.format(size, lo, len(text)), size
+        and its size before (``toolcap.cap_result``: tokenized once)."""
+        from stateless_chat.toolcap import cap_result
+
+        codec = self.counter if self.exact else None
+        return cap_result(text, self.settings.tool_result_max_tokens, self.measure, codec)
 
     def _replan_smaller(self, turn: _Turn, plan: Plan, error: ContextLengthError) -> Plan:
         """Return a plan cut to what the server says fits, after one context-length refusal.

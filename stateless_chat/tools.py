@@ -60,6 +60,7 @@ OFFERED_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 DEFAULT_STARTUP_TIMEOUT = 30.0
 DEFAULT_CALL_TIMEOUT = 60.0
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024  # tool_result_max_bytes
 STOP_GRACE = 2.0  # for the servers to end on their own (stdin closed) before their groups are killed
 CALL_GRACE = 5.0  # past the SDK's own timeout, before a call is given up from this side
 THREAD_JOIN = 2.0
@@ -390,6 +391,13 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
+def _abort(loop: asyncio.AbstractEventLoop, connection: Connection) -> None:
+    """Stop a connection that is still starting: its process group killed now, its task ended."""
+    connection.kill()
+    with contextlib.suppress(RuntimeError):  # the loop is closed already
+        loop.call_soon_threadsafe(connection.abort)
+
+
 class ToolServers:
     """The configured MCP servers of one chat: start them, offer their tools, call them, stop them.
 
@@ -404,12 +412,14 @@ class ToolServers:
         *,
         log_dir: Path,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         for key, config in configs.items():
             if key != config.name:
                 raise ValueError(f"server {config.name!r} is filed under another name, {key!r}")
         self.log_dir = Path(log_dir)
         self.startup_timeout = startup_timeout
+        self.max_result_bytes = max_result_bytes
         self._servers = {name: _Server(config) for name, config in configs.items()}
         self._lock = threading.RLock()
         # The loop and its thread, in a list so that stop() takes them atomically (list.pop),
@@ -470,7 +480,8 @@ class ToolServers:
             for server in wanted:
                 if server.connection is not None and server.connection.phase != "ended":
                     continue
-                connection = Connection(server.config, self.log_path(server.config.name))
+                log = self.log_path(server.config.name)
+                connection = Connection(server.config, log, self.max_result_bytes)
                 serving = asyncio.run_coroutine_threadsafe(connection.serve(), loop)
                 serving.add_done_callback(connection.settle)
                 server.connection, server.serving = connection, serving
@@ -480,17 +491,15 @@ class ToolServers:
                 [connection.ready for _, connection, _ in starting], timeout=self.startup_timeout
             )
         except BaseException:  # Ctrl-C: what is still starting is stopped
-            for _, connection, serving in starting:
+            for _, connection, _serving in starting:
                 if not connection.ready.done():
-                    serving.cancel()
-                    connection.kill()
+                    _abort(loop, connection)
             raise
         problems: list[str] = []
-        for name, connection, serving in starting:
+        for name, connection, _serving in starting:
             if connection.ready in late:
                 connection.fail(f"did not answer within {self.startup_timeout:g} s")
-                serving.cancel()
-                connection.kill()
+                _abort(loop, connection)
                 problems.append(
                     f"mcp server {name} did not answer within {self.startup_timeout:g} s "
                     f"(log: {connection.log_path})"

@@ -378,6 +378,40 @@ def test_a_bad_command_is_one_problem_line(tmp_path: Path) -> None:
         assert servers.tools() == () and servers.api_tools() == []
 
 
+@pytest.mark.timeout(60)
+def test_a_result_over_the_byte_cap_is_cut_as_it_is_read_and_says_so(tmp_path: Path) -> None:
+    configs = {"big": test_server("big", "--only", "text,add")}
+    with ToolServers(configs, log_dir=tmp_path, max_result_bytes=64 * 1024, startup_timeout=20) as servers:
+        assert servers.start() == []
+        for kind in ("words", "letter"):
+            result = servers.call("text", json.dumps({"megabytes": 20, "kind": kind}))
+            note, _, body = result.text.partition("\n")
+            assert not result.is_error
+            assert re.fullmatch(r"\[cut: the server sent 20,[05]00,\d{3} bytes, over tool_result_max_bytes; "
+                                r"(19,9|20,4)\d\d,\d{3} bytes of its text were not read\]", note), note
+            assert 60_000 < len(body.encode()) <= 64 * 1024
+            assert body.startswith("lorem" if kind == "words" else "aaa")
+        assert servers.call("add", '{"a": 1, "b": 2}').text == "3"  # the connection goes on
+
+
+@pytest.mark.timeout(60)
+def test_a_malformed_tool_list_is_reported_as_such_at_once(tmp_path: Path) -> None:
+    configs = {"bad": test_server("bad", "--malformed-list")}
+    with ToolServers(configs, log_dir=tmp_path, startup_timeout=40) as servers:
+        started = time.monotonic()
+        [problem] = servers.start()
+        assert time.monotonic() - started < 30  # not the start-up timeout
+        assert problem.startswith("mcp server bad failed to start: it sent a malformed tool list (2 problems")
+
+
+@pytest.mark.timeout(20)
+def test_a_server_that_hangs_before_its_handshake_is_stopped_at_the_startup_timeout(tmp_path: Path) -> None:
+    configs = {"stuck": test_server("stuck", "--hang-start")}
+    with ToolServers(configs, log_dir=tmp_path, startup_timeout=1.5) as servers:
+        log = tmp_path / "stuck.log"
+        assert servers.start() == [f"mcp server stuck did not answer within 1.5 s (log: {log})"]
+
+
 @pytest.mark.timeout(20)
 def test_a_server_that_never_answers_is_stopped(tmp_path: Path) -> None:
     script = "import os, sys, time; print(os.getpid(), file=sys.stderr, flush=True); time.sleep(60)"
