@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import economy, gateway, local_latency, memory, oneshot, recall, stream, turns  # noqa: E402
+from bench import economy, gateway, local_latency, memory, oneshot, recall, stream, tools, turns  # noqa: E402
 from bench.common import ROOT, machine, ms  # noqa: E402
 
 README = ROOT / "README.md"
@@ -33,7 +33,7 @@ BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
-PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall")
+PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "tools")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -216,6 +216,27 @@ def recall_md(runs: Sequence[recall.RecallRun], rows: Sequence[recall.SearchRow]
     return lines
 
 
+def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: int) -> list[str]:
+    """Return the tools tables: a big result's cost (goal: under 1 s and 100 MB), and one-shot "hello" with
+    servers configured against --no-tools (goal: within 1.1x, wall and CPU)."""
+    lines = [f"**9. Tools** (a {big[0].megabytes:,.0f} MB tool result read and cut to 2,000 tokens, from a "
+             "server that has it ready; median of 3 fresh processes; goal: under 1 s and 100 MB)", ""]
+    lines += _table(["result", "wall (call and cut)", "CPU", "peak RSS before the call", "peak RSS after",
+                     "characters the model gets"],
+                    [[f"{r.megabytes:,.0f} MB of {r.kind}", ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                      f"{r.rss_before:,.0f} MB",
+                      f"{r.rss_after:,.0f} MB (+{r.rss_after - r.rss_before:,.1f})",
+                      f"{r.kept:,}"] for r in big])
+    if idle:
+        floor = idle[-1]
+        lines += ["", f"One-shot \"hello\" (process start to answer; median of {runs} interleaved runs; "
+                  "goal: within 1.1x of --no-tools, wall and CPU):", ""]
+        lines += _table(["command", "wall", "CPU", "vs --no-tools (wall, CPU)"],
+                        [[r.name, ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                          f"{r.wall / floor.wall:.2f}×, {r.cpu / floor.cpu:.2f}×"] for r in idle])
+    return lines
+
+
 def write_readme(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
@@ -300,6 +321,12 @@ def main(argv: Sequence[str] | None = None) -> str:
         recall_turns = 30 if quick else 200
         runs_made, search_rows = recall.run(recall_turns, (200, 2_000) if quick else recall.SEARCH_SIZES)
         made[8] = recall_md(runs_made, search_rows, recall_turns)
+    if "tools" in chosen:
+        say("tools")
+        big = tools.run_big(5 if quick else tools.BIG_MB, repeat=1 if quick else 3)
+        with FakeServer() as server:
+            idle = tools.run_idle(server.url, runs=runs)
+        made[9] = tools_md(big, idle, runs)
     say("done")
 
     today = datetime.date.today().isoformat()
