@@ -8,6 +8,7 @@ openai) happen only on the path that needs them, so one-shot use starts fast.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 import signal
@@ -742,7 +743,7 @@ def answer_once(
 
     session.approve = refuse
     try:
-        answer(session, text)
+        answer(session, text, lambda line: note(options, line))
     except BudgetError as error:  # its advice, in the words of the command line
         raise BudgetError(budget_hint(error, settings.effective_context_window, chat=False),
                           error.needed) from error
@@ -756,34 +757,79 @@ def answer_once(
     return 0
 
 
-def answer(session: Session, text: str) -> None:
-    """Send ``text`` and write the reply to stdout: Markdown on a colour terminal, else plain text."""
+def answer(session: Session, text: str, say: Callable[[str], None] = lambda line: None) -> None:
+    """Send ``text`` and write the reply to stdout: Markdown on a colour terminal, else plain text.
+
+    With tools offered, stdout gets the answer alone and each tool step is ``say``'s lines on stderr
+    (``steps.Steps``)."""
+    from stateless_chat.steps import Steps
+
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if fancy:
+    steps = Steps(lambda: _reply_writer(fancy), say, hold=not sys.stdout.isatty())
+    if session.toolbox is None:
+        with contextlib.closing(_reply_writer(fancy)) as writer:
+            session.send(text, writer.feed)
+        return
+    shown = session.on_event
+
+    def on_event(event: Event) -> None:
+        if not steps.event(event):
+            shown(event)
+
+    session.on_event = on_event
+    try:
+        session.send(text, steps.feed)
+    finally:
+        session.on_event = shown
+    steps.finish()
+
+
+class _PlainReply:
+    """A reply as plain text on stdout, controls stripped, ending with a newline."""
+
+    def __init__(self) -> None:
+        from stateless_chat.sanitize import ControlStripper
+
+        self.stripper = ControlStripper()
+        self.ends_line = False  # whether what was written so far ends with a newline
+        self.written = False
+
+    def write(self, shown: str) -> None:
+        if shown:
+            sys.stdout.write(shown)
+            sys.stdout.flush()
+            self.ends_line = shown.endswith("\n")
+            self.written = True
+
+    def feed(self, delta: str) -> None:
+        self.write(self.stripper.feed(delta))
+
+    def close(self) -> None:
+        self.write(self.stripper.flush())
+        if not self.ends_line:
+            self.write("\n")
+
+
+class _RichReply:
+    """A reply as Markdown on a colour terminal (``render.ReplyStream``)."""
+
+    def __init__(self) -> None:
         from rich.console import Console
 
         from stateless_chat.render import ReplyStream
 
-        with ReplyStream(Console(highlight=False)) as stream:
-            session.send(text, stream.feed)
-    else:
-        from stateless_chat.sanitize import ControlStripper
+        self.stream = ReplyStream(Console(highlight=False))
+        self.stream.__enter__()
 
-        stripper = ControlStripper()
-        out = sys.stdout
-        ends_line = False  # whether what was written so far ends with a newline
+    def feed(self, delta: str) -> None:
+        self.stream.feed(delta)
 
-        def write(shown: str) -> None:
-            nonlocal ends_line
-            if shown:
-                out.write(shown)
-                out.flush()
-                ends_line = shown.endswith("\n")
+    def close(self) -> None:
+        self.stream.__exit__(None, None, None)
 
-        session.send(text, lambda delta: write(stripper.feed(delta)))
-        write(stripper.flush())
-        if not ends_line:
-            write("\n")
+
+def _reply_writer(fancy: bool) -> _PlainReply | _RichReply:
+    return _RichReply() if fancy else _PlainReply()
 
 
 def usage_line(session: Session, *, local: bool = False) -> str:

@@ -192,6 +192,7 @@ class Session:
         self.last_sent: Sent | None = None  # what the last chat request sent, for the cache prediction
         self.refused_budget: int | None = None  # the budget a context-length refusal implied
         self.toolbox: Toolbox | None = None  # the tools offered to the model (MCP servers)
+        self._tools_cost: tuple[Any, int] = (None, 0)  # the last tools array counted, and its size
         # Asked before each tool call that is not approved already ("always"); the REPL asks the user.
         self.approve: Callable[[ToolCall, ToolSpec], bool] = lambda call, spec: False
 
@@ -264,8 +265,9 @@ class Session:
         return too_big_alone(tokens, self.reserve, budget or self.budget)
 
     def next_request_tokens(self, draft: str = "") -> int:
-        """Return the prompt tokens the next request would carry with ``draft`` as its message."""
-        size = self.conversation.tokens + REPLY_PRIMING
+        """Return the prompt tokens the next request would carry with ``draft`` as its message (and the
+        tools array: the toolbar's figure is the request's)."""
+        size = self.conversation.tokens + REPLY_PRIMING + self.tools_tokens(self.tools_offered())
         if draft:
             size += self.measure(Message("user", draft))
         return size
@@ -281,9 +283,11 @@ class Session:
         """Return what ``tools`` add to a request (a byte bound until counting is exact)."""
         if not tools:
             return 0
-        if self.exact:
-            return self.counter.count_tools(tools)
-        return len(json.dumps(list(tools), ensure_ascii=False).encode()) + 12
+        key = (json.dumps(list(tools), ensure_ascii=False), self.exact, self.counter)
+        if self._tools_cost[0] != key:  # counted again only when the tools (or the counting) change
+            size = self.counter.count_tools(tools) if self.exact else len(key[0].encode()) + 12
+            self._tools_cost = (key, size)
+        return self._tools_cost[1]
 
     def body(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         """Return the exact JSON body for ``messages``: what ``/raw`` shows and the server receives."""

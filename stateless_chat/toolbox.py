@@ -33,27 +33,19 @@ class Builtin(Protocol):
 
 class Toolbox:
     """The MCP servers' tools and the built-in ones, offered together, sorted by the name the model
-    calls; a server tool that takes a built-in's name is offered under ``{server}_{name}``."""
+    calls; no server tool is offered under a built-in's name (``tools.offered_names`` reserves them)."""
 
     def __init__(self, servers: ToolServers | None, builtins: Sequence[Builtin] = ()) -> None:
         self.servers = servers
         self.builtins = {builtin.spec.offered: builtin for builtin in builtins}
-
-    def _catalog(self) -> list[tuple[ToolSpec, str | None]]:
-        """Return each tool as offered here, with the name its server offers it under (None for a
-        built-in), sorted by the name offered here."""
-        found: list[tuple[ToolSpec, str | None]] = [(b.spec, None) for b in self.builtins.values()]
-        for spec in self.servers.tools() if self.servers is not None else ():
-            ours = spec
-            if spec.offered in self.builtins:
-                ours = ToolSpec(spec.server, spec.name, f"{spec.server}_{spec.name}"[:64], spec.description,
-                                spec.input_schema, spec.approve)
-            found.append((ours, spec.offered))
-        return sorted(found, key=lambda pair: pair[0].offered)
+        if servers is not None:
+            servers.reserved = frozenset(self.builtins)
 
     def tools(self) -> tuple[ToolSpec, ...]:
         """Return every tool offered, sorted by the name the model calls."""
-        return tuple(spec for spec, _ in self._catalog())
+        found = [b.spec for b in self.builtins.values()]
+        found += self.servers.tools() if self.servers is not None else ()
+        return tuple(sorted(found, key=lambda spec: spec.offered))
 
     def api_tools(self) -> list[dict[str, Any]]:
         """Return the request's ``tools`` array: the same for the same tools, step after step."""
@@ -69,8 +61,7 @@ class Toolbox:
             return builtin.call(arguments)
         if self.servers is None:
             return ToolResult(f"there is no tool {offered!r}", is_error=True)
-        theirs = next((name for spec, name in self._catalog() if spec.offered == offered and name), offered)
-        return self.servers.call(theirs, arguments, timeout=timeout)
+        return self.servers.call(offered, arguments, timeout=timeout)
 
 
 RECALL_RESULTS = 3  # turns one recall_history call returns, best first

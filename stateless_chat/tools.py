@@ -319,27 +319,41 @@ def _sanitized(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "_"
 
 
-def offered_names(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """Return the function name to offer for each ``(server, tool)``, all different.
+def offered_names(pairs: Iterable[tuple[str, str]], reserved: Iterable[str] = ()
+                  ) -> dict[tuple[str, str], str]:
+    """Return the function name to offer for each ``(server, tool)``: all different, none of
+    ``reserved`` (the built-in tools' names), each valid for the API, whatever the names given.
 
-    A tool keeps its name unless another server has a tool of the same name; then each of them
-    is ``{server}_{tool}``. Characters the API refuses become ``_`` and names are cut to 64;
-    should two names still coincide, each gets a short hash of its server and tool, so the
-    result depends only on the pairs given.
+    A tool keeps its name unless another server has a tool of the same name or it is reserved;
+    then it is ``{server}_{tool}``. Characters the API refuses become ``_`` and names are cut to
+    64. Every name still taken twice (or reserved) gets a short hash of its server and tool
+    instead of its end, re-hashed until free; the pairs are visited in sorted order, so the
+    result depends only on the pairs and the reserved names, never on their order.
     """
-    pairs = list(pairs)
+    pairs = sorted(set(pairs))
+    reserved = set(reserved)
     servers_of: dict[str, set[str]] = {}
     for server, tool in pairs:
         servers_of.setdefault(tool, set()).add(server)
-    offered = {
-        (server, tool): _sanitized(tool if len(servers_of[tool]) == 1 else f"{server}_{tool}")
-        for server, tool in pairs
-    }
-    counts = Counter(offered.values())
-    for key, name in offered.items():
-        if counts[name] > 1:
-            digest = hashlib.sha256(f"{key[0]}\x00{key[1]}".encode()).hexdigest()[:8]
-            offered[key] = f"{name[:55]}_{digest}"
+    first = {}
+    for server, tool in pairs:
+        alone = len(servers_of[tool]) == 1 and _sanitized(tool) not in reserved
+        first[server, tool] = _sanitized(tool if alone else f"{server}_{tool}")
+    counts = Counter(first.values())
+    offered = {pair: name for pair, name in first.items() if counts[name] == 1 and name not in reserved}
+    taken = reserved | set(offered.values())
+    for pair in pairs:
+        if pair in offered:
+            continue
+        attempt = 0
+        while True:
+            digest = hashlib.sha256(f"{pair[0]}\x00{pair[1]}\x00{attempt}".encode()).hexdigest()[:8]
+            name = f"{first[pair][:55]}_{digest}"
+            if name not in taken:
+                break
+            attempt += 1
+        offered[pair] = name
+        taken.add(name)
     return offered
 
 
@@ -426,6 +440,7 @@ class ToolServers:
         # without a lock: it may run in a signal handler that interrupted this very object.
         self._runtime: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
         self._last_offered: dict[str, ToolSpec] = {}
+        self.reserved: frozenset[str] = frozenset()  # names no server tool is offered under (built-ins')
 
     def __enter__(self) -> ToolServers:
         return self
@@ -519,7 +534,7 @@ class ToolServers:
                 if server.enabled and server.running() and server.connection is not None
                 for tool in server.connection.tools
             ]
-            names = offered_names((config.name, tool.name) for config, tool in listed)
+            names = offered_names(((config.name, tool.name) for config, tool in listed), self.reserved)
             specs = [
                 ToolSpec(
                     server=config.name,

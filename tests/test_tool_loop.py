@@ -9,6 +9,7 @@ MCP server, through the real SDK.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -261,15 +262,29 @@ def test_one_shot_runs_no_tool_without_yes(server: FakeServer, tmp_path: Path) -
     server.replier = calling((("add", '{"a": 2, "b": 3}'),))
     done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "add")
     assert done.returncode == 0
-    assert done.stdout.decode() == "Let me check.The tools said: the user did not approve this call\n"
-    [line] = done.stderr.decode().splitlines()
-    assert "not run: one-shot use runs tools only with --yes" in line
+    assert done.stdout.decode() == "The tools said: the user did not approve this call\n"  # the answer alone
+    lines = done.stderr.decode().splitlines()
+    assert lines[0] == "stateless-chat: Let me check."  # the step's text, on its own line
+    assert lines[1] == 'stateless-chat: → calc.add {"a": 2, "b": 3}'
+    assert "not run: one-shot use runs tools only with --yes" in lines[2]
+    assert lines[3] == "stateless-chat: ← calc.add not run: the call was not approved"
+    assert len(lines) == 4
 
 
-def test_one_shot_with_yes_runs_them(server: FakeServer, tmp_path: Path) -> None:
-    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+def test_one_shot_with_yes_runs_them_and_prints_each_step_on_stderr(server: FakeServer,
+                                                                    tmp_path: Path) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'), ("add", '{"a": 1, "b": 1}')),
+                             (("add", '{"a": 5, "b": 5}'),))
     done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "-y", "add")
-    assert done.returncode == 0 and done.stdout.decode().endswith("The tools said: 5\n")
+    assert done.returncode == 0 and done.stdout.decode() == "The tools said: 5 | 2 | 10\n"
+    assert done.stderr.decode().splitlines() == [
+        "stateless-chat: Let me check.",
+        'stateless-chat: → calc.add {"a": 2, "b": 3}', "stateless-chat: ← calc.add: 5 tokens",
+        'stateless-chat: → calc.add {"a": 1, "b": 1}', "stateless-chat: ← calc.add: 5 tokens",
+        'stateless-chat: → calc.add {"a": 5, "b": 5}', "stateless-chat: ← calc.add: 5 tokens",
+    ]
+    quiet = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "-y", "-q", "add")
+    assert quiet.stderr == b"" and quiet.stdout.decode() == "The tools said: 5 | 2 | 10\n"
     no_tools = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "--no-tools", "x")
     assert no_tools.returncode == 0 and "tools" not in server.requests[-1]
 
@@ -377,3 +392,42 @@ def test_a_server_tool_named_like_a_builtin_keeps_working(tools: ToolServers) ->
     box = Toolbox(tools, [Fake()])  # type: ignore[list-item]
     assert "calc_add" in [spec.offered for spec in box.tools()]
     assert box.call("calc_add", '{"a": 1, "b": 2}').text == "3"
+
+
+def test_the_toolbar_counts_the_tools_array_as_tokens_does(server: FakeServer, tools: ToolServers) -> None:
+    from tests.test_repl import toolbar_with_draft
+
+    session = repl_session(server, tools)
+    session.make_exact()
+    cost = session.tools_tokens(session.tools_offered())
+    assert cost > 50
+    text, _ = toolbar_with_draft(session, "")
+    expected = session.conversation.tokens + 3 + cost  # the reply priming, and the tools array
+    assert f"prompt {expected:,} + reply" in text
+    run = run_repl(session, ["/tokens\r"], width=160)
+    share = re.search(r"\((\d+%)\)", text)
+    assert share is not None and f" {share.group(1)} of budget" in run.output  # the share /tokens shows
+
+
+def test_steps_on_a_terminal_stream_and_end_a_step_s_line() -> None:
+    from stateless_chat.steps import Steps
+
+    written: list[str] = []
+    said: list[str] = []
+
+    class Line:
+        def feed(self, delta: str) -> None:
+            written.append(delta)
+
+        def close(self) -> None:
+            written.append("\n")
+
+    steps = Steps(Line, said.append, hold=False)
+    steps.feed("Let me ")
+    steps.feed("check.")
+    assert written == ["Let me ", "check."]  # streamed as it comes
+    assert steps.event(ToolCalled("calc.add", "{}")) and steps.event(ToolAnswered("calc.add", 5))
+    steps.feed("The answer.")
+    steps.finish()
+    assert "".join(written) == "Let me check.\nThe answer.\n"
+    assert said == ["→ calc.add {}", "← calc.add: 5 tokens"]

@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stateless_chat.errors import ConfigError
 from stateless_chat.mcp_client import LAUNCHER
 from stateless_chat.tools import (
     OFFERED_NAME,
+    SERVER_NAME,
     ServerConfig,
     ToolServers,
     offered_names,
@@ -203,6 +206,29 @@ def test_offered_names_prefix_clashes_and_fit_the_api() -> None:
     assert len(set(names.values())) == len(names)  # "a_b_c" twice became two hashed names
     assert all(OFFERED_NAME.fullmatch(name) for name in names.values())
     assert offered_names(reversed(list(names))) == names
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.from_regex(SERVER_NAME, fullmatch=True), st.text(max_size=80)), max_size=12),
+    reserved=st.lists(st.sampled_from(["recall_history", "add", "a_add", "x" * 64, "_"]), max_size=3),
+)
+def test_offered_names_are_valid_unique_and_free_of_reserved_names_by_construction(
+    pairs: list[tuple[str, str]], reserved: list[str]
+) -> None:
+    names = offered_names(pairs, reserved)
+    assert set(names) == set(pairs)
+    assert all(OFFERED_NAME.fullmatch(name) for name in names.values())
+    assert len(set(names.values())) == len(names) and not set(names.values()) & set(reserved)
+    assert offered_names(reversed(pairs), reserved) == names
+
+
+def test_a_tool_named_like_a_builtin_cannot_clash_with_another_of_its_server() -> None:
+    names = offered_names([("srv", "recall history"), ("srv", "srv_recall_history"), ("srv", "ok")],
+                          ["recall_history"])
+    assert names["srv", "ok"] == "ok"
+    assert len(set(names.values())) == 3 and "recall_history" not in names.values()
+    assert all(OFFERED_NAME.fullmatch(name) for name in names.values())
 
 
 # ---- tools and calls --------------------------------------------------------------------------
