@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.local import LocalServer, RestartingBackend
     from stateless_chat.messages import Event, ToolCall
     from stateless_chat.session import Session
-    from stateless_chat.tools import ToolSpec
+    from stateless_chat.tools import ToolServers, ToolSpec
 
     Backend: TypeAlias = Failover | RestartingBackend  # what run_once and run_repl talk to
 
@@ -632,27 +632,40 @@ def local_settings(settings: Settings, server: LocalServer, flags: dict[str, Any
     return settings.replace(**changes)
 
 
-def start_tools(session: Session, options: Options, say: Callable[[str], None]) -> None:
-    """Start the configured MCP servers and offer their tools in ``session`` (unless ``--no-tools``);
-    ``say`` gets one line for each server that could not start. They stop with the chat, however it
-    ends."""
+def start_tools(session: Session, options: Options, say: Callable[[str], None], *, interactive: bool = False
+                ) -> ToolServers | None:
+    """Offer the configured MCP servers' tools in ``session`` (unless ``--no-tools``) and return them.
+
+    Tools are free until used: a server whose tool list is remembered from an earlier run
+    (``toolcache``) is offered without starting; it starts on the first call of one of its tools,
+    or, in the chat (``interactive``), at once in the background. Only a server never seen
+    before starts now, to learn its tools. ``say`` gets one line for each server that could not
+    start. They stop with the chat, however it ends."""
     servers_config = session.settings.mcp
     if not servers_config or not options.tools:
-        return
+        return None
     from stateless_chat import journal
     from stateless_chat.config import default_data_dir
     from stateless_chat.toolbox import RecallTool, Toolbox
+    from stateless_chat.toolcache import ToolCache
     from stateless_chat.tools import ToolServers
 
     settings = session.settings
-    servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs",
+    data = default_data_dir(os.environ)
+    servers = ToolServers(servers_config, log_dir=data / "mcp-logs", cache=ToolCache(data),
                           startup_timeout=settings.tool_startup_timeout,
                           max_result_bytes=settings.tool_result_max_bytes)
     _on_terminate.append(servers.stop)
-    for problem in servers.start():
+    unknown = servers.unknown()
+    for problem in servers.start(unknown) if unknown else ():
         say(f"{problem} (the chat goes on without its tools)")
+    if interactive:
+        servers.start_background()
+    else:
+        servers.on_notice = say
     log = journal.of(session)  # where tools are offered, recall is one of them
     session.toolbox = Toolbox(servers, [RecallTool(log)] if log is not None else [])
+    return servers
 
 
 def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
@@ -878,7 +891,9 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     # Through the session: a line said while a reply streams waits until the reply is shown.
     log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
     continued = f" · continuing {log.cid}" if options.resume else ""
-    start_tools(session, options, repl.renderer.note)
+    servers = start_tools(session, options, repl.renderer.note, interactive=True)
+    if servers is not None:
+        repl.notices = servers.take_notices
     console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal
         one_line(f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} "
                  f"tokens{continued} · /help for commands, Ctrl-D to leave"),

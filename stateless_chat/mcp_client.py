@@ -26,7 +26,6 @@ import secrets
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -39,6 +38,7 @@ from pydantic import ValidationError
 
 from .mcp_stdio import CUT_META, bounded_stdio
 from .sanitize import strip_controls
+from .toolcache import RememberedTool
 from .tools import DEFAULT_MAX_RESULT_BYTES, ServerConfig, ToolResult, normalized
 
 # The SDK logs trouble with a server (a line on its stdout that is not JSON-RPC, ...) through
@@ -139,15 +139,6 @@ class StartError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class ListedTool:
-    """A tool as its server listed it; the schema's keys are sorted."""
-
-    name: str
-    description: str
-    input_schema: dict[str, Any]
-
-
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(strip_controls(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -240,7 +231,8 @@ class Connection:
         self.log_path = log_path
         self.phase: Literal["starting", "running", "ended"] = "starting"
         self.failure: str | None = None
-        self.tools: tuple[ListedTool, ...] = ()
+        self.tools: tuple[RememberedTool, ...] = ()
+        self.instructions: str | None = None
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._client: Client | None = None
         self._closing = False
@@ -250,6 +242,7 @@ class Connection:
         self._log_start = 0
         self._wake: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
+        self._output_ended = False
         self._ended: anyio.Event | None = None
 
     # -- any thread ----------------------------------------------------------------------------
@@ -304,12 +297,14 @@ class Connection:
             self._scope.cancel()
 
     def _on_error(self, error: BaseException) -> None:
-        """Fail a start at once when the handshake or the listing failed (the teardown takes seconds)."""
-        if self.phase == "starting" and isinstance(error, Exception):
+        """Fail a start at once when the handshake or the listing failed (the teardown takes seconds);
+        not when the server's output ended: how it ended is known once it is stopped (the log)."""
+        if self.phase == "starting" and isinstance(error, Exception) and not self._output_ended:
             self.fail(self._failure_reason(error))
             self._settle()
 
     def _on_output_end(self) -> None:
+        self._output_ended = True
         if self._wake is not None:
             self._wake.set()
 
@@ -369,6 +364,7 @@ class Connection:
             async with Client(transport, mode="legacy", cache=None, client_info=CLIENT_INFO) as client:
                 try:
                     self.tools = await _list_tools(client)
+                    self.instructions = client.instructions
                 except Exception as error:
                     self._on_error(error)
                     raise
@@ -450,16 +446,16 @@ class Connection:
         return render_result(result)
 
 
-async def _list_tools(client: Client) -> tuple[ListedTool, ...]:
+async def _list_tools(client: Client) -> tuple[RememberedTool, ...]:
     """Return every tool the server lists, following its pages; a repeated name counts once."""
-    tools: dict[str, ListedTool] = {}
+    tools: dict[str, RememberedTool] = {}
     cursor: str | None = None
     for _ in range(LIST_PAGES):
         page = await client.list_tools(cursor=cursor)
         for tool in page.tools:
             if tool.name not in tools:
                 schema = _function_parameters(tool.input_schema)
-                tools[tool.name] = ListedTool(tool.name, tool.description or "", schema)
+                tools[tool.name] = RememberedTool(tool.name, tool.description or "", schema)
         cursor = page.next_cursor
         if not cursor:
             break

@@ -172,6 +172,7 @@ class Repl:
         self.debug = debug
         self.always: set[str] = set()  # tools the user approved for the whole session ("a")
         self.tool_calls = 0  # in the turn under way, for the toolbar
+        self.notices: Callable[[], list[str]] = list  # lines that came up meanwhile, shown before the prompt
         session.approve = self.approve
         self.renderer = Renderer(console)
         self.session.on_event = self.renderer.event
@@ -269,6 +270,8 @@ class Repl:
         warm.start()
         prefill: Prefill | None = None
         while True:
+            for notice in self.notices():  # e.g. a tool server started in the background failed
+                self.renderer.note(notice)
             try:
                 line = self.prompt.prompt(default=prefill.text if prefill else "")
             except KeyboardInterrupt:

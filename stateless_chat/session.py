@@ -403,8 +403,6 @@ class Session:
             raise UsageError("empty message: type something to send")
         if self.backend is None:
             raise UsageError("no endpoint to send to")
-        if self.toolbox is not None:
-            self.make_exact()  # tool schemas are counted with the encoding
         self._told = []
         plan = self.plan(text)
         turn = _Turn(plan.base or self.conversation, list(plan.pending))
@@ -426,6 +424,10 @@ class Session:
             if not calls or steps == self.settings.max_tool_steps:
                 break
             steps += 1
+            if not self.exact:  # the turn calls tools: exact counts from here on (tools are free until used)
+                self.make_exact()
+                turn.base, turn.pending = turn.base.recounted(self.measure), [
+                    replace(e, tokens=self.measure(e.message)) for e in turn.pending]
             turn.add_step(plan, reply, self.reserve)
             turn.pending += [self._step_entry(turn, reply, calls), *self._run_calls(turn, calls)]
             plan = self.plan_pending(turn.base, tuple(turn.pending), budget=plan.budget)

@@ -42,6 +42,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
+from .toolcache import Remembered, RememberedTool, ToolCache, describe_change, server_key
 from .validate import Invalid, shown, type_name
 
 if TYPE_CHECKING:
@@ -306,7 +307,8 @@ class ToolResult:
 class ServerStatus:
     """One server for ``/tools``: its state, how many tools it offers and where its log is.
 
-    ``state`` is ``running``, ``starting``, ``stopped``, ``disabled`` or ``failed: <why>``.
+    ``state`` is ``running``, ``starting``, ``not started (...)``, ``stopped``, ``disabled`` or
+    ``failed: <why>``.
     """
 
     name: str
@@ -379,14 +381,26 @@ def parse_arguments(arguments: str) -> dict[str, Any] | str:
 class _Server:
     """The mutable record of one configured server (guarded by ``ToolServers._lock``)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, remembered: Remembered | None) -> None:
         self.config = config
         self.enabled = config.enabled
+        self.key = server_key(config.command, config.args, config.env)
+        self.remembered = remembered  # its tools as it listed them when it last started (any run)
         self.connection: Connection | None = None
         self.serving: concurrent.futures.Future[None] | None = None
 
     def running(self) -> bool:
         return self.connection is not None and self.connection.phase == "running"
+
+    def listed(self) -> tuple[RememberedTool, ...]:
+        """Return the tools to offer: the live list of a running server, the remembered one of a
+        server not started yet (or still starting), none of one that failed or stopped."""
+        connection = self.connection
+        if connection is not None and connection.phase == "running":
+            return connection.tools
+        if self.remembered is not None and (connection is None or connection.phase == "starting"):
+            return self.remembered.tools
+        return ()
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -427,6 +441,7 @@ class ToolServers:
         log_dir: Path,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        cache: ToolCache | None = None,
     ) -> None:
         for key, config in configs.items():
             if key != config.name:
@@ -434,7 +449,16 @@ class ToolServers:
         self.log_dir = Path(log_dir)
         self.startup_timeout = startup_timeout
         self.max_result_bytes = max_result_bytes
-        self._servers = {name: _Server(config) for name, config in configs.items()}
+        self.cache = cache
+        self._servers = {name: _Server(config, None) for name, config in configs.items()}
+        if cache is not None:
+            for server in self._servers.values():
+                server.remembered = cache.get(server.key)
+        # Lines for the user that came up away from a command (a list that changed, a start in the
+        # background that failed): the caller shows them where it can (take_notices).
+        self._notices: list[str] = []
+        # Where a start made by a call (in the caller's thread) tells them at once, if set.
+        self.on_notice: Callable[[str], None] | None = None
         self._lock = threading.RLock()
         # The loop and its thread, in a list so that stop() takes them atomically (list.pop),
         # without a lock: it may run in a signal handler that interrupted this very object.
@@ -477,11 +501,14 @@ class ToolServers:
         """Start the enabled servers (or the ``names`` given) that are not running; return the problems.
 
         Each server is started, initialized and asked for its tools, all at once; this returns
-        when every one has answered or failed, or ``startup_timeout`` has passed. A server that
-        failed is marked ``failed: <why>`` and the others work; a server that failed before is
-        started again. The result has one line per problem, e.g. ``mcp server time failed to
-        start: command not found: mcp-server-time`` or ``mcp server x did not answer within 30 s``.
-        An unknown name raises ``ConfigError``. Ctrl-C stops the servers still starting.
+        when every one has answered or failed, or ``startup_timeout`` has passed (a server
+        already starting, in the background, is waited for too). A server that failed is
+        marked ``failed: <why>`` and the others work; a server that failed before is started
+        again. The result has one line per problem, e.g. ``mcp server time failed to start:
+        command not found: mcp-server-time`` or ``mcp server x did not answer within 30 s``.
+        Each list a server gives is remembered (``cache``); one that differs from what was
+        remembered is said in a notice (``take_notices``). An unknown name raises
+        ``ConfigError``. Ctrl-C stops the servers still starting.
         """
         from .mcp_client import Connection
 
@@ -491,27 +518,31 @@ class ToolServers:
             else:
                 wanted = [self._named(name) for name in dict.fromkeys(names)]
             loop = self._loop()
-            starting: list[tuple[str, Connection, concurrent.futures.Future[None]]] = []
+            starting: list[tuple[_Server, Connection]] = []
             for server in wanted:
-                if server.connection is not None and server.connection.phase != "ended":
+                connection = server.connection
+                if connection is not None and connection.phase == "starting":
+                    starting.append((server, connection))  # started elsewhere: waited for here too
+                if connection is not None and connection.phase != "ended":
                     continue
                 log = self.log_path(server.config.name)
                 connection = Connection(server.config, log, self.max_result_bytes)
                 serving = asyncio.run_coroutine_threadsafe(connection.serve(), loop)
                 serving.add_done_callback(connection.settle)
                 server.connection, server.serving = connection, serving
-                starting.append((server.config.name, connection, serving))
+                starting.append((server, connection))
         try:
             _, late = concurrent.futures.wait(
-                [connection.ready for _, connection, _ in starting], timeout=self.startup_timeout
+                [connection.ready for _, connection in starting], timeout=self.startup_timeout
             )
         except BaseException:  # Ctrl-C: what is still starting is stopped
-            for _, connection, _serving in starting:
+            for _, connection in starting:
                 if not connection.ready.done():
                     _abort(loop, connection)
             raise
         problems: list[str] = []
-        for name, connection, _serving in starting:
+        for server, connection in starting:
+            name = server.config.name
             if connection.ready in late:
                 connection.fail(f"did not answer within {self.startup_timeout:g} s")
                 _abort(loop, connection)
@@ -521,18 +552,67 @@ class ToolServers:
                 )
             elif connection.ready.exception() is not None:
                 problems.append(f"mcp server {name} failed to start: {connection.failure}")
+            else:
+                self._remember(server, connection)
         return problems
+
+    def _remember(self, server: _Server, connection: Connection) -> None:
+        """Remember what a server that just started listed; say so when it is not what was offered."""
+        listed = Remembered(connection.tools, connection.instructions)
+        with self._lock:
+            before, server.remembered = server.remembered, listed
+            if before is not None and before != listed:
+                self._notices.append(
+                    f"mcp server {server.config.name} lists other tools than remembered "
+                    f"({describe_change(before, listed)}): they are offered from now on, which changes "
+                    "the tools array (a cache break)")
+        if self.cache is not None:
+            self.cache.put(server.key, listed)
+
+    def start_background(self) -> None:
+        """Start the enabled servers without waiting for them (the chat's prompt is not held up); their
+        problems become notices (``take_notices``)."""
+        def start() -> None:
+            problems = self.start()
+            with self._lock:
+                self._notices.extend(f"{line} (the chat goes on without its tools)" for line in problems)
+
+        threading.Thread(target=start, name="stateless-chat-mcp-start", daemon=True).start()
+
+    def _tell_notices(self) -> None:
+        if self.on_notice is not None:
+            for notice in self.take_notices():
+                self.on_notice(notice)
+
+    def take_notices(self) -> list[str]:
+        """Return the notices not yet shown (and forget them)."""
+        with self._lock:
+            notices, self._notices = self._notices, []
+            return notices
+
+    def unknown(self) -> list[str]:
+        """Return the enabled servers whose tools are not known until they start (none remembered)."""
+        with self._lock:
+            return [name for name, server in self._servers.items()
+                    if server.enabled and server.remembered is None and not server.running()]
+
+    def stalled(self) -> list[str]:
+        """Return the enabled servers that are not running and would not start on a call: those never
+        seen (``unknown``), and those that failed or stopped (their tools are not offered)."""
+        with self._lock:
+            return [name for name, server in self._servers.items() if server.enabled and not server.running()
+                    and (server.remembered is None or server.connection is not None)]
 
     # -- tools -------------------------------------------------------------------------------
 
     def _current(self) -> list[ToolSpec]:
-        """Return the tools of the running, enabled servers, sorted by offered name."""
+        """Return the tools of the enabled servers (live or remembered), sorted by offered name."""
         with self._lock:
             listed = [
                 (server.config, tool)
                 for server in self._servers.values()
-                if server.enabled and server.running() and server.connection is not None
-                for tool in server.connection.tools
+                if server.enabled
+                for tool in server.listed()
             ]
             names = offered_names(((config.name, tool.name) for config, tool in listed), self.reserved)
             specs = [
@@ -549,7 +629,8 @@ class ToolServers:
             return sorted(specs, key=lambda spec: spec.offered)
 
     def tools(self) -> tuple[ToolSpec, ...]:
-        """Return the tools of the running, enabled servers, sorted by offered name.
+        """Return the tools of the enabled servers, sorted by offered name: a running server's as it
+        lists them, one not started yet as it listed them last time (``_Server.listed``).
 
         These are remembered as what the model was offered last, so that a call of one whose
         server has stopped since is answered with why, not with "no such tool".
@@ -594,11 +675,20 @@ class ToolServers:
             if spec is None:
                 return ToolResult(self._missing(offered, previous, current), is_error=True)
             server = self._servers[spec.server]
-            connection = server.connection
-            runtime = self._runtime[0] if self._runtime else None
         arguments_or_why = parse_arguments(arguments)
         if isinstance(arguments_or_why, str):
             return ToolResult(f"cannot call {spec.display}: {arguments_or_why}", is_error=True)
+        if not server.running():  # free until used: a server starts on the first call of its tools
+            problems = self.start([spec.server])
+            self._tell_notices()
+            if problems:
+                return ToolResult(problems[0], is_error=True)
+            if all(tool.name != spec.name for tool in server.listed()):
+                return ToolResult(f"the mcp server {spec.server} no longer has a tool {spec.name!r} (its "
+                                  "tools changed since they were remembered)", is_error=True)
+        with self._lock:
+            connection = server.connection
+            runtime = self._runtime[0] if self._runtime else None
         if connection is None or runtime is None:
             return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
         try:
@@ -651,16 +741,19 @@ class ToolServers:
             return changed
 
     def status(self) -> list[ServerStatus]:
-        """Return every configured server's state, tool count and log file, in configuration order."""
+        """Return every configured server's state, tool count and log file, in configuration order.
+
+        A server not started yet whose tools are remembered is ``not started (starts on its first
+        call)``, with the remembered count."""
         with self._lock:
             result = []
             for name, server in self._servers.items():
                 connection = server.connection
-                tools = len(connection.tools) if connection is not None and server.running() else 0
+                tools = len(server.listed())
                 if not server.enabled:
                     state = "disabled"
                 elif connection is None:
-                    state = "stopped"
+                    state = "not started (starts on its first call)" if server.remembered else "stopped"
                 elif connection.failure is not None:
                     state = f"failed: {connection.failure}"
                 elif connection.phase == "ended":

@@ -431,3 +431,81 @@ def test_steps_on_a_terminal_stream_and_end_a_step_s_line() -> None:
     steps.finish()
     assert "".join(written) == "Let me check.\nThe answer.\n"
     assert said == ["→ calc.add {}", "← calc.add: 5 tokens"]
+
+
+def test_one_shot_starts_no_server_until_a_tool_is_called(server: FakeServer, tmp_path: Path) -> None:
+    config = str(write_config(tmp_path, "add", "pids"))
+    log = tmp_path / "data" / "stateless-chat" / "mcp-logs" / "calc.log"
+    first = run_cli("--config", config, "--base-url", server.url, "hello")  # never seen: started to learn
+    assert first.returncode == 0 and log.read_text().count(" starts ") == 1
+    hello = run_cli("--config", config, "--base-url", server.url, "hello")
+    assert hello.returncode == 0 and hello.stdout.decode() == "echo: hello\n" and hello.stderr == b""
+    assert log.read_text().count(" starts ") == 1  # not started: its tools were remembered
+    offered = sorted(t["function"]["name"] for t in server.requests[-1]["tools"])
+    assert offered == ["add", "pids", "recall_history"]
+    assert server.requests[-1]["tools"] == server.requests[0]["tools"]
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    called = run_cli("--config", config, "--base-url", server.url, "-y", "add")
+    assert called.stdout.decode() == "The tools said: 5\n"
+    assert log.read_text().count(" starts ") == 2  # started by the call
+
+
+@pytest.mark.timeout(90)
+def test_the_chat_starts_remembered_servers_in_the_background_and_says_what_failed(server: FakeServer,
+                                                                                  tmp_path: Path) -> None:
+    import pexpect
+
+    from stateless_chat.toolcache import Remembered, RememberedTool, ToolCache, server_key
+    from tests.test_pty import prompt_ready, terminal_env
+
+    config = write_config(tmp_path, "add")
+    broken = ["-c", "import sys; sys.exit(3)"]
+    with config.open("a") as file:
+        file.write(f"[mcp.servers.broken]\ncommand = {json.dumps(sys.executable)}\n"
+                   f"args = {json.dumps(broken)}\n")
+    run_cli("--config", str(config), "--base-url", server.url, "hello")  # remembers calc's tools
+    data = tmp_path / "data" / "stateless-chat"
+    tool = RememberedTool("sleep", "a server that no longer starts", {"type": "object", "properties": {}})
+    ToolCache(data).put(server_key(sys.executable, broken, {}), Remembered((tool,)))
+    calc_log = data / "mcp-logs" / "calc.log"
+    starts = calc_log.read_text().count(" starts ")
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    arguments = ["-m", "stateless_chat", "--config", str(config), "--base-url", server.url]
+    child = pexpect.spawn(sys.executable, arguments, env=terminal_env(tmp_path), encoding="utf-8", timeout=30,
+                          cwd=str(Path(SERVER).parents[1]), dimensions=(30, 160))
+    try:
+        child.expect("/help for commands")
+        prompt_ready(child)  # not held up by the servers, which start meanwhile
+        child.send("add two and three\r")
+        child.expect_exact("run calc.add?")
+        child.send("y\r")
+        child.expect_exact("The tools said: 5")
+        child.expect_exact("mcp server broken failed to start: exited with status 3")
+        child.expect_exact("(the chat goes on without its tools)")
+        prompt_ready(child)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert calc_log.read_text().count(" starts ") == starts + 1
+
+
+def test_a_list_that_changed_on_start_is_named_as_the_cache_break_it_causes(server: FakeServer,
+                                                                            tmp_path: Path) -> None:
+    from stateless_chat.messages import CacheBreak
+    from stateless_chat.toolcache import Remembered, RememberedTool, ToolCache, server_key
+
+    config = ServerConfig("calc", sys.executable, (SERVER, "--only", "add,env"))
+    ghost = RememberedTool("ghost", "gone since", {"type": "object", "properties": {}})
+    add = RememberedTool("add", "Add two integers.", {"type": "object", "properties": {}})
+    ToolCache(tmp_path).put(server_key(config.command, config.args, config.env), Remembered((add, ghost)))
+    with ToolServers({"calc": config}, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as servers:
+        session = tool_session(server, servers)
+        events = recorded(session)
+        server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+        session.send("add")
+    [first, second] = server.requests
+    assert sorted(t["function"]["name"] for t in first["tools"]) == ["add", "ghost"]
+    assert sorted(t["function"]["name"] for t in second["tools"]) == ["add", "env"]
+    [cache_break] = [e for e in events if isinstance(e, CacheBreak)]
+    assert cache_break.cause == "the tools offered changed (added env; removed ghost; changed add)"

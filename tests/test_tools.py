@@ -239,7 +239,7 @@ def test_start_lists_the_tools_with_their_schemas(servers: ToolServers) -> None:
     assert offered == sorted(offered)
     assert set(offered) == {
         "one_add", "two_add", "one_env", "two_env", "fail", "crash", "hang", "huge", "image",
-        "dotted_name", "cancelled", "pids", "spawn_sleeper",
+        "dotted_name", "cancelled", "pids", "spawn_sleeper", "text",
     }  # fmt: skip
     add = servers.lookup("one_add")
     assert add is not None and add.name == "add" and add.display == "one.add"
@@ -248,7 +248,7 @@ def test_start_lists_the_tools_with_their_schemas(servers: ToolServers) -> None:
     assert add.input_schema["required"] == ["a", "b"]
     assert add.approve == "ask" and servers.lookup("two_add").approve == "always"  # type: ignore[union-attr]
     states = [(s.name, s.state, s.tools) for s in servers.status()]
-    assert states == [("one", "running", 11), ("two", "running", 2)]
+    assert states == [("one", "running", 12), ("two", "running", 2)]
 
 
 def test_api_tools_are_sorted_and_the_same_bytes_every_time(servers: ToolServers) -> None:
@@ -583,3 +583,74 @@ def test_mcp_server_time_tells_the_time(tmp_path: Path) -> None:
         assert not result.is_error
         assert str(datetime.datetime.now(datetime.timezone.utc).year) in result.text
         assert json.loads(result.text)["timezone"] == "UTC"
+
+
+# ---- free until used ----------------------------------------------------------------------------
+
+
+def log_starts(log: Path) -> int:
+    """Return how many times a server was started, by the lines its log has for it."""
+    return log.read_text().count(" starts ") if log.exists() else 0
+
+
+@pytest.mark.timeout(60)
+def test_a_remembered_list_is_offered_without_starting_and_the_first_call_starts_it(tmp_path: Path) -> None:
+    from stateless_chat.toolcache import ToolCache
+
+    configs = {"calc": test_server("calc", "--only", "add,pids", env={"TOKEN": "secret-value-123"})}
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as first:
+        assert first.unknown() == ["calc"] and first.start() == []
+        offered = first.api_tools()
+    cache_file = tmp_path / "mcp-tools.json"
+    assert stat.S_IMODE(cache_file.stat().st_mode) == 0o600
+    assert "secret-value-123" not in cache_file.read_text()  # the environment is only hashed
+    log = tmp_path / "logs" / "calc.log"
+    assert log_starts(log) == 1
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as second:
+        assert second.unknown() == [] and second.api_tools() == offered  # the same bytes, no server
+        states = [(s.state, s.tools) for s in second.status()]
+        assert states == [("not started (starts on its first call)", 2)]
+        assert log_starts(log) == 1
+        assert second.call("add", '{"a": 2, "b": 3}').text == "5"  # started by its first call
+        assert log_starts(log) == 2 and second.status()[0].state == "running"
+        assert second.take_notices() == []  # the list is the one remembered
+    with ToolServers({"calc": test_server("calc", "--only", "add,pids")}, log_dir=tmp_path / "logs",
+                     cache=ToolCache(tmp_path)) as other:
+        assert other.unknown() == ["calc"]  # another environment: another server as far as the cache goes
+
+
+@pytest.mark.timeout(60)
+def test_a_list_that_differs_from_the_remembered_one_is_used_and_named(tmp_path: Path) -> None:
+    from stateless_chat.toolcache import Remembered, RememberedTool, ToolCache, server_key
+
+    config = test_server("calc", "--only", "add,env")
+    ghost = RememberedTool("ghost", "a tool the server no longer has", {"type": "object", "properties": {}})
+    add = RememberedTool("add", "old text", {"type": "object", "properties": {}})
+    ToolCache(tmp_path).put(server_key(config.command, config.args, config.env), Remembered((add, ghost)))
+    told: list[str] = []
+    with ToolServers({"calc": config}, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as servers:
+        servers.on_notice = told.append
+        assert sorted(spec.offered for spec in servers.tools()) == ["add", "ghost"]
+        result = servers.call("ghost", "{}")
+        assert result.is_error and "no longer has a tool 'ghost'" in result.text
+        assert told == ["mcp server calc lists other tools than remembered (1 added (env), 1 removed "
+                        "(ghost), 1 changed (add)): they are offered from now on, which changes the tools "
+                        "array (a cache break)"]
+        assert sorted(spec.offered for spec in servers.tools()) == ["add", "env"]
+    with ToolServers({"calc": config}, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as again:
+        assert sorted(spec.offered for spec in again.tools()) == ["add", "env"]  # remembered anew
+
+
+@pytest.mark.timeout(60)
+def test_starting_in_the_background_returns_at_once_and_problems_become_notices(tmp_path: Path) -> None:
+    configs = {"calc": test_server("calc", "--only", "add"), "ghost": ServerConfig("ghost", "no-such-binary")}
+    with ToolServers(configs, log_dir=tmp_path) as servers:
+        started = time.monotonic()
+        servers.start_background()
+        assert time.monotonic() - started < 0.5
+        deadline = time.monotonic() + 30
+        while servers.status()[0].state != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servers.call("add", '{"a": 1, "b": 1}').text == "2"
+        assert servers.take_notices() == ["mcp server ghost failed to start: command not found: "
+                                          "no-such-binary (the chat goes on without its tools)"]
