@@ -26,10 +26,12 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import anyio
+import anyio.abc
 import mcp.types as mcp_types
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters, get_default_environment
@@ -49,6 +51,7 @@ CLIENT_INFO = mcp_types.Implementation(name="stateless-chat", version="0.1.0")
 END_WAIT = 5.0  # for the connection to finish ending once a call has seen it close
 LOG_ROTATE_BYTES = 1024 * 1024
 LOG_TAIL_LINES = 3
+INSTRUCTIONS_MAX = 4000
 LIST_PAGES = 100  # a server whose tools/list never stops paginating cannot hang the start
 MARK = "[stateless-chat] "  # how the launcher's own lines in the log begin
 # What an answer the SDK could not read is called, by the name of the SDK's model for it.
@@ -214,6 +217,24 @@ def _open_log(path: Path) -> TextIO:
     return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
 
 
+class Hooks(Protocol):
+    """What a connection asks of the chat (``tools.ToolServers`` gives it; all called on the loop thread).
+
+    ``ask`` answers a server's request that needs the user or the model (``sampling``,
+    ``elicitation``): it returns the SDK's result or ``ErrorData``. ``logged`` gets each log line
+    a server sends (after it is written to the server's log file); ``changed`` is told when a
+    running server's tools changed (``notifications/tools/list_changed``, refetched).
+    """
+
+    roots: tuple[tuple[str, str], ...]  # (file URI, name): what the servers may work on
+
+    async def ask(self, server: str, kind: str, params: Any) -> Any: ...
+
+    def logged(self, server: str, line: str) -> None: ...
+
+    def changed(self, server: str) -> None: ...
+
+
 class Connection:
     """One server: its process (under ``LAUNCHER``), its SDK client and its tools.
 
@@ -224,8 +245,10 @@ class Connection:
     """
 
     def __init__(self, config: ServerConfig, log_path: Path,
-                 max_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_RESULT_BYTES, hooks: Hooks | None = None) -> None:
         self.config = config
+        self.hooks = hooks
+        self.capabilities: mcp_types.ServerCapabilities | None = None
         self.max_bytes = max_bytes
         self.name = config.name
         self.log_path = log_path
@@ -244,6 +267,7 @@ class Connection:
         self._scope: anyio.CancelScope | None = None
         self._output_ended = False
         self._ended: anyio.Event | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None  # for refetches a notification asks for
 
     # -- any thread ----------------------------------------------------------------------------
 
@@ -361,10 +385,15 @@ class Connection:
             env = get_default_environment() | (params.env or {})
             transport = bounded_stdio(command, env, self._log, self.max_bytes, self._on_output_end,
                                       self._on_error)
-            async with Client(transport, mode="legacy", cache=None, client_info=CLIENT_INFO) as client:
+            client = Client(transport, mode="legacy", cache=None, client_info=CLIENT_INFO,
+                            sampling_callback=self._sample, elicitation_callback=self._elicit,
+                            list_roots_callback=self._roots, logging_callback=self._logged,
+                            message_handler=self._notified)
+            async with client, anyio.create_task_group() as self._tasks:
                 try:
+                    self.capabilities = client.server_capabilities
+                    self.instructions = _instructions(client.instructions)
                     self.tools = await _list_tools(client)
-                    self.instructions = client.instructions
                 except Exception as error:
                     self._on_error(error)
                     raise
@@ -373,6 +402,7 @@ class Connection:
                 self._settle()
                 await self._wake.wait()
                 self._client = None
+                self._tasks.cancel_scope.cancel()
             if not self._closing:
                 self.fail(self._ended_reason())
         except StartError as error:
@@ -386,6 +416,54 @@ class Connection:
             self.phase = "ended"
             self._settle()
             self._ended.set()
+
+    # -- what the server asks of the client (loop thread) --------------------------------------
+
+    async def _sample(self, context: Any, params: mcp_types.CreateMessageRequestParams) -> Any:
+        if self.hooks is None:
+            return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message="sampling is not available")
+        return await self.hooks.ask(self.name, "sampling", params)
+
+    async def _elicit(self, context: Any, params: Any) -> Any:
+        if self.hooks is None:
+            return mcp_types.ElicitResult(action="decline")
+        return await self.hooks.ask(self.name, "elicitation", params)
+
+    async def _roots(self, context: Any) -> mcp_types.ListRootsResult:
+        roots = self.hooks.roots if self.hooks is not None else ()
+        return mcp_types.ListRootsResult(roots=[mcp_types.Root(uri=uri, name=name)  # type: ignore[arg-type]
+                                                for uri, name in roots])
+
+    async def _logged(self, params: mcp_types.LoggingMessageNotificationParams) -> None:
+        """Write a log message of the server into its log file (where its stderr goes too)."""
+        data = params.data if isinstance(params.data, str) else json.dumps(params.data, ensure_ascii=False)
+        line = _one_line(f"{params.level}{f' {params.logger}' if params.logger else ''}: {data}", 2000)
+        if self._log is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._log.write(f"[log] {line}\n")
+                self._log.flush()
+        if self.hooks is not None:
+            self.hooks.logged(self.name, line)
+
+    async def _notified(self, message: Any) -> None:
+        if isinstance(message, mcp_types.ToolListChangedNotification) and self._tasks is not None:
+            self._tasks.start_soon(self._refetch_tools)
+
+    async def _refetch_tools(self) -> None:
+        """Refetch the tools after ``list_changed``; tell the hooks when they differ."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            tools = await _list_tools(client)
+        except Exception as error:  # the old list stays; the log says why
+            await self._logged(mcp_types.LoggingMessageNotificationParams(
+                level="error", logger="stateless-chat", data=f"refetching the tools failed: {error}"))
+            return
+        if tools != self.tools:
+            self.tools = tools
+            if self.hooks is not None:
+                self.hooks.changed(self.name)
 
     def _cleanup(self) -> None:
         if self._lifeline_path is not None:
@@ -418,21 +496,26 @@ class Connection:
         reason = how or "it closed its connection"
         return reason + (f": {tail}" if tail else "") + f" (log: {self.log_path})"
 
-    async def call(self, tool: str, arguments: dict[str, Any], timeout: float) -> ToolResult:
+    async def call(self, tool: str, arguments: dict[str, Any],
+                   on_progress: Callable[[float, float | None, str | None], None] | None = None
+                   ) -> ToolResult:
         """Call ``tool`` and return its result; every failure is an error result, never an exception.
 
-        The SDK's timeout sends the server a cancellation; so does cancelling this task.
+        No timeout here: the caller's (which pauses while the user answers the server) cancels
+        this task, and the SDK then sends the server a cancellation. ``on_progress`` gets the
+        server's progress notifications for this call (a progress token is sent with it).
         """
         client = self._client
         if client is None:
             return ToolResult(self.stopped_message(), is_error=True)
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            if on_progress is not None:
+                on_progress(progress, total, message)
+
         try:
-            result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+            result = await client.call_tool(tool, arguments, progress_callback=progress)
         except MCPError as error:
-            if error.code == mcp_types.REQUEST_TIMEOUT:
-                return ToolResult(
-                    f"{self.name}.{tool} did not answer within {timeout:g} s; the call was cancelled", True
-                )
             if error.code == mcp_types.CONNECTION_CLOSED:
                 if self._ended is not None:
                     with anyio.move_on_after(END_WAIT):
@@ -445,6 +528,23 @@ class Connection:
             return ToolResult(_one_line(f"{self.name}.{tool} failed: {error}", 2000), is_error=True)
         return render_result(result)
 
+    async def request(self, method: str, *args: Any) -> Any:
+        """Return the result of the client's ``method`` (``list_resources``, ``read_resource``,
+        ``list_prompts``, ``get_prompt``, ...); raises ``MCPError`` as the SDK does."""
+        client = self._client
+        if client is None:
+            raise MCPError(mcp_types.CONNECTION_CLOSED, self.stopped_message())
+        return await getattr(client, method)(*args)
+
+
+def _instructions(text: str | None) -> str | None:
+    """Return a server's instructions as offered to the model: controls stripped, at most 4,000
+    characters (they go into every request)."""
+    if not text or not text.strip():
+        return None
+    cleaned = strip_controls(text).strip()
+    return cleaned if len(cleaned) <= INSTRUCTIONS_MAX else cleaned[: INSTRUCTIONS_MAX - 3] + "..."
+
 
 async def _list_tools(client: Client) -> tuple[RememberedTool, ...]:
     """Return every tool the server lists, following its pages; a repeated name counts once."""
@@ -453,6 +553,8 @@ async def _list_tools(client: Client) -> tuple[RememberedTool, ...]:
     for _ in range(LIST_PAGES):
         page = await client.list_tools(cursor=cursor)
         for tool in page.tools:
+            if tool.execution is not None and tool.execution.task_support == "required":
+                continue  # callable only as a task, which this client does not support
             if tool.name not in tools:
                 schema = _function_parameters(tool.input_schema)
                 tools[tool.name] = RememberedTool(tool.name, tool.description or "", schema)

@@ -32,8 +32,10 @@ import difflib
 import hashlib
 import json
 import math
+import queue
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
+from .messages import ToolProgress
 from .toolcache import Remembered, RememberedTool, ToolCache, describe_change, server_key
 from .validate import Invalid, shown, type_name
 
@@ -63,7 +66,6 @@ DEFAULT_STARTUP_TIMEOUT = 30.0
 DEFAULT_CALL_TIMEOUT = 60.0
 DEFAULT_MAX_RESULT_BYTES = 1024 * 1024  # tool_result_max_bytes
 STOP_GRACE = 2.0  # for the servers to end on their own (stdin closed) before their groups are killed
-CALL_GRACE = 5.0  # past the SDK's own timeout, before a call is given up from this side
 THREAD_JOIN = 2.0
 
 
@@ -403,6 +405,56 @@ class _Server:
         return ()
 
 
+@dataclass(frozen=True)
+class ServerAsk:
+    """A request a server makes while one of its tools runs: ``sampling`` (the model is asked:
+    ``params`` is the SDK's ``CreateMessageRequestParams``) or ``elicitation`` (the user is asked:
+    ``ElicitRequestFormParams`` or ``ElicitRequestURLParams``). ``tool`` is the call's
+    ``server.tool``; ``answer`` gets the SDK's result (or ``ErrorData``)."""
+
+    server: str
+    kind: Literal["sampling", "elicitation"]
+    params: Any
+    tool: str
+    answer: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future, compare=False)
+
+
+def refusal(ask: ServerAsk, why: str) -> Any:
+    """Return the answer that says no to ``ask``: an elicitation declined, a sampling error."""
+    import mcp.types as mcp_types
+
+    if ask.kind == "elicitation":
+        return mcp_types.ElicitResult(action="decline")
+    return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=f"sampling refused: {why}")
+
+
+class _Hooks:
+    """What the connections ask of the chat (``mcp_client.Hooks``), on the loop thread."""
+
+    def __init__(self, servers: ToolServers, roots: tuple[tuple[str, str], ...]) -> None:
+        self.servers = servers
+        self.roots = roots
+
+    async def ask(self, server: str, kind: str, params: Any) -> Any:
+        with self.servers._lock:
+            waiting = self.servers._asking.get(server) or []
+            asks = waiting[-1] if waiting else None
+        ask = ServerAsk(server, "sampling" if kind == "sampling" else "elicitation", params, server)
+        if asks is None:  # not during a call of this server's tools: nobody is there to answer
+            return refusal(ask, "no tool call of this server is under way")
+        asks.put(ask)
+        return await asyncio.wrap_future(ask.answer)
+
+    def logged(self, server: str, line: str) -> None:
+        if self.servers.on_log is not None:
+            self.servers.on_log(f"mcp server {server} logs {line}")
+
+    def changed(self, server: str) -> None:
+        record = self.servers._servers.get(server)
+        if record is not None and record.connection is not None:
+            self.servers._remember(record, record.connection, why="changed its tools")
+
+
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Run ``loop`` until it is stopped, then end what is left on it and close it."""
     asyncio.set_event_loop(loop)
@@ -459,6 +511,13 @@ class ToolServers:
         self._notices: list[str] = []
         # Where a start made by a call (in the caller's thread) tells them at once, if set.
         self.on_notice: Callable[[str], None] | None = None
+        # What the chat does with what servers send and ask (see ServerAsk, ToolProgress); the
+        # progress and log ones are called on the event loop's thread.
+        self.on_ask: Callable[[ServerAsk], Any] | None = None
+        self.on_progress: Callable[[ToolProgress], None] | None = None
+        self.on_log: Callable[[str], None] | None = None
+        self._asking: dict[str, list[queue.Queue[ServerAsk | None]]] = {}  # the calls under way, by server
+        self._hooks = _Hooks(self, ((Path.cwd().as_uri(), Path.cwd().name or "/"),))
         self._lock = threading.RLock()
         # The loop and its thread, in a list so that stop() takes them atomically (list.pop),
         # without a lock: it may run in a signal handler that interrupted this very object.
@@ -526,7 +585,7 @@ class ToolServers:
                 if connection is not None and connection.phase != "ended":
                     continue
                 log = self.log_path(server.config.name)
-                connection = Connection(server.config, log, self.max_result_bytes)
+                connection = Connection(server.config, log, self.max_result_bytes, self._hooks)
                 serving = asyncio.run_coroutine_threadsafe(connection.serve(), loop)
                 serving.add_done_callback(connection.settle)
                 server.connection, server.serving = connection, serving
@@ -556,16 +615,17 @@ class ToolServers:
                 self._remember(server, connection)
         return problems
 
-    def _remember(self, server: _Server, connection: Connection) -> None:
-        """Remember what a server that just started listed; say so when it is not what was offered."""
+    def _remember(self, server: _Server, connection: Connection,
+                  why: str = "lists other tools than remembered") -> None:
+        """Remember what a server listed (on starting, or on ``list_changed``); say so when it is not what
+        was offered."""
         listed = Remembered(connection.tools, connection.instructions)
         with self._lock:
             before, server.remembered = server.remembered, listed
             if before is not None and before != listed:
                 self._notices.append(
-                    f"mcp server {server.config.name} lists other tools than remembered "
-                    f"({describe_change(before, listed)}): they are offered from now on, which changes "
-                    "the tools array (a cache break)")
+                    f"mcp server {server.config.name} {why} ({describe_change(before, listed)}): they are "
+                    "offered from now on, which changes the tools array (a cache break)")
         if self.cache is not None:
             self.cache.put(server.key, listed)
 
@@ -659,7 +719,9 @@ class ToolServers:
         Never raises for what the model or the server did: an unknown tool, arguments that are
         not a JSON object, an error result, no answer within ``timeout`` seconds (the call is
         then cancelled on the server) and a server that has stopped all come back as an error
-        result. A KeyboardInterrupt while waiting cancels the call and is raised at once.
+        result. While the call runs, what its server asks of the user or the model (elicitation,
+        sampling) is answered in this thread (``on_ask``); the time that takes is not counted
+        against ``timeout``. A KeyboardInterrupt while waiting cancels the call and is raised.
         """
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -691,19 +753,54 @@ class ToolServers:
             runtime = self._runtime[0] if self._runtime else None
         if connection is None or runtime is None:
             return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
+
+        def progress(done: float, total: float | None, message: str | None) -> None:
+            if self.on_progress is not None:
+                self.on_progress(ToolProgress(spec.display, done, total, message))
+
+        asks: queue.Queue[ServerAsk | None] = queue.Queue()
         try:
             future = asyncio.run_coroutine_threadsafe(
-                connection.call(spec.name, arguments_or_why, timeout), runtime[0]
+                connection.call(spec.name, arguments_or_why, progress), runtime[0]
             )
         except RuntimeError:  # stop() closed the loop meanwhile
             return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
+        future.add_done_callback(lambda _: asks.put(None))
+        with self._lock:
+            self._asking.setdefault(spec.server, []).append(asks)
         try:
-            return future.result(timeout + CALL_GRACE)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            return ToolResult(
-                f"{spec.display} did not answer within {timeout:g} s; the call was cancelled", True
-            )
+            return self._wait(spec, future, asks, timeout)
+        finally:
+            with self._lock:
+                self._asking[spec.server].remove(asks)
+            while not asks.empty():  # asked just as the call ended: nobody will answer but us
+                late = asks.get_nowait()
+                if late is not None and not late.answer.done():
+                    late.answer.set_result(refusal(late, "the tool call it belongs to has ended"))
+
+    def _wait(self, spec: ToolSpec, future: concurrent.futures.Future[ToolResult],
+              asks: queue.Queue[ServerAsk | None], timeout: float) -> ToolResult:
+        """Wait for a call, answering what its server asks meanwhile; the user's time is not the tool's."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not future.done():
+                try:
+                    ask = asks.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    future.cancel()
+                    return ToolResult(f"{spec.display} did not answer within {timeout:g} s; the call was "
+                                      "cancelled", True)
+                if ask is None:
+                    continue
+                asked = time.monotonic()
+                try:
+                    answer = self.on_ask(ask) if self.on_ask is not None else refusal(ask, "nobody to ask")
+                except BaseException:
+                    ask.answer.set_result(refusal(ask, "the user cancelled"))
+                    raise
+                ask.answer.set_result(answer)
+                deadline += time.monotonic() - asked
+            return future.result()
         except concurrent.futures.CancelledError:
             return ToolResult(f"the call of {spec.display} was cancelled: the mcp servers are stopping", True)
         except Exception as error:  # a bug in the SDK or here: the chat goes on, the model is told
