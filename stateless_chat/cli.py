@@ -663,6 +663,9 @@ def start_tools(session: Session, options: Options, say: Callable[[str], None], 
         servers.start_background()
     else:
         servers.on_notice = say
+    servers.on_progress = lambda event: session.on_event(event)  # the turn's view, when one runs
+    if options.verbose:
+        servers.on_log = say if not interactive else servers.add_notice
     log = journal.of(session)  # where tools are offered, recall is one of them
     session.toolbox = Toolbox(servers, [RecallTool(log)] if log is not None else [])
     return servers
@@ -744,7 +747,7 @@ def answer_once(
             raise UsageError(f"{refusal}: --save would replace it with the conversation -c/--cid continues; "
                              "give another file")
     backend.on_event = on_event
-    start_tools(session, options, lambda line: note(options, line))
+    servers = start_tools(session, options, lambda line: note(options, line))
     refused: list[str] = []
 
     def refuse(call: ToolCall, spec: ToolSpec) -> bool:
@@ -755,6 +758,17 @@ def answer_once(
         return False
 
     session.approve = refuse
+    if servers is not None:
+        from stateless_chat import asks
+
+        def approve_sampling(line: str) -> bool:
+            note(options, line)
+            if settings.approve != "always":
+                note(options, "not sent: one-shot use sends a server's requests to the model only with --yes")
+            return settings.approve == "always"
+
+        servers.on_ask = lambda ask: asks.answer(ask, session, approve=approve_sampling, prompt=None,
+                                                 note=lambda line: note(options, line))
     try:
         answer(session, text, lambda line: note(options, line))
     except BudgetError as error:  # its advice, in the words of the command line
@@ -893,7 +907,11 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     continued = f" · continuing {log.cid}" if options.resume else ""
     servers = start_tools(session, options, repl.renderer.note, interactive=True)
     if servers is not None:
+        from stateless_chat import asks
+
         repl.notices = servers.take_notices
+        servers.on_ask = lambda ask: asks.answer(ask, session, approve=repl.confirm, prompt=repl.ask_text,
+                                                 note=repl.renderer.note)
     console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal
         one_line(f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} "
                  f"tokens{continued} · /help for commands, Ctrl-D to leave"),

@@ -881,3 +881,6 @@ def _stats(session: Session, arg: str) -> Result:
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
     return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+
+
+from stateless_chat import mcpcommands  # noqa: E402,F401  (registers /resources, /attach, /prompts, /prompt)

@@ -171,7 +171,9 @@ def render_result(result: mcp_types.CallToolResult) -> ToolResult:
             else:
                 parts.append(f"[resource {resource.uri}: {_decoded_size(resource.blob):,} bytes]")
         elif isinstance(block, mcp_types.ResourceLink):
-            parts.append(f"[resource link: {block.uri}]")
+            about = ", ".join(x for x in (block.name, block.mime_type) if x)
+            about = f" ({about})" if about else ""
+            parts.append(f"[resource link: {block.uri}{about}; the read_resource tool reads it]")
         else:  # a content type newer than this client
             parts.append(f"[{getattr(block, 'type', 'unknown')} content]")
     if not parts and result.structured_content is not None:

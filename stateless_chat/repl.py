@@ -24,7 +24,7 @@ from stateless_chat.commands import REGISTRY, Exit, Prefill, Result, Send, dispa
 from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
 from stateless_chat.hints import budget_hint
 from stateless_chat.history import Conversation
-from stateless_chat.messages import Event, ToolAnswered, ToolCall, ToolCalled
+from stateless_chat.messages import Event, ToolAnswered, ToolCall, ToolCalled, ToolProgress, describe
 from stateless_chat.render import Renderer, ReplyStream, Waiting, bar
 from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.session import Session, Unanswered
@@ -112,6 +112,7 @@ class _TurnView:
         self.waiting: Waiting | None = None
         self.held: list[Event] = []
         self.begun = False
+        self.lock = threading.Lock()  # progress comes from the tools' thread
 
     def open(self) -> None:
         """Wait for a reply: the spinner shows until its first token (on a terminal only)."""
@@ -119,9 +120,18 @@ class _TurnView:
             self.waiting = Waiting(self.renderer.console, "waiting for the reply").start()
 
     def _stop_waiting(self) -> None:
-        waiting, self.waiting = self.waiting, None
+        with self.lock:
+            waiting, self.waiting = self.waiting, None
         if waiting is not None:
             waiting.stop()
+
+    def progress(self, event: ToolProgress) -> None:
+        """Show a running call's progress live, on one transient line (the spinner's)."""
+        with self.lock:
+            if self.waiting is None:
+                self.waiting = Waiting(self.renderer.console, describe(event)).start()
+            else:
+                self.waiting.label = describe(event)
 
     def feed(self, delta: str) -> None:
         if self.stream is None:
@@ -135,7 +145,10 @@ class _TurnView:
         if isinstance(event, ToolCalled):
             self.close()
             self.renderer.event(event)
+        elif isinstance(event, ToolProgress):
+            self.progress(event)
         elif isinstance(event, ToolAnswered):
+            self._stop_waiting()
             self.renderer.event(event)
             self.open()  # the next request of the loop goes now
         elif self.begun:
@@ -173,6 +186,7 @@ class Repl:
         self.always: set[str] = set()  # tools the user approved for the whole session ("a")
         self.tool_calls = 0  # in the turn under way, for the toolbar
         self.notices: Callable[[], list[str]] = list  # lines that came up meanwhile, shown before the prompt
+        self.view: _TurnView | None = None  # the turn under way
         session.approve = self.approve
         self.renderer = Renderer(console)
         self.session.on_event = self.renderer.event
@@ -340,7 +354,7 @@ class Repl:
         before = session.snapshot()
         if base is not None:
             session.conversation = base
-        view = _TurnView(self.renderer)
+        view = self.view = _TurnView(self.renderer)
         self.tool_calls = 0
 
         def on_event(event: Event) -> None:
@@ -399,6 +413,20 @@ class Repl:
                 return True
             if answer in ("n", "no"):
                 return False
+
+    def ask_text(self, question: str) -> str:
+        """Ask the user ``question`` (a server's elicitation, during a tool call); Ctrl-C cancels the turn."""
+        if self.view is not None:
+            self.view._stop_waiting()
+        return self.asker.prompt(question)
+
+    def confirm(self, line: str) -> bool:
+        """Show ``line`` (what a server asks the model, during a tool call) and ask whether to send it."""
+        self.renderer.note(line)
+        while True:
+            answer = self.ask_text("send it? [y]es / [n]o: ").strip().lower()
+            if answer in ("y", "yes", "n", "no"):
+                return answer.startswith("y")
 
     def bug(self, error: Exception) -> None:
         """Report an unexpected exception (a bug) in one line, the traceback with ``debug``."""

@@ -47,6 +47,7 @@ class Remembered:
 
     tools: tuple[RememberedTool, ...]
     instructions: str | None = None
+    resources: bool = False  # it declares resources (the read_resource tool is offered for it)
 
 
 def server_key(command: str, args: Sequence[str], env: Mapping[str, str]) -> str:
@@ -72,7 +73,7 @@ def _entry(data: Any) -> Remembered | None:
         return None
     instructions = data.get("instructions")
     return Remembered(tuple(t for t in tools if t is not None),
-                      instructions if isinstance(instructions, str) else None)
+                      instructions if isinstance(instructions, str) else None, data.get("resources") is True)
 
 
 class ToolCache:
@@ -117,6 +118,7 @@ class ToolCache:
                 "tools": [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
                           for t in remembered.tools],
                 "instructions": remembered.instructions,
+                "resources": remembered.resources,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             with contextlib.suppress(OSError):

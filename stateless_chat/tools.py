@@ -38,12 +38,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigError
+from .errors import CommandError, ConfigError
 from .messages import ToolProgress
 from .toolcache import Remembered, RememberedTool, ToolCache, describe_change, server_key
 from .validate import Invalid, shown, type_name
@@ -65,6 +65,7 @@ OFFERED_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_STARTUP_TIMEOUT = 30.0
 DEFAULT_CALL_TIMEOUT = 60.0
 DEFAULT_MAX_RESULT_BYTES = 1024 * 1024  # tool_result_max_bytes
+LIST_PAGES = 100  # a list that never stops paginating cannot hang a command
 STOP_GRACE = 2.0  # for the servers to end on their own (stdin closed) before their groups are killed
 THREAD_JOIN = 2.0
 
@@ -361,6 +362,14 @@ def offered_names(pairs: Iterable[tuple[str, str]], reserved: Iterable[str] = ()
     return offered
 
 
+class ToolsError(CommandError):
+    """What a command asked of an MCP server could not be done; the message says why, in one line."""
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
 def parse_arguments(arguments: str) -> dict[str, Any] | str:
     """Return the model's JSON arguments as a dict, or a message saying why they are not usable.
 
@@ -619,7 +628,9 @@ class ToolServers:
                   why: str = "lists other tools than remembered") -> None:
         """Remember what a server listed (on starting, or on ``list_changed``); say so when it is not what
         was offered."""
-        listed = Remembered(connection.tools, connection.instructions)
+        capabilities = connection.capabilities
+        listed = Remembered(connection.tools, connection.instructions,
+                            capabilities is not None and capabilities.resources is not None)
         with self._lock:
             before, server.remembered = server.remembered, listed
             if before is not None and before != listed:
@@ -644,6 +655,11 @@ class ToolServers:
             for notice in self.take_notices():
                 self.on_notice(notice)
 
+    def add_notice(self, line: str) -> None:
+        """Keep ``line`` for the user, to be shown where the chat can (``take_notices``)."""
+        with self._lock:
+            self._notices.append(line)
+
     def take_notices(self) -> list[str]:
         """Return the notices not yet shown (and forget them)."""
         with self._lock:
@@ -655,6 +671,22 @@ class ToolServers:
         with self._lock:
             return [name for name, server in self._servers.items()
                     if server.enabled and server.remembered is None and not server.running()]
+
+    def with_resources(self) -> list[str]:
+        """Return the enabled servers that offer resources (as they said when running, or last time),
+        but not those that failed or stopped."""
+        with self._lock:
+            found = []
+            for name, server in self._servers.items():
+                connection = server.connection
+                if not server.enabled or (connection is not None and connection.phase == "ended"):
+                    continue
+                if connection is not None and connection.phase == "running":
+                    if connection.capabilities is not None and connection.capabilities.resources is not None:
+                        found.append(name)
+                elif server.remembered is not None and server.remembered.resources:
+                    found.append(name)
+            return found
 
     def stalled(self) -> list[str]:
         """Return the enabled servers that are not running and would not start on a call: those never
@@ -686,7 +718,28 @@ class ToolServers:
                 )
                 for config, tool in listed
             ]
-            return sorted(specs, key=lambda spec: spec.offered)
+            specs.sort(key=lambda spec: spec.offered)
+            return self._with_instructions(specs)
+
+    def _with_instructions(self, specs: list[ToolSpec]) -> list[ToolSpec]:
+        """Return ``specs`` with each server's instructions in the description of its first tool: the
+        tools array is the request's stable block, sent unchanged with every request, where the
+        model reads how a server's tools are meant to be used."""
+        done: set[str] = set()
+        result = []
+        for spec in specs:
+            server = self._servers[spec.server]
+            connection = server.connection
+            live = connection is not None and connection.phase == "running"
+            instructions = (connection.instructions if live and connection is not None
+                            else server.remembered.instructions if server.remembered is not None else None)
+            if instructions and spec.server not in done:
+                done.add(spec.server)
+                description = (f"{spec.description}\n\n[The {spec.server} server's instructions for all its "
+                               f"tools: {instructions}]").strip()
+                spec = replace(spec, description=description)
+            result.append(spec)
+        return result
 
     def tools(self) -> tuple[ToolSpec, ...]:
         """Return the tools of the enabled servers, sorted by offered name: a running server's as it
@@ -808,6 +861,70 @@ class ToolServers:
         except BaseException:  # KeyboardInterrupt: the call is cancelled, control returns now
             future.cancel()
             raise
+
+    # -- resources and prompts -------------------------------------------------------------------
+
+    def ask_server(self, server: str, method: str, *args: Any, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
+        """Return the result of the SDK client's ``method`` on ``server`` (started first if need be).
+
+        For what the user asks for by command (``/resources``, ``/attach``, ``/prompts``,
+        ``/prompt``). Anything that goes wrong raises ``ToolsError`` with one line.
+        """
+        record = self._named(server)
+        if not record.running():
+            problems = self.start([server])
+            self._tell_notices()
+            if problems:
+                raise ToolsError(problems[0])
+        with self._lock:
+            connection = record.connection
+            runtime = self._runtime[0] if self._runtime else None
+        if connection is None or runtime is None or not record.running():
+            raise ToolsError(f"the mcp server {server} is not running")
+        future = asyncio.run_coroutine_threadsafe(connection.request(method, *args), runtime[0])
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ToolsError(f"the mcp server {server} did not answer within {timeout:g} s") from None
+        except concurrent.futures.CancelledError:
+            raise ToolsError(f"the mcp server {server} is stopping") from None
+        except Exception as error:
+            message = getattr(error, "message", None) or str(error) or type(error).__name__
+            said = _one_line_text(f"the mcp server {server} answered with an error: {message}")
+            raise ToolsError(said) from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def capable(self, feature: str) -> list[str]:
+        """Return the enabled servers that declare ``feature`` (``resources``, ``prompts``), starting those
+        not running (what a server offers is known once it has started)."""
+        names = [name for name, server in self._servers.items() if server.enabled]
+        waiting = [name for name in names if not self._servers[name].running()]
+        if waiting:
+            for problem in self.start(waiting):
+                self.add_notice(problem)
+        found = []
+        for name in names:
+            connection = self._servers[name].connection
+            capabilities = connection.capabilities if connection is not None else None
+            if connection is not None and connection.phase == "running" and capabilities is not None \
+                    and getattr(capabilities, feature, None) is not None:
+                found.append(name)
+        return found
+
+    def list_all(self, server: str, method: str, field: str) -> list[Any]:
+        """Return every item of a paginated list (``list_resources``/``resources``, ...), page by page."""
+        items: list[Any] = []
+        cursor: str | None = None
+        for _ in range(LIST_PAGES):
+            page = self.ask_server(server, method, cursor) if cursor else self.ask_server(server, method)
+            items += getattr(page, field)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return items
 
     def _missing(self, offered: str, previous: ToolSpec | None, current: list[ToolSpec]) -> str:
         """Return why there is no tool ``offered`` now: its server's state, or that no server has it."""
