@@ -176,7 +176,7 @@ def question(field: FormField) -> str:
     default = f" (Enter: {shown_default})" if field.default is not None else ""
     optional = "" if field.required or field.default is not None else " (Enter: leave out)"
     about = f" - {field.description}" if field.description else ""
-    return one_line(f"  {field.title}{about}{hint}{default}{optional}: ")
+    return f"  {one_line(f'{field.title}{about}{hint}{default}{optional}')}: "
 
 
 def elicit(ask: ServerAsk, prompt: Callable[[str], str], note: Callable[[str], None]) -> Any:

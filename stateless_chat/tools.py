@@ -812,16 +812,16 @@ class ToolServers:
                 self.on_progress(ToolProgress(spec.display, done, total, message))
 
         asks: queue.Queue[ServerAsk | None] = queue.Queue()
-        try:
-            future = asyncio.run_coroutine_threadsafe(
-                connection.call(spec.name, arguments_or_why, progress), runtime[0]
-            )
-        except RuntimeError:  # stop() closed the loop meanwhile
-            return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
-        future.add_done_callback(lambda _: asks.put(None))
-        with self._lock:
+        with self._lock:  # before the call goes: the server may ask at once
             self._asking.setdefault(spec.server, []).append(asks)
         try:
+            try:
+                future = asyncio.run_coroutine_threadsafe(
+                    connection.call(spec.name, arguments_or_why, progress), runtime[0]
+                )
+            except RuntimeError:  # stop() closed the loop meanwhile
+                return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
+            future.add_done_callback(lambda _: asks.put(None))
             return self._wait(spec, future, asks, timeout)
         finally:
             with self._lock:

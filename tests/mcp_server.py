@@ -6,6 +6,8 @@ writes a line that is not JSON-RPC to stdout, and one to stderr, before serving;
 never answers the handshake; ``--malformed-list`` answers ``tools/list`` with a list no client can
 read. Its tools:
 
+- ``shout(text)`` sends ``text`` as a log message; ``grow(name)`` adds a tool and sends
+  ``tools/list_changed``;
 - ``text(megabytes, kind)`` returns that much text (words, or one repeated letter), plain content only;
 - ``add(a, b)`` answers ``a + b``; ``fail()`` returns an ``isError`` result; ``crash()`` ends the
   process with status 3 (after a line on stderr); ``hang(seconds)`` sleeps; ``huge(n)`` returns
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ImageContent, TextContent
 
 server = MCPServer("stateless-chat-test")
@@ -78,6 +80,19 @@ def text(megabytes: float, kind: str = "words") -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=body)])
 
 
+async def shout(text: str, ctx: Context) -> str:  # type: ignore[type-arg]
+    """Send text as a log message (info), then answer."""
+    await ctx.info(text)
+    return "logged"
+
+
+async def grow(name: str, ctx: Context) -> str:  # type: ignore[type-arg]
+    """Add a tool of that name (it answers its name) and tell the client the list changed."""
+    server.add_tool(lambda: name, name=name, description=f"a tool added at run time: {name}")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
+
+
 def env(name: str) -> str:
     """Return the value of an environment variable of this process, or <unset>."""
     value = os.environ.get(name)
@@ -119,6 +134,8 @@ TOOLS: dict[str, Callable[..., Any]] = {
     "hang": hang,
     "huge": huge,
     "text": text,
+    "shout": shout,
+    "grow": grow,
     "env": env,
     "image": image,
     "dotted.name": dotted,

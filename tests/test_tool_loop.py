@@ -509,3 +509,12 @@ def test_a_list_that_changed_on_start_is_named_as_the_cache_break_it_causes(serv
     assert sorted(t["function"]["name"] for t in second["tools"]) == ["add", "env"]
     [cache_break] = [e for e in events if isinstance(e, CacheBreak)]
     assert cache_break.cause == "the tools offered changed (added env; removed ghost; changed add)"
+
+
+def test_one_shot_verbose_shows_a_server_s_log_messages(server: FakeServer, tmp_path: Path) -> None:
+    server.replier = calling((("shout", '{"text": "hello from the server"}'),))
+    config = str(write_config(tmp_path, "shout"))
+    done = run_cli("--config", config, "--base-url", server.url, "-y", "-v", "x")
+    assert done.stdout.decode() == "The tools said: logged\n"
+    lines = done.stderr.decode().splitlines()
+    assert "stateless-chat: mcp server calc logs info: hello from the server" in lines

@@ -654,3 +654,27 @@ def test_starting_in_the_background_returns_at_once_and_problems_become_notices(
         assert servers.call("add", '{"a": 1, "b": 1}').text == "2"
         assert servers.take_notices() == ["mcp server ghost failed to start: command not found: "
                                           "no-such-binary (the chat goes on without its tools)"]
+
+
+@pytest.mark.timeout(60)
+def test_a_list_changed_notification_refetches_the_tools_and_names_the_change(tmp_path: Path) -> None:
+    from stateless_chat.toolcache import ToolCache
+
+    configs = {"calc": test_server("calc", "--only", "add,grow,shout")}
+    logged: list[str] = []
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as servers:
+        servers.on_log = logged.append
+        assert servers.start() == []
+        assert servers.call("shout", '{"text": "hello log"}').text == "logged"
+        assert servers.call("grow", '{"name": "fresh"}').text == "added fresh"
+        deadline = time.monotonic() + 10
+        while "fresh" not in [spec.name for spec in servers.tools()] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servers.call("fresh", "{}").text == "fresh"
+        assert servers.take_notices() == ["mcp server calc changed its tools (1 added (fresh)): they are "
+                                          "offered from now on, which changes the tools array (a cache "
+                                          "break)"]
+        assert logged == ["mcp server calc logs info: hello log"]
+        assert "[log] info: hello log" in servers.log_path("calc").read_text()
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as again:
+        assert "fresh" in [spec.name for spec in again.tools()]  # the new list is remembered
