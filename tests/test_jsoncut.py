@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stateless_chat.jsoncut import SHORT, JsonCutter
-from stateless_chat.mcp_stdio import CUT_META, LineReader
+from stateless_chat.tools.jsoncut import SHORT, JsonCutter
+from stateless_chat.tools.mcp_stdio import CUT_META, LineReader
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)

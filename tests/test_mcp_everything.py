@@ -12,16 +12,17 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateless_chat import asks
-from stateless_chat.messages import ToolAnswered, ToolProgress
-from stateless_chat.session import Session
-from stateless_chat.toolbox import Toolbox
-from stateless_chat.tools import ServerAsk, ServerConfig, ToolServers
+from stateless_chat.chat import asks
+from stateless_chat.chat.session import Session
+from stateless_chat.core.messages import ToolAnswered, ToolProgress
+from stateless_chat.tools.servers import ServerAsk, ServerConfig, ToolServers
+from stateless_chat.tools.toolbox import Toolbox
 from tests.conftest import make_session, run_repl
 from tests.everything import everything
 from tests.fakeserver import FakeServer, Scripted
@@ -64,8 +65,8 @@ def calling(*steps: tuple[str, str], sampled: str = "sampled: the model's answer
 
 def tool_session(server: FakeServer, servers: ToolServers, **settings: Any) -> Session:
     session = make_session(server, **settings)
-    session.toolbox = Toolbox(servers)
-    session.approve = lambda call, spec: True
+    session.tools = Toolbox(servers)
+    session.hooks = replace(session.hooks, approve=lambda call, spec: True)
     return session
 
 
@@ -130,8 +131,8 @@ def test_the_server_instructions_are_in_the_stable_block(servers: ToolServers) -
 def test_progress_reaches_the_turn_live_before_the_result(server: FakeServer, servers: ToolServers) -> None:
     session = tool_session(server, servers)
     events: list[Any] = []
-    session.on_event = events.append
-    servers.on_progress = lambda event: session.on_event(event)
+    session.hooks = replace(session.hooks, on_event=events.append)
+    servers.on_progress = events.append  # as the chat routes it to the turn's view (the terminal test)
     server.replier = calling(("trigger-long-running-operation", '{"duration": 1.5, "steps": 3}'))
     try:
         reply = session.send("run the long operation")

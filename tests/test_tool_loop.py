@@ -13,16 +13,17 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateless_chat.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
-from stateless_chat.session import Session
-from stateless_chat.toolbox import RecallTool, Toolbox
-from stateless_chat.tools import ServerConfig, ToolServers, ToolSpec
+from stateless_chat.chat.session import Session
+from stateless_chat.core.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
+from stateless_chat.tools.servers import ServerConfig, ToolServers, ToolSpec
+from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
 from tests.test_cli import run_cli
@@ -63,14 +64,14 @@ def calling(*steps: tuple[tuple[str, str], ...], answer: Answer | None = None
 
 def tool_session(server: FakeServer, tools: ToolServers, approve: bool = True, **settings: Any) -> Session:
     session = make_session(server, **settings)
-    session.toolbox = Toolbox(tools)
-    session.approve = lambda call, spec: approve
+    session.tools = Toolbox(tools)
+    session.hooks = replace(session.hooks, approve=lambda call, spec: approve)
     return session
 
 
 def recorded(session: Session) -> list[Any]:
     events: list[Any] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     return events
 
 
@@ -184,7 +185,7 @@ def test_tool_steps_are_budgeted_and_evict_history_not_the_turn(server: FakeServ
 
 
 def _message(data: dict[str, Any]) -> Any:
-    from stateless_chat.messages import Message, ToolCall
+    from stateless_chat.core.messages import Message, ToolCall
 
     calls = tuple(ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
                   for c in data.get("tool_calls", []))
@@ -196,7 +197,7 @@ def _message(data: dict[str, Any]) -> Any:
 
 def repl_session(server: FakeServer, tools: ToolServers) -> Session:
     session = make_session(server)
-    session.toolbox = Toolbox(tools)
+    session.tools = Toolbox(tools)
     return session
 
 
@@ -361,13 +362,13 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
 
 def test_the_model_recalls_an_evicted_fact_with_the_recall_tool(server: FakeServer,
                                                                  tools: ToolServers) -> None:
-    from stateless_chat import journal
+    from stateless_chat.store import journal
 
     session = make_session(server, budget=500, reply_reserve=64)
     log = journal.attach(session, None)  # logging off: recall searches an index held in memory
-    session.toolbox = Toolbox(tools, [RecallTool(log)])
+    session.tools = Toolbox(tools, [RecallTool(log.matches, lambda: session.conversation.evicted)])
     approved: list[str] = []
-    session.approve = lambda call, spec: approved.append(spec.display) is None
+    session.hooks = replace(session.hooks, approve=lambda call, spec: approved.append(spec.display) is None)
     server.replier = lambda body: "noted"
     session.send("The launch code is 7491, remember it.")
     for i in range(8):
@@ -410,7 +411,7 @@ def test_the_toolbar_counts_the_tools_array_as_tokens_does(server: FakeServer, t
 
 
 def test_steps_on_a_terminal_stream_and_end_a_step_s_line() -> None:
-    from stateless_chat.steps import Steps
+    from stateless_chat.ui.steps import Steps
 
     written: list[str] = []
     said: list[str] = []
@@ -455,7 +456,7 @@ def test_the_chat_starts_remembered_servers_in_the_background_and_says_what_fail
                                                                                   tmp_path: Path) -> None:
     import pexpect
 
-    from stateless_chat.toolcache import Remembered, RememberedTool, ToolCache, server_key
+    from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, server_key
     from tests.test_pty import prompt_ready, terminal_env
 
     config = write_config(tmp_path, "add")
@@ -492,8 +493,8 @@ def test_the_chat_starts_remembered_servers_in_the_background_and_says_what_fail
 
 def test_a_list_that_changed_on_start_is_named_as_the_cache_break_it_causes(server: FakeServer,
                                                                             tmp_path: Path) -> None:
-    from stateless_chat.messages import CacheBreak
-    from stateless_chat.toolcache import Remembered, RememberedTool, ToolCache, server_key
+    from stateless_chat.core.messages import CacheBreak
+    from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, server_key
 
     config = ServerConfig("calc", sys.executable, (SERVER, "--only", "add,env"))
     ghost = RememberedTool("ghost", "gone since", {"type": "object", "properties": {}})

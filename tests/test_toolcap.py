@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from stateless_chat.messages import Message
-from stateless_chat.tokens import TokenCounter, byte_upper_bound
-from stateless_chat.toolcap import cap_result
+from stateless_chat.core.messages import Message
+from stateless_chat.core.tokens import TokenCounter, byte_upper_bound
+from stateless_chat.tools.toolcap import cap_result
 
 
 class Recording:

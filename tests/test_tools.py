@@ -28,8 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stateless_chat.errors import ConfigError
-from stateless_chat.mcp_client import LAUNCHER
-from stateless_chat.tools import (
+from stateless_chat.launchers import MCP_SERVER
+from stateless_chat.tools.servers import (
     OFFERED_NAME,
     SERVER_NAME,
     ServerConfig,
@@ -503,7 +503,7 @@ _CHAT = textwrap.dedent(
     """
     import json, signal, sys
     from pathlib import Path
-    from stateless_chat.tools import ServerConfig, ToolServers
+    from stateless_chat.tools.servers import ServerConfig, ToolServers
 
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, even under nohup
     if sys.argv[3] == "SIGTERM-handled":  # as the CLI does: stop in the handler, then exit
@@ -547,7 +547,7 @@ def test_no_child_outlives_the_chat(tmp_path: Path, ending: str) -> None:
 
 def test_the_launcher_passes_the_environment_through_untouched() -> None:
     env = {"PATH": os.environ["PATH"], "ONLY": "this"}
-    command = [sys.executable, "-I", "-S", "-c", LAUNCHER, f"pid:{os.getpid()}", "0", "env"]
+    command = [sys.executable, "-I", "-S", str(MCP_SERVER), f"pid:{os.getpid()}", "0", "env"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=10,
                           start_new_session=True)
     assert sorted(done.stdout.splitlines()) == ["ONLY=this", f"PATH={env['PATH']}"]  # no LC_CTYPE of Python's
@@ -595,7 +595,7 @@ def log_starts(log: Path) -> int:
 
 @pytest.mark.timeout(60)
 def test_a_remembered_list_is_offered_without_starting_and_the_first_call_starts_it(tmp_path: Path) -> None:
-    from stateless_chat.toolcache import ToolCache
+    from stateless_chat.tools.toolcache import ToolCache
 
     configs = {"calc": test_server("calc", "--only", "add,pids", env={"TOKEN": "secret-value-123"})}
     with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as first:
@@ -621,7 +621,7 @@ def test_a_remembered_list_is_offered_without_starting_and_the_first_call_starts
 
 @pytest.mark.timeout(60)
 def test_a_list_that_differs_from_the_remembered_one_is_used_and_named(tmp_path: Path) -> None:
-    from stateless_chat.toolcache import Remembered, RememberedTool, ToolCache, server_key
+    from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, server_key
 
     config = test_server("calc", "--only", "add,env")
     ghost = RememberedTool("ghost", "a tool the server no longer has", {"type": "object", "properties": {}})
@@ -658,7 +658,7 @@ def test_starting_in_the_background_returns_at_once_and_problems_become_notices(
 
 @pytest.mark.timeout(60)
 def test_a_list_changed_notification_refetches_the_tools_and_names_the_change(tmp_path: Path) -> None:
-    from stateless_chat.toolcache import ToolCache
+    from stateless_chat.tools.toolcache import ToolCache
 
     configs = {"calc": test_server("calc", "--only", "add,grow,shout")}
     logged: list[str] = []
