@@ -239,7 +239,7 @@ def test_start_lists_the_tools_with_their_schemas(servers: ToolServers) -> None:
     assert offered == sorted(offered)
     assert set(offered) == {
         "one_add", "two_add", "one_env", "two_env", "fail", "crash", "hang", "huge", "image",
-        "dotted_name", "cancelled", "pids", "spawn_sleeper", "text",
+        "dotted_name", "cancelled", "pids", "spawn_sleeper", "text", "shout", "grow",
     }  # fmt: skip
     add = servers.lookup("one_add")
     assert add is not None and add.name == "add" and add.display == "one.add"
@@ -248,7 +248,7 @@ def test_start_lists_the_tools_with_their_schemas(servers: ToolServers) -> None:
     assert add.input_schema["required"] == ["a", "b"]
     assert add.approve == "ask" and servers.lookup("two_add").approve == "always"  # type: ignore[union-attr]
     states = [(s.name, s.state, s.tools) for s in servers.status()]
-    assert states == [("one", "running", 12), ("two", "running", 2)]
+    assert states == [("one", "running", 14), ("two", "running", 2)]
 
 
 def test_api_tools_are_sorted_and_the_same_bytes_every_time(servers: ToolServers) -> None:

@@ -176,6 +176,7 @@ class Connection:
         self.config = config
         self.hooks = hooks
         self.capabilities: mcp_types.ServerCapabilities | None = None
+        self.has_resources = False  # it declares resources and lists some (or templates of some)
         self.max_bytes = max_bytes
         self.name = config.name
         self.log_path = log_path
@@ -321,6 +322,7 @@ class Connection:
                     self.capabilities = client.server_capabilities
                     self.instructions = _instructions(client.instructions)
                     self.tools = await _list_tools(client)
+                    self.has_resources = await _has_resources(client)
                 except Exception as error:
                     self._on_error(error)
                     raise
@@ -462,6 +464,19 @@ class Connection:
         if client is None:
             raise MCPError(mcp_types.CONNECTION_CLOSED, self.stopped_message())
         return await getattr(client, method)(*args)
+
+
+async def _has_resources(client: Client) -> bool:
+    """Return whether the server lists any resource or resource template (many declare the capability
+    and have none: the read_resource tool is offered only for a server that has some)."""
+    if client.server_capabilities.resources is None:
+        return False
+    try:
+        if (await client.list_resources()).resources:
+            return True
+        return bool((await client.list_resource_templates()).resource_templates)
+    except Exception:  # a server that cannot list them offers none
+        return False
 
 
 def _instructions(text: str | None) -> str | None:

@@ -641,9 +641,7 @@ class ToolServers:
                   why: str = "lists other tools than remembered") -> None:
         """Remember what a server listed (on starting, or on ``list_changed``); say so when it is not what
         was offered."""
-        capabilities = connection.capabilities
-        listed = Remembered(connection.tools, connection.instructions,
-                            capabilities is not None and capabilities.resources is not None)
+        listed = Remembered(connection.tools, connection.instructions, connection.has_resources)
         with self._lock:
             before, server.remembered = server.remembered, listed
             if before is not None and before != listed:
@@ -695,7 +693,7 @@ class ToolServers:
                 if not server.enabled or (connection is not None and connection.phase == "ended"):
                     continue
                 if connection is not None and connection.phase == "running":
-                    if connection.capabilities is not None and connection.capabilities.resources is not None:
+                    if connection.has_resources:
                         found.append(name)
                 elif server.remembered is not None and server.remembered.resources:
                     found.append(name)
