@@ -126,11 +126,19 @@ def _cache_lifetime(value: object) -> float:
 
 
 RECALL_MODES = ("off", "auto")
+MEMORY_MODES = ("auto", "manual", "off")  # memory.MODES: the config is checked without importing the core
 
 
 def _recall(value: object) -> str:
     if value not in RECALL_MODES:
         raise Invalid("one of " + ", ".join(RECALL_MODES))
+    assert isinstance(value, str)
+    return value
+
+
+def _memory(value: object) -> str:
+    if value not in MEMORY_MODES:
+        raise Invalid("one of " + ", ".join(MEMORY_MODES))
     assert isinstance(value, str)
     return value
 
@@ -267,6 +275,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "log_db": _optional(_path),
     "recall": _recall,
     "recall_budget": _optional(_positive_int),
+    "memory": _memory,
+    "memory_budget": _optional(_positive_int),
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -332,8 +342,10 @@ class Settings:
     endpoint_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"internal": True})
     log: bool = True
     log_db: str | None = None
-    recall: str = "off"
+    recall: str = "auto"
     recall_budget: int | None = None
+    memory: str = "auto"
+    memory_budget: int | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -407,6 +419,11 @@ class Settings:
         """Return the most tokens auto recall may add to one request of ``budget`` tokens:
         ``recall_budget``, else a tenth of the budget."""
         return self.recall_budget if self.recall_budget is not None else budget // 10
+
+    def memory_room(self, budget: int) -> int:
+        """Return the most tokens the standing memory may take in a request of ``budget`` tokens:
+        ``memory_budget``, else a tenth of the budget."""
+        return self.memory_budget if self.memory_budget is not None else budget // 10
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied; raises ``ConfigError`` if the result is invalid."""

@@ -81,7 +81,7 @@ def sample(session: Session, ask: ServerAsk) -> Any:
     usage = reply.usage
     counted = usage.prompt_tokens if usage and usage.prompt_tokens is not None else None
     if counted is None:
-        counted = session.counter.count_request(sampling_messages(params))
+        counted = sum(session.measure(m) for m in messages) + session.framing()
     # Billed to the turn under way with its other extra requests (summaries): one more request it made.
     session.summaries.add(Spent(counted, (usage.cached_tokens if usage else None) or 0,
                                 (usage.completion_tokens if usage else None) or 0))

@@ -1,6 +1,7 @@
 """The next request in typed slots, and the eviction policies that fit it to the budget.
 
-A ``Candidate`` is the request before fitting: the system prompt, the running summary,
+A ``Candidate`` is the request before fitting: the system prompt, the standing memory
+(never evicted), the running summary,
 the live history (pinned entries marked), recalled entries, this turn's pending
 messages, and the size of the ``tools`` array. A policy's ``fit`` returns a ``Fit``:
 the request it will send, which history ids it dropped or folded, and its events;
@@ -29,10 +30,11 @@ from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import BudgetError, raise_budget
 
 
-def request_size(entries: Iterable[Entry], reserve: int = 0) -> int:
-    """Return the tokens a request with ``entries`` takes: their billed sizes, the reply priming
-    and ``reserve`` (the room held back for the reply)."""
-    return sum(e.tokens for e in entries) + REPLY_PRIMING + reserve
+def request_size(entries: Iterable[Entry], reserve: int = 0, framing: int = REPLY_PRIMING) -> int:
+    """Return the tokens a request with ``entries`` takes: their billed sizes, ``framing`` (what the
+    request adds beyond its messages: the reply priming, or a chat template's own tokens) and
+    ``reserve`` (the room held back for the reply)."""
+    return sum(e.tokens for e in entries) + framing + reserve
 
 
 def too_big_alone(tokens: int, reserve: int, budget: int) -> bool:
@@ -63,6 +65,8 @@ class Candidate:
     recalled: tuple[Entry, ...] = ()
     next_id: int = 0
     low_water: int | None = None
+    memory: Entry | None = None  # the standing notes, right after the system prompt: never evicted
+    framing: int = REPLY_PRIMING
 
     @property
     def target(self) -> int:
@@ -71,7 +75,7 @@ class Candidate:
 
     def entries(self) -> tuple[Entry, ...]:
         """Return every entry the request sends, in order."""
-        head = tuple(e for e in (self.system, self.summary) if e is not None)
+        head = tuple(e for e in (self.system, self.memory, self.summary) if e is not None)
         return head + self.history + self.recalled + self.pending
 
     def messages(self) -> list[Message]:
@@ -80,7 +84,7 @@ class Candidate:
     @property
     def size(self) -> int:
         """Return the request's tokens: every entry, the tools, the reply priming and the reserve."""
-        return request_size(self.entries(), self.reserve) + self.tools
+        return request_size(self.entries(), self.reserve, self.framing) + self.tools
 
     @property
     def fits(self) -> bool:
@@ -207,6 +211,7 @@ def budget_error(candidate: Candidate) -> BudgetError:
             f"shorten it or {raise_hint}", needed=size
         )
     system = candidate.system.tokens if candidate.system is not None else 0
+    memory = candidate.memory.tokens if candidate.memory is not None else 0
     summary = candidate.summary.tokens if candidate.summary is not None else 0
     pinned = sum(e.tokens for e in candidate.history + candidate.recalled)
     parts = [
@@ -214,6 +219,7 @@ def budget_error(candidate: Candidate) -> BudgetError:
         for name, n in (
             ("pinned messages", pinned),
             ("system prompt", system),
+            ("standing memory", memory),
             ("summary", summary),
             ("tools", candidate.tools),
             ("this message", pending),
@@ -234,8 +240,11 @@ def budget_error(candidate: Candidate) -> BudgetError:
     if named:
         unpin = ", ".join(f"#{e.id} ({e.tokens:,} tokens)" for e in named)
         return BudgetError(f"{head}: unpin {unpin} or {raise_hint}", needed=size)
-    if system > pending:
+    if system > pending and system >= memory:
         return BudgetError(f"{head}: shorten the system prompt or {raise_hint}", needed=size)
+    if memory > pending:
+        return BudgetError(f"{head}: /forget a standing note (/memory lists them) or {raise_hint}",
+                           needed=size)
     return BudgetError(f"{head}: {raise_hint}", needed=size)
 
 
