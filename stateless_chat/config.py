@@ -268,6 +268,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "max_tool_steps": _nonnegative_int,
     "tool_timeout": _timeout,
     "tool_result_max_tokens": _positive_int,
+    "tool_result_max_bytes": _byte_size,
+    "tool_startup_timeout": _timeout,
     "max_reply_bytes": _byte_size,
     "log": _bool,
     "log_db": _optional(_path),
@@ -332,6 +334,8 @@ class Settings:
     max_tool_steps: int = 10
     tool_timeout: float = 60.0
     tool_result_max_tokens: int = 2000
+    tool_result_max_bytes: int = 1024 * 1024
+    tool_startup_timeout: float = 30.0
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     # The API keys of the base_urls entries that have their own ({url = ..., api_key = ...}), as
     # (url, key) pairs: not a key of its own in the config file, never shown or saved.
