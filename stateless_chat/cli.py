@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.messages import Event, ToolCall
     from stateless_chat.session import Session
     from stateless_chat.tools import ToolSpec
+    from stateless_chat.workspace import Workspace
 
     Backend: TypeAlias = Failover | RestartingBackend  # what run_once and run_repl talk to
 
@@ -206,6 +207,9 @@ def chat(
     no_tools: Annotated[
         bool, typer.Option("--no-tools", help="Offer no tools (MCP servers) in this run.")
     ] = False,
+    no_instructions: Annotated[
+        bool, typer.Option("--no-instructions", help="Do not read the instruction files (AGENTS.md).")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -225,6 +229,7 @@ def chat(
         "log": False if no_log else None,
         "recall": recall,
         "approve": "always" if yes else None,
+        "instructions": False if no_instructions else None,
     }
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
@@ -563,6 +568,7 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
     resume(session, options, flags)
     if options.resume:
         open_journal(session, settings, options, flags, warn=lambda text: None).close()
+    open_workspace(session, lambda line: note(options, line))
     print(safe_json(session.preview_body(text or None)))
     model = session.settings.model
     said = f"dry run: this request would go to {where} (model {model}); nothing was sent"
@@ -638,9 +644,9 @@ def start_tools(session: Session, options: Options, say: Callable[[str], None]) 
     servers_config = session.settings.mcp
     if not servers_config or not options.tools:
         return
-    from stateless_chat import journal
+    from stateless_chat import journal, workspace
     from stateless_chat.config import default_data_dir
-    from stateless_chat.toolbox import RecallTool, Toolbox
+    from stateless_chat.toolbox import Builtin, RecallTool, SkillTool, Toolbox
     from stateless_chat.tools import ToolServers
 
     servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs")
@@ -648,7 +654,12 @@ def start_tools(session: Session, options: Options, say: Callable[[str], None]) 
     for problem in servers.start():
         say(f"{problem} (the chat goes on without its tools)")
     log = journal.of(session)  # where tools are offered, recall is one of them
-    session.toolbox = Toolbox(servers, [RecallTool(log)] if log is not None else [])
+    space = workspace.of(session)  # and, where there are skills, use_skill
+    builtins: list[Builtin] = [RecallTool(log)] if log is not None else []
+    if space is not None and space.catalog.skills:
+        builtins.append(SkillTool(space))
+        space.offer_tool(True)
+    session.toolbox = Toolbox(servers, builtins)
 
 
 def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
@@ -681,6 +692,17 @@ def open_journal(session: Session, settings: Settings, options: Options, flags: 
     elif options.load is not None or options.save is not None:
         attached.saved = session.conversation  # it is in that file
     return attached
+
+
+def open_workspace(session: Session, say: Callable[[str], None]) -> Workspace:
+    """Attach the instruction files, skills and documents of this run to ``session`` (``workspace``)."""
+    from stateless_chat import workspace
+
+    try:
+        cwd: Path | None = Path.cwd()
+    except OSError:  # the working directory was removed: no project files to read
+        cwd = None
+    return workspace.attach(session, cwd=cwd, env=os.environ, say=say)
 
 
 def run_once(
@@ -727,6 +749,10 @@ def answer_once(
             raise UsageError(f"{refusal}: --save would replace it with the conversation -c/--cid continues; "
                              "give another file")
     backend.on_event = on_event
+    space = open_workspace(session, lambda line: note(options, line))
+    if options.verbose:
+        for line in space.started():
+            note(options, line)
     start_tools(session, options, lambda line: note(options, line))
     refused: list[str] = []
 
@@ -829,6 +855,7 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
     # Through the session: a line said while a reply streams waits until the reply is shown.
     log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
     continued = f" · continuing {log.cid}" if options.resume else ""
+    space = open_workspace(session, repl.renderer.note)
     start_tools(session, options, repl.renderer.note)
     console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal
         one_line(f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} "
@@ -840,6 +867,9 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
         window = session.settings.effective_context_window
         console.print(one_line(f"context window {window:,} tokens ({context_source})"), style="dim",
                       markup=False)
+    if not options.quiet:
+        for line in space.started():
+            console.print(one_line(line), style="dim", markup=False)
     try:
         return repl.run()
     finally:

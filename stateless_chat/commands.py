@@ -27,6 +27,7 @@ from stateless_chat.models import family_of
 from stateless_chat.policies import POLICIES
 from stateless_chat.sensitive import secret_reason
 from stateless_chat.session import Session
+from stateless_chat.textfiles import MAX_FILE_BYTES, read_text_file  # noqa: F401 - /file's rules
 from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING
 
 # ---- results ------------------------------------------------------------------
@@ -295,6 +296,18 @@ def summary_line(entry: Entry) -> str:
     return first_line(message.text)
 
 
+def slot_line(entry: Entry) -> str:
+    """Return the first line /history shows for an entry of a context slot: what it holds."""
+    if entry.kind == "instructions":
+        return first_line(f"AGENTS.md: {entry.source}")
+    if entry.kind == "skills":
+        names = [line[2:].partition(":")[0] for line in entry.content.splitlines() if line.startswith("- ")]
+        return first_line(f"{len(names)} skill(s): {', '.join(names)}")
+    if entry.kind == "skill":
+        return first_line(f"skill {entry.source}")
+    return first_line(entry.source or entry.content)
+
+
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
     rows = []
     hidden = 0
@@ -305,6 +318,10 @@ def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[Histo
             continue
         rows.append(HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
                                summary_line(entry), entry.kind, entry.cut))
+    # The context slots, after the system prompt (their ids are negative: no number to type).
+    after = next((index for index, row in enumerate(rows) if row.id > 0), len(rows))
+    rows[after:after] = [HistoryRow(e.id, e.role, e.tokens, True, conversation.state(e), slot_line(e), e.kind)
+                         for e in conversation.slot_entries()]
     return rows, hidden
 
 
@@ -375,12 +392,22 @@ def tokens_view(session: Session) -> TokensView:
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
     recalled = sum(e.tokens for e in conversation.recalled)
+    slots = conversation.slot_entries()
+    # The context slots show only when they hold something: a chat without them reads as before.
+    context = tuple((name, size) for name, size in (
+        ("instructions", sum(e.tokens for e in slots if e.kind == "instructions")),
+        ("skills index", sum(e.tokens for e in slots if e.kind == "skills")),
+        ("active skills", sum(e.tokens for e in slots if e.kind == "skill")),
+    ) if size)
+    retrieved = sum(e.tokens for e in conversation.retrieved)
     parts = (
         ("system", system),
+        *context,
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
         ("recalled", recalled),
+        *((("documents", retrieved),) if retrieved else ()),
         ("tools", session.tools_tokens(session.tools_offered())),
         ("new message framing", PER_MESSAGE),  # what any next message adds besides its text
         ("reply priming", REPLY_PRIMING),
@@ -524,31 +551,9 @@ def _edit(session: Session, arg: str) -> Result:
 
 # ---- files --------------------------------------------------------------------------
 
-MAX_FILE_BYTES = 1_000_000
-
-
 def file_message(shown: str, text: str) -> str:
     """Return the user message that carries a file: its path as a header, then its text."""
     return f"File: {shown}\n\n{text}"
-
-
-def read_text_file(path: Path) -> str:
-    """Return the UTF-8 text of ``path``; CommandError for a missing, binary or oversize file."""
-    if not path.exists():
-        raise CommandError(f"no such file: {path}")
-    if not path.is_file():
-        raise CommandError(f"not a regular file: {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise CommandError(f"{path} is {size:,} bytes; files over {MAX_FILE_BYTES:,} bytes are refused")
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise CommandError(f"{path} looks binary (it has NUL bytes); only text files can be added")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CommandError(f"{path} is not UTF-8 text (bad byte at offset {error.start}); not added") \
-            from None
 
 
 @command("file", "/file PATH [--pin]", "add a text file to the history as a message (--pin: never evict)",
@@ -880,3 +885,7 @@ def _stats(session: Session, arg: str) -> Result:
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
     return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+
+
+# The commands of the context slots (instructions, skills, documents) are registered there.
+from stateless_chat import context_commands  # noqa: E402, F401

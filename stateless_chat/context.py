@@ -1,8 +1,9 @@
 """The next request in typed slots, and the eviction policies that fit it to the budget.
 
-A ``Candidate`` is the request before fitting: the system prompt, the running summary,
-the live history (pinned entries marked), recalled entries, this turn's pending
-messages, and the size of the ``tools`` array. A policy's ``fit`` returns a ``Fit``:
+A ``Candidate`` is the request before fitting: the system prompt, the instructions, the
+skills index and active skills, the running summary, the live history (pinned entries
+marked), recalled entries, retrieved documents, this turn's pending messages, and the size
+of the ``tools`` array. Policies evict only history and recalled turns. A policy's ``fit`` returns a ``Fit``:
 the request it will send, which history ids it dropped or folded, and its events;
 ``Conversation.apply`` turns that into the next conversation.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from stateless_chat.errors import BudgetError, raise_budget
-from stateless_chat.messages import Entry, Event, Evicted, Message, OverBudget
+from stateless_chat.messages import SLOT_KINDS, Entry, Event, Evicted, Message, OverBudget
 from stateless_chat.tokens import REPLY_PRIMING
 
 
@@ -63,16 +64,26 @@ class Candidate:
     recalled: tuple[Entry, ...] = ()
     next_id: int = 0
     low_water: int | None = None
+    instructions: Entry | None = None
+    skill_index: Entry | None = None
+    skills: tuple[Entry, ...] = ()
+    retrieved: tuple[Entry, ...] = ()
 
     @property
     def target(self) -> int:
         """Return the size eviction goes down to once the request is over budget (at most the budget)."""
         return self.budget if self.low_water is None else min(self.budget, self.low_water)
 
+    @property
+    def head(self) -> tuple[Entry, ...]:
+        """Return the entries sent before the history: system, instructions, skills index, active
+        skills, summary."""
+        first = tuple(e for e in (self.system, self.instructions, self.skill_index) if e is not None)
+        return first + self.skills + ((self.summary,) if self.summary is not None else ())
+
     def entries(self) -> tuple[Entry, ...]:
         """Return every entry the request sends, in order."""
-        head = tuple(e for e in (self.system, self.summary) if e is not None)
-        return head + self.history + self.recalled + self.pending
+        return self.head + self.history + self.recalled + self.retrieved + self.pending
 
     def messages(self) -> list[Message]:
         return [e.message for e in self.entries()]
@@ -208,12 +219,16 @@ def budget_error(candidate: Candidate) -> BudgetError:
     system = candidate.system.tokens if candidate.system is not None else 0
     summary = candidate.summary.tokens if candidate.summary is not None else 0
     pinned = sum(e.tokens for e in candidate.history + candidate.recalled)
+    context = sum(e.tokens for e in candidate.head if e.kind in SLOT_KINDS)
+    documents = sum(e.tokens for e in candidate.retrieved)
     parts = [
         (name, n)
         for name, n in (
             ("pinned messages", pinned),
             ("system prompt", system),
+            ("instructions and skills", context),
             ("summary", summary),
+            ("documents", documents),
             ("tools", candidate.tools),
             ("this message", pending),
             ("reply reserve", reserve),

@@ -5,9 +5,13 @@ error, Ctrl-C, a cut stream) simply never replaces the old value: the history is
 exactly what it was before the turn, with no half reply and no duplicated message.
 
 The slots are the parts every request is built from, in request order: the system
-prompt, the running summary, the live history (pinned entries marked), the recalled
-entries (evicted turns brought back, sent right before the new message and never inside
-the prefix the server has cached), and, given by the caller, the new message. Entries
+prompt, the instructions (AGENTS.md files), the skills index, the active skills' bodies, the
+running summary, the live history (pinned entries marked), the recalled entries (evicted turns
+brought back, sent right before the new message and never inside the prefix the server has
+cached), the documents retrieved for the new message, and, given by the caller, the new message.
+What changes rarely comes first, what changes every turn last, so the server's cached prefix
+stays whole. The context slots (instructions, skills, retrieved documents) are this run's: their
+entries have negative ids, outside the numbered history, and are neither evicted nor saved. Entries
 that are no longer sent move to ``evicted`` with an ``Eviction`` record saying how and
 when they left; a recalled entry is one of them moved back, and when the next entries
 are appended it settles into the history where it was sent. This module and ``context`` are
@@ -21,9 +25,24 @@ from dataclasses import dataclass, replace
 
 from stateless_chat.context import Candidate, Fit
 from stateless_chat.errors import CommandError
-from stateless_chat.messages import Entry, EntryKind, Eviction, EvictionHow, Message, Role, ToolCall
+from stateless_chat.messages import (
+    SLOT_KINDS,
+    Entry,
+    EntryKind,
+    Eviction,
+    EvictionHow,
+    Message,
+    Role,
+    ToolCall,
+)
 
 Counter = Callable[[Message], int]
+
+# The ids of the context slots' entries: negative, so that no message number /history shows is taken.
+INSTRUCTIONS_ID = -1
+SKILL_INDEX_ID = -2
+SKILL_IDS = -100  # the active skills are -100, -101, ... in the order they were turned on
+DOCS_IDS = -1000  # the retrieved documents' entries
 
 # What /history, /files, /export and the save file call an entry, by slot and eviction record.
 STATE_OF_EVICTION: dict[EvictionHow, str] = {
@@ -36,6 +55,8 @@ def entry_state(entry: Entry, conversation: Conversation) -> str:
     it left: ``evicted`` (dropped to fit), ``summarized`` (folded) or ``removed`` (by a command)."""
     if entry.id == 0:
         return "system"
+    if entry.kind in SLOT_KINDS:
+        return {"docs": "retrieved", "skill": "active"}.get(entry.kind, "sent")
     if entry.kind == "summary":
         return "summary"
     if entry.eviction is not None:
@@ -63,6 +84,10 @@ class Conversation:
     history: tuple[Entry, ...] = ()
     recalled: tuple[Entry, ...] = ()
     evicted: tuple[Entry, ...] = ()
+    instructions: Entry | None = None  # the instruction files (AGENTS.md), composed
+    skill_index: Entry | None = None  # each skill's name and description
+    skills: tuple[Entry, ...] = ()  # the bodies of the skills turned on (/skill NAME)
+    retrieved: tuple[Entry, ...] = ()  # document chunks for the next request only
     next_id: int = 1
     next_turn: int = 1
 
@@ -79,6 +104,56 @@ class Conversation:
             return replace(self, system=None)
         message = Message("system", text)
         return replace(self, system=Entry(0, message, counter(message), turn=0, pinned=True))
+
+    # ---- the context slots ------------------------------------------------------
+
+    def with_instructions(self, text: str | None, counter: Counter, *,
+                          source: str | None = None) -> Conversation:
+        """Return this conversation with the instructions slot holding ``text`` (None: empty)."""
+        entry = _slot(INSTRUCTIONS_ID, "instructions", "system", text, counter, source)
+        return replace(self, instructions=entry)
+
+    def with_skill_index(self, text: str | None, counter: Counter) -> Conversation:
+        """Return this conversation with the skills index holding ``text`` (None: empty)."""
+        return replace(self, skill_index=_slot(SKILL_INDEX_ID, "skills", "system", text, counter, None))
+
+    def with_skills(self, bodies: Sequence[tuple[str, str]], counter: Counter) -> Conversation:
+        """Return this conversation with the active skills' slot holding ``bodies`` ((name, text) pairs,
+        in the order they were turned on). An entry that did not change is kept as it was."""
+        kept = {(e.source, e.content): e for e in self.skills}
+        entries = []
+        for index, (name, text) in enumerate(bodies):
+            before = kept.get((name, text))
+            entry = before if before is not None and before.id == SKILL_IDS - index else \
+                _slot(SKILL_IDS - index, "skill", "system", text, counter, name)
+            assert entry is not None
+            entries.append(entry)
+        return replace(self, skills=tuple(entries))
+
+    def with_retrieved(self, texts: Sequence[tuple[str, str]], counter: Counter) -> Conversation:
+        """Return this conversation with the retrieved slot holding ``texts`` ((source, text) pairs),
+        sent right before the next message only: ``append`` empties it."""
+        entries = tuple(_slot(DOCS_IDS - index, "docs", "user", text, counter, source)
+                        for index, (source, text) in enumerate(texts))
+        return replace(self, retrieved=tuple(e for e in entries if e is not None))
+
+    def with_slots_of(self, other: Conversation) -> Conversation:
+        """Return this conversation with ``other``'s instructions, skills index and active skills (a
+        loaded conversation keeps this run's)."""
+        return replace(self, instructions=other.instructions, skill_index=other.skill_index,
+                       skills=other.skills)
+
+    @property
+    def head(self) -> tuple[Entry, ...]:
+        """Return what every request sends first, in order: the system prompt, the instructions, the
+        skills index, the active skills and the summary (the slots that change rarely)."""
+        first = tuple(e for e in (self.system, self.instructions, self.skill_index) if e is not None)
+        return first + self.skills + ((self.summary,) if self.summary is not None else ())
+
+    def slot_entries(self) -> tuple[Entry, ...]:
+        """Return the entries of the context slots, in request order (instructions, skills index,
+        active skills, retrieved documents)."""
+        return tuple(e for e in self.head if e.kind in SLOT_KINDS) + self.retrieved
 
     def new_entry(
         self,
@@ -117,6 +192,7 @@ class Conversation:
             self,
             history=self.history + self.recalled + new,
             recalled=(),
+            retrieved=(),
             next_id=max(self.next_id, max(e.id for e in new) + 1),
             next_turn=max(self.next_turn, max(e.turn for e in new) + 1),
         )
@@ -132,7 +208,8 @@ class Conversation:
         next_id = max([self.next_id, *(e.id + 1 for e in pending)])
         return Candidate(system=self.system, summary=self.summary, history=self.history, pending=pending,
                          recalled=self.recalled, budget=budget, reserve=reserve, tools=tools, next_id=next_id,
-                         low_water=low_water)
+                         low_water=low_water, instructions=self.instructions, skill_index=self.skill_index,
+                         skills=self.skills, retrieved=self.retrieved)
 
     def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
         """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the
@@ -151,9 +228,9 @@ class Conversation:
         return f"#{entry_id} was removed (/drop, /trim or /clear)"
 
     def request_entries(self, pending: Iterable[Entry] = ()) -> tuple[Entry, ...]:
-        """Return what the next request sends, in order: system, summary, history, recalled, ``pending``."""
-        head = tuple(e for e in (self.system, self.summary) if e is not None)
-        return head + self.history + self.recalled + tuple(pending)
+        """Return what the next request sends, in order: the head (system, instructions, skills, summary),
+        history, recalled, retrieved, ``pending``."""
+        return self.head + self.history + self.recalled + self.retrieved + tuple(pending)
 
     def messages(self, pending: Iterable[Entry] = ()) -> list[Message]:
         """Return the messages of the next request, in order."""
@@ -187,7 +264,8 @@ class Conversation:
 
     @property
     def tokens(self) -> int:
-        """Billed size of system, summary and live history (without reply priming)."""
+        """Billed size of the head slots, the live history and the retrieved documents (without reply
+        priming)."""
         return sum(e.tokens for e in self.request_entries())
 
     @property
@@ -225,13 +303,20 @@ class Conversation:
         def again(entry: Entry | None) -> Entry | None:
             return None if entry is None else replace(entry, tokens=counter(entry.message))
 
+        def all_again(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+            return tuple(replace(e, tokens=counter(e.message)) for e in entries)
+
         return replace(
             self,
             system=again(self.system),
             summary=again(self.summary),
-            history=tuple(replace(e, tokens=counter(e.message)) for e in self.history),
-            recalled=tuple(replace(e, tokens=counter(e.message)) for e in self.recalled),
-            evicted=tuple(replace(e, tokens=counter(e.message)) for e in self.evicted),
+            history=all_again(self.history),
+            recalled=all_again(self.recalled),
+            evicted=all_again(self.evicted),
+            instructions=again(self.instructions),
+            skill_index=again(self.skill_index),
+            skills=all_again(self.skills),
+            retrieved=all_again(self.retrieved),
         )
 
     def set_pinned(self, entry_id: int, pinned: bool) -> Conversation:
@@ -370,6 +455,8 @@ class Conversation:
         outside the summary slot, or an evicted entry without its record."""
         for entry in self.history + self.recalled + self.evicted:
             where = "message" if entry.eviction is None else "evicted message"
+            if entry.kind in SLOT_KINDS:
+                raise ValueError(f"{where} #{entry.id} is a {entry.kind} entry outside its slot")
             if entry.role == "system":
                 raise ValueError(f"{where} #{entry.id} is a system message; only the system prompt and the "
                                  "summary may be system messages")
@@ -379,3 +466,12 @@ class Conversation:
             raise ValueError("the summary is not a system message of kind summary")
         if self.system is not None and self.system.role != "system":
             raise ValueError("the system prompt is not a system message")
+
+
+def _slot(entry_id: int, kind: EntryKind, role: Role, text: str | None, counter: Counter,
+          source: str | None) -> Entry | None:
+    """Return the entry of a context slot holding ``text`` (None when there is no text)."""
+    if not text:
+        return None
+    message = Message(role, text)
+    return Entry(entry_id, message, counter(message), turn=0, pinned=True, kind=kind, source=source)

@@ -39,7 +39,7 @@ from stateless_chat.commands import (
     TokensView,
 )
 from stateless_chat.errors import redact
-from stateless_chat.messages import Event, ToolAnswered, ToolCalled, describe
+from stateless_chat.messages import SLOT_KINDS, Event, ToolAnswered, ToolCalled, describe
 from stateless_chat.sanitize import ControlStripper, for_terminal, safe_json
 
 _FENCE = re.compile(r"\s*(`{3,}|~{3,})(.*)", re.S)  # a code fence's line: its marker, then its info string
@@ -531,10 +531,10 @@ def history_table(view: HistoryView) -> Table:
     table.add_column("state", no_wrap=True)
     table.add_column(Text("first line", no_wrap=True, overflow="ellipsis"), max_width=60)
     for row in view.rows:
-        role = row.kind if row.kind in ("file", "summary") else row.role
+        role = row.kind if row.kind in ("file", "summary", *SLOT_KINDS) else row.role
         state = row.state + (" ✂" if row.cut else "")  # ✂: the reply was cut at the length limit
         table.add_row(
-            Text(str(row.id)),
+            Text(str(row.id) if row.id >= 0 else "·"),  # a context slot: no number to type
             Text(role),
             Text(f"{row.tokens:,}"),
             Text("📌" if row.pinned or row.state == "system" else ""),

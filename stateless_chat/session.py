@@ -124,6 +124,7 @@ class TurnRecord:
     reply: Reply
     stats: TurnStats
     events: tuple[Event, ...]
+    retrieved: tuple[Entry, ...] = ()  # the documents its requests carried (the retrieved slot)
 
 
 # Before a turn's first request: given the new message, the conversation and the budget, return the
@@ -174,6 +175,7 @@ class Session:
         self.on_event = on_event
         self.observers: list[Callable[[TurnRecord], None]] = []  # told of every completed turn (the log)
         self.recaller: Recaller | None = None  # brings evicted turns back before a turn (auto recall)
+        self.retriever: Recaller | None = None  # fills the retrieved slot before a turn (documents)
         # When False, entries are sized by their UTF-8 byte length (an upper bound on tokens)
         # and the encoding is loaded only if that bound does not fit the budget.
         self.exact = exact
@@ -351,10 +353,16 @@ class Session:
 
     def _recall(self, text: str, budget: int) -> tuple[Conversation, Sequence[Event]]:
         """Return the conversation for the next request: with the evicted turns ``recaller`` brings
-        back for ``text`` in its recalled slot (``self.conversation`` itself is not changed)."""
-        if self.recaller is None:
-            return self.conversation, ()
-        return self.recaller(text, self.conversation, budget)
+        back for ``text`` in its recalled slot and the documents ``retriever`` finds in its retrieved
+        slot (``self.conversation`` itself is not changed)."""
+        conversation: Conversation = self.conversation
+        events: Sequence[Event] = ()
+        if self.recaller is not None:
+            conversation, events = self.recaller(text, conversation, budget)
+        if self.retriever is not None:
+            conversation, found = self.retriever(text, conversation, budget)
+            events = (*events, *found)
+        return conversation, events
 
     # ---- the server's cache --------------------------------------------------------
 
@@ -574,8 +582,8 @@ class Session:
         """Return what the request would cost had nothing ever been evicted or summarized."""
         before = self.conversation
         held = sum(e.tokens for e in before.live) + sum(e.tokens for e in pending)
-        system = before.system.tokens if before.system is not None else 0
-        return held + system + sum(e.tokens for e in before.evicted) + REPLY_PRIMING
+        head = sum(e.tokens for e in before.head if e.kind != "summary")  # the summary folds the evicted
+        return held + head + sum(e.tokens for e in before.evicted) + REPLY_PRIMING
 
     def _say_once(self, key: str, event: Event) -> None:
         if key not in self._said:
@@ -584,7 +592,7 @@ class Session:
 
     def _commit(self, turn: _Turn, plan: Plan, reply: Reply, *, over_limit: bool = False) -> None:
         fitted = plan.fit
-        baseline = self._baseline(turn.pending)
+        baseline = self._baseline((*turn.base.retrieved, *turn.pending))
         conversation = turn.base.append(*turn.pending)
         # Tool calls are kept only when tools were offered: a call with no result after it would make
         # every later request invalid. Calls past the step limit get a result that says so.
@@ -632,7 +640,8 @@ class Session:
         )
         self.conversation = conversation.append(answer, *unanswered)
         self.ledger = self.ledger.add(stats)
-        record = TurnRecord(turn.number, (*turn.requests[:-1], reply.body), reply, stats, tuple(self._told))
+        record = TurnRecord(turn.number, (*turn.requests[:-1], reply.body), reply, stats, tuple(self._told),
+                            turn.base.retrieved)
         self._told = []
         for observer in self.observers:
             observer(record)
@@ -722,7 +731,7 @@ class Session:
         ``keep`` (the ones the user set on this command line). Counts are measured again with the
         session's counter. Raises ``ConfigError`` (nothing changed) for settings invalid here."""
         self.reconfigure(**{k: v for k, v in settings.items() if k not in keep})  # validates first
-        conversation = conversation.recounted(self.measure)
+        conversation = conversation.recounted(self.measure).with_slots_of(self.conversation)
         if "system" in keep:
             conversation = conversation.with_system(self.settings.system, self.measure)
         self.conversation, self.ledger = conversation, ledger

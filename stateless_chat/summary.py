@@ -291,7 +291,7 @@ class Summarizer:
         """Return the cache-aligned request's messages and its prompt size, or None when it and the
         summary's reply would not fit the context window."""
         measure = self.host.measure
-        prefix = [e for e in (candidate.system, candidate.summary) if e is not None] + list(candidate.history)
+        prefix = list(candidate.head) + list(candidate.history)
         prefix += candidate.recalled  # after what the last request sent: its cached prefix stays whole
         ask = Message("user", summary_instruction(candidate, folded))
         prompt = sum(e.tokens for e in prefix) + measure(ask) + REPLY_PRIMING

@@ -1,0 +1,219 @@
+"""What a chat brings in besides the conversation: instruction files, skills and documents.
+
+A ``Workspace`` keeps the session's context slots filled: it reads the instruction files
+(``instructions``) into the instructions slot once per chat, finds the skills (``skills``) and
+keeps their index in its slot and the skills turned on in theirs; ``/reload`` reads both again.
+The session knows nothing of it: ``attach`` puts it in ``Session.observers`` (told of each
+completed turn) and the commands find it with ``of``. Only the standard library and the core
+are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from stateless_chat import instructions, skills
+from stateless_chat.errors import CommandError
+from stateless_chat.messages import Message
+from stateless_chat.session import Session, TurnRecord
+
+
+def _nowhere(line: str) -> None:
+    pass
+
+
+class Workspace:
+    """One chat's instruction files (and later its skills and documents), kept in ``session``'s
+    conversation slots. ``cwd`` is where the chat started, ``env`` its environment; ``say`` shows
+    one line to the user."""
+
+    def __init__(self, session: Session, *, cwd: Path | None, env: Mapping[str, str],
+                 say: Callable[[str], None] = _nowhere) -> None:
+        self.session = session
+        self.cwd = cwd
+        self.env = env
+        self.say = say
+        self.home = Path(env["HOME"]) if env.get("HOME") else None
+        self.instructions = instructions.Instructions()
+        self.instructions_cut: int | None = None  # the size of instructions cut to the cap
+        self.catalog = skills.Catalog()
+        self.active: list[str] = []  # the skills turned on, in that order
+        self.tool_offered = False  # whether the model has the use_skill tool (the index says how to load)
+
+    # ---- measuring ---------------------------------------------------------------------------
+
+    def tokens(self, text: str) -> int:
+        """Return the exact size of ``text`` sent as a system message (what lines show)."""
+        return self.session.counter.count_message(Message("system", text))
+
+    # ---- instructions ------------------------------------------------------------------------
+
+    def read_instructions(self) -> list[str]:
+        """Read the instruction files (unless ``instructions = false``) into the instructions slot;
+        return the lines to show: each file read with its size, each one left out, a cut."""
+        settings = self.session.settings
+        found = instructions.read(self.cwd, self.env) if settings.instructions \
+            else instructions.Instructions()
+        self.instructions = found
+        lines = list(found.problems)
+        text = found.text(self.home)
+        self.instructions_cut = None
+        if text is not None:
+            session = self.session
+            cap = settings.instructions_max_tokens
+            if session.measure(Message("system", text)) > cap:  # a byte bound until counting is exact
+                text, size = instructions.capped(text, cap, self.tokens)
+                if size > cap:
+                    self.instructions_cut = size
+                    lines.append(f"instructions: {size:,} tokens, cut to {cap:,} (instructions_max_tokens)")
+        source = ", ".join(str(f.path) for f in found.files) or None
+        self.session.conversation = self.session.conversation.with_instructions(text, self.session.measure,
+                                                                                source=source)
+        return lines
+
+    def started(self) -> list[str]:
+        """Return the start-up lines: the instruction files read and their sizes, the skills found."""
+        lines = [line for line in (self.instructions_line(), self.skills_line()) if line]
+        return lines
+
+    def instructions_line(self) -> str | None:
+        """Return the line naming the instruction files read and their sizes (None: none)."""
+        if not self.instructions.files:
+            return None
+        parts = [f"{f.shown(self.home)} ({self.tokens(f.text):,} tokens)" for f in self.instructions.files]
+        return "instructions: " + ", ".join(parts)
+
+    def reload(self) -> list[str]:
+        """Read the instruction files and the skills again; return what changed, one line each."""
+        return self.reload_instructions() + self.reload_skills()
+
+    def reload_instructions(self) -> list[str]:
+        """Read the instruction files again; return what changed, one line each."""
+        before = self.instructions
+        entry = self.session.conversation.instructions
+        was = self.tokens(entry.content) if entry is not None else 0
+        lines = self.read_instructions()
+        after = self.session.conversation.instructions
+        if self.instructions.same_texts(before):
+            lines.append("instructions unchanged" if self.instructions.files else "no instruction files")
+        else:
+            now = self.tokens(after.content) if after is not None else 0
+            names = ", ".join(f.shown(self.home) for f in self.instructions.files) or "none"
+            lines.append(f"instructions changed: {names} ({now:,} tokens, was {was:,}); the next request "
+                         "sends them, so the server's cache is read only up to them")
+        return lines
+
+    # ---- skills -----------------------------------------------------------------------------
+
+    def find_skills(self) -> list[str]:
+        """Look for the skills (unless ``skills = false``) and put their index in its slot; return one
+        line for each skill folder skipped."""
+        if not self.session.settings.skills:
+            self.catalog = skills.Catalog()
+        else:
+            self.catalog = skills.find(skills.roots(self.cwd, self.env))
+        self.active = [name for name in self.active if self.catalog.get(name) is not None]
+        self._fill_skills()
+        return list(self.catalog.problems)
+
+    def offer_tool(self, offered: bool) -> None:
+        """Say whether the model has the ``use_skill`` tool: the index's header tells it how to load."""
+        self.tool_offered = offered
+        self._fill_skills()
+
+    def _fill_skills(self) -> None:
+        session = self.session
+        index = skills.index_text(self.catalog.skills, tool=self.tool_offered)
+        bodies = []
+        for name in self.active:
+            skill = self.catalog.get(name)
+            if skill is not None:
+                bodies.append((name, skill.message()))
+        session.conversation = session.conversation.with_skill_index(index, session.measure) \
+            .with_skills(bodies, session.measure)
+
+    def skills_line(self) -> str | None:
+        """Return the line naming the skills found and what their index costs (None: none)."""
+        entry = self.session.conversation.skill_index
+        if entry is None:
+            return None
+        names = ", ".join(self.catalog.names)
+        return f"skills: {names} (the index: {self.tokens(entry.content):,} tokens; a skill's instructions " \
+               "only once it is used)"
+
+    def reload_skills(self) -> list[str]:
+        """Look for the skills again; return what changed, one line each."""
+        before = {s.name: s for s in self.catalog.skills}
+        lines = self.find_skills()
+        after = {s.name: s for s in self.catalog.skills}
+        added, gone = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+        changed = sorted(name for name in set(after) & set(before) if after[name] != before[name])
+        for what, names in (("new", added), ("gone", gone), ("changed", changed)):
+            if names:
+                lines.append(f"skills {what}: {', '.join(names)}")
+        if not (added or gone or changed):
+            lines.append("skills unchanged" if after else "no skills")
+        return lines
+
+    def use(self, name: str) -> str:
+        """Turn the skill ``name`` on: its instructions are in every request from the next one on, until
+        ``stop``; return the line saying so. CommandError for a skill there is none of, or one too
+        big for the budget."""
+        skill = self._skill(name)
+        if name in self.active:
+            return f"the skill {name} is already on"
+        session = self.session
+        size = session.measure(Message("system", skill.message()))
+        if session.too_big_alone(session.conversation.tokens + size):
+            raise CommandError(f"the skill {name} is {size:,} tokens: it cannot fit the budget of "
+                               f"{session.budget:,} with what every request already carries")
+        self.active.append(name)
+        self._fill_skills()
+        return (f"skill {name} on ({size:,} tokens in every request until /skill off {name}; the next "
+                "request breaks the server's cache once, at the skills)")
+
+    def stop(self, name: str) -> str:
+        """Turn the skill ``name`` off; return the line saying so."""
+        if name not in self.active:
+            self._skill(name)
+            raise CommandError(f"the skill {name} is not on (/skills lists them)")
+        self.active.remove(name)
+        self._fill_skills()
+        return f"skill {name} off: its instructions are no longer sent"
+
+    def skill(self, name: str) -> skills.Skill:
+        """Return the skill ``name``; CommandError naming the skills there are when there is none."""
+        return self._skill(name)
+
+    def _skill(self, name: str) -> skills.Skill:
+        skill = self.catalog.get(name)
+        if skill is None:
+            known = ", ".join(self.catalog.names) or "none found"
+            raise CommandError(f"no skill {name!r} (skills: {known}; /skills lists them)")
+        return skill
+
+    # ---- the session's observer ----------------------------------------------------------------
+
+    def __call__(self, record: TurnRecord) -> None:
+        """Told of each completed turn (nothing to do yet)."""
+
+
+def of(session: Session) -> Workspace | None:
+    """Return the workspace attached to ``session``, if any."""
+    return next((o for o in session.observers if isinstance(o, Workspace)), None)
+
+
+def attach(session: Session, *, cwd: Path | None, env: Mapping[str, str],
+           say: Callable[[str], None] = _nowhere) -> Workspace:
+    """Attach a workspace to ``session`` and read the instruction files into its conversation; what
+    went wrong (a file left out, instructions cut) is ``say``-ed, one line each. ``started`` returns
+    the line naming what was read (the chat shows it; one-shot use only with ``-v``)."""
+    workspace = Workspace(session, cwd=cwd, env=env, say=say)
+    session.observers.append(workspace)
+    for line in workspace.read_instructions() + workspace.find_skills():
+        say(line)
+    return workspace
+
+
+__all__ = ["Workspace", "attach", "of"]
