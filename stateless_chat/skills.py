@@ -32,9 +32,10 @@ MAX_DESCRIPTION = 1024
 MAX_LISTED_FILES = 50  # files beside a skill that use_skill lists
 _NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\s*:(?:\s+(.*)|\s*)$")
-# The index's framing: its header, and each skill's line is "- NAME: DESCRIPTION".
-INDEX_HEADER_TOOL = "Skills (use_skill loads one):"
-INDEX_HEADER_USER = "Skills (the user loads one with /skill NAME):"
+# The index's framing, as little as can be: this header, then one "- NAME: DESCRIPTION" line per skill
+# (with o200k_base, 6 tokens once, the message's 3 included, and 2 a skill). How a skill is loaded is
+# said where it is done: in the use_skill tool's description, and by the user's /skill NAME.
+INDEX_HEADER = "Skills:"
 
 
 class SkillError(ValueError):
@@ -189,6 +190,9 @@ def _scalar(value: str, block: list[str], line: int) -> str:
         return inner.replace("''", "'") if quote == "'" else _unescape(inner)
     if value and (value[0] in "[{&*!" or value in ("~", "null")):
         return ""  # a list, a mapping or null: not a string field
+    inside = next((b.strip() for b in block if b.strip()), "")
+    if not value and (inside.startswith("- ") or _KEY.match(inside)):
+        return ""  # a nested mapping or list
     if " #" in value:
         value = value[:value.index(" #")]
     return " ".join([value, *(b.strip() for b in block if b.strip())]).strip()
@@ -198,13 +202,12 @@ def _unescape(text: str) -> str:
     return text.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
 
 
-def index_text(skills: Iterable[Skill], *, tool: bool) -> str | None:
-    """Return the skills index (None with no skills): a header saying how one is loaded (by the
-    model's ``use_skill`` tool, else by the user), then one line per skill, by name."""
+def index_text(skills: Iterable[Skill]) -> str | None:
+    """Return the skills index (None with no skills): a header, then one line per skill, by name."""
     lines = [s.index_line() for s in sorted(skills, key=lambda s: s.name)]
     if not lines:
         return None
-    return "\n".join([INDEX_HEADER_TOOL if tool else INDEX_HEADER_USER, *lines])
+    return "\n".join([INDEX_HEADER, *lines])
 
 
 def files_beside(skill: Skill) -> list[str]:

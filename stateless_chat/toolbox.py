@@ -123,10 +123,10 @@ class SkillTool:
 
     spec = ToolSpec(
         BUILTIN, "use_skill", "use_skill",
-        "Load the instructions of a skill from the skills index, when the task needs it. With file, read "
-        "a file from that skill's folder that its instructions name.",
+        "Load the instructions of one of the skills your context lists under 'Skills:', when the task "
+        "needs it. With file, read a file from that skill's folder that its instructions name.",
         {"type": "object",
-         "properties": {"name": {"type": "string", "description": "the skill's name, as the index lists it"},
+         "properties": {"name": {"type": "string", "description": "the skill's name, as listed"},
                         "file": {"type": "string", "description": "a file in the skill's folder (optional)"}},
          "required": ["name"]},
     )

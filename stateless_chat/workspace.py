@@ -39,7 +39,7 @@ class Workspace:
         self.instructions_cut: int | None = None  # the size of instructions cut to the cap
         self.catalog = skills.Catalog()
         self.active: list[str] = []  # the skills turned on, in that order
-        self.tool_offered = False  # whether the model has the use_skill tool (the index says how to load)
+        self.tool_offered = False  # whether the model has the use_skill tool
 
     # ---- measuring ---------------------------------------------------------------------------
 
@@ -118,13 +118,12 @@ class Workspace:
         return list(self.catalog.problems)
 
     def offer_tool(self, offered: bool) -> None:
-        """Say whether the model has the ``use_skill`` tool: the index's header tells it how to load."""
+        """Say whether the model has the ``use_skill`` tool (``/skills`` says how a skill is loaded)."""
         self.tool_offered = offered
-        self._fill_skills()
 
     def _fill_skills(self) -> None:
         session = self.session
-        index = skills.index_text(self.catalog.skills, tool=self.tool_offered)
+        index = skills.index_text(self.catalog.skills)
         bodies = []
         for name in self.active:
             skill = self.catalog.get(name)
