@@ -210,6 +210,12 @@ def chat(
     no_instructions: Annotated[
         bool, typer.Option("--no-instructions", help="Do not read the instruction files (AGENTS.md).")
     ] = False,
+    docs: Annotated[
+        list[Path] | None,
+        typer.Option("--docs", metavar="PATH",
+                     help="Retrieve from these documents (a file, folder or glob; repeatable): the best "
+                          "chunks for each message are sent with it."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -230,6 +236,7 @@ def chat(
         "recall": recall,
         "approve": "always" if yes else None,
         "instructions": False if no_instructions else None,
+        "docs": [str(path) for path in docs] if docs else None,
     }
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
@@ -292,6 +299,8 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
         prompt = whole("the prompt", prompt)
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
+        if key == "docs":  # file paths
+            continue
         if isinstance(value, str):
             flags[key] = whole(flag, value)
         elif isinstance(value, list):

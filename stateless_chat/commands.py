@@ -385,8 +385,15 @@ def _unpin(session: Session, arg: str) -> Result:
     return Lines((f"unpinned #{number}",))
 
 
-def tokens_view(session: Session) -> TokensView:
+def tokens_view(session: Session, text: str = "") -> TokensView:
+    """Return the next request part by part; with ``text``, the request that message would send (with
+    what recall and the documents would bring for it; fitted later, as ``/raw TEXT`` is)."""
     conversation = session.conversation
+    message = ("new message framing", PER_MESSAGE)  # what any next message adds besides its text
+    if text:
+        plan = session.plan(text, summarize=False)
+        conversation = plan.base or conversation
+        message = ("this message", sum(e.tokens for e in plan.pending))
     system = conversation.system.tokens if conversation.system else 0
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
@@ -409,7 +416,7 @@ def tokens_view(session: Session) -> TokensView:
         ("recalled", recalled),
         *((("documents", retrieved),) if retrieved else ()),
         ("tools", session.tools_tokens(session.tools_offered())),
-        ("new message framing", PER_MESSAGE),  # what any next message adds besides its text
+        message,
         ("reply priming", REPLY_PRIMING),
         ("reply reserve", session.reserve),
     )
@@ -430,9 +437,10 @@ def bill_line(session: Session) -> str:
             f"the cache would have cost {dollars(bill.naive_cost)}")
 
 
-@command("tokens", "/tokens", "break down the next request's tokens against the budget")
+@command("tokens", "/tokens [TEXT]", "break down the next request's tokens against the budget (with TEXT "
+         "as its message: with the documents it retrieves)")
 def _tokens(session: Session, arg: str) -> Result:
-    return tokens_view(session)
+    return tokens_view(session, arg)
 
 
 @command("raw", "/raw [TEXT]", "the exact JSON body the next request sends (with TEXT as its message)")

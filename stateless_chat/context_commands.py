@@ -7,7 +7,7 @@ last); each finds the chat's ``Workspace`` with ``workspace.of`` and returns a `
 from __future__ import annotations
 
 from stateless_chat import skills, workspace
-from stateless_chat.commands import Lines, Result, _no_args, command, first_line
+from stateless_chat.commands import Lines, Result, _no_args, command, first_line, split_args
 from stateless_chat.errors import CommandError
 from stateless_chat.instructions import user_file
 from stateless_chat.session import Session
@@ -83,3 +83,58 @@ def _skill(session: Session, arg: str) -> Result:
     if len(words) == 2 and words[0] == "off":
         return Lines((space.stop(words[1]),))
     raise CommandError("usage: /skill NAME | off NAME (/skills lists them)")
+
+
+# ---- documents ------------------------------------------------------------------------------
+
+
+@command("add", "/add PATH...", "add documents (files, folders, globs): before each turn the best chunks for "
+         "your message are sent with it", paths=True)
+def _add(session: Session, arg: str) -> Result:
+    paths = split_args(arg)
+    if not paths:
+        raise CommandError("usage: /add PATH... (files, folders or globs: Markdown, reStructuredText, text, "
+                           "code, HTML)")
+    return Lines(tuple(_workspace(session).add(paths)))
+
+
+@command("docs", "/docs [rm PATH]", "list the documents retrieved from (rm: stop retrieving from PATH)",
+         choices=lambda session: ["rm"])
+def _docs(session: Session, arg: str) -> Result:
+    space = _workspace(session)
+    library = space.library
+    words = split_args(arg)
+    if words and words[0] == "rm":
+        if len(words) != 2:
+            raise CommandError("usage: /docs rm PATH (as /docs lists it)")
+        if library is None:
+            raise CommandError("no documents added; /add PATH adds some")
+        gone = library.remove(words[1])
+        return Lines((f"no longer retrieved from: {words[1]} ({len(gone)} file(s); the index keeps them "
+                      "for when they are added again)",))
+    if words:
+        raise CommandError("usage: /docs [rm PATH]")
+    if library is None or not library.sources:
+        return Lines(("no documents: /add PATH (or --docs PATH, or docs in the config file) adds some",))
+    where = library.store.path or "memory"
+    room = session.settings.docs_room(session.budget)
+    lines = [f"documents (index: {where}); up to {room:,} tokens of them go with each message"]
+    for row in library.listing():
+        lines.append(f"  {row}")
+    return Lines(tuple(lines))
+
+
+@command("sources", "/sources", "the document chunks the last answered request carried")
+def _sources(session: Session, arg: str) -> Result:
+    _no_args(arg, "/sources")
+    space = _workspace(session)
+    if not space.sent:
+        return Lines(("the last request carried no documents",))
+    total = sum(size for _, size in space.sent)
+    lines = [f"the last request carried {len(space.sent)} chunk(s), {total:,} tokens, right before your "
+             "message:"]
+    library = space.documents()
+    for hit, size in space.sent:
+        heading = f" · {hit.heading}" if hit.heading else ""
+        lines.append(f"  {library.source(hit)} · {size:,} tokens · bm25 {hit.score:.1f}{heading}")
+    return Lines(tuple(lines))

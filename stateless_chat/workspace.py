@@ -3,6 +3,8 @@
 A ``Workspace`` keeps the session's context slots filled: it reads the instruction files
 (``instructions``) into the instructions slot once per chat, finds the skills (``skills``) and
 keeps their index in its slot and the skills turned on in theirs; ``/reload`` reads both again.
+Its ``retrieve`` is the session's retriever: before each turn it fills the retrieved slot from
+the chat's documents (``documents.Library``, opened when the first document is added).
 The session knows nothing of it: ``attach`` puts it in ``Session.observers`` (told of each
 completed turn) and the commands find it with ``of``. Only the standard library and the core
 are used.
@@ -10,13 +12,21 @@ are used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stateless_chat import instructions, skills
 from stateless_chat.errors import CommandError
-from stateless_chat.messages import Message
+from stateless_chat.history import Conversation
+from stateless_chat.messages import Event, Message
 from stateless_chat.session import Session, TurnRecord
+from stateless_chat.tokens import REPLY_PRIMING
+
+if TYPE_CHECKING:
+    from stateless_chat.docstore import Hit
+    from stateless_chat.documents import Library
 
 
 def _nowhere(line: str) -> None:
@@ -40,6 +50,9 @@ class Workspace:
         self.catalog = skills.Catalog()
         self.active: list[str] = []  # the skills turned on, in that order
         self.tool_offered = False  # whether the model has the use_skill tool
+        self.library: Library | None = None  # the documents, once one is added
+        self.sent: tuple[tuple[Hit, int], ...] = ()  # the chunks the last answered request carried
+        self.docs_line: str | None = None  # what indexing the configured documents did, for start-up
 
     # ---- measuring ---------------------------------------------------------------------------
 
@@ -73,9 +86,9 @@ class Workspace:
         return lines
 
     def started(self) -> list[str]:
-        """Return the start-up lines: the instruction files read and their sizes, the skills found."""
-        lines = [line for line in (self.instructions_line(), self.skills_line()) if line]
-        return lines
+        """Return the start-up lines: the instruction files read and their sizes, the skills found,
+        the documents indexed."""
+        return [line for line in (self.instructions_line(), self.skills_line(), self.docs_line) if line]
 
     def instructions_line(self) -> str | None:
         """Return the line naming the instruction files read and their sizes (None: none)."""
@@ -192,10 +205,56 @@ class Workspace:
             raise CommandError(f"no skill {name!r} (skills: {known}; /skills lists them)")
         return skill
 
+    # ---- documents ---------------------------------------------------------------------------
+
+    def shown(self, path: str) -> str:
+        """Return a document's path as it is shown: relative to the working directory when under it,
+        else under the home directory as ``~/...``, else as it is."""
+        if self.cwd is not None:
+            relative = os.path.relpath(path, self.cwd)
+            if not relative.startswith(".."):
+                return relative
+        return instructions.shown_path(Path(path), self.home)
+
+    def documents(self) -> Library:
+        """Return the chat's documents, opening the index on first use."""
+        if self.library is None:
+            from stateless_chat import documents
+            from stateless_chat.config import docs_db_path
+
+            store = documents.open_store(docs_db_path(self.session.settings, self.env), self.say)
+            self.library = documents.Library(store, self.tokens, self.shown)
+        return self.library
+
+    def add(self, paths: Sequence[str]) -> list[str]:
+        """Add documents (files, folders, globs) to this chat; return what was indexed and refused."""
+        from stateless_chat import documents
+
+        done = self.documents().add(paths)
+        return documents.added_lines(done, ", ".join(paths))
+
+    def retrieve(self, text: str, conversation: Conversation,
+                 budget: int) -> tuple[Conversation, list[Event]]:
+        """Return ``conversation`` with the documents' best chunks for ``text`` in its retrieved slot,
+        within ``docs_budget`` and what the budget leaves beside what cannot be evicted (the session's
+        retriever)."""
+        library = self.library
+        if library is None or not library.sources:
+            return conversation, []
+        session = self.session
+        fixed = sum(e.tokens for e in conversation.head) + REPLY_PRIMING + session.reserve
+        fixed += sum(e.tokens for e in conversation.history if e.pinned)
+        fixed += sum(e.tokens for e in conversation.recalled)
+        fixed += session.measure(Message("user", text))
+        room = min(session.settings.docs_room(budget), budget - fixed)
+        return library.retrieve(text, conversation, budget, room=max(0, room), measure=session.measure)
+
     # ---- the session's observer ----------------------------------------------------------------
 
     def __call__(self, record: TurnRecord) -> None:
-        """Told of each completed turn (nothing to do yet)."""
+        """Told of each completed turn: keep what its requests carried of the documents (/sources)."""
+        library = self.library
+        self.sent = library.last if library is not None and record.retrieved else ()
 
 
 def of(session: Session) -> Workspace | None:
@@ -210,8 +269,13 @@ def attach(session: Session, *, cwd: Path | None, env: Mapping[str, str],
     the line naming what was read (the chat shows it; one-shot use only with ``-v``)."""
     workspace = Workspace(session, cwd=cwd, env=env, say=say)
     session.observers.append(workspace)
+    session.retriever = workspace.retrieve
     for line in workspace.read_instructions() + workspace.find_skills():
         say(line)
+    if session.settings.docs:
+        *refused, workspace.docs_line = workspace.add(session.settings.docs)
+        for line in refused:
+            say(line)
     return workspace
 
 

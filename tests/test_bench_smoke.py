@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import economy, gateway, memory, oneshot, recall, run, stream, turns
+from bench import docs, economy, gateway, memory, oneshot, recall, run, stream, turns
 from bench.common import ROOT, clean_env
 from stateless_chat import render
 from stateless_chat.render import ReplyStream
@@ -106,6 +106,37 @@ def test_recall_brings_every_fact_back_that_drop_oldest_alone_loses() -> None:
     assert row.search > 0 and row.per_request > 0
     lines = run.recall_md(runs, rows, 30)
     assert lines[0].startswith("**8. Recall** (30 turns") and "| auto recall | 10/10 |" in "\n".join(lines)
+
+
+def test_docs_part_measures_skills_and_asks_questions_of_the_real_corpus() -> None:
+    """The skills script always runs; the documents need Flask's sdist from PyPI (cached in
+    bench/.corpus after the first run) and are skipped, with the reason, without it."""
+    result = docs.run(quick=True)
+    skills = result.skills
+    assert skills is not None and [framing for _, _, framing in skills.framing] == [8, 10, 12]
+    assert [(requests, carried) for _, requests, carried in skills.phases] == [(3, 0), (4, 4), (3, 0)]
+    assert skills.breaks == ["skill pdf-forms was turned on", "skill pdf-forms was turned off"]
+    assert skills.tool_body_in_result and skills.tool_breaks == 0
+    lines = run.docs_md(result)
+    assert lines[0].startswith("**9. Instructions, skills and documents**")
+    if result.skipped is not None:
+        pytest.skip(f"the documents part could not run: {result.skipped}")
+    [flask] = result.corpora
+    assert len(flask.asked) == 5 and flask.files > 70 and flask.answered >= 4
+    assert flask.off_topic_clean >= 45 and all(a.tokens <= docs.BUDGET // 10 for a in flask.asked)
+    assert any(line.startswith("| Flask's docs |") for line in lines)
+
+
+def test_every_question_names_lines_that_exist_in_its_file() -> None:
+    """The questions' spans are within their files (the published sdist, when it is cached)."""
+    folder = docs.FLASK.folder
+    if not folder.is_dir():
+        pytest.skip("Flask's sdist is not in bench/.corpus (python -m bench.docs fetches it)")
+    assert len(docs.QUESTIONS) >= 40 and len(docs.OFF_TOPIC) == 50
+    for question, spans in docs.QUESTIONS:
+        for path, first, last in spans:
+            lines = (folder / path).read_text(encoding="utf-8").splitlines()
+            assert 1 <= first <= last <= len(lines), (question, path)
 
 
 def test_memory_child_reports_its_own_numbers() -> None:
