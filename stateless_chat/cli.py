@@ -623,7 +623,7 @@ def start_local(settings: Settings, options: Options, *, interactive: bool) -> L
             + ("" if path is None else " (llama-cpp-python[server] is missing)")
         )
     shown = (interactive or options.verbose) and not options.quiet
-    server = LocalServer(path, on_progress=say if shown else None)
+    server = LocalServer(path, on_progress=say if shown else None, embedding=bool(settings.embedding_model))
     _on_terminate.append(server.stop)
     if shown and interactive and sys.stderr.isatty():
         from rich.console import Console

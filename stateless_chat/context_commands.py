@@ -136,5 +136,8 @@ def _sources(session: Session, arg: str) -> Result:
     library = space.documents()
     for hit, size in space.sent:
         heading = f" · {hit.heading}" if hit.heading else ""
-        lines.append(f"  {library.source(hit)} · {size:,} tokens · bm25 {hit.score:.1f}{heading}")
+        found = [f"bm25 {hit.score:.1f}"] if hit.score else []
+        if hit.id in space.sent_similar:
+            found.append(f"similar {space.sent_similar[hit.id]:.2f}")
+        lines.append(f"  {library.source(hit)} · {size:,} tokens · {', '.join(found)}{heading}")
     return Lines(tuple(lines))

@@ -304,6 +304,50 @@ class DocStore:
         except sqlite3.Error as error:
             raise DocsError(f"cannot search the documents' index: {error}") from None
 
+    # ---- vectors ----------------------------------------------------------------------------
+
+    def unembedded(self, model: str, among: Collection[int], limit: int) -> list[tuple[int, str]]:
+        """Return up to ``limit`` chunks of files ``among`` that have no vector from ``model`` yet: their
+        ids and the text to embed (the headings, then the text)."""
+        if not among:
+            return []
+        marks = ",".join("?" * len(among))
+        rows = self.db.execute(
+            f"""SELECT c.id, c.heading, c.body FROM chunks AS c
+                WHERE c.file IN ({marks})
+                AND NOT EXISTS (SELECT 1 FROM vectors AS v WHERE v.chunk = c.id AND v.model = ?)
+                ORDER BY c.id LIMIT ?""", [*among, model, limit])
+        return [(int(row[0]), f"{row[1]}\n\n{row[2]}" if row[1] else str(row[2])) for row in rows]
+
+    def put_vectors(self, model: str, vectors: Sequence[tuple[int, bytes]]) -> None:
+        """Keep the vectors (float32 bytes, normalized) of chunks from ``model``."""
+        try:
+            with self._writing() as db:
+                db.executemany("INSERT OR REPLACE INTO vectors (chunk, model, vector) VALUES (?, ?, ?)",
+                               [(chunk, model, blob) for chunk, blob in vectors])
+        except sqlite3.Error as error:
+            raise DocsError(f"cannot write the documents' index: {error}") from None
+
+    def vectors(self, model: str, among: Collection[int]) -> list[tuple[int, bytes]]:
+        """Return the chunk ids and vectors (float32 bytes) from ``model`` of the files ``among``."""
+        if not among:
+            return []
+        marks = ",".join("?" * len(among))
+        rows = self.db.execute(
+            f"""SELECT v.chunk, v.vector FROM vectors AS v JOIN chunks AS c ON c.id = v.chunk
+                WHERE v.model = ? AND c.file IN ({marks}) ORDER BY v.chunk""", [model, *among])
+        return [(int(row[0]), bytes(row[1])) for row in rows]
+
+    def hits(self, ids: Sequence[int]) -> dict[int, Hit]:
+        """Return the chunks ``ids`` as hits (no score), by id."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            f"""SELECT c.id, c.file, f.path, c.start, c.end, c.heading, c.body
+                FROM chunks AS c JOIN files AS f ON f.id = c.file WHERE c.id IN ({marks})""", list(ids))
+        return {int(row[0]): _hit(row, 0.0, 0.0) for row in rows}
+
     def chunks_of(self, file_id: int) -> list[tuple[int, int, int, str, str]]:
         """Return the chunks of a file: (id, first line, last line, heading, text), in order."""
         rows = self.db.execute("SELECT id, start, end, heading, body FROM chunks WHERE file = ? ORDER BY id",

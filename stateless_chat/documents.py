@@ -30,7 +30,8 @@ from pathlib import Path
 
 from stateless_chat import chunking
 from stateless_chat.docstore import DocsError, DocStore, Hit, Indexed
-from stateless_chat.errors import CommandError
+from stateless_chat.embeddings import BATCH, Embed, VectorIndex, fuse, pack
+from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.history import Conversation
 from stateless_chat.logstore import recall_terms
 from stateless_chat.messages import Event, Message, Notice, Retrieved
@@ -57,6 +58,7 @@ FILLER = frozenset("""
     using want wanted way welcome well wonderful work works would wow yeah yep yesterday
     """.split())
 BATCH_CHARS = 4_000_000  # files are indexed in transactions of about this much text
+MAX_EMBED_CHARS = 4_000  # of a chunk (or a message) sent to be embedded
 MAX_LINES = 5  # refusals listed one line each when adding; the rest are counted
 HEADER = ("Excerpts from the user's documents, retrieved for the message that follows by full-text search "
           "(some may not be relevant):")
@@ -99,6 +101,7 @@ class Added:
     refused: tuple[str, ...] = ()
     gone: tuple[str, ...] = ()
     seconds: float = 0.0
+    embedded: int = 0  # chunks given a vector (with an embedding model)
 
 
 def _is_text_name(path: Path) -> bool:
@@ -126,6 +129,19 @@ class Library:
         self._stamps: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) as indexed
         self._sizes: dict[int, int] = {}  # chunk id -> tokens, counted once
         self.last: tuple[tuple[Hit, int], ...] = ()  # what the last retrieval chose, with its sizes
+        # With an embedding model (``use_embeddings``): chunks get vectors and searches a second ranking.
+        self.embed: Embed | None = None
+        self.model = ""
+        self.embedding_error: str | None = None  # the failure that stopped embedding, until told again
+        self.similar: dict[int, float] = {}  # the last search's similarities, by chunk id
+        self.last_similar: dict[int, float] = {}  # those of the chunks the last retrieval chose
+        self.notes: list[str] = []  # what the last search has to say (an embedding that failed)
+        self._vectors: tuple[frozenset[int], VectorIndex] | None = None
+
+    def use_embeddings(self, embed: Embed, model: str) -> None:
+        """Search by meaning too: ``embed`` turns texts into vectors of ``model`` (the endpoint's)."""
+        self.embed, self.model, self.embedding_error = embed, model, None
+        self._vectors = None
 
     # ---- adding -----------------------------------------------------------------------------
 
@@ -154,8 +170,10 @@ class Library:
         for source in fresh:
             self.sources = [s for s in self.sources if s.pattern != source.pattern] + [source]
         done = self._index(self.files, refused)
+        self.embedding_error = None  # adding is asking again
+        embedded = self.embed_missing()
         return Added(done.indexed, done.kept, done.chunks, done.chars, done.refused, done.gone,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, embedded)
 
     def _walk(self, source: Source, refused: list[str]) -> None:
         """Find the files ``source`` stands for now: a file itself; under a folder every text file but
@@ -190,6 +208,7 @@ class Library:
         batch: list[Indexed] = []
 
         def flush() -> None:
+            self._vectors = None
             ids = self.store.put(batch)
             self._ids.update(ids)
             self._stamps.update((item.path, (item.size, item.mtime_ns)) for item in batch)
@@ -236,6 +255,7 @@ class Library:
         return Added(indexed, kept, chunks, chars, tuple(refused), tuple(gone))
 
     def _drop(self, path: str) -> None:
+        self._vectors = None
         self._ids.pop(path, None)
         self._stamps.pop(path, None)
         for source in self.sources:
@@ -264,9 +284,33 @@ class Library:
         if gone:
             self.store.forget(gone)
         if not stale and not missing and not refused:
-            return Added(kept=len(files), gone=tuple(gone))
+            return Added(kept=len(files), gone=tuple(gone), embedded=self.embed_missing() if vanished else 0)
         done = self._index(set(stale) | set(missing), refused)
-        return Added(done.indexed, done.kept, done.chunks, done.chars, done.refused, done.gone + tuple(gone))
+        return Added(done.indexed, done.kept, done.chunks, done.chars, done.refused, done.gone + tuple(gone),
+                     embedded=self.embed_missing())
+
+    def embed_missing(self) -> int:
+        """Give each chunk of this chat's files that has none a vector from the embedding model, in
+        batches; return how many were given one. A failure stops it (``embedding_error``) until the
+        next ``add``: the search goes on by words alone."""
+        if self.embed is None or self.embedding_error is not None:
+            return 0
+        ids = set(self._ids.values())
+        done = 0
+        while True:
+            batch = self.store.unembedded(self.model, ids, BATCH)
+            if not batch:
+                return done
+            try:
+                vectors = self.embed([text[:MAX_EMBED_CHARS] for _, text in batch])
+            except ChatError as error:
+                self.embedding_error = str(error)
+                self.notes.append(f"documents: embedding failed ({error}); searching by words alone")
+                return done
+            self.store.put_vectors(self.model, [(chunk, pack(v)) for (chunk, _), v in zip(batch, vectors,
+                                                                                          strict=True)])
+            self._vectors = None
+            done += len(batch)
 
     def _stale(self, path: str) -> bool:
         """Return whether the file at ``path`` changed (or went) since it was indexed."""
@@ -310,17 +354,44 @@ class Library:
 
     # ---- retrieving -----------------------------------------------------------------------------
 
-    def search(self, terms: Sequence[str]) -> list[Hit]:
+    def search(self, terms: Sequence[str], text: str = "") -> list[Hit]:
         """Return the chunks of this chat's documents that clear the floor for ``terms``, best first
-        (at most ``MAX_CHUNKS``)."""
+        (at most ``MAX_CHUNKS``); with an embedding model, fused by rank with those most similar to
+        ``text`` (``embeddings``)."""
         ids = set(self._ids.values())
+        self.similar = {}
         if not ids:
             return []
         hits = [h for h in self.store.search(terms, among=ids, limit=MAX_CHUNKS) if h.share >= MIN_SHARE]
         if hits:
             best = hits[0].score
             hits = [h for h in hits if h.score >= MIN_OF_BEST * best]
-        return hits
+        if self.embed is None or not text.strip():
+            return hits
+        index = self._vector_index(ids)
+        if not len(index):
+            return hits
+        try:
+            query = self.embed([text[:MAX_EMBED_CHARS]])[0]
+        except ChatError as error:
+            self.notes.append(f"documents: the message could not be embedded ({error}); searched by words "
+                              "alone")
+            return hits
+        ranking = index.rank(query, MAX_CHUNKS * 4)
+        allowed = {h.id for h in hits} | {chunk for chunk, similarity in ranking.order
+                                          if ranking.stands_out(similarity)}
+        scores = fuse([h.id for h in hits], [chunk for chunk, _ in ranking.order])
+        order = sorted(allowed, key=lambda chunk: -scores.get(chunk, 0.0))[:MAX_CHUNKS]
+        by_id = {h.id: h for h in hits}
+        by_id.update(self.store.hits([chunk for chunk in order if chunk not in by_id]))
+        self.similar = dict(ranking.order)
+        return [by_id[chunk] for chunk in order if chunk in by_id]
+
+    def _vector_index(self, ids: set[int]) -> VectorIndex:
+        key = frozenset(ids)
+        if self._vectors is None or self._vectors[0] != key:
+            self._vectors = (key, VectorIndex(self.store.vectors(self.model, ids)))
+        return self._vectors[1]
 
     def source(self, hit: Hit) -> str:
         """Return where a chunk is, as it is shown: ``path:first-last``."""
@@ -344,13 +415,15 @@ class Library:
         terms = topic_terms(text)
         if not terms:
             return []
+        query = text
         if len(terms) < CONTEXT_BELOW:
             before = next((e.content for e in reversed(conversation.history)
                            if e.role == "user" and e.kind == "turn"), "")
             terms = list(dict.fromkeys(topic_terms(before) + terms))
+            query = f"{before}\n{text}"
         sent = "\n".join(e.content for e in conversation.live)
         chosen: list[tuple[Hit, int]] = []
-        for hit in self.search(terms):
+        for hit in self.search(terms, query):
             size = self.size_of(hit)
             if size <= room and hit.body not in sent:
                 chosen.append((hit, size))
@@ -368,7 +441,11 @@ class Library:
             chosen = self.choose(text, conversation, room)
         except DocsError as error:
             return conversation, [Notice(f"documents: {error}; nothing retrieved")]
+        finally:
+            notes, self.notes = self.notes, []
+            events += [Notice(note) for note in notes]
         self.last = tuple(chosen)
+        self.last_similar = {hit.id: self.similar[hit.id] for hit, _ in chosen if hit.id in self.similar}
         if not chosen:
             return conversation.with_retrieved((), measure), events
         body = "\n\n".join([HEADER, *(self.excerpt(hit) for hit, _ in chosen)])
@@ -388,6 +465,8 @@ def refresh_lines(done: Added) -> list[str]:
     lines = []
     if done.indexed:
         lines.append(f"documents: indexed {done.indexed} new or changed file(s) again")
+    if done.embedded:
+        lines.append(f"documents: embedded {done.embedded:,} chunk(s)")
     lines += [f"documents: {path} is gone; it is no longer searched" for path in done.gone[:MAX_LINES]]
     lines += [f"documents: {line}" for line in done.refused[:MAX_LINES]]
     return lines
@@ -400,8 +479,9 @@ def added_lines(done: Added, what: str) -> list[str]:
         lines.append(f"... and {len(done.refused) - MAX_LINES} more refused")
     files = done.indexed + done.kept
     again = f", {done.kept} already indexed" if done.kept else ""
+    embedded = f", {done.embedded:,} chunks embedded" if done.embedded else ""
     lines.append(f"documents: {what}: {files} file(s) ({done.indexed} indexed, {done.chunks:,} chunks, "
-                 f"{done.chars / 1e6:.1f} MB{again}) in {done.seconds:.1f} s")
+                 f"{done.chars / 1e6:.1f} MB{again}{embedded}) in {done.seconds:.1f} s")
     return lines
 
 

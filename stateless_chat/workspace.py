@@ -52,6 +52,7 @@ class Workspace:
         self.tool_offered = False  # whether the model has the use_skill tool
         self.library: Library | None = None  # the documents, once one is added
         self.sent: tuple[tuple[Hit, int], ...] = ()  # the chunks the last answered request carried
+        self.sent_similar: dict[int, float] = {}  # their similarity to its message, with embeddings
         self.docs_line: str | None = None  # what indexing the configured documents did, for start-up
 
     # ---- measuring ---------------------------------------------------------------------------
@@ -222,16 +223,32 @@ class Workspace:
             from stateless_chat import documents
             from stateless_chat.config import docs_db_path
 
-            store = documents.open_store(docs_db_path(self.session.settings, self.env), self.say)
+            settings = self.session.settings
+            store = documents.open_store(docs_db_path(settings, self.env), self.say)
             self.library = documents.Library(store, self.tokens, self.shown)
+            model = settings.embedding_model
+            if model:
+                self.library.use_embeddings(self._embedder(model), model)
         return self.library
+
+    def _embedder(self, model: str) -> Callable[[Sequence[str]], list[list[float]]]:
+        """Return what embeds texts with ``model`` at the chat's first endpoint (``/v1/embeddings``)."""
+        from stateless_chat.transport import OpenAIBackend
+
+        settings = self.session.settings
+        endpoint = settings.endpoints[0]
+        backend = OpenAIBackend(endpoint, settings.key_for(endpoint), timeout=settings.timeout,
+                                max_reply_bytes=settings.max_reply_bytes)
+        return lambda texts: backend.embed(model, texts)
 
     def add(self, paths: Sequence[str]) -> list[str]:
         """Add documents (files, folders, globs) to this chat; return what was indexed and refused."""
         from stateless_chat import documents
 
-        done = self.documents().add(paths)
-        return documents.added_lines(done, ", ".join(paths))
+        library = self.documents()
+        done = library.add(paths)
+        notes, library.notes = library.notes, []
+        return notes + documents.added_lines(done, ", ".join(paths))
 
     def retrieve(self, text: str, conversation: Conversation,
                  budget: int) -> tuple[Conversation, list[Event]]:
@@ -255,6 +272,7 @@ class Workspace:
         """Told of each completed turn: keep what its requests carried of the documents (/sources)."""
         library = self.library
         self.sent = library.last if library is not None and record.retrieved else ()
+        self.sent_similar = library.last_similar if library is not None and record.retrieved else {}
 
 
 def of(session: Session) -> Workspace | None:
