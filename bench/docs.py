@@ -38,7 +38,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +129,14 @@ class SkillsResult:
 
 def skills_run() -> SkillsResult:
     """Run the skills script (see the module's docstring) and return what it measured."""
-    from stateless_chat import skills, workspace
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.messages import Message
-    from stateless_chat.session import Session
-    from stateless_chat.tokens import TokenCounter
-    from stateless_chat.toolbox import SkillTool, Toolbox
-    from stateless_chat.transport import open_backend
+    from stateless_chat.core.messages import Message
+    from stateless_chat.core.tokens import TokenCounter
+    from stateless_chat.tools.toolbox import SkillTool, Toolbox
+    from stateless_chat.wire.openai_backend import open_backend
+    from stateless_chat.workspace import attach as workspace
+    from stateless_chat.workspace import skills
     from tests.fakeserver import FakeServer, Scripted
 
     result = SkillsResult()
@@ -182,8 +183,8 @@ def skills_run() -> SkillsResult:
 
         # The model's tool: the body comes back as the call's result, appended to the turn.
         chat, space = session()
-        chat.toolbox = Toolbox(None, [SkillTool(space)])
-        chat.approve = lambda call, spec: True
+        chat.tools = Toolbox(None, [SkillTool(space.load_skill)])
+        chat.hooks = replace(chat.hooks, approve=lambda call, spec: True)
 
         def replier(body: dict[str, Any]) -> str | Scripted:
             messages = body["messages"]
@@ -256,9 +257,9 @@ def overlaps(hit_path: str, start: int, end: int, root: Path, spans: Sequence[Sp
 
 
 def _session(tmp: Path) -> tuple[Any, Any]:
-    from stateless_chat import workspace
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.session import Session
+    from stateless_chat.workspace import attach as workspace
 
     env = {"HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "config"),
            "XDG_DATA_HOME": str(tmp / "data")}
@@ -299,7 +300,7 @@ def off_topic(chat: Any, space: Any) -> tuple[int, list[tuple[str, int]]]:
 
 def ten_megabytes(django: Path) -> list[str]:
     """Return Django's docs, then its package's text files, in order, up to 10 MB (of characters)."""
-    from stateless_chat.documents import TEXT_SUFFIXES
+    from stateless_chat.workspace.documents import TEXT_SUFFIXES
 
     files: list[str] = []
     total = 0

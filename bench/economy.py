@@ -89,9 +89,9 @@ def replier(body: dict[str, Any]) -> str:
 def run_policy(policy: str, turns: int, pin: bool, evict_to: float, dialect: str) -> tuple[int, ...]:
     """Run the script once under ``policy`` against a server caching by ``dialect``'s rules; return
     (prompt tokens, cached, breaks, requests, largest, over budget, kept)."""
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.wire.openai_backend import open_backend
     from tests.fakeserver import FakeServer, approx_tokens, is_summary_request
 
     with FakeServer(replier) as server:

@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from stateless_chat.billing import Price, check_prices
+from stateless_chat.core.billing import Price, check_prices
+from stateless_chat.core.models import context_window_for
+from stateless_chat.core.policies import POLICY_NAMES
 from stateless_chat.errors import ConfigError, UsageError, keep_secret
-from stateless_chat.models import context_window_for
-from stateless_chat.policies import POLICY_NAMES
 from stateless_chat.sanitize import public_url, url_password
 from stateless_chat.validate import Invalid, shown, type_name
+from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
 
 if TYPE_CHECKING:
-    from stateless_chat.tools import ServerConfig
+    from stateless_chat.tools.servers import ServerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,9 +40,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_BUDGET = 32000
 MAX_TIMEOUT = 86400.0  # a day; httpx fails every request with OverflowError past ~1e10 seconds
-# The largest reply body accepted (after decompression): far past any real reply (a 128k-token
-# streamed reply is ~30 MB of events), small enough that a decompression bomb cannot exhaust memory.
-DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few hundred bytes; /dev/zero-sized ones are refused
 APP_NAME = "stateless-chat"
 
@@ -150,7 +148,10 @@ def _mcp(value: object) -> dict[str, ServerConfig]:
     """Return the ``[mcp.servers.NAME]`` tables as server configurations (already parsed ones kept)."""
     if isinstance(value, Mapping) and not value:
         return {}
-    from stateless_chat.tools import ServerConfig, parse_servers  # asyncio and the rest: only with servers
+    from stateless_chat.tools.servers import (  # asyncio and the rest: only with servers
+        ServerConfig,
+        parse_servers,
+    )
 
     if isinstance(value, Mapping) and all(isinstance(v, ServerConfig) for v in value.values()):
         return dict(value)

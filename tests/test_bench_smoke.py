@@ -23,8 +23,8 @@ from rich.console import Console
 
 from bench import docs, economy, gateway, memory, oneshot, recall, run, stream, turns
 from bench.common import ROOT, clean_env
-from stateless_chat import render
-from stateless_chat.render import ReplyStream
+from stateless_chat.ui import render
+from stateless_chat.ui.render import ReplyStream
 from tests.fakeserver import FakeServer
 
 
@@ -45,7 +45,7 @@ def test_turns_measure_every_step_over_the_whole_history() -> None:
     assert [r.messages for r in rows] == [10, 40]
     assert all(min(r.count, r.fit, r.payload, r.plan, r.serialize, r.send) > 0 for r in rows)
     session = turns.history_session(40)
-    assert len(session.plan("next", summarize=False).body["messages"]) == 41
+    assert len(session.body_of(session.plan("next", summarize=False).request)["messages"]) == 41
 
 
 def test_stream_renders_every_shape() -> None:

@@ -13,9 +13,9 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from stateless_chat.repl import SlashCompleter
-from stateless_chat.session import Session
-from tests.conftest import ReplRun, make_session
+from stateless_chat.chat.session import Session
+from stateless_chat.ui.repl import SlashCompleter
+from tests.conftest import ReplRun, app_for, make_session
 from tests.conftest import run_repl as run_repl_narrow
 from tests.fakeserver import FakeServer, is_summary_request
 
@@ -382,7 +382,7 @@ def test_stats_charts_each_turn_and_marks_evictions(server: FakeServer) -> None:
 
 
 def test_every_command_has_help(server: FakeServer) -> None:
-    from stateless_chat.commands import REGISTRY
+    from stateless_chat.ui.commands import REGISTRY
 
     run = run_repl(make_session(server), ["/help\r", "/help drop\r"])
     for name, command in REGISTRY.items():
@@ -418,7 +418,7 @@ def history_calls(server: FakeServer, tmp_path: Path, count: int) -> int:
     """Return how many Python function calls ``/history all`` makes over ``count`` loaded messages."""
     import sys
 
-    from stateless_chat.commands import HistoryView, dispatch
+    from stateless_chat.ui.commands import HistoryView, dispatch
 
     messages = [{"id": i, "role": "user" if i % 2 else "assistant", "content": f"m{i}", "turn": (i + 1) // 2}
                 for i in range(1, count + 1)]
@@ -426,7 +426,7 @@ def history_calls(server: FakeServer, tmp_path: Path, count: int) -> int:
     path.write_text(json.dumps({"format": "stateless-chat/conversation", "version": 1, "messages": messages,
                                 "next_id": count + 1, "next_turn": count // 2 + 1}))
     session = make_session(server)
-    dispatch(session, f"/load {path}")
+    dispatch(app_for(session), f"/load {path}")
     calls = 0
 
     def profile(frame: object, event: str, arg: object) -> None:
@@ -435,7 +435,7 @@ def history_calls(server: FakeServer, tmp_path: Path, count: int) -> int:
 
     sys.setprofile(profile)
     try:
-        view = dispatch(session, "/history all")
+        view = dispatch(app_for(session), "/history all")
     finally:
         sys.setprofile(None)
     assert isinstance(view, HistoryView) and len(view.rows) == count
@@ -450,11 +450,11 @@ def test_history_of_a_long_conversation_takes_linear_work(server: FakeServer, tm
 
 
 def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServer) -> None:
-    from stateless_chat.commands import StatsView, dispatch
+    from stateless_chat.ui.commands import StatsView, dispatch
 
     session = make_session(server)  # nothing is ever evicted: each row's baseline is what was sent
     run_repl(session, ["one two three\r", "four five six seven\r", "eight\r"])
-    view = dispatch(session, "/stats")
+    view = dispatch(app_for(session), "/stats")
     assert isinstance(view, StatsView)
     assert all(row.sent == row.baseline for row in view.rows)
     assert [t.estimated_prompt_tokens for t in session.ledger.turns] != [row.sent for row in view.rows]

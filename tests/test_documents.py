@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from stateless_chat import chunking, journal, workspace
-from stateless_chat.documents import MAX_CHUNKS, Library, added_lines, open_store, topic_terms
-from stateless_chat.logstore import LogStore
-from stateless_chat.session import Session
+from stateless_chat.chat.session import Session
+from stateless_chat.store import journal
+from stateless_chat.store.logstore import LogStore
+from stateless_chat.workspace import attach as workspace
+from stateless_chat.workspace import chunking
+from stateless_chat.workspace.documents import MAX_CHUNKS, Library, added_lines, open_store, topic_terms
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer
 from tests.test_cli import run_cli

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from stateless_chat import embeddings, workspace
-from stateless_chat.documents import Library, open_store, topic_terms
-from stateless_chat.local import LocalServer, bundled_model_path, local_available
-from stateless_chat.transport import OpenAIBackend, parse_embeddings
+from stateless_chat.wire.local import LocalServer, bundled_model_path, local_available
+from stateless_chat.wire.openai_backend import OpenAIBackend, parse_embeddings
+from stateless_chat.workspace import attach as workspace
+from stateless_chat.workspace import embeddings
+from stateless_chat.workspace.documents import Library, open_store, topic_terms
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, hashed_words
 

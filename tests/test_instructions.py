@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stateless_chat import instructions, workspace
-from stateless_chat.session import Session
+from stateless_chat.chat.session import Session
+from stateless_chat.workspace import attach as workspace
+from stateless_chat.workspace import instructions
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer
 from tests.test_cli import run_cli

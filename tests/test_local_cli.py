@@ -15,7 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from stateless_chat.local import local_available
+from stateless_chat.wire.local import local_available
 from tests.test_cli import ROOT, run_cli
 from tests.test_pty import prompt_ready
 

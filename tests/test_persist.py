@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from stateless_chat import persist
-from stateless_chat.session import Session
+from stateless_chat.chat.session import Session
+from stateless_chat.store import persist
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer
 from tests.test_cli import run_cli

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateless_chat import skills, workspace
-from stateless_chat.messages import Message
-from stateless_chat.session import Session
-from stateless_chat.tokens import TokenCounter
-from stateless_chat.toolbox import SkillTool, Toolbox
+from stateless_chat.chat.session import Session
+from stateless_chat.core.messages import Message
+from stateless_chat.core.tokens import TokenCounter
+from stateless_chat.tools.toolbox import SkillTool, Toolbox
+from stateless_chat.workspace import attach as workspace
+from stateless_chat.workspace import skills
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted
 
@@ -176,8 +178,8 @@ def test_the_model_loads_a_skill_and_its_files_with_use_skill(server: FakeServer
     session = attached(server, tmp_path)
     space = workspace.of(session)
     assert space is not None
-    session.toolbox = Toolbox(None, [SkillTool(space)])
-    session.approve = lambda call, spec: True
+    session.tools = Toolbox(None, [SkillTool(space.load_skill)])
+    session.hooks = replace(session.hooks, approve=lambda call, spec: True)
     server.replier = use_skill_replier('{"name": "pdf"}', '{"name": "pdf", "file": "reference.md"}',
                                        '{"name": "pdf", "file": "../../secret.txt"}',
                                        '{"name": "pdf", "file": "link.md"}', '{"name": "nope"}')
