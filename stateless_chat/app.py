@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from stateless_chat.errors import MissingKeyError, UsageError
 
 if TYPE_CHECKING:
+    from stateless_chat.chat.meter import Meter
     from stateless_chat.chat.session import Session
     from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
@@ -116,8 +117,10 @@ def build(settings: Settings, options: Options, flags: dict[str, Any], *, intera
     and no model given, the context window is the one the server says it has. On any error, what was
     started is stopped before the error propagates.
     """
+    from stateless_chat.chat.meter import attach
     from stateless_chat.chat.session import Session
     from stateless_chat.chat.turn import Hooks
+    from stateless_chat.config import default_data_dir
 
     resources = contextlib.ExitStack()
     with contextlib.ExitStack() as undo:
@@ -137,7 +140,15 @@ def build(settings: Settings, options: Options, flags: dict[str, Any], *, intera
             settings, context_source = server_context(settings, given)
         backend = open_backend(settings, local_server, voice)
         resources.callback(backend.close)
-        session = Session(settings, backend, hooks=hooks or Hooks(), exact=options.usage or interactive)
+        meter = meter_for(settings, data_dir=default_data_dir(os.environ),
+                          local_model=local_server.model_path if local_server is not None else None)
+        if interactive:  # the tokenizer is looked for before the chat: the toolbar counts from its first draw
+            if meter.learns_template:
+                voice.note("learning the local model's chat template, once (a few one-token requests)")
+            voice.waiting("looking for the server's tokenizer", meter.resolve)
+        session = Session(settings, backend, meter, hooks=hooks or Hooks(),
+                          exact=options.usage or interactive)
+        attach(session)
         session.context_source = context_source
         app = App(settings, session, context_source=context_source, local=local_server is not None,
                   resources=resources)
@@ -151,8 +162,10 @@ def build_preview(settings: Settings, options: Options, flags: dict[str, Any],
     """Return the chat a dry run previews (no endpoint: nothing is started or sent), and where its
     request would go."""
     from stateless_chat.chat.session import Session
+    from stateless_chat.config import default_data_dir
     from stateless_chat.sanitize import public_url
 
+    path = None
     where = " then ".join(f"{public_url(url).rstrip('/')}/chat/completions" for url in settings.endpoints)
     if wants_local(settings, options, Voice()):
         from stateless_chat.wire.local import LocalServer
@@ -165,12 +178,64 @@ def build_preview(settings: Settings, options: Options, flags: dict[str, Any],
                 changes["model"] = path.stem
             settings = settings.replace(**changes)
             where = f"the local model's llama.cpp server ({path.name}, on a free port of 127.0.0.1)"
-    app = App(settings, Session(settings, None, exact=False))
+    # Counted as the chat would count (what earlier chats taught the meter), asking no server anything.
+    meter = meter_for(settings, data_dir=default_data_dir(os.environ), local_model=path, network=False)
+    app = App(settings, Session(settings, None, meter))
     resume_file(app.session, options, flags)
     if options.resume:
         open_log(app, options, flags, Voice())
     open_workspace(app, voice)
     return app, where
+
+
+LOCAL_ENDPOINT = "local"  # how the calibration file names the local server, whose port changes each start
+
+
+def local_template_key(model_path: Path) -> str:
+    """Return the key of a model file's chat template in the calibration file: its name and size."""
+    try:
+        size = model_path.stat().st_size
+    except OSError:
+        size = 0
+    return f"{model_path.name}:{size}"
+
+
+def meter_for(settings: Settings, *, data_dir: Path | None, local_model: Path | None = None,
+              network: bool = True, timeout: float | None = None) -> Meter:
+    """Return the meter the chat counts with (``chat.meter``): for ``settings``' model at its first
+    endpoint, keeping what it learns in ``data_dir``'s ``calibration.json`` (None: nothing is kept).
+
+    The local server started for ``local_model`` is always counted by its own tokenizer (it is
+    llama-cpp-python's: nothing to probe), its template kept per model file. Another endpoint is
+    probed once for a tokenizer (``wire.servertokens.probe``), unless it is OpenAI's own or the
+    model is an OpenAI one (tiktoken is exact there). With ``network`` False (a dry run) no server is
+    asked anything: what was kept is all there is. ``timeout`` bounds each tokenizer request
+    (default: the shorter of the settings' timeout and ``servertokens.TIMEOUT``).
+    """
+    from stateless_chat.chat.meter import Meter, TextTokenizer
+    from stateless_chat.core.calibration import store_key
+    from stateless_chat.core.tokens import TokenCounter
+    from stateless_chat.sanitize import public_url
+    from stateless_chat.store.calibration import FILE_NAME, CalibrationStore
+    from stateless_chat.wire import servertokens
+
+    base = TokenCounter(settings.model, settings.encoding, settings.default_encoding)
+    store = CalibrationStore.open(data_dir / FILE_NAME) if data_dir is not None else None
+    url = settings.endpoints[0]
+    wait = timeout if timeout is not None else min(settings.timeout, servertokens.TIMEOUT)
+    if local_model is not None:
+        def local() -> TextTokenizer | None:
+            return servertokens.ServerTokenizer(url, "llama-cpp-python", settings.model, timeout=wait)
+
+        return Meter(base, key=store_key(LOCAL_ENDPOINT, local_model.name), store=store,
+                     find_tokenizer=local if network else None, template_key=local_template_key(local_model))
+    probing = network and not settings.uses_default_endpoint and not base.known
+
+    def remote() -> TextTokenizer | None:
+        return servertokens.probe(url, settings.model, settings.key_for(url) or None, timeout=wait)
+
+    return Meter(base, key=store_key(public_url(url), settings.model), store=store,
+                 find_tokenizer=remote if probing else None)
 
 
 def assemble(app: App, options: Options, flags: dict[str, Any], voice: Voice) -> None:
@@ -297,7 +362,8 @@ def resume_file(session: Session, options: Options, flags: dict[str, Any]) -> No
     if path is not None:
         from stateless_chat.store import persist
 
-        persist.restore(session, persist.load(path), keep=set(flags))
+        for event in persist.restore(session, persist.load(path), keep=set(flags)):
+            session.hooks.on_event(event)  # standing notes read from an older file, once
 
 
 def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) -> None:
@@ -359,4 +425,4 @@ def start_tools(app: App, options: Options, voice: Voice) -> None:
     app.session.tools = app.tools
 
 
-__all__ = ["App", "Options", "Voice", "build", "build_preview"]
+__all__ = ["App", "Options", "Voice", "build", "build_preview", "meter_for"]

@@ -181,7 +181,14 @@ def chat(
     recall: Annotated[
         str | None,
         typer.Option("--recall", metavar="MODE",
-                     help="auto: bring back evicted turns relevant to each new message (off: never)."),
+                     help="auto (default): bring back evicted turns relevant to each new message; "
+                          "off: never."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", metavar="MODE",
+                     help="auto (default): keep what you say must hold (\"always ...\", \"I'm "
+                          "vegetarian\") in every request; manual: only /remember; off: none."),
     ] = None,
     save: Annotated[
         Path | None,
@@ -229,6 +236,7 @@ def chat(
         "evict_to": evict_to,
         "log": False if no_log else None,
         "recall": recall,
+        "memory": memory,
         "approve": "always" if yes else None,
         "instructions": False if no_instructions else None,
         "docs": [str(path) for path in docs] if docs else None,
@@ -460,12 +468,15 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
     from stateless_chat.app import Voice, build_preview
     from stateless_chat.sanitize import safe_json
+    from stateless_chat.ui.commands import request_size_line
 
     app, where = build_preview(settings, options, flags, Voice(note=lambda line: note(options, line)))
     with app:
-        print(safe_json(app.session.preview_body(text or None)))
+        body = app.session.preview_body(text or None)
+        print(safe_json(body))
         note(options, f"dry run: this request would go to {where} (model {app.session.settings.model}); "
                       "nothing was sent")
+        note(options, request_size_line(app.session, body))
     return 0
 
 
@@ -568,25 +579,37 @@ def answer(session: Session, text: str) -> None:
 
 def usage_line(session: Session, *, local: bool = False) -> str:
     """Return the ``-u`` line: the last turn's prompt (ours and the server's, with what it read from its
-    cache), the completion, and the cost when the model has a price; and once, why counts are missing
-    or differ."""
+    cache), the completion, and the cost when the model has a price; and, on a conversation's first
+    turn only, why counts are missing or were counted here."""
+    from stateless_chat.chat.meter import Meter
     from stateless_chat.ui.commands import bill_line
 
     stats = session.ledger.turns[-1]
+    counter = session.counter
+    counted = isinstance(counter, Meter) and counter.counted_turn == stats.turn  # the server sent none
     reported, completion = stats.reported_prompt_tokens, stats.reported_completion_tokens
-    said = "not reported" if reported is None else f"{reported:,} reported"
-    if reported is not None and stats.reported_cached_tokens is not None:
-        said += f" ({stats.reported_cached_tokens:,} cached)"
-    line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
-            f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    if counted:
+        line = (f"usage: prompt {stats.estimated_prompt_tokens:,} counted exactly, not reported; completion "
+                f"{completion or 0:,} counted")
+    else:
+        said = "not reported" if reported is None else f"{reported:,} reported"
+        if reported is not None and stats.reported_cached_tokens is not None:
+            said += f" ({stats.reported_cached_tokens:,} cached)"
+        line = (f"usage: prompt {counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
+                f"completion {'not reported' if completion is None else f'{completion:,}'}")
     cost = bill_line(session)
     line = f"{line}; {cost}" if cost else line
+    if len(session.ledger.turns) > 1:  # a continued conversation: its first line said why
+        return line
     why = []
-    if reported is None or completion is None:
+    if counted:
+        why.append("the server sent no usage with the streamed reply, as llama-cpp-python never does: "
+                   "counted with its own tokenizer")
+    elif reported is None or completion is None:
         streamed = session.settings.stream
         why.append("the server sent no usage" + (" with the streamed reply, as llama-cpp-python never does: "
                                                   "--no-stream gets it" if streamed else ""))
-    if local:
+    if local and counter.label:
         why.append("the local model's chat template adds text of its own, e.g. SmolLM2's default system "
                    "prompt, which the server counts and the estimate does not")
     return line + (f" ({'; '.join(why)})" if why else "")

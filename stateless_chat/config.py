@@ -126,6 +126,7 @@ def _cache_lifetime(value: object) -> float:
 
 
 RECALL_MODES = ("off", "auto")
+MEMORY_MODES = ("auto", "manual", "off")  # memory.MODES: the config is checked without importing the core
 
 
 def _recall(value: object) -> str:
@@ -142,6 +143,13 @@ def _paths(value: object) -> tuple[str, ...]:
         return tuple(_path(item) for item in value)
     except Invalid:
         raise Invalid("an array of file or folder paths") from None
+
+
+def _memory(value: object) -> str:
+    if value not in MEMORY_MODES:
+        raise Invalid("one of " + ", ".join(MEMORY_MODES))
+    assert isinstance(value, str)
+    return value
 
 
 def _mcp(value: object) -> dict[str, ServerConfig]:
@@ -281,6 +289,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "docs_budget": _optional(_positive_int),
     "docs_db": _optional(_path),
     "embedding_model": _optional(_nonempty_str),
+    "memory": _memory,
+    "memory_budget": _optional(_positive_int),
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -344,7 +354,7 @@ class Settings:
     endpoint_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"internal": True})
     log: bool = True
     log_db: str | None = None
-    recall: str = "off"
+    recall: str = "auto"
     recall_budget: int | None = None
     instructions: bool = True  # read AGENTS.md files (instructions.py)
     instructions_max_tokens: int = 4000
@@ -353,6 +363,8 @@ class Settings:
     docs_budget: int | None = None
     docs_db: str | None = None
     embedding_model: str | None = None
+    memory: str = "auto"
+    memory_budget: int | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -431,6 +443,11 @@ class Settings:
         """Return the most tokens retrieved documents may add to one request of ``budget`` tokens:
         ``docs_budget``, else a tenth of the budget."""
         return self.docs_budget if self.docs_budget is not None else budget // 10
+
+    def memory_room(self, budget: int) -> int:
+        """Return the most tokens the standing memory may take in a request of ``budget`` tokens:
+        ``memory_budget``, else a tenth of the budget."""
+        return self.memory_budget if self.memory_budget is not None else budget // 10
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied; raises ``ConfigError`` if the result is invalid."""

@@ -840,3 +840,41 @@ def test_ctrl_c_hangs_up_so_the_real_server_stops_and_the_next_turn_starts_at_on
     reply = session.send("Say goodbye in one word.")
     assert reply.done and reply.text.strip()
     server.check()
+
+
+# ---- counts: the bundled model is counted by its server's own tokenizer ---------------------------
+
+
+@needs_local
+@pytest.mark.timeout(900)
+def test_the_bundled_model_is_counted_exactly_streamed_or_not(
+    real_server: tuple[LocalServer, float, list[str]], tmp_path: Path,
+) -> None:
+    import openai
+
+    from stateless_chat.app import meter_for
+    from stateless_chat.chat.meter import attach
+
+    server, _, _ = real_server
+    session = local_session(server, reply_reserve=12)  # streamed: llama-cpp-python sends no usage then
+    meter = meter_for(session.settings, data_dir=tmp_path, local_model=server.model_path, timeout=300.0)
+    assert meter.learns_template
+    attach(session, meter)
+    bodies: list[Any] = []
+    session.on_turn = (*session.on_turn, lambda record: bodies.append(record.requests[-1]))
+    session.send("What is the capital of France?")
+    streamed = session.ledger.turns[-1]
+    assert meter.counted_turn == 1 and streamed.reported_prompt_tokens == streamed.estimated_prompt_tokens
+    # the server's own count of that very request, asked without streaming
+    client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=300)
+    asked = client.chat.completions.create(**{k: v for k, v in bodies[-1].items()
+                                              if k not in ("stream", "stream_options")})
+    assert asked.usage is not None and asked.usage.prompt_tokens == streamed.estimated_prompt_tokens
+    session.reconfigure(stream=False, system="  Be brief; answer in one line.")
+    for text in ("  Two leading spaces, then a question: why?", "Zwei Sätze über Käse, bitte. 请简短回答。"):
+        session.send(text)
+        turn = session.ledger.turns[-1]
+        assert turn.reported_prompt_tokens == turn.estimated_prompt_tokens, (text, turn)
+    assert "matched the server's count on all 2 replies" in meter.how()
+    again = meter_for(session.settings, data_dir=tmp_path, local_model=server.model_path)
+    assert not again.learns_template  # kept per model file: the next chat does not learn it again

@@ -66,20 +66,25 @@ class Steps:
         self.cache_break = self.cache_break or plan.cache.cause
 
 
-def baseline_tokens(conversation: Conversation, pending: Sequence[Entry]) -> int:
+def baseline_tokens(conversation: Conversation, pending: Sequence[Entry],
+                    framing: int = REPLY_PRIMING) -> int:
     """Return what a request sending ``conversation`` with ``pending`` would cost had nothing ever been
-    evicted or summarized (each entry once, wherever it is now)."""
+    evicted or summarized (each entry once, wherever it is now), ``framing`` added (what a request adds
+    beyond its messages)."""
     held = sum(e.tokens for e in conversation.live) + sum(e.tokens for e in pending)
     head = sum(e.tokens for e in conversation.head if e.kind != "summary")  # the summary folds the evicted
-    return held + head + sum(e.tokens for e in conversation.evicted) + REPLY_PRIMING
+    return held + head + sum(e.tokens for e in conversation.evicted) + framing
 
 
 def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply: Reply, told: Told, *,
-           model: str, reserve: int, spent: Spent, over_limit: bool = False) -> TurnOutcome:
+           model: str, reserve: int, spent: Spent, memory: str, memory_room: int,
+           over_limit: bool = False) -> TurnOutcome:
     """Return the outcome of the completed turn: the exchange appended to ``after``'s conversation, its
     costs (and ``spent`` on summaries) in the ledger, what it told in its record.
 
-    ``before`` is the state the turn started from (for the no-eviction baseline).
+    ``before`` is the state the turn started from (for the no-eviction baseline). With ``memory``
+    "auto" the user message is read for standing sentences as it is committed, kept as notes within
+    ``memory_room`` tokens (``Conversation.remember``).
     """
     fitted = plan.fit
     measure = after.sizer
@@ -95,6 +100,8 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
                                          id=answer.id + 1 + index)
                   for index, call in enumerate(calls if over_limit else ())]
     usage = reply.usage
+    if (usage is None or usage.prompt_tokens is None) and measure.exact:  # counted, when the counter can
+        usage = measure.counter.count_usage(fitted.total - reserve, reply.text, calls, steps.number) or usage
     for note in reply.notes:
         told.once(note, Notice(note))
     if (usage is None or usage.prompt_tokens is None) and not reply.notes:
@@ -111,14 +118,15 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
         cache = Prediction(0, cache.total, f"failed over to {reply.name}", cache.previous)
         told(CacheBreak(cache.cause or "", cache.shared, cache.previous))
     events = (*steps.events, *fitted.events)
+    before_all = before.conversation  # what the request would have cost with nothing ever evicted
+    baseline = baseline_tokens(before_all, (*steps.base.retrieved, *steps.pending),
+                               measure.framing(before_all.system_leads))
     stats = TurnStats(
         turn=steps.number,
         estimated_prompt_tokens=estimated,
         reported_prompt_tokens=usage.prompt_tokens if usage else None,
         reported_completion_tokens=usage.completion_tokens if usage else None,
-        baseline_prompt_tokens=max(baseline_tokens(before.conversation,
-                                                   (*steps.base.retrieved, *steps.pending)), estimated)
-        + steps.estimated,
+        baseline_prompt_tokens=max(baseline, estimated) + steps.estimated,
         evictions=sum(1 for e in events if isinstance(e, (Evicted, Summarized))),
         events=events,
         summary_prompt_tokens=spent.prompt + steps.prompt,
@@ -130,8 +138,12 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
         cache_break=cache.cause or steps.cache_break,
         steps=len(steps.requests),
     )
-    state = replace(after, conversation=conversation.append(answer, *unanswered),
-                    ledger=after.ledger.add(stats), said=frozenset(told.said))
+    conversation = conversation.append(answer, *unanswered)
+    conversation, noted = conversation.remember(steps.pending[0], measure, room=memory_room, mode=memory)
+    for event in noted:
+        told(event)
+    state = replace(after, conversation=conversation, ledger=after.ledger.add(stats),
+                    said=frozenset(told.said))
     record = TurnRecord(steps.number, (*steps.requests[:-1], reply.body), reply, stats, tuple(told.events),
                         state.conversation, model, steps.base.retrieved)
     return TurnOutcome(state, reply, record)

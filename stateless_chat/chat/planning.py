@@ -71,7 +71,8 @@ def plan_pending(state: TurnState, setup: TurnSetup, base: Conversation, pending
     tools = setup.tools_offered()
     policy = make_policy(settings.policy, PolicyTools(state.sizer, summarizer))
     candidate = base.candidate(pending, budget=budget, reserve=settings.effective_reply_reserve,
-                               tools=state.sizer.tools(tools), low_water=int(settings.evict_to * budget))
+                               tools=state.sizer.tools(tools), low_water=int(settings.evict_to * budget),
+                               framing=state.sizer.framing(base.system_leads))
     fitted = policy.fit(candidate)
     request = ChatRequest.of(settings.model, fitted.request.messages(), settings.effective_reply_reserve,
                              tools=tools, temperature=settings.temperature, stream=settings.stream)

@@ -37,10 +37,10 @@ from stateless_chat.core.cache import Prediction, predict
 from stateless_chat.core.context import Fit, Policy, too_big_alone
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.ledger import Ledger
-from stateless_chat.core.messages import Entry, Message, Summarized
-from stateless_chat.core.sizing import Sizer
+from stateless_chat.core.messages import Entry, Event, Message, Summarized
+from stateless_chat.core.sizing import Counting, Sizer
 from stateless_chat.core.summary import fold, summary_cap, turns_within
-from stateless_chat.core.tokens import REPLY_PRIMING, TokenCounter
+from stateless_chat.core.tokens import TokenCounter
 from stateless_chat.errors import UsageError
 from stateless_chat.wire.request import ChatRequest, Dialect
 
@@ -78,7 +78,7 @@ class Session:
         self,
         settings: Settings,
         backend: ChatBackend | None,
-        counter: TokenCounter | None = None,
+        counter: Counting | None = None,
         *,
         tools: Toolbox | None = None,
         recall: Recaller | None = None,
@@ -129,8 +129,19 @@ class Session:
     # ---- measuring -----------------------------------------------------------
 
     @property
-    def counter(self) -> TokenCounter:
+    def counter(self) -> Counting:
         return self.state.sizer.counter
+
+    def count_with(self, counter: Counting) -> None:
+        """Count with ``counter`` from now on (the meter a chat is given), the held history measured
+        again with it."""
+        sizer = replace(self.state.sizer, counter=counter)
+        self.state = replace(self.state, sizer=sizer, conversation=self.conversation.recounted(sizer))
+
+    def framing(self) -> int:
+        """Return what the next request adds beyond its messages (the reply priming, or the chat
+        template's own tokens)."""
+        return self.state.sizer.framing(self.conversation.system_leads)
 
     @property
     def exact(self) -> bool:
@@ -165,6 +176,11 @@ class Session:
     def reserve(self) -> int:
         return self.settings.effective_reply_reserve
 
+    @property
+    def memory_room(self) -> int:
+        """Return the most tokens the standing memory may take: ``memory_budget`` or a tenth of the budget."""
+        return self.settings.memory_room(self.budget)
+
     def low_water(self, budget: int) -> int:
         """Return where eviction stops once it must start: ``evict_to`` of ``budget``."""
         return int(self.settings.evict_to * budget)
@@ -176,7 +192,7 @@ class Session:
 
     def next_request_tokens(self, draft: str = "") -> int:
         """Return the prompt tokens the next request would carry with ``draft`` as its message."""
-        size = self.conversation.tokens + REPLY_PRIMING
+        size = self.conversation.tokens + self.framing()
         if draft:
             size += self.measure(Message("user", draft))
         return size
@@ -309,10 +325,13 @@ class Session:
         counting = (settings.model, settings.encoding, settings.default_encoding)
         state = self.state
         if counting != (self.settings.model, self.settings.encoding, self.settings.default_encoding):
-            sizer = replace(state.sizer, counter=TokenCounter(*counting))
+            sizer = replace(state.sizer, counter=state.sizer.counter.for_model(*counting))
             state = replace(state, sizer=sizer, conversation=state.conversation.recounted(sizer))
         if "system" in changes:
             state = replace(state, conversation=state.conversation.with_system(settings.system, state.sizer))
+        if "memory" in changes:
+            turned = state.conversation.memory_turned(settings.memory != "off", state.sizer)
+            state = replace(state, conversation=turned)
         if {"model", "budget", "context_window"} & set(changes):
             state = replace(state, learned_budget=None, refused_budget=None)
         self.settings, self.state = settings, state
@@ -332,7 +351,7 @@ class Session:
             raise UsageError("no endpoint to summarize with")
         conversation = self.conversation
         budget = self.budget
-        candidate = conversation.candidate(budget=budget, reserve=self.reserve)
+        candidate = conversation.candidate(budget=budget, reserve=self.reserve, framing=self.framing())
         newest = conversation.history[-1].turn if conversation.history else None
         turns = [turn for turn in candidate.evictable_turns() if turn != newest]
         if not turns:
@@ -368,7 +387,7 @@ class Session:
 
     def undo(self) -> tuple[Entry, ...]:
         """Forget the newest turn; return its entries."""
-        self.conversation, gone = self.conversation.without_last_turn()
+        self.conversation, gone = self.conversation.without_last_turn(self.state.sizer)
         return gone
 
     def recall_turn(self, entry_id: int) -> tuple[Entry, ...]:
@@ -382,15 +401,22 @@ class Session:
         self.conversation = self.conversation.append(entry)
 
     def load(self, conversation: Conversation, ledger: Ledger, settings: Mapping[str, Any],
-             *, keep: Collection[str] = ()) -> None:
+             *, keep: Collection[str] = ()) -> list[Event]:
         """Make a saved conversation this session's, with its saved ``settings`` except those named in
         ``keep`` (the ones the user set on this command line). Counts are measured again with the
-        session's counter. Raises ``ConfigError`` (nothing changed) for settings invalid here."""
+        session's counter. Return the standing notes found in a conversation from before standing
+        memory (its user messages are read once), as events for the caller to show. Raises
+        ``ConfigError`` (nothing changed) for settings invalid here."""
         self.reconfigure(**{k: v for k, v in settings.items() if k not in keep})  # validates first
         conversation = conversation.recounted(self.state.sizer).with_slots_of(self.conversation)
         if "system" in keep:
             conversation = conversation.with_system(self.settings.system, self.state.sizer)
+        conversation = conversation.memory_turned(self.settings.memory != "off", self.state.sizer)
+        # A conversation from before standing memory: its user messages are read for it once.
+        conversation, noted = conversation.remember_all(self.state.sizer, room=self.memory_room,
+                                                        mode=self.settings.memory)
         self.state = replace(self.state, conversation=conversation, ledger=ledger)
+        return noted
 
 
 __all__ = ["Hooks", "Plan", "Recaller", "Session", "TurnRecord", "Unanswered"]

@@ -105,7 +105,8 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
         told(ToolStepsExhausted(count))
     after = replace(state, last_sent=last_sent, learned_budget=learned, refused_budget=refused)
     return commit(state, after, steps, plan, reply, told, model=settings.model, reserve=reserve,
-                  spent=setup.summaries.take(), over_limit=bool(calls))
+                  spent=setup.summaries.take(), over_limit=bool(calls),
+                  memory=settings.memory, memory_room=settings.memory_room(plan.budget))
 
 
 __all__ = ["Hooks", "Plan", "Recaller", "Toolbox", "TurnOutcome", "TurnRecord", "TurnSetup", "TurnState",

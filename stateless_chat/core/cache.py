@@ -6,7 +6,7 @@ whole history is cheap as long as it only grows at its end. ``PrefixCache`` keep
 last request sent (by message, with our token counts) and, for the next one, returns the
 tokens of the longest run of whole messages it shares from the start (an upper bound on
 what the server can reuse) and, when the new request does not start with the whole last
-one, the cause: the eviction of a turn, a rewritten summary, a changed system prompt, a
+one, the cause: the eviction of a turn, a rewritten summary, a changed system prompt or standing memory, a
 /drop or /clear, a switched model, another endpoint, or time past the cache lifetime.
 Pure bookkeeping: it never talks to a server.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from stateless_chat.core.memory import MEMORY_ID
 from stateless_chat.core.messages import Entry, Message
 
 DEFAULT_LIFETIME = 300.0  # seconds a server keeps a prefix warm (OpenAI says 5-10 minutes when idle)
@@ -119,6 +120,8 @@ def _cause(previous: Sent, entries: Sequence[Entry], index: int, why_gone: Calla
     """Return why the request differs from ``previous`` at message ``index``."""
     gone = previous.ids[index]
     here = entries[index] if index < len(entries) else None
+    if gone == MEMORY_ID or (here is not None and here.id == MEMORY_ID):
+        return "the standing memory changed"
     slot = _slot_cause(previous, entries, index)
     if slot is not None:
         return slot

@@ -1,9 +1,10 @@
 """The next request in typed slots, and the eviction policies that fit it to the budget.
 
 A ``Candidate`` is the request before fitting: the system prompt, the instructions, the
-skills index and active skills, the running summary, the live history (pinned entries
-marked), recalled entries, retrieved documents, this turn's pending messages, and the size
-of the ``tools`` array. Policies evict only history and recalled turns. A policy's ``fit`` returns a ``Fit``:
+skills index and active skills, the standing memory (never evicted), the running summary, the
+live history (pinned entries marked), recalled entries, retrieved documents, this turn's pending
+messages, and the size of the ``tools`` array. Policies evict only history and recalled turns.
+A policy's ``fit`` returns a ``Fit``:
 the request it will send, which history ids it dropped or folded, and its events;
 ``Conversation.apply`` turns that into the next conversation.
 
@@ -30,10 +31,11 @@ from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import BudgetError, raise_budget
 
 
-def request_size(entries: Iterable[Entry], reserve: int = 0) -> int:
-    """Return the tokens a request with ``entries`` takes: their billed sizes, the reply priming
-    and ``reserve`` (the room held back for the reply)."""
-    return sum(e.tokens for e in entries) + REPLY_PRIMING + reserve
+def request_size(entries: Iterable[Entry], reserve: int = 0, framing: int = REPLY_PRIMING) -> int:
+    """Return the tokens a request with ``entries`` takes: their billed sizes, ``framing`` (what the
+    request adds beyond its messages: the reply priming, or a chat template's own tokens) and
+    ``reserve`` (the room held back for the reply)."""
+    return sum(e.tokens for e in entries) + framing + reserve
 
 
 def too_big_alone(tokens: int, reserve: int, budget: int) -> bool:
@@ -64,6 +66,8 @@ class Candidate:
     recalled: tuple[Entry, ...] = ()
     next_id: int = 0
     low_water: int | None = None
+    memory: Entry | None = None  # the standing notes, after the skills: never evicted
+    framing: int = REPLY_PRIMING
     instructions: Entry | None = None
     skill_index: Entry | None = None
     skills: tuple[Entry, ...] = ()
@@ -77,9 +81,10 @@ class Candidate:
     @property
     def head(self) -> tuple[Entry, ...]:
         """Return the entries sent before the history: system, instructions, skills index, active
-        skills, summary."""
+        skills, standing memory, summary."""
         first = tuple(e for e in (self.system, self.instructions, self.skill_index) if e is not None)
-        return first + self.skills + ((self.summary,) if self.summary is not None else ())
+        last = tuple(e for e in (self.memory, self.summary) if e is not None)
+        return first + self.skills + last
 
     def entries(self) -> tuple[Entry, ...]:
         """Return every entry the request sends, in order."""
@@ -91,7 +96,7 @@ class Candidate:
     @property
     def size(self) -> int:
         """Return the request's tokens: every entry, the tools, the reply priming and the reserve."""
-        return request_size(self.entries(), self.reserve) + self.tools
+        return request_size(self.entries(), self.reserve, self.framing) + self.tools
 
     @property
     def fits(self) -> bool:
@@ -218,6 +223,7 @@ def budget_error(candidate: Candidate) -> BudgetError:
             f"shorten it or {raise_hint}", needed=size
         )
     system = candidate.system.tokens if candidate.system is not None else 0
+    memory = candidate.memory.tokens if candidate.memory is not None else 0
     summary = candidate.summary.tokens if candidate.summary is not None else 0
     pinned = sum(e.tokens for e in candidate.history + candidate.recalled)
     context = sum(e.tokens for e in candidate.head if e.kind in SLOT_KINDS)
@@ -228,6 +234,7 @@ def budget_error(candidate: Candidate) -> BudgetError:
             ("pinned messages", pinned),
             ("system prompt", system),
             ("instructions and skills", context),
+            ("standing memory", memory),
             ("summary", summary),
             ("documents", documents),
             ("tools", candidate.tools),
@@ -249,8 +256,11 @@ def budget_error(candidate: Candidate) -> BudgetError:
     if named:
         unpin = ", ".join(f"#{e.id} ({e.tokens:,} tokens)" for e in named)
         return BudgetError(f"{head}: unpin {unpin} or {raise_hint}", needed=size)
-    if system > pending:
+    if system > pending and system >= memory:
         return BudgetError(f"{head}: shorten the system prompt or {raise_hint}", needed=size)
+    if memory > pending:
+        return BudgetError(f"{head}: /forget a standing note (/memory lists them) or {raise_hint}",
+                           needed=size)
     return BudgetError(f"{head}: {raise_hint}", needed=size)
 
 

@@ -6,12 +6,14 @@ exactly what it was before the turn, with no half reply and no duplicated messag
 
 The slots are the parts every request is built from, in request order: the system
 prompt, the instructions (AGENTS.md files), the skills index, the active skills' bodies, the
-running summary, the live history (pinned entries marked), the recalled entries (evicted turns
-brought back, sent right before the new message and never inside the prefix the server has
-cached), the documents retrieved for the new message, and, given by the caller, the new message.
-What changes rarely comes first, what changes every turn last, so the server's cached prefix
-stays whole. The context slots (instructions, skills, retrieved documents) are this run's: their
-entries have negative ids, outside the numbered history, and are neither evicted nor saved. Entries
+standing memory (the user's own sentences that must hold for the whole conversation, in one
+block: ``memory``; never evicted), the running summary, the live history (pinned
+entries marked), the recalled entries (evicted turns brought back, sent right before the new
+message and never inside the prefix the server has cached), the documents retrieved for the
+new message, and, given by the caller, the new message. What changes rarely comes first, what
+changes every turn last, so the server's cached prefix stays whole. The context slots
+(instructions, skills, retrieved documents) are this run's: their entries have negative ids,
+outside the numbered history, and are neither evicted nor saved. Entries
 that are no longer sent move to ``evicted`` with an ``Eviction`` record saying how and
 when they left; a recalled entry is one of them moved back, and when the next entries
 are appended it settles into the history where it was sent. This module and ``context`` are
@@ -24,23 +26,27 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from stateless_chat.core.context import Candidate, Fit
+from stateless_chat.core.memory import Memory, Note, block_entry, detect
 from stateless_chat.core.messages import (
     SLOT_KINDS,
     Entry,
     EntryKind,
+    Event,
     Eviction,
     EvictionHow,
+    MemoryFull,
     Message,
     Role,
     ToolCall,
 )
+from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import CommandError
 
 Counter = Callable[[Message], int]
 
 # The ids of the context slots' entries: negative, so that no message number /history shows is taken.
-INSTRUCTIONS_ID = -1
-SKILL_INDEX_ID = -2
+INSTRUCTIONS_ID = -2  # (-1 is the standing memory's block: core.memory.MEMORY_ID)
+SKILL_INDEX_ID = -3
 SKILL_IDS = -100  # the active skills are -100, -101, ... in the order they were turned on
 DOCS_IDS = -1000  # the retrieved documents' entries
 
@@ -70,16 +76,22 @@ def entry_state(entry: Entry, conversation: Conversation) -> str:
 class Conversation:
     """Everything the next request is built from, plus what was evicted.
 
-    ``system`` has id 0 and is always sent. ``summary`` (if any) folds evicted turns and
-    is sent right after it. ``history`` holds the live messages, in order, that the next
-    request resends; ``evicted`` keeps the originals no longer sent, each with its
-    ``Eviction`` record, so the user can see them. ``recalled`` holds evicted turns brought
-    back (``recall``) for the next request, sent after the history and right before the
-    new message; ``append`` settles them into the history. Ids are 1-based, shown by
-    ``/history``, and never reused.
+    ``system`` has id 0 and is always sent, then this run's ``instructions``, ``skill_index`` and
+    active ``skills``. ``memory`` holds the standing notes, sent after them as ``memory_block``
+    (None without notes, or with ``memory_sent`` False: memory turned off). ``summary`` (if any)
+    folds evicted turns and is sent next. ``history``
+    holds the live messages, in order, that the next request resends; ``evicted`` keeps the
+    originals no longer sent, each with its ``Eviction`` record, so the user can see them.
+    ``recalled`` holds evicted turns brought back (``recall``) for the next request, sent
+    after the history, then ``retrieved`` (document chunks for the new message only), right
+    before the new message; ``append`` settles the recalled entries into the history and empties
+    ``retrieved``. Ids are 1-based, shown by ``/history``, and never reused.
     """
 
     system: Entry | None = None
+    memory: Memory = Memory()
+    memory_block: Entry | None = None
+    memory_sent: bool = True
     summary: Entry | None = None
     history: tuple[Entry, ...] = ()
     recalled: tuple[Entry, ...] = ()
@@ -146,9 +158,11 @@ class Conversation:
     @property
     def head(self) -> tuple[Entry, ...]:
         """Return what every request sends first, in order: the system prompt, the instructions, the
-        skills index, the active skills and the summary (the slots that change rarely)."""
+        skills index, the active skills, the standing memory and the summary (the slots that change
+        rarely, the rarest first)."""
         first = tuple(e for e in (self.system, self.instructions, self.skill_index) if e is not None)
-        return first + self.skills + ((self.summary,) if self.summary is not None else ())
+        last = tuple(e for e in (self.memory_block, self.summary) if e is not None)
+        return first + self.skills + last
 
     def slot_entries(self) -> tuple[Entry, ...]:
         """Return the entries of the context slots, in request order (instructions, skills index,
@@ -201,15 +215,16 @@ class Conversation:
 
     def candidate(
         self, pending: Iterable[Entry] = (), *, budget: int, reserve: int = 0, tools: int = 0,
-        low_water: int | None = None,
+        low_water: int | None = None, framing: int = REPLY_PRIMING,
     ) -> Candidate:
         """Return the next request, slot by slot, with ``pending`` (this turn's new messages) last."""
         pending = tuple(pending)
         next_id = max([self.next_id, *(e.id + 1 for e in pending)])
         return Candidate(system=self.system, summary=self.summary, history=self.history, pending=pending,
                          recalled=self.recalled, budget=budget, reserve=reserve, tools=tools, next_id=next_id,
-                         low_water=low_water, instructions=self.instructions, skill_index=self.skill_index,
-                         skills=self.skills, retrieved=self.retrieved)
+                         low_water=low_water, memory=self.memory_block, framing=framing,
+                         instructions=self.instructions, skill_index=self.skill_index, skills=self.skills,
+                         retrieved=self.retrieved)
 
     def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
         """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the
@@ -228,8 +243,8 @@ class Conversation:
         return f"#{entry_id} was removed (/drop, /trim or /clear)"
 
     def request_entries(self, pending: Iterable[Entry] = ()) -> tuple[Entry, ...]:
-        """Return what the next request sends, in order: the head (system, instructions, skills, summary),
-        history, recalled, retrieved, ``pending``."""
+        """Return what the next request sends, in order: the head (system, instructions, skills, memory,
+        summary), history, recalled, retrieved, ``pending``."""
         return self.head + self.history + self.recalled + self.retrieved + tuple(pending)
 
     def messages(self, pending: Iterable[Entry] = ()) -> list[Message]:
@@ -263,9 +278,15 @@ class Conversation:
         return entry_state(entry, self)
 
     @property
+    def system_leads(self) -> bool:
+        """Return whether a system message opens the next request (the system prompt, or the summary):
+        some chat templates add a default system prompt of their own to a request without one."""
+        return self.system is not None or self.summary is not None
+
+    @property
     def tokens(self) -> int:
-        """Billed size of the head slots, the live history and the retrieved documents (without reply
-        priming)."""
+        """Billed size of the head slots (system, instructions, skills, memory, summary), the live
+        history and the retrieved documents (without reply priming)."""
         return sum(e.tokens for e in self.request_entries())
 
     @property
@@ -295,6 +316,58 @@ class Conversation:
         """Return every entry added by /file, live or not, by id."""
         return [e for e in self.all_entries() if e.kind == "file"]
 
+    # ---- standing memory -----------------------------------------------------
+
+    def with_memory(self, memory: Memory, counter: Counter) -> Conversation:
+        """Return the conversation with ``memory`` in its slot (its block rebuilt, unless memory is off)."""
+        block = block_entry(memory, counter) if self.memory_sent else None
+        return replace(self, memory=memory, memory_block=block)
+
+    def memory_turned(self, on: bool, counter: Counter) -> Conversation:
+        """Return the conversation with its memory sent (``on``) or kept but not sent (memory off)."""
+        if on == self.memory_sent and (self.memory_block is not None) == (on and bool(self.memory.notes)):
+            return self
+        return replace(self, memory_sent=on).with_memory(self.memory, counter)
+
+    def remember(self, entry: Entry, counter: Counter, *, room: int,
+                 mode: str) -> tuple[Conversation, list[Event]]:
+        """Return the conversation with the standing sentences of the committed user message ``entry``
+        kept as notes (``mode`` "auto" only), and an event for each, or one for those that would pass
+        ``room`` tokens: what the session calls as each user message is committed."""
+        if mode != "auto":
+            return self, []
+        memory, events = detect(self.memory, (entry,), counter, room=room)
+        return (self.with_memory(memory, counter) if memory is not self.memory else self), events
+
+    def remember_all(self, counter: Counter, *, room: int, mode: str) -> tuple[Conversation, list[Event]]:
+        """Return a conversation from before standing memory with its user messages (live and evicted,
+        in order) read for standing sentences, once; unchanged when that was done or ``mode`` is not auto."""
+        if self.memory.scanned or mode != "auto":
+            return self, []
+        users = [e for e in self.all_entries() if e.role == "user" and e.kind == "turn"]
+        memory, events = detect(replace(self.memory, scanned=True), users, counter, room=room)
+        return self.with_memory(memory, counter), events
+
+    def remember_text(self, text: str, counter: Counter, *, room: int) -> tuple[Conversation, Note]:
+        """Return the conversation with ``text`` kept as a note by hand (``/remember``), and the note.
+        CommandError, changing nothing, for empty text, a note it already has, or one past ``room``."""
+        if not text.strip():
+            raise CommandError("usage: /remember TEXT (a sentence to send with every request)")
+        if self.memory.has(text):
+            raise CommandError("that is already in the standing memory (/memory lists it)")
+        memory, note = self.memory.adding(text, counter, room=room)
+        if note is None:
+            from stateless_chat.core.messages import describe
+
+            full = MemoryFull((text,), self.memory.size(counter), room, self.memory.freeable())
+            raise CommandError(describe(full))
+        return self.with_memory(memory, counter), note
+
+    def forget(self, label: str, counter: Counter) -> tuple[Conversation, Note]:
+        """Return the conversation without note ``label`` (``m3``), and the note; CommandError for none."""
+        note = self.memory.find(label)
+        return self.with_memory(self.memory.without(note), counter), note
+
     # ---- editing -------------------------------------------------------------
 
     def recounted(self, counter: Counter) -> Conversation:
@@ -309,6 +382,8 @@ class Conversation:
         return replace(
             self,
             system=again(self.system),
+            memory=self.memory.recounted(counter),
+            memory_block=again(self.memory_block),
             summary=again(self.summary),
             history=all_again(self.history),
             recalled=all_again(self.recalled),
@@ -395,12 +470,20 @@ class Conversation:
         gone = [e for e in self.live if e.id in ids]
         return replace(self._evict(ids, "removed"), summary=None), gone
 
-    def without_last_turn(self) -> tuple[Conversation, tuple[Entry, ...]]:
+    def without_last_turn(self, counter: Counter) -> tuple[Conversation, tuple[Entry, ...]]:
         """Return the conversation without its newest turn (forgotten, not kept as evicted: /undo,
-        /retry and /edit replace it), and that turn's entries."""
+        /retry and /edit replace it) and without the standing notes its message gave (the user took
+        it back; sent again, it gives them again), and that turn's entries."""
         turn = self.last_turn()
         ids = {e.id for e in turn}
-        return replace(self, history=tuple(e for e in self.history if e.id not in ids)), turn
+        conversation = replace(self, history=tuple(e for e in self.history if e.id not in ids))
+        taken = [note for note in self.memory.notes if note.source in ids]
+        if taken:
+            memory = self.memory
+            for note in taken:
+                memory = memory.without(note)
+            conversation = conversation.with_memory(memory, counter)
+        return conversation, turn
 
     def apply(self, fit: Fit) -> Conversation:
         """Return the conversation after the policy's ``fit``: the history and recalled entries it
@@ -466,6 +549,8 @@ class Conversation:
             raise ValueError("the summary is not a system message of kind summary")
         if self.system is not None and self.system.role != "system":
             raise ValueError("the system prompt is not a system message")
+        if self.memory_block is not None and self.memory_block.kind != "memory":
+            raise ValueError("the memory slot holds something else than the standing notes")
 
 
 def _slot(entry_id: int, kind: EntryKind, role: Role, text: str | None, counter: Counter,

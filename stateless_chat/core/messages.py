@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-EntryKind = Literal["turn", "file", "summary", "instructions", "skills", "skill", "docs"]
+EntryKind = Literal["turn", "file", "summary", "memory", "instructions", "skills", "skill", "docs"]
 # The kinds of the context slots: entries this run puts in the request (instruction files, the skills
 # index, active skills, retrieved documents), never part of the numbered history, never saved.
 SLOT_KINDS: frozenset[str] = frozenset({"instructions", "skills", "skill", "docs"})
@@ -298,6 +298,28 @@ class Retrieved:
 
 
 @dataclass(frozen=True)
+class Remembered:
+    """A standing sentence was kept in the memory slot as note ``m{id}`` (from message ``source``, or
+    by ``/remember`` when None)."""
+
+    id: int
+    text: str
+    tokens: int
+    source: int | None = None
+
+
+@dataclass(frozen=True)
+class MemoryFull:
+    """Standing sentences were not kept: with them the memory slot would pass ``budget`` tokens (it
+    holds ``used``); ``freeable`` names the largest notes (label, tokens) ``/forget`` could drop."""
+
+    texts: tuple[str, ...]
+    used: int
+    budget: int
+    freeable: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain informational line from the core."""
 
@@ -307,8 +329,14 @@ class Notice:
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
     | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolStepsExhausted | Recalled
-    | Retrieved | Notice
+    | Retrieved | Remembered | MemoryFull | Notice
 )
+
+
+def _quoted(text: str, width: int = 100) -> str:
+    """Return ``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def describe(event: Event) -> str:
@@ -362,6 +390,15 @@ def describe(event: Event) -> str:
     if isinstance(event, Retrieved):
         heading = f" · {event.heading}" if event.heading else ""
         return f"retrieved {event.source} ({event.tokens:,} tokens){heading}"
+    if isinstance(event, Remembered):
+        return f'kept as standing (m{event.id}): "{_quoted(event.text)}" · /forget m{event.id}'
+    if isinstance(event, MemoryFull):
+        what = (f'"{_quoted(event.texts[0])}"' if len(event.texts) == 1
+                else f'{len(event.texts)} sentences ("{_quoted(event.texts[0])}" ...)')
+        free = " or ".join(f"/forget {label} ({tokens:,} tokens)" for label, tokens in event.freeable)
+        room = f"{free} would make room, or raise memory_budget" if free else "raise memory_budget"
+        return (f"not kept as standing: {what}: the memory would pass memory_budget ({event.used:,} of "
+                f"{event.budget:,} tokens used); {room}")
     if isinstance(event, ReplyCut):
         limit = f" (max_tokens {event.max_tokens:,})" if event.max_tokens is not None else ""
         return f"reply cut at the length limit{limit}"

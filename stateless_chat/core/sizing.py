@@ -5,6 +5,11 @@ noticeable share of start-up), so it can size every message by its UTF-8 byte le
 upper bound on its tokens. The first time that bound does not fit, or once tools are
 offered (their schemas are counted with the encoding), the sizer becomes exact and the
 history is measured again. Every size of one conversation comes from one sizer.
+
+The counter is anything ``Counting``: ``core.tokens.TokenCounter`` (tiktoken), or the meter a chat
+is given (``chat.meter.Meter``: the server's own tokenizer, or a calibration). What a request adds
+beyond its messages (``framing``: the reply priming, or a chat template's own tokens) comes from it
+too, once counts are exact.
 """
 
 from __future__ import annotations
@@ -12,20 +17,46 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
-from stateless_chat.core.messages import Message
-from stateless_chat.core.tokens import TokenCounter, byte_upper_bound
+from stateless_chat.core.messages import Message, ToolCall, Usage
+from stateless_chat.core.tokens import REPLY_PRIMING, byte_upper_bound
 
 # What a tools array adds past its JSON bytes when sized by bytes: the framing the API wraps it in.
 TOOLS_BYTE_FRAMING = 12
+
+
+class Counting(Protocol):
+    """What a session asks of its token counter (``TokenCounter`` and ``chat.meter.Meter`` are ones)."""
+
+    model: str
+    encoding_name: str
+
+    def count_message(self, message: Message) -> int: ...
+
+    def count_tools(self, tools: Sequence[Mapping[str, Any]]) -> int: ...
+
+    def request_tokens(self, leading_system: bool = True) -> int: ...
+
+    def count_usage(self, prompt_tokens: int, text: str, calls: Sequence[ToolCall],
+                    turn: int) -> Usage | None: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def how(self) -> str: ...
+
+    def warm(self) -> None: ...
+
+    def for_model(self, model: str, encoding: str | None = None,
+                  default_encoding: str = "o200k_base") -> Counting: ...
 
 
 @dataclass(frozen=True)
 class Sizer:
     """Sizes messages and tools arrays with ``counter`` (``exact``) or by their byte length."""
 
-    counter: TokenCounter
+    counter: Counting
     exact: bool = True
 
     def __call__(self, message: Message) -> int:
@@ -46,9 +77,14 @@ class Sizer:
             return self.counter.count_tools(tools)
         return len(json.dumps(list(tools), ensure_ascii=False).encode()) + TOOLS_BYTE_FRAMING
 
+    def framing(self, leading_system: bool = True) -> int:
+        """Return what a request adds beyond its messages: the counter's (a chat template's tokens, which
+        may depend on whether a system message leads) once counts are exact, the reply priming before."""
+        return self.counter.request_tokens(leading_system) if self.exact else REPLY_PRIMING
+
     def made_exact(self) -> Sizer:
         """Return the exact sizer with the same counter (this one when it is exact already)."""
         return self if self.exact else replace(self, exact=True)
 
 
-__all__ = ["Sizer"]
+__all__ = ["Counting", "Sizer"]

@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stateless_chat.core.messages import Message
+from stateless_chat.core.messages import Message, ToolCall, Usage
 from stateless_chat.core.models import encoding_for
 from stateless_chat.errors import ConfigError
 
@@ -364,35 +364,62 @@ class TokenCounter:
     def count_tools(self, tools: Sequence[Mapping[str, Any]]) -> int:
         """Return the prompt tokens the request's ``tools`` array adds (0 for none), by the cookbook's
         formula (see the module docstring)."""
-        if not tools:
-            return 0
-        count = self.count_text
-        total = 0
-        for tool in tools:
-            function = tool.get("function") or {}
-            total += _FUNC_INIT.get(self.encoding_name, 7)
-            description = str(function.get("description") or "").removesuffix(".")
-            total += count(f"{function.get('name', '')}:{description}")
-            parameters = function.get("parameters") or {}
-            properties = parameters.get("properties") or {}
-            if properties:
-                total += _PROP_INIT
-            for key, spec in properties.items():
-                total += _PROP_KEY
-                spec = spec if isinstance(spec, Mapping) else {}
-                if "enum" in spec:
-                    total += _ENUM_INIT
-                    for item in spec["enum"] or ():
-                        total += _ENUM_ITEM + count(str(item))
-                kind = spec.get("type", "")
-                kind = "|".join(map(str, kind)) if isinstance(kind, list) else str(kind)
-                text = str(spec.get("description") or "").removesuffix(".")
-                total += count(f"{key}:{kind}:{text}")
-                rest = {k: v for k, v in spec.items() if k not in ("type", "description", "enum")}
-                if rest:
-                    total += count(json.dumps(rest, separators=(",", ":"), sort_keys=True))
-        return total + _FUNC_END
+        return tools_size(tools, self.count_text, _FUNC_INIT.get(self.encoding_name, 7))
 
     def count_request(self, messages: Sequence[Message]) -> int:
         """Return the prompt tokens of a request carrying ``messages``: their sizes plus the reply priming."""
         return sum(self.count_message(m) for m in messages) + REPLY_PRIMING
+
+    def request_tokens(self, leading_system: bool = True) -> int:
+        """Return what a request adds beyond its messages: the reply priming, whatever leads it."""
+        return REPLY_PRIMING
+
+    def count_usage(self, prompt_tokens: int, text: str, calls: Sequence[ToolCall],
+                    turn: int) -> Usage | None:
+        """Return None: usage a server did not send is not made up from tiktoken's count (a meter counting
+        with the server's own tokenizer can)."""
+        return None
+
+    def how(self) -> str:
+        """Return how counts are made, for ``/tokens``: exact with which encoding, or why an estimate."""
+        if self.exact:
+            return f"exact: {self.encoding_name}, {self.model}'s own encoding"
+        return f"estimate, not checked: {self.note}"
+
+    def for_model(self, model: str, encoding: str | None = None,
+                  default_encoding: str = "o200k_base") -> TokenCounter:
+        """Return a counter for ``model`` (after ``/model``), reading vocabularies where this one does."""
+        return TokenCounter(model, encoding, default_encoding, self._data_dir)
+
+
+def tools_size(tools: Sequence[Mapping[str, Any]], count: Callable[[str], int], func_init: int = 7) -> int:
+    """Return the prompt tokens a ``tools`` array adds (0 for none) with text counted by ``count``, by the
+    cookbook's ``num_tokens_for_tools`` (see the module docstring); ``func_init`` is its per-function
+    constant for the encoding."""
+    if not tools:
+        return 0
+    total = 0
+    for tool in tools:
+        function = tool.get("function") or {}
+        total += func_init
+        description = str(function.get("description") or "").removesuffix(".")
+        total += count(f"{function.get('name', '')}:{description}")
+        parameters = function.get("parameters") or {}
+        properties = parameters.get("properties") or {}
+        if properties:
+            total += _PROP_INIT
+        for key, spec in properties.items():
+            total += _PROP_KEY
+            spec = spec if isinstance(spec, Mapping) else {}
+            if "enum" in spec:
+                total += _ENUM_INIT
+                for item in spec["enum"] or ():
+                    total += _ENUM_ITEM + count(str(item))
+            kind = spec.get("type", "")
+            kind = "|".join(map(str, kind)) if isinstance(kind, list) else str(kind)
+            text = str(spec.get("description") or "").removesuffix(".")
+            total += count(f"{key}:{kind}:{text}")
+            rest = {k: v for k, v in spec.items() if k not in ("type", "description", "enum")}
+            if rest:
+                total += count(json.dumps(rest, separators=(",", ":"), sort_keys=True))
+    return total + _FUNC_END

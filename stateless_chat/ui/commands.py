@@ -13,19 +13,21 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stateless_chat.app import App
+from stateless_chat.chat.meter import message_from_api
 from stateless_chat.chat.session import Session
 from stateless_chat.core.billing import dollars
 from stateless_chat.core.history import Conversation
-from stateless_chat.core.messages import Entry, Event, Message, ToolCall, span
+from stateless_chat.core.messages import Entry, Event, Message, ToolCall, describe, span
 from stateless_chat.core.models import family_of
 from stateless_chat.core.policies import POLICIES
-from stateless_chat.core.tokens import PER_MESSAGE, REPLY_PRIMING
+from stateless_chat.core.preview import Preview, preview
+from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.sensitive import secret_reason
 from stateless_chat.store import persist
@@ -55,10 +57,22 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class MemoryRow:
+    """One standing note as /history shows it, in the slot of its own before the messages."""
+
+    label: str  # m1, m2 ...
+    tokens: int
+    source: int | None
+    text: str
+
+
+@dataclass(frozen=True)
 class HistoryView:
     rows: tuple[HistoryRow, ...]
     label: str  # "" for exact counts, "≈" for estimates
     hidden_evicted: int = 0
+    memory: tuple[MemoryRow, ...] = ()  # the standing notes, sent right after the system prompt
+    memory_sent: bool = True
 
 
 @dataclass(frozen=True)
@@ -88,11 +102,14 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    eviction: str = ""  # what the next eviction will take, and when (eviction_line)
+    counting: str = ""  # how the counts are made (exact, calibrated, an estimate) and how well they held
 
 
 @dataclass(frozen=True)
 class RawView:
     body: dict[str, Any]
+    size: str = ""  # the request's tokens against the budget, and how they were counted
 
 
 @dataclass(frozen=True)
@@ -390,7 +407,11 @@ def _history(session: Session, arg: str) -> Result:
     if arg not in ("", "all"):
         raise CommandError("usage: /history [all]")
     rows, hidden = history_rows(session, include_evicted=arg == "all")
-    return HistoryView(tuple(rows), session.counter.label, hidden)
+    conversation = session.conversation
+    notes = tuple(MemoryRow(n.label, n.tokens, n.source, first_line(n.text))
+                  for n in conversation.memory.notes)
+    sent = conversation.memory_block is not None
+    return HistoryView(tuple(rows), session.counter.label, hidden, notes, sent)
 
 
 @command("show", "/show N", "show message N in full", choices=all_ids)
@@ -414,16 +435,41 @@ def _unpin(session: Session, arg: str) -> Result:
     return Lines((f"unpinned #{number}",))
 
 
+def next_eviction(session: Session) -> Preview:
+    """Return what the next eviction of ``session``'s conversation would take (``preview``)."""
+    budget = session.budget
+    candidate = session.conversation.candidate(budget=budget, reserve=session.reserve,
+                                               tools=session.tools_tokens(session.tools_offered()),
+                                               low_water=session.low_water(budget))
+    return preview(candidate, session.settings.policy)
+
+
+def eviction_line(found: Preview) -> str:
+    """Return the next eviction in one line (``/tokens``)."""
+    if not found.evicts:
+        return "next eviction: none (policy none sends a request over the budget whole, with a warning)"
+    if found.stuck is not None:
+        return f"next eviction: nothing can go ({found.stuck})"
+    how = "fold" if found.policy == "summarize" else "drop"
+    turns = f"turn {found.turns[0].turn}" if len(found.turns) == 1 else \
+        f"turns {found.turns[0].turn}-{found.turns[-1].turn}"
+    return (f"next eviction: in ~{max(found.room, 0):,} tokens, {found.policy} will {how} {turns} "
+            f"({len(found.turns)} turn(s), ~{found.tokens:,} tokens); /preview lists them")
+
+
 def tokens_view(session: Session, text: str = "") -> TokensView:
     """Return the next request part by part; with ``text``, the request that message would send (with
     what recall and the documents would bring for it; fitted later, as ``/raw TEXT`` is)."""
     conversation = session.conversation
-    message = ("new message framing", PER_MESSAGE)  # what any next message adds besides its text
+    framing = session.framing()
+    # what any next message adds besides its text
+    message = ("new message framing", session.measure(Message("user", "")))
     if text:
         plan = session.plan(text, summarize=False)
         conversation = plan.base
         message = ("this message", sum(e.tokens for e in plan.pending))
     system = conversation.system.tokens if conversation.system else 0
+    memory = conversation.memory_block.tokens if conversation.memory_block else 0
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
@@ -439,6 +485,7 @@ def tokens_view(session: Session, text: str = "") -> TokensView:
     parts = (
         ("system", system),
         *context,
+        ("standing memory", memory),
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
@@ -446,7 +493,7 @@ def tokens_view(session: Session, text: str = "") -> TokensView:
         *((("documents", retrieved),) if retrieved else ()),
         ("tools", session.tools_tokens(session.tools_offered())),
         message,
-        ("reply priming", REPLY_PRIMING),
+        ("reply priming" if framing == REPLY_PRIMING else "request framing (the chat template's)", framing),
         ("reply reserve", session.reserve),
     )
     total = sum(size for _, size in parts)
@@ -454,7 +501,19 @@ def tokens_view(session: Session, text: str = "") -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session))
+                      bill_line(session), eviction_line(next_eviction(session)), session.counter.how())
+
+
+def request_size_line(session: Session, body: Mapping[str, Any]) -> str:
+    """Return the prompt tokens of the request ``body`` against the budget, counted as the session counts
+    (its counter: the server's tokenizer, a calibration, an estimate), and how."""
+    messages = [message_from_api(m) for m in body.get("messages") or () if isinstance(m, Mapping)]
+    leading = bool(messages) and messages[0].role == "system"
+    framing = session.counter.request_tokens(leading) if session.exact else REPLY_PRIMING
+    tools = session.tools_tokens(body.get("tools") or ())
+    prompt = sum(session.measure(m) for m in messages) + framing + tools
+    return (f"prompt {session.counter.label}{prompt:,} tokens + {session.reserve:,} held for the reply, "
+            f"budget {session.budget:,}; counted: {session.counter.how()}")
 
 
 def bill_line(session: Session) -> str:
@@ -474,7 +533,8 @@ def _tokens(session: Session, arg: str) -> Result:
 
 @command("raw", "/raw [TEXT]", "the exact JSON body the next request sends (with TEXT as its message)")
 def _raw(session: Session, arg: str) -> Result:
-    return RawView(session.preview_body(arg or None))
+    body = session.preview_body(arg or None)
+    return RawView(body, request_size_line(session, body))
 
 
 # ---- editing the history -------------------------------------------------------------
@@ -524,7 +584,7 @@ def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation, b
     question = conversation.last_question()
     if question is None:
         raise CommandError(f"{usage}: the newest turn has no typed user message (a /file?); /undo removes it")
-    base, turn = conversation.without_last_turn()
+    base, turn = conversation.without_last_turn(session.measure)
     return question, base, any(e.pinned for e in turn)
 
 
@@ -689,11 +749,8 @@ def context_source(session: Session) -> str:
 
 def _model_line(session: Session) -> str:
     settings = session.settings
-    counter = session.counter
-    how = "exact" if not counter.label else "estimated"
     return (f"model {settings.model}: context window {settings.effective_context_window:,} "
-            f"({context_source(session)}), budget {session.budget:,}, tokens counted with "
-            f"{counter.encoding_name} ({how})")
+            f"({context_source(session)}), budget {session.budget:,}; tokens: {session.counter.how()}")
 
 
 @command("model", "/model [NAME]", "show the model, or switch to NAME (token counts follow it)")
@@ -867,7 +924,7 @@ def _load(app: App, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(app)
-    persist.restore(session, saved)
+    noted = persist.restore(session, saved)
     session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = app.log
     if attached is not None:
@@ -875,7 +932,7 @@ def _load(app: App, arg: str) -> Result:
         attached.saved = session.conversation
     conversation = session.conversation
     lines = (f"loaded {path}: {len(conversation.live)} message(s), {len(conversation.evicted)} "
-             f"evicted; {_model_line(session)}",)
+             f"evicted; {_model_line(session)}", *(describe(event) for event in noted))
     return Lines(lines + ((left,) if left else ()))
 
 
@@ -924,3 +981,4 @@ def _stats(session: Session, arg: str) -> Result:
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
     return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+

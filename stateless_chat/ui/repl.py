@@ -22,12 +22,13 @@ from stateless_chat.chat.session import Session
 from stateless_chat.chat.turn import Hooks
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.messages import Event, ToolAnswered, ToolCall, ToolCalled
-from stateless_chat.core.tokens import byte_lower_bound
+from stateless_chat.core.tokens import PER_MESSAGE, byte_lower_bound
 from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
 from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.ui import (
     context_commands,  # noqa: F401 - registers the context slots' commands
     inputhistory,
+    memorycommands,  # noqa: F401  (registers /memory, /remember, /forget, /preview)
 )
 from stateless_chat.ui.commands import REGISTRY, Exit, Prefill, Result, Send, dispatch, is_command
 from stateless_chat.ui.hints import budget_hint
@@ -250,9 +251,14 @@ class Repl:
             Part(((style, meter[:filled]), ("", meter[filled:])), rank=7, before=" "),
             Part((("", f"{len(conversation.evicted)} evicted"),), rank=4),
             Part((("", f"{conversation.pinned_count} pinned"),), rank=6),
+            *([Part((("", f"{len(conversation.memory.notes)} standing"),), rank=4)]
+              if conversation.memory.notes else []),  # the notes every request carries (/memory)
             Part((("", f"cache ~{session.cache_prediction().share:.0%}"),), rank=5),
             Part((("", f"sent {session.ledger.sent:,} so far"),), rank=8),
         ]
+        if session.settings.policy != "none":  # how far off the next eviction is (/preview: what it takes)
+            left = budget - needed - (0 if draft_size else PER_MESSAGE)
+            parts.append(Part((("", f"evicts in ~{left:,}" if left > 0 else "sending evicts"),), rank=5))
         if self.tool_calls:  # a tool loop under way: how many calls this turn has made
             parts.append(Part((("class:warn", f"tool calls {self.tool_calls}"),), rank=2))
         return list(fit(parts, self._columns()))
