@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 
 from bench import (  # noqa: E402
     counts,
+    docs,
     economy,
     gateway,
     local_latency,
@@ -46,7 +47,7 @@ END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
 PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
-         "counts", "tools")
+         "counts", "tools", "docs")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -326,6 +327,54 @@ def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: i
     return lines
 
 
+def docs_md(result: docs.DocsResult) -> list[str]:
+    """Return the tables of part 11: the skills' costs and what they did to the cache, then retrieval on
+    the real corpus (answered, off-topic, time) and indexing 10 MB."""
+    lines = ["**12. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
+    skills = result.skills
+    if skills is not None:
+        framing = ", ".join(f"{count}: {framing} ({size:,} in all)"
+                            for count, size, framing in skills.framing)
+        lines += [f"Skills index, tokens beyond the names and descriptions, by number of skills: {framing}. "
+                  f"A skill's body: {skills.body_tokens:,} tokens.", ""]
+        rows = [[phase, f"{requests}", f"{carried}/{requests}"] for phase, requests, carried in skills.phases]
+        lines += _table(["requests", "sent", "with the skill's body"], rows)
+        breaks = "; ".join(skills.breaks) or "none"
+        lines += ["", f"Cache breaks over the {skills.turns} turns: {len(skills.breaks)} ({breaks}). With "
+                  f"the model's use_skill tool instead: the body came back as the tool's result "
+                  f"({'yes' if skills.tool_body_in_result else 'no'}), {skills.tool_requests} requests, "
+                  f"{skills.tool_breaks} cache breaks.", ""]
+    if result.skipped:
+        return [*lines, f"Documents: not measured this run; {result.skipped}."]
+    head = ["corpus", "indexed", "questions answered (chunk in the request)", "answering chunk ranked first",
+            "tokens of documents per question (median)", "off-topic messages with no chunk",
+            "retrieval per turn, median / max (ms)", "the same, CPU (ms)"]
+    rows = []
+    for corpus in result.corpora:
+        asked = corpus.asked
+        wall = sorted(a.seconds * 1000 for a in asked)
+        cpu = sorted(a.cpu * 1000 for a in asked)
+        first = sum(1 for a in asked if a.rank == 1)
+        tokens = sorted(a.tokens for a in asked)
+        size = f"{corpus.files:,} files, {corpus.megabytes:.2f} MB, {corpus.chunks:,} chunks"
+        answered = f"{corpus.answered}/{len(asked)} ({corpus.answered / len(asked):.0%})"
+        times = f"{wall[len(wall) // 2]:.1f} / {wall[-1]:.1f}"
+        rows.append([corpus.label, size, answered, f"{first}/{len(asked)}", f"{tokens[len(tokens) // 2]:,}",
+                     f"{corpus.off_topic_clean}/{len(docs.OFF_TOPIC)}", times,
+                     f"{cpu[len(cpu) // 2]:.1f} / {cpu[-1]:.1f}"])
+    lines += _table(head, rows)
+    if result.index_files:
+        load = ", ".join(f"{value:.1f}" for value in result.load)
+        lines += ["", f"Indexing {result.index_megabytes:.1f} MB of Django's docs and code "
+                  f"({result.index_files:,} files, {result.index_chunks:,} chunks) into a fresh index: "
+                  f"{result.index_seconds:.1f} s "
+                  f"({result.index_cpu:.1f} s of CPU; load average {load} while this part ran)."]
+    missed = [a.question for a in result.corpora[0].asked if not a.answered] if result.corpora else []
+    if missed:
+        lines += ["", "Not answered on Flask's docs alone: " + "; ".join(f"“{q}”" for q in missed) + "."]
+    return lines
+
+
 def write_readme(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
@@ -435,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> str:
         with FakeServer() as server:
             idle = tools.run_idle(server.url, runs=runs)
         made[11] = tools_md(big, idle, runs)
+    if "docs" in chosen:
+        say("instructions, skills and documents")
+        made[12] = docs_md(docs.run(quick=quick))
     say("done")
 
     today = datetime.date.today().isoformat()

@@ -209,6 +209,15 @@ def chat(
     no_tools: Annotated[
         bool, typer.Option("--no-tools", help="Offer no tools (MCP servers) in this run.")
     ] = False,
+    no_instructions: Annotated[
+        bool, typer.Option("--no-instructions", help="Do not read the instruction files (AGENTS.md).")
+    ] = False,
+    docs: Annotated[
+        list[Path] | None,
+        typer.Option("--docs", metavar="PATH",
+                     help="Retrieve from these documents (a file, folder or glob; repeatable): the best "
+                          "chunks for each message are sent with it."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -229,6 +238,8 @@ def chat(
         "recall": recall,
         "memory": memory,
         "approve": "always" if yes else None,
+        "instructions": False if no_instructions else None,
+        "docs": [str(path) for path in docs] if docs else None,
     }
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
@@ -291,6 +302,8 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
         prompt = whole("the prompt", prompt)
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
+        if key == "docs":  # file paths
+            continue
         if isinstance(value, str):
             flags[key] = whole(flag, value)
         elif isinstance(value, list):
@@ -453,11 +466,11 @@ def run(options: Options, flags: dict[str, Any]) -> int:
 
 def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
-    from stateless_chat.app import build_preview
+    from stateless_chat.app import Voice, build_preview
     from stateless_chat.sanitize import safe_json
     from stateless_chat.ui.commands import request_size_line
 
-    app, where = build_preview(settings, options, flags)
+    app, where = build_preview(settings, options, flags, Voice(note=lambda line: note(options, line)))
     with app:
         body = app.session.preview_body(text or None)
         print(safe_json(body))
@@ -530,6 +543,9 @@ def answer_once(settings: Settings, text: str, options: Options, flags: dict[str
 
             servers.on_ask = lambda ask: asks.answer(ask, session, approve=approve_sampling, prompt=None,
                                                      note=lambda line: note(options, line))
+        if shown and app.workspace is not None:
+            for line in app.workspace.started():
+                say(line)
         try:
             answer(session, text, lambda line: note(options, line))
         except BudgetError as error:  # its advice, in the words of the command line
@@ -703,6 +719,9 @@ def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
             servers.on_progress = repl.progress
             servers.on_ask = lambda ask: asks.answer(ask, session, approve=repl.confirm, prompt=repl.ask_text,
                                                      note=renderer.note)
+        if app.workspace is not None and not options.quiet:
+            for line in app.workspace.started():
+                console.print(one_line(line), style="dim", markup=False)
         return repl.run()
 
 

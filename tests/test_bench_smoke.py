@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import counts, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
+from bench import counts, docs, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
 from bench.common import ROOT, clean_env
 from stateless_chat.ui import render
 from stateless_chat.ui.render import ReplyStream
@@ -118,6 +118,37 @@ def test_counts_compare_the_meter_with_the_servers_count_turn_by_turn() -> None:
     assert abs(counts.summary(english)["max_abs_after_3"]) < 0.02
     lines = run.counts_md([english, mixed])
     assert lines[0].startswith("**10. Token counts**") and any("<details>" in line for line in lines)
+
+
+def test_docs_part_measures_skills_and_asks_questions_of_the_real_corpus() -> None:
+    """The skills script always runs; the documents need Flask's sdist from PyPI (cached in
+    bench/.corpus after the first run) and are skipped, with the reason, without it."""
+    result = docs.run(quick=True)
+    skills = result.skills
+    assert skills is not None and [framing for _, _, framing in skills.framing] == [8, 10, 12]
+    assert [(requests, carried) for _, requests, carried in skills.phases] == [(3, 0), (4, 4), (3, 0)]
+    assert skills.breaks == ["skill pdf-forms was turned on", "skill pdf-forms was turned off"]
+    assert skills.tool_body_in_result and skills.tool_breaks == 0
+    lines = run.docs_md(result)
+    assert lines[0].startswith("**12. Instructions, skills and documents**")
+    if result.skipped is not None:
+        pytest.skip(f"the documents part could not run: {result.skipped}")
+    [flask] = result.corpora
+    assert len(flask.asked) == 5 and flask.files > 70 and flask.answered >= 4
+    assert flask.off_topic_clean >= 45 and all(a.tokens <= docs.BUDGET // 10 for a in flask.asked)
+    assert any(line.startswith("| Flask's docs |") for line in lines)
+
+
+def test_every_question_names_lines_that_exist_in_its_file() -> None:
+    """The questions' spans are within their files (the published sdist, when it is cached)."""
+    folder = docs.FLASK.folder
+    if not folder.is_dir():
+        pytest.skip("Flask's sdist is not in bench/.corpus (python -m bench.docs fetches it)")
+    assert len(docs.QUESTIONS) >= 40 and len(docs.OFF_TOPIC) == 50
+    for question, spans in docs.QUESTIONS:
+        for path, first, last in spans:
+            lines = (folder / path).read_text(encoding="utf-8").splitlines()
+            assert 1 <= first <= last <= len(lines), (question, path)
 
 
 def test_memory_child_reports_its_own_numbers() -> None:

@@ -26,6 +26,7 @@ from stateless_chat.core.tokens import PER_MESSAGE, byte_lower_bound
 from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
 from stateless_chat.sanitize import LONE_SURROGATE
 from stateless_chat.ui import (
+    context_commands,  # noqa: F401 - registers the context slots' commands
     inputhistory,
     mcpcommands,  # noqa: F401  (registers /resources, /attach, /prompts, /prompt)
     memorycommands,  # noqa: F401  (registers /memory, /remember, /forget, /preview)
