@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
     from stateless_chat.core.messages import Event, ToolCall
-    from stateless_chat.tools.servers import ToolSpec
+    from stateless_chat.tools.specs import ToolSpec
 
 PROG = "stateless-chat"
 SUBCOMMANDS = ("logs",)  # a first argument that names one of these runs it; anything else chats

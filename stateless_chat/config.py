@@ -30,7 +30,7 @@ from stateless_chat.validate import Invalid, shown, type_name
 from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
 
 if TYPE_CHECKING:
-    from stateless_chat.tools.servers import ServerConfig
+    from stateless_chat.tools.specs import ServerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -156,10 +156,7 @@ def _mcp(value: object) -> dict[str, ServerConfig]:
     """Return the ``[mcp.servers.NAME]`` tables as server configurations (already parsed ones kept)."""
     if isinstance(value, Mapping) and not value:
         return {}
-    from stateless_chat.tools.servers import (  # asyncio and the rest: only with servers
-        ServerConfig,
-        parse_servers,
-    )
+    from stateless_chat.tools.specs import ServerConfig, parse_servers
 
     if isinstance(value, Mapping) and all(isinstance(v, ServerConfig) for v in value.values()):
         return dict(value)

@@ -22,7 +22,8 @@ import pytest
 
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
-from stateless_chat.tools.servers import ServerConfig, ToolServers, ToolSpec
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import ServerConfig, ToolSpec
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens

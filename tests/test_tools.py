@@ -29,14 +29,8 @@ from hypothesis import strategies as st
 
 from stateless_chat.errors import ConfigError
 from stateless_chat.launchers import MCP_SERVER
-from stateless_chat.tools.servers import (
-    OFFERED_NAME,
-    SERVER_NAME,
-    ServerConfig,
-    ToolServers,
-    offered_names,
-    parse_servers,
-)
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import OFFERED_NAME, SERVER_NAME, ServerConfig, offered_names, parse_servers
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 

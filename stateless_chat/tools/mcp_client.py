@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from stateless_chat.launchers import MCP_SERVER
 from stateless_chat.sanitize import strip_controls
 from stateless_chat.tools.mcp_stdio import CUT_META, bounded_stdio
-from stateless_chat.tools.servers import DEFAULT_MAX_RESULT_BYTES, ServerConfig, ToolResult, normalized
+from stateless_chat.tools.specs import DEFAULT_MAX_RESULT_BYTES, ServerConfig, ToolResult, normalized
 from stateless_chat.tools.toolcache import RememberedTool
 
 # The SDK logs trouble with a server (a line on its stdout that is not JSON-RPC, ...) through

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from stateless_chat.core.messages import Entry
-from stateless_chat.tools.servers import ToolResult, ToolServers, ToolSpec
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import ToolResult, ToolSpec
 
 BUILTIN = "builtin"  # the server name built-in tools are shown under (``builtin.recall_history``)
 
@@ -99,7 +100,7 @@ class ReadResourceTool:
 
     def call(self, arguments: str) -> ToolResult:
         from stateless_chat.errors import ChatError
-        from stateless_chat.tools.servers import parse_arguments, resource_text
+        from stateless_chat.tools.specs import parse_arguments, resource_text
 
         parsed = parse_arguments(arguments)
         if isinstance(parsed, str):
@@ -152,7 +153,7 @@ class RecallTool:
 
     def call(self, arguments: str) -> ToolResult:
         from stateless_chat.errors import ChatError
-        from stateless_chat.tools.servers import parse_arguments
+        from stateless_chat.tools.specs import parse_arguments
 
         parsed = parse_arguments(arguments)
         query = parsed.get("query") if isinstance(parsed, dict) else None
@@ -195,7 +196,7 @@ class SkillTool:
 
     def call(self, arguments: str) -> ToolResult:
         from stateless_chat.errors import ChatError
-        from stateless_chat.tools.servers import parse_arguments
+        from stateless_chat.tools.specs import parse_arguments
 
         parsed = parse_arguments(arguments)
         name = parsed.get("name") if isinstance(parsed, dict) else None

@@ -39,7 +39,7 @@ from stateless_chat.ui.typeahead import held_keys
 
 if TYPE_CHECKING:
     from stateless_chat.app import App
-    from stateless_chat.tools.servers import ToolSpec
+    from stateless_chat.tools.specs import ToolSpec
 
 TOOLBAR_STYLE = Style.from_dict(
     {
