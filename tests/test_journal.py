@@ -124,8 +124,8 @@ def test_a_turn_of_several_requests_logs_them_all_in_order(server: FakeServer, t
     later = session.conversation.new_entry("user", "step 2", session.measure)
     conversation = session.conversation.append(later)
     ledger = session.ledger.add(dataclasses.replace(stats, turn=2))
-    log(TurnRecord(2, bodies, answered, ledger.turns[-1], (), conversation, "m", ledger, session.settings,
-                   0.5))
+    log(TurnRecord(2, bodies, answered, ledger.turns[-1], (), conversation, "m", ledger=ledger,
+                   settings=session.settings, seconds=0.5))
     with LogStore.open(tmp_path / "logs.db") as store:
         second = store.turns(log.cid or "")[1]
         assert store.bodies(log.cid or "", 2) == [dumps(body) for body in bodies] and second.steps == 2
@@ -657,7 +657,8 @@ def test_tool_servers_configured_are_neither_logged_nor_a_failure(server: FakeSe
 
 
 def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer, tmp_path: Path) -> None:
-    from stateless_chat.tools.servers import ServerConfig, ToolServers
+    from stateless_chat.tools.servers import ToolServers
+    from stateless_chat.tools.specs import ServerConfig
     from tests.test_tool_loop import SERVER, calling
 
     servers = ToolServers({"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))},

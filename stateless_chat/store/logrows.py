@@ -27,7 +27,7 @@ from stateless_chat.store.logsearch import CONTROL
 # never holds one (the key travels in a header); this is defence in depth.
 SECRET_KEYS = frozenset({"authorization", "proxy_authorization", "api_key", "x_api_key"})
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-KINDS = frozenset({"turn", "file", "summary", "memory"})
+KINDS = frozenset({"turn", "file", "summary", "memory", "instructions", "skills", "skill", "docs"})
 HOWS = frozenset({"dropped", "folded", "removed"})
 SLOTS = ("system", "memory", "summary", "history", "recalled", "evicted")
 
