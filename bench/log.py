@@ -77,8 +77,9 @@ def run(marks: Sequence[int] = MARKS, seed: int = 7) -> LogResult:
     rng = random.Random(seed)
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocabulary = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(VOCABULARY)]
+    # Recall and standing memory off: this part measures the log alone (part 8 measures recall).
     settings = Settings(base_url="http://127.0.0.1:9/v1", budget=BUDGET, context_window=128_000, stream=False,
-                        max_retries=0, timeout=5.0)
+                        max_retries=0, timeout=5.0, recall="off", memory="off")
     backend = Replies()
     session = Session(settings, replay_backend(backend))
     marks_out: list[LogMark] = []

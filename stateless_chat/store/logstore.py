@@ -192,6 +192,7 @@ class LogStore:
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # rm gives the space back
                 use_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable once checkpointed, never corrupt
+            db.execute("PRAGMA cache_size = -16384")  # 16 MiB: a long log's index pages stay at hand
             version = migrate(db, path, probe=not read_only)
         except LogError:
             db.close()
