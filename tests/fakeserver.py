@@ -118,7 +118,7 @@ class FakeTokenizer:
 
     def __init__(self, encoding: str = "cl100k_base", *, default_system: str | None = None,
                  bos: int = 0) -> None:
-        from stateless_chat.tokens import load_encoding
+        from stateless_chat.core.tokens import load_encoding
 
         loaded = load_encoding(encoding)
         if loaded is None:
