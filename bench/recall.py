@@ -102,8 +102,9 @@ def run_script(recall: str, turns: int, log: Path) -> RecallRun:
     from tests.fakeserver import FakeServer
 
     with FakeServer(replier) as server:
+        # Standing memory off: this part measures recall alone (part 9 measures them together).
         settings = Settings(base_url=server.url, budget=BUDGET, reply_reserve=RESERVE, max_retries=0,
-                            timeout=30.0, recall=recall)
+                            timeout=30.0, recall=recall, memory="off")
         events: list[Event] = []
         session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0),
                           hooks=Hooks(on_event=events.append))

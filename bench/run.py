@@ -25,7 +25,20 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import counts, economy, gateway, local_latency, memory, oneshot, recall, stream, turns  # noqa: E402
+from bench import (  # noqa: E402
+    counts,
+    docs,
+    economy,
+    gateway,
+    local_latency,
+    memory,
+    oneshot,
+    recall,
+    standing,
+    stream,
+    tools,
+    turns,
+)
 from bench.common import ROOT, machine, ms  # noqa: E402
 
 README = ROOT / "README.md"
@@ -33,7 +46,8 @@ BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
-PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "counts")
+PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
+         "counts", "tools", "docs")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -216,6 +230,47 @@ def recall_md(runs: Sequence[recall.RecallRun], rows: Sequence[recall.SearchRow]
     return lines
 
 
+def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentence: float,
+                messages: int, chats: Sequence[standing.ChatRun], turns_run: int) -> list[str]:
+    """Return the standing-memory tables: the detector on each round of the labelled set (now, and as
+    first measured), its speed, and the scripted chat under the old and the new defaults."""
+    total = rows[-1]
+    lines = [f"**9. Standing memory** (the detector on the labelled set of `bench/standing_set.py`, "
+             f"{total.standing + total.not_standing} sentences written by hand in five rounds, each round "
+             "written before the rules were changed for it; goal: precision and recall at least 0.9)", ""]
+
+    def first(row: standing.SetRow) -> str:
+        return f"{row.first[0]:.3f} / {row.first[1]:.3f}" if row.first else ""
+
+    body = [[r.name, f"{r.standing} / {r.not_standing}", f"{r.precision:.3f}", f"{r.recall:.3f}", first(r)]
+            for r in rows]
+    lines += _table(["sentences", "standing / not", "precision", "recall",
+                     "first measured (precision / recall)"], body)
+    lines += ["", "The fifth round was not used to change any rule: its first figures are what sentences the "
+              f"rules never saw get. Detection costs {per_message * 1e6:,.0f} µs of CPU per user message "
+              f"({messages} messages of the chat below) and {per_sentence * 1e6:,.0f} µs per sentence of the "
+              "set."]
+    if not chats:
+        return lines
+    needs = len(chats[0].met)
+    lines += ["", f"The scripted chat ({turns_run} turns through the real client and the fake server, the "
+              f"log in a real SQLite file, budget {standing.BUDGET_CHAT:,} with {standing.RESERVE_CHAT} held "
+              f"for the reply; {needs} requirements and facts stated in everyday words, "
+              f"{chats[0].filler_turns} filler turns with look-alike traps, then {needs} requests that each "
+              "need one; goals: every one present in the request that needs it, at most 2% of the filler "
+              f"kept; recalled: brought back {standing.LONG} turns or more after its eviction):", ""]
+
+    def share(count: int, of: int) -> str:
+        return f"{count} ({count / of:.1%})" if of else "0"
+
+    body = [[c.label, f"{sum(c.met)}/{needs}", f"{c.notes}", share(c.filler_noted, c.filler_turns),
+             share(c.filler_recalled, c.filler_turns), f"{c.largest:,} / {standing.BUDGET_CHAT:,}",
+             f"{c.sent:,} ({c.cached:,} cached)"] for c in chats]
+    lines += _table(["run", "needed and present", "notes kept", "filler kept as a note",
+                     "filler recalled long after", "largest request / budget", "prompt tokens"], body)
+    return lines
+
+
 def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
     """Return the token-count tables: per run the meter's error against the server's count (at the first
     turn, on average, after the third reply), refusals, and the counting work per turn; then per turn."""
@@ -233,7 +288,7 @@ def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
                      str(run.refused), str(run.evictions), f"{run.largest:,} / {run.window:,}",
                      f"{min(run.tokenized)}-{max(run.tokenized)}",
                      f"{len(rescales)} ({max(rescales, default=0)} counts)"])
-    lines = [f"**9. Token counts** ({len(runs[0].ours) if runs else 0} turns each at a budget equal to the "
+    lines = [f"**10. Token counts** ({len(runs[0].ours) if runs else 0} turns each at a budget equal to the "
              "context window; the meter's count of each request against the prompt tokens the server "
              "reported, as a share of the server's; texts tokenized per turn (by tiktoken or the server); "
              "turns whose held counts were rescaled after the calibration moved (a lookup each, no "
@@ -249,6 +304,74 @@ def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
         lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
         lines += _table(["turn", *(r.label for r in runs)], per_turn)
         lines += ["", "</details>"]
+
+
+def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: int) -> list[str]:
+    """Return the tools tables: a big result's cost (goal: under 1 s and 100 MB), and one-shot "hello" with
+    servers configured against --no-tools (goal: within 1.1x, wall and CPU)."""
+    lines = [f"**11. Tools** (a {big[0].megabytes:,.0f} MB tool result read and cut to 2,000 tokens, from a "
+             "server that has it ready; median of 3 fresh processes; goal: under 1 s and 100 MB)", ""]
+    lines += _table(["result", "wall (call and cut)", "CPU", "peak RSS before the call", "peak RSS after",
+                     "characters the model gets"],
+                    [[f"{r.megabytes:,.0f} MB of {r.kind}", ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                      f"{r.rss_before:,.0f} MB",
+                      f"{r.rss_after:,.0f} MB (+{r.rss_after - r.rss_before:,.1f})",
+                      f"{r.kept:,}"] for r in big])
+    if idle:
+        floor = idle[-1]
+        lines += ["", f"One-shot \"hello\" (process start to answer; median of {runs} interleaved runs; "
+                  "goal: within 1.1x of --no-tools, wall and CPU):", ""]
+        lines += _table(["command", "wall", "CPU", "vs --no-tools (wall, CPU)"],
+                        [[r.name, ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                          f"{r.wall / floor.wall:.2f}×, {r.cpu / floor.cpu:.2f}×"] for r in idle])
+    return lines
+
+
+def docs_md(result: docs.DocsResult) -> list[str]:
+    """Return the tables of part 11: the skills' costs and what they did to the cache, then retrieval on
+    the real corpus (answered, off-topic, time) and indexing 10 MB."""
+    lines = ["**12. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
+    skills = result.skills
+    if skills is not None:
+        framing = ", ".join(f"{count}: {framing} ({size:,} in all)"
+                            for count, size, framing in skills.framing)
+        lines += [f"Skills index, tokens beyond the names and descriptions, by number of skills: {framing}. "
+                  f"A skill's body: {skills.body_tokens:,} tokens.", ""]
+        rows = [[phase, f"{requests}", f"{carried}/{requests}"] for phase, requests, carried in skills.phases]
+        lines += _table(["requests", "sent", "with the skill's body"], rows)
+        breaks = "; ".join(skills.breaks) or "none"
+        lines += ["", f"Cache breaks over the {skills.turns} turns: {len(skills.breaks)} ({breaks}). With "
+                  f"the model's use_skill tool instead: the body came back as the tool's result "
+                  f"({'yes' if skills.tool_body_in_result else 'no'}), {skills.tool_requests} requests, "
+                  f"{skills.tool_breaks} cache breaks.", ""]
+    if result.skipped:
+        return [*lines, f"Documents: not measured this run; {result.skipped}."]
+    head = ["corpus", "indexed", "questions answered (chunk in the request)", "answering chunk ranked first",
+            "tokens of documents per question (median)", "off-topic messages with no chunk",
+            "retrieval per turn, median / max (ms)", "the same, CPU (ms)"]
+    rows = []
+    for corpus in result.corpora:
+        asked = corpus.asked
+        wall = sorted(a.seconds * 1000 for a in asked)
+        cpu = sorted(a.cpu * 1000 for a in asked)
+        first = sum(1 for a in asked if a.rank == 1)
+        tokens = sorted(a.tokens for a in asked)
+        size = f"{corpus.files:,} files, {corpus.megabytes:.2f} MB, {corpus.chunks:,} chunks"
+        answered = f"{corpus.answered}/{len(asked)} ({corpus.answered / len(asked):.0%})"
+        times = f"{wall[len(wall) // 2]:.1f} / {wall[-1]:.1f}"
+        rows.append([corpus.label, size, answered, f"{first}/{len(asked)}", f"{tokens[len(tokens) // 2]:,}",
+                     f"{corpus.off_topic_clean}/{len(docs.OFF_TOPIC)}", times,
+                     f"{cpu[len(cpu) // 2]:.1f} / {cpu[-1]:.1f}"])
+    lines += _table(head, rows)
+    if result.index_files:
+        load = ", ".join(f"{value:.1f}" for value in result.load)
+        lines += ["", f"Indexing {result.index_megabytes:.1f} MB of Django's docs and code "
+                  f"({result.index_files:,} files, {result.index_chunks:,} chunks) into a fresh index: "
+                  f"{result.index_seconds:.1f} s "
+                  f"({result.index_cpu:.1f} s of CPU; load average {load} while this part ran)."]
+    missed = [a.question for a in result.corpora[0].asked if not a.answered] if result.corpora else []
+    if missed:
+        lines += ["", "Not answered on Flask's docs alone: " + "; ".join(f"“{q}”" for q in missed) + "."]
     return lines
 
 
@@ -336,6 +459,15 @@ def main(argv: Sequence[str] | None = None) -> str:
         recall_turns = 30 if quick else 200
         runs_made, search_rows = recall.run(recall_turns, (200, 2_000) if quick else recall.SEARCH_SIZES)
         made[8] = recall_md(runs_made, search_rows, recall_turns)
+    if "standing" in chosen:
+        say("standing memory")
+        from bench.standing_set import ROUNDS
+
+        sentences = [s for _, yes, no in ROUNDS for s, _ in (*yes, *no)]
+        texts = [standing.chat_text(turn) for turn in range(1, 201)]
+        chat_turns = 200
+        made[9] = standing_md(standing.set_rows(), standing.speed(texts), standing.speed(sentences),
+                              len(texts), standing.run_chats(chat_turns), chat_turns)
     if "counts" in chosen:
         say("token counts")
         count_turns = 12 if quick else 40
@@ -345,7 +477,16 @@ def main(argv: Sequence[str] | None = None) -> str:
         else:
             skipped = "the bundled model (needs the `[local]` extra)"
         count_runs += [counts.run_fake(count_turns), counts.run_fake(count_turns, mixed=True)]
-        made[9] = counts_md(count_runs, skipped)
+        made[10] = counts_md(count_runs, skipped)
+    if "tools" in chosen:
+        say("tools")
+        big = tools.run_big(5 if quick else tools.BIG_MB, repeat=1 if quick else 3)
+        with FakeServer() as server:
+            idle = tools.run_idle(server.url, runs=runs)
+        made[11] = tools_md(big, idle, runs)
+    if "docs" in chosen:
+        say("instructions, skills and documents")
+        made[12] = docs_md(docs.run(quick=quick))
     say("done")
 
     today = datetime.date.today().isoformat()

@@ -96,3 +96,11 @@ def run_repl(session: Session, keys: Sequence[str], *, width: int = 100) -> Repl
         repl = repl_for(session, console, input=pipe, output=DummyOutput())
         code = repl.run()
     return ReplRun(session, buffer.getvalue(), code)
+
+
+def standing_block(*sentences: str) -> str:
+    """Return the content of the system message that carries the standing notes ``sentences`` (the
+    slot every request sends right after the system prompt once the user said something standing)."""
+    from stateless_chat.core.memory import Note, block_message
+
+    return block_message([Note(number, text) for number, text in enumerate(sentences, 1)]).text

@@ -78,7 +78,8 @@ def assert_events_printed_before_their_request(output: str, session: Session) ->
 
 def test_pinned_constraint_survives_twenty_turns_under_a_small_budget(server: FakeServer) -> None:
     budget = 400
-    session = make_session(server, system=SYSTEM, budget=budget, reply_reserve=RESERVE)
+    # Standing memory off: what is tested is the pin alone (tests/test_memory.py: the two together).
+    session = make_session(server, system=SYSTEM, budget=budget, reply_reserve=RESERVE, memory="off")
     constraint = "My name is Byte Dai. Always answer in French."
     keys = [constraint + "\r", "/pin 1\r"] + [filler(i) + "\r" for i in range(2, 20)] + ["What is my name?\r"]
     run = run_repl(session, keys)
@@ -107,7 +108,8 @@ def test_an_unpinned_name_survives_in_the_summary(server: FakeServer) -> None:
     # in and out of nested summaries survives at most four folds; 700 tokens makes three.
     budget = 700
     session = make_session(server, system=SYSTEM, budget=budget, reply_reserve=RESERVE, policy="summarize",
-                           evict_to=1.0)  # fold just enough each time: several folds, nested
+                           evict_to=1.0,  # fold just enough each time: several folds, nested
+                           memory="off")  # the summary alone keeps the name (not the memory slot)
     keys = ["My name is Byte Dai.\r"] + [filler(i) + "\r" for i in range(2, 20)] + ["What is my name?\r"]
     run = run_repl(session, keys)
 

@@ -16,7 +16,7 @@ from prompt_toolkit.document import Document
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import Message
 from stateless_chat.ui.repl import SlashCompleter
-from tests.conftest import ReplRun, app_for, make_session
+from tests.conftest import ReplRun, app_for, make_session, standing_block
 from tests.conftest import run_repl as run_repl_narrow
 from tests.fakeserver import FakeServer, is_summary_request
 
@@ -79,8 +79,9 @@ def test_clear_keeps_system_and_pins_only(server: FakeServer) -> None:
     session = chatted(server, "my name is Ada", "two", system="be brief")
     run = run_repl(session, ["/pin 1\r", "/clear\r", "what is my name?\r"])
     assert "cleared 2 message(s)" in run.output
-    assert contents(server.requests[-1]) == ["be brief", "my name is Ada", "echo: my name is Ada",
-                                             "what is my name?"]
+    # The pinned turn stays in its place; what it said stands in the memory slot too.
+    assert contents(server.requests[-1]) == ["be brief", standing_block("my name is Ada"), "my name is Ada",
+                                             "echo: my name is Ada", "what is my name?"]
     assert "Your name is Ada." in run.output
     assert session.conversation.summary is None
     # What /clear took out is kept, marked removed (and no longer sent).
@@ -304,8 +305,9 @@ def test_summarize_folds_old_turns_now(server: FakeServer) -> None:
     summary = session.conversation.summary
     assert summary is not None and "my name is Ada" in summary.content
     sent = server.requests[-1]["messages"]
-    assert sent[0]["role"] == "system" and sent[0]["content"] == summary.content
-    assert contents(server.requests[-1])[1:] == ["three", "echo: three", "what is my name?"]
+    assert sent[0]["content"] == standing_block("my name is Ada")  # the memory slot, then the summary
+    assert sent[1]["role"] == "system" and sent[1]["content"] == summary.content
+    assert contents(server.requests[-1])[2:] == ["three", "echo: three", "what is my name?"]
     assert "Your name is Ada." in run.output
     assert [e.id for e in session.conversation.evicted] == [1, 2, 3, 4]
 
@@ -329,8 +331,8 @@ def test_save_then_load_restores_the_conversation(server: FakeServer, tmp_path: 
     other = make_session(server)
     run = run_repl(other, [f"/load {path}\r", "what is my name?\r"])
     assert other.conversation.history[:4] == session.conversation.history
-    assert contents(server.requests[-1])[:5] == ["sys", "my name is Ada", "echo: my name is Ada", "two",
-                                                 "echo: two"]
+    assert contents(server.requests[-1])[:6] == ["sys", standing_block("my name is Ada"), "my name is Ada",
+                                                 "echo: my name is Ada", "two", "echo: two"]
     assert "Your name is Ada." in run.output
 
 

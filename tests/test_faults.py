@@ -30,7 +30,7 @@ from stateless_chat.core.messages import ContextRetry, Event, FailedOver, Retryi
 from stateless_chat.errors import ConnectError, ServerError, StreamError
 from stateless_chat.wire.failover import Failover
 from stateless_chat.wire.openai_backend import open_backend
-from tests.conftest import CTRL_D
+from tests.conftest import CTRL_D, standing_block
 from tests.fakeserver import FakeServer
 from tests.test_cli import ROOT, run_cli, run_process
 
@@ -224,6 +224,7 @@ def test_endpoint_killed_between_turns(server: FakeServer, second: FakeServer) -
     assert session.send("what is my name?").text == "Your name is Cy."
     # The other endpoint got the full context, so it could answer a stateless question.
     assert second.requests[0]["messages"] == [
+        {"role": "system", "content": standing_block("My name is Cy.")},  # the memory slot, as it was
         {"role": "user", "content": "My name is Cy."},
         {"role": "assistant", "content": "echo: My name is Cy."},
         {"role": "user", "content": "what is my name?"},

@@ -18,7 +18,7 @@ from rich.console import Console
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import Message
 from stateless_chat.core.tokens import byte_lower_bound
-from tests.conftest import CTRL_D, ESC_ENTER, make_session, repl_for, run_repl
+from tests.conftest import CTRL_D, ESC_ENTER, make_session, repl_for, run_repl, standing_block
 from tests.fakeserver import FakeServer
 
 
@@ -35,7 +35,10 @@ def test_each_request_resends_the_whole_history(server: FakeServer) -> None:
     for k, body in enumerate(bodies, start=1):
         messages = body["messages"]
         assert messages[0] == {"role": "system", "content": "You are terse."}
-        expected = []
+        # From the second request on, the standing memory (what the first message asked to remember)
+        # comes right after the system prompt; the history is resent whole after it.
+        memory = [{"role": "system", "content": standing_block("Please remember my name is Byte Dai")}]
+        expected = memory if k > 1 else []
         for i in range(k):
             expected.append({"role": "user", "content": users[i]})
             if i < k - 1:

@@ -72,16 +72,19 @@ def baseline_tokens(conversation: Conversation, pending: Sequence[Entry],
     evicted or summarized (each entry once, wherever it is now), ``framing`` added (what a request adds
     beyond its messages)."""
     held = sum(e.tokens for e in conversation.live) + sum(e.tokens for e in pending)
-    system = conversation.system.tokens if conversation.system is not None else 0
-    return held + system + sum(e.tokens for e in conversation.evicted) + framing
+    head = sum(e.tokens for e in conversation.head if e.kind != "summary")  # the summary folds the evicted
+    return held + head + sum(e.tokens for e in conversation.evicted) + framing
 
 
 def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply: Reply, told: Told, *,
-           model: str, reserve: int, spent: Spent, over_limit: bool = False) -> TurnOutcome:
+           model: str, reserve: int, spent: Spent, memory: str, memory_room: int,
+           over_limit: bool = False) -> TurnOutcome:
     """Return the outcome of the completed turn: the exchange appended to ``after``'s conversation, its
     costs (and ``spent`` on summaries) in the ledger, what it told in its record.
 
-    ``before`` is the state the turn started from (for the no-eviction baseline).
+    ``before`` is the state the turn started from (for the no-eviction baseline). With ``memory``
+    "auto" the user message is read for standing sentences as it is committed, kept as notes within
+    ``memory_room`` tokens (``Conversation.remember``).
     """
     fitted = plan.fit
     measure = after.sizer
@@ -116,7 +119,8 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
         told(CacheBreak(cache.cause or "", cache.shared, cache.previous))
     events = (*steps.events, *fitted.events)
     before_all = before.conversation  # what the request would have cost with nothing ever evicted
-    baseline = baseline_tokens(before_all, steps.pending, measure.framing(before_all.system_leads))
+    baseline = baseline_tokens(before_all, (*steps.base.retrieved, *steps.pending),
+                               measure.framing(before_all.system_leads))
     stats = TurnStats(
         turn=steps.number,
         estimated_prompt_tokens=estimated,
@@ -134,10 +138,14 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
         cache_break=cache.cause or steps.cache_break,
         steps=len(steps.requests),
     )
-    state = replace(after, conversation=conversation.append(answer, *unanswered),
-                    ledger=after.ledger.add(stats), said=frozenset(told.said))
+    conversation = conversation.append(answer, *unanswered)
+    conversation, noted = conversation.remember(steps.pending[0], measure, room=memory_room, mode=memory)
+    for event in noted:
+        told(event)
+    state = replace(after, conversation=conversation, ledger=after.ledger.add(stats),
+                    said=frozenset(told.said))
     record = TurnRecord(steps.number, (*steps.requests[:-1], reply.body), reply, stats, tuple(told.events),
-                        state.conversation, model)
+                        state.conversation, model, steps.base.retrieved)
     return TurnOutcome(state, reply, record)
 
 

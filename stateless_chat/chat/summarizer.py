@@ -66,8 +66,8 @@ class Summarizer:
     """Writes summaries by a separate stateless request to ``backend``.
 
     The request is aligned with the server's cache: it sends the conversation's messages as
-    the last request sent them (system prompt, summary, history), so the server reads that
-    prefix from its cache, and asks in one final user message for the summary of the messages
+    the last request sent them (system prompt, standing memory, summary, history), so the server
+    reads that prefix from its cache, and asks in one final user message for the summary of the messages
     to fold. When that request would not fit ``context_limit``, it falls back to a new request
     of its own: the summary prompt and a transcript of the folded messages, within the budget.
     Identical folds are answered from ``summaries`` (a retried turn refits the same turns), and
@@ -88,7 +88,7 @@ class Summarizer:
     def _aligned(self, candidate: Candidate, folded: Sequence[Entry]) -> tuple[list[Message], int] | None:
         """Return the cache-aligned request's messages and its prompt size, or None when it and the
         summary's reply would not fit the context window."""
-        prefix = [e for e in (candidate.system, candidate.summary) if e is not None] + list(candidate.history)
+        prefix = list(candidate.head) + list(candidate.history)  # as the last request sent them
         prefix += candidate.recalled  # after what the last request sent: its cached prefix stays whole
         ask = Message("user", summary_instruction(candidate, folded))
         prompt = sum(e.tokens for e in prefix) + self.measure(ask) + REPLY_PRIMING

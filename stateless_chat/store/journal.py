@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stateless_chat.chat.session import Session, TurnRecord
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
-from stateless_chat.core.messages import Entry, Event, Recalled, describe
+from stateless_chat.core.messages import Entry, Event, Notice, Recalled, describe
 from stateless_chat.errors import LogError, UsageError
 from stateless_chat.store import persist
 from stateless_chat.store.logstore import LogStore, RecallHit, TurnLog, recall_terms
@@ -109,6 +109,7 @@ class Journal:
         self._memory_cid = ""
         self._indexed = _Mirror()  # what the index in memory holds
         self._among: tuple[tuple[Entry, ...] | None, set[int]] = (None, set())  # auto recall's candidates
+        self._said_skipped: set[int] = set()  # turns said to match but not to fit the recall budget
 
     @property
     def logging(self) -> bool:
@@ -175,6 +176,7 @@ class Journal:
         self._logged.clear()
         self._memory_cid = ""
         self._indexed.clear()
+        self._said_skipped.clear()
 
     def close(self) -> None:
         for store in (self.store, self._memory):
@@ -205,7 +207,8 @@ class Journal:
             saved = persist.from_data(data)
         except (ValueError, TypeError) as error:
             raise LogError(f"conversation {cid} in the log cannot be restored: {error}") from None
-        persist.restore(self.session, saved, keep=set(keep))
+        for event in persist.restore(self.session, saved, keep=set(keep)):
+            self.session.hooks.on_event(event)  # standing notes read from an older log, once
         self.forked()
         self.cid = cid
         return cid
@@ -248,7 +251,8 @@ class Journal:
     def recall(self, text: str, conversation: Conversation, budget: int) -> tuple[Conversation, list[Event]]:
         """Return ``conversation`` with the evicted turns most relevant to ``text`` in its recalled
         slot, best first within the recall budget, and a ``Recalled`` event for each (the session's
-        ``recaller``). Does nothing unless ``recall = "auto"``; a failure of the index recalls nothing."""
+        ``recaller``), and one ``Notice`` naming the matching turns that did not fit that budget (each
+        turn said once). Does nothing unless ``recall = "auto"``; a failure of the index recalls nothing."""
         settings = self.session.settings
         if settings.recall != "auto":
             return conversation, []
@@ -262,16 +266,21 @@ class Journal:
         except LogError as error:
             self.warn(f"recall failed: {' '.join(str(error).split())}")
             return conversation, []
-        room = settings.recall_room(budget)
+        room = whole = settings.recall_room(budget)
         turns = _turns(conversation, hits)
         chosen: list[tuple[int, list[Entry]]] = []
+        skipped: list[tuple[int, list[Entry]]] = []
         for turn, entries in turns:
             size = sum(e.tokens for e in entries)
             if size <= room:
                 room -= size
                 chosen.append((turn, entries))
+            elif turn not in self._said_skipped:  # said once per turn, not before every request
+                self._said_skipped.add(turn)
+                skipped.append((turn, entries))
+        told: list[Event] = [_skipped(skipped, whole)] if skipped else []
         if not chosen:
-            return conversation, []
+            return conversation, told
         recalled, _ = conversation.recall(e.id for _, entries in chosen for e in entries)
         terms = recall_terms(text)
         events: list[Event] = []
@@ -279,7 +288,7 @@ class Journal:
             words = set(_WORDS.findall(" ".join(_indexed_text(e) for e in entries).lower()))
             shown = tuple(term for term in terms if term in words)[:SHOWN_WORDS]
             events.append(Recalled(turn, tuple(e.id for e in entries), sum(e.tokens for e in entries), shown))
-        return recalled, events
+        return recalled, events + told
 
     def matches(self, query: str) -> list[RecallMatch]:
         """Return the evicted turns of this conversation that match ``query``, best first (``/recall``).
@@ -298,6 +307,15 @@ class Journal:
             found.append(RecallMatch(turn, tuple(e.id for e in entries), sum(e.tokens for e in entries),
                                      state, scores[turn], " ".join(first.content.split())))
         return found
+
+
+def _skipped(skipped: Sequence[tuple[int, list[Entry]]], room: int) -> Notice:
+    """Return the line that says which matching turns auto recall left out because they did not fit."""
+    shown = ", ".join(f"turn {turn} ({sum(e.tokens for e in entries):,} tokens, /recall {entries[0].id})"
+                      for turn, entries in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return Notice(f"recall: {shown}{more} matched but did not fit the recall budget of {room:,} tokens "
+                  "(recall_budget); /recall N brings one back")
 
 
 def _indexed_text(entry: Entry) -> str:

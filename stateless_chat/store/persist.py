@@ -4,7 +4,8 @@ A save file holds everything the client knows about a conversation: the live
 messages with their ids, roles, turns, pins, kinds and sources (and tool calls,
 mirroring the chat API), the running summary, the evicted originals with how and
 when each left, the per-turn accounting, and the settings except the API key, which
-is never written. Files are created with mode 0600 (a conversation is private) and
+is never written, and the standing memory (its notes, each with the message it came from).
+Files are created with mode 0600 (a conversation is private) and
 replaced atomically, so a crash never leaves half a file. Version 1 files (before
 tool messages and eviction records) still load.
 """
@@ -27,7 +28,8 @@ from stateless_chat.chat.session import Session
 from stateless_chat.config import Settings, default_data_dir
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.core.ledger import Ledger, TurnStats
-from stateless_chat.core.messages import Entry, Eviction, EvictionHow, Message, ToolCall
+from stateless_chat.core.memory import Memory, Note
+from stateless_chat.core.messages import Entry, Event, Eviction, EvictionHow, Message, ToolCall
 from stateless_chat.errors import UsageError
 from stateless_chat.sanitize import LONE_SURROGATE, public_url
 
@@ -90,6 +92,35 @@ def _turn_stats(stats: TurnStats) -> dict[str, Any]:
     return data
 
 
+def memory_data(memory: Memory) -> dict[str, Any]:
+    """Return the standing memory as a save file (and the log's snapshot) holds it."""
+    return {"notes": [{"id": n.id, "text": n.text, "source": n.source, "turn": n.turn, "tokens": n.tokens}
+                      for n in memory.notes],
+            "next_id": memory.next_id}
+
+
+def _read_memory(data: object) -> Memory:
+    """Return the standing memory in save ``data`` (a file from before it has none: its user messages
+    are to be read for it once, ``scanned`` False); ValueError when it is malformed."""
+    if data is None:
+        return Memory(scanned=False)
+    if not isinstance(data, dict) or not isinstance(data.get("notes"), list):
+        raise ValueError("the standing memory is not an object with a list of notes")
+    notes = []
+    for index, raw in enumerate(data["notes"]):
+        where = f"standing note {index + 1}"
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} is not an object")
+        source, turn = _count(raw, "source", where, None), _count(raw, "turn", where, None)
+        notes.append(Note(_need(raw, "id", int, where), _need(raw, "text", str, where), source, turn,
+                          _count(raw, "tokens", where)))
+    ids = [n.id for n in notes]
+    if len(ids) != len(set(ids)):
+        raise ValueError("two standing notes share a number")
+    next_id = max([_count(data, "next_id", "the standing memory", 1), *(i + 1 for i in ids)])
+    return Memory(tuple(notes), next_id)
+
+
 def to_data(session: Session) -> dict[str, Any]:
     """Return the JSON-ready save data of ``session`` (never containing the API key)."""
     conversation = session.conversation
@@ -113,6 +144,7 @@ def to_data(session: Session) -> dict[str, Any]:
         "settings": settings,
         "system": entry_data(conversation.system) if conversation.system else None,
         "summary": entry_data(conversation.summary) if conversation.summary else None,
+        "memory": memory_data(conversation.memory),
         # Recalled entries are sent next, right before the new message: where they settle on the
         # next turn, at the end of the live messages.
         "messages": [entry_data(e) for e in conversation.live],
@@ -370,7 +402,7 @@ def from_data(data: object) -> Saved:
                             for e in conversation.evicted)
     live = tuple(dataclasses.replace(e, eviction=None) for e in conversation.history)
     conversation = dataclasses.replace(conversation, history=live, evicted=evicted_entries, next_id=next_id,
-                                       next_turn=next_turn)
+                                       next_turn=next_turn, memory=_read_memory(data.get("memory")))
     raw = data.get("settings")
     settings = {k: v for k, v in raw.items() if k not in SECRET_SETTINGS} if isinstance(raw, dict) else {}
     return Saved(conversation, _read_ledger(data.get("totals")), settings)
@@ -418,12 +450,14 @@ def read_limited(path: Path, limit: int, *, what: str) -> str:
         raise SaveFileError(f"cannot read {path}: not UTF-8 (bad byte at offset {error.start})") from None
 
 
-def restore(session: Session, saved: Saved, *, keep: Collection[str] = ()) -> None:
+def restore(session: Session, saved: Saved, *, keep: Collection[str] = ()) -> list[Event]:
     """Make ``saved`` the session's conversation, with its settings except those named in ``keep``
     (the ones the user set on this command line). Counts are measured again with the session's
-    counter. Raises ``ConfigError`` (nothing changed) when the saved settings are invalid here."""
+    counter. Return the events of the standing notes read from a conversation saved before
+    standing memory (``Session.load``). Raises ``ConfigError`` (nothing changed) when the saved
+    settings are invalid here."""
     settings = {k: saved.settings[k] for k in RESTORED_SETTINGS if k in saved.settings}
-    session.load(saved.conversation, saved.ledger, settings, keep=keep)
+    return session.load(saved.conversation, saved.ledger, settings, keep=keep)
 
 
 # ---- export -----------------------------------------------------------------------
@@ -483,6 +517,10 @@ def to_markdown(session: Session) -> str:
     ]
     if conversation.system is not None:
         lines += ["## System prompt", "", closed_fences(conversation.system.content), ""]
+    if conversation.memory.notes:
+        lines += ["## Standing memory", ""]
+        lines += [f"- {note.label}: {' '.join(note.text.split())}" for note in conversation.memory.notes]
+        lines.append("")
     if conversation.summary is not None:
         lines += ["## Summary of evicted turns", "", closed_fences(conversation.summary.content), ""]
     lines += ["## Messages", ""]

@@ -23,13 +23,15 @@ from stateless_chat.chat.meter import message_from_api
 from stateless_chat.chat.session import Session
 from stateless_chat.core.billing import dollars
 from stateless_chat.core.history import Conversation
-from stateless_chat.core.messages import Entry, Event, Message, ToolCall, span
+from stateless_chat.core.messages import Entry, Event, Message, ToolCall, describe, span
 from stateless_chat.core.models import family_of
 from stateless_chat.core.policies import POLICIES
+from stateless_chat.core.preview import Preview, preview
 from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.sensitive import secret_reason
 from stateless_chat.store import persist
+from stateless_chat.workspace.textfiles import MAX_FILE_BYTES, read_text_file  # noqa: F401 - /file's rules
 
 # ---- results ------------------------------------------------------------------
 
@@ -55,10 +57,22 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class MemoryRow:
+    """One standing note as /history shows it, in the slot of its own before the messages."""
+
+    label: str  # m1, m2 ...
+    tokens: int
+    source: int | None
+    text: str
+
+
+@dataclass(frozen=True)
 class HistoryView:
     rows: tuple[HistoryRow, ...]
     label: str  # "" for exact counts, "≈" for estimates
     hidden_evicted: int = 0
+    memory: tuple[MemoryRow, ...] = ()  # the standing notes, sent right after the system prompt
+    memory_sent: bool = True
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,7 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    eviction: str = ""  # what the next eviction will take, and when (eviction_line)
     counting: str = ""  # how the counts are made (exact, calibrated, an estimate) and how well they held
 
 
@@ -327,6 +342,18 @@ def summary_line(entry: Entry) -> str:
     return first_line(message.text)
 
 
+def slot_line(entry: Entry) -> str:
+    """Return the first line /history shows for an entry of a context slot: what it holds."""
+    if entry.kind == "instructions":
+        return first_line(f"AGENTS.md: {entry.source}")
+    if entry.kind == "skills":
+        names = [line[2:].partition(":")[0] for line in entry.content.splitlines() if line.startswith("- ")]
+        return first_line(f"{len(names)} skill(s): {', '.join(names)}")
+    if entry.kind == "skill":
+        return first_line(f"skill {entry.source}")
+    return first_line(entry.source or entry.content)
+
+
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
     rows = []
     hidden = 0
@@ -337,6 +364,10 @@ def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[Histo
             continue
         rows.append(HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
                                summary_line(entry), entry.kind, entry.cut))
+    # The context slots, after the system prompt (their ids are negative: no number to type).
+    after = next((index for index, row in enumerate(rows) if row.id > 0), len(rows))
+    rows[after:after] = [HistoryRow(e.id, e.role, e.tokens, True, conversation.state(e), slot_line(e), e.kind)
+                         for e in conversation.slot_entries()]
     return rows, hidden
 
 
@@ -376,7 +407,11 @@ def _history(session: Session, arg: str) -> Result:
     if arg not in ("", "all"):
         raise CommandError("usage: /history [all]")
     rows, hidden = history_rows(session, include_evicted=arg == "all")
-    return HistoryView(tuple(rows), session.counter.label, hidden)
+    conversation = session.conversation
+    notes = tuple(MemoryRow(n.label, n.tokens, n.source, first_line(n.text))
+                  for n in conversation.memory.notes)
+    sent = conversation.memory_block is not None
+    return HistoryView(tuple(rows), session.counter.label, hidden, notes, sent)
 
 
 @command("show", "/show N", "show message N in full", choices=all_ids)
@@ -400,22 +435,64 @@ def _unpin(session: Session, arg: str) -> Result:
     return Lines((f"unpinned #{number}",))
 
 
-def tokens_view(session: Session) -> TokensView:
+def next_eviction(session: Session) -> Preview:
+    """Return what the next eviction of ``session``'s conversation would take (``preview``)."""
+    budget = session.budget
+    candidate = session.conversation.candidate(budget=budget, reserve=session.reserve,
+                                               tools=session.tools_tokens(session.tools_offered()),
+                                               low_water=session.low_water(budget))
+    return preview(candidate, session.settings.policy)
+
+
+def eviction_line(found: Preview) -> str:
+    """Return the next eviction in one line (``/tokens``)."""
+    if not found.evicts:
+        return "next eviction: none (policy none sends a request over the budget whole, with a warning)"
+    if found.stuck is not None:
+        return f"next eviction: nothing can go ({found.stuck})"
+    how = "fold" if found.policy == "summarize" else "drop"
+    turns = f"turn {found.turns[0].turn}" if len(found.turns) == 1 else \
+        f"turns {found.turns[0].turn}-{found.turns[-1].turn}"
+    return (f"next eviction: in ~{max(found.room, 0):,} tokens, {found.policy} will {how} {turns} "
+            f"({len(found.turns)} turn(s), ~{found.tokens:,} tokens); /preview lists them")
+
+
+def tokens_view(session: Session, text: str = "") -> TokensView:
+    """Return the next request part by part; with ``text``, the request that message would send (with
+    what recall and the documents would bring for it; fitted later, as ``/raw TEXT`` is)."""
     conversation = session.conversation
     framing = session.framing()
+    # what any next message adds besides its text
+    message = ("new message framing", session.measure(Message("user", "")))
+    if text:
+        plan = session.plan(text, summarize=False)
+        conversation = plan.base
+        message = ("this message", sum(e.tokens for e in plan.pending))
     system = conversation.system.tokens if conversation.system else 0
+    memory = conversation.memory_block.tokens if conversation.memory_block else 0
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
     recalled = sum(e.tokens for e in conversation.recalled)
+    slots = conversation.slot_entries()
+    # The context slots show only when they hold something: a chat without them reads as before.
+    context = tuple((name, size) for name, size in (
+        ("instructions", sum(e.tokens for e in slots if e.kind == "instructions")),
+        ("skills index", sum(e.tokens for e in slots if e.kind == "skills")),
+        ("active skills", sum(e.tokens for e in slots if e.kind == "skill")),
+    ) if size)
+    retrieved = sum(e.tokens for e in conversation.retrieved)
     parts = (
         ("system", system),
+        *context,
+        ("standing memory", memory),
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
         ("recalled", recalled),
+        *((("documents", retrieved),) if retrieved else ()),
         ("tools", session.tools_tokens(session.tools_offered())),
-        ("new message framing", session.measure(Message("user", ""))),  # what a message adds besides its text
+        message,
         ("reply priming" if framing == REPLY_PRIMING else "request framing (the chat template's)", framing),
         ("reply reserve", session.reserve),
     )
@@ -424,7 +501,7 @@ def tokens_view(session: Session) -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session), session.counter.how())
+                      bill_line(session), eviction_line(next_eviction(session)), session.counter.how())
 
 
 def request_size_line(session: Session, body: Mapping[str, Any]) -> str:
@@ -448,9 +525,10 @@ def bill_line(session: Session) -> str:
             f"the cache would have cost {dollars(bill.naive_cost)}")
 
 
-@command("tokens", "/tokens", "break down the next request's tokens against the budget")
+@command("tokens", "/tokens [TEXT]", "break down the next request's tokens against the budget (with TEXT "
+         "as its message: with the documents it retrieves)")
 def _tokens(session: Session, arg: str) -> Result:
-    return tokens_view(session)
+    return tokens_view(session, arg)
 
 
 @command("raw", "/raw [TEXT]", "the exact JSON body the next request sends (with TEXT as its message)")
@@ -506,7 +584,7 @@ def _last_question(session: Session, usage: str) -> tuple[Entry, Conversation, b
     question = conversation.last_question()
     if question is None:
         raise CommandError(f"{usage}: the newest turn has no typed user message (a /file?); /undo removes it")
-    base, turn = conversation.without_last_turn()
+    base, turn = conversation.without_last_turn(session.measure)
     return question, base, any(e.pinned for e in turn)
 
 
@@ -570,31 +648,9 @@ def _edit(session: Session, arg: str) -> Result:
 
 # ---- files --------------------------------------------------------------------------
 
-MAX_FILE_BYTES = 1_000_000
-
-
 def file_message(shown: str, text: str) -> str:
     """Return the user message that carries a file: its path as a header, then its text."""
     return f"File: {shown}\n\n{text}"
-
-
-def read_text_file(path: Path) -> str:
-    """Return the UTF-8 text of ``path``; CommandError for a missing, binary or oversize file."""
-    if not path.exists():
-        raise CommandError(f"no such file: {path}")
-    if not path.is_file():
-        raise CommandError(f"not a regular file: {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise CommandError(f"{path} is {size:,} bytes; files over {MAX_FILE_BYTES:,} bytes are refused")
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise CommandError(f"{path} looks binary (it has NUL bytes); only text files can be added")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CommandError(f"{path} is not UTF-8 text (bad byte at offset {error.start}); not added") \
-            from None
 
 
 @command("file", "/file PATH [--pin]", "add a text file to the history as a message (--pin: never evict)",
@@ -794,7 +850,8 @@ def _tools(session: Session, arg: str) -> Result:
         except ChatError as error:
             raise CommandError(str(error)) from None
         lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
-    lines += servers.start()  # servers that are not running start on /tools too
+    stalled = servers.stalled()  # a server that failed or was never seen starts again on /tools
+    lines += servers.start(stalled) if stalled else []
     for status in servers.status():
         lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
     offered = toolbox.tools()
@@ -868,7 +925,7 @@ def _load(app: App, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(app)
-    persist.restore(session, saved)
+    noted = persist.restore(session, saved)
     session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = app.log
     if attached is not None:
@@ -876,7 +933,7 @@ def _load(app: App, arg: str) -> Result:
         attached.saved = session.conversation
     conversation = session.conversation
     lines = (f"loaded {path}: {len(conversation.live)} message(s), {len(conversation.evicted)} "
-             f"evicted; {_model_line(session)}",)
+             f"evicted; {_model_line(session)}", *(describe(event) for event in noted))
     return Lines(lines + ((left,) if left else ()))
 
 
@@ -925,3 +982,4 @@ def _stats(session: Session, arg: str) -> Result:
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
     return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+

@@ -27,7 +27,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from stateless_chat.core.messages import Event, Notice, ToolAnswered, ToolCalled, describe
+from stateless_chat.core.messages import SLOT_KINDS, Event, Notice, ToolAnswered, ToolCalled, describe
 from stateless_chat.errors import redact
 from stateless_chat.sanitize import ControlStripper, for_terminal, safe_json
 from stateless_chat.ui.commands import (
@@ -523,6 +523,8 @@ class Renderer:
             for line in result.lines:  # they may quote a loaded file's paths and settings
                 self.console.print(Text(for_terminal(line)))
         elif isinstance(result, HistoryView):
+            if result.memory:
+                self.console.print(memory_table(result))
             self.console.print(history_table(result))
         elif isinstance(result, MessageView):
             cut = " · ✂ cut at the length limit" if result.cut else ""
@@ -544,6 +546,21 @@ class Renderer:
             pass  # the REPL acts on these; their notes are printed there
 
 
+def memory_table(view: HistoryView) -> Table:
+    """Return the standing notes as the slot of their own that /history shows before the messages."""
+    how = "sent after the system prompt, never evicted" if view.memory_sent else "kept, not sent: memory off"
+    table = Table(title=f"standing memory ({how})", title_justify="left", expand=False)
+    table.add_column("note", no_wrap=True)
+    table.add_column(f"tokens{view.label}", justify="right", no_wrap=True)
+    table.add_column("from", no_wrap=True)
+    table.add_column(Text("text", no_wrap=True, overflow="ellipsis"), max_width=70)
+    for row in view.memory:
+        source = f"#{row.source}" if row.source is not None else "/remember"
+        table.add_row(Text(row.label), Text(f"{row.tokens:,}"), Text(source),
+                      Text(for_terminal(row.text), no_wrap=True, overflow="ellipsis"))
+    return table
+
+
 def history_table(view: HistoryView) -> Table:
     table = Table(title="history", title_justify="left", expand=False)
     # Numbers, roles and states never shrink: only "first line" gives way to a narrow terminal (it is
@@ -555,10 +572,10 @@ def history_table(view: HistoryView) -> Table:
     table.add_column("state", no_wrap=True)
     table.add_column(Text("first line", no_wrap=True, overflow="ellipsis"), max_width=60)
     for row in view.rows:
-        role = row.kind if row.kind in ("file", "summary") else row.role
+        role = row.kind if row.kind in ("file", "summary", *SLOT_KINDS) else row.role
         state = row.state + (" ✂" if row.cut else "")  # ✂: the reply was cut at the length limit
         table.add_row(
-            Text(str(row.id)),
+            Text(str(row.id) if row.id >= 0 else "·"),  # a context slot: no number to type
             Text(role),
             Text(f"{row.tokens:,}"),
             Text("📌" if row.pinned or row.state == "system" else ""),
@@ -590,7 +607,8 @@ def tokens_table(view: TokensView) -> Group:
     )
     why = f": {view.cache_cause}" if view.cache_cause else ""
     cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
-    lines: list[ConsoleRenderable] = [table, summary, cache, totals]
+    eviction = [Text(for_terminal(view.eviction))] if view.eviction else []
+    lines: list[ConsoleRenderable] = [table, summary, *eviction, cache, totals]
     if view.counting:
         lines.append(Text(for_terminal(f"counted: {view.counting}")))
     return Group(*lines, *([Text(for_terminal(view.cost))] if view.cost else []))
