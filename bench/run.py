@@ -36,6 +36,7 @@ from bench import (  # noqa: E402
     recall,
     standing,
     stream,
+    tools,
     turns,
 )
 from bench.common import ROOT, machine, ms  # noqa: E402
@@ -46,7 +47,7 @@ END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
 PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
-         "counts", "docs")
+         "counts", "tools", "docs")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -303,13 +304,33 @@ def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
         lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
         lines += _table(["turn", *(r.label for r in runs)], per_turn)
         lines += ["", "</details>"]
+
+
+def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: int) -> list[str]:
+    """Return the tools tables: a big result's cost (goal: under 1 s and 100 MB), and one-shot "hello" with
+    servers configured against --no-tools (goal: within 1.1x, wall and CPU)."""
+    lines = [f"**11. Tools** (a {big[0].megabytes:,.0f} MB tool result read and cut to 2,000 tokens, from a "
+             "server that has it ready; median of 3 fresh processes; goal: under 1 s and 100 MB)", ""]
+    lines += _table(["result", "wall (call and cut)", "CPU", "peak RSS before the call", "peak RSS after",
+                     "characters the model gets"],
+                    [[f"{r.megabytes:,.0f} MB of {r.kind}", ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                      f"{r.rss_before:,.0f} MB",
+                      f"{r.rss_after:,.0f} MB (+{r.rss_after - r.rss_before:,.1f})",
+                      f"{r.kept:,}"] for r in big])
+    if idle:
+        floor = idle[-1]
+        lines += ["", f"One-shot \"hello\" (process start to answer; median of {runs} interleaved runs; "
+                  "goal: within 1.1x of --no-tools, wall and CPU):", ""]
+        lines += _table(["command", "wall", "CPU", "vs --no-tools (wall, CPU)"],
+                        [[r.name, ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                          f"{r.wall / floor.wall:.2f}×, {r.cpu / floor.cpu:.2f}×"] for r in idle])
     return lines
 
 
 def docs_md(result: docs.DocsResult) -> list[str]:
     """Return the tables of part 11: the skills' costs and what they did to the cache, then retrieval on
     the real corpus (answered, off-topic, time) and indexing 10 MB."""
-    lines = ["**11. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
+    lines = ["**12. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
     skills = result.skills
     if skills is not None:
         framing = ", ".join(f"{count}: {framing} ({size:,} in all)"
@@ -457,9 +478,15 @@ def main(argv: Sequence[str] | None = None) -> str:
             skipped = "the bundled model (needs the `[local]` extra)"
         count_runs += [counts.run_fake(count_turns), counts.run_fake(count_turns, mixed=True)]
         made[10] = counts_md(count_runs, skipped)
+    if "tools" in chosen:
+        say("tools")
+        big = tools.run_big(5 if quick else tools.BIG_MB, repeat=1 if quick else 3)
+        with FakeServer() as server:
+            idle = tools.run_idle(server.url, runs=runs)
+        made[11] = tools_md(big, idle, runs)
     if "docs" in chosen:
         say("instructions, skills and documents")
-        made[11] = docs_md(docs.run(quick=quick))
+        made[12] = docs_md(docs.run(quick=quick))
     say("done")
 
     today = datetime.date.today().isoformat()

@@ -152,7 +152,7 @@ def build(settings: Settings, options: Options, flags: dict[str, Any], *, intera
         session.context_source = context_source
         app = App(settings, session, context_source=context_source, local=local_server is not None,
                   resources=resources)
-        assemble(app, options, flags, voice)
+        assemble(app, options, flags, voice, interactive=interactive)
         undo.pop_all()
     return app
 
@@ -238,7 +238,8 @@ def meter_for(settings: Settings, *, data_dir: Path | None, local_model: Path | 
                  find_tokenizer=remote if probing else None)
 
 
-def assemble(app: App, options: Options, flags: dict[str, Any], voice: Voice) -> None:
+def assemble(app: App, options: Options, flags: dict[str, Any], voice: Voice, *, interactive: bool = False
+             ) -> None:
     """Wire ``app``'s session: a saved conversation loaded, the log attached (continuing the logged
     conversation ``-c``/``--cid`` names), the instruction files, skills and documents in their slots,
     the tools started."""
@@ -252,7 +253,7 @@ def assemble(app: App, options: Options, flags: dict[str, Any], voice: Voice) ->
         if refusal is not None:
             raise UsageError(f"{refusal}: --save would replace it with the conversation -c/--cid continues; "
                              "give another file")
-    start_tools(app, options, voice)
+    start_tools(app, options, voice, interactive=interactive)
 
 
 def open_backend(settings: Settings, local_server: LocalServer | None, voice: Voice) -> ChatBackend:
@@ -399,21 +400,37 @@ def open_workspace(app: App, voice: Voice) -> None:
     app.workspace = attach.attach(app.session, cwd=cwd, env=os.environ, say=voice.note)
 
 
-def start_tools(app: App, options: Options, voice: Voice) -> None:
-    """Start the configured MCP servers and offer their tools in the app's session (unless
-    ``--no-tools``); ``voice.note`` gets one line for each server that could not start. They stop
-    when the app closes."""
+def start_tools(app: App, options: Options, voice: Voice, *, interactive: bool = False) -> None:
+    """Offer the configured MCP servers' tools in the app's session (unless ``--no-tools``).
+
+    Tools are free until used: a server whose tool list is remembered from an earlier run
+    (``tools.toolcache``) is offered without starting; it starts on the first call of one of its
+    tools, or, in the chat (``interactive``), at once in the background (its problems are shown
+    before the next prompt). Only a server never seen before starts now, to learn its tools;
+    ``voice.unavailable`` gets one line for each that could not. They stop when the app closes."""
     servers_config = app.session.settings.mcp
     if not servers_config or not options.tools:
         return
     from stateless_chat.config import default_data_dir
     from stateless_chat.tools.servers import ToolServers
     from stateless_chat.tools.toolbox import Builtin, RecallTool, SkillTool, Toolbox
+    from stateless_chat.tools.toolcache import ToolCache
 
-    servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs")
+    settings = app.session.settings
+    data = default_data_dir(os.environ)
+    servers = ToolServers(servers_config, log_dir=data / "mcp-logs", cache=ToolCache(data),
+                          startup_timeout=settings.tool_startup_timeout,
+                          max_result_bytes=settings.tool_result_max_bytes)
     app.resources.callback(servers.stop)
-    for problem in servers.start():
+    unknown = servers.unknown()
+    for problem in servers.start(unknown) if unknown else ():
         voice.unavailable(f"{problem} (the chat goes on without its tools)")
+    if interactive:
+        servers.start_background()
+    else:
+        servers.on_notice = voice.note
+    if options.verbose:  # the servers' log messages (they always go to their log files)
+        servers.on_log = servers.add_notice if interactive else voice.note
     log, session = app.log, app.session  # where tools are offered, recall is one of them
     builtins: list[Builtin] = [RecallTool(log.matches, lambda: session.conversation.evicted)] \
         if log is not None else []

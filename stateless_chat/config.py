@@ -30,7 +30,7 @@ from stateless_chat.validate import Invalid, shown, type_name
 from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
 
 if TYPE_CHECKING:
-    from stateless_chat.tools.servers import ServerConfig
+    from stateless_chat.tools.specs import ServerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -156,10 +156,7 @@ def _mcp(value: object) -> dict[str, ServerConfig]:
     """Return the ``[mcp.servers.NAME]`` tables as server configurations (already parsed ones kept)."""
     if isinstance(value, Mapping) and not value:
         return {}
-    from stateless_chat.tools.servers import (  # asyncio and the rest: only with servers
-        ServerConfig,
-        parse_servers,
-    )
+    from stateless_chat.tools.specs import ServerConfig, parse_servers
 
     if isinstance(value, Mapping) and all(isinstance(v, ServerConfig) for v in value.values()):
         return dict(value)
@@ -277,6 +274,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "max_tool_steps": _nonnegative_int,
     "tool_timeout": _timeout,
     "tool_result_max_tokens": _positive_int,
+    "tool_result_max_bytes": _byte_size,
+    "tool_startup_timeout": _timeout,
     "max_reply_bytes": _byte_size,
     "log": _bool,
     "log_db": _optional(_path),
@@ -348,6 +347,8 @@ class Settings:
     max_tool_steps: int = 10
     tool_timeout: float = 60.0
     tool_result_max_tokens: int = 2000
+    tool_result_max_bytes: int = 1024 * 1024
+    tool_startup_timeout: float = 30.0
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     # The API keys of the base_urls entries that have their own ({url = ..., api_key = ...}), as
     # (url, key) pairs: not a key of its own in the config file, never shown or saved.

@@ -130,7 +130,7 @@ def test_docs_part_measures_skills_and_asks_questions_of_the_real_corpus() -> No
     assert skills.breaks == ["skill pdf-forms was turned on", "skill pdf-forms was turned off"]
     assert skills.tool_body_in_result and skills.tool_breaks == 0
     lines = run.docs_md(result)
-    assert lines[0].startswith("**11. Instructions, skills and documents**")
+    assert lines[0].startswith("**12. Instructions, skills and documents**")
     if result.skipped is not None:
         pytest.skip(f"the documents part could not run: {result.skipped}")
     [flask] = result.corpora
@@ -294,3 +294,17 @@ def test_standing_part_measures_the_set_and_runs_the_chat(tmp_path: Path) -> Non
     text = "\n".join(lines)
     assert lines[0].startswith("**9. Standing memory**") and "| fifth round | 30 / 30 |" in text
     assert "| default | 0/0 | 4 | 0 (0.0%) |" in text
+
+
+def test_tools_part_measures_a_big_result_and_a_one_shot_with_servers(server: FakeServer) -> None:
+    from bench import tools
+
+    [words, letter] = tools.run_big(2, repeat=1)
+    assert (words.kind, letter.kind) == ("words", "letter")
+    assert all(r.wall > 0 and r.cpu > 0 and r.rss_after >= r.rss_before and 0 < r.kept < 20_000
+               for r in (words, letter))
+    idle = tools.run_idle(server.url, runs=1, servers=2)
+    assert [r.name for r in idle] == ["2 servers configured (not called)", "--no-tools"]
+    assert all(r.wall > 0 and r.cpu > 0 for r in idle)
+    lines = run.tools_md([words, letter], idle, 1)
+    assert any("2 MB of words" in line for line in lines)

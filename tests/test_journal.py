@@ -646,7 +646,8 @@ def test_tool_servers_configured_are_neither_logged_nor_a_failure(server: FakeSe
 
 
 def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer, tmp_path: Path) -> None:
-    from stateless_chat.tools.servers import ServerConfig, ToolServers
+    from stateless_chat.tools.servers import ToolServers
+    from stateless_chat.tools.specs import ServerConfig
     from tests.test_tool_loop import SERVER, calling
 
     servers = ToolServers({"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))},

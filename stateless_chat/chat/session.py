@@ -11,6 +11,7 @@ of each completed turn (the log) is given at construction.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -100,6 +101,7 @@ class Session:
         sizer = Sizer(counter, exact)
         self.state = TurnState(Conversation.start(settings.system, sizer), Ledger(), sizer)
         self.summaries = Summaries()  # summaries written, and not yet billed to a turn
+        self._tools_cost: tuple[Any, int] = (None, 0)  # the last tools array counted, and its size
         self.unanswered: Unanswered | None = None  # the last turn that failed, for /retry
         self.context_source = ""  # where the context window's figure came from, when the caller knows
 
@@ -191,8 +193,9 @@ class Session:
         return too_big_alone(tokens, self.reserve, budget or self.budget)
 
     def next_request_tokens(self, draft: str = "") -> int:
-        """Return the prompt tokens the next request would carry with ``draft`` as its message."""
-        size = self.conversation.tokens + self.framing()
+        """Return the prompt tokens the next request would carry with ``draft`` as its message (and the
+        tools array: the toolbar's figure is the request's)."""
+        size = self.conversation.tokens + self.framing() + self.tools_tokens(self.tools_offered())
         if draft:
             size += self.measure(Message("user", draft))
         return size
@@ -209,8 +212,14 @@ class Session:
         return list(self.setup().tools_offered())
 
     def tools_tokens(self, tools: Sequence[Mapping[str, Any]]) -> int:
-        """Return what ``tools`` add to a request (a byte bound until counting is exact)."""
-        return self.state.sizer.tools(tools)
+        """Return what ``tools`` add to a request (a byte bound until counting is exact), counted again
+        only when the tools (or the counting) change: the toolbar asks on every key."""
+        if not tools:
+            return 0
+        key = (json.dumps(list(tools), ensure_ascii=False), self.state.sizer)
+        if self._tools_cost[0] != key:
+            self._tools_cost = (key, self.state.sizer.tools(tools))
+        return self._tools_cost[1]
 
     def body_of(self, request: ChatRequest) -> dict[str, Any]:
         """Return the exact JSON body of ``request`` as the endpoint would be sent it now (the default

@@ -24,7 +24,7 @@ from stateless_chat.wire.request import ChatRequest
 
 if TYPE_CHECKING:
     from stateless_chat.config import Settings
-    from stateless_chat.tools.servers import ToolResult, ToolSpec
+    from stateless_chat.tools.specs import ToolResult, ToolSpec
 
 
 class Toolbox(Protocol):

@@ -13,6 +13,7 @@ Pure bookkeeping: it never talks to a server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -95,7 +96,7 @@ def predict(
     if idle > lifetime:
         return _with(cold, f"idle {_duration(idle)}, past the cache lifetime of {_duration(lifetime)}")
     if tools != previous.tools:
-        return _with(cold, "the tools offered changed")
+        return _with(cold, tools_change(previous.tools, tools))
     shared = 0
     count = min(len(entries), len(previous.ids))
     index = 0
@@ -110,6 +111,32 @@ def predict(
         # and what the server reads again is that message alone.
         return Prediction(shared, total, None, previous.tokens)
     return Prediction(shared, total, _cause(previous, entries, index, why_gone), previous.tokens)
+
+
+def tools_change(before: str, after: str) -> str:
+    """Return what changed between two ``tools`` arrays (as the JSON text sent), by function name:
+    ``the tools offered changed (added x; removed y; changed z)``."""
+    def functions(text: str) -> dict[str, str]:
+        try:
+            tools = json.loads(text) if text else []
+        except ValueError:
+            return {}
+        found = {}
+        for tool in tools if isinstance(tools, list) else ():
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(function, dict):
+                found[str(function.get("name"))] = json.dumps(function, sort_keys=True)
+        return found
+
+    old, new = functions(before), functions(after)
+    parts = []
+    changes = (("added", [n for n in new if n not in old]), ("removed", [n for n in old if n not in new]),
+               ("changed", [n for n in new if n in old and new[n] != old[n]]))
+    for label, names in changes:
+        if names:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            parts.append(f"{label} {', '.join(names[:5])}{more}")
+    return "the tools offered changed" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def _with(prediction: Prediction, cause: str) -> Prediction:

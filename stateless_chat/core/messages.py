@@ -270,6 +270,17 @@ class ToolAnswered:
 
 
 @dataclass(frozen=True)
+class ToolProgress:
+    """A running tool call's server said how far it is: ``progress`` of ``total`` (when known), and
+    perhaps a message. Shown live on the call's line."""
+
+    tool: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class ToolStepsExhausted:
     """The model still asked for tools after ``limit`` steps: the turn ends there."""
 
@@ -328,8 +339,8 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolStepsExhausted | Recalled
-    | Retrieved | Remembered | MemoryFull | Notice
+    | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolProgress | ToolStepsExhausted
+    | Recalled | Retrieved | Remembered | MemoryFull | Notice
 )
 
 
@@ -382,6 +393,11 @@ def describe(event: Event) -> str:
             return f"← {event.tool} not run: the call was not approved"
         cut = f", cut from {event.cut_from:,}" if event.cut_from is not None else ""
         return f"← {event.tokens:,} tokens{cut}" + (" (the tool reported an error)" if event.error else "")
+    if isinstance(event, ToolProgress):
+        done = f"{event.progress:g}/{event.total:g}" if event.total else f"{event.progress:g}"
+        if event.total:
+            done += f" ({min(event.progress / event.total, 1):.0%})"
+        return f"… {event.tool} {done}" + (f": {event.message}" if event.message else "")
     if isinstance(event, ToolStepsExhausted):
         return f"stopped after {event.limit} tool steps (max_tool_steps): the model still asked for tools"
     if isinstance(event, Recalled):

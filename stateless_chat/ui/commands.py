@@ -850,7 +850,8 @@ def _tools(session: Session, arg: str) -> Result:
         except ChatError as error:
             raise CommandError(str(error)) from None
         lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
-    lines += servers.start()  # servers that are not running start on /tools too
+    stalled = servers.stalled()  # a server that failed or was never seen starts again on /tools
+    lines += servers.start(stalled) if stalled else []
     for status in servers.status():
         lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
     offered = toolbox.tools()
