@@ -304,6 +304,7 @@ def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
         lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
         lines += _table(["turn", *(r.label for r in runs)], per_turn)
         lines += ["", "</details>"]
+    return lines
 
 
 def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: int) -> list[str]:
@@ -328,7 +329,7 @@ def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: i
 
 
 def docs_md(result: docs.DocsResult) -> list[str]:
-    """Return the tables of part 11: the skills' costs and what they did to the cache, then retrieval on
+    """Return the tables of part 12: the skills' costs and what they did to the cache, then retrieval on
     the real corpus (answered, off-topic, time) and indexing 10 MB."""
     lines = ["**12. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
     skills = result.skills
