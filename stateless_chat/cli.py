@@ -567,8 +567,13 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
     (``ui.steps.Steps``)."""
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if session.tools is None:
-        with contextlib.closing(_reply_writer(fancy)) as writer:
+        writer = _reply_writer(fancy)
+        try:
             session.send(text, writer.feed)
+        except BaseException:
+            writer.abandon()  # a failed turn writes nothing more: its one line is on stderr
+            raise
+        writer.close()
         return
     from dataclasses import replace
 
@@ -608,6 +613,9 @@ class _PlainReply:
         if not self.ends_line:
             self.write("\n")
 
+    def abandon(self) -> None:
+        pass
+
 
 class _RichReply:
     """A reply as Markdown on a colour terminal (``ui.render.ReplyStream``)."""
@@ -625,6 +633,9 @@ class _RichReply:
 
     def close(self) -> None:
         self.stream.__exit__(None, None, None)
+
+    def abandon(self) -> None:
+        self.close()
 
 
 def _reply_writer(fancy: bool) -> _PlainReply | _RichReply:
