@@ -2,9 +2,9 @@
 
 Prices are dollars per million tokens: input (uncached prompt tokens), cached input
 (prompt tokens the server read from its prefix cache) and output. A small built-in
-table covers a few common OpenAI and DeepSeek models (as published in 2025; see the
-README); ``[prices."MODEL"]`` in the config file adds or overrides. Without a price for
-the model, costs are not shown: never a made-up price.
+table covers a few common OpenAI and DeepSeek models (as published in 2025; see
+docs/context-and-memory.md); ``[prices."MODEL"]`` in the config file adds or overrides.
+Without a price for the model, costs are not shown: never a made-up price.
 """
 
 from __future__ import annotations

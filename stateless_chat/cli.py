@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from stateless_chat import __version__
+from stateless_chat import __version__, docs
 from stateless_chat.errors import BudgetError, ChatError, MissingKeyError, UsageError, keep_secret, redact
 from stateless_chat.hints import budget_hint
 from stateless_chat.sanitize import LONE_SURROGATE, for_terminal, one_line
@@ -83,7 +83,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-EXAMPLES = """\
+EXAMPLES = f"""\
 \b
 Examples:
   stateless-chat                                  the chat (the local model if no key or URL is set)
@@ -98,7 +98,14 @@ Examples:
 \b
 Settings also come from the config file (~/.config/stateless-chat/config.toml) and from
 OPENAI_API_KEY, OPENAI_BASE_URL, STATELESS_CHAT_MODEL, STATELESS_CHAT_BUDGET and
-STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands."""
+STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands.
+
+\b
+Documentation, a page per subject, in {docs.folder()}
+  commands.md              these flags, one-shot use, the chat's keys and commands
+  settings.md              every setting: config key, environment variable, flag, default
+  context-and-memory.md    the budget, eviction, the server's cache, the bill
+  log.md, tools.md, local-model.md, gateway.md, faults.md"""
 
 
 @app.command("chat", cls=_ChatCommand,
@@ -304,7 +311,7 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
 
 logs_app = typer.Typer(
     help="Read the conversation log (every turn of every chat, in SQLite): list, show, search, path. "
-    "Output is plain text.",
+    f"Output is plain text. Documentation: {docs.page('log.md')}",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

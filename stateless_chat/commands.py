@@ -739,8 +739,10 @@ def _tools(session: Session, arg: str) -> Result:
     toolbox = session.toolbox
     servers = toolbox.servers if isinstance(toolbox, Toolbox) else None
     if not isinstance(toolbox, Toolbox) or servers is None:
-        return Lines(("no tools: add [mcp.servers.NAME] tables to the config file (the README's Tools "
-                      "section), and leave out --no-tools",))
+        from stateless_chat.docs import page
+
+        return Lines((f"no tools: add [mcp.servers.NAME] tables to the config file ({page('tools.md')}), "
+                      "and leave out --no-tools",))
     words = arg.split()
     lines: list[str] = []
     if words:
