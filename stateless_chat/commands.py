@@ -59,6 +59,15 @@ class HistoryView:
 
 
 @dataclass(frozen=True)
+class HelpView:
+    """The list of commands: each one's usage beside what it does, then notes on the keys. Shown as
+    two columns, so that a description too long for the terminal wraps within its own column."""
+
+    rows: tuple[tuple[str, str], ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MessageView:
     id: int
     role: str
@@ -151,7 +160,8 @@ class Exit:
     """Leave the REPL."""
 
 
-Result = Lines | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Prefill | Exit
+Result = (Lines | HelpView | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Prefill
+          | Exit)
 Handler = Callable[[Session, str], Result]
 
 
@@ -295,16 +305,26 @@ def summary_line(entry: Entry) -> str:
     return first_line(message.text)
 
 
+def listed_entries(conversation: Conversation, *, include_evicted: bool) -> list[Entry]:
+    """Return the entries ``/history`` lists, in the order the next request sends them: the system
+    prompt, the summary, the history, then the recalled entries (sent right before the new message,
+    whatever their numbers). With ``include_evicted`` the evicted originals are listed too, each
+    among the history by its number (the place it had there)."""
+    sent = list(conversation.request_entries())
+    if not include_evicted:
+        return sent
+    head = [e for e in (conversation.system, conversation.summary) if e is not None]
+    middle = sorted(conversation.history + conversation.evicted, key=lambda e: e.id)
+    return head + middle + list(conversation.recalled)
+
+
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
-    rows = []
-    hidden = 0
+    """Return the rows of ``/history`` (see ``listed_entries``) and how many evicted ones it leaves out."""
     conversation = session.conversation
-    for entry in conversation.all_entries():
-        if entry.eviction is not None and not include_evicted:
-            hidden += 1
-            continue
-        rows.append(HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
-                               summary_line(entry), entry.kind, entry.cut))
+    rows = [HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
+                       summary_line(entry), entry.kind, entry.cut)
+            for entry in listed_entries(conversation, include_evicted=include_evicted)]
+    hidden = 0 if include_evicted else len(conversation.evicted)
     return rows, hidden
 
 
@@ -319,13 +339,15 @@ def _help(session: Session, arg: str) -> Result:
         if found is None:
             raise CommandError(f"no command /{name}; /help lists commands")
         return Lines((found.usage, f"  {found.help}"))
-    lines = [f"{c.usage:<24} {c.help}" for c in sorted(REGISTRY.values(), key=lambda c: c.name)]
-    lines += [
+    from stateless_chat.docs import page
+
+    rows = tuple((c.usage, c.help) for c in sorted(REGISTRY.values(), key=lambda c: c.name))
+    return HelpView(rows, (
         "",
-        "Enter sends; Esc-Enter (Alt-Enter) inserts a newline; Ctrl-C cancels a reply or clears the line;",
+        "Enter sends; Esc-Enter (Alt-Enter) inserts a newline; Ctrl-C cancels a reply or clears the line; "
         "Ctrl-D leaves. Start a message with // to send text that begins with /.",
-    ]
-    return Lines(tuple(lines))
+        f"Every command in full: {page('commands.md')}",
+    ))
 
 
 @command("exit", "/exit", "leave the chat")
@@ -734,7 +756,7 @@ def _evict_to(session: Session, arg: str) -> Result:
 @command("tools", "/tools [on|off [SERVER]]", "list the MCP servers and their tools with what each costs, "
          "or turn tools on or off", choices=lambda session: ["on", "off"])
 def _tools(session: Session, arg: str) -> Result:
-    from stateless_chat.toolbox import Toolbox
+    from stateless_chat.toolbox import BUILTIN, Toolbox
 
     toolbox = session.toolbox
     servers = toolbox.servers if isinstance(toolbox, Toolbox) else None
@@ -754,12 +776,21 @@ def _tools(session: Session, arg: str) -> Result:
             raise CommandError(str(error)) from None
         lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
     lines += servers.start()  # servers that are not running start on /tools too
-    for status in servers.status():
-        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
     offered = toolbox.tools()
-    for spec in offered:
-        cost = session.tools_tokens([spec.to_api()])
-        lines.append(f"  {spec.offered} ({spec.display}) · {cost:,} tokens · approve: {spec.approve}")
+
+    def listed(server: str) -> list[str]:  # each tool under the server it comes from
+        return [f"  {spec.offered} ({spec.display}) · {session.tools_tokens([spec.to_api()]):,} tokens · "
+                f"approve: {spec.approve}" for spec in offered if spec.server == server]
+
+    named: set[str] = set()
+    for status in servers.status():
+        named.add(status.name)
+        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
+        lines += listed(status.name)
+    for server in sorted({spec.server for spec in offered} - named):  # the built-in ones
+        label = "built in, run by stateless-chat itself" if server == BUILTIN else "no server listed"
+        lines.append(f"{server}: {label}, {sum(1 for s in offered if s.server == server)} tool(s)")
+        lines += listed(server)
     total = session.tools_tokens(session.tools_offered())
     lines.append(f"the tools array adds {total:,} tokens to every request" if offered else "no tools offered")
     return Lines(tuple(lines))

@@ -28,6 +28,7 @@ from rich.text import Text
 
 from stateless_chat.commands import (
     Exit,
+    HelpView,
     HistoryView,
     Lines,
     MessageView,
@@ -500,6 +501,10 @@ class Renderer:
         if isinstance(result, Lines):
             for line in result.lines:  # they may quote a loaded file's paths and settings
                 self.console.print(Text(for_terminal(line)))
+        elif isinstance(result, HelpView):
+            self.console.print(help_table(result))
+            for line in result.notes:
+                self.console.print(Text(for_terminal(line)))
         elif isinstance(result, HistoryView):
             self.console.print(history_table(result))
         elif isinstance(result, MessageView):
@@ -518,6 +523,17 @@ class Renderer:
             self.console.print(stats_view(result))
         elif isinstance(result, (Send, Prefill, Exit)):
             pass  # the REPL acts on these; their notes are printed there
+
+
+def help_table(view: HelpView) -> Table:
+    """Return the commands as two columns: the usage, never wrapped, and what it does, wrapped within
+    its column (at 80 columns a description would otherwise run back to the left edge)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for usage, what in view.rows:
+        table.add_row(Text(for_terminal(usage)), Text(for_terminal(what)))
+    return table
 
 
 def history_table(view: HistoryView) -> Table:

@@ -355,17 +355,22 @@ class Repl:
                 session.conversation = session.conversation.pin_last_question()
             session.unanswered = None
             return True
+        # Each line below comes after what was shown of the reply: the view is closed first, so the
+        # unfinished part is printed once, above the line, not after it.
         except KeyboardInterrupt:
             session.rollback(before)
             self.keep_unanswered(text, base, pin)
+            view.close()
             self.renderer.note("cancelled; the conversation is unchanged (/retry sends the message again)")
         except ChatError as error:
             session.rollback(before)
             self.keep_unanswered(text, base, pin)
+            view.close()
             self.renderer.error(f"{self.advice(error)} ({unchanged(error)})")
         except Exception as error:  # a bug: the conversation must survive it
             session.rollback(before)
             self.keep_unanswered(text, base, pin)
+            view.close()
             self.bug(error)
         finally:
             session.on_event = self.renderer.event
