@@ -166,12 +166,14 @@ def chat(
         typer.Option("--evict-to", metavar="SHARE",
                      help="Once over budget, evict down to this share of it. Default: 0.5."),
     ] = None,
-    usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
+    usage: Annotated[
+        bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr (not with -q).")
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="One-shot: events and the local model's start to stderr.")
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No notes on stderr: only the answer and errors.")
+        bool, typer.Option("--quiet", "-q", help="Only the answer and errors: no notes; wins over -u and -v.")
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the request JSON and where it would go; send nothing.")
@@ -750,7 +752,7 @@ def answer_once(
     except BudgetError as error:  # its advice, in the words of the command line
         raise BudgetError(budget_hint(error, settings.effective_context_window, chat=False),
                           error.needed) from error
-    if options.usage and not options.quiet:
+    if options.usage and not options.quiet:  # -q wins: nothing but the answer and errors
         say(usage_line(session, local=options.local))
     if options.save is not None:
         from stateless_chat import persist
@@ -803,6 +805,13 @@ def usage_line(session: Session, *, local: bool = False) -> str:
         said += f" ({stats.reported_cached_tokens:,} cached)"
     line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
             f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    if stats.steps > 1 or stats.summary_prompt_tokens:
+        # A tool loop (or a summary) made more requests than the last: their figures are the turn's, as the
+        # cost beside them is, and the last request's are said as such.
+        more = (f"{stats.steps} requests (a tool loop)" if stats.steps > 1
+                else "the turn's requests (a summary's too)")
+        line = (f"usage: {more}: prompt {stats.sent:,}, {stats.cached:,} of it cached; completion "
+                f"{stats.completion:,} in all; the last request: {line.removeprefix('usage: ')}")
     cost = bill_line(session)
     line = f"{line}; {cost}" if cost else line
     why = []

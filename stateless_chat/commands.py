@@ -22,6 +22,7 @@ from stateless_chat import journal, persist
 from stateless_chat.billing import dollars
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.history import Conversation
+from stateless_chat.ledger import Ledger
 from stateless_chat.messages import Entry, Message, ToolCall, span
 from stateless_chat.models import family_of
 from stateless_chat.policies import POLICIES
@@ -94,6 +95,7 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    comparison: str = ""  # the session's total against resending everything (``baseline_words``)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class StatsView:
     baseline_total: int
     cached_total: int = 0
     cost: str = ""
+    cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
+    comparison: str = ""  # the total against resending everything (``baseline_words``)
 
 
 @dataclass(frozen=True)
@@ -413,7 +417,22 @@ def tokens_view(session: Session) -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session))
+                      bill_line(session), baseline_words(ledger))
+
+
+def baseline_words(ledger: Ledger) -> str:
+    """Return how the tokens sent compare with resending everything, never evicting: the share saved,
+    or why there is none to show. The no-eviction figure is our count scaled to the server's, so with
+    a server that counts differently (a chat template's own text, a tool loop's requests) it can come
+    out below what was sent: that is said as such, never as a negative saving."""
+    if not any(t.evictions for t in ledger.turns):
+        return "with nothing evicted: every request resent the whole conversation"
+    sent, baseline = ledger.sent, ledger.baseline
+    if baseline > sent:
+        return (f"vs {baseline:,} with no eviction ({1 - sent / baseline:.0%} fewer, "
+                f"{baseline - sent:,} saved)")
+    return (f"vs ≈{baseline:,} with no eviction by our count: no saving to show, as the server counts "
+            f"{sent - baseline:,} more tokens than our estimate")
 
 
 def bill_line(session: Session) -> str:
@@ -912,4 +931,5 @@ def _stats(session: Session, arg: str) -> Result:
         return Lines(("no turns yet: /stats charts the prompt tokens of each turn once you chat",))
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
-    return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+    return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session),
+                     not ledger.cache_reported, baseline_words(ledger))

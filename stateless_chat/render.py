@@ -573,12 +573,10 @@ def tokens_table(view: TokensView) -> Group:
     room = max(0, view.budget - view.total)
     summary = Text(f"{bar(share)} {share:.0%} of budget; room for the next message's text: {room:,} tokens"
                    + ("" if room else " (sending will evict)"))
-    saved = view.baseline_total - view.sent_total
     guess = "≈" if view.cached_predicted else ""
     totals = Text(
         f"session: {view.turns} turn(s), {view.sent_total:,} prompt tokens sent "
-        f"({guess}{view.cached_total:,} of them cached); no-eviction baseline {view.baseline_total:,} "
-        f"(saved {saved:,})"
+        f"({guess}{view.cached_total:,} of them cached) {view.comparison}"
     )
     why = f": {view.cache_cause}" if view.cache_cause else ""
     cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
@@ -602,11 +600,11 @@ def stats_view(view: StatsView) -> Group:
             cached += f" (predicted {row.predicted:,})"
         table.add_row(Text(str(row.turn)), Text(f"{row.sent:,}"), Text(cached),
                       Text(bar(row.sent / peak, 24) + mark), Text(f"{row.baseline:,}"))
-    saved = 1 - view.sent_total / view.baseline_total if view.baseline_total else 0.0
+    guess = "≈" if view.cached_predicted else ""  # the total holds predictions, as its turns do
     footer = Text(
-        f"total sent {view.sent_total:,} ({view.cached_total:,} cached) vs {view.baseline_total:,} with no "
-        f"eviction ({saved:.0%} fewer); ✂ marks turns that evicted or summarized, ⌁ the cache breaks; "
-        "≈ cached counts are predicted (the server did not say)"
+        f"total sent {view.sent_total:,} ({guess}{view.cached_total:,} cached) {view.comparison}; "
+        "✂ marks turns that evicted or summarized, ⌁ the cache breaks; ≈ cached counts are predicted "
+        "(the server did not say)"
     )
     return Group(table, footer, *([Text(for_terminal(view.cost))] if view.cost else []))
 

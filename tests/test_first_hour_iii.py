@@ -5,6 +5,7 @@ which now points at the pages of ``docs/``."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -18,9 +19,10 @@ from stateless_chat import journal
 from stateless_chat.toolbox import RecallTool, Toolbox
 from stateless_chat.tools import ServerConfig, ToolServers
 from tests.conftest import make_session, run_repl
-from tests.fakeserver import FakeServer
+from tests.fakeserver import FakeServer, approx_tokens
+from tests.test_cli import run_process
 from tests.test_pty_80 import Terminal
-from tests.test_tool_loop import SERVER
+from tests.test_tool_loop import SERVER, calling
 
 ROOT = Path(__file__).resolve().parents[1]
 ODD_SERVER = str(Path(__file__).with_name("mcp_odd_server.py"))
@@ -116,6 +118,76 @@ def test_history_lists_recalled_turns_where_the_request_sends_them(server: FakeS
     assert [m["content"] for m in body["messages"]] == [by_id[i] for i in listed]
     every = history_ids(run_repl(session, ["/history all\r"], width=200).output)
     assert every[-2:] == [1, 2] and every[0] == 0 and 3 in every  # evicted ones among the history
+
+
+# ---- 3. /stats and /tokens: predicted totals carry ≈, no negative saving -----------------------
+
+
+def test_stats_marks_a_predicted_total_and_never_shows_a_negative_saving(server: FakeServer,
+                                                                         tmp_path: Path) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))  # a tool loop: two requests a turn
+    configs = {"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))}
+    with ToolServers(configs, log_dir=tmp_path) as tools:
+        assert tools.start() == []
+        session = make_session(server)
+        session.toolbox = Toolbox(tools)
+        run = run_repl(session, ["add two and three\r", "y\r", "and again\r", "y\r", "/stats\r", "/tokens\r"],
+                       width=200)
+    ledger = session.ledger
+    assert not any(t.evictions for t in ledger.turns) and ledger.baseline != ledger.sent
+    out = " ".join(run.output.split())
+    assert f"total sent {ledger.sent:,} (≈{ledger.cached:,} cached) with nothing evicted: every request " \
+           "resent the whole conversation" in out
+    assert "of them cached) with nothing evicted" in out[out.index("session:"):]  # /tokens says the same
+    assert "fewer" not in out and "saved" not in out and "(-" not in out
+
+
+def test_stats_with_evictions_says_a_saving_or_why_there_is_none(server: FakeServer) -> None:
+    session = make_session(server, budget=400, reply_reserve=50)
+    run = run_repl(session, [f"message {n} " + "about the weather " * 12 + "\r" for n in range(6)]
+                   + ["/stats\r"], width=200)
+    ledger = session.ledger
+    assert any(t.evictions for t in ledger.turns) and ledger.baseline > ledger.sent
+    saved = 1 - ledger.sent / ledger.baseline
+    assert f"vs {ledger.baseline:,} with no eviction ({saved:.0%} fewer, " in " ".join(run.output.split())
+
+
+def test_a_baseline_below_what_was_sent_is_said_as_such_not_as_a_negative_saving() -> None:
+    from stateless_chat.commands import baseline_words
+    from stateless_chat.ledger import Ledger, TurnStats
+
+    # A tool loop's turn after an eviction: the server counts 40 tokens of its own on each of the two
+    # requests (a chat template's text), so our baseline, scaled by the last request's ratio, falls short.
+    evicting = TurnStats(1, estimated_prompt_tokens=300, reported_prompt_tokens=340,
+                         reported_completion_tokens=10, baseline_prompt_tokens=302, evictions=1)
+    looped = TurnStats(2, estimated_prompt_tokens=300, reported_prompt_tokens=340,
+                       reported_completion_tokens=10, baseline_prompt_tokens=300 + 250,
+                       summary_prompt_tokens=290, steps=2)
+    ledger = Ledger((evicting, looped))
+    assert ledger.sent > ledger.baseline
+    assert baseline_words(ledger) == (f"vs ≈{ledger.baseline:,} with no eviction by our count: no saving to "
+                                      f"show, as the server counts {ledger.sent - ledger.baseline:,} more "
+                                      "tokens than our estimate")
+
+
+# ---- 4. -u in a tool loop; -q wins -------------------------------------------------------------
+
+
+def test_usage_line_of_a_tool_loop_covers_every_request(server: FakeServer, tmp_path: Path) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    config = config_file(tmp_path, f'[mcp.servers.calc]\ncommand = {json.dumps(sys.executable)}\n'
+                                   f'args = [{json.dumps(SERVER)}, "--only", "add"]\n')
+    done = run_process("--config", str(config), "--base-url", server.url, "-y", "-u", "--no-stream", "add")
+    assert done.returncode == 0, done.stderr
+    first, last = server.requests
+    prompts = [approx_tokens(first["messages"]), approx_tokens(last["messages"])]  # the fake server's counts
+    [line] = [x for x in done.stderr.decode().splitlines() if ": usage: " in x]
+    assert line.startswith(f"stateless-chat: usage: 2 requests (a tool loop): prompt {sum(prompts):,}, ")
+    assert "the last request: prompt " in line and f"{prompts[1]:,} reported" in line
+    quiet = run_process("--config", str(config), "--base-url", server.url, "-y", "-u", "-q", "add")
+    assert quiet.returncode == 0 and quiet.stderr == b""  # -q wins, as --help says
+    helped = " ".join(run_process("--help").stdout.decode().split())
+    assert "(not with -q)" in helped and "wins over -u and -v" in helped
 
 
 # ---- 7. /help at 80 columns; /tools groups tools under their server ---------------------------
