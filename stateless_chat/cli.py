@@ -669,7 +669,7 @@ def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
     if path is not None:
         from stateless_chat import persist
 
-        persist.restore(session, persist.load(path), keep=set(flags))
+        persist.restore(session, persist.load(path), keep=set(flags), source=f"the save file {path}")
 
 
 def open_journal(session: Session, settings: Settings, options: Options, flags: dict[str, Any],
@@ -852,9 +852,9 @@ def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict
         style="dim",
         markup=False,
     )
-    if context_source and not options.quiet:
+    if session.context_source and not options.quiet:  # a loaded or continued conversation may name its own
         window = session.settings.effective_context_window
-        console.print(one_line(f"context window {window:,} tokens ({context_source})"), style="dim",
+        console.print(one_line(f"context window {window:,} tokens ({session.context_source})"), style="dim",
                       markup=False)
     try:
         return repl.run()

@@ -875,7 +875,7 @@ def _load(session: Session, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(session)
-    persist.restore(session, saved)
+    persist.restore(session, saved, source=f"the save file {path}")
     session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = journal.of(session)
     if attached is not None:

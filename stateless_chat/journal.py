@@ -205,7 +205,7 @@ class Journal:
             saved = persist.from_data(data)
         except (ValueError, TypeError) as error:
             raise LogError(f"conversation {cid} in the log cannot be restored: {error}") from None
-        persist.restore(self.session, saved, keep=set(keep))
+        persist.restore(self.session, saved, keep=set(keep), source=f"conversation {cid} of the log")
         self.forked()
         self.cid = cid
         return cid

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -188,6 +189,37 @@ def test_usage_line_of_a_tool_loop_covers_every_request(server: FakeServer, tmp_
     assert quiet.returncode == 0 and quiet.stderr == b""  # -q wins, as --help says
     helped = " ".join(run_process("--help").stdout.decode().split())
     assert "(not with -q)" in helped and "wins over -u and -v" in helped
+
+
+# ---- 5. logs show marks an exchange replaced by /retry ----------------------------------------
+
+
+def test_logs_show_marks_the_exchange_retry_replaced(server: FakeServer, tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path / "home")}
+    session = make_session(server)
+    path = tmp_path / "data" / "stateless-chat" / "logs.db"
+    log = journal.attach(session, path)
+    run_repl(session, ["first question\r", "second question\r", "/retry\r"])
+    assert log.cid is not None
+    shown = run_process("logs", "show", log.cid, env=env).stdout.decode()
+    replaced = "replaced by /retry, /edit or /undo: no longer in the conversation"
+    assert re.search(rf"#3 user \(turn 2, {re.escape(replaced)}\)\n    second question", shown)
+    assert re.search(rf"#4 assistant \(turn 2, {re.escape(replaced)}\)\n    echo: second question", shown)
+    assert "#5 user (turn 3)\n    second question" in shown and "#1 user (turn 1)\n" in shown
+
+
+# ---- 6. /load names the save file as the context window's source -------------------------------
+
+
+def test_load_says_the_context_window_came_from_the_save_file(server: FakeServer, tmp_path: Path) -> None:
+    saved = tmp_path / "chat.json"
+    first = make_session(server, context_window=8192)
+    run_repl(first, ["hello\r", f"/save {saved}\r"])
+    session = make_session(server)
+    assert session.settings.context_window is None
+    out = " ".join(run_repl(session, [f"/load {saved}\r", "/model\r"], width=200).output.split())
+    said = f"context window 8,192 (as saved in the save file {saved})"
+    assert out.count(said) == 2 and "the context_window setting" not in out
 
 
 # ---- 7. /help at 80 columns; /tools groups tools under their server ---------------------------
