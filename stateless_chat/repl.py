@@ -21,12 +21,12 @@ from rich.console import Console
 
 from stateless_chat import inputhistory
 from stateless_chat.commands import REGISTRY, Exit, Prefill, Result, Send, dispatch, is_command
-from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
+from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError, redact
 from stateless_chat.hints import budget_hint
 from stateless_chat.history import Conversation
 from stateless_chat.messages import Event, ToolAnswered, ToolCall, ToolCalled
 from stateless_chat.render import Renderer, ReplyStream, Waiting, bar
-from stateless_chat.sanitize import LONE_SURROGATE
+from stateless_chat.sanitize import LONE_SURROGATE, one_line
 from stateless_chat.session import Session, Unanswered
 from stateless_chat.tokens import byte_lower_bound
 from stateless_chat.toolbar import Part, fit
@@ -393,7 +393,9 @@ class Repl:
         if spec.offered in self.always:
             return True
         while True:
-            answer = self.asker.prompt(f"run {spec.display}? [y]es / [n]o / [a]lways for this tool: ")
+            # Named as the call line names it (``Renderer.event``): escapes stripped, not shown as ^[.
+            name = one_line(redact(spec.display))
+            answer = self.asker.prompt(f"run {name}? [y]es / [n]o / [a]lways for this tool: ")
             answer = answer.strip().lower()
             if answer in ("y", "yes", "a", "always"):
                 if answer[0] == "a":

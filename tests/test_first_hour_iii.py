@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from stateless_chat import journal
 from stateless_chat.toolbox import RecallTool, Toolbox
 from stateless_chat.tools import ServerConfig, ToolServers
 from tests.conftest import make_session, run_repl
-from tests.fakeserver import FakeServer, approx_tokens
+from tests.fakeserver import FakeServer, Scripted, approx_tokens
 from tests.test_cli import run_process
 from tests.test_pty_80 import Terminal
 from tests.test_tool_loop import SERVER, calling
@@ -259,3 +260,91 @@ def test_tools_lists_each_tool_under_its_own_server(server: FakeServer, tmp_path
     assert [line.split()[0] for line in lines[calc + 1:calc + 3]] == ["add", "fail"]
     assert lines[builtin] == "builtin: built in, run by stateless-chat itself, 1 tool(s)"
     assert lines[builtin + 1].split()[0] == "recall_history"
+
+
+# ---- 8. an MCP server command beside the interpreter; where it looked --------------------------
+
+
+def test_a_server_command_is_found_beside_the_interpreter_without_path(server: FakeServer,
+                                                                       tmp_path: Path) -> None:
+    beside = Path(sys.executable).parent
+    if not (beside / "mcp-server-time").exists():
+        pytest.skip("mcp-server-time (the test extra) is not installed beside this Python")
+    config = config_file(tmp_path, '[mcp.servers.time]\ncommand = "mcp-server-time"\n'
+                                   'args = ["--local-timezone", "UTC"]\n'
+                                   '[mcp.servers.ghost]\ncommand = "no-such-mcp-server"\n')
+    server.replier = calling((("get_current_time", '{"timezone": "UTC"}'),))
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != beside)
+    done = run_process("--config", str(config), "--base-url", server.url, "-y", "what time is it?",
+                       env={"PATH": path or "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert '"timezone": "UTC"' in done.stdout.decode()  # the tool ran: its result is the answer
+    [line] = done.stderr.decode().splitlines()
+    assert f"command not found: no-such-mcp-server (looked on PATH and in {beside}, beside the Python " \
+           "running stateless-chat; give its full path as the command)" in line
+
+
+# ---- 12. too many tools: the hint names /tools off and --no-tools -----------------------------
+
+
+@pytest.mark.timeout(180)
+def test_too_many_tools_says_how_to_offer_fewer(server: FakeServer, tmp_path: Path) -> None:
+    config = config_file(tmp_path, f'[mcp.servers.many]\ncommand = {json.dumps(sys.executable)}\n'
+                                   f'args = [{json.dumps(ODD_SERVER)}, "many", "800"]\n')
+    done = run_process("--config", str(config), "--base-url", server.url, "--budget", "4000", "hi",
+                       timeout=60)
+    assert done.returncode == 1 and server.requests == []
+    [line] = done.stderr.decode().splitlines()
+    assert "the request needs " in line and "tools " in line and "offer fewer tools (--no-tools)" in line
+    configs = {"many": ServerConfig("many", sys.executable, (ODD_SERVER, "many", "800"))}
+    with ToolServers(configs, log_dir=tmp_path) as tools:
+        assert tools.start() == []
+        session = make_session(server, budget=4000)
+        session.toolbox = Toolbox(tools)
+        out = " ".join(run_repl(session, ["hi\r", "/tools off\r", "hi\r"], width=200).output.split())
+    assert "offer fewer tools (/tools off, or /tools off SERVER)" in out and "echo: hi" in out
+    assert len(server.requests) == 1 and "tools" not in server.requests[0]
+
+
+# ---- 13. escape sequences in a tool name; in logs search ---------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_tool_name_with_escapes_is_stripped_alike_on_the_call_line_and_the_question(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    config = config_file(tmp_path, f'[mcp.servers.odd]\ncommand = {json.dumps(sys.executable)}\n'
+                                   f'args = [{json.dumps(ODD_SERVER)}, "escape"]\n')
+
+    def replier(body: dict[str, Any]) -> str | Scripted:
+        if "tools" in body and body["messages"][-1]["role"] == "user":
+            [name] = [t["function"]["name"] for t in body["tools"] if "ALERT" in t["function"]["name"]]
+            return Scripted("", (("call_1", name, "{}"),))
+        return "finished"
+
+    server.replier = replier
+    term = Terminal(server, tmp_path, "--config", str(config))
+    term.expect("/help for commands")
+    term.prompt()
+    term.read()
+    term.send("go\r")
+    term.expect("for this tool")
+    shown = term.read()
+    term.send("y\r")
+    term.expect("finished")
+    term.prompt()
+    term.leave()
+    assert "→ odd.redALERT {}" in shown and "run odd.redALERT?" in shown
+    assert "^[" not in shown and "[31m" not in shown
+    assert [m["content"] for m in server.requests[-1]["messages"] if m["role"] == "tool"] == ["done"]
+
+
+def test_logs_search_prints_no_leftovers_of_escape_sequences(server: FakeServer, tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path / "home")}
+    done = run_process("--base-url", server.url, "status \x1b[31mALERT\x1b[0m raised at noon", env=env)
+    assert done.returncode == 0, done.stderr
+    found = run_process("logs", "search", "alert", env=env).stdout.decode()
+    lines = found.splitlines()
+    assert lines and all(line.endswith("status [ALERT] raised at noon") for line in lines)
+    marked = run_process("logs", "search", "0m", env=env).stdout.decode()
+    assert "0m" not in marked and "31m" not in found
