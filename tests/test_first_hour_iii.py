@@ -284,6 +284,44 @@ def test_a_server_command_is_found_beside_the_interpreter_without_path(server: F
            "running stateless-chat; give its full path as the command)" in line
 
 
+# ---- 10. OpenAI's organization and project go to OpenAI only ----------------------------------
+
+
+def test_openai_org_and_project_are_not_sent_to_another_server(server: FakeServer) -> None:
+    ids = {"OPENAI_ORG_ID": "org-secret-identifier", "OPENAI_PROJECT_ID": "proj_secret_identifier"}
+    done = run_process("--base-url", server.url, "hi", env=ids)
+    assert done.returncode == 0, done.stderr
+    [headers] = server.request_headers
+    assert "openai-organization" not in headers and "openai-project" not in headers
+    assert not any("secret_identifier" in v or "secret-identifier" in v for v in headers.values())
+
+
+def test_openai_org_and_project_still_go_to_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stateless_chat.transport import OpenAIBackend, is_openai
+
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-mine")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_mine")
+    headers = OpenAIBackend("https://api.openai.com/v1", "sk-test")._sdk().default_headers  # no request made
+    assert headers["OpenAI-Organization"] == "org-mine" and headers["OpenAI-Project"] == "proj_mine"
+    assert not is_openai("http://api.openai.com/v1") and not is_openai("https://api.openai.com.evil.example/v1")
+
+
+# ---- 11. an absurd price is refused -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("price", ["1.7e308", "inf", "10001"])
+def test_a_price_that_is_not_finite_or_absurd_is_one_line(server: FakeServer, tmp_path: Path,
+                                                          price: str) -> None:
+    config = config_file(tmp_path, f'[prices."gpt-4o"]\ninput = {price}\noutput = 1.0\n')
+    done = run_process("--config", str(config), "--base-url", server.url, "-m", "gpt-4o", "-u", "hi")
+    assert done.returncode == 2 and server.requests == []
+    [line] = done.stderr.decode().splitlines()
+    assert "'prices' must be" in line and "from 0 to 10,000" in line and "'gpt-4o' has input = " in line
+    fine = config_file(tmp_path, '[prices."gpt-4o"]\ninput = 600\noutput = 1.0\n')
+    ok = run_process("--config", str(fine), "--base-url", server.url, "-m", "gpt-4o", "-u", "hi")
+    assert ok.returncode == 0 and b"cost $" in ok.stderr and b"inf" not in ok.stderr
+
+
 # ---- 12. too many tools: the hint names /tools off and --no-tools -----------------------------
 
 
@@ -348,3 +386,22 @@ def test_logs_search_prints_no_leftovers_of_escape_sequences(server: FakeServer,
     assert lines and all(line.endswith("status [ALERT] raised at noon") for line in lines)
     marked = run_process("logs", "search", "0m", env=env).stdout.decode()
     assert "0m" not in marked and "31m" not in found
+
+
+# ---- 14. a planted symlink at the --save lock is refused ---------------------------------------
+
+
+def test_save_refuses_a_symlink_where_its_lock_file_goes(server: FakeServer, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "planted"
+    target.parent.mkdir()
+    save = tmp_path / "chat.json"
+    lock = tmp_path / ".chat.json.lock"
+    lock.symlink_to(target)
+    done = run_process("--base-url", server.url, "--save", str(save), "hi")
+    assert done.returncode == 2 and server.requests == []
+    [line] = done.stderr.decode().splitlines()
+    assert f"cannot lock {save} for saving: {lock} is a symbolic link" in line
+    assert not target.exists() and lock.is_symlink() and not save.exists()
+    lock.unlink()
+    assert run_process("--base-url", server.url, "--save", str(save), "hi").returncode == 0
+    assert save.exists() and not lock.exists()
