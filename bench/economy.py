@@ -10,7 +10,8 @@ bill prices the prompt side only (completions are the same for every policy): in
 cached input at 10% (an OpenAI-style price) or 2% (a DeepSeek-style price).
 ``none`` is the naive full resend, which the server's cache serves well: each of its
 requests starts with the whole previous one. A constraint is kept when its marker is in
-the last chat request.
+the last chat request. The last row is the chat's default now: drop-oldest with standing memory
+(the constraints are kept as the user states them, no pins) and auto recall from the log.
 
 The server's summarizer stands in for a model that follows the summary prompt (keep
 every constraint the user stated): it copies each "CONSTRAINT" sentence of its input
@@ -86,21 +87,30 @@ def replier(body: dict[str, Any]) -> str:
     return f"Answer {turn.group(1) if turn else '?'}: {words}."
 
 
-def run_policy(policy: str, turns: int, pin: bool, evict_to: float, dialect: str) -> tuple[int, ...]:
+def run_policy(policy: str, turns: int, pin: bool, evict_to: float, dialect: str,
+               default_now: bool = False) -> tuple[int, ...]:
     """Run the script once under ``policy`` against a server caching by ``dialect``'s rules; return
-    (prompt tokens, cached, breaks, requests, largest, over budget, kept)."""
+    (prompt tokens, cached, breaks, requests, largest, over budget, kept). Only ``default_now`` has
+    standing memory and auto recall (from the conversation log, a real SQLite file), as a chat has
+    them by default now; the other rows are the policies alone."""
+    import tempfile
+    from pathlib import Path
+
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.store import journal
+    from stateless_chat.wire.openai_backend import open_backend
     from tests.fakeserver import FakeServer, approx_tokens, is_summary_request
 
-    with FakeServer(replier) as server:
+    with FakeServer(replier) as server, tempfile.TemporaryDirectory(prefix="bench-economy-") as directory:
         server.cache_dialect = dialect
         if dialect == "deepseek":
             server.cache_min, server.cache_step = 0, 1
+        memory, recall = ("auto", "auto") if default_now else ("off", "off")
         settings = Settings(base_url=server.url, budget=BUDGET, reply_reserve=RESERVE, policy=policy,
-                            max_retries=0, timeout=30.0, evict_to=evict_to)
+                            max_retries=0, timeout=30.0, evict_to=evict_to, memory=memory, recall=recall)
         session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0))
+        log = journal.attach(session, Path(directory) / "log.db", strict=True) if default_now else None
         for turn in range(1, turns + 1):
             text = user_text(turn)
             session.send(text)
@@ -109,6 +119,8 @@ def run_policy(policy: str, turns: int, pin: bool, evict_to: float, dialect: str
                 session.pin(entry.id)
         assert session.backend is not None
         session.backend.close()
+        if log is not None:
+            log.close()
         requests = server.requests
         ledger = session.ledger  # the server's counts as it reported them, summary requests included
     sizes = [approx_tokens(r["messages"]) for r in requests]
@@ -125,23 +137,26 @@ def bill(sent: int, cached: int, cached_price: float) -> float:
     return (sent - cached) + cached * cached_price
 
 
-POLICIES: tuple[tuple[str, str, bool, float], ...] = (
-    ("none (naive full resend)", "none", False, 1.0),
-    ("drop-oldest, evict to fit (1.0)", "drop-oldest", False, 1.0),
-    ("drop-oldest (0.5, the default)", "drop-oldest", False, 0.5),
-    ("drop-oldest (0.5) + pins", "drop-oldest", True, 0.5),
-    ("summarize (0.5)", "summarize", False, 0.5),
-    ("summarize (0.5) + pins", "summarize", True, 0.5),
+# (row, policy, pins, evict_to, the default now: standing memory and auto recall on)
+POLICIES: tuple[tuple[str, str, bool, float, bool], ...] = (
+    ("none (naive full resend)", "none", False, 1.0, False),
+    ("drop-oldest, evict to fit (1.0)", "drop-oldest", False, 1.0, False),
+    ("drop-oldest (0.5), the default before", "drop-oldest", False, 0.5, False),
+    ("drop-oldest (0.5) + pins", "drop-oldest", True, 0.5, False),
+    ("summarize (0.5)", "summarize", False, 0.5, False),
+    ("summarize (0.5) + pins", "summarize", True, 0.5, False),
+    ("the default now: drop-oldest (0.5) + standing memory + auto recall", "drop-oldest", False, 0.5, True),
 )
 
 
-def run(turns: int = 200, policies: Sequence[tuple[str, str, bool, float]] = POLICIES) -> list[EconomyRow]:
+def run(turns: int = 200,
+        policies: Sequence[tuple[str, str, bool, float, bool]] = POLICIES) -> list[EconomyRow]:
     """Return one row per policy; the first, ``none``, is the naive full resend."""
     rows = []
-    for name, policy, pin, evict_to in policies:
-        exact = run_policy(policy, turns, pin, evict_to, "deepseek")
+    for name, policy, pin, evict_to, default_now in policies:
+        exact = run_policy(policy, turns, pin, evict_to, "deepseek", default_now)
         sent, cached, breaks, requests, largest, over, kept = exact
-        openai = run_policy(policy, turns, pin, evict_to, "openai")
+        openai = run_policy(policy, turns, pin, evict_to, "openai", default_now)
         rows.append(EconomyRow(
             name, sent=sent, cached=cached, bills=tuple(bill(sent, cached, p) for p in CACHED_PRICES),
             cached_openai=openai[1], bill_openai=bill(openai[0], openai[1], CACHED_PRICES[0]), breaks=breaks,

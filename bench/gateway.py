@@ -108,7 +108,7 @@ class GatewayResult:
 
 def available() -> str | None:
     """Return None when the part can run, else the reason it cannot (for the results note)."""
-    from stateless_chat.local import local_available
+    from stateless_chat.wire.local import local_available
     from tests.gateway import litellm_available
 
     checks = (("gateway", litellm_available()), ("local", local_available()))
@@ -213,7 +213,7 @@ def run(turns: int = len(QUESTIONS), *, quick: bool = False) -> GatewayResult:
 
     import openai
 
-    from stateless_chat.local import LocalServer, bundled_model_path
+    from stateless_chat.wire.local import LocalServer, bundled_model_path
     from tests.gateway import Gateway
 
     model = bundled_model_path()

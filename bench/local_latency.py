@@ -62,10 +62,10 @@ def _evaluated(log: Path, offset: int) -> tuple[int, int]:
 
 def run_one(label: str, evict_to: float, turns: int) -> LatencyRow:
     """Run ``turns`` turns at ``evict_to`` against a fresh bundled-model server."""
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.local import LocalServer, bundled_model_path
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.wire.local import LocalServer, bundled_model_path
+    from stateless_chat.wire.openai_backend import open_backend
 
     model = bundled_model_path()
     assert model is not None, "the bundled model needs the [local] extra"
@@ -100,6 +100,6 @@ def run(turns: int = 40) -> list[LatencyRow]:
 
 def available() -> bool:
     """Return whether the bundled model and its server are installed (the [local] extra)."""
-    from stateless_chat.local import local_available
+    from stateless_chat.wire.local import local_available
 
     return local_available()

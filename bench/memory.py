@@ -20,7 +20,7 @@ CHILD = """\
 import json, sys
 sys.path.insert(0, sys.argv[2])
 import openai, rich.console, prompt_toolkit
-from stateless_chat.session import Session
+from stateless_chat.chat.session import Session
 from bench.turns import history_session
 
 def rss_kib(field="VmRSS:"):
@@ -33,7 +33,8 @@ def rss_kib(field="VmRSS:"):
 before = rss_kib()
 session = history_session(int(sys.argv[1]), exact=sys.argv[3] == "exact")
 plan = session.plan("one more question", summarize=False)
-assert len(plan.body["messages"]) == int(sys.argv[1]) + 1
+body = session.body_of(plan.request)
+assert len(body["messages"]) == int(sys.argv[1]) + 1
 peak = rss_kib("VmHWM:")  # this process's high-water mark (ru_maxrss can carry the parent's across exec)
 chars = sum(len(e.content) for e in session.conversation.history)
 print(json.dumps({"before_kib": before, "peak_kib": peak, "after_kib": rss_kib(), "chars": chars}))

@@ -93,21 +93,23 @@ def replier(body: dict[str, Any]) -> str:
 
 def run_script(recall: str, turns: int, log: Path) -> RecallRun:
     """Run the script once (``recall`` "off" or "auto") with the log at ``log``."""
-    from stateless_chat import journal
+    from stateless_chat.chat.session import Session
+    from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
-    from stateless_chat.messages import Event, Recalled
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.core.messages import Event, Recalled
+    from stateless_chat.store import journal
+    from stateless_chat.wire.openai_backend import open_backend
     from tests.fakeserver import FakeServer
 
     with FakeServer(replier) as server:
+        # Standing memory off: this part measures recall alone (part 9 measures them together).
         settings = Settings(base_url=server.url, budget=BUDGET, reply_reserve=RESERVE, max_retries=0,
-                            timeout=30.0, recall=recall)
-        session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0))
+                            timeout=30.0, recall=recall, memory="off")
+        events: list[Event] = []
+        session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0),
+                          hooks=Hooks(on_event=events.append))
         warnings: list[str] = []
         attached = journal.attach(session, log, warn=warnings.append, strict=True)
-        events: list[Event] = []
-        session.on_event = events.append
         added: list[int] = []
         for turn in range(1, turns + len(FACTS) + 1):
             told = len(events)
@@ -139,11 +141,11 @@ def search_time(messages: int, directory: Path) -> SearchRow:
     message evicted but the newest 20, logged through the journal as a chat would."""
     from dataclasses import replace
 
-    from stateless_chat import journal
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.history import Conversation
-    from stateless_chat.messages import Entry, Eviction, Message
-    from stateless_chat.session import Session
+    from stateless_chat.core.history import Conversation
+    from stateless_chat.core.messages import Entry, Eviction, Message
+    from stateless_chat.store import journal
 
     settings = Settings(base_url="http://127.0.0.1:9/v1", recall="auto", budget=BUDGET, reply_reserve=RESERVE)
     session = Session(settings, None, exact=False)

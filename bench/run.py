@@ -25,7 +25,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import economy, gateway, local_latency, memory, oneshot, recall, stream, turns  # noqa: E402
+from bench import (  # noqa: E402
+    counts,
+    economy,
+    gateway,
+    local_latency,
+    memory,
+    oneshot,
+    recall,
+    standing,
+    stream,
+    turns,
+)
 from bench.common import ROOT, machine, ms  # noqa: E402
 
 # The page the results tables live in, between the markers below.
@@ -34,7 +45,8 @@ BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
-PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall")
+PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
+         "counts")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -217,6 +229,83 @@ def recall_md(runs: Sequence[recall.RecallRun], rows: Sequence[recall.SearchRow]
     return lines
 
 
+def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentence: float,
+                messages: int, chats: Sequence[standing.ChatRun], turns_run: int) -> list[str]:
+    """Return the standing-memory tables: the detector on each round of the labelled set (now, and as
+    first measured), its speed, and the scripted chat under the old and the new defaults."""
+    total = rows[-1]
+    lines = [f"**9. Standing memory** (the detector on the labelled set of `bench/standing_set.py`, "
+             f"{total.standing + total.not_standing} sentences written by hand in five rounds, each round "
+             "written before the rules were changed for it; goal: precision and recall at least 0.9)", ""]
+
+    def first(row: standing.SetRow) -> str:
+        return f"{row.first[0]:.3f} / {row.first[1]:.3f}" if row.first else ""
+
+    body = [[r.name, f"{r.standing} / {r.not_standing}", f"{r.precision:.3f}", f"{r.recall:.3f}", first(r)]
+            for r in rows]
+    lines += _table(["sentences", "standing / not", "precision", "recall",
+                     "first measured (precision / recall)"], body)
+    lines += ["", "The fifth round was not used to change any rule: its first figures are what sentences the "
+              f"rules never saw get. Detection costs {per_message * 1e6:,.0f} µs of CPU per user message "
+              f"({messages} messages of the chat below) and {per_sentence * 1e6:,.0f} µs per sentence of the "
+              "set."]
+    if not chats:
+        return lines
+    needs = len(chats[0].met)
+    lines += ["", f"The scripted chat ({turns_run} turns through the real client and the fake server, the "
+              f"log in a real SQLite file, budget {standing.BUDGET_CHAT:,} with {standing.RESERVE_CHAT} held "
+              f"for the reply; {needs} requirements and facts stated in everyday words, "
+              f"{chats[0].filler_turns} filler turns with look-alike traps, then {needs} requests that each "
+              "need one; goals: every one present in the request that needs it, at most 2% of the filler "
+              f"kept; recalled: brought back {standing.LONG} turns or more after its eviction):", ""]
+
+    def share(count: int, of: int) -> str:
+        return f"{count} ({count / of:.1%})" if of else "0"
+
+    body = [[c.label, f"{sum(c.met)}/{needs}", f"{c.notes}", share(c.filler_noted, c.filler_turns),
+             share(c.filler_recalled, c.filler_turns), f"{c.largest:,} / {standing.BUDGET_CHAT:,}",
+             f"{c.sent:,} ({c.cached:,} cached)"] for c in chats]
+    lines += _table(["run", "needed and present", "notes kept", "filler kept as a note",
+                     "filler recalled long after", "largest request / budget", "prompt tokens"], body)
+    return lines
+
+
+def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
+    """Return the token-count tables: per run the meter's error against the server's count (at the first
+    turn, on average, after the third reply), refusals, and the counting work per turn; then per turn."""
+    def pct(value: float) -> str:
+        return f"{value:+.2%}" if value else "0%"
+
+    rows = []
+    for run in runs:
+        figures = counts.summary(run)
+        late = run.after(3)
+        rescales = [n for n in run.rescaled if n]
+        rows.append([run.label, str(len(run.ours)), pct(figures["first"]), f"{figures['mean_abs']:.2%}",
+                     f"{figures['max_abs_after_3']:.2%}",
+                     f"{figures['worst_under_after_3']:.2%}" if any(e < 0 for e in late) else "none",
+                     str(run.refused), str(run.evictions), f"{run.largest:,} / {run.window:,}",
+                     f"{min(run.tokenized)}-{max(run.tokenized)}",
+                     f"{len(rescales)} ({max(rescales, default=0)} counts)"])
+    lines = [f"**10. Token counts** ({len(runs[0].ours) if runs else 0} turns each at a budget equal to the "
+             "context window; the meter's count of each request against the prompt tokens the server "
+             "reported, as a share of the server's; texts tokenized per turn (by tiktoken or the server); "
+             "turns whose held counts were rescaled after the calibration moved (a lookup each, no "
+             "tokenizing) and the most counts one rescale touched)", ""]
+    lines += _table(["run", "turns", "error, turn 1", "mean abs. error", "max abs. error after the 3rd reply",
+                     "worst undercount after the 3rd reply", "refused", "evictions",
+                     "largest request (+ reserve) / window", "texts tokenized per turn", "rescales"], rows)
+    if skipped:
+        lines += ["", f"Not measured this run: {skipped}."]
+    if runs:
+        per_turn = [[str(i + 1), *(f"{r.ours[i]:,} / {r.reported[i]:,} ({pct(r.errors[i])})" for r in runs)]
+                    for i in range(len(runs[0].ours))]
+        lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
+        lines += _table(["turn", *(r.label for r in runs)], per_turn)
+        lines += ["", "</details>"]
+    return lines
+
+
 def write_results(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
@@ -305,6 +394,25 @@ def main(argv: Sequence[str] | None = None) -> str:
         recall_turns = 30 if quick else 200
         runs_made, search_rows = recall.run(recall_turns, (200, 2_000) if quick else recall.SEARCH_SIZES)
         made[8] = recall_md(runs_made, search_rows, recall_turns)
+    if "standing" in chosen:
+        say("standing memory")
+        from bench.standing_set import ROUNDS
+
+        sentences = [s for _, yes, no in ROUNDS for s, _ in (*yes, *no)]
+        texts = [standing.chat_text(turn) for turn in range(1, 201)]
+        chat_turns = 200
+        made[9] = standing_md(standing.set_rows(), standing.speed(texts), standing.speed(sentences),
+                              len(texts), standing.run_chats(chat_turns), chat_turns)
+    if "counts" in chosen:
+        say("token counts")
+        count_turns = 12 if quick else 40
+        count_runs, skipped = [], ""
+        if counts.available():
+            count_runs.append(counts.run_local(count_turns))
+        else:
+            skipped = "the bundled model (needs the `[local]` extra)"
+        count_runs += [counts.run_fake(count_turns), counts.run_fake(count_turns, mixed=True)]
+        made[10] = counts_md(count_runs, skipped)
     say("done")
 
     today = datetime.date.today().isoformat()

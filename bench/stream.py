@@ -60,7 +60,7 @@ class _Clock:
 @contextmanager
 def simulated_clock() -> Iterator[_Clock]:
     """Make ``render`` see a clock that the caller advances, restoring the real one afterwards."""
-    from stateless_chat import render
+    from stateless_chat.ui import render
 
     clock = _Clock()
     real = render.__dict__["time"]
@@ -75,7 +75,7 @@ def render_cpu(shape: str, words: int) -> float:
     """Return the CPU seconds ``ReplyStream`` takes for the reply, on a null 100x40 terminal."""
     from rich.console import Console
 
-    from stateless_chat.render import ReplyStream
+    from stateless_chat.ui.render import ReplyStream
 
     parts = chunks(shape, words)
     with open(os.devnull, "w", encoding="utf-8") as null, simulated_clock() as clock:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from bench.common import median
 
 if TYPE_CHECKING:
-    from stateless_chat.messages import Role
-    from stateless_chat.session import Session
+    from stateless_chat.chat.session import Session
+    from stateless_chat.core.messages import Role
 
 WORDS = "the quick brown fox jumps over the lazy dog while the cat watches".split()
 
@@ -43,8 +43,8 @@ class TurnRow:
 
 def history_session(n: int, *, exact: bool = False) -> Session:
     """Return a Session (no transport) holding ``n`` messages: alternating user/assistant turns."""
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.session import Session
 
     huge = 100_000_000
     session = Session(Settings(base_url="http://127.0.0.1:9/v1", budget=huge, context_window=huge),
@@ -72,7 +72,7 @@ def _time(step: Callable[[], object], repeat: int, clock: Callable[[], float] = 
 def measure_send(session: Session, url: str, text: str, repeat: int) -> float:
     """Return the median client-thread CPU seconds of ``session.send(text)`` to the server at ``url``;
     the session is put back after each turn, so every turn resends the same history."""
-    from stateless_chat.transport import open_backend
+    from stateless_chat.wire.openai_backend import open_backend
 
     session.backend = open_backend([url], None, max_retries=0)
     start = session.snapshot()
@@ -99,7 +99,7 @@ def measure(n: int, repeat: int, url: str | None = None) -> TurnRow:
     policy, budget, reserve = session.policy(), session.budget, session.reserve
     fitted = policy.fit(conversation.candidate([pending], budget=budget, reserve=reserve))
     assert len(fitted.kept) == n + 1, "the bench budget must hold the whole history"
-    body = session.plan(text, summarize=False).body
+    body = session.body_of(session.plan(text, summarize=False).request)
 
     def count() -> object:
         return conversation.new_entry("user", text, session.measure)
@@ -110,8 +110,8 @@ def measure(n: int, repeat: int, url: str | None = None) -> TurnRow:
     def payload() -> object:
         return session.body([e.message for e in fitted.kept])
 
-    def plan() -> object:
-        return session.plan(text, summarize=False)
+    def plan() -> object:  # fitting and the body it sends, as a turn does before the network
+        return session.body_of(session.plan(text, summarize=False).request)
 
     def serialize() -> object:
         return json.dumps(body)

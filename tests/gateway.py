@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from stateless_chat.local import _free_port
+from stateless_chat.wire.local import _free_port
 
 STOP_TIMEOUT = 10.0
 REASON = (

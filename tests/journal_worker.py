@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stateless_chat import journal  # noqa: E402
+from stateless_chat.chat.session import Session  # noqa: E402
 from stateless_chat.config import Settings  # noqa: E402
-from stateless_chat.session import Session  # noqa: E402
-from stateless_chat.transport import open_backend  # noqa: E402
+from stateless_chat.store import journal  # noqa: E402
+from stateless_chat.wire.openai_backend import open_backend  # noqa: E402
 from tests.logstore_worker import ready_and_wait  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stateless_chat.errors import LogError  # noqa: E402
-from stateless_chat.logstore import LogStore, TurnLog  # noqa: E402
+from stateless_chat.store.logstore import LogStore, TurnLog  # noqa: E402
 
 
 def message(number: int, turn: int, role: str, content: str | None, **extra: Any) -> dict[str, Any]:

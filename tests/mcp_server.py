@@ -1,4 +1,4 @@
-"""A real stdio MCP server for the tests of ``stateless_chat.tools``, written with the mcp SDK.
+"""A real stdio MCP server for the tests of ``stateless_chat.tools.servers``, written with the mcp SDK.
 
 Run as ``python tests/mcp_server.py [--only add,env] [--noise]``: ``--only`` keeps just the named
 tools (so that two servers can be made to clash on some names and not others); ``--noise``

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import economy, gateway, memory, oneshot, recall, run, stream, turns
+from bench import counts, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
 from bench.common import ROOT, clean_env
-from stateless_chat import render
-from stateless_chat.render import ReplyStream
+from stateless_chat.ui import render
+from stateless_chat.ui.render import ReplyStream
 from tests.fakeserver import FakeServer
 
 
@@ -45,7 +45,7 @@ def test_turns_measure_every_step_over_the_whole_history() -> None:
     assert [r.messages for r in rows] == [10, 40]
     assert all(min(r.count, r.fit, r.payload, r.plan, r.serialize, r.send) > 0 for r in rows)
     session = turns.history_session(40)
-    assert len(session.plan("next", summarize=False).body["messages"]) == 41
+    assert len(session.body_of(session.plan("next", summarize=False).request)["messages"]) == 41
 
 
 def test_stream_renders_every_shape() -> None:
@@ -80,11 +80,12 @@ def test_the_stream_bench_leaves_the_colours_of_later_consoles_alone() -> None:
 
 
 def test_economy_pins_and_summaries_keep_the_constraints_while_the_cache_holds() -> None:
-    names = ("none", "drop-oldest 1.0", "drop-oldest", "drop-oldest + pins", "summarize", "summarize + pins")
+    names = ("none", "drop-oldest 1.0", "drop-oldest", "drop-oldest + pins", "summarize", "summarize + pins",
+             "default now")
     rows = dict(zip(names, economy.run(40), strict=True))  # in the order of economy.POLICIES
     naive = rows["none"]
     assert naive.kept == 5 and naive.largest > economy.BUDGET and naive.breaks == 0
-    for name in ("drop-oldest + pins", "summarize", "summarize + pins"):
+    for name in ("drop-oldest + pins", "summarize", "summarize + pins", "default now"):
         assert rows[name].kept == 5, name
         assert rows[name].sent < naive.sent and rows[name].over_budget == 0, name
     assert rows["drop-oldest"].kept < 5  # the dilemma: plain dropping loses the early constraints
@@ -106,6 +107,17 @@ def test_recall_brings_every_fact_back_that_drop_oldest_alone_loses() -> None:
     assert row.search > 0 and row.per_request > 0
     lines = run.recall_md(runs, rows, 30)
     assert lines[0].startswith("**8. Recall** (30 turns") and "| auto recall | 10/10 |" in "\n".join(lines)
+
+
+def test_counts_compare_the_meter_with_the_servers_count_turn_by_turn() -> None:
+    english, mixed = counts.run_fake(8), counts.run_fake(8, mixed=True)
+    for result in (english, mixed):
+        assert len(result.ours) == len(result.reported) == len(result.tokenized) == 8
+        assert all(r > 0 for r in result.reported) and result.refused == 0
+        assert "calibrated from 8 replies" in result.how
+    assert abs(counts.summary(english)["max_abs_after_3"]) < 0.02
+    lines = run.counts_md([english, mixed])
+    assert lines[0].startswith("**9. Token counts**") and any("<details>" in line for line in lines)
 
 
 def test_memory_child_reports_its_own_numbers() -> None:
@@ -237,3 +249,17 @@ def test_incremental_block_scan_prints_what_a_full_rescan_prints() -> None:
         printed = output(ReplyStream, chunks)
         assert printed == output(_FullScan, chunks)
         assert "x = 1" in printed and "last para" in printed
+
+
+def test_standing_part_measures_the_set_and_runs_the_chat(tmp_path: Path) -> None:
+    rows = standing.set_rows()
+    assert [r.name for r in rows][-1] == "all" and rows[-1].standing + rows[-1].not_standing >= 150
+    assert rows[-1].precision >= 0.9 and rows[-1].recall >= 0.9
+    assert standing.speed(["I'm vegetarian. Is it always cold?"], passes=1) > 0
+    chat = standing.run_chat("default", memory="auto", recall="auto", directory=tmp_path, turns=30)
+    assert chat.notes == 4 and chat.filler_noted == 0 and chat.false_notes == ()  # turns 2, 9, 17, 25
+    assert chat.largest <= standing.BUDGET_CHAT and chat.sent > 0
+    lines = run.standing_md(rows, 1e-5, 1e-5, 30, [chat], 30)
+    text = "\n".join(lines)
+    assert lines[0].startswith("**9. Standing memory**") and "| fifth round | 30 / 30 |" in text
+    assert "| default | 0/0 | 4 | 0 (0.0%) |" in text

@@ -20,12 +20,12 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from stateless_chat.messages import Evicted, Message, Summarized, describe
-from stateless_chat.repl import Repl
-from stateless_chat.session import Session
-from stateless_chat.summary import SUMMARY_HEADER
-from stateless_chat.tokens import TokenCounter
-from tests.conftest import CTRL_D, make_session, run_repl
+from stateless_chat.chat.session import Session
+from stateless_chat.core.messages import Evicted, Message, Summarized, describe
+from stateless_chat.core.summary import SUMMARY_HEADER
+from stateless_chat.core.tokens import TokenCounter
+from stateless_chat.ui.repl import Repl
+from tests.conftest import CTRL_D, make_session, repl_for, run_repl
 from tests.fakeserver import FakeServer, approx_completion_tokens, approx_tokens, is_summary_request
 from tests.test_cli import run_cli
 
@@ -78,7 +78,8 @@ def assert_events_printed_before_their_request(output: str, session: Session) ->
 
 def test_pinned_constraint_survives_twenty_turns_under_a_small_budget(server: FakeServer) -> None:
     budget = 400
-    session = make_session(server, system=SYSTEM, budget=budget, reply_reserve=RESERVE)
+    # Standing memory off: what is tested is the pin alone (tests/test_memory.py: the two together).
+    session = make_session(server, system=SYSTEM, budget=budget, reply_reserve=RESERVE, memory="off")
     constraint = "My name is Byte Dai. Always answer in French."
     keys = [constraint + "\r", "/pin 1\r"] + [filler(i) + "\r" for i in range(2, 20)] + ["What is my name?\r"]
     run = run_repl(session, keys)
@@ -107,7 +108,8 @@ def test_an_unpinned_name_survives_in_the_summary(server: FakeServer) -> None:
     # in and out of nested summaries survives at most four folds; 700 tokens makes three.
     budget = 700
     session = make_session(server, system=SYSTEM, budget=budget, reply_reserve=RESERVE, policy="summarize",
-                           evict_to=1.0)  # fold just enough each time: several folds, nested
+                           evict_to=1.0,  # fold just enough each time: several folds, nested
+                           memory="off")  # the summary alone keeps the name (not the memory slot)
     keys = ["My name is Byte Dai.\r"] + [filler(i) + "\r" for i in range(2, 20)] + ["What is my name?\r"]
     run = run_repl(session, keys)
 
@@ -138,9 +140,9 @@ class WideOutput(DummyOutput):
 
 
 @contextmanager
-def repl_for(session: Session) -> Iterator[tuple[Repl, PipeInput]]:
+def piped_repl(session: Session) -> Iterator[tuple[Repl, PipeInput]]:
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=WideOutput()):
-        yield Repl(session, Console(file=io.StringIO()), input=pipe, output=WideOutput()), pipe
+        yield repl_for(session, Console(file=io.StringIO()), input=pipe, output=WideOutput()), pipe
 
 
 def draft(repl: Repl, text: str) -> None:
@@ -159,7 +161,7 @@ def styled(parts: StyleAndTextTuples, needle: str) -> str:
 def test_toolbar_shows_tokens_budget_bar_pins_evictions_and_sent(server: FakeServer) -> None:
     session = make_session(server, model="gpt-4o", system=SYSTEM, budget=400, reply_reserve=RESERVE)
     run_repl(session, ["Keep this.\r", "/pin 1\r"] + [filler(i) + "\r" for i in range(8)])
-    with repl_for(session) as (repl, _):
+    with piped_repl(session) as (repl, _):
         parts = repl.toolbar()
         prompt = session.next_request_tokens()
         assert prompt == session.counter.count_request(session.conversation.messages())
@@ -187,7 +189,7 @@ def test_toolbar_shows_tokens_budget_bar_pins_evictions_and_sent(server: FakeSer
 
 def test_toolbar_colours_follow_the_share_of_the_budget(server: FakeServer) -> None:
     session = make_session(server, budget=1000, reply_reserve=RESERVE, policy="none")
-    with repl_for(session) as (repl, _):
+    with piped_repl(session) as (repl, _):
         assert styled(repl.toolbar(), "reply 64 / budget 1,000") == "class:ok"
         for words, style in ((800, "class:warn"), (1000, "class:over")):
             draft(repl, " ".join(["word"] * words))
@@ -199,7 +201,7 @@ def test_toolbar_colours_follow_the_share_of_the_budget(server: FakeServer) -> N
 def test_toolbar_labels_estimates_and_follows_typing(server: FakeServer) -> None:
     session = make_session(server, model="deepseek-chat", budget=4000, reply_reserve=RESERVE)
     seen: list[tuple[str, str]] = []
-    with repl_for(session) as (repl, pipe):
+    with piped_repl(session) as (repl, pipe):
         draw = repl.toolbar
 
         def recorded() -> StyleAndTextTuples:

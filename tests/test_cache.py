@@ -3,21 +3,22 @@ eviction with hysteresis, and the bill."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stateless_chat.backend import parse_usage
-from stateless_chat.billing import Price, bill, price_for
-from stateless_chat.context import Candidate, DropOldest
-from stateless_chat.messages import CacheBreak, Entry, Event, Message, Usage
-from stateless_chat.session import Session
-from stateless_chat.summary import Summarize
+from stateless_chat.chat.session import Session
+from stateless_chat.core.billing import Price, bill, price_for
+from stateless_chat.core.context import Candidate, DropOldest
+from stateless_chat.core.messages import CacheBreak, Entry, Event, Message, Usage
+from stateless_chat.core.summary import Summarize
+from stateless_chat.wire.backend import parse_usage
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, approx_tokens
-from tests.test_budget_e2e import repl_for, text_of
+from tests.test_budget_e2e import piped_repl, text_of
 from tests.test_cli import run_cli
 
 # ---- cached tokens, every dialect ----------------------------------------------------------
@@ -94,7 +95,7 @@ def test_usage_line_stats_tokens_and_toolbar_show_the_cache(server: FakeServer) 
     assert f"{last.reported_cached_tokens:,}" in run.output  # /stats, per turn
     assert "of them cached" in run.output and "cache: ~" in run.output  # /tokens
     assert "cost $" in run.output and "resending everything with the cache" in run.output
-    with repl_for(session) as (repl, _):
+    with piped_repl(session) as (repl, _):
         assert f"cache ~{session.cache_prediction().share:.0%}" in text_of(repl.toolbar())
     assert session.cache_prediction().share > 0.5
 
@@ -116,7 +117,7 @@ def test_one_shot_usage_line_says_how_much_was_cached(server: FakeServer) -> Non
 
 def recorded(session: Session) -> list[Event]:
     events: list[Event] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     return events
 
 
@@ -318,7 +319,7 @@ def test_prices_come_from_the_table_or_the_config_and_are_never_made_up() -> Non
 
 
 def test_the_bill_prices_cached_tokens_cheaper_and_compares_with_the_naive_resend() -> None:
-    from stateless_chat.billing import TurnTokens
+    from stateless_chat.core.billing import TurnTokens
 
     price = Price(1.0, 0.1, 4.0)
     turns = [TurnTokens(1000, 0, 10, 1000), TurnTokens(1100, 1000, 10, 1100)]

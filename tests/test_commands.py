@@ -13,9 +13,10 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from stateless_chat.repl import SlashCompleter
-from stateless_chat.session import Session
-from tests.conftest import ReplRun, make_session
+from stateless_chat.chat.session import Session
+from stateless_chat.core.messages import Message
+from stateless_chat.ui.repl import SlashCompleter
+from tests.conftest import ReplRun, app_for, make_session, standing_block
 from tests.conftest import run_repl as run_repl_narrow
 from tests.fakeserver import FakeServer, is_summary_request
 
@@ -78,8 +79,9 @@ def test_clear_keeps_system_and_pins_only(server: FakeServer) -> None:
     session = chatted(server, "my name is Ada", "two", system="be brief")
     run = run_repl(session, ["/pin 1\r", "/clear\r", "what is my name?\r"])
     assert "cleared 2 message(s)" in run.output
-    assert contents(server.requests[-1]) == ["be brief", "my name is Ada", "echo: my name is Ada",
-                                             "what is my name?"]
+    # The pinned turn stays in its place; what it said stands in the memory slot too.
+    assert contents(server.requests[-1]) == ["be brief", standing_block("my name is Ada"), "my name is Ada",
+                                             "echo: my name is Ada", "what is my name?"]
     assert "Your name is Ada." in run.output
     assert session.conversation.summary is None
     # What /clear took out is kept, marked removed (and no longer sent).
@@ -303,8 +305,9 @@ def test_summarize_folds_old_turns_now(server: FakeServer) -> None:
     summary = session.conversation.summary
     assert summary is not None and "my name is Ada" in summary.content
     sent = server.requests[-1]["messages"]
-    assert sent[0]["role"] == "system" and sent[0]["content"] == summary.content
-    assert contents(server.requests[-1])[1:] == ["three", "echo: three", "what is my name?"]
+    assert sent[0]["content"] == standing_block("my name is Ada")  # the memory slot, then the summary
+    assert sent[1]["role"] == "system" and sent[1]["content"] == summary.content
+    assert contents(server.requests[-1])[2:] == ["three", "echo: three", "what is my name?"]
     assert "Your name is Ada." in run.output
     assert [e.id for e in session.conversation.evicted] == [1, 2, 3, 4]
 
@@ -328,8 +331,8 @@ def test_save_then_load_restores_the_conversation(server: FakeServer, tmp_path: 
     other = make_session(server)
     run = run_repl(other, [f"/load {path}\r", "what is my name?\r"])
     assert other.conversation.history[:4] == session.conversation.history
-    assert contents(server.requests[-1])[:5] == ["sys", "my name is Ada", "echo: my name is Ada", "two",
-                                                 "echo: two"]
+    assert contents(server.requests[-1])[:6] == ["sys", standing_block("my name is Ada"), "my name is Ada",
+                                                 "echo: my name is Ada", "two", "echo: two"]
     assert "Your name is Ada." in run.output
 
 
@@ -382,7 +385,7 @@ def test_stats_charts_each_turn_and_marks_evictions(server: FakeServer) -> None:
 
 
 def test_every_command_has_help(server: FakeServer) -> None:
-    from stateless_chat.commands import REGISTRY
+    from stateless_chat.ui.commands import REGISTRY
 
     run = run_repl(make_session(server), ["/help\r", "/help drop\r"])
     for name, command in REGISTRY.items():
@@ -410,15 +413,17 @@ def test_raw_shows_controls_in_a_reply_as_json_escapes(server: FakeServer) -> No
     session = chatted(server, "one")
     run = run_repl(session, ["/raw\r"])
     assert not any(c in run.output for c in ("\x1b", "\x07", "\x9b", "\x7f")), repr(run.output)
-    shown = run.output[run.output.index("{"):]
+    shown = run.output[run.output.index("{"):run.output.rindex("}") + 1]  # the body, then its size
     assert json.loads(shown)["messages"][-1]["content"] == session.conversation.history[-1].content
+    size = run.output[run.output.rindex("}") + 1:]
+    assert f"prompt {session.next_request_tokens():,} tokens" in size and "counted: exact: o200k_base" in size
 
 
 def history_calls(server: FakeServer, tmp_path: Path, count: int) -> int:
     """Return how many Python function calls ``/history all`` makes over ``count`` loaded messages."""
     import sys
 
-    from stateless_chat.commands import HistoryView, dispatch
+    from stateless_chat.ui.commands import HistoryView, dispatch
 
     messages = [{"id": i, "role": "user" if i % 2 else "assistant", "content": f"m{i}", "turn": (i + 1) // 2}
                 for i in range(1, count + 1)]
@@ -426,7 +431,7 @@ def history_calls(server: FakeServer, tmp_path: Path, count: int) -> int:
     path.write_text(json.dumps({"format": "stateless-chat/conversation", "version": 1, "messages": messages,
                                 "next_id": count + 1, "next_turn": count // 2 + 1}))
     session = make_session(server)
-    dispatch(session, f"/load {path}")
+    dispatch(app_for(session), f"/load {path}")
     calls = 0
 
     def profile(frame: object, event: str, arg: object) -> None:
@@ -435,7 +440,7 @@ def history_calls(server: FakeServer, tmp_path: Path, count: int) -> int:
 
     sys.setprofile(profile)
     try:
-        view = dispatch(session, "/history all")
+        view = dispatch(app_for(session), "/history all")
     finally:
         sys.setprofile(None)
     assert isinstance(view, HistoryView) and len(view.rows) == count
@@ -450,11 +455,11 @@ def test_history_of_a_long_conversation_takes_linear_work(server: FakeServer, tm
 
 
 def test_stats_rows_use_the_servers_units_for_the_baseline_too(server: FakeServer) -> None:
-    from stateless_chat.commands import StatsView, dispatch
+    from stateless_chat.ui.commands import StatsView, dispatch
 
     session = make_session(server)  # nothing is ever evicted: each row's baseline is what was sent
     run_repl(session, ["one two three\r", "four five six seven\r", "eight\r"])
-    view = dispatch(session, "/stats")
+    view = dispatch(app_for(session), "/stats")
     assert isinstance(view, StatsView)
     assert all(row.sent == row.baseline for row in view.rows)
     assert [t.estimated_prompt_tokens for t in session.ledger.turns] != [row.sent for row in view.rows]
@@ -470,9 +475,11 @@ def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServ
     pinned = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
     assert pinned and turns and system
-    total = system + pinned + turns + 3 + 3 + 100
+    framing = session.measure(Message("user", ""))  # what a message adds besides its text: 3, and "user"
+    assert framing == 4
+    total = system + pinned + turns + framing + 3 + 100
     for name, size in (("system", system), ("pinned", pinned), ("turns", turns), ("reply reserve", 100),
-                       ("new message framing", 3), ("reply priming", 3)):
+                       ("new message framing", framing), ("reply priming", 3)):
         assert any(name in line and f" {size:,} " in line for line in table.splitlines()), name
     assert f"{total:,} / 2,000" in table
     assert f"room for the next message's text: {2000 - total:,} tokens" in table
@@ -481,7 +488,8 @@ def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServ
     # what /tokens calls the request is what the next request really carries, less the new text
     run_repl(session, ["x\r"])
     request = server.requests[-1]
-    assert session.ledger.turns[-1].estimated_prompt_tokens == total - 100 + session.measure_text("x") - 3
+    estimated = session.ledger.turns[-1].estimated_prompt_tokens
+    assert estimated == total - 100 + session.measure_text("x") - framing
     assert len(request["messages"]) == 6
 
 

@@ -14,9 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stateless_chat.context import REPLY_PRIMING, Candidate, DropOldest, Fit, KeepAll, request_size
-from stateless_chat.errors import BudgetError, RequestError, UsageError
-from stateless_chat.messages import (
+from stateless_chat.core.context import REPLY_PRIMING, Candidate, DropOldest, Fit, KeepAll, request_size
+from stateless_chat.core.messages import (
     Entry,
     EntryKind,
     Event,
@@ -28,8 +27,9 @@ from stateless_chat.messages import (
     Summarized,
     SummaryFailed,
 )
-from stateless_chat.policies import POLICY_NAMES, PolicyTools, make_policy
-from stateless_chat.summary import SUMMARY_HEADER, Summarize, summary_text
+from stateless_chat.core.policies import POLICY_NAMES, PolicyTools, make_policy
+from stateless_chat.core.summary import SUMMARY_HEADER, Summarize, summary_text
+from stateless_chat.errors import BudgetError, RequestError, UsageError
 
 SUMMARY_ID = 500
 Summarizer = Callable[[str | None, Sequence[Message]], str]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,14 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from stateless_chat import cli
-from stateless_chat.backend import Failover
+from stateless_chat.chat.session import Session
+from stateless_chat.chat.turn import Hooks
 from stateless_chat.config import Settings
+from stateless_chat.core.messages import ContextRetry, Event, FailedOver, Retrying
 from stateless_chat.errors import ConnectError, ServerError, StreamError
-from stateless_chat.messages import ContextRetry, Event, FailedOver, Retrying
-from stateless_chat.session import Session
-from stateless_chat.transport import open_backend
-from tests.conftest import CTRL_D
+from stateless_chat.wire.failover import Failover
+from stateless_chat.wire.openai_backend import open_backend
+from tests.conftest import CTRL_D, standing_block
 from tests.fakeserver import FakeServer
 from tests.test_cli import ROOT, run_cli, run_process
 
@@ -57,9 +59,8 @@ def open_session(endpoints: list[str], record: Recorder, **settings: Any) -> Ses
         values["base_urls"] = tuple(endpoints)
     config = Settings(**values)
     transport = open_backend(config.endpoints, config.api_key, timeout=config.timeout,
-                          max_retries=config.max_retries, on_event=record.events.append,
-                          sleep=record.sleep, backoff_base=0.2)
-    return Session(config, transport)
+                          max_retries=config.max_retries, sleep=record.sleep, backoff_base=0.2)
+    return Session(config, transport, hooks=Hooks(on_event=record.events.append))
 
 
 def turns(session: Session) -> list[tuple[str, str]]:
@@ -223,6 +224,7 @@ def test_endpoint_killed_between_turns(server: FakeServer, second: FakeServer) -
     assert session.send("what is my name?").text == "Your name is Cy."
     # The other endpoint got the full context, so it could answer a stateless question.
     assert second.requests[0]["messages"] == [
+        {"role": "system", "content": standing_block("My name is Cy.")},  # the memory slot, as it was
         {"role": "user", "content": "My name is Cy."},
         {"role": "assistant", "content": "echo: My name is Cy."},
         {"role": "user", "content": "what is my name?"},
@@ -285,7 +287,7 @@ def test_malformed_reply_is_a_clear_error(server: FakeServer, stream: bool) -> N
 def test_llama_server_context_refusal_cuts_history_and_resends(server: FakeServer, numbers: bool) -> None:
     session = open_session([server.url], Recorder(), budget=4000, reply_reserve=64)
     events: list[Event] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     for i in range(6):
         session.send(f"message {i}: " + "lorem ipsum " * 40)
     ours = session.plan("again", summarize=False).fit.total - 64
@@ -416,14 +418,18 @@ def test_one_shot_errors_are_one_line_without_traceback_unless_debug(server: Fak
 
 
 def run_cli_repl(settings: Settings, transport: Failover, keys: list[str],
-                 capsys: pytest.CaptureFixture[str]) -> str:
-    """Run ``cli.run_repl`` (the real wiring) with ``keys`` typed through a pipe; return stdout."""
+                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run ``cli.run_repl`` (the real wiring, the app assembled as a run assembles it, with
+    ``transport`` as its backend) with ``keys`` typed through a pipe; return stdout."""
+    from stateless_chat import app
+
+    monkeypatch.setattr(app, "open_backend", lambda settings, local_server, voice: transport)
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         for key in keys:
             pipe.send_text(key)
         pipe.send_text(CTRL_D)
         options = cli.Options()
-        assert cli.run_repl(settings, transport, options, {}) == 0
+        assert cli.run_repl(settings, options, {}, frozenset()) == 0
     return capsys.readouterr().out
 
 
@@ -436,7 +442,7 @@ def test_repl_prints_one_status_line_per_retry_and_failover(
     sleeps: list[float] = []
     transport = open_backend(settings.endpoints, None, max_retries=2, sleep=sleeps.append)
     server.fail_next(2, status=500, retry_after=0)
-    output = run_cli_repl(settings, transport, ["hello\r", "again\r"], capsys)
+    output = run_cli_repl(settings, transport, ["hello\r", "again\r"], capsys, monkeypatch)
     lines = output.splitlines()
     status = [line for line in lines if line.startswith("· ")]
     assert len(status) == 3
@@ -454,7 +460,8 @@ def test_repl_cut_stream_shows_one_error_and_send_again_works(
     settings = Settings(base_url=server.url, max_retries=0)
     transport = open_backend(settings.endpoints, None, max_retries=0)
     server.cut_stream_next(after_chunks=2)
-    output = run_cli_repl(settings, transport, ["hello there friend\r", "hello there friend\r"], capsys)
+    output = run_cli_repl(settings, transport, ["hello there friend\r", "hello there friend\r"], capsys,
+                          monkeypatch)
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broke off" in errors[0] and "unchanged" in errors[0]
     assert "echo: hello there friend" in output

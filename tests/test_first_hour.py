@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
+from stateless_chat.chat.session import Session
 from stateless_chat.config import Settings
 from stateless_chat.errors import RequestTimeout
-from stateless_chat.local import bundled_model_path, local_available
-from stateless_chat.serverinfo import learn_context
-from stateless_chat.session import Session
-from stateless_chat.transport import open_backend
+from stateless_chat.wire.local import bundled_model_path, local_available
+from stateless_chat.wire.openai_backend import open_backend
+from stateless_chat.wire.serverinfo import learn_context
 from tests.conftest import make_session, run_repl
-from tests.fakeserver import FakeServer, Scripted, approx_tokens
+from tests.fakeserver import FakeServer, Scripted, approx_tokens, is_summary_request
 from tests.test_cli import run_cli, run_process
 
 
@@ -374,3 +374,27 @@ def test_a_resent_request_that_fails_reports_its_own_error(server: FakeServer) -
         session.send("again")
     assert not isinstance(info.value, ContextLengthError)
     assert len(server.requests) == 5  # the refused request and its resend
+
+
+def test_after_a_refused_max_tokens_summary_requests_send_max_completion_tokens(server: FakeServer) -> None:
+    """The summary request goes through the endpoint's dialect like every request (issue 19): once the
+    server refused ``max_tokens``, ``/summarize`` and the summarize policy send the limit as
+    ``max_completion_tokens``, and nothing falls back to dropping."""
+    refusal = {"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                    "Use 'max_completion_tokens' instead.",
+                         "type": "invalid_request_error", "param": "max_tokens",
+                         "code": "unsupported_parameter"}}
+    server.fail_next(status=400, body=refusal)
+    session = make_session(server, budget=400, reply_reserve=40, policy="summarize")
+    run = run_repl(session, [f"Message {i}: tell me about subject {i} in a few words, please.\r"
+                             for i in range(3)] + ["/summarize\r"])
+    assert "error" not in run.output and "dropped" not in run.output
+    summaries = [body for body in server.requests if is_summary_request(body)]
+    assert summaries, "/summarize made no summary request"
+    for i in range(12):  # then the policy folds by itself, within the small budget
+        session.send(f"Message {i + 3}: tell me about subject {i + 3} in a few words, please.")
+    summaries = [body for body in server.requests if is_summary_request(body)]
+    assert len(summaries) >= 2
+    assert all("max_tokens" not in body and body["max_completion_tokens"] > 0 for body in summaries)
+    assert all("max_tokens" not in body for body in server.requests[1:])
+    assert session.conversation.summary is not None

@@ -25,10 +25,11 @@ from typing import Any
 
 import pytest
 
+from stateless_chat.chat.session import Session
+from stateless_chat.chat.turn import Hooks
 from stateless_chat.config import Settings
-from stateless_chat.messages import Event, FailedOver, Retrying
-from stateless_chat.session import Session
-from stateless_chat.transport import open_backend
+from stateless_chat.core.messages import Event, FailedOver, Retrying
+from stateless_chat.wire.openai_backend import open_backend
 from tests.fakeserver import FakeServer
 from tests.gateway import REASON, Gateway, litellm_available
 
@@ -85,9 +86,8 @@ class Chat:
         settings = Settings(base_url=gateway.url, api_key=gateway.key, model="smollm", system="Be brief.",
                             max_retries=2, timeout=30.0)
         backend = open_backend(settings.endpoints, settings.api_key, timeout=settings.timeout,
-                               max_retries=settings.max_retries, on_event=self.events.append,
-                               backoff_base=0.2)
-        self.session = Session(settings, backend, on_event=self.events.append)
+                               max_retries=settings.max_retries, backoff_base=0.2)
+        self.session = Session(settings, backend, hooks=Hooks(on_event=self.events.append))
         self.turns: list[Turn] = []
 
     def say(self, text: str) -> str:

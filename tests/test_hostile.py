@@ -20,13 +20,13 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from stateless_chat.commands import REGISTRY, dispatch
+from stateless_chat.chat.session import Session
 from stateless_chat.errors import BudgetError, ChatError, ServerError
-from stateless_chat.render import ReplyStream
-from stateless_chat.repl import Repl, secure_file_history
 from stateless_chat.sanitize import ControlStripper, strip_controls
-from stateless_chat.session import Session
-from tests.conftest import make_session
+from stateless_chat.ui.commands import REGISTRY, dispatch
+from stateless_chat.ui.render import ReplyStream
+from stateless_chat.ui.repl import secure_file_history
+from tests.conftest import app_for, make_session, repl_for
 from tests.fakeserver import FakeServer, default_replier
 from tests.test_cli import run_cli
 
@@ -111,7 +111,7 @@ def run_terminal_repl(session: Session, keys: str) -> str:
     console = Console(file=buffer, width=300, force_terminal=True, color_system=None, highlight=False)
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         pipe.send_text(keys + "\x04")
-        assert Repl(session, console, input=pipe, output=DummyOutput()).run() == 0
+        assert repl_for(session, console, input=pipe, output=DummyOutput()).run() == 0
     return buffer.getvalue()
 
 
@@ -261,7 +261,7 @@ def test_command_parser_raises_only_chat_errors(server: FakeServer, chat_dir: Pa
     session.send("second")
     for line in lines:
         try:
-            dispatch(session, line)
+            dispatch(app_for(session), line)
         except ChatError as error:
             assert str(error) and "\n" not in str(error).strip()
         ids = [e.id for e in session.conversation.all_entries()]
@@ -285,7 +285,7 @@ def test_no_exception_escapes_the_repl(server: FakeServer, chat_dir: Path, lines
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         # Enter ends each line; then Ctrl-C twice leaves any mode a control key entered, Ctrl-D leaves.
         pipe.send_text("".join(line + "\r" for line in lines) + "\x03\x03\x04")
-        code = Repl(session, console, input=pipe, output=DummyOutput()).run()
+        code = repl_for(session, console, input=pipe, output=DummyOutput()).run()
     assert code == 0
     assert "Traceback" not in buffer.getvalue()
     roles = [e.role for e in session.conversation.history]

@@ -31,16 +31,16 @@ import pexpect
 import pytest
 from rich.console import Console
 
-from stateless_chat import persist
-from stateless_chat.backend import Failover
 from stateless_chat.config import DEFAULT_MAX_REPLY_BYTES, Settings, load_settings
 from stateless_chat.errors import ChatError, ReplyTooLarge, StreamError
-from stateless_chat.local import LocalServer
-from stateless_chat.render import Renderer
-from stateless_chat.repl import Repl, SharedFileHistory, secure_file_history
-from stateless_chat.transport import OpenAIBackend
+from stateless_chat.store import persist
+from stateless_chat.ui.render import Renderer
+from stateless_chat.ui.repl import SharedFileHistory, secure_file_history
+from stateless_chat.wire.failover import Failover
+from stateless_chat.wire.local import LocalServer
+from stateless_chat.wire.openai_backend import OpenAIBackend
 from tests import hostileserver as hs
-from tests.conftest import make_session, run_repl
+from tests.conftest import make_session, repl_for, run_repl
 from tests.fakeserver import FakeServer
 from tests.test_cli import ROOT, run_cli, run_process
 from tests.test_local import SERVING, fake_llama, fake_python, model_like, write
@@ -238,8 +238,7 @@ def test_every_repl_view_of_a_hostile_file_is_clean(server: FakeServer, tmp_path
 
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         pipe.send_text("".join(keys) + "\x04")
-        repl = Repl(session, console, input=pipe, output=DummyOutput())
-        session.backend.on_event = repl.renderer.event  # as cli.run_repl wires it
+        repl = repl_for(session, console, input=pipe, output=DummyOutput())
         assert repl.run() == 0
     output = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buffer.getvalue())  # Rich's own styling and cursor
     assert_clean(output)
@@ -248,7 +247,7 @@ def test_every_repl_view_of_a_hostile_file_is_clean(server: FakeServer, tmp_path
 
 def test_renderer_lines_are_sanitized_whatever_they_quote() -> None:
     """Item 4: events, notes and errors may quote a server, a file or argv."""
-    from stateless_chat.messages import FailedOver, Notice, Retrying
+    from stateless_chat.core.messages import FailedOver, Notice, Retrying
 
     buffer = io.StringIO()
     renderer = Renderer(Console(file=buffer, width=300, force_terminal=True, color_system=None))
@@ -365,7 +364,7 @@ def test_a_bug_traceback_in_the_repl_is_redacted(server: FakeServer) -> None:
     buffer = io.StringIO()
     from prompt_toolkit.output import DummyOutput
 
-    repl = Repl(session, Console(file=buffer, width=200), output=DummyOutput(), debug=True)
+    repl = repl_for(session, Console(file=buffer, width=200), output=DummyOutput(), debug=True)
     try:
         raise ValueError(f"boom with {KEY}\x1b]0;{PAYLOADS[1]}\x07")
     except ValueError as error:
@@ -438,8 +437,8 @@ def test_the_repl_says_once_that_the_history_file_is_unusable(server: FakeServer
 
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         pipe.send_text("hi\r\x04")
-        repl = Repl(make_session(server), Console(file=buffer, width=200), input=pipe, output=DummyOutput(),
-                    history_path=tmp_path / "fifo")
+        repl = repl_for(make_session(server), Console(file=buffer, width=200), input=pipe,
+                        output=DummyOutput(), history_path=tmp_path / "fifo")
         assert repl.run() == 0
     assert buffer.getvalue().count("not a regular file") == 1 and "echo: hi" in buffer.getvalue()
 
@@ -695,7 +694,7 @@ def test_two_save_runs_on_one_file_keep_both_exchanges(server: FakeServer, tmp_p
 HISTORY_WRITER = """\
 import sys
 from pathlib import Path
-from stateless_chat.repl import secure_file_history
+from stateless_chat.ui.repl import secure_file_history
 history = secure_file_history(Path(sys.argv[1]))
 mark = sys.argv[2]
 for i in range(int(sys.argv[3])):
@@ -778,7 +777,7 @@ def test_ctrl_c_just_after_a_commit_moves_reply_and_token_stats_together(server:
     renderer = Renderer(Console(file=io.StringIO()))
     from prompt_toolkit.output import DummyOutput
 
-    repl = Repl(session, Console(file=io.StringIO()), output=DummyOutput())
+    repl = repl_for(session, Console(file=io.StringIO()), output=DummyOutput())
     repl.renderer = renderer
     real_reply = renderer.reply
     renderer.reply = lambda: _InterruptedStream(real_reply())
@@ -791,7 +790,8 @@ def test_ctrl_c_just_after_a_commit_moves_reply_and_token_stats_together(server:
 SAVE_INTERRUPTED = """\
 import os, signal, sys
 from pathlib import Path
-from stateless_chat import cli, persist
+from stateless_chat import cli
+from stateless_chat.store import persist
 cli.install_signal_handlers()
 real_replace = os.replace
 def replace(src, dst):

@@ -17,19 +17,20 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateless_chat import journal, persist
-from stateless_chat.backend import Reply
+from stateless_chat.chat.session import Session, TurnRecord
+from stateless_chat.core.ledger import TurnStats
+from stateless_chat.core.messages import Recalled, describe
 from stateless_chat.errors import ServerError
-from stateless_chat.journal import Journal
-from stateless_chat.ledger import TurnStats
-from stateless_chat.logstore import DEFAULT_NAME, LogStore
-from stateless_chat.messages import Recalled, describe
-from stateless_chat.session import Session, TurnRecord
+from stateless_chat.store import journal, persist
+from stateless_chat.store.journal import Journal
+from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
+from stateless_chat.wire.backend import Reply
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, is_summary_request
 from tests.test_cli import run_cli, run_process
@@ -70,7 +71,7 @@ def test_every_turn_is_logged_as_sent_with_reply_usage_cache_events_and_messages
     session, log, warnings = logged(server, tmp_path, api_key=KEY, system="Be brief.", budget=700,
                                     reply_reserve=100)
     events: list[Any] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     for n in range(1, 9):
         session.send(words(n, "hills"))
     session.pin(session.conversation.history[-2].id)
@@ -115,7 +116,8 @@ def test_a_turn_of_several_requests_logs_them_all_in_order(server: FakeServer, t
     bodies = ({"model": "m", "messages": [{"role": "user", "content": "step 1"}]},
               {"model": "m", "messages": [{"role": "user", "content": "step 2"}]})
     answered = Reply(bodies[-1], "http://127.0.0.1:9/v1", iter(()))
-    record = TurnRecord(2, bodies, answered, dataclasses.replace(reply, turn=2), ())
+    record = TurnRecord(2, bodies, answered, dataclasses.replace(reply, turn=2), (), session.conversation,
+                        session.settings.model)
     log(record)
     with LogStore.open(tmp_path / "logs.db") as store:
         second = store.turns(log.cid)[1]
@@ -283,7 +285,7 @@ def test_a_write_failing_mid_chat_turns_logging_off_and_keeps_the_turn(
     real = LogStore.log_turn
 
     def full(self: LogStore, *args: Any, **kwargs: Any) -> None:
-        from stateless_chat.logstore import _failure
+        from stateless_chat.store.logstore import _failure
 
         raise _failure(self.path, "write", sqlite3.OperationalError("database or disk is full"))
 
@@ -383,7 +385,7 @@ def test_logs_list_show_search_and_path_are_plain_and_sanitized(server: FakeServ
     [line] = listed.splitlines()
     cid = line.split()[0]
     when = r"\d{4}-\d\d-\d\d \d\d:\d\d"
-    assert re.fullmatch(rf"{cid}  {when}  gpt-4o-mini  7 turns  the launch code is 7491 .*", line)
+    assert re.fullmatch(rf"{cid}  {when}  gpt-4o-mini  7 turns  the launch code is 7491", line)  # escapes gone, no leftovers
     shown = run_cli("logs", "show", cid[:10]).stdout.decode()
     assert shown.startswith(f"conversation {cid} · started ")
     assert "#1 user (turn 1, evicted in turn " in shown and "    the launch code is 7491" in shown
@@ -454,7 +456,7 @@ def test_recall_stays_within_its_budget_and_off_means_off(server: FakeServer, tm
 def test_a_recalled_turn_is_one_copy_and_leaves_again_as_before(server: FakeServer, tmp_path: Path) -> None:
     session, _ = recall_chat(server, tmp_path)
     events: list[Any] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     session.send("the launch code is 7491")
     for n in range(2, 16):
         session.send(words(n, "weather"))
@@ -571,9 +573,8 @@ def test_load_over_an_unsaved_conversation_says_it_is_still_in_the_log(server: F
 
 
 def test_observers_see_each_completed_turn_once_and_failed_turns_never(server: FakeServer) -> None:
-    session = make_session(server)
     seen: list[TurnRecord] = []
-    session.observers.append(seen.append)
+    session = make_session(server, on_turn=[seen.append])
     session.send("one")
     server.fail_next(status=400)
     with pytest.raises(ServerError):
@@ -645,7 +646,7 @@ def test_tool_servers_configured_are_neither_logged_nor_a_failure(server: FakeSe
 
 
 def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer, tmp_path: Path) -> None:
-    from stateless_chat.tools import ServerConfig, ToolServers
+    from stateless_chat.tools.servers import ServerConfig, ToolServers
     from tests.test_tool_loop import SERVER, calling
 
     servers = ToolServers({"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))},
@@ -654,8 +655,8 @@ def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer,
     try:
         server.replier = calling((("add", '{"a": 2, "b": 3}'),), (("add", '{"a": 5, "b": 1}'),))
         session, log, warnings = logged(server, tmp_path)
-        session.toolbox = servers
-        session.approve = lambda call, spec: True
+        session.tools = servers
+        session.hooks = replace(session.hooks, approve=lambda call, spec: True)
         session.send("add two and three, then one")
     finally:
         servers.stop()

@@ -19,14 +19,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateless_chat import local
 from stateless_chat.errors import ConnectError
-from stateless_chat.local import LocalServer, bundled_model_path, local_available, model_context_length
+from stateless_chat.launchers import LLAMA_SERVER
+from stateless_chat.wire import local
+from stateless_chat.wire.local import LocalServer, bundled_model_path, local_available, model_context_length
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -375,7 +377,7 @@ def test_crash_is_one_line_with_the_log_tail(tmp_path: Path, model: Path) -> Non
     assert "exited with status 1 while starting" in message
     assert "error: unable to load model" in message
     assert "loading line 7" in message and "loading line 2" not in message  # the last 5 lines only
-    assert f"ARGS -c --model {model} --host 127.0.0.1 --port " in message  # -c: the launcher
+    assert f"ARGS {LLAMA_SERVER} --model {model} --host 127.0.0.1 --port " in message  # the launcher
     assert "--n_ctx 4096" in message
     assert progress and "4096" in progress[0]
     with pytest.raises(ConnectError, match="not running"):
@@ -555,7 +557,7 @@ def test_the_users_environment_does_not_steer_the_server(
 CHAT_THAT_DIES = """\
 import os, signal, sys
 from pathlib import Path
-from stateless_chat.local import LocalServer
+from stateless_chat.wire.local import LocalServer
 server = LocalServer(Path(sys.argv[1]))
 server.start()
 print(server.pid, flush=True)
@@ -739,9 +741,9 @@ def test_real_server_is_gone_after_stop() -> None:
 
 def local_session(server: LocalServer, **settings: Any) -> Any:
     """A session against the real server, wired as the CLI wires it for the local model."""
+    from stateless_chat.chat.session import Session
     from stateless_chat.config import Settings
-    from stateless_chat.session import Session
-    from stateless_chat.transport import open_backend
+    from stateless_chat.wire.openai_backend import open_backend
 
     values: dict[str, Any] = {"base_url": server.base_url, "model": server.model_path.stem,
                               "context_window": server.n_ctx, "max_retries": 0, "timeout": 60.0,
@@ -766,12 +768,12 @@ STORY = "Write a very long story about a dragon and a knight, at least 3000 word
 def test_a_reply_stops_at_the_reserve_sent_as_max_tokens(
     real_server: tuple[LocalServer, float, list[str]],
 ) -> None:
-    from stateless_chat.messages import ReplyCut
+    from stateless_chat.core.messages import ReplyCut
 
     server, _, _ = real_server
     session = local_session(server, reply_reserve=12, stream=False)  # not streamed: usage is reported
     events: list[Any] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     reply = session.send(STORY)
     assert session.ledger.turns[-1].reported_completion_tokens == 12  # no more than the reserve
     assert reply.finish_reason == "length" and session.conversation.history[-1].cut
@@ -788,12 +790,12 @@ def test_ctrl_c_hangs_up_so_the_real_server_stops_and_the_next_turn_starts_at_on
     here). Ctrl-C while the server still reads a long prompt, which it cannot stop, stops the server;
     the next turn starts it again. Either way the next turn is answered, by a session whose stall
     timeout (30 s without a token) would end it if it waited."""
-    from stateless_chat.messages import Notice
+    from stateless_chat.core.messages import Notice
 
     server, _, _ = real_server
     session = local_session(server, reply_reserve=4000, timeout=30.0)
     events: list[Any] = []
-    session.backend.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     before = session.conversation
 
     # 1. Ctrl-C as the third token arrives: the server sees the client go and stops writing.
@@ -811,7 +813,7 @@ def test_ctrl_c_hangs_up_so_the_real_server_stops_and_the_next_turn_starts_at_on
     reply = session.send("Say hello in one word.")
     assert reply.done and reply.text.strip()
     assert "Disconnected from client" in log_of(server)
-    assert server.pid == pid and not events  # no restart was needed
+    assert server.pid == pid and not [e for e in events if isinstance(e, Notice)]  # no restart was needed
 
     # 2. Ctrl-C (a real SIGINT) once the server has taken a long prompt, before its first token.
     long_prompt = " ".join(f"Fact {i}: the dragon's name is Ember." for i in range(300)) + " " + STORY
@@ -838,3 +840,41 @@ def test_ctrl_c_hangs_up_so_the_real_server_stops_and_the_next_turn_starts_at_on
     reply = session.send("Say goodbye in one word.")
     assert reply.done and reply.text.strip()
     server.check()
+
+
+# ---- counts: the bundled model is counted by its server's own tokenizer ---------------------------
+
+
+@needs_local
+@pytest.mark.timeout(900)
+def test_the_bundled_model_is_counted_exactly_streamed_or_not(
+    real_server: tuple[LocalServer, float, list[str]], tmp_path: Path,
+) -> None:
+    import openai
+
+    from stateless_chat.app import meter_for
+    from stateless_chat.chat.meter import attach
+
+    server, _, _ = real_server
+    session = local_session(server, reply_reserve=12)  # streamed: llama-cpp-python sends no usage then
+    meter = meter_for(session.settings, data_dir=tmp_path, local_model=server.model_path, timeout=300.0)
+    assert meter.learns_template
+    attach(session, meter)
+    bodies: list[Any] = []
+    session.on_turn = (*session.on_turn, lambda record: bodies.append(record.requests[-1]))
+    session.send("What is the capital of France?")
+    streamed = session.ledger.turns[-1]
+    assert meter.counted_turn == 1 and streamed.reported_prompt_tokens == streamed.estimated_prompt_tokens
+    # the server's own count of that very request, asked without streaming
+    client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=300)
+    asked = client.chat.completions.create(**{k: v for k, v in bodies[-1].items()
+                                              if k not in ("stream", "stream_options")})
+    assert asked.usage is not None and asked.usage.prompt_tokens == streamed.estimated_prompt_tokens
+    session.reconfigure(stream=False, system="  Be brief; answer in one line.")
+    for text in ("  Two leading spaces, then a question: why?", "Zwei Sätze über Käse, bitte. 请简短回答。"):
+        session.send(text)
+        turn = session.ledger.turns[-1]
+        assert turn.reported_prompt_tokens == turn.estimated_prompt_tokens, (text, turn)
+    assert "matched the server's count on all 2 replies" in meter.how()
+    again = meter_for(session.settings, data_dir=tmp_path, local_model=server.model_path)
+    assert not again.learns_template  # kept per model file: the next chat does not learn it again

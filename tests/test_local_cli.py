@@ -15,7 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from stateless_chat.local import local_available
+from stateless_chat.wire.local import local_available
 from tests.test_cli import ROOT, run_cli
 from tests.test_pty import prompt_ready
 
@@ -73,11 +73,13 @@ def test_no_key_and_no_base_url_chats_with_the_local_model() -> None:
     assert "using the bundled local model" in err
     port = int(re.search(r"127\.0\.0\.1:(\d+)", err).group(1))  # type: ignore[union-attr]  # -v: its start
     assert done.stdout.strip()
-    assert "≈" in err  # counts for the local model are estimates
-    # -u says once why its counts are missing (a streamed reply) and differ (the chat template).
+    # Counts for the local model are exact: its server's tokenizer and chat template count them, and the
+    # usage a streamed reply does not carry is counted the same way; -u says so once.
     usage = [line for line in err.splitlines() if ": usage: " in line]
-    assert len(usage) == 1 and "completion not reported" in usage[0]
-    assert usage[0].count("--no-stream gets it") == 1 and usage[0].count("chat template") == 1
+    assert len(usage) == 1 and "≈" not in usage[0] and "not reported; completion" in usage[0], usage
+    assert re.search(r"usage: prompt \d+ counted exactly, not reported; completion \d+ counted", usage[0])
+    assert usage[0].count("counted with its own tokenizer") == 1 and "--no-stream" not in usage[0]
+    assert "learning the local model's chat template" not in err  # one-shot: learned only when counting
     assert port_is_closed(port)
 
 

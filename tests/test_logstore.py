@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stateless_chat import logstore
 from stateless_chat.errors import ChatError, LogError
-from stateless_chat.logstore import DEFAULT_NAME, MIN_RECALL_SCORE, SCHEMA_VERSION, LogStore, TurnLog
+from stateless_chat.store import logstore
+from stateless_chat.store.logstore import DEFAULT_NAME, MIN_RECALL_SCORE, SCHEMA_VERSION, LogStore, TurnLog
 from tests.logstore_worker import make_turn, message
 
 WORKER = Path(__file__).resolve().parent / "logstore_worker.py"

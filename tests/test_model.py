@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from stateless_chat import persist
-from stateless_chat.history import Conversation
-from stateless_chat.messages import Entry, Message, ToolCall
-from stateless_chat.session import Session
-from stateless_chat.tokens import PER_MESSAGE, REPLY_PRIMING, TOOL_CALL_OVERHEAD, TokenCounter
+from stateless_chat.chat.session import Session
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.messages import Entry, Message, ToolCall
+from stateless_chat.core.tokens import PER_MESSAGE, REPLY_PRIMING, TOOL_CALL_OVERHEAD, TokenCounter
+from stateless_chat.store import persist
+from stateless_chat.wire.request import ChatRequest
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, is_summary_request
 from tests.test_cli import run_cli
@@ -156,8 +157,7 @@ def test_streamed_tool_calls_are_put_together(server: FakeServer) -> None:
     server.replier = lambda body: Scripted("Checking.", calls)
     session = make_session(server)
     assert session.backend is not None
-    reply = session.backend.send({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                                  "stream": True}).wait()
+    reply = session.backend.send(ChatRequest.of("m", [Message("user", "hi")], 50, stream=True)).wait()
     assert reply.text == "Checking." and reply.finish_reason == "tool_calls"
     assert reply.tool_calls == (ToolCall("c1", "a", '{"x": 1}'), ToolCall("c2", "b", '{"y": [2, 3]}'))
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from stateless_chat import persist
-from stateless_chat.session import Session
-from tests.conftest import make_session, run_repl
+from stateless_chat.chat.session import Session
+from stateless_chat.store import persist
+from tests.conftest import make_session, run_repl, standing_block
 from tests.fakeserver import FakeServer
 from tests.test_cli import run_cli
 
@@ -114,7 +114,8 @@ def test_load_then_a_piped_prompt_continues_the_conversation(server: FakeServer,
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"Your name is Ada.\n"
     assert [m["content"] for m in server.requests[0]["messages"]] == [
-        "sys", "my name is Ada", "echo: my name is Ada", "second", "echo: second", "what is my name?"]
+        "sys", standing_block("my name is Ada"), "my name is Ada", "echo: my name is Ada", "second",
+        "echo: second", "what is my name?"]
     # --load alone never writes the file
     assert json.loads(path.read_text())["messages"][-1]["content"] == "echo: second"
 
@@ -149,7 +150,8 @@ def test_dry_run_with_load_prints_the_resumed_body_and_sends_nothing(server: Fak
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
     assert [m["content"] for m in body["messages"]] == [
-        "my name is Ada", "echo: my name is Ada", "second", "echo: second", "third"]
+        standing_block("my name is Ada"), "my name is Ada", "echo: my name is Ada", "second", "echo: second",
+        "third"]
     assert server.requests == []
 
 

@@ -51,6 +51,7 @@ def ask(child: pexpect.spawn, text: str, expect: str) -> None:
 def test_chat_in_a_real_terminal(server: FakeServer, tmp_path: Path) -> None:
     child = spawn(server, tmp_path, "-s", "You are terse.")
     ask(child, "Please remember my name is Byte Dai", "echo: Please remember")
+    child.expect_exact('kept as standing (m1): "Please remember my name is Byte Dai" · /forget m1')
     ask(child, "What is my name?", "Your name is Byte Dai.")
     prompt_ready(child)
     child.sendcontrol("d")
@@ -58,7 +59,9 @@ def test_chat_in_a_real_terminal(server: FakeServer, tmp_path: Path) -> None:
     child.close()
     assert child.exitstatus == 0
     assert len(server.requests) == 2
-    assert [m["role"] for m in server.requests[1]["messages"]] == ["system", "user", "assistant", "user"]
+    # The system prompt, the standing memory, the history resent whole, the new message.
+    assert [m["role"] for m in server.requests[1]["messages"]] == ["system", "system", "user", "assistant",
+                                                                   "user"]
     history = tmp_path / "data" / "stateless-chat" / "input_history"
     assert "What is my name?" in history.read_text()
     assert history.stat().st_mode & 0o777 == 0o600

@@ -85,6 +85,10 @@ def test_toolbar_and_history_are_readable_at_80_columns(server: FakeServer, tmp_
     term.prompt()
     rows = [line for line in term.read().splitlines() if line.startswith(("│", "┃"))]
     assert rows and all(len(line) <= 80 for line in rows)
+    # The standing memory first, as a part of its own, then the messages.
+    assert re.search(r"┃ note ┃ tokens ┃ from ┃ text", rows[0])
+    assert re.search(r"│ m1 +│ +\d+ │ #1 +│ Please remember my name is Byte Dai,.*… │", rows[1])
+    rows = rows[2:]
     # Numbers, roles, token counts and states are whole; the first line gives way, with "…".
     assert re.search(r"┃ # ┃ role +┃ tokens ┃ pin ┃ state ┃ first line", rows[0])
     assert re.search(r"│ 1 │ user +│ +\d+ │ +│ sent +│ Please remember my name is Byte Dai,.*… │", rows[1])

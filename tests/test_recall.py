@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from stateless_chat.context import DropOldest
+from stateless_chat.chat.session import Session
+from stateless_chat.chat.turn import baseline_tokens
+from stateless_chat.core.context import DropOldest
+from stateless_chat.core.history import Conversation, entry_state
+from stateless_chat.core.messages import Entry, Eviction, Message, Recalled, describe
+from stateless_chat.core.summary import Summarize, summary_instruction
 from stateless_chat.errors import CommandError, RequestError
-from stateless_chat.history import Conversation, entry_state
-from stateless_chat.messages import Entry, Eviction, Message, Recalled, describe
-from stateless_chat.session import Session
-from stateless_chat.summary import Summarize, summary_instruction
 from tests.conftest import make_session
 from tests.fakeserver import FakeServer
 
@@ -150,13 +151,13 @@ def test_a_recaller_fills_the_slot_of_the_next_request_and_a_failed_turn_changes
     evicted = session.conversation.evicted
     assert evicted
     events: list[object] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
 
     def recaller(text: str, conversation: Conversation, budget: int) -> tuple[Conversation, list[Recalled]]:
         recalled, back = conversation.recall([1])
         return recalled, [Recalled(1, tuple(e.id for e in back), sum(e.tokens for e in back), ("message",))]
 
-    session.recaller = recaller
+    session.recall = recaller
     preview = session.preview_body("hello")
     assert [m["content"] for m in preview["messages"][-3:]] == [
         evicted[0].content, evicted[1].content, "hello"]
@@ -180,6 +181,6 @@ def test_the_baseline_counts_recalled_entries_once(server: FakeServer) -> None:
     session: Session = make_session(server, budget=400, reply_reserve=50)
     for n in range(12):
         session.send(f"message {n} " + "words to fill the budget " * 4)
-    everything = session._baseline(())
+    everything = baseline_tokens(session.conversation, ())
     session.conversation, _ = session.conversation.recall([1])
-    assert session._baseline(()) == everything
+    assert baseline_tokens(session.conversation, ()) == everything

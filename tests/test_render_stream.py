@@ -22,9 +22,9 @@ from rich.segment import Segment
 from rich.syntax import Syntax
 from rich.text import Text
 
-from stateless_chat import render
-from stateless_chat.render import ReplyStream
 from stateless_chat.sanitize import ControlStripper
+from stateless_chat.ui import render
+from stateless_chat.ui.render import ReplyStream
 
 
 class Screen:

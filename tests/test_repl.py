@@ -15,11 +15,10 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from stateless_chat.messages import Message
-from stateless_chat.repl import Repl
-from stateless_chat.session import Session
-from stateless_chat.tokens import byte_lower_bound
-from tests.conftest import CTRL_D, ESC_ENTER, make_session, run_repl
+from stateless_chat.chat.session import Session
+from stateless_chat.core.messages import Message
+from stateless_chat.core.tokens import byte_lower_bound
+from tests.conftest import CTRL_D, ESC_ENTER, make_session, repl_for, run_repl, standing_block
 from tests.fakeserver import FakeServer
 
 
@@ -36,7 +35,10 @@ def test_each_request_resends_the_whole_history(server: FakeServer) -> None:
     for k, body in enumerate(bodies, start=1):
         messages = body["messages"]
         assert messages[0] == {"role": "system", "content": "You are terse."}
-        expected = []
+        # From the second request on, the standing memory (what the first message asked to remember)
+        # comes right after the system prompt; the history is resent whole after it.
+        memory = [{"role": "system", "content": standing_block("Please remember my name is Byte Dai")}]
+        expected = memory if k > 1 else []
         for i in range(k):
             expected.append({"role": "user", "content": users[i]})
             if i < k - 1:
@@ -108,7 +110,7 @@ def test_toolbar_shows_model_messages_and_tokens(server: FakeServer) -> None:
     session = make_session(server, model="gpt-4o", budget=4000)
     run_repl(session, ["hello\r"])
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(session, Console(file=open(os.devnull, "w")), input=pipe, output=DummyOutput())
+        repl = repl_for(session, Console(file=open(os.devnull, "w")), input=pipe, output=DummyOutput())
         text = "".join(part[1] for part in repl.toolbar())
     expected = session.next_request_tokens()
     assert "gpt-4o" in text and "2 msgs" in text
@@ -142,7 +144,7 @@ def test_ctrl_c_during_a_command_cancels_it_and_the_chat_goes_on(server: FakeSer
 def toolbar_with_draft(session: Session, draft: str) -> tuple[str, str]:
     """Return the toolbar's text and its token part's style with ``draft`` typed at the prompt."""
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(session, Console(file=io.StringIO()), input=pipe, output=DummyOutput())
+        repl = repl_for(session, Console(file=io.StringIO()), input=pipe, output=DummyOutput())
 
         async def typed() -> StyleAndTextTuples:
             repl.prompt.default_buffer.text = draft
@@ -175,7 +177,7 @@ def test_a_line_that_is_not_utf8_is_sent_with_replacement_characters(
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         pipe.send_bytes(b"caf\xe9 au lait\r")  # a Latin-1 terminal: the prompt gets surrogate escapes
         pipe.send_text(f"/save {tmp_path / 'chat.json'}\r\x04")
-        assert Repl(session, console, input=pipe, output=DummyOutput()).run() == 0
+        assert repl_for(session, console, input=pipe, output=DummyOutput()).run() == 0
     output = buffer.getvalue()
     assert "not valid UTF-8" in output and "error" not in output
     assert server.requests[-1]["messages"][-1]["content"] == "caf\ufffd au lait"
@@ -204,6 +206,6 @@ def test_ctrl_c_while_a_result_prints_cuts_the_output_not_the_chat(server: FakeS
     console = Console(file=terminal, width=100, force_terminal=False, color_system=None)
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         pipe.send_text("/history\rtwo\r\x04")
-        assert Repl(session, console, input=pipe, output=DummyOutput()).run() == 0
+        assert repl_for(session, console, input=pipe, output=DummyOutput()).run() == 0
     assert terminal.pressed and "echo: two" in terminal.getvalue()
     assert session.conversation.messages()[:2] == before.messages()

@@ -4,13 +4,14 @@ summary failures, context-length refusals and incremental counting."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from stateless_chat.chat.session import Session
 from stateless_chat.config import Settings
-from stateless_chat.errors import ChatError, ConfigError, ContextLengthError, ServerError
-from stateless_chat.messages import (
+from stateless_chat.core.messages import (
     ContextRetry,
     Event,
     Evicted,
@@ -21,8 +22,8 @@ from stateless_chat.messages import (
     SummaryFailed,
     UsageMissing,
 )
-from stateless_chat.session import Session
-from stateless_chat.summary import SUMMARY_HEADER, SUMMARY_PROMPT, summary_cap
+from stateless_chat.core.summary import SUMMARY_HEADER, SUMMARY_PROMPT, summary_cap
+from stateless_chat.errors import ChatError, ConfigError, ContextLengthError, ServerError
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import (
     FakeServer,
@@ -37,7 +38,7 @@ SYSTEM = "You are a careful assistant."
 
 def recording(session: Session) -> list[Event]:
     events: list[Event] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     return events
 
 
@@ -587,4 +588,4 @@ def test_other_bad_requests_are_not_resent(server: FakeServer) -> None:
     server.fail_next(status=400, body={"error": {"message": "model not supported"}})
     with pytest.raises(ServerError):
         session.send("hello")
-    assert len(server.requests) == 1 and session.ask_usage
+    assert len(server.requests) == 1 and "stream_options" in session.preview_body("next")

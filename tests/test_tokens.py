@@ -1,4 +1,4 @@
-"""Tests for stateless_chat.tokens: exact offline counts, billing overhead, fallbacks and laziness."""
+"""Tests for stateless_chat.core.tokens: exact offline counts, billing overhead, fallbacks and laziness."""
 
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from stateless_chat import tokens
-from stateless_chat.errors import ConfigError
-from stateless_chat.messages import Message
-from stateless_chat.tokens import (
+from stateless_chat.core import tokens
+from stateless_chat.core.messages import Message
+from stateless_chat.core.tokens import (
     PER_MESSAGE,
     PER_NAME,
     REPLY_PRIMING,
@@ -32,6 +31,7 @@ from stateless_chat.tokens import (
     encoding_name_for,
     load_encoding,
 )
+from stateless_chat.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -374,8 +374,8 @@ def test_concurrent_warm_loads_once(no_network: list[str], monkeypatch: pytest.M
 def test_import_and_construction_load_nothing() -> None:
     code = (
         "import sys\n"
-        "from stateless_chat.messages import Message\n"
-        "from stateless_chat.tokens import TokenCounter, byte_upper_bound, encoding_name_for\n"
+        "from stateless_chat.core.messages import Message\n"
+        "from stateless_chat.core.tokens import TokenCounter, byte_upper_bound, encoding_name_for\n"
         "c = TokenCounter('gpt-4o')\n"
         "assert encoding_name_for('deepseek-chat') == ('o200k_base', False)\n"
         "assert byte_upper_bound(Message('user', 'hi')) == 3 + 4 + 2\n"

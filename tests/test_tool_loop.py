@@ -12,16 +12,17 @@ import json
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateless_chat.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
-from stateless_chat.session import Session
-from stateless_chat.toolbox import RecallTool, Toolbox
-from stateless_chat.tools import ServerConfig, ToolServers, ToolSpec
+from stateless_chat.chat.session import Session
+from stateless_chat.core.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
+from stateless_chat.tools.servers import ServerConfig, ToolServers, ToolSpec
+from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
 from tests.test_cli import run_cli
@@ -62,14 +63,14 @@ def calling(*steps: tuple[tuple[str, str], ...], answer: Answer | None = None
 
 def tool_session(server: FakeServer, tools: ToolServers, approve: bool = True, **settings: Any) -> Session:
     session = make_session(server, **settings)
-    session.toolbox = Toolbox(tools)
-    session.approve = lambda call, spec: approve
+    session.tools = Toolbox(tools)
+    session.hooks = replace(session.hooks, approve=lambda call, spec: approve)
     return session
 
 
 def recorded(session: Session) -> list[Any]:
     events: list[Any] = []
-    session.on_event = events.append
+    session.hooks = replace(session.hooks, on_event=events.append)
     return events
 
 
@@ -183,7 +184,7 @@ def test_tool_steps_are_budgeted_and_evict_history_not_the_turn(server: FakeServ
 
 
 def _message(data: dict[str, Any]) -> Any:
-    from stateless_chat.messages import Message, ToolCall
+    from stateless_chat.core.messages import Message, ToolCall
 
     calls = tuple(ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
                   for c in data.get("tool_calls", []))
@@ -195,7 +196,7 @@ def _message(data: dict[str, Any]) -> Any:
 
 def repl_session(server: FakeServer, tools: ToolServers) -> Session:
     session = make_session(server)
-    session.toolbox = Toolbox(tools)
+    session.tools = Toolbox(tools)
     return session
 
 
@@ -346,13 +347,13 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
 
 def test_the_model_recalls_an_evicted_fact_with_the_recall_tool(server: FakeServer,
                                                                  tools: ToolServers) -> None:
-    from stateless_chat import journal
+    from stateless_chat.store import journal
 
     session = make_session(server, budget=500, reply_reserve=64)
     log = journal.attach(session, None)  # logging off: recall searches an index held in memory
-    session.toolbox = Toolbox(tools, [RecallTool(log)])
+    session.tools = Toolbox(tools, [RecallTool(log.matches, lambda: session.conversation.evicted)])
     approved: list[str] = []
-    session.approve = lambda call, spec: approved.append(spec.display) is None
+    session.hooks = replace(session.hooks, approve=lambda call, spec: approved.append(spec.display) is None)
     server.replier = lambda body: "noted"
     session.send("The launch code is 7491, remember it.")
     for i in range(8):

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from stateless_chat.errors import ConfigError
-from stateless_chat.mcp_client import LAUNCHER
-from stateless_chat.tools import (
+from stateless_chat.launchers import MCP_SERVER
+from stateless_chat.tools.servers import (
     OFFERED_NAME,
     ServerConfig,
     ToolServers,
@@ -445,7 +445,7 @@ _CHAT = textwrap.dedent(
     """
     import json, signal, sys
     from pathlib import Path
-    from stateless_chat.tools import ServerConfig, ToolServers
+    from stateless_chat.tools.servers import ServerConfig, ToolServers
 
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, even under nohup
     if sys.argv[3] == "SIGTERM-handled":  # as the CLI does: stop in the handler, then exit
@@ -489,7 +489,7 @@ def test_no_child_outlives_the_chat(tmp_path: Path, ending: str) -> None:
 
 def test_the_launcher_passes_the_environment_through_untouched() -> None:
     env = {"PATH": os.environ["PATH"], "ONLY": "this"}
-    command = [sys.executable, "-I", "-S", "-c", LAUNCHER, f"pid:{os.getpid()}", "0", "env"]
+    command = [sys.executable, "-I", "-S", str(MCP_SERVER), f"pid:{os.getpid()}", "0", "env"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=10,
                           start_new_session=True)
     assert sorted(done.stdout.splitlines()) == ["ONLY=this", f"PATH={env['PATH']}"]  # no LC_CTYPE of Python's

@@ -1,0 +1,75 @@
+"""A tool step of a turn: the assistant message that asks for calls, and each call shown, approved,
+run and answered.
+
+Every call gets a ``tool`` result, in the calls' order, whatever happens to it: the tool's
+result (cut to ``tool_result_max_tokens`` with a note), the refusal of a user who did not
+approve it, or the error the tool reported. The results join the turn's pending messages and
+are never evicted within the turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from stateless_chat.chat.values import Hooks, Toolbox
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.messages import Entry, Event, Message, ToolAnswered, ToolCall, ToolCalled
+from stateless_chat.core.sizing import Sizer
+from stateless_chat.wire.backend import Reply
+
+if TYPE_CHECKING:
+    from stateless_chat.config import Settings
+
+
+def step_entry(base: Conversation, reply: Reply, calls: Sequence[ToolCall], measure: Sizer, *, turn: int,
+               id: int) -> Entry:
+    """Return the assistant message of a tool step: its text (if any) and its calls."""
+    return base.new_entry("assistant", reply.text or None, measure, turn=turn, tool_calls=calls,
+                          finish_reason=reply.finish_reason, id=id)
+
+
+def capped_result(text: str, cap: int, measure: Sizer) -> tuple[str, int]:
+    """Return a tool result cut to ``cap`` tokens (with a note saying how much was cut), and its size
+    before."""
+    size = measure(Message("tool", text))
+    if size <= cap:
+        return text, size
+    note = "\n[cut: the result was {:,} tokens; the first {:,} characters of {:,} are shown]"
+    lo, hi = 0, len(text)
+    while lo < hi:  # the longest prefix that fits the cap with its note
+        mid = (lo + hi + 1) // 2
+        if measure(Message("tool", text[:mid] + note.format(size, mid, len(text)))) <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + note.format(size, lo, len(text)), size
+
+
+def run_calls(base: Conversation, calls: Sequence[ToolCall], toolbox: Toolbox, settings: Settings,
+              measure: Sizer, hooks: Hooks, on_event: Callable[[Event], None], *, turn: int,
+              first_id: int) -> list[Entry]:
+    """Show, approve and run each call; return their ``tool`` results, in the calls' order, numbered
+    from ``first_id``."""
+    results: list[Entry] = []
+    for call in calls:
+        spec = toolbox.lookup(call.name)
+        shown = spec.display if spec is not None else call.name
+        on_event(ToolCalled(shown, call.arguments))
+        refused = spec is not None and not (settings.approve == "always" or spec.approve == "always"
+                                            or hooks.approve(call, spec))
+        if refused:
+            text, error = "the user did not approve this call", False
+        else:
+            result = toolbox.call(call.name, call.arguments, timeout=settings.tool_timeout)
+            text, error = result.text, result.is_error
+        text, whole = capped_result(text, settings.tool_result_max_tokens, measure)
+        entry = base.new_entry("tool", text, measure, turn=turn, tool_call_id=call.id,
+                               id=first_id + len(results))
+        results.append(entry)
+        cut = whole if whole != entry.tokens else None
+        on_event(ToolAnswered(shown, entry.tokens, cut, error, refused))
+    return results
+
+
+__all__ = ["capped_result", "run_calls", "step_entry"]

@@ -1,0 +1,284 @@
+"""The next request in typed slots, and the eviction policies that fit it to the budget.
+
+A ``Candidate`` is the request before fitting: the system prompt, the standing memory
+(never evicted), the running summary,
+the live history (pinned entries marked), recalled entries, this turn's pending
+messages, and the size of the ``tools`` array. A policy's ``fit`` returns a ``Fit``:
+the request it will send, which history ids it dropped or folded, and its events;
+``Conversation.apply`` turns that into the next conversation.
+
+The unit of eviction is a *turn*: every history entry sharing a turn number (a user
+message, its reply, and any tool calls and results between them). A turn is evictable
+when none of its entries is pinned; the pending turn is never in the history. Removing
+whole turns means a request never opens with an orphan reply and a tool result is never
+separated from its call. Recalled turns are evicted like history turns, after all of
+them (they are sent after them).
+
+Policies never do I/O. ``summarize`` (in ``summary``) gets its summary writer injected;
+the session passes one that makes its own stateless request. The registry of policy
+names is ``policies.POLICIES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from stateless_chat.core.messages import Entry, Event, Evicted, Message, OverBudget
+from stateless_chat.core.tokens import REPLY_PRIMING
+from stateless_chat.errors import OFFER_FEWER_TOOLS, BudgetError, raise_budget
+
+
+def request_size(entries: Iterable[Entry], reserve: int = 0, framing: int = REPLY_PRIMING) -> int:
+    """Return the tokens a request with ``entries`` takes: their billed sizes, ``framing`` (what the
+    request adds beyond its messages: the reply priming, or a chat template's own tokens) and
+    ``reserve`` (the room held back for the reply)."""
+    return sum(e.tokens for e in entries) + framing + reserve
+
+
+def too_big_alone(tokens: int, reserve: int, budget: int) -> bool:
+    """Return whether a request of ``tokens`` prompt tokens (before the reply priming) cannot fit
+    ``budget`` with ``reserve`` held for the reply: the one budget check every caller uses."""
+    return tokens + REPLY_PRIMING + reserve > budget
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The next request before fitting, slot by slot, in request order.
+
+    ``pending`` is this turn's new messages (the user message; in a tool loop also the
+    turn's calls and results so far): always sent, never evicted. ``tools`` is the
+    billed size of the request's ``tools`` array. ``next_id`` is the first id no entry
+    has (a new summary takes it). ``low_water`` is where eviction stops once it has to
+    start (``target``): evicting below the budget leaves room for several turns that only
+    append, so the server's cached prefix stays whole between evictions.
+    """
+
+    system: Entry | None
+    summary: Entry | None
+    history: tuple[Entry, ...]
+    pending: tuple[Entry, ...]
+    budget: int
+    reserve: int = 0
+    tools: int = 0
+    recalled: tuple[Entry, ...] = ()
+    next_id: int = 0
+    low_water: int | None = None
+    memory: Entry | None = None  # the standing notes, right after the system prompt: never evicted
+    framing: int = REPLY_PRIMING
+
+    @property
+    def target(self) -> int:
+        """Return the size eviction goes down to once the request is over budget (at most the budget)."""
+        return self.budget if self.low_water is None else min(self.budget, self.low_water)
+
+    def entries(self) -> tuple[Entry, ...]:
+        """Return every entry the request sends, in order."""
+        head = tuple(e for e in (self.system, self.memory, self.summary) if e is not None)
+        return head + self.history + self.recalled + self.pending
+
+    def messages(self) -> list[Message]:
+        return [e.message for e in self.entries()]
+
+    @property
+    def size(self) -> int:
+        """Return the request's tokens: every entry, the tools, the reply priming and the reserve."""
+        return request_size(self.entries(), self.reserve, self.framing) + self.tools
+
+    @property
+    def fits(self) -> bool:
+        return self.size <= self.budget
+
+    def evictable_turns(self) -> list[int]:
+        """Return the turns of the history, then of the recalled entries, that may be evicted (none of
+        their entries pinned), in request order."""
+        live = self.history + self.recalled
+        pinned = {e.turn for e in live if e.pinned}
+        # dict keys: insertion-ordered and O(1) membership, so this stays linear in the history
+        return list(dict.fromkeys(e.turn for e in live if e.turn not in pinned))
+
+    def turns(self) -> dict[int, list[Entry]]:
+        """Return the entries of the history and the recalled ones grouped by turn, in request order."""
+        groups: dict[int, list[Entry]] = {}
+        for e in self.history + self.recalled:
+            groups.setdefault(e.turn, []).append(e)
+        return groups
+
+    def turn_sizes(self) -> dict[int, int]:
+        """Return the billed size of each history turn."""
+        return {turn: sum(e.tokens for e in group) for turn, group in self.turns().items()}
+
+    def without_turns(self, turns: Iterable[int]) -> Candidate:
+        """Return the candidate without the history and recalled entries of ``turns``."""
+        gone = set(turns)
+        return replace(self, history=tuple(e for e in self.history if e.turn not in gone),
+                       recalled=tuple(e for e in self.recalled if e.turn not in gone))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What one policy decided for the next request.
+
+    ``request`` is what it sends. ``dropped`` and ``folded`` are the ids of the history
+    entries it evicted, and how; the running summary after the fit is ``request.summary``.
+    """
+
+    request: Candidate
+    dropped: tuple[int, ...] = ()
+    folded: tuple[int, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    @property
+    def total(self) -> int:
+        """Return the request's size, reply priming and reserve included."""
+        return self.request.size
+
+    @property
+    def budget(self) -> int:
+        return self.request.budget
+
+    @property
+    def over_budget(self) -> bool:
+        """True when the request is larger than the budget (only ``none`` allows that)."""
+        return self.total > self.budget
+
+    @property
+    def kept(self) -> tuple[Entry, ...]:
+        return self.request.entries()
+
+    @property
+    def evicted_count(self) -> int:
+        return len(self.dropped) + len(self.folded)
+
+
+class Policy(Protocol):
+    """An eviction policy: given the candidate request, say what goes where."""
+
+    name: str
+    evicts: bool  # whether it ever leaves anything out (``none`` does not: it only warns)
+
+    def fit(self, candidate: Candidate) -> Fit:
+        """Return the fitted request; raise ``BudgetError`` when what must be sent cannot fit."""
+        ...
+
+
+def drop_turns(candidate: Candidate) -> tuple[Candidate, tuple[int, ...], tuple[Event, ...]]:
+    """Return the candidate with its oldest evictable turns dropped, the dropped ids, and one
+    ``Evicted`` event per turn.
+
+    Nothing goes while the request fits the budget; once it does not, turns go until it fits
+    ``candidate.target`` (the low-water mark), or none is left to drop. Raises ``BudgetError``
+    when every evictable turn is gone and the request still does not fit the budget.
+    """
+    total = candidate.size
+    if total <= candidate.budget:  # the common turn: nothing to evict, no per-entry work beyond the sum
+        return candidate, (), ()
+    groups = candidate.turns()
+    gone: list[int] = []
+    events: list[Evicted] = []
+    for turn in candidate.evictable_turns():
+        if total <= candidate.target:
+            break
+        tokens = sum(e.tokens for e in groups[turn])
+        total -= tokens
+        gone.append(turn)
+        events.append(Evicted(turn=turn, ids=tuple(e.id for e in groups[turn]), tokens=tokens,
+                              total_after=total, budget=candidate.budget))
+    fitted = candidate.without_turns(gone)
+    if total > candidate.budget:
+        raise budget_error(fitted)
+    dropped = tuple(i for event in events for i in event.ids)
+    return fitted, dropped, tuple(events)
+
+
+def budget_error(candidate: Candidate) -> BudgetError:
+    """Build the error for a request whose unevictable part exceeds the budget.
+
+    The message says what takes the room and what the user can do: unpin the largest
+    pinned entries (by id), shorten the new message, or raise the budget.
+    """
+    budget, reserve = candidate.budget, candidate.reserve
+    size = candidate.size
+    raise_hint = raise_budget(size)
+    reserve_note = f" with {reserve:,} held back for the reply" if reserve else ""
+    pending = sum(e.tokens for e in candidate.pending)
+    last = candidate.pending[-1] if candidate.pending else None
+    if last is not None and too_big_alone(last.tokens, reserve, budget):
+        what = f"the file {last.source}" if last.kind == "file" and last.source else "this message"
+        return BudgetError(
+            f"{what} is {last.tokens:,} tokens; the budget is {budget:,}{reserve_note}: "
+            f"shorten it or {raise_hint}", needed=size
+        )
+    system = candidate.system.tokens if candidate.system is not None else 0
+    memory = candidate.memory.tokens if candidate.memory is not None else 0
+    summary = candidate.summary.tokens if candidate.summary is not None else 0
+    pinned = sum(e.tokens for e in candidate.history + candidate.recalled)
+    parts = [
+        (name, n)
+        for name, n in (
+            ("pinned messages", pinned),
+            ("system prompt", system),
+            ("standing memory", memory),
+            ("summary", summary),
+            ("tools", candidate.tools),
+            ("this message", pending),
+            ("reply reserve", reserve),
+        )
+        if n
+    ]
+    breakdown = ", ".join(f"{name} {n:,}" for name, n in parts)
+    head = (f"{'pinned messages need' if pinned else 'the request needs'} {size:,} tokens ({breakdown}) "
+            f"but the budget is {budget:,}")
+    tools = candidate.tools
+    # The tools are what is too big: without them it would fit, or they are its largest part.
+    if tools and (size - tools <= budget or tools >= max(n for _, n in parts)):
+        return BudgetError(f"{head}: {OFFER_FEWER_TOOLS} or {raise_hint}", needed=size)
+    candidates = sorted((e for e in candidate.history if e.pinned), key=lambda e: (-e.tokens, e.id))
+    excess = size - budget
+    named: list[Entry] = []
+    for e in candidates:
+        if len(named) == 3 or sum(n.tokens for n in named) >= excess:
+            break
+        named.append(e)
+    if named:
+        unpin = ", ".join(f"#{e.id} ({e.tokens:,} tokens)" for e in named)
+        return BudgetError(f"{head}: unpin {unpin} or {raise_hint}", needed=size)
+    if system > pending and system >= memory:
+        return BudgetError(f"{head}: shorten the system prompt or {raise_hint}", needed=size)
+    if memory > pending:
+        return BudgetError(f"{head}: /forget a standing note (/memory lists them) or {raise_hint}",
+                           needed=size)
+    return BudgetError(f"{head}: {raise_hint}", needed=size)
+
+
+class DropOldest:
+    """Drop the oldest unpinned turns until the request fits (the running summary, if any, stays)."""
+
+    name = "drop-oldest"
+    evicts = True
+
+    def fit(self, candidate: Candidate) -> Fit:
+        fitted, dropped, events = drop_turns(candidate)
+        return Fit(fitted, dropped=dropped, events=events)
+
+
+class KeepAll:
+    """Policy ``none``: send everything; an ``OverBudget`` event says when that exceeds the budget,
+    so the user sees why the server may refuse it."""
+
+    name = "none"
+    evicts = False
+
+    def fit(self, candidate: Candidate) -> Fit:
+        total = candidate.size
+        events: tuple[Event, ...] = ()
+        if total > candidate.budget:
+            events = (OverBudget(total=total, budget=candidate.budget),)
+        return Fit(candidate, events=events)
+
+
+def entries_of(candidate: Candidate, turns: Sequence[int]) -> list[Entry]:
+    """Return the history and recalled entries of ``turns``, in request order."""
+    chosen = set(turns)
+    return [e for e in candidate.history + candidate.recalled if e.turn in chosen]

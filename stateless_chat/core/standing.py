@@ -1,0 +1,627 @@
+"""Which sentences of a user message are standing: requirements meant to last, and facts about the user.
+
+``standing(text)`` returns the user's own sentences, verbatim, that the conversation must keep
+however long it grows: standing requirements ("from now on ...", "always ...", "please stop ...",
+"I prefer ...") and facts the user states about themselves and their world ("my wife's name is
+...", "I work at ...", "our service runs on ..."). No model and nothing downloaded: documented
+rules over the words of each sentence, some microseconds a message (``bench/run.py --only
+standing`` measures it, and its precision and recall on a labelled set, ``bench/standing_set.py``).
+
+Precision matters as much as recall, so a sentence is first refused when it is
+- a question ("is it always colder before dawn?"), unless it politely asks for a rule from now on
+  ("could you always include the sources?"; "would you never ...?" asks for an opinion);
+- a one-off request ("just for this answer ...", "this time ...", "for now ...", "the next reply"),
+  or about the moment ("today", "right now", "at the moment", "in ten minutes");
+- a retraction ("never mind ...", "forget what I said ...", "you don't have to ... anymore");
+- about the past ("I used to ...", "last year ...", "when I was ...", a verb in the past tense
+  after I, we, my ... or our ...; "I was born in ..." is the one past that stands);
+- a hypothetical ("if I were ...", "suppose ...", "imagine ...", "what if ...");
+- reported speech ("my friend says you should never ...") or an opinion ("I think ...");
+  words in quotation marks are a mention, never a use: they are read as one placeholder word.
+
+Then it is standing when one of these holds:
+- *labelled*: it opens with a label such as "Rule:", "Requirement:", "Constraint K1:", "Note:";
+- *from now on*: a marker of time to come ("from now on", "going forward", "for the rest of the
+  chat", "until further notice", "throughout", "by default");
+- *always / never, addressed to the answers*: an imperative ("always use ...", "never mention
+  ...", "don't ever ...", "stop adding ...", "no more ...", "make sure you always ...", "you
+  should always ...") or a rule for every answer ("every reply should ...", "whenever you write
+  SQL, ...", "format all dates as ..."), with a verb that shapes an answer (use, give, write,
+  mention, assume ...), so that "always look on the bright side" is not one;
+- *a rule for every one of a kind*: "every function must have a docstring", "all code should ...";
+- *a prohibition, a manner, a choice of kind*: "please don't use the Oxford comma", "no tables please",
+  "stick to plain English", "keep using ...", "be blunt with me", "use kilometres, not miles";
+- *a preference*: "I prefer / I'd rather / I like / I hate / I don't like" something in general
+  (not "I prefer the second option", "I like your idea", "I love this answer");
+- *what to call the user*: "call me Sam", "address me as ...", "my name is ...";
+- *a fact about the user*: "I'm allergic / vegetarian / left-handed / 34 years old / based in ...",
+  "I'm a nurse", "I work at / live in / teach / speak / drive / own ...", "I usually / never ...",
+  "I have two cats" (not "a question", "a meeting"), "I can't eat ...", "I don't drink ...";
+- *a fact about their world*: "my X / our X is, has, runs, uses, lives, works ..." (not when it
+  is broken, busy or doing something right now), "we use / run / deploy / sell / are a ...",
+  "English is my second language", "the company I work for is ...";
+- *asked to keep*: "remember that ...", "keep in mind ...", "for context, ...", "FYI ...",
+  followed by something about the user or an instruction.
+
+Contractions are spelled out first ("I've got" reads as "I have got"). Only typed messages are read
+(not files), without fenced code, indented code or quoted ``>`` lines; in a long
+message (a paste) only its first and last sentences are, since pasted text is someone else's words.
+Pure functions of the text: nothing here knows of conversations.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+MAX_WORDS = 45  # a longer sentence is not a short statement to keep verbatim
+MAX_SENTENCES = 12  # past this many, a message is taken for a paste: only its ends are read
+ENDS_READ = 3  # sentences read at each end of a paste
+
+
+def _words(text: str) -> str:
+    """Return a regex group matching any of the phrases in ``text`` (``|``-separated, words separated by
+    spaces, each word a regex fragment), as a trie: phrases that begin alike share their first words,
+    so that a search tries a few words at each position, not every phrase (ten times faster here)."""
+    trie: dict[str, dict] = {}  # type: ignore[type-arg]
+    for item in text.split("|"):
+        node = trie
+        for word in item.split():
+            node = node.setdefault(word, {})
+        if node is not trie:
+            node[""] = {}  # a phrase ends here
+
+    def group(node: dict[str, dict]) -> str:  # type: ignore[type-arg]
+        branches = []
+        for word, child in node.items():
+            if not word:
+                continue
+            if any(child.keys() - {""}):
+                branches.append(f"{word}(?:\\s+{group(child)}){'?' if '' in child else ''}")
+            else:
+                branches.append(word)
+        return "(?:" + "|".join(branches) + ")"
+
+    return group(trie)
+
+
+def _rx(pattern: str) -> re.Pattern[str]:
+    """Compile ``pattern``: the text it searches is lower case already (``_normal``)."""
+    return re.compile(pattern)
+
+
+def _starts(text: str) -> set[str]:
+    """Return the words the phrases of a ``_words`` list begin with ("takes?" gives take and takes)."""
+    firsts = {item.split()[0] for item in text.split("|") if item.strip()}
+    return {word.rstrip("?") for word in firsts} | {word.replace("?", "") for word in firsts}
+
+
+_WORD = re.compile(r"[a-z0-9'-]+")
+
+
+@functools.lru_cache(maxsize=256)
+def _tokens(text: str) -> frozenset[str]:
+    """Return the words of ``text`` (a sentence or clause is asked about by many rules in a row)."""
+    return frozenset(_WORD.findall(text))
+
+
+class _Gated:
+    """A regex searched only when the text has one of the words a match must begin with: Python's
+    regex engine tries a long alternation at every position of the text, a set lookup is one step."""
+
+    def __init__(self, pattern: str, gate: Iterable[str]) -> None:
+        self.pattern = re.compile(pattern)
+        self.gate = frozenset(gate)
+
+    def search(self, text: str) -> re.Match[str] | None:
+        if self.gate.isdisjoint(_tokens(text)):
+            return None
+        return self.pattern.search(text)
+
+
+# ---- splitting ---------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^ {0,3}(```|~~~).*?(^ {0,3}\1[^\n]*$|\Z)", re.M | re.S)
+_ABBREVIATIONS = ("dr", "mr", "mrs", "ms", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "approx", "fig",
+                  "jr", "sr", "mt", "inc", "ltd", "co", "ca")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=\S)")
+_BULLET = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)])\s+")
+
+
+def sentences(text: str) -> list[str]:
+    """Return the sentences of ``text`` as typed (outer spaces trimmed): one per line at least, split
+    after ``.``, ``!``, ``?`` and ``…``, without fenced code, ``>`` quotes, indented code and bullet marks;
+    only the first and last ``ENDS_READ`` of a message longer than ``MAX_SENTENCES`` (a paste)."""
+    found: list[str] = []
+    if "```" in text or "~~~" in text:
+        text = _FENCE.sub("\n", text)
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith(">") or line.startswith(("    ", "\t")):
+            continue
+        line = _BULLET.sub("", line).strip()
+        start = 0
+        for match in _SENTENCE_END.finditer(line):
+            before = line[start:match.start()].rstrip("\"'”’)]")
+            last = before.rsplit(None, 1)[-1].lower().rstrip(".") if before.split() else ""
+            if before.endswith(".") and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
+                continue  # "Dr. Patel", "e.g. this", "J. Smith": not the end of a sentence
+            found.append(line[start:match.end()].strip())
+            start = match.end()
+        if line[start:].strip():
+            found.append(line[start:].strip())
+    if len(found) > MAX_SENTENCES:
+        return found[:ENDS_READ] + found[-ENDS_READ:]
+    return found
+
+
+# ---- the word lists ----------------------------------------------------------------------
+
+# Verbs that shape an answer: what "always" or "never" must govern to be a rule for the answers.
+_ANSWER_VERBS = _words("""use | using | give | show | write | answer | reply | respond | include | add | put
+    | keep | format | spell | cite | mention | assume | avoid | explain | start | begin | end | finish | list
+    | say | call | address | suggest | suggesting | recommend | recommending | provide | convert | round
+    | express | quote | translate | sign | structure | label | number | wrap | summarize | summarise
+    | ask | check | double-check | stick | talk | speak | make | skip | leave | omit | default | prefer
+    | switch | tell | refer | measure | show | link | reference | capitalize | capitalise | indent | comment
+    | name | return | test | run | lead | open | close | respect | treat | consider | remind | warn
+    | flag | mark | note | bold | highlight | print | log | sort | state | offer | go | stay | do""")
+_QUESTION_START = _rx(r"^(?:(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might|must"
+                      r"|have|has|had|am)\s+(?:i|you|we|it|they|he|she|there|this|that|my|our|your|the|a|an"
+                      r"|people|anyone|someone)\b|(?:what|why|how|where|who|whom|whose|which)\b"
+                      r"|when\s+(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might)\b)")
+# "could you always include ...": a question that asks for a standing rule.
+_POLITE_REQUEST = _rx(r"^(?:please\s+)?(?:can|could|would|will)\s+you\s+(?:please\s+)?")
+_HYPOTHETICAL = _rx(r"^(?:if|suppose|supposing|imagine|assuming|assume\s+that|pretend\s+that|what\s+if"
+                    r"|let'?s\s+say|let\s+us\s+say|say\s+that|in\s+case|hypothetically)\b")
+_RETRACTION_WORDS = """never mind | nevermind | forget what | forget about | forget that
+    | forget the | forget my | forget it | scratch that | disregard | take back | take that back
+    | takes? it back | cancel the | cancel that | cancel my | no need to | no longer need
+    | not necessary anymore
+    | you can stop | you may stop | feel free to stop | drop the rule | drop the requirement
+    | drop that rule | undo that | that no longer applies | no longer applies | doesn't apply anymore
+    | does not apply anymore"""
+_RETRACTION = _Gated(r"\b(?:" + _words(_RETRACTION_WORDS) + r")\b"
+    r"|\b(?:you\s+)?(?:don'?t|do\s+not)\s+(?:have|need)\s+to\b[^.!?]*\b(?:any\s?more|now|after\s+all)\b"
+    r"|^(?:please\s+)?ignore\s+(?:the|my|what|that|your|all|those|these)\s+(?:\w+\s+){0,2}"
+    r"(?:rule|rules|instruction|instructions|request|requests|requirement|requirements|preference"
+    r"|preferences|said|earlier|previous|last|above)\b",
+    _starts(_RETRACTION_WORDS) | {"you", "do", "ignore", "please"})
+_ONE_OFF_WORDS = """just for this | only for this | for this one | for this answer | for this reply
+    | for this response | for this question | for this message | for this time | this time | this once
+    | just this once | only this once | this one | for now | right now | for the moment | at the moment
+    | at the minute | for the next | in the next | the next answer | the next reply | the next response
+    | the next one | the next snippet | the next message | the next question | next time only
+    | the above
+    | that last | this last | today | tonight | tomorrow | this morning | this afternoon | this evening
+    | this week | this weekend | later today | instead | for a change | once more | one more time
+    | in a minute | in a moment | in a bit | in an hour | as an exception"""
+_ONE_OFF = _Gated(r"\b(?:" + _words(_ONE_OFF_WORDS) + r")\b"
+    r"|\b(?:in|for|on|with)\s+(?:this|that|these|those)\s+(?!chat\b|conversation\b|thread\b|session\b|project\b"
+    r"|repo\b|repository\b|codebase\b|team\b|company\b)[\w-]+"
+    r"|\bin\s+(?:a\s+few|\d+|two|three|five|ten|fifteen|twenty|thirty)\s+(?:minutes?|hours?|seconds?)\b"
+    r"|\bhere\s*[.!]*$", _starts(_ONE_OFF_WORDS) | {"in", "for", "on", "with", "here"})
+_PAST_WORDS = """used to | use to | when i was | when we were | back then | back in | back when
+    | last year | last month | last week | last summer | last winter | last spring | last autumn | last fall
+    | last night | last time | yesterday | years ago | months ago | weeks ago | days ago | a while ago
+    | long ago | in my previous | in my old | in my last | in my former | at my old | at my previous
+    | at my last | at my former | my old | my former | my previous | my late | our old | our former
+    | our previous | until recently | before this | as a kid | as a child | growing up | at school
+    | in school | in college | at university | at uni"""
+_PAST = _Gated(r"\b(?:" + _words(_PAST_WORDS) + r")\b"
+    r"|\buntil\s+(?:19|20)\d\d\b"
+    r"|\b(?:should|could|would|might|must)(?:\s+not)?(?:\s+never)?\s+have\s+(?:been|had|done|gone|made|said|seen"
+    r"|known|taken|given|got|gotten|told|thought|written|brought|bought|\w+ed)\b",
+    _starts(_PAST_WORDS) | {"until", "should", "could", "would", "might", "must"})
+_PAST_VERBS = frozenset("""was were had did went took ate ran drove said told made got saw thought knew came
+    wrote bought left grew spent met gave found felt kept began became taught sold built brought caught
+    chose forgot heard held lost meant paid sat slept spoke stood understood won wore broke fell flew
+    drank rode sang swam threw woke hated loved liked preferred wanted tried lived worked moved used
+    studied stayed played owned wished hoped planned visited started finished decided asked
+    always-was""".split())
+_NOT_PAST_ED = frozenset("need needed feed seed speed bleed breed proceed succeed exceed embed shed shred "
+                         "bed red wed indeed".split())
+_REPORTED = _Gated(r"\b(?:says|said|say\s+that|tells\s+me|told\s+me|told\s+us|claims?|claimed|wrote|writes"
+                   r"|according\s+to|thinks|heard\s+that|read\s+that|swears)\b",
+                   "says said say tells told claim claims claimed wrote writes according thinks heard read "
+                   "swears".split())
+_OPINION = _rx(r"^(?:i\s+(?:think|guess|suppose|believe|feel\s+like|bet|wonder|doubt|reckon)"
+               r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b")
+# Contractions of pronouns and of "not", spelled out so that each rule is written once ("i've got" is
+# "i have got"); a possessive "'s" stays as it is.
+_CONTRACTIONS = {
+    **{f"{who}'m": f"{who} am" for who in ("i",)},
+    **{f"{who}'{short}": f"{who} {full}" for who in ("i", "we", "you", "they")
+       for short, full in (("ve", "have"), ("d", "would"), ("ll", "will"))},
+    **{f"{who}'re": f"{who} are" for who in ("we", "you", "they")},
+    **{f"{who}'s": f"{who} is" for who in ("it", "that", "what", "there", "here", "who", "where", "how")},
+    "let's": "let us", "can't": "cannot", "won't": "will not", "shan't": "shall not",
+    **{f"{verb}n't": f"{verb} not" for verb in ("do", "does", "did", "is", "are", "was", "were", "have",
+                                                "has", "had", "should", "would", "could", "must", "need",
+                                                "might")},
+}
+_CONTRACTION = re.compile(r"(?<![\w'])(?:" + "|".join(re.escape(k) for k in sorted(_CONTRACTIONS, key=len,
+                                                                                    reverse=True))
+                          + r")(?![\w'])")
+_QUOTED = re.compile(r"\"[^\"]{0,200}\"|“[^”]{0,200}”|«[^»]{0,200}»|'[^'\s][^']{0,200}[^'\s]'(?!\w)")
+_LABEL = _rx(r"^(?:standing\s+)?(?:rule|rules|requirement|requirements|constraint|constraints|preference"
+             r"|preferences|policy|instruction|instructions|note|nb|n\.b\.|important|reminder|fact)"
+             r"\b[^:?]{0,24}:\s*\S")
+_LEAD = _rx(r"^(?:(?:oh|and|also|btw|so\s+yeah|by\s+the\s+way|ok|okay|so|well|hey|hi|plus"
+            r"|one\s+more\s+thing|ah|right|actually|anyway|please|pls|plz|and\s+please|oh\s+and|also,?\s+please|one\s+last\s+thing)\b[,:!]?\s*)+")
+_CONTEXT = _rx(r"^(?:" + _words("""remember that | please remember that | please remember | remember |
+    keep in mind that | keep in mind | please keep in mind | bear in mind that | bear in mind | note that
+    | please note that | please note | fyi | for your information | for context | for the record
+    | just so you know | just so you are aware | quick note | a quick note | side note | as a reminder
+    | reminder | don't forget that
+    | do not forget that | good to know | please note that | heads up""") + r")\b[,:]?\s*")
+_TRAILING_ALWAYS = _rx(r"(?:always|at\s+all\s+times|every\s+time|each\s+time|in\s+general)(?:\s+please)?")
+_FUTURE_WORDS = """from now on | from here on | from here onwards | from here on out
+    | from this point on | from this point forward | from this point onwards | going forward | moving forward
+    | henceforth | everywhere | in everything | in every case | for the rest of this | for the rest of the
+    | for the rest of our | for the remainder of
+    | for this whole | for the whole | for this entire | for the entire | for all future | in all future
+    | in future answers | in future replies | in future responses | until further notice
+    | until i say otherwise
+    | unless i say otherwise | unless i tell you otherwise | until i tell you otherwise | throughout
+    | at all times | by default | as a rule | as a general rule | whatever the topic | whatever the question
+    | no matter what | regardless of the topic | every time you | each time you | whenever you
+    | any time you | anytime you | everything you write | everything you say | all your answers
+    | all of your answers | all your replies | all your responses | all your code"""
+_FUTURE = _Gated(r"\b(?:" + _words(_FUTURE_WORDS) + r")\b", _starts(_FUTURE_WORDS))
+_ALWAYS = _Gated(r"\b(?:always|never|ever|any\s?more|no\s+more|no\s+longer|every\s+(?:single\s+)?time"
+                 r"|each\s+time)\b(?!\s+(?:i|we)\b)", "always never ever anymore any no every each".split())
+_OUTPUT_NOUNS = _words("""answers | answer | replies | reply | responses | response | messages | message
+    | code | snippets | snippet | examples | example | dates | times | prices | numbers | figures | units
+    | measurements | temperatures | amounts | distances | weights | recipes | explanations | lists
+    | tables | charts | emails | commits | comments | variable names | names | headings | titles | links
+    | citations | sources | suggestions | recommendations | outputs | output | text | texts | translations
+    | summaries | currency | currencies | code blocks | functions | scripts | queries | sql | commands""")
+# "all dates", "every answer", "all your replies": answers in general ("all the examples" is a few).
+_QUANTIFIED = _rx(r"\b(?:all|every|each|any)\s+(?:of\s+)?(?:your\s+|my\s+)?(?:\w+\s+)?(?:"
+                  + _OUTPUT_NOUNS + r")\b")
+_YOUR_OUTPUT = _rx(r"\byour\s+(?:" + _OUTPUT_NOUNS + r")\b")
+_OUTPUT_RULE = _rx(r"^(?:(?:all|every|each|any)\s+)?(?:your\s+|the\s+)?(?:\w+\s+)?(?:" + _OUTPUT_NOUNS
+                   + r")\s+(?:should|must|need\s+to|have\s+to|shall|are\s+to|ought\s+to)\b")
+_IMPERATIVE_ALWAYS = _rx(r"^(?:(?:please\s+)?(?:always|never)"
+                         r"|(?:please\s+)?(?:don'?t|do\s+not)\s+(?:ever\s+)?"
+                         r"|(?:please\s+)?(?:always|never)\s+ever)\s*(?:" + _ANSWER_VERBS + r")\b")
+# A polite question asks for a rule with "always"; "would you never ...?" asks for an opinion.
+# "can you always tell when bread is done?" asks about an ability, not for a rule.
+_POLITE_ALWAYS = _rx(r"^always\s+(?:" + _ANSWER_VERBS
+                     + r")\b(?!\s+(?:when|whether|if|how|what|why|which|who)\b)")
+_DONT_EVER = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not)\s+ever\b|^(?:please\s+)?never\s+ever\b")
+_ADDRESSED = _rx(r"^(?:you\s+(?:should|must|need\s+to|have\s+to|are\s+to|will|'ll|shall)"
+                 r"|make\s+sure(?:\s+you|\s+to)?"
+                 r"|be\s+sure\s+to|remember\s+to|i\s+(?:want|'d\s+like|would\s+like|need)\s+you\s+to"
+                 r"|i'd\s+like\s+you\s+to|i\s+expect\s+you\s+to)\b")
+_STOP = _rx(r"^(?:please\s+)?(?:stop|quit|cut\s+out)\s+(?:\w+ing)\b")
+_NO_MORE = _rx(r"^(?:please\s+)?no\s+(?:more\s+\w|\w+s\s+please\b"
+               r"|(?!kidding|way|worries|problem|thanks|thank)\w+ing\b)")
+_PROHIBITION = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not|never)\s+(?:" + _ANSWER_VERBS + r"|bother)\b")
+_MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)"
+              r"|keep\s+(?:using|writing|answering|replying|giving|it\s+(?:short|brief|simple|concise|formal|casual))|continue\s+(?:to|using)|be\s+\w+\s+with\s+me"
+              r"|talk\s+to\s+me\s+(?:like|as)|treat\s+me\s+(?:like|as)|speak\s+to\s+me\s+(?:like|as|in))\b"
+              r"|\bwith\s+me\s*[.!]?$")
+# "X, not Y", "X rather than Y", "X instead of Y": a choice of one kind over another.
+_CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?not|\brather\s+than|\binstead\s+of)\s+"
+                   r"(?!the\b|this\b|that\b|it\b|here\b)\w", ("not", "rather", "instead"))
+# "I'd really like you to stop ...", "I want you to ...": what follows is an imperative to the assistant.
+_ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like|would\s+like"
+                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|'d\s+appreciate\s+it\s+if)"
+                  r"\s+(?:it\s+if\s+)?you\s+(?:to\s+|would\s+|could\s+)?")
+# "every function must have a docstring": a rule for every one of a kind.
+_EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
+                  r"|have\s+to|shall|ought\s+to)\b")
+_IMPERATIVE_START = _rx(r"^(?:please\s+)?(?:" + _ANSWER_VERBS + r")\b")
+_ADDRESS_ME = _rx(r"^(?:please\s+)?(?:call\s+me|address\s+me\s+as|refer\s+to\s+me\s+as|my\s+pronouns\s+are"
+                  r"|i\s+go\s+by|my\s+name\s+is|my\s+name'?s|i'?m\s+called|i\s+am\s+called|you\s+can\s+call\s+me)"
+                  r"\s+\S")
+_PREFERENCE = _rx(r"^(?:i|we)(?:\s+|(?='))(?:really\s+|strongly\s+|much\s+|generally\s+|usually\s+|also\s+)?"
+                  r"(?:prefer|'d\s+prefer|would\s+prefer|'d\s+rather|would\s+rather|like|love|hate|dislike"
+                  r"|detest|can'?t\s+stand|cannot\s+stand|enjoy|don'?t\s+like|do\s+not\s+like|don'?t\s+want"
+                  r"|do\s+not\s+want|want|'d\s+like|would\s+like|am\s+a\s+fan\s+of|'m\s+a\s+fan\s+of"
+                  r"|'m\s+not\s+a\s+fan\s+of|am\s+not\s+a\s+fan\s+of|am\s+(?:really\s+|not\s+)?into"
+                  r"|am\s+(?:not\s+)?keen\s+on)\s+(.*)$")
+# What a preference may not be about: a choice among what is on the table, or a reaction to it.
+_CHOICE = _rx(r"^(?:this|that|these|those|it(?!\s+(?:when|if|whenever))|the\s+(?:first|second|third|last"
+              r"|other|former|latter|above|previous|next|one|idea|answer|option|version|suggestion|plan)|your"
+              r"|option|one\b|a\s+(?:recipe|table|list|summary|quick|short|new|few|couple|look|word|break)"
+              r"|an\s+(?:example|answer|idea|explanation)|some|more|to\s+(?:know|see|ask|try|talk|go|get"
+              r"|understand|learn|hear|read|find|make|do|have|check)|not\s+to|help|you\s+to\s+(?!always|never))\b")
+# A preference that ends pointing at what is on the table ("not talk about that") is about the moment.
+_POINTS_AT_NOW = _rx(r"\b(?:this|that|these|those|it|them|here|one|ones)\s*[.!]*$|\b(?:this|these|those)\b")
+# "I want X" is a standing requirement only about the answers in general.
+_WANT_GENERAL = _rx(r"^(?:you\s+to\s+(?:always|never)|all|every|each|my\s+(?:answers|replies|responses)"
+                    r"|answers|replies|responses|it\s+when)\b")
+_DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|originally\s+|severely\s+"
+                     r"|mildly\s+|very\s+|quite\s+|completely\s+|totally\s+|not\s+)?(?:" + _words("""allergic
+    | vegetarian | vegan | pescatarian | pescetarian | diabetic | pregnant | left-handed | right-handed
+    | colorblind | colourblind | color-blind | colour-blind | color blind | colour blind | deaf | blind
+    | dyslexic | autistic | epileptic | lactose intolerant | gluten intolerant | intolerant | gluten-free
+    | celiac | coeliac | married | single | divorced | widowed | retired | self-employed | unemployed
+    | freelance | a freelancer | remote | based | located | from | living in | in the \\w+ time zone
+    | in the \\w+ timezone | in the \\w+ \\w+ time zone | in the \\w+ \\w+ timezone | a native | native
+    | fluent | bilingual | new to | learning | studying
+    | working as | working at | working for | working in | working on | responsible for | in charge of
+    | scared of | afraid of | terrified of | hard of hearing | visually impaired
+    | hearing impaired | disabled | in a wheelchair | neurodivergent | dyspraxic | short-sighted | nearsighted
+    | long-sighted | training for | on a budget | on a tight budget
+    | on a mac | on a macbook | on mac | on macos | on windows | on linux | on ubuntu | on fedora | on debian
+    | on arch | on an iphone | on android | on a pc | on a chromebook | on python | on node | on java
+    | \\d+ years old | \\d+ | in my \\d+s | in my teens | in my twenties | in my thirties | in my forties
+    | in my fifties | in my sixties | in my seventies | in my eighties | in my nineties
+    | (?:two|three|four|five|six|seven|eight|nine|ten|\\d+) \\w+ and
+    | training to | studying to | learning to | the only | the lead | the owner | the founder | the maintainer
+    | the admin | the manager | the head | in charge | a team of | a company | a startup | a nonprofit
+    | a non-profit | a charity | a small | a family | a group""") + r")\b")
+_ROLE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:not\s+)?(?:\w+ly\s+|just\s+|only\s+|also\s+)?(?:an?)\s+"
+            r"(?!bit\b|little\b|lot\b|fan\b|big\s+fan\b)(?:\w[\w-]*)")
+_FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s+|mainly\s+|only\s+"
+                         r"|usually\s+|always\s+|never\s+|often\s+|normally\s+|generally\s+|rarely\s+|sometimes\s+)?(?:"
+                         + _words("""work | live | study | teach | run | own | drive | speak | use | code in
+    | write in | develop | manage | lead | volunteer | commute | cycle | bike | walk | take | go to | belong
+    | come from | rent | share | sell | host | deploy | ship | target | support | build | maintain
+    | rely on | depend on | store | eat | drink | cook | play | practice | practise | train | coach
+    | care for | look after | sleep | wake up | get up | can't eat | cannot eat | can't have | cannot have
+    | can't drink | can't use | cannot use | can't stand | don't eat | do not eat | don't drink | do not drink
+    | don't own | do not own | don't have | do not have | don't use | do not use | don't speak
+    | don't drive | do not drive | have no | have got | 've got | were born | was born | 're on | are on
+    | 're a | are a | 're an | are an | am a | 'm a | are based | 're based | are located | 're located""")
+                         + r")\b")
+# "I always read on my phone", "we usually deploy on Fridays": a habit (a past verb is refused before).
+_HABIT = _rx(r"^(?:i|we)\s+(?:always|usually|normally|generally|often|never|rarely|typically|mostly"
+             r"|tend\s+to)\s+"
+             r"(?!be\b|have\s+to\b)[a-z-]+")
+_HAVE = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|only\s+)?(?:have|'ve\s+got|have\s+got)\s+"
+            r"(?!to\b|been\b|no\s+idea"
+            r"|an?\s+(?:question|problem|issue|meeting|bug|error|idea|doubt|call|headache|cold|fever|flu"
+            r"|hangover|feeling|quick|follow-up|request|suggestion|thought|favou?r|minute|second|moment"
+            r"|look|interview|appointment|date|go|try|question)|(?:some|a\s+few|few|two|more|many|several)"
+            r"\s+(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts|minutes)"
+            r"|(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts)\b)\S")
+_POSSESSIVE = _rx(r"^(?:my|our)\s+((?:[\w'’-]+\s+){0,4}?)(?:is|are|'s|'re|has|have|lives|live|works|work"
+                  r"|runs|run|uses|use|targets|target|sits|speaks|speak|studies|study|teaches|owns|own|hosts"
+                  r"|host|deploys|deploy|sells|sell|serves|serve|supports|support|relies|rely|depends|depend"
+                  r"|includes|include|contains|contain|comes|come|goes|go|attends|attend|prefers|prefer"
+                  r"|likes|like|loves|love|hates|hate|can'?t|cannot|doesn'?t|don'?t|won'?t|eats|eat|drinks"
+                  r"|drink|drives|drive|plays|play|handles|handle|stores|store|keeps\s+(?!\w+ing)|needs\s+to"
+                  r"|must|should|starts|start|opens|closes|consists)\b\s*(.*)$")
+_TRANSIENT = _rx(r"^(?:" + _words("""down | broken | failing | crashing | not working | not responding | slow
+    | sick | ill | unwell | at work | at home | at school | away | out | busy | late | asleep | awake | here
+    | there | online | offline | stuck | missing | gone | empty | full | done | ready | open | closed
+    | being | getting | going | coming | trying | visiting | waiting | still | almost | nearly | about to
+    | currently down | acting up | weird | wrong | off | on fire | up""") + r")\b|^\w+ing\b")
+# "is getting married in June": doing something on a date to come is a plan, not the moment.
+_DATE_AHEAD = _rx(r"^\w+ing\b.*\b(?:in|on|by|next|this\s+coming)\s+(?:january|february|march|april|may|june"
+                  r"|july|august|september|october|november|december|spring|summer|autumn|fall|winter|monday|tuesday"
+                  r"|wednesday|thursday|friday|saturday|sunday|week|month|year|(?:19|20)\d\d)\b")
+_SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how|why)\b)"
+                       r"[\w'’-]+(?:\s+[\w'’-]+){0,2}"
+                       r"\s+(?:is|are)\s+my\s+(?:\w+\s+)?(?:language|languages|tongue|home|hometown|city"
+                       r"|country|job|work|role|title|field|day\s+off|days\s+off|timezone|time\s+zone|stack"
+                       r"|editor|os|setup|hobby|passion|thing|main|first|native|only|favou?rite)\b")
+_RELATIVE_MINE = _rx(r"^the\s+(?:\w+\s+){1,2}(?:i|we)\s+(?:work|works|study|run|build|maintain|use|own|live"
+                     r"|lead|manage|teach|volunteer)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
+                     r"|sells|builds|makes|needs|spans|covers)\b")
+_FIRST_PERSON = _rx(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|we've|us|our|ours)\b")
+_ADVERBS = frozenset("also always never once just really still usually often actually even only all both "
+                     "first then".split())
+# The verb of a clause in the present: past-tense words after it are not its verb ("runs on self-hosted").
+_PRESENT = frozenset("""is are 's 're has have am 'm does do can will 'll lives live works work runs run uses
+    use targets sits speaks studies teaches owns hosts deploys sells serves supports relies depends includes
+    contains comes goes attends prefers likes loves hates eats drinks drives plays handles stores needs
+    must should starts opens closes consists keeps gets makes""".split())
+_SUBJECTS = frozenset(("i", "we", "my", "our"))
+_TOKEN = re.compile(r"[a-z0-9'’-]+")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a sentence is standing, and the rule that said so (or why it is not): for the tests,
+    the bench and ``/memory``."""
+
+    standing: bool
+    rule: str
+
+
+def _normal(sentence: str) -> str:
+    """Return ``sentence`` lower-cased with straight apostrophes, single spaces and no quoted words
+    (a mention is not a use)."""
+    text = sentence.replace("’", "'").replace("‘", "'")
+    if any(mark in text for mark in "\"“«'"):
+        text = _QUOTED.sub(" X ", text)  # a mention keeps its place in the sentence, not its words
+    text = " ".join(text.lower().split())
+    if "'" not in text:
+        return text
+    return _CONTRACTION.sub(lambda match: _CONTRACTIONS[match.group(0)], text)
+
+
+def _clauses(text: str) -> list[str]:
+    """Return the clauses of a normalized sentence: split at commas, semicolons, colons and dashes,
+    each without the chat filler it may open with ("oh and", "btw", "please")."""
+    parts = re.split(r"\s*(?:[,;:]|\s-\s|\s–\s|\s—\s|\sbut\s)\s*", text)
+    clauses: list[str] = []
+    for part in (_LEAD.sub("", p).strip(" .!?") for p in parts):
+        if clauses and _TRAILING_ALWAYS.fullmatch(part):
+            clauses[-1] = f"{clauses[-1]} {part}"  # "avoid paid tools, always": the rule's own clause
+        elif part:
+            clauses.append(part)
+    return clauses
+
+
+def _past_verb(word: str) -> bool:
+    return word in _PAST_VERBS or (word.endswith("ed") and len(word) > 4 and "-" not in word
+                                   and word not in _NOT_PAST_ED)
+
+
+def _is_past(text: str) -> bool:
+    """Return whether ``text`` talks about the past: a marker ("used to", "last year") or a past-tense
+    verb as the verb of I or we (adverbs skipped), or among the three words after my ... or our ...
+    (whose first word is the noun or its adjective: "my left ear" has no verb yet); "was born" stands,
+    since a birth year is a fact of now."""
+    if _PAST.search(text):
+        return True
+    if _SUBJECTS.isdisjoint(_tokens(text)):
+        return False
+    words = _TOKEN.findall(text)
+    for index, word in enumerate(words):
+        if word in ("i", "we"):
+            after = [w for w in words[index + 1:index + 4] if w not in _ADVERBS][:1]
+        elif word in ("my", "our"):
+            after = words[index + 2:index + 5]
+        else:
+            continue
+        for verb in after:
+            if verb in _PRESENT:
+                break
+            if verb in ("was", "were") and words[index + 1:].count("born"):
+                break
+            if _past_verb(verb):
+                return True
+    return False
+
+
+def _refusal(text: str, clauses: list[str]) -> str | None:
+    """Return why a normalized sentence is not standing before any rule is asked (None: it may be)."""
+    if _RETRACTION.search(text):
+        return "retraction"
+    head = clauses[0] if clauses else text
+    if _HYPOTHETICAL.search(head) or _HYPOTHETICAL.search(text):
+        return "hypothetical"
+    if _is_past(text):
+        return "past"
+    if _ONE_OFF.search(text):
+        return "one-off"
+    if _OPINION.search(head):
+        return "opinion"
+    if _REPORTED.search(text):
+        return "reported"
+    return None
+
+
+def _question(text: str, clauses: list[str]) -> bool:
+    """Return whether the sentence asks something (a question mark, or a question's word order)."""
+    head = clauses[0] if clauses else text
+    return text.rstrip().endswith("?") or bool(_QUESTION_START.search(head))
+
+
+def _requirement(clause: str, whole: str) -> str | None:
+    """Return the rule that makes ``clause`` (of the sentence ``whole``) a standing requirement."""
+    if _FUTURE.search(clause):
+        return "from now on"
+    if _ADDRESS_ME.search(clause):
+        return "what to call the user"
+    if _IMPERATIVE_ALWAYS.search(clause) or _DONT_EVER.search(clause):
+        return "always or never"
+    if _STOP.search(clause) or _NO_MORE.search(clause):
+        return "stop"
+    if _ALWAYS.search(clause) and (_ADDRESSED.search(clause) or _OUTPUT_RULE.search(clause)):
+        return "always or never"
+    if (_OUTPUT_RULE.search(clause) and _QUANTIFIED.search(clause)) or _EVERY_MUST.search(clause):
+        return "every answer"
+    asked = _ASK_YOU_TO.search(clause)
+    if asked is not None and clause[asked.end():] and asked.end() < len(clause):
+        rest = clause[asked.end():]
+        if _requirement(rest, whole) or (_ALWAYS.search(rest) and _IMPERATIVE_START.search(rest)):
+            return "asked of the assistant"
+    if _QUANTIFIED.search(clause) and (_IMPERATIVE_START.search(clause) or _ADDRESSED.search(clause)):
+        return "every answer"
+    if _ALWAYS.search(clause) and _IMPERATIVE_START.search(clause):
+        return "always or never"
+    if _PROHIBITION.search(clause):
+        return "prohibition"
+    if _MANNER.search(clause):
+        return "manner"
+    if _IMPERATIVE_START.search(clause) and _CONTRAST.search(whole):
+        return "preference"  # "use kilometres, not miles": one kind over another, in general
+    if _IMPERATIVE_START.search(clause) and (_QUANTIFIED.search(whole) or (
+            _ALWAYS.search(whole) and _YOUR_OUTPUT.search(whole))):
+        return "every answer"  # "in every answer, put the summary first": the frame is its own clause
+    return None
+
+
+def _preference(clause: str) -> str | None:
+    match = _PREFERENCE.search(clause)
+    if match is None:
+        return None
+    verb = clause[:match.start(1)]
+    what = match.group(1).strip()
+    if re.search(r"\b(?:want|'d\s+like|would\s+like)\s*$", verb):
+        return "preference" if _WANT_GENERAL.search(what) else None
+    if not what or _CHOICE.search(what) or _POINTS_AT_NOW.search(what):
+        return None
+    return "preference"
+
+
+def _fact(clause: str) -> str | None:
+    """Return the rule that makes ``clause`` a fact about the user or their world (None: it is not)."""
+    if _DURABLE_STATE.search(clause) or _ROLE.search(clause):
+        return "fact about the user"
+    if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
+        return "fact about the user"
+    possessive = _POSSESSIVE.search(clause)
+    if possessive is not None and (not _TRANSIENT.search(possessive.group(2))
+                                   or _DATE_AHEAD.search(possessive.group(2))):
+        return "fact about their world"
+    if _SUBJECT_IS_MINE.search(clause) or _RELATIVE_MINE.search(clause):
+        return "fact about their world"
+    return None
+
+
+def verdict(sentence: str) -> Verdict:
+    """Return whether one ``sentence`` is standing, and by which rule (or why not)."""
+    text = _normal(sentence)
+    if not text or len(text.split()) > MAX_WORDS:
+        return Verdict(False, "too long" if text else "empty")
+    labelled = _LABEL.search(text)
+    if labelled is not None:
+        text = text[labelled.end() - 1:]
+    clauses = _clauses(text)
+    if not clauses:
+        return Verdict(False, "empty")
+    refusal = _refusal(text, clauses)
+    if refusal is not None:
+        return Verdict(False, refusal)
+    if _question(text, clauses):
+        # The request may follow a clause of time: "from now on, can you keep ...?"
+        asking = next((c for c in clauses if _POLITE_REQUEST.search(c)), clauses[0])
+        polite = _POLITE_REQUEST.search(asking)
+        rest = asking[polite.end():] if polite else ""
+        if polite and (_FUTURE.search(text) or _POLITE_ALWAYS.search(rest) or _STOP.search(rest)
+                       or (_QUANTIFIED.search(rest) and _IMPERATIVE_START.search(rest))):
+            return Verdict(True, "asked for from now on")
+        return Verdict(False, "question")
+    if labelled is not None:
+        return Verdict(True, "labelled")
+    for index, clause in enumerate(clauses):
+        context = _CONTEXT.search(clause)
+        if context is not None:
+            rest = clause[context.end():] or " ".join(clauses[index + 1:index + 2])  # "FYI, I am ..."
+            if rest and (_FIRST_PERSON.search(rest) or _IMPERATIVE_START.search(rest)
+                         or _requirement(rest, text)):
+                return Verdict(True, "asked to keep")
+    for clause in clauses:
+        clause = _CONTEXT.sub("", clause)
+        rule = _requirement(clause, text) or _preference(clause) or _fact(clause)
+        if rule is not None:
+            return Verdict(True, rule)
+    return Verdict(False, "no rule")
+
+
+def standing(text: str) -> list[str]:
+    """Return the sentences of the user message ``text`` that are standing, as typed, in order, each once."""
+    found: dict[str, None] = {}
+    for sentence in sentences(text):
+        if verdict(sentence).standing:
+            found.setdefault(sentence)
+    return list(found)
+
+
+def classify(items: Iterable[str]) -> list[Verdict]:
+    """Return the verdict of each sentence in ``items`` (for the bench and the tests)."""
+    return [verdict(item) for item in items]
+
+
+__all__ = ["Verdict", "classify", "sentences", "standing", "verdict"]
