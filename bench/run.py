@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 
 from bench import (  # noqa: E402
     counts,
+    docs,
     economy,
     gateway,
     local_latency,
@@ -35,6 +36,7 @@ from bench import (  # noqa: E402
     recall,
     standing,
     stream,
+    tools,
     turns,
 )
 from bench.common import ROOT, machine, ms  # noqa: E402
@@ -46,7 +48,7 @@ END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
 PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
-         "counts")
+         "counts", "tools", "docs")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -303,6 +305,74 @@ def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
         lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
         lines += _table(["turn", *(r.label for r in runs)], per_turn)
         lines += ["", "</details>"]
+
+
+def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: int) -> list[str]:
+    """Return the tools tables: a big result's cost (goal: under 1 s and 100 MB), and one-shot "hello" with
+    servers configured against --no-tools (goal: within 1.1x, wall and CPU)."""
+    lines = [f"**11. Tools** (a {big[0].megabytes:,.0f} MB tool result read and cut to 2,000 tokens, from a "
+             "server that has it ready; median of 3 fresh processes; goal: under 1 s and 100 MB)", ""]
+    lines += _table(["result", "wall (call and cut)", "CPU", "peak RSS before the call", "peak RSS after",
+                     "characters the model gets"],
+                    [[f"{r.megabytes:,.0f} MB of {r.kind}", ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                      f"{r.rss_before:,.0f} MB",
+                      f"{r.rss_after:,.0f} MB (+{r.rss_after - r.rss_before:,.1f})",
+                      f"{r.kept:,}"] for r in big])
+    if idle:
+        floor = idle[-1]
+        lines += ["", f"One-shot \"hello\" (process start to answer; median of {runs} interleaved runs; "
+                  "goal: within 1.1x of --no-tools, wall and CPU):", ""]
+        lines += _table(["command", "wall", "CPU", "vs --no-tools (wall, CPU)"],
+                        [[r.name, ms(r.wall) + " ms", ms(r.cpu) + " ms",
+                          f"{r.wall / floor.wall:.2f}×, {r.cpu / floor.cpu:.2f}×"] for r in idle])
+    return lines
+
+
+def docs_md(result: docs.DocsResult) -> list[str]:
+    """Return the tables of part 11: the skills' costs and what they did to the cache, then retrieval on
+    the real corpus (answered, off-topic, time) and indexing 10 MB."""
+    lines = ["**12. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
+    skills = result.skills
+    if skills is not None:
+        framing = ", ".join(f"{count}: {framing} ({size:,} in all)"
+                            for count, size, framing in skills.framing)
+        lines += [f"Skills index, tokens beyond the names and descriptions, by number of skills: {framing}. "
+                  f"A skill's body: {skills.body_tokens:,} tokens.", ""]
+        rows = [[phase, f"{requests}", f"{carried}/{requests}"] for phase, requests, carried in skills.phases]
+        lines += _table(["requests", "sent", "with the skill's body"], rows)
+        breaks = "; ".join(skills.breaks) or "none"
+        lines += ["", f"Cache breaks over the {skills.turns} turns: {len(skills.breaks)} ({breaks}). With "
+                  f"the model's use_skill tool instead: the body came back as the tool's result "
+                  f"({'yes' if skills.tool_body_in_result else 'no'}), {skills.tool_requests} requests, "
+                  f"{skills.tool_breaks} cache breaks.", ""]
+    if result.skipped:
+        return [*lines, f"Documents: not measured this run; {result.skipped}."]
+    head = ["corpus", "indexed", "questions answered (chunk in the request)", "answering chunk ranked first",
+            "tokens of documents per question (median)", "off-topic messages with no chunk",
+            "retrieval per turn, median / max (ms)", "the same, CPU (ms)"]
+    rows = []
+    for corpus in result.corpora:
+        asked = corpus.asked
+        wall = sorted(a.seconds * 1000 for a in asked)
+        cpu = sorted(a.cpu * 1000 for a in asked)
+        first = sum(1 for a in asked if a.rank == 1)
+        tokens = sorted(a.tokens for a in asked)
+        size = f"{corpus.files:,} files, {corpus.megabytes:.2f} MB, {corpus.chunks:,} chunks"
+        answered = f"{corpus.answered}/{len(asked)} ({corpus.answered / len(asked):.0%})"
+        times = f"{wall[len(wall) // 2]:.1f} / {wall[-1]:.1f}"
+        rows.append([corpus.label, size, answered, f"{first}/{len(asked)}", f"{tokens[len(tokens) // 2]:,}",
+                     f"{corpus.off_topic_clean}/{len(docs.OFF_TOPIC)}", times,
+                     f"{cpu[len(cpu) // 2]:.1f} / {cpu[-1]:.1f}"])
+    lines += _table(head, rows)
+    if result.index_files:
+        load = ", ".join(f"{value:.1f}" for value in result.load)
+        lines += ["", f"Indexing {result.index_megabytes:.1f} MB of Django's docs and code "
+                  f"({result.index_files:,} files, {result.index_chunks:,} chunks) into a fresh index: "
+                  f"{result.index_seconds:.1f} s "
+                  f"({result.index_cpu:.1f} s of CPU; load average {load} while this part ran)."]
+    missed = [a.question for a in result.corpora[0].asked if not a.answered] if result.corpora else []
+    if missed:
+        lines += ["", "Not answered on Flask's docs alone: " + "; ".join(f"“{q}”" for q in missed) + "."]
     return lines
 
 
@@ -413,6 +483,15 @@ def main(argv: Sequence[str] | None = None) -> str:
             skipped = "the bundled model (needs the `[local]` extra)"
         count_runs += [counts.run_fake(count_turns), counts.run_fake(count_turns, mixed=True)]
         made[10] = counts_md(count_runs, skipped)
+    if "tools" in chosen:
+        say("tools")
+        big = tools.run_big(5 if quick else tools.BIG_MB, repeat=1 if quick else 3)
+        with FakeServer() as server:
+            idle = tools.run_idle(server.url, runs=runs)
+        made[11] = tools_md(big, idle, runs)
+    if "docs" in chosen:
+        say("instructions, skills and documents")
+        made[12] = docs_md(docs.run(quick=quick))
     say("done")
 
     today = datetime.date.today().isoformat()

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
     from stateless_chat.core.messages import Event, ToolCall
-    from stateless_chat.tools.servers import ToolSpec
+    from stateless_chat.tools.specs import ToolSpec
 
 PROG = "stateless-chat"
 SUBCOMMANDS = ("logs",)  # a first argument that names one of these runs it; anything else chats
@@ -102,7 +102,7 @@ Documentation, a page per subject, in {docs.folder()}
   commands.md              these flags, one-shot use, the chat's keys and commands
   settings.md              every setting: config key, environment variable, flag, default
   context-and-memory.md    the budget, eviction, the server's cache, the bill, standing memory
-  token-counts.md, log.md, tools.md, local-model.md, gateway.md, faults.md"""
+  token-counts.md, log.md, tools.md, instructions.md, local-model.md, gateway.md, faults.md"""
 
 
 @app.command("chat", cls=_ChatCommand,
@@ -219,6 +219,15 @@ def chat(
     no_tools: Annotated[
         bool, typer.Option("--no-tools", help="Offer no tools (MCP servers) in this run.")
     ] = False,
+    no_instructions: Annotated[
+        bool, typer.Option("--no-instructions", help="Do not read the instruction files (AGENTS.md).")
+    ] = False,
+    docs: Annotated[
+        list[Path] | None,
+        typer.Option("--docs", metavar="PATH",
+                     help="Retrieve from these documents (a file, folder or glob; repeatable): the best "
+                          "chunks for each message are sent with it."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -239,6 +248,8 @@ def chat(
         "recall": recall,
         "memory": memory,
         "approve": "always" if yes else None,
+        "instructions": False if no_instructions else None,
+        "docs": [str(path) for path in docs] if docs else None,
     }
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
@@ -301,6 +312,8 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
         prompt = whole("the prompt", prompt)
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
+        if key == "docs":  # file paths
+            continue
         if isinstance(value, str):
             flags[key] = whole(flag, value)
         elif isinstance(value, list):
@@ -463,11 +476,11 @@ def run(options: Options, flags: dict[str, Any]) -> int:
 
 def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
-    from stateless_chat.app import build_preview
+    from stateless_chat.app import Voice, build_preview
     from stateless_chat.sanitize import safe_json
     from stateless_chat.ui.commands import request_size_line
 
-    app, where = build_preview(settings, options, flags)
+    app, where = build_preview(settings, options, flags, Voice(note=lambda line: note(options, line)))
     with app:
         body = app.session.preview_body(text or None)
         print(safe_json(body))
@@ -527,8 +540,24 @@ def answer_once(settings: Settings, text: str, options: Options, flags: dict[str
     with build(settings, options, flags, interactive=False, given=given, voice=voice,
                hooks=one_shot_hooks(options)) as app:
         session = app.session
+        servers = app.tools.servers if app.tools is not None else None
+        if servers is not None:
+            from stateless_chat.chat import asks
+
+            def approve_sampling(line: str) -> bool:
+                note(options, line)
+                if settings.approve != "always":
+                    note(options, "not sent: one-shot use sends a server's requests to the model only "
+                                  "with --yes")
+                return settings.approve == "always"
+
+            servers.on_ask = lambda ask: asks.answer(ask, session, approve=approve_sampling, prompt=None,
+                                                     note=lambda line: note(options, line))
+        if shown and app.workspace is not None:
+            for line in app.workspace.started():
+                say(line)
         try:
-            answer(session, text)
+            answer(session, text, lambda line: note(options, line))
         except BudgetError as error:  # its advice, in the words of the command line
             raise BudgetError(budget_hint(error, session.settings.effective_context_window, chat=False),
                               error.needed) from error
@@ -541,34 +570,75 @@ def answer_once(settings: Settings, text: str, options: Options, flags: dict[str
     return 0
 
 
-def answer(session: Session, text: str) -> None:
-    """Send ``text`` and write the reply to stdout: Markdown on a colour terminal, else plain text."""
+def answer(session: Session, text: str, say: Callable[[str], None] = lambda line: None) -> None:
+    """Send ``text`` and write the reply to stdout: Markdown on a colour terminal, else plain text.
+
+    With tools offered, stdout gets the answer alone and each tool step is ``say``'s lines on stderr
+    (``ui.steps.Steps``)."""
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if fancy:
+    if session.tools is None:
+        with contextlib.closing(_reply_writer(fancy)) as writer:
+            session.send(text, writer.feed)
+        return
+    from dataclasses import replace
+
+    from stateless_chat.ui.steps import Steps
+
+    steps = Steps(lambda: _reply_writer(fancy), say, hold=not sys.stdout.isatty())
+    shown = session.hooks.on_event
+
+    def on_event(event: Event) -> None:
+        if not steps.event(event):
+            shown(event)
+
+    session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
+    steps.finish()
+
+
+class _PlainReply:
+    """A reply as plain text on stdout, controls stripped, ending with a newline."""
+
+    def __init__(self) -> None:
+        from stateless_chat.sanitize import ControlStripper
+
+        self.stripper = ControlStripper()
+        self.ends_line = False  # whether what was written so far ends with a newline
+
+    def write(self, shown: str) -> None:
+        if shown:
+            sys.stdout.write(shown)
+            sys.stdout.flush()
+            self.ends_line = shown.endswith("\n")
+
+    def feed(self, delta: str) -> None:
+        self.write(self.stripper.feed(delta))
+
+    def close(self) -> None:
+        self.write(self.stripper.flush())
+        if not self.ends_line:
+            self.write("\n")
+
+
+class _RichReply:
+    """A reply as Markdown on a colour terminal (``ui.render.ReplyStream``)."""
+
+    def __init__(self) -> None:
         from rich.console import Console
 
         from stateless_chat.ui.render import ReplyStream
 
-        with ReplyStream(Console(highlight=False)) as stream:
-            session.send(text, stream.feed)
-    else:
-        from stateless_chat.sanitize import ControlStripper
+        self.stream = ReplyStream(Console(highlight=False))
+        self.stream.__enter__()
 
-        stripper = ControlStripper()
-        out = sys.stdout
-        ends_line = False  # whether what was written so far ends with a newline
+    def feed(self, delta: str) -> None:
+        self.stream.feed(delta)
 
-        def write(shown: str) -> None:
-            nonlocal ends_line
-            if shown:
-                out.write(shown)
-                out.flush()
-                ends_line = shown.endswith("\n")
+    def close(self) -> None:
+        self.stream.__exit__(None, None, None)
 
-        session.send(text, lambda delta: write(stripper.feed(delta)))
-        write(stripper.flush())
-        if not ends_line:
-            write("\n")
+
+def _reply_writer(fancy: bool) -> _PlainReply | _RichReply:
+    return _RichReply() if fancy else _PlainReply()
 
 
 def usage_line(session: Session, *, local: bool = False) -> str:
@@ -659,6 +729,17 @@ def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
             window = session.settings.effective_context_window
             console.print(one_line(f"context window {window:,} tokens ({source})"), style="dim",
                           markup=False)
+        servers = app.tools.servers if app.tools is not None else None
+        if servers is not None:
+            from stateless_chat.chat import asks
+
+            repl.notices = servers.take_notices
+            servers.on_progress = repl.progress
+            servers.on_ask = lambda ask: asks.answer(ask, session, approve=repl.confirm, prompt=repl.ask_text,
+                                                     note=renderer.note)
+        if app.workspace is not None and not options.quiet:
+            for line in app.workspace.started():
+                console.print(one_line(line), style="dim", markup=False)
         return repl.run()
 
 

@@ -2,8 +2,13 @@
 
 Run as ``python tests/mcp_server.py [--only add,env] [--noise]``: ``--only`` keeps just the named
 tools (so that two servers can be made to clash on some names and not others); ``--noise``
-writes a line that is not JSON-RPC to stdout, and one to stderr, before serving. Its tools:
+writes a line that is not JSON-RPC to stdout, and one to stderr, before serving; ``--hang-start``
+never answers the handshake; ``--malformed-list`` answers ``tools/list`` with a list no client can
+read. Its tools:
 
+- ``shout(text)`` sends ``text`` as a log message; ``grow(name)`` adds a tool and sends
+  ``tools/list_changed``;
+- ``text(megabytes, kind)`` returns that much text (words, or one repeated letter), plain content only;
 - ``add(a, b)`` answers ``a + b``; ``fail()`` returns an ``isError`` result; ``crash()`` ends the
   process with status 3 (after a line on stderr); ``hang(seconds)`` sleeps; ``huge(n)`` returns
   ``n`` characters; ``env(name)`` returns that environment variable (or ``<unset>``);
@@ -21,11 +26,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ImageContent, TextContent
 
 server = MCPServer("stateless-chat-test")
@@ -63,6 +70,27 @@ async def hang(seconds: float) -> str:
 def huge(n: int) -> str:
     """Return n characters."""
     return ("0123456789" * (n // 10 + 1))[:n]
+
+
+def text(megabytes: float, kind: str = "words") -> CallToolResult:
+    """Return a text of the given size in MB: words ("lorem ipsum ..." lines) or one repeated letter."""
+    size = int(megabytes * 1_000_000)
+    unit = "a" if kind == "letter" else "lorem ipsum dolor sit amet, consectetur\n"
+    body = (unit * (size // len(unit) + 1))[:size]
+    return CallToolResult(content=[TextContent(type="text", text=body)])
+
+
+async def shout(text: str, ctx: Context) -> str:  # type: ignore[type-arg]
+    """Send text as a log message (info), then answer."""
+    await ctx.info(text)
+    return "logged"
+
+
+async def grow(name: str, ctx: Context) -> str:  # type: ignore[type-arg]
+    """Add a tool of that name (it answers its name) and tell the client the list changed."""
+    server.add_tool(lambda: name, name=name, description=f"a tool added at run time: {name}")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
 
 
 def env(name: str) -> str:
@@ -105,6 +133,9 @@ TOOLS: dict[str, Callable[..., Any]] = {
     "crash": crash,
     "hang": hang,
     "huge": huge,
+    "text": text,
+    "shout": shout,
+    "grow": grow,
     "env": env,
     "image": image,
     "dotted.name": dotted,
@@ -114,11 +145,42 @@ TOOLS: dict[str, Callable[..., Any]] = {
 }
 
 
+def rewrite_stdout(rewrite: Callable[[bytes], bytes]) -> None:
+    """Pass every line this process writes to stdout through ``rewrite`` (to answer wrongly on purpose)."""
+    real = os.dup(1)
+    read, write = os.pipe()
+    os.dup2(write, 1)
+    os.close(write)
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as lines, os.fdopen(real, "wb", buffering=0) as out:
+            for line in lines:
+                out.write(rewrite(line))
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+def malformed_tools(line: bytes) -> bytes:
+    """Return a tools/list answer with a tool that has no name and a schema that is a string."""
+    if b'"tools":[' not in line.replace(b" ", b""):
+        return line
+    message = json.loads(line)
+    message["result"]["tools"] = [{"description": "no name", "inputSchema": "not a schema"}]
+    return json.dumps(message).encode() + b"\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="", help="comma-separated tool names to serve (default: all)")
     parser.add_argument("--noise", action="store_true", help="write a non-JSON-RPC line to stdout first")
+    parser.add_argument("--hang-start", action="store_true", help="never answer the initialize request")
+    parser.add_argument("--malformed-list", action="store_true", help="answer tools/list with a bad list")
     options = parser.parse_args()
+    if options.hang_start:
+        print("test server hangs before serving", file=sys.stderr, flush=True)
+        time.sleep(3600)
+    if options.malformed_list:
+        rewrite_stdout(malformed_tools)
     if options.noise:
         print("noise on stdout", flush=True)
         print("noise on stderr", file=sys.stderr, flush=True)

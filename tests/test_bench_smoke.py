@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import counts, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
+from bench import counts, docs, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
 from bench.common import ROOT, clean_env
 from stateless_chat.ui import render
 from stateless_chat.ui.render import ReplyStream
@@ -117,7 +117,38 @@ def test_counts_compare_the_meter_with_the_servers_count_turn_by_turn() -> None:
         assert "calibrated from 8 replies" in result.how
     assert abs(counts.summary(english)["max_abs_after_3"]) < 0.02
     lines = run.counts_md([english, mixed])
-    assert lines[0].startswith("**9. Token counts**") and any("<details>" in line for line in lines)
+    assert lines[0].startswith("**10. Token counts**") and any("<details>" in line for line in lines)
+
+
+def test_docs_part_measures_skills_and_asks_questions_of_the_real_corpus() -> None:
+    """The skills script always runs; the documents need Flask's sdist from PyPI (cached in
+    bench/.corpus after the first run) and are skipped, with the reason, without it."""
+    result = docs.run(quick=True)
+    skills = result.skills
+    assert skills is not None and [framing for _, _, framing in skills.framing] == [8, 10, 12]
+    assert [(requests, carried) for _, requests, carried in skills.phases] == [(3, 0), (4, 4), (3, 0)]
+    assert skills.breaks == ["skill pdf-forms was turned on", "skill pdf-forms was turned off"]
+    assert skills.tool_body_in_result and skills.tool_breaks == 0
+    lines = run.docs_md(result)
+    assert lines[0].startswith("**12. Instructions, skills and documents**")
+    if result.skipped is not None:
+        pytest.skip(f"the documents part could not run: {result.skipped}")
+    [flask] = result.corpora
+    assert len(flask.asked) == 5 and flask.files > 70 and flask.answered >= 4
+    assert flask.off_topic_clean >= 45 and all(a.tokens <= docs.BUDGET // 10 for a in flask.asked)
+    assert any(line.startswith("| Flask's docs |") for line in lines)
+
+
+def test_every_question_names_lines_that_exist_in_its_file() -> None:
+    """The questions' spans are within their files (the published sdist, when it is cached)."""
+    folder = docs.FLASK.folder
+    if not folder.is_dir():
+        pytest.skip("Flask's sdist is not in bench/.corpus (python -m bench.docs fetches it)")
+    assert len(docs.QUESTIONS) >= 40 and len(docs.OFF_TOPIC) == 50
+    for question, spans in docs.QUESTIONS:
+        for path, first, last in spans:
+            lines = (folder / path).read_text(encoding="utf-8").splitlines()
+            assert 1 <= first <= last <= len(lines), (question, path)
 
 
 def test_memory_child_reports_its_own_numbers() -> None:
@@ -263,3 +294,17 @@ def test_standing_part_measures_the_set_and_runs_the_chat(tmp_path: Path) -> Non
     text = "\n".join(lines)
     assert lines[0].startswith("**9. Standing memory**") and "| fifth round | 30 / 30 |" in text
     assert "| default | 0/0 | 4 | 0 (0.0%) |" in text
+
+
+def test_tools_part_measures_a_big_result_and_a_one_shot_with_servers(server: FakeServer) -> None:
+    from bench import tools
+
+    [words, letter] = tools.run_big(2, repeat=1)
+    assert (words.kind, letter.kind) == ("words", "letter")
+    assert all(r.wall > 0 and r.cpu > 0 and r.rss_after >= r.rss_before and 0 < r.kept < 20_000
+               for r in (words, letter))
+    idle = tools.run_idle(server.url, runs=1, servers=2)
+    assert [r.name for r in idle] == ["2 servers configured (not called)", "--no-tools"]
+    assert all(r.wall > 0 and r.cpu > 0 for r in idle)
+    lines = run.tools_md([words, letter], idle, 1)
+    assert any("2 MB of words" in line for line in lines)

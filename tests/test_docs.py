@@ -16,8 +16,9 @@ from tests.test_cli import run_process
 ROOT = Path(__file__).resolve().parents[1]
 
 
-DOC_PAGES = ("commands.md", "settings.md", "context-and-memory.md", "token-counts.md", "log.md", "tools.md",
-             "local-model.md", "gateway.md", "faults.md", "architecture.md", "benchmarks.md", "tests.md")
+DOC_PAGES = ("commands.md", "settings.md", "context-and-memory.md", "token-counts.md", "log.md",
+             "tools.md", "instructions.md", "local-model.md", "gateway.md", "faults.md", "architecture.md",
+             "benchmarks.md", "tests.md")
 
 
 def test_the_readme_links_every_docs_page_and_every_link_resolves() -> None:

@@ -83,8 +83,9 @@ class Chat:
         self.gateway = gateway
         self.replicas = replicas
         self.events: list[Event] = []
+        # Memory off: the test compares whole message lists, turn by turn, across replicas.
         settings = Settings(base_url=gateway.url, api_key=gateway.key, model="smollm", system="Be brief.",
-                            max_retries=2, timeout=30.0)
+                            memory="off", max_retries=2, timeout=30.0)
         backend = open_backend(settings.endpoints, settings.api_key, timeout=settings.timeout,
                                max_retries=settings.max_retries, backoff_base=0.2)
         self.session = Session(settings, backend, hooks=Hooks(on_event=self.events.append))

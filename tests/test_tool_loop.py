@@ -9,6 +9,7 @@ MCP server, through the real SDK.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +22,8 @@ import pytest
 
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
-from stateless_chat.tools.servers import ServerConfig, ToolServers, ToolSpec
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import ServerConfig, ToolSpec
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
@@ -262,15 +264,29 @@ def test_one_shot_runs_no_tool_without_yes(server: FakeServer, tmp_path: Path) -
     server.replier = calling((("add", '{"a": 2, "b": 3}'),))
     done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "add")
     assert done.returncode == 0
-    assert done.stdout.decode() == "Let me check.The tools said: the user did not approve this call\n"
-    [line] = done.stderr.decode().splitlines()
-    assert "not run: one-shot use runs tools only with --yes" in line
+    assert done.stdout.decode() == "The tools said: the user did not approve this call\n"  # the answer alone
+    lines = done.stderr.decode().splitlines()
+    assert lines[0] == "stateless-chat: Let me check."  # the step's text, on its own line
+    assert lines[1] == 'stateless-chat: → calc.add {"a": 2, "b": 3}'
+    assert "not run: one-shot use runs tools only with --yes" in lines[2]
+    assert lines[3] == "stateless-chat: ← calc.add not run: the call was not approved"
+    assert len(lines) == 4
 
 
-def test_one_shot_with_yes_runs_them(server: FakeServer, tmp_path: Path) -> None:
-    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+def test_one_shot_with_yes_runs_them_and_prints_each_step_on_stderr(server: FakeServer,
+                                                                    tmp_path: Path) -> None:
+    server.replier = calling((("add", '{"a": 2, "b": 3}'), ("add", '{"a": 1, "b": 1}')),
+                             (("add", '{"a": 5, "b": 5}'),))
     done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "-y", "add")
-    assert done.returncode == 0 and done.stdout.decode().endswith("The tools said: 5\n")
+    assert done.returncode == 0 and done.stdout.decode() == "The tools said: 5 | 2 | 10\n"
+    assert done.stderr.decode().splitlines() == [
+        "stateless-chat: Let me check.",
+        'stateless-chat: → calc.add {"a": 2, "b": 3}', "stateless-chat: ← calc.add: 5 tokens",
+        'stateless-chat: → calc.add {"a": 1, "b": 1}', "stateless-chat: ← calc.add: 5 tokens",
+        'stateless-chat: → calc.add {"a": 5, "b": 5}', "stateless-chat: ← calc.add: 5 tokens",
+    ]
+    quiet = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "-y", "-q", "add")
+    assert quiet.stderr == b"" and quiet.stdout.decode() == "The tools said: 5 | 2 | 10\n"
     no_tools = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "--no-tools", "x")
     assert no_tools.returncode == 0 and "tools" not in server.requests[-1]
 
@@ -378,3 +394,129 @@ def test_a_server_tool_named_like_a_builtin_keeps_working(tools: ToolServers) ->
     box = Toolbox(tools, [Fake()])  # type: ignore[list-item]
     assert "calc_add" in [spec.offered for spec in box.tools()]
     assert box.call("calc_add", '{"a": 1, "b": 2}').text == "3"
+
+
+def test_the_toolbar_counts_the_tools_array_as_tokens_does(server: FakeServer, tools: ToolServers) -> None:
+    from tests.test_repl import toolbar_with_draft
+
+    session = repl_session(server, tools)
+    session.make_exact()
+    cost = session.tools_tokens(session.tools_offered())
+    assert cost > 50
+    text, _ = toolbar_with_draft(session, "")
+    expected = session.conversation.tokens + 3 + cost  # the reply priming, and the tools array
+    assert f"prompt {expected:,} + reply" in text
+    run = run_repl(session, ["/tokens\r"], width=160)
+    share = re.search(r"\((\d+%)\)", text)
+    assert share is not None and f" {share.group(1)} of budget" in run.output  # the share /tokens shows
+
+
+def test_steps_on_a_terminal_stream_and_end_a_step_s_line() -> None:
+    from stateless_chat.ui.steps import Steps
+
+    written: list[str] = []
+    said: list[str] = []
+
+    class Line:
+        def feed(self, delta: str) -> None:
+            written.append(delta)
+
+        def close(self) -> None:
+            written.append("\n")
+
+    steps = Steps(Line, said.append, hold=False)
+    steps.feed("Let me ")
+    steps.feed("check.")
+    assert written == ["Let me ", "check."]  # streamed as it comes
+    assert steps.event(ToolCalled("calc.add", "{}")) and steps.event(ToolAnswered("calc.add", 5))
+    steps.feed("The answer.")
+    steps.finish()
+    assert "".join(written) == "Let me check.\nThe answer.\n"
+    assert said == ["→ calc.add {}", "← calc.add: 5 tokens"]
+
+
+def test_one_shot_starts_no_server_until_a_tool_is_called(server: FakeServer, tmp_path: Path) -> None:
+    config = str(write_config(tmp_path, "add", "pids"))
+    log = tmp_path / "data" / "stateless-chat" / "mcp-logs" / "calc.log"
+    first = run_cli("--config", config, "--base-url", server.url, "hello")  # never seen: started to learn
+    assert first.returncode == 0 and log.read_text().count(" starts ") == 1
+    hello = run_cli("--config", config, "--base-url", server.url, "hello")
+    assert hello.returncode == 0 and hello.stdout.decode() == "echo: hello\n" and hello.stderr == b""
+    assert log.read_text().count(" starts ") == 1  # not started: its tools were remembered
+    offered = sorted(t["function"]["name"] for t in server.requests[-1]["tools"])
+    assert offered == ["add", "pids", "recall_history"]
+    assert server.requests[-1]["tools"] == server.requests[0]["tools"]
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    called = run_cli("--config", config, "--base-url", server.url, "-y", "add")
+    assert called.stdout.decode() == "The tools said: 5\n"
+    assert log.read_text().count(" starts ") == 2  # started by the call
+
+
+@pytest.mark.timeout(90)
+def test_the_chat_starts_remembered_servers_in_the_background_and_says_what_failed(server: FakeServer,
+                                                                                  tmp_path: Path) -> None:
+    import pexpect
+
+    from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, server_key
+    from tests.test_pty import prompt_ready, terminal_env
+
+    config = write_config(tmp_path, "add")
+    broken = ["-c", "import sys; sys.exit(3)"]
+    with config.open("a") as file:
+        file.write(f"[mcp.servers.broken]\ncommand = {json.dumps(sys.executable)}\n"
+                   f"args = {json.dumps(broken)}\n")
+    run_cli("--config", str(config), "--base-url", server.url, "hello")  # remembers calc's tools
+    data = tmp_path / "data" / "stateless-chat"
+    tool = RememberedTool("sleep", "a server that no longer starts", {"type": "object", "properties": {}})
+    ToolCache(data).put(server_key(sys.executable, broken, {}), Remembered((tool,)))
+    calc_log = data / "mcp-logs" / "calc.log"
+    starts = calc_log.read_text().count(" starts ")
+    server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+    arguments = ["-m", "stateless_chat", "--config", str(config), "--base-url", server.url]
+    child = pexpect.spawn(sys.executable, arguments, env=terminal_env(tmp_path), encoding="utf-8", timeout=30,
+                          cwd=str(Path(SERVER).parents[1]), dimensions=(30, 160))
+    try:
+        child.expect("/help for commands")
+        prompt_ready(child)  # not held up by the servers, which start meanwhile
+        child.send("add two and three\r")
+        child.expect_exact("run calc.add?")
+        child.send("y\r")
+        child.expect_exact("The tools said: 5")
+        child.expect_exact("mcp server broken failed to start: exited with status 3")
+        child.expect_exact("(the chat goes on without its tools)")
+        prompt_ready(child)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert calc_log.read_text().count(" starts ") == starts + 1
+
+
+def test_a_list_that_changed_on_start_is_named_as_the_cache_break_it_causes(server: FakeServer,
+                                                                            tmp_path: Path) -> None:
+    from stateless_chat.core.messages import CacheBreak
+    from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, server_key
+
+    config = ServerConfig("calc", sys.executable, (SERVER, "--only", "add,env"))
+    ghost = RememberedTool("ghost", "gone since", {"type": "object", "properties": {}})
+    add = RememberedTool("add", "Add two integers.", {"type": "object", "properties": {}})
+    ToolCache(tmp_path).put(server_key(config.command, config.args, config.env), Remembered((add, ghost)))
+    with ToolServers({"calc": config}, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as servers:
+        session = tool_session(server, servers)
+        events = recorded(session)
+        server.replier = calling((("add", '{"a": 2, "b": 3}'),))
+        session.send("add")
+    [first, second] = server.requests
+    assert sorted(t["function"]["name"] for t in first["tools"]) == ["add", "ghost"]
+    assert sorted(t["function"]["name"] for t in second["tools"]) == ["add", "env"]
+    [cache_break] = [e for e in events if isinstance(e, CacheBreak)]
+    assert cache_break.cause == "the tools offered changed (added env; removed ghost; changed add)"
+
+
+def test_one_shot_verbose_shows_a_server_s_log_messages(server: FakeServer, tmp_path: Path) -> None:
+    server.replier = calling((("shout", '{"text": "hello from the server"}'),))
+    config = str(write_config(tmp_path, "shout"))
+    done = run_cli("--config", config, "--base-url", server.url, "-y", "-v", "x")
+    assert done.stdout.decode() == "The tools said: logged\n"
+    lines = done.stderr.decode().splitlines()
+    assert "stateless-chat: mcp server calc logs info: hello from the server" in lines

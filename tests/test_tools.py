@@ -24,16 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stateless_chat.errors import ConfigError
 from stateless_chat.launchers import MCP_SERVER
-from stateless_chat.tools.servers import (
-    OFFERED_NAME,
-    ServerConfig,
-    ToolServers,
-    offered_names,
-    parse_servers,
-)
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import OFFERED_NAME, SERVER_NAME, ServerConfig, offered_names, parse_servers
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 
@@ -205,6 +202,29 @@ def test_offered_names_prefix_clashes_and_fit_the_api() -> None:
     assert offered_names(reversed(list(names))) == names
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.from_regex(SERVER_NAME, fullmatch=True), st.text(max_size=80)), max_size=12),
+    reserved=st.lists(st.sampled_from(["recall_history", "add", "a_add", "x" * 64, "_"]), max_size=3),
+)
+def test_offered_names_are_valid_unique_and_free_of_reserved_names_by_construction(
+    pairs: list[tuple[str, str]], reserved: list[str]
+) -> None:
+    names = offered_names(pairs, reserved)
+    assert set(names) == set(pairs)
+    assert all(OFFERED_NAME.fullmatch(name) for name in names.values())
+    assert len(set(names.values())) == len(names) and not set(names.values()) & set(reserved)
+    assert offered_names(reversed(pairs), reserved) == names
+
+
+def test_a_tool_named_like_a_builtin_cannot_clash_with_another_of_its_server() -> None:
+    names = offered_names([("srv", "recall history"), ("srv", "srv_recall_history"), ("srv", "ok")],
+                          ["recall_history"])
+    assert names["srv", "ok"] == "ok"
+    assert len(set(names.values())) == 3 and "recall_history" not in names.values()
+    assert all(OFFERED_NAME.fullmatch(name) for name in names.values())
+
+
 # ---- tools and calls --------------------------------------------------------------------------
 
 
@@ -213,7 +233,7 @@ def test_start_lists_the_tools_with_their_schemas(servers: ToolServers) -> None:
     assert offered == sorted(offered)
     assert set(offered) == {
         "one_add", "two_add", "one_env", "two_env", "fail", "crash", "hang", "huge", "image",
-        "dotted_name", "cancelled", "pids", "spawn_sleeper",
+        "dotted_name", "cancelled", "pids", "spawn_sleeper", "text", "shout", "grow",
     }  # fmt: skip
     add = servers.lookup("one_add")
     assert add is not None and add.name == "add" and add.display == "one.add"
@@ -222,7 +242,7 @@ def test_start_lists_the_tools_with_their_schemas(servers: ToolServers) -> None:
     assert add.input_schema["required"] == ["a", "b"]
     assert add.approve == "ask" and servers.lookup("two_add").approve == "always"  # type: ignore[union-attr]
     states = [(s.name, s.state, s.tools) for s in servers.status()]
-    assert states == [("one", "running", 11), ("two", "running", 2)]
+    assert states == [("one", "running", 14), ("two", "running", 2)]
 
 
 def test_api_tools_are_sorted_and_the_same_bytes_every_time(servers: ToolServers) -> None:
@@ -380,6 +400,40 @@ def test_a_bad_command_is_one_problem_line(tmp_path: Path) -> None:
         assert servers.tools() == () and servers.api_tools() == []
 
 
+@pytest.mark.timeout(60)
+def test_a_result_over_the_byte_cap_is_cut_as_it_is_read_and_says_so(tmp_path: Path) -> None:
+    configs = {"big": test_server("big", "--only", "text,add")}
+    with ToolServers(configs, log_dir=tmp_path, max_result_bytes=64 * 1024, startup_timeout=20) as servers:
+        assert servers.start() == []
+        for kind in ("words", "letter"):
+            result = servers.call("text", json.dumps({"megabytes": 20, "kind": kind}))
+            note, _, body = result.text.partition("\n")
+            assert not result.is_error
+            assert re.fullmatch(r"\[cut: the server sent 20,[05]00,\d{3} bytes, over tool_result_max_bytes; "
+                                r"(19,9|20,4)\d\d,\d{3} bytes of its text were not read\]", note), note
+            assert 60_000 < len(body.encode()) <= 64 * 1024
+            assert body.startswith("lorem" if kind == "words" else "aaa")
+        assert servers.call("add", '{"a": 1, "b": 2}').text == "3"  # the connection goes on
+
+
+@pytest.mark.timeout(60)
+def test_a_malformed_tool_list_is_reported_as_such_at_once(tmp_path: Path) -> None:
+    configs = {"bad": test_server("bad", "--malformed-list")}
+    with ToolServers(configs, log_dir=tmp_path, startup_timeout=40) as servers:
+        started = time.monotonic()
+        [problem] = servers.start()
+        assert time.monotonic() - started < 30  # not the start-up timeout
+        assert problem.startswith("mcp server bad failed to start: it sent a malformed tool list (2 problems")
+
+
+@pytest.mark.timeout(20)
+def test_a_server_that_hangs_before_its_handshake_is_stopped_at_the_startup_timeout(tmp_path: Path) -> None:
+    configs = {"stuck": test_server("stuck", "--hang-start")}
+    with ToolServers(configs, log_dir=tmp_path, startup_timeout=1.5) as servers:
+        log = tmp_path / "stuck.log"
+        assert servers.start() == [f"mcp server stuck did not answer within 1.5 s (log: {log})"]
+
+
 @pytest.mark.timeout(20)
 def test_a_server_that_never_answers_is_stopped(tmp_path: Path) -> None:
     script = "import os, sys, time; print(os.getpid(), file=sys.stderr, flush=True); time.sleep(60)"
@@ -525,3 +579,98 @@ def test_mcp_server_time_tells_the_time(tmp_path: Path) -> None:
         assert not result.is_error
         assert str(datetime.datetime.now(datetime.timezone.utc).year) in result.text
         assert json.loads(result.text)["timezone"] == "UTC"
+
+
+# ---- free until used ----------------------------------------------------------------------------
+
+
+def log_starts(log: Path) -> int:
+    """Return how many times a server was started, by the lines its log has for it."""
+    return log.read_text().count(" starts ") if log.exists() else 0
+
+
+@pytest.mark.timeout(60)
+def test_a_remembered_list_is_offered_without_starting_and_the_first_call_starts_it(tmp_path: Path) -> None:
+    from stateless_chat.tools.toolcache import ToolCache
+
+    configs = {"calc": test_server("calc", "--only", "add,pids", env={"TOKEN": "secret-value-123"})}
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as first:
+        assert first.unknown() == ["calc"] and first.start() == []
+        offered = first.api_tools()
+    cache_file = tmp_path / "mcp-tools.json"
+    assert stat.S_IMODE(cache_file.stat().st_mode) == 0o600
+    assert "secret-value-123" not in cache_file.read_text()  # the environment is only hashed
+    log = tmp_path / "logs" / "calc.log"
+    assert log_starts(log) == 1
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as second:
+        assert second.unknown() == [] and second.api_tools() == offered  # the same bytes, no server
+        states = [(s.state, s.tools) for s in second.status()]
+        assert states == [("not started (starts on its first call)", 2)]
+        assert log_starts(log) == 1
+        assert second.call("add", '{"a": 2, "b": 3}').text == "5"  # started by its first call
+        assert log_starts(log) == 2 and second.status()[0].state == "running"
+        assert second.take_notices() == []  # the list is the one remembered
+    with ToolServers({"calc": test_server("calc", "--only", "add,pids")}, log_dir=tmp_path / "logs",
+                     cache=ToolCache(tmp_path)) as other:
+        assert other.unknown() == ["calc"]  # another environment: another server as far as the cache goes
+
+
+@pytest.mark.timeout(60)
+def test_a_list_that_differs_from_the_remembered_one_is_used_and_named(tmp_path: Path) -> None:
+    from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, server_key
+
+    config = test_server("calc", "--only", "add,env")
+    ghost = RememberedTool("ghost", "a tool the server no longer has", {"type": "object", "properties": {}})
+    add = RememberedTool("add", "old text", {"type": "object", "properties": {}})
+    ToolCache(tmp_path).put(server_key(config.command, config.args, config.env), Remembered((add, ghost)))
+    told: list[str] = []
+    with ToolServers({"calc": config}, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as servers:
+        servers.on_notice = told.append
+        assert sorted(spec.offered for spec in servers.tools()) == ["add", "ghost"]
+        result = servers.call("ghost", "{}")
+        assert result.is_error and "no longer has a tool 'ghost'" in result.text
+        assert told == ["mcp server calc lists other tools than remembered (1 added (env), 1 removed "
+                        "(ghost), 1 changed (add)): they are offered from now on, which changes the tools "
+                        "array (a cache break)"]
+        assert sorted(spec.offered for spec in servers.tools()) == ["add", "env"]
+    with ToolServers({"calc": config}, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as again:
+        assert sorted(spec.offered for spec in again.tools()) == ["add", "env"]  # remembered anew
+
+
+@pytest.mark.timeout(60)
+def test_starting_in_the_background_returns_at_once_and_problems_become_notices(tmp_path: Path) -> None:
+    configs = {"calc": test_server("calc", "--only", "add"), "ghost": ServerConfig("ghost", "no-such-binary")}
+    with ToolServers(configs, log_dir=tmp_path) as servers:
+        started = time.monotonic()
+        servers.start_background()
+        assert time.monotonic() - started < 0.5
+        deadline = time.monotonic() + 30
+        while servers.status()[0].state != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servers.call("add", '{"a": 1, "b": 1}').text == "2"
+        assert servers.take_notices() == ["mcp server ghost failed to start: command not found: "
+                                          "no-such-binary (the chat goes on without its tools)"]
+
+
+@pytest.mark.timeout(60)
+def test_a_list_changed_notification_refetches_the_tools_and_names_the_change(tmp_path: Path) -> None:
+    from stateless_chat.tools.toolcache import ToolCache
+
+    configs = {"calc": test_server("calc", "--only", "add,grow,shout")}
+    logged: list[str] = []
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as servers:
+        servers.on_log = logged.append
+        assert servers.start() == []
+        assert servers.call("shout", '{"text": "hello log"}').text == "logged"
+        assert servers.call("grow", '{"name": "fresh"}').text == "added fresh"
+        deadline = time.monotonic() + 10
+        while "fresh" not in [spec.name for spec in servers.tools()] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servers.call("fresh", "{}").text == "fresh"
+        assert servers.take_notices() == ["mcp server calc changed its tools (1 added (fresh)): they are "
+                                          "offered from now on, which changes the tools array (a cache "
+                                          "break)"]
+        assert logged == ["mcp server calc logs info: hello log"]
+        assert "[log] info: hello log" in servers.log_path("calc").read_text()
+    with ToolServers(configs, log_dir=tmp_path / "logs", cache=ToolCache(tmp_path)) as again:
+        assert "fresh" in [spec.name for spec in again.tools()]  # the new list is remembered

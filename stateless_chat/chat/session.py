@@ -11,6 +11,7 @@ of each completed turn (the log) is given at construction.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -68,8 +69,9 @@ class Session:
     """Holds the conversation between turns and runs turns against a ``ChatBackend``.
 
     ``tools`` are offered to the model, ``recall`` brings evicted turns back before a turn,
-    ``on_turn`` is told of every completed turn (the conversation log), ``hooks`` is where a call
-    that gives no hooks of its own sends its events. When ``exact`` is False, entries are sized by
+    ``retrieve`` fills the retrieved slot with documents for its message, ``on_turn`` is told of
+    every completed turn (the conversation log), ``hooks`` is where a call that gives no hooks of its
+    own sends its events. When ``exact`` is False, entries are sized by
     their UTF-8 byte length (an upper bound on tokens) until that bound does not fit the budget.
     """
 
@@ -81,6 +83,7 @@ class Session:
         *,
         tools: Toolbox | None = None,
         recall: Recaller | None = None,
+        retrieve: Recaller | None = None,
         on_turn: Iterable[Callable[[TurnRecord], None]] = (),
         hooks: Hooks | None = None,
         exact: bool = True,
@@ -90,6 +93,7 @@ class Session:
         self.backend = backend
         self.tools = tools
         self.recall = recall
+        self.retrieve = retrieve
         self.on_turn = tuple(on_turn)
         self.hooks = hooks or Hooks()
         self.clock = clock
@@ -97,6 +101,7 @@ class Session:
         sizer = Sizer(counter, exact)
         self.state = TurnState(Conversation.start(settings.system, sizer), Ledger(), sizer)
         self.summaries = Summaries()  # summaries written, and not yet billed to a turn
+        self._tools_cost: tuple[Any, int] = (None, 0)  # the last tools array counted, and its size
         self.unanswered: Unanswered | None = None  # the last turn that failed, for /retry
         self.context_source = ""  # where the context window's figure came from, when the caller knows
 
@@ -188,8 +193,9 @@ class Session:
         return too_big_alone(tokens, self.reserve, budget or self.budget)
 
     def next_request_tokens(self, draft: str = "") -> int:
-        """Return the prompt tokens the next request would carry with ``draft`` as its message."""
-        size = self.conversation.tokens + self.framing()
+        """Return the prompt tokens the next request would carry with ``draft`` as its message (and the
+        tools array: the toolbar's figure is the request's)."""
+        size = self.conversation.tokens + self.framing() + self.tools_tokens(self.tools_offered())
         if draft:
             size += self.measure(Message("user", draft))
         return size
@@ -199,15 +205,21 @@ class Session:
     def setup(self) -> TurnSetup:
         """Return what a turn of this session runs with."""
         return TurnSetup(self.settings, self.backend, tools=self.tools, recall=self.recall, clock=self.clock,
-                         summaries=self.summaries)
+                         summaries=self.summaries, retrieve=self.retrieve)
 
     def tools_offered(self) -> list[dict[str, Any]]:
         """Return the request's ``tools`` array: the enabled tools ([] without tools)."""
         return list(self.setup().tools_offered())
 
     def tools_tokens(self, tools: Sequence[Mapping[str, Any]]) -> int:
-        """Return what ``tools`` add to a request (a byte bound until counting is exact)."""
-        return self.state.sizer.tools(tools)
+        """Return what ``tools`` add to a request (a byte bound until counting is exact), counted again
+        only when the tools (or the counting) change: the toolbar asks on every key."""
+        if not tools:
+            return 0
+        key = (json.dumps(list(tools), ensure_ascii=False), self.state.sizer)
+        if self._tools_cost[0] != key:
+            self._tools_cost = (key, self.state.sizer.tools(tools))
+        return self._tools_cost[1]
 
     def body_of(self, request: ChatRequest) -> dict[str, Any]:
         """Return the exact JSON body of ``request`` as the endpoint would be sent it now (the default
@@ -405,7 +417,7 @@ class Session:
         memory (its user messages are read once), as events for the caller to show. Raises
         ``ConfigError`` (nothing changed) for settings invalid here."""
         self.reconfigure(**{k: v for k, v in settings.items() if k not in keep})  # validates first
-        conversation = conversation.recounted(self.state.sizer)
+        conversation = conversation.recounted(self.state.sizer).with_slots_of(self.conversation)
         if "system" in keep:
             conversation = conversation.with_system(self.settings.system, self.state.sizer)
         conversation = conversation.memory_turned(self.settings.memory != "off", self.state.sizer)

@@ -10,12 +10,13 @@ are never evicted within the turn.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from stateless_chat.chat.values import Hooks, Toolbox
 from stateless_chat.core.history import Conversation
-from stateless_chat.core.messages import Entry, Event, Message, ToolAnswered, ToolCall, ToolCalled
+from stateless_chat.core.messages import Entry, Event, ToolAnswered, ToolCall, ToolCalled
 from stateless_chat.core.sizing import Sizer
+from stateless_chat.tools.toolcap import Codec, cap_result
 from stateless_chat.wire.backend import Reply
 
 if TYPE_CHECKING:
@@ -31,19 +32,19 @@ def step_entry(base: Conversation, reply: Reply, calls: Sequence[ToolCall], meas
 
 def capped_result(text: str, cap: int, measure: Sizer) -> tuple[str, int]:
     """Return a tool result cut to ``cap`` tokens (with a note saying how much was cut), and its size
-    before."""
-    size = measure(Message("tool", text))
-    if size <= cap:
-        return text, size
-    note = "\n[cut: the result was {:,} tokens; the first {:,} characters of {:,} are shown]"
-    lo, hi = 0, len(text)
-    while lo < hi:  # the longest prefix that fits the cap with its note
-        mid = (lo + hi + 1) // 2
-        if measure(Message("tool", text[:mid] + note.format(size, mid, len(text)))) <= cap:
-            lo = mid
-        else:
-            hi = mid - 1
-    return text[:lo] + note.format(size, lo, len(text)), size
+    before (``tools.toolcap.cap_result``: tokenized once, over a prefix)."""
+    return cap_result(text, cap, measure, _codec(measure))
+
+
+def _codec(measure: Sizer) -> Codec | None:
+    """Return what tokenizes for the cut: the counter (or the tiktoken counter a meter calibrates), when
+    counting is exact; ``cap_result`` checks the cut with ``measure`` itself either way."""
+    if not measure.exact:
+        return None
+    for candidate in (measure.counter, getattr(measure.counter, "base", None)):
+        if callable(getattr(candidate, "encode", None)) and callable(getattr(candidate, "decode", None)):
+            return cast(Codec, candidate)
+    return None
 
 
 def run_calls(base: Conversation, calls: Sequence[ToolCall], toolbox: Toolbox, settings: Settings,

@@ -64,8 +64,6 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
         raise UsageError("empty message: type something to send")
     if backend is None:
         raise UsageError("no endpoint to send to")
-    if setup.tools is not None:
-        state = state.made_exact()  # tool schemas are counted with the encoding
     settings = setup.settings
     reserve = settings.effective_reply_reserve
     told = Told(hooks.on_event, state.said)
@@ -93,6 +91,10 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
         if not calls or count == settings.max_tool_steps:
             break
         count += 1
+        if not state.sizer.exact:  # the turn calls tools: exact counts from here on (free until used)
+            state = state.made_exact()
+            steps.base = steps.base.recounted(state.sizer)
+            steps.pending = [replace(e, tokens=state.sizer(e.message)) for e in steps.pending]
         steps.add_step(plan, reply, reserve)
         assert setup.tools is not None  # a request offers tools only when there are some
         step = step_entry(steps.base, reply, calls, state.sizer, turn=steps.number, id=steps.next_id())

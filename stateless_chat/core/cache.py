@@ -13,6 +13,7 @@ Pure bookkeeping: it never talks to a server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ class Sent:
     endpoint: str
     model: str
     at: float
+    kinds: tuple[str, ...] = ()  # each entry's kind (the context slots are told apart by it)
+    sources: tuple[str | None, ...] = ()
 
     @property
     def tokens(self) -> int:
@@ -61,7 +64,8 @@ def sent_from(entries: Sequence[Entry], *, tools: str, endpoint: str, model: str
     """Return the record of a request that sent ``entries`` (with the given tools array)."""
     ids, messages, sizes = (tuple(e.id for e in entries), tuple(e.message for e in entries),
                             tuple(e.tokens for e in entries))
-    return Sent(ids, messages, sizes, tools, endpoint, model, at)
+    return Sent(ids, messages, sizes, tools, endpoint, model, at, tuple(e.kind for e in entries),
+                tuple(e.source for e in entries))
 
 
 def predict(
@@ -92,7 +96,7 @@ def predict(
     if idle > lifetime:
         return _with(cold, f"idle {_duration(idle)}, past the cache lifetime of {_duration(lifetime)}")
     if tools != previous.tools:
-        return _with(cold, "the tools offered changed")
+        return _with(cold, tools_change(previous.tools, tools))
     shared = 0
     count = min(len(entries), len(previous.ids))
     index = 0
@@ -102,7 +106,37 @@ def predict(
         index += 1
     if index == len(previous.ids):
         return Prediction(shared, total, None, previous.tokens)
+    if index < len(previous.kinds) and previous.kinds[index] == "docs":
+        # The documents retrieved for the last message are sent with it only: by design no break,
+        # and what the server reads again is that message alone.
+        return Prediction(shared, total, None, previous.tokens)
     return Prediction(shared, total, _cause(previous, entries, index, why_gone), previous.tokens)
+
+
+def tools_change(before: str, after: str) -> str:
+    """Return what changed between two ``tools`` arrays (as the JSON text sent), by function name:
+    ``the tools offered changed (added x; removed y; changed z)``."""
+    def functions(text: str) -> dict[str, str]:
+        try:
+            tools = json.loads(text) if text else []
+        except ValueError:
+            return {}
+        found = {}
+        for tool in tools if isinstance(tools, list) else ():
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(function, dict):
+                found[str(function.get("name"))] = json.dumps(function, sort_keys=True)
+        return found
+
+    old, new = functions(before), functions(after)
+    parts = []
+    changes = (("added", [n for n in new if n not in old]), ("removed", [n for n in old if n not in new]),
+               ("changed", [n for n in new if n in old and new[n] != old[n]]))
+    for label, names in changes:
+        if names:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            parts.append(f"{label} {', '.join(names[:5])}{more}")
+    return "the tools offered changed" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def _with(prediction: Prediction, cause: str) -> Prediction:
@@ -115,6 +149,9 @@ def _cause(previous: Sent, entries: Sequence[Entry], index: int, why_gone: Calla
     here = entries[index] if index < len(entries) else None
     if gone == MEMORY_ID or (here is not None and here.id == MEMORY_ID):
         return "the standing memory changed"
+    slot = _slot_cause(previous, entries, index)
+    if slot is not None:
+        return slot
     if here is not None and here.id == gone:
         if gone == 0:
             return "the system prompt changed"
@@ -126,6 +163,33 @@ def _cause(previous: Sent, entries: Sequence[Entry], index: int, why_gone: Calla
     if any(e.id == gone for e in entries):
         return f"message #{gone} moved"
     return why_gone(gone)
+
+
+_SLOT_NAMES = {"instructions": "the instructions", "skills": "the skills index"}
+
+
+def _slot_cause(previous: Sent, entries: Sequence[Entry], index: int) -> str | None:
+    """Return why the request differs at ``index`` when a context slot's entry is there (instruction
+    files read again, the skills index, a skill turned on or off), else None."""
+    before = previous.kinds[index] if index < len(previous.kinds) else None
+    here = entries[index] if index < len(entries) else None
+    if before == "skill" or (here is not None and here.kind == "skill"):
+        now = {e.source for e in entries if e.kind == "skill"}
+        then = {source for kind, source in zip(previous.kinds, previous.sources, strict=False)
+                if kind == "skill"}
+        off, on = sorted(str(name) for name in then - now), sorted(str(name) for name in now - then)
+        said = [f"skill {name} was turned off" for name in off]
+        said += [f"skill {name} was turned on" for name in on]
+        return ", ".join(said) or "an active skill changed"
+    for kind in (before, here.kind if here is not None else None):
+        if kind in _SLOT_NAMES:
+            name = _SLOT_NAMES[kind]
+            if before != kind:
+                return f"{name} were added" if kind == "instructions" else f"{name} was added"
+            if here is None or here.kind != kind:
+                return f"{name} were removed" if kind == "instructions" else f"{name} was removed"
+            return f"{name} changed"
+    return None
 
 
 def _duration(seconds: float) -> str:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-EntryKind = Literal["turn", "file", "summary", "memory"]
+EntryKind = Literal["turn", "file", "summary", "memory", "instructions", "skills", "skill", "docs"]
+# The kinds of the context slots: entries this run puts in the request (instruction files, the skills
+# index, active skills, retrieved documents), never part of the numbered history, never saved.
+SLOT_KINDS: frozenset[str] = frozenset({"instructions", "skills", "skill", "docs"})
 EvictionHow = Literal["dropped", "folded", "removed"]
 
 
@@ -95,7 +98,7 @@ class Entry:
     turn: int
     pinned: bool = False
     kind: EntryKind = "turn"
-    source: str | None = None  # the path, for entries added by /file
+    source: str | None = None  # the path (/file), the files read (instructions), the skill's name (skill)
     eviction: Eviction | None = None
     finish_reason: str | None = None
 
@@ -267,6 +270,17 @@ class ToolAnswered:
 
 
 @dataclass(frozen=True)
+class ToolProgress:
+    """A running tool call's server said how far it is: ``progress`` of ``total`` (when known), and
+    perhaps a message. Shown live on the call's line."""
+
+    tool: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class ToolStepsExhausted:
     """The model still asked for tools after ``limit`` steps: the turn ends there."""
 
@@ -282,6 +296,16 @@ class Recalled:
     ids: tuple[int, ...]
     tokens: int
     words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """A chunk of an added document went into the request, right before the new message: its
+    ``source`` (``path:first-last`` lines), its heading path and its size (our count)."""
+
+    source: str
+    tokens: int
+    heading: str = ""
 
 
 @dataclass(frozen=True)
@@ -315,8 +339,8 @@ class Notice:
 
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
-    | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolStepsExhausted | Recalled
-    | Remembered | MemoryFull | Notice
+    | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolProgress | ToolStepsExhausted
+    | Recalled | Retrieved | Remembered | MemoryFull | Notice
 )
 
 
@@ -369,11 +393,19 @@ def describe(event: Event) -> str:
             return f"← {event.tool} not run: the call was not approved"
         cut = f", cut from {event.cut_from:,}" if event.cut_from is not None else ""
         return f"← {event.tokens:,} tokens{cut}" + (" (the tool reported an error)" if event.error else "")
+    if isinstance(event, ToolProgress):
+        done = f"{event.progress:g}/{event.total:g}" if event.total else f"{event.progress:g}"
+        if event.total:
+            done += f" ({min(event.progress / event.total, 1):.0%})"
+        return f"… {event.tool} {done}" + (f": {event.message}" if event.message else "")
     if isinstance(event, ToolStepsExhausted):
         return f"stopped after {event.limit} tool steps (max_tool_steps): the model still asked for tools"
     if isinstance(event, Recalled):
         said = f': "{" ".join(event.words)}"' if event.words else ""
         return f"recalled turn {event.turn} ({event.tokens:,} tokens){said}"
+    if isinstance(event, Retrieved):
+        heading = f" · {event.heading}" if event.heading else ""
+        return f"retrieved {event.source} ({event.tokens:,} tokens){heading}"
     if isinstance(event, Remembered):
         return f'kept as standing (m{event.id}): "{_quoted(event.text)}" · /forget m{event.id}'
     if isinstance(event, MemoryFull):

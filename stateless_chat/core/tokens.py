@@ -349,6 +349,16 @@ class TokenCounter:
             raise EncodingUnavailable(self.note)
         return encoding.encode_ordinary(text)
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Return the text of token ``ids`` (a character split between tokens becomes U+FFFD).
+
+        Raises ``EncodingUnavailable`` in estimate mode.
+        """
+        encoding = self._get()
+        if encoding is None:
+            raise EncodingUnavailable(self.note)
+        return encoding.decode(list(ids), errors="replace")
+
     def count_text(self, text: str) -> int:
         """Return the tokens in ``text``, or the bytes/4 estimate when no encoding is available."""
         encoding = self._get()

@@ -5,8 +5,8 @@ server starts: importing the SDK takes about half a second. Everything async her
 the one loop thread of a ``ToolServers``; ``Connection.kill`` alone may be called from any
 thread (or a signal handler).
 
-The child is not the server itself but ``launchers/mcp_server.py``, a few lines of Python that fork the
-server and watch two things: the server's exit, and a lifeline, a FIFO whose only writer is
+The child is not the server itself but ``launchers/mcp_server.py``, a few lines of Python that
+fork the server and watch two things: the server's exit, and a lifeline, a FIFO whose only writer is
 this process. Whichever comes first ends the launcher's whole process group (the SDK starts
 it as a new session): the server, and anything the server started. The kernel closes the
 lifeline when this process ends in any way, SIGKILL included, and ``kill()`` closes it on
@@ -25,27 +25,24 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import anyio
+import anyio.abc
 import mcp.types as mcp_types
 from mcp.client.client import Client
-from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
+from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
 
 from stateless_chat.launchers import MCP_SERVER
 from stateless_chat.sanitize import strip_controls
 from stateless_chat.tools import executables
-from stateless_chat.tools.servers import ServerConfig, ToolResult, normalized
-
-if TYPE_CHECKING:  # the SDK's own names for a transport's two streams (private modules: types only)
-    from mcp.shared._stream_protocols import ReadStream, WriteStream
-    from mcp.shared.message import SessionMessage
+from stateless_chat.tools.mcp_stdio import CUT_META, bounded_stdio
+from stateless_chat.tools.specs import DEFAULT_MAX_RESULT_BYTES, ServerConfig, ToolResult, normalized
+from stateless_chat.tools.toolcache import RememberedTool
 
 # The SDK logs trouble with a server (a line on its stdout that is not JSON-RPC, ...) through
 # `logging`; with no handler anywhere, Python would print those records on our terminal.
@@ -55,8 +52,12 @@ CLIENT_INFO = mcp_types.Implementation(name="stateless-chat", version="0.1.0")
 END_WAIT = 5.0  # for the connection to finish ending once a call has seen it close
 LOG_ROTATE_BYTES = 1024 * 1024
 LOG_TAIL_LINES = 3
+INSTRUCTIONS_MAX = 4000
 LIST_PAGES = 100  # a server whose tools/list never stops paginating cannot hang the start
 MARK = "[stateless-chat] "  # how the launcher's own lines in the log begin
+# What an answer the SDK could not read is called, by the name of the SDK's model for it.
+_RESULT_NAMES = {"ListToolsResult": "tool list", "InitializeResult": "answer to initialize",
+                 "ListPromptsResult": "prompt list", "ListResourcesResult": "resource list"}
 
 class StartError(Exception):
     """The server could not be started or did not initialize; ``reason`` says why, in one line."""
@@ -64,15 +65,6 @@ class StartError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class ListedTool:
-    """A tool as its server listed it; the schema's keys are sorted."""
-
-    name: str
-    description: str
-    input_schema: dict[str, Any]
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -104,61 +96,18 @@ def render_result(result: mcp_types.CallToolResult) -> ToolResult:
             else:
                 parts.append(f"[resource {resource.uri}: {_decoded_size(resource.blob):,} bytes]")
         elif isinstance(block, mcp_types.ResourceLink):
-            parts.append(f"[resource link: {block.uri}]")
+            about = ", ".join(x for x in (block.name, block.mime_type) if x)
+            about = f" ({about})" if about else ""
+            parts.append(f"[resource link: {block.uri}{about}; the read_resource tool reads it]")
         else:  # a content type newer than this client
             parts.append(f"[{getattr(block, 'type', 'unknown')} content]")
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+    cut = (result.meta or {}).get(CUT_META)
+    if isinstance(cut, dict):  # first, where the token cap's cut at the end cannot take it away
+        parts.insert(0, f"[cut: the server sent {cut.get('bytes', 0):,} bytes, over tool_result_max_bytes; "
+                        f"{cut.get('dropped', 0):,} bytes of its text were not read]")
     return ToolResult("\n".join(parts), is_error=bool(result.is_error))
-
-
-class _EndWatch:
-    """The transport's read stream, calling ``on_end`` once the server's output has ended."""
-
-    def __init__(self, inner: ReadStream[SessionMessage | Exception], on_end: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_end = on_end
-
-    @property
-    def last_context(self) -> Any:
-        return getattr(self._inner, "last_context", None)
-
-    async def receive(self) -> SessionMessage | Exception:
-        try:
-            return await self._inner.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self._on_end()
-            raise
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def __aiter__(self) -> _EndWatch:
-        return self
-
-    async def __anext__(self) -> SessionMessage | Exception:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> _EndWatch:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        await self.aclose()
-        return None
-
-
-@asynccontextmanager
-async def _watched_stdio(
-    params: StdioServerParameters, errlog: TextIO, on_end: Callable[[], None]
-) -> AsyncIterator[tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]]:
-    """The SDK's stdio transport, telling ``on_end`` when the server's stdout ends."""
-    async with stdio_client(params, errlog=errlog) as (read, write):
-        yield _EndWatch(read, on_end), write
 
 
 def _make_lifeline(directory: Path, name: str) -> tuple[str, int | None]:
@@ -195,6 +144,24 @@ def _open_log(path: Path) -> TextIO:
     return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
 
 
+class Hooks(Protocol):
+    """What a connection asks of the chat (``tools.ToolServers`` gives it; all called on the loop thread).
+
+    ``ask`` answers a server's request that needs the user or the model (``sampling``,
+    ``elicitation``): it returns the SDK's result or ``ErrorData``. ``logged`` gets each log line
+    a server sends (after it is written to the server's log file); ``changed`` is told when a
+    running server's tools changed (``notifications/tools/list_changed``, refetched).
+    """
+
+    roots: tuple[tuple[str, str], ...]  # (file URI, name): what the servers may work on
+
+    async def ask(self, server: str, kind: str, params: Any) -> Any: ...
+
+    def logged(self, server: str, line: str) -> None: ...
+
+    def changed(self, server: str) -> None: ...
+
+
 class Connection:
     """One server: its process (under ``launchers/mcp_server.py``), its SDK client and its tools.
 
@@ -204,13 +171,19 @@ class Connection:
     never ran, and stays None when it was stopped on purpose.
     """
 
-    def __init__(self, config: ServerConfig, log_path: Path) -> None:
+    def __init__(self, config: ServerConfig, log_path: Path,
+                 max_bytes: int = DEFAULT_MAX_RESULT_BYTES, hooks: Hooks | None = None) -> None:
         self.config = config
+        self.hooks = hooks
+        self.capabilities: mcp_types.ServerCapabilities | None = None
+        self.has_resources = False  # it declares resources and lists some (or templates of some)
+        self.max_bytes = max_bytes
         self.name = config.name
         self.log_path = log_path
         self.phase: Literal["starting", "running", "ended"] = "starting"
         self.failure: str | None = None
-        self.tools: tuple[ListedTool, ...] = ()
+        self.tools: tuple[RememberedTool, ...] = ()
+        self.instructions: str | None = None
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._client: Client | None = None
         self._closing = False
@@ -219,7 +192,10 @@ class Connection:
         self._log: TextIO | None = None
         self._log_start = 0
         self._wake: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._output_ended = False
         self._ended: anyio.Event | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None  # for refetches a notification asks for
 
     # -- any thread ----------------------------------------------------------------------------
 
@@ -265,7 +241,22 @@ class Connection:
         if self._wake is not None:
             self._wake.set()
 
+    def abort(self) -> None:
+        """End ``serve()`` now, whatever it is waiting for; the transport still stops the server the
+        MCP way (an anyio cancellation, which its shielded teardown survives, unlike a task's)."""
+        self._closing = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _on_error(self, error: BaseException) -> None:
+        """Fail a start at once when the handshake or the listing failed (the teardown takes seconds);
+        not when the server's output ended: how it ended is known once it is stopped (the log)."""
+        if self.phase == "starting" and isinstance(error, Exception) and not self._output_ended:
+            self.fail(self._failure_reason(error))
+            self._settle()
+
     def _on_output_end(self) -> None:
+        self._output_ended = True
         if self._wake is not None:
             self._wake.set()
 
@@ -305,6 +296,11 @@ class Connection:
         self._ended = anyio.Event()
         if self._closing:  # stopped before it began
             self._wake.set()
+        with anyio.CancelScope() as self._scope:
+            await self._serve()
+
+    async def _serve(self) -> None:
+        assert self._wake is not None and self._ended is not None
         try:
             try:
                 self._log = _open_log(self.log_path)
@@ -316,14 +312,30 @@ class Connection:
             )
             self._log.flush()
             self._log_start = os.fstat(self._log.fileno()).st_size
-            transport = _watched_stdio(self._parameters(), self._log, self._on_output_end)
-            async with Client(transport, mode="legacy", cache=None, client_info=CLIENT_INFO) as client:
-                self.tools = await _list_tools(client)
+            params = self._parameters()
+            command = [params.command, *params.args]
+            env = get_default_environment() | (params.env or {})
+            transport = bounded_stdio(command, env, self._log, self.max_bytes, self._on_output_end,
+                                      self._on_error)
+            client = Client(transport, mode="legacy", cache=None, client_info=CLIENT_INFO,
+                            sampling_callback=self._sample, elicitation_callback=self._elicit,
+                            list_roots_callback=self._roots, logging_callback=self._logged,
+                            message_handler=self._notified)
+            async with client, anyio.create_task_group() as self._tasks:
+                try:
+                    self.capabilities = client.server_capabilities
+                    self.instructions = _instructions(client.instructions)
+                    self.tools = await _list_tools(client)
+                    self.has_resources = await _has_resources(client)
+                except Exception as error:
+                    self._on_error(error)
+                    raise
                 self._client = client
                 self.phase = "running"
                 self._settle()
                 await self._wake.wait()
                 self._client = None
+                self._tasks.cancel_scope.cancel()
             if not self._closing:
                 self.fail(self._ended_reason())
         except StartError as error:
@@ -337,6 +349,54 @@ class Connection:
             self.phase = "ended"
             self._settle()
             self._ended.set()
+
+    # -- what the server asks of the client (loop thread) --------------------------------------
+
+    async def _sample(self, context: Any, params: mcp_types.CreateMessageRequestParams) -> Any:
+        if self.hooks is None:
+            return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message="sampling is not available")
+        return await self.hooks.ask(self.name, "sampling", params)
+
+    async def _elicit(self, context: Any, params: Any) -> Any:
+        if self.hooks is None:
+            return mcp_types.ElicitResult(action="decline")
+        return await self.hooks.ask(self.name, "elicitation", params)
+
+    async def _roots(self, context: Any) -> mcp_types.ListRootsResult:
+        roots = self.hooks.roots if self.hooks is not None else ()
+        return mcp_types.ListRootsResult(roots=[mcp_types.Root(uri=uri, name=name)  # type: ignore[arg-type]
+                                                for uri, name in roots])
+
+    async def _logged(self, params: mcp_types.LoggingMessageNotificationParams) -> None:
+        """Write a log message of the server into its log file (where its stderr goes too)."""
+        data = params.data if isinstance(params.data, str) else json.dumps(params.data, ensure_ascii=False)
+        line = _one_line(f"{params.level}{f' {params.logger}' if params.logger else ''}: {data}", 2000)
+        if self._log is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._log.write(f"[log] {line}\n")
+                self._log.flush()
+        if self.hooks is not None:
+            self.hooks.logged(self.name, line)
+
+    async def _notified(self, message: Any) -> None:
+        if isinstance(message, mcp_types.ToolListChangedNotification) and self._tasks is not None:
+            self._tasks.start_soon(self._refetch_tools)
+
+    async def _refetch_tools(self) -> None:
+        """Refetch the tools after ``list_changed``; tell the hooks when they differ."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            tools = await _list_tools(client)
+        except Exception as error:  # the old list stays; the log says why
+            await self._logged(mcp_types.LoggingMessageNotificationParams(
+                level="error", logger="stateless-chat", data=f"refetching the tools failed: {error}"))
+            return
+        if tools != self.tools:
+            self.tools = tools
+            if self.hooks is not None:
+                self.hooks.changed(self.name)
 
     def _cleanup(self) -> None:
         if self._lifeline_path is not None:
@@ -354,6 +414,11 @@ class Connection:
             return self._ended_reason()
         if isinstance(error, MCPError):
             return _one_line(f"the server answered with an error: {error.message}")
+        if isinstance(error, ValidationError):
+            what = _RESULT_NAMES.get(error.title, error.title)
+            first = error.errors()[0] if error.errors() else None
+            where = ".".join(str(part) for part in first["loc"]) + ": " + first["msg"] if first else ""
+            return _one_line(f"it sent a malformed {what} ({error.error_count()} problems; {where})")
         if isinstance(error, OSError):
             return _one_line(f"cannot run {self.config.command}: {error.strerror or error}")
         return _one_line(f"{type(error).__name__}: {error}") + f" (log: {self.log_path})"
@@ -364,21 +429,26 @@ class Connection:
         reason = how or "it closed its connection"
         return reason + (f": {tail}" if tail else "") + f" (log: {self.log_path})"
 
-    async def call(self, tool: str, arguments: dict[str, Any], timeout: float) -> ToolResult:
+    async def call(self, tool: str, arguments: dict[str, Any],
+                   on_progress: Callable[[float, float | None, str | None], None] | None = None
+                   ) -> ToolResult:
         """Call ``tool`` and return its result; every failure is an error result, never an exception.
 
-        The SDK's timeout sends the server a cancellation; so does cancelling this task.
+        No timeout here: the caller's (which pauses while the user answers the server) cancels
+        this task, and the SDK then sends the server a cancellation. ``on_progress`` gets the
+        server's progress notifications for this call (a progress token is sent with it).
         """
         client = self._client
         if client is None:
             return ToolResult(self.stopped_message(), is_error=True)
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            if on_progress is not None:
+                on_progress(progress, total, message)
+
         try:
-            result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+            result = await client.call_tool(tool, arguments, progress_callback=progress)
         except MCPError as error:
-            if error.code == mcp_types.REQUEST_TIMEOUT:
-                return ToolResult(
-                    f"{self.name}.{tool} did not answer within {timeout:g} s; the call was cancelled", True
-                )
             if error.code == mcp_types.CONNECTION_CLOSED:
                 if self._ended is not None:
                     with anyio.move_on_after(END_WAIT):
@@ -391,17 +461,49 @@ class Connection:
             return ToolResult(_one_line(f"{self.name}.{tool} failed: {error}", 2000), is_error=True)
         return render_result(result)
 
+    async def request(self, method: str, *args: Any) -> Any:
+        """Return the result of the client's ``method`` (``list_resources``, ``read_resource``,
+        ``list_prompts``, ``get_prompt``, ...); raises ``MCPError`` as the SDK does."""
+        client = self._client
+        if client is None:
+            raise MCPError(mcp_types.CONNECTION_CLOSED, self.stopped_message())
+        return await getattr(client, method)(*args)
 
-async def _list_tools(client: Client) -> tuple[ListedTool, ...]:
+
+async def _has_resources(client: Client) -> bool:
+    """Return whether the server lists any resource or resource template (many declare the capability
+    and have none: the read_resource tool is offered only for a server that has some)."""
+    if client.server_capabilities.resources is None:
+        return False
+    try:
+        if (await client.list_resources()).resources:
+            return True
+        return bool((await client.list_resource_templates()).resource_templates)
+    except Exception:  # a server that cannot list them offers none
+        return False
+
+
+def _instructions(text: str | None) -> str | None:
+    """Return a server's instructions as offered to the model: controls stripped, at most 4,000
+    characters (they go into every request)."""
+    if not text or not text.strip():
+        return None
+    cleaned = strip_controls(text).strip()
+    return cleaned if len(cleaned) <= INSTRUCTIONS_MAX else cleaned[: INSTRUCTIONS_MAX - 3] + "..."
+
+
+async def _list_tools(client: Client) -> tuple[RememberedTool, ...]:
     """Return every tool the server lists, following its pages; a repeated name counts once."""
-    tools: dict[str, ListedTool] = {}
+    tools: dict[str, RememberedTool] = {}
     cursor: str | None = None
     for _ in range(LIST_PAGES):
         page = await client.list_tools(cursor=cursor)
         for tool in page.tools:
+            if tool.execution is not None and tool.execution.task_support == "required":
+                continue  # callable only as a task, which this client does not support
             if tool.name not in tools:
                 schema = _function_parameters(tool.input_schema)
-                tools[tool.name] = ListedTool(tool.name, tool.description or "", schema)
+                tools[tool.name] = RememberedTool(tool.name, tool.description or "", schema)
         cursor = page.next_cursor
         if not cursor:
             break

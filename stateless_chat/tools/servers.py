@@ -27,336 +27,39 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import copy
-import difflib
-import hashlib
-import json
 import math
-import re
+import queue
 import threading
-from collections import Counter
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from stateless_chat.core.messages import ToolProgress
 from stateless_chat.errors import ConfigError
-from stateless_chat.validate import Invalid, shown, type_name
+from stateless_chat.tools.specs import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_STARTUP_TIMEOUT,
+    LIST_PAGES,
+    STOP_GRACE,
+    THREAD_JOIN,
+    ServerConfig,
+    ServerStatus,
+    ToolResult,
+    ToolsError,
+    ToolSpec,
+    offered_names,
+    one_line_text,
+    parse_arguments,
+    suggestion,
+)
+from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, describe_change, server_key
 
 if TYPE_CHECKING:
     from stateless_chat.tools.mcp_client import Connection
-
-Approval = Literal["ask", "always"]
-APPROVALS: tuple[Approval, ...] = ("ask", "always")
-
-SERVER_KEYS = ("command", "args", "env", "enabled", "approve", "tools")
-TOOL_KEYS = ("approve",)
-# A server's name is a bare TOML key, short enough that "{server}_{tool}" usually fits 64 characters.
-SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-# What the chat-completions API accepts as a function name.
-OFFERED_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-DEFAULT_STARTUP_TIMEOUT = 30.0
-DEFAULT_CALL_TIMEOUT = 60.0
-STOP_GRACE = 2.0  # for the servers to end on their own (stdin closed) before their groups are killed
-CALL_GRACE = 5.0  # past the SDK's own timeout, before a call is given up from this side
-THREAD_JOIN = 2.0
-
-
-# ---- configuration ------------------------------------------------------------------
-
-
-def _command(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise Invalid("a non-empty string (the server's executable)")
-    return value
-
-
-def _args(value: object) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise Invalid("an array of strings")
-    if not all(isinstance(item, str) and "\x00" not in item for item in value):
-        raise Invalid("an array of strings")
-    return tuple(value)
-
-
-def _env(value: object) -> Mapping[str, str]:
-    if not isinstance(value, Mapping):
-        raise Invalid("a table of strings")
-    for key, item in value.items():
-        if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
-            raise Invalid("a table of strings whose names are not empty and have no '='")
-        if not isinstance(item, str) or "\x00" in item:
-            raise Invalid("a table of strings")
-    return MappingProxyType(dict(value))
-
-
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid("a boolean (true or false)")
-    return value
-
-
-def _approval(value: object) -> Approval:
-    if value != "ask" and value != "always":
-        raise Invalid('"ask" or "always"')
-    return value
-
-
-def _approvals(value: object) -> Mapping[str, Approval]:
-    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
-        raise Invalid('a table of tool names to "ask" or "always"')
-    try:
-        return MappingProxyType({key: _approval(item) for key, item in value.items()})
-    except Invalid:
-        raise Invalid('a table of tool names to "ask" or "always"') from None
-
-
-_SERVER_CHECKS: dict[str, Callable[[object], Any]] = {
-    "command": _command,
-    "args": _args,
-    "env": _env,
-    "enabled": _bool,
-    "approve": _approval,
-    "approve_tools": _approvals,
-}
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """One ``[mcp.servers.NAME]`` table: how to start the server and whether to ask before its calls.
-
-    Construct it and it is valid, or ``ConfigError`` is raised. ``env`` is added to the SDK's safe
-    default environment of the child; its values are kept out of ``repr`` (they are often tokens).
-    ``approve`` applies to every tool of the server unless ``approve_tools`` names the tool.
-    """
-
-    name: str
-    command: str
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
-    enabled: bool = True
-    approve: Approval = "ask"
-    approve_tools: Mapping[str, Approval] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not SERVER_NAME.fullmatch(self.name):
-            raise ConfigError(f"mcp server name {shown(self.name)} {_NAME_RULE}")
-        for key, check in _SERVER_CHECKS.items():
-            value = getattr(self, key)
-            try:
-                checked = check(value)
-            except Invalid as error:
-                got = type_name(value) if key == "env" else shown(value)
-                message = f"mcp server {self.name}: {key} must be {error.expected}, got {got}"
-                raise ConfigError(message) from None
-            if checked is not value:
-                object.__setattr__(self, key, checked)
-
-    def approval(self, tool: str) -> Approval:
-        """Return whether a call of ``tool`` (its name on this server) needs the user's yes first."""
-        return self.approve_tools.get(tool, self.approve)
-
-
-_NAME_RULE = "must be 1 to 32 letters, digits, '-' or '_', starting with a letter or digit"
-
-
-def _key_path(path: str, *keys: str) -> str:
-    """Return the dotted TOML key ``path`` followed by ``keys``, quoting those that are not bare keys."""
-    return ".".join([path, *(key if BARE_KEY.fullmatch(key) else json.dumps(key) for key in keys)])
-
-
-def _suggestion(key: str, choices: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
-
-
-def _table(value: object, path: str, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Return ``value`` if it is a table (with only the ``allowed`` keys, if given), else raise."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: {path!r} must be a table, got {type_name(value)}")
-    if allowed is None:
-        return value
-    for key in value:
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}: unknown key {_key_path(path, str(key))!r}{_suggestion(str(key), allowed)}"
-            )
-    return value
-
-
-def parse_servers(raw: object, where: str) -> dict[str, ServerConfig]:
-    """Return the servers of the config file's ``mcp`` table, by name, in the file's order.
-
-    ``raw`` is that table as TOML parsed it (``{"servers": {"time": {"command": ...}}}``);
-    ``where`` names the file for messages. Anything wrong (an unknown key, with a did-you-mean;
-    a wrong type; an empty command; a bad server name) raises ``ConfigError`` with one line
-    that names ``where`` and the key. Values of ``env`` are never shown in a message.
-    """
-    mcp = _table(raw, "mcp", where, ("servers",))
-    servers = _table(mcp.get("servers", {}), "mcp.servers", where)
-    result: dict[str, ServerConfig] = {}
-    for name, table in servers.items():
-        path = _key_path("mcp", "servers", name)
-        if not SERVER_NAME.fullmatch(name):
-            raise ConfigError(f"{where}: {path!r}: a server name {_NAME_RULE}")
-        table = _table(table, path, where, SERVER_KEYS)
-        if "command" not in table:
-            raise ConfigError(f"{where}: {path!r} has no 'command' (the server's executable)")
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            if key == "tools":
-                values["approve_tools"] = _tool_approvals(value, path, where)
-                continue
-            try:
-                values[key] = _SERVER_CHECKS[key](value)
-            except Invalid as error:
-                got = type_name(value) if key == "env" else shown(value)
-                message = f"{where}: {_key_path(path, key)!r} must be {error.expected}, got {got}"
-                raise ConfigError(message) from None
-        result[name] = ServerConfig(name=name, **values)
-    return result
-
-
-def _tool_approvals(value: object, path: str, where: str) -> dict[str, Approval]:
-    tools_path = _key_path(path, "tools")
-    tools = _table(value, tools_path, where)
-    approvals: dict[str, Approval] = {}
-    for tool, table in tools.items():
-        tool_path = _key_path(tools_path, tool)
-        table = _table(table, tool_path, where, TOOL_KEYS)
-        if "approve" in table:
-            try:
-                approvals[tool] = _approval(table["approve"])
-            except Invalid as error:
-                raise ConfigError(
-                    f"{where}: {_key_path(tool_path, 'approve')!r} must be {error.expected}, "
-                    f"got {shown(table['approve'])}"
-                ) from None
-    return approvals
-
-
-# ---- tools and results ------------------------------------------------------------------
-
-
-def normalized(value: Any) -> Any:
-    """Return ``value`` (parsed JSON) with the keys of every object sorted, recursively.
-
-    Servers list schemas with keys in whatever order their SDK builds them (it differs even
-    between protocol versions of one SDK); sorted, the same tools always serialize to the
-    same bytes, so a request's ``tools`` array does not change from turn to turn.
-    """
-    if isinstance(value, dict):
-        return {key: normalized(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [normalized(item) for item in value]
-    return value
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A tool of a running server, as offered to the model.
-
-    ``name`` is the tool's name on its server; ``offered`` is the function name the model sees
-    and calls: the tool's name, or ``{server}_{name}`` when two enabled servers offer the same
-    name, made to fit ``^[a-zA-Z0-9_-]{1,64}$``. ``input_schema`` has its keys sorted.
-    """
-
-    server: str
-    name: str
-    offered: str
-    description: str
-    input_schema: dict[str, Any] = field(hash=False)
-    approve: Approval = "ask"
-
-    def to_api(self) -> dict[str, Any]:
-        """Return the tool as one entry of a chat-completions request's ``tools`` array (a fresh copy)."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.offered,
-                "description": self.description,
-                "parameters": copy.deepcopy(self.input_schema),
-            },
-        }
-
-    @property
-    def display(self) -> str:
-        """Return ``server.tool``, how a call is shown to the user."""
-        return f"{self.server}.{self.name}"
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """What a tool call gave: its text for the model, and whether it is an error.
-
-    ``text`` joins the result's text content (other content is described in one line, e.g.
-    ``[image: 12,345 bytes, image/png]``), whole: cutting it to a token cap is the caller's job.
-    ``is_error`` is the server's ``isError``, or the call could not be made or finished.
-    """
-
-    text: str
-    is_error: bool = False
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    """One server for ``/tools``: its state, how many tools it offers and where its log is.
-
-    ``state`` is ``running``, ``starting``, ``stopped``, ``disabled`` or ``failed: <why>``.
-    """
-
-    name: str
-    state: str
-    tools: int
-    log: Path
-
-
-def _sanitized(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "_"
-
-
-def offered_names(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """Return the function name to offer for each ``(server, tool)``, all different.
-
-    A tool keeps its name unless another server has a tool of the same name; then each of them
-    is ``{server}_{tool}``. Characters the API refuses become ``_`` and names are cut to 64;
-    should two names still coincide, each gets a short hash of its server and tool, so the
-    result depends only on the pairs given.
-    """
-    pairs = list(pairs)
-    servers_of: dict[str, set[str]] = {}
-    for server, tool in pairs:
-        servers_of.setdefault(tool, set()).add(server)
-    offered = {
-        (server, tool): _sanitized(tool if len(servers_of[tool]) == 1 else f"{server}_{tool}")
-        for server, tool in pairs
-    }
-    counts = Counter(offered.values())
-    for key, name in offered.items():
-        if counts[name] > 1:
-            digest = hashlib.sha256(f"{key[0]}\x00{key[1]}".encode()).hexdigest()[:8]
-            offered[key] = f"{name[:55]}_{digest}"
-    return offered
-
-
-def parse_arguments(arguments: str) -> dict[str, Any] | str:
-    """Return the model's JSON arguments as a dict, or a message saying why they are not usable.
-
-    An empty string stands for no arguments (some models send it for a tool without any).
-    """
-    if not arguments.strip():
-        return {}
-    try:
-        value = json.loads(arguments)
-    except ValueError as error:
-        return f"the arguments are not valid JSON ({error}); send a JSON object"
-    if not isinstance(value, dict):
-        return f"the arguments must be a JSON object, got {type_name(value)}"
-    return value
-
 
 # ---- the servers ---------------------------------------------------------------------------
 
@@ -364,14 +67,76 @@ def parse_arguments(arguments: str) -> dict[str, Any] | str:
 class _Server:
     """The mutable record of one configured server (guarded by ``ToolServers._lock``)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, remembered: Remembered | None) -> None:
         self.config = config
         self.enabled = config.enabled
+        self.key = server_key(config.command, config.args, config.env)
+        self.remembered = remembered  # its tools as it listed them when it last started (any run)
         self.connection: Connection | None = None
         self.serving: concurrent.futures.Future[None] | None = None
 
     def running(self) -> bool:
         return self.connection is not None and self.connection.phase == "running"
+
+    def listed(self) -> tuple[RememberedTool, ...]:
+        """Return the tools to offer: the live list of a running server, the remembered one of a
+        server not started yet (or still starting), none of one that failed or stopped."""
+        connection = self.connection
+        if connection is not None and connection.phase == "running":
+            return connection.tools
+        if self.remembered is not None and (connection is None or connection.phase == "starting"):
+            return self.remembered.tools
+        return ()
+
+
+@dataclass(frozen=True)
+class ServerAsk:
+    """A request a server makes while one of its tools runs: ``sampling`` (the model is asked:
+    ``params`` is the SDK's ``CreateMessageRequestParams``) or ``elicitation`` (the user is asked:
+    ``ElicitRequestFormParams`` or ``ElicitRequestURLParams``). ``tool`` is the call's
+    ``server.tool``; ``answer`` gets the SDK's result (or ``ErrorData``)."""
+
+    server: str
+    kind: Literal["sampling", "elicitation"]
+    params: Any
+    tool: str
+    answer: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future, compare=False)
+
+
+def refusal(ask: ServerAsk, why: str) -> Any:
+    """Return the answer that says no to ``ask``: an elicitation declined, a sampling error."""
+    import mcp.types as mcp_types
+
+    if ask.kind == "elicitation":
+        return mcp_types.ElicitResult(action="decline")
+    return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=f"sampling refused: {why}")
+
+
+class _Hooks:
+    """What the connections ask of the chat (``mcp_client.Hooks``), on the loop thread."""
+
+    def __init__(self, servers: ToolServers, roots: tuple[tuple[str, str], ...]) -> None:
+        self.servers = servers
+        self.roots = roots
+
+    async def ask(self, server: str, kind: str, params: Any) -> Any:
+        with self.servers._lock:
+            waiting = self.servers._asking.get(server) or []
+            asks = waiting[-1] if waiting else None
+        ask = ServerAsk(server, "sampling" if kind == "sampling" else "elicitation", params, server)
+        if asks is None:  # not during a call of this server's tools: nobody is there to answer
+            return refusal(ask, "no tool call of this server is under way")
+        asks.put(ask)
+        return await asyncio.wrap_future(ask.answer)
+
+    def logged(self, server: str, line: str) -> None:
+        if self.servers.on_log is not None:
+            self.servers.on_log(f"mcp server {server} logs {line}")
+
+    def changed(self, server: str) -> None:
+        record = self.servers._servers.get(server)
+        if record is not None and record.connection is not None:
+            self.servers._remember(record, record.connection, why="changed its tools")
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -390,6 +155,13 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
+def _abort(loop: asyncio.AbstractEventLoop, connection: Connection) -> None:
+    """Stop a connection that is still starting: its process group killed now, its task ended."""
+    connection.kill()
+    with contextlib.suppress(RuntimeError):  # the loop is closed already
+        loop.call_soon_threadsafe(connection.abort)
+
+
 class ToolServers:
     """The configured MCP servers of one chat: start them, offer their tools, call them, stop them.
 
@@ -404,18 +176,38 @@ class ToolServers:
         *,
         log_dir: Path,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        cache: ToolCache | None = None,
     ) -> None:
         for key, config in configs.items():
             if key != config.name:
                 raise ValueError(f"server {config.name!r} is filed under another name, {key!r}")
         self.log_dir = Path(log_dir)
         self.startup_timeout = startup_timeout
-        self._servers = {name: _Server(config) for name, config in configs.items()}
+        self.max_result_bytes = max_result_bytes
+        self.cache = cache
+        self._servers = {name: _Server(config, None) for name, config in configs.items()}
+        if cache is not None:
+            for server in self._servers.values():
+                server.remembered = cache.get(server.key)
+        # Lines for the user that came up away from a command (a list that changed, a start in the
+        # background that failed): the caller shows them where it can (take_notices).
+        self._notices: list[str] = []
+        # Where a start made by a call (in the caller's thread) tells them at once, if set.
+        self.on_notice: Callable[[str], None] | None = None
+        # What the chat does with what servers send and ask (see ServerAsk, ToolProgress); the
+        # progress and log ones are called on the event loop's thread.
+        self.on_ask: Callable[[ServerAsk], Any] | None = None
+        self.on_progress: Callable[[ToolProgress], None] | None = None
+        self.on_log: Callable[[str], None] | None = None
+        self._asking: dict[str, list[queue.Queue[ServerAsk | None]]] = {}  # the calls under way, by server
+        self._hooks = _Hooks(self, ((Path.cwd().as_uri(), Path.cwd().name or "/"),))
         self._lock = threading.RLock()
         # The loop and its thread, in a list so that stop() takes them atomically (list.pop),
         # without a lock: it may run in a signal handler that interrupted this very object.
         self._runtime: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
         self._last_offered: dict[str, ToolSpec] = {}
+        self.reserved: frozenset[str] = frozenset()  # names no server tool is offered under (built-ins')
 
     def __enter__(self) -> ToolServers:
         return self
@@ -433,8 +225,8 @@ class ToolServers:
         found = self._servers.get(server)
         if found is None:
             known = ", ".join(self._servers) or "none configured"
-            suggestion = _suggestion(server, self._servers)
-            raise ConfigError(f"unknown mcp server {server!r}{suggestion}; servers: {known}")
+            hint = suggestion(server, self._servers)
+            raise ConfigError(f"unknown mcp server {server!r}{hint}; servers: {known}")
         return found
 
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -452,11 +244,14 @@ class ToolServers:
         """Start the enabled servers (or the ``names`` given) that are not running; return the problems.
 
         Each server is started, initialized and asked for its tools, all at once; this returns
-        when every one has answered or failed, or ``startup_timeout`` has passed. A server that
-        failed is marked ``failed: <why>`` and the others work; a server that failed before is
-        started again. The result has one line per problem, e.g. ``mcp server time failed to
-        start: command not found: mcp-server-time`` or ``mcp server x did not answer within 30 s``.
-        An unknown name raises ``ConfigError``. Ctrl-C stops the servers still starting.
+        when every one has answered or failed, or ``startup_timeout`` has passed (a server
+        already starting, in the background, is waited for too). A server that failed is
+        marked ``failed: <why>`` and the others work; a server that failed before is started
+        again. The result has one line per problem, e.g. ``mcp server time failed to start:
+        command not found: mcp-server-time`` or ``mcp server x did not answer within 30 s``.
+        Each list a server gives is remembered (``cache``); one that differs from what was
+        remembered is said in a notice (``take_notices``). An unknown name raises
+        ``ConfigError``. Ctrl-C stops the servers still starting.
         """
         from stateless_chat.tools.mcp_client import Connection
 
@@ -466,51 +261,125 @@ class ToolServers:
             else:
                 wanted = [self._named(name) for name in dict.fromkeys(names)]
             loop = self._loop()
-            starting: list[tuple[str, Connection, concurrent.futures.Future[None]]] = []
+            starting: list[tuple[_Server, Connection]] = []
             for server in wanted:
-                if server.connection is not None and server.connection.phase != "ended":
+                connection = server.connection
+                if connection is not None and connection.phase == "starting":
+                    starting.append((server, connection))  # started elsewhere: waited for here too
+                if connection is not None and connection.phase != "ended":
                     continue
-                connection = Connection(server.config, self.log_path(server.config.name))
+                log = self.log_path(server.config.name)
+                connection = Connection(server.config, log, self.max_result_bytes, self._hooks)
                 serving = asyncio.run_coroutine_threadsafe(connection.serve(), loop)
                 serving.add_done_callback(connection.settle)
                 server.connection, server.serving = connection, serving
-                starting.append((server.config.name, connection, serving))
+                starting.append((server, connection))
         try:
             _, late = concurrent.futures.wait(
-                [connection.ready for _, connection, _ in starting], timeout=self.startup_timeout
+                [connection.ready for _, connection in starting], timeout=self.startup_timeout
             )
         except BaseException:  # Ctrl-C: what is still starting is stopped
-            for _, connection, serving in starting:
+            for _, connection in starting:
                 if not connection.ready.done():
-                    serving.cancel()
-                    connection.kill()
+                    _abort(loop, connection)
             raise
         problems: list[str] = []
-        for name, connection, serving in starting:
+        for server, connection in starting:
+            name = server.config.name
             if connection.ready in late:
                 connection.fail(f"did not answer within {self.startup_timeout:g} s")
-                serving.cancel()
-                connection.kill()
+                _abort(loop, connection)
                 problems.append(
                     f"mcp server {name} did not answer within {self.startup_timeout:g} s "
                     f"(log: {connection.log_path})"
                 )
             elif connection.ready.exception() is not None:
                 problems.append(f"mcp server {name} failed to start: {connection.failure}")
+            else:
+                self._remember(server, connection)
         return problems
+
+    def _remember(self, server: _Server, connection: Connection,
+                  why: str = "lists other tools than remembered") -> None:
+        """Remember what a server listed (on starting, or on ``list_changed``); say so when it is not what
+        was offered."""
+        listed = Remembered(connection.tools, connection.instructions, connection.has_resources)
+        with self._lock:
+            before, server.remembered = server.remembered, listed
+            if before is not None and before != listed:
+                self._notices.append(
+                    f"mcp server {server.config.name} {why} ({describe_change(before, listed)}): they are "
+                    "offered from now on, which changes the tools array (a cache break)")
+        if self.cache is not None:
+            self.cache.put(server.key, listed)
+
+    def start_background(self) -> None:
+        """Start the enabled servers without waiting for them (the chat's prompt is not held up); their
+        problems become notices (``take_notices``)."""
+        def start() -> None:
+            problems = self.start()
+            with self._lock:
+                self._notices.extend(f"{line} (the chat goes on without its tools)" for line in problems)
+
+        threading.Thread(target=start, name="stateless-chat-mcp-start", daemon=True).start()
+
+    def _tell_notices(self) -> None:
+        if self.on_notice is not None:
+            for notice in self.take_notices():
+                self.on_notice(notice)
+
+    def add_notice(self, line: str) -> None:
+        """Keep ``line`` for the user, to be shown where the chat can (``take_notices``)."""
+        with self._lock:
+            self._notices.append(line)
+
+    def take_notices(self) -> list[str]:
+        """Return the notices not yet shown (and forget them)."""
+        with self._lock:
+            notices, self._notices = self._notices, []
+            return notices
+
+    def unknown(self) -> list[str]:
+        """Return the enabled servers whose tools are not known until they start (none remembered)."""
+        with self._lock:
+            return [name for name, server in self._servers.items()
+                    if server.enabled and server.remembered is None and not server.running()]
+
+    def with_resources(self) -> list[str]:
+        """Return the enabled servers that offer resources (as they said when running, or last time),
+        but not those that failed or stopped."""
+        with self._lock:
+            found = []
+            for name, server in self._servers.items():
+                connection = server.connection
+                if not server.enabled or (connection is not None and connection.phase == "ended"):
+                    continue
+                if connection is not None and connection.phase == "running":
+                    if connection.has_resources:
+                        found.append(name)
+                elif server.remembered is not None and server.remembered.resources:
+                    found.append(name)
+            return found
+
+    def stalled(self) -> list[str]:
+        """Return the enabled servers that are not running and would not start on a call: those never
+        seen (``unknown``), and those that failed or stopped (their tools are not offered)."""
+        with self._lock:
+            return [name for name, server in self._servers.items() if server.enabled and not server.running()
+                    and (server.remembered is None or server.connection is not None)]
 
     # -- tools -------------------------------------------------------------------------------
 
     def _current(self) -> list[ToolSpec]:
-        """Return the tools of the running, enabled servers, sorted by offered name."""
+        """Return the tools of the enabled servers (live or remembered), sorted by offered name."""
         with self._lock:
             listed = [
                 (server.config, tool)
                 for server in self._servers.values()
-                if server.enabled and server.running() and server.connection is not None
-                for tool in server.connection.tools
+                if server.enabled
+                for tool in server.listed()
             ]
-            names = offered_names((config.name, tool.name) for config, tool in listed)
+            names = offered_names(((config.name, tool.name) for config, tool in listed), self.reserved)
             specs = [
                 ToolSpec(
                     server=config.name,
@@ -522,10 +391,32 @@ class ToolServers:
                 )
                 for config, tool in listed
             ]
-            return sorted(specs, key=lambda spec: spec.offered)
+            specs.sort(key=lambda spec: spec.offered)
+            return self._with_instructions(specs)
+
+    def _with_instructions(self, specs: list[ToolSpec]) -> list[ToolSpec]:
+        """Return ``specs`` with each server's instructions in the description of its first tool: the
+        tools array is the request's stable block, sent unchanged with every request, where the
+        model reads how a server's tools are meant to be used."""
+        done: set[str] = set()
+        result = []
+        for spec in specs:
+            server = self._servers[spec.server]
+            connection = server.connection
+            live = connection is not None and connection.phase == "running"
+            instructions = (connection.instructions if live and connection is not None
+                            else server.remembered.instructions if server.remembered is not None else None)
+            if instructions and spec.server not in done:
+                done.add(spec.server)
+                description = (f"{spec.description}\n\n[The {spec.server} server's instructions for all its "
+                               f"tools: {instructions}]").strip()
+                spec = replace(spec, description=description)
+            result.append(spec)
+        return result
 
     def tools(self) -> tuple[ToolSpec, ...]:
-        """Return the tools of the running, enabled servers, sorted by offered name.
+        """Return the tools of the enabled servers, sorted by offered name: a running server's as it
+        lists them, one not started yet as it listed them last time (``_Server.listed``).
 
         These are remembered as what the model was offered last, so that a call of one whose
         server has stopped since is answered with why, not with "no such tool".
@@ -554,7 +445,9 @@ class ToolServers:
         Never raises for what the model or the server did: an unknown tool, arguments that are
         not a JSON object, an error result, no answer within ``timeout`` seconds (the call is
         then cancelled on the server) and a server that has stopped all come back as an error
-        result. A KeyboardInterrupt while waiting cancels the call and is raised at once.
+        result. While the call runs, what its server asks of the user or the model (elicitation,
+        sampling) is answered in this thread (``on_ask``); the time that takes is not counted
+        against ``timeout``. A KeyboardInterrupt while waiting cancels the call and is raised.
         """
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -570,26 +463,70 @@ class ToolServers:
             if spec is None:
                 return ToolResult(self._missing(offered, previous, current), is_error=True)
             server = self._servers[spec.server]
-            connection = server.connection
-            runtime = self._runtime[0] if self._runtime else None
         arguments_or_why = parse_arguments(arguments)
         if isinstance(arguments_or_why, str):
             return ToolResult(f"cannot call {spec.display}: {arguments_or_why}", is_error=True)
+        if not server.running():  # free until used: a server starts on the first call of its tools
+            problems = self.start([spec.server])
+            self._tell_notices()
+            if problems:
+                return ToolResult(problems[0], is_error=True)
+            if all(tool.name != spec.name for tool in server.listed()):
+                return ToolResult(f"the mcp server {spec.server} no longer has a tool {spec.name!r} (its "
+                                  "tools changed since they were remembered)", is_error=True)
+        with self._lock:
+            connection = server.connection
+            runtime = self._runtime[0] if self._runtime else None
         if connection is None or runtime is None:
             return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
+
+        def progress(done: float, total: float | None, message: str | None) -> None:
+            if self.on_progress is not None:
+                self.on_progress(ToolProgress(spec.display, done, total, message))
+
+        asks: queue.Queue[ServerAsk | None] = queue.Queue()
+        with self._lock:  # before the call goes: the server may ask at once
+            self._asking.setdefault(spec.server, []).append(asks)
         try:
-            future = asyncio.run_coroutine_threadsafe(
-                connection.call(spec.name, arguments_or_why, timeout), runtime[0]
-            )
-        except RuntimeError:  # stop() closed the loop meanwhile
-            return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
+            try:
+                future = asyncio.run_coroutine_threadsafe(
+                    connection.call(spec.name, arguments_or_why, progress), runtime[0]
+                )
+            except RuntimeError:  # stop() closed the loop meanwhile
+                return ToolResult(f"the mcp server {spec.server} is not running", is_error=True)
+            future.add_done_callback(lambda _: asks.put(None))
+            return self._wait(spec, future, asks, timeout)
+        finally:
+            with self._lock:
+                self._asking[spec.server].remove(asks)
+            while not asks.empty():  # asked just as the call ended: nobody will answer but us
+                late = asks.get_nowait()
+                if late is not None and not late.answer.done():
+                    late.answer.set_result(refusal(late, "the tool call it belongs to has ended"))
+
+    def _wait(self, spec: ToolSpec, future: concurrent.futures.Future[ToolResult],
+              asks: queue.Queue[ServerAsk | None], timeout: float) -> ToolResult:
+        """Wait for a call, answering what its server asks meanwhile; the user's time is not the tool's."""
+        deadline = time.monotonic() + timeout
         try:
-            return future.result(timeout + CALL_GRACE)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            return ToolResult(
-                f"{spec.display} did not answer within {timeout:g} s; the call was cancelled", True
-            )
+            while not future.done():
+                try:
+                    ask = asks.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    future.cancel()
+                    return ToolResult(f"{spec.display} did not answer within {timeout:g} s; the call was "
+                                      "cancelled", True)
+                if ask is None:
+                    continue
+                asked = time.monotonic()
+                try:
+                    answer = self.on_ask(ask) if self.on_ask is not None else refusal(ask, "nobody to ask")
+                except BaseException:
+                    ask.answer.set_result(refusal(ask, "the user cancelled"))
+                    raise
+                ask.answer.set_result(answer)
+                deadline += time.monotonic() - asked
+            return future.result()
         except concurrent.futures.CancelledError:
             return ToolResult(f"the call of {spec.display} was cancelled: the mcp servers are stopping", True)
         except Exception as error:  # a bug in the SDK or here: the chat goes on, the model is told
@@ -597,6 +534,70 @@ class ToolServers:
         except BaseException:  # KeyboardInterrupt: the call is cancelled, control returns now
             future.cancel()
             raise
+
+    # -- resources and prompts -------------------------------------------------------------------
+
+    def ask_server(self, server: str, method: str, *args: Any, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
+        """Return the result of the SDK client's ``method`` on ``server`` (started first if need be).
+
+        For what the user asks for by command (``/resources``, ``/attach``, ``/prompts``,
+        ``/prompt``). Anything that goes wrong raises ``ToolsError`` with one line.
+        """
+        record = self._named(server)
+        if not record.running():
+            problems = self.start([server])
+            self._tell_notices()
+            if problems:
+                raise ToolsError(problems[0])
+        with self._lock:
+            connection = record.connection
+            runtime = self._runtime[0] if self._runtime else None
+        if connection is None or runtime is None or not record.running():
+            raise ToolsError(f"the mcp server {server} is not running")
+        future = asyncio.run_coroutine_threadsafe(connection.request(method, *args), runtime[0])
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ToolsError(f"the mcp server {server} did not answer within {timeout:g} s") from None
+        except concurrent.futures.CancelledError:
+            raise ToolsError(f"the mcp server {server} is stopping") from None
+        except Exception as error:
+            message = getattr(error, "message", None) or str(error) or type(error).__name__
+            said = one_line_text(f"the mcp server {server} answered with an error: {message}")
+            raise ToolsError(said) from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def capable(self, feature: str) -> list[str]:
+        """Return the enabled servers that declare ``feature`` (``resources``, ``prompts``), starting those
+        not running (what a server offers is known once it has started)."""
+        names = [name for name, server in self._servers.items() if server.enabled]
+        waiting = [name for name in names if not self._servers[name].running()]
+        if waiting:
+            for problem in self.start(waiting):
+                self.add_notice(problem)
+        found = []
+        for name in names:
+            connection = self._servers[name].connection
+            capabilities = connection.capabilities if connection is not None else None
+            if connection is not None and connection.phase == "running" and capabilities is not None \
+                    and getattr(capabilities, feature, None) is not None:
+                found.append(name)
+        return found
+
+    def list_all(self, server: str, method: str, field: str) -> list[Any]:
+        """Return every item of a paginated list (``list_resources``/``resources``, ...), page by page."""
+        items: list[Any] = []
+        cursor: str | None = None
+        for _ in range(LIST_PAGES):
+            page = self.ask_server(server, method, cursor) if cursor else self.ask_server(server, method)
+            items += getattr(page, field)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return items
 
     def _missing(self, offered: str, previous: ToolSpec | None, current: list[ToolSpec]) -> str:
         """Return why there is no tool ``offered`` now: its server's state, or that no server has it."""
@@ -627,16 +628,19 @@ class ToolServers:
             return changed
 
     def status(self) -> list[ServerStatus]:
-        """Return every configured server's state, tool count and log file, in configuration order."""
+        """Return every configured server's state, tool count and log file, in configuration order.
+
+        A server not started yet whose tools are remembered is ``not started (starts on its first
+        call)``, with the remembered count."""
         with self._lock:
             result = []
             for name, server in self._servers.items():
                 connection = server.connection
-                tools = len(connection.tools) if connection is not None and server.running() else 0
+                tools = len(server.listed())
                 if not server.enabled:
                     state = "disabled"
                 elif connection is None:
-                    state = "stopped"
+                    state = "not started (starts on its first call)" if server.remembered else "stopped"
                 elif connection.failure is not None:
                     state = f"failed: {connection.failure}"
                 elif connection.phase == "ended":

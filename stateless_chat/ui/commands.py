@@ -24,7 +24,7 @@ from stateless_chat.chat.session import Session
 from stateless_chat.core.billing import dollars
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.ledger import Ledger
-from stateless_chat.core.messages import Entry, Event, Message, ToolCall, describe, span
+from stateless_chat.core.messages import SLOT_KINDS, Entry, Event, Message, ToolCall, describe, span
 from stateless_chat.core.models import family_of
 from stateless_chat.core.policies import POLICIES
 from stateless_chat.core.preview import Preview, preview
@@ -32,6 +32,7 @@ from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.sensitive import secret_reason
 from stateless_chat.store import persist
+from stateless_chat.workspace.textfiles import MAX_FILE_BYTES, read_text_file  # noqa: F401 - /file's rules
 
 # ---- results ------------------------------------------------------------------
 
@@ -355,25 +356,38 @@ def summary_line(entry: Entry) -> str:
     return first_line(message.text)
 
 
+def slot_line(entry: Entry) -> str:
+    """Return the first line /history shows for an entry of a context slot: what it holds."""
+    if entry.kind == "instructions":
+        return first_line(f"AGENTS.md: {entry.source}")
+    if entry.kind == "skills":
+        names = [line[2:].partition(":")[0] for line in entry.content.splitlines() if line.startswith("- ")]
+        return first_line(f"{len(names)} skill(s): {', '.join(names)}")
+    if entry.kind == "skill":
+        return first_line(f"skill {entry.source}")
+    return first_line(entry.source or entry.content)
+
+
 def listed_entries(conversation: Conversation, *, include_evicted: bool) -> list[Entry]:
     """Return the entries ``/history`` lists, in the order the next request sends them: the system
-    prompt, the summary, the history, then the recalled entries (sent right before the new message,
-    whatever their numbers). With ``include_evicted`` the evicted originals are listed too, each
-    among the history by its number (the place it had there). The standing-memory block has no
-    message number (``/memory`` lists its notes), so it is not a row."""
-    sent = [e for e in conversation.request_entries() if e.kind != "memory"]
-    if not include_evicted:
-        return sent
-    head = [e for e in (conversation.system, conversation.summary) if e is not None]
-    middle = sorted(conversation.history + conversation.evicted, key=lambda e: e.id)
-    return head + middle + list(conversation.recalled)
+    prompt and the context slots (instructions, skills), the summary, the history, the recalled
+    entries (sent right before the new message, whatever their numbers), then the retrieved
+    documents. With ``include_evicted`` the evicted originals are listed too, each among the history
+    by its number (the place it had there). The standing-memory block has no message number
+    (``/memory`` lists its notes, and /history shows them in a table of their own), so it is not a
+    row."""
+    head = [e for e in conversation.head if e.kind != "memory"]
+    history = sorted(conversation.history + conversation.evicted, key=lambda e: e.id) if include_evicted \
+        else list(conversation.history)
+    return head + history + list(conversation.recalled) + list(conversation.retrieved)
 
 
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
     """Return the rows of ``/history`` (see ``listed_entries``) and how many evicted ones it leaves out."""
     conversation = session.conversation
-    rows = [HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
-                       summary_line(entry), entry.kind, entry.cut)
+    rows = [HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned or entry.kind in SLOT_KINDS,
+                       conversation.state(entry), slot_line(entry) if entry.kind in SLOT_KINDS
+                       else summary_line(entry), entry.kind, entry.cut)
             for entry in listed_entries(conversation, include_evicted=include_evicted)]
     hidden = 0 if include_evicted else len(conversation.evicted)
     return rows, hidden
@@ -467,24 +481,42 @@ def eviction_line(found: Preview) -> str:
             f"({len(found.turns)} turn(s), ~{found.tokens:,} tokens); /preview lists them")
 
 
-def tokens_view(session: Session) -> TokensView:
+def tokens_view(session: Session, text: str = "") -> TokensView:
+    """Return the next request part by part; with ``text``, the request that message would send (with
+    what recall and the documents would bring for it; fitted later, as ``/raw TEXT`` is)."""
     conversation = session.conversation
     framing = session.framing()
+    # what any next message adds besides its text
+    message = ("new message framing", session.measure(Message("user", "")))
+    if text:
+        plan = session.plan(text, summarize=False)
+        conversation = plan.base
+        message = ("this message", sum(e.tokens for e in plan.pending))
     system = conversation.system.tokens if conversation.system else 0
     memory = conversation.memory_block.tokens if conversation.memory_block else 0
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
     recalled = sum(e.tokens for e in conversation.recalled)
+    slots = conversation.slot_entries()
+    # The context slots show only when they hold something: a chat without them reads as before.
+    context = tuple((name, size) for name, size in (
+        ("instructions", sum(e.tokens for e in slots if e.kind == "instructions")),
+        ("skills index", sum(e.tokens for e in slots if e.kind == "skills")),
+        ("active skills", sum(e.tokens for e in slots if e.kind == "skill")),
+    ) if size)
+    retrieved = sum(e.tokens for e in conversation.retrieved)
     parts = (
         ("system", system),
+        *context,
         ("standing memory", memory),
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
         ("recalled", recalled),
+        *((("documents", retrieved),) if retrieved else ()),
         ("tools", session.tools_tokens(session.tools_offered())),
-        ("new message framing", session.measure(Message("user", ""))),  # what a message adds besides its text
+        message,
         ("reply priming" if framing == REPLY_PRIMING else "request framing (the chat template's)", framing),
         ("reply reserve", session.reserve),
     )
@@ -533,9 +565,10 @@ def bill_line(session: Session) -> str:
             f"the cache would have cost {dollars(bill.naive_cost)}")
 
 
-@command("tokens", "/tokens", "break down the next request's tokens against the budget")
+@command("tokens", "/tokens [TEXT]", "break down the next request's tokens against the budget (with TEXT "
+         "as its message: with the documents it retrieves)")
 def _tokens(session: Session, arg: str) -> Result:
-    return tokens_view(session)
+    return tokens_view(session, arg)
 
 
 @command("raw", "/raw [TEXT]", "the exact JSON body the next request sends (with TEXT as its message)")
@@ -655,31 +688,9 @@ def _edit(session: Session, arg: str) -> Result:
 
 # ---- files --------------------------------------------------------------------------
 
-MAX_FILE_BYTES = 1_000_000
-
-
 def file_message(shown: str, text: str) -> str:
     """Return the user message that carries a file: its path as a header, then its text."""
     return f"File: {shown}\n\n{text}"
-
-
-def read_text_file(path: Path) -> str:
-    """Return the UTF-8 text of ``path``; CommandError for a missing, binary or oversize file."""
-    if not path.exists():
-        raise CommandError(f"no such file: {path}")
-    if not path.is_file():
-        raise CommandError(f"not a regular file: {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise CommandError(f"{path} is {size:,} bytes; files over {MAX_FILE_BYTES:,} bytes are refused")
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise CommandError(f"{path} looks binary (it has NUL bytes); only text files can be added")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CommandError(f"{path} is not UTF-8 text (bad byte at offset {error.start}); not added") \
-            from None
 
 
 @command("file", "/file PATH [--pin]", "add a text file to the history as a message (--pin: never evict)",
@@ -881,7 +892,8 @@ def _tools(session: Session, arg: str) -> Result:
         except ChatError as error:
             raise CommandError(str(error)) from None
         lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
-    lines += servers.start()  # servers that are not running start on /tools too
+    stalled = servers.stalled()  # a server that failed or was never seen starts again on /tools
+    lines += servers.start(stalled) if stalled else []
     offered = toolbox.tools()
 
     def listed(server: str) -> list[str]:  # each tool under the server it comes from

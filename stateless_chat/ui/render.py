@@ -27,7 +27,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from stateless_chat.core.messages import Event, Notice, ToolAnswered, ToolCalled, describe
+from stateless_chat.core.messages import SLOT_KINDS, Event, Notice, ToolAnswered, ToolCalled, describe
 from stateless_chat.errors import redact
 from stateless_chat.sanitize import ControlStripper, for_terminal, safe_json
 from stateless_chat.ui.commands import (
@@ -588,10 +588,10 @@ def history_table(view: HistoryView) -> Table:
     table.add_column("state", no_wrap=True)
     table.add_column(Text("first line", no_wrap=True, overflow="ellipsis"), max_width=60)
     for row in view.rows:
-        role = row.kind if row.kind in ("file", "summary") else row.role
+        role = row.kind if row.kind in ("file", "summary", *SLOT_KINDS) else row.role
         state = row.state + (" ✂" if row.cut else "")  # ✂: the reply was cut at the length limit
         table.add_row(
-            Text(str(row.id)),
+            Text(str(row.id) if row.id >= 0 else "·"),  # a context slot: no number to type
             Text(role),
             Text(f"{row.tokens:,}"),
             Text("📌" if row.pinned or row.state == "system" else ""),

@@ -21,12 +21,14 @@ from prompt_toolkit.styles import Style
 from stateless_chat.chat.session import Session
 from stateless_chat.chat.turn import Hooks
 from stateless_chat.core.history import Conversation
-from stateless_chat.core.messages import Event, ToolAnswered, ToolCall, ToolCalled
+from stateless_chat.core.messages import Event, ToolAnswered, ToolCall, ToolCalled, ToolProgress, describe
 from stateless_chat.core.tokens import PER_MESSAGE, byte_lower_bound
 from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError, redact
 from stateless_chat.sanitize import LONE_SURROGATE, one_line
 from stateless_chat.ui import (
+    context_commands,  # noqa: F401 - registers the context slots' commands
     inputhistory,
+    mcpcommands,  # noqa: F401  (registers /resources, /attach, /prompts, /prompt)
     memorycommands,  # noqa: F401  (registers /memory, /remember, /forget, /preview)
 )
 from stateless_chat.ui.commands import REGISTRY, Exit, Prefill, Result, Send, dispatch, is_command
@@ -37,7 +39,7 @@ from stateless_chat.ui.typeahead import held_keys
 
 if TYPE_CHECKING:
     from stateless_chat.app import App
-    from stateless_chat.tools.servers import ToolSpec
+    from stateless_chat.tools.specs import ToolSpec
 
 TOOLBAR_STYLE = Style.from_dict(
     {
@@ -116,6 +118,7 @@ class _TurnView:
         self.waiting: Waiting | None = None
         self.held: list[Event] = []
         self.begun = False
+        self.lock = threading.Lock()  # progress comes from the tools' thread
 
     def open(self) -> None:
         """Wait for a reply: the spinner shows until its first token (on a terminal only)."""
@@ -123,9 +126,18 @@ class _TurnView:
             self.waiting = Waiting(self.renderer.console, "waiting for the reply").start()
 
     def _stop_waiting(self) -> None:
-        waiting, self.waiting = self.waiting, None
+        with self.lock:
+            waiting, self.waiting = self.waiting, None
         if waiting is not None:
             waiting.stop()
+
+    def progress(self, event: ToolProgress) -> None:
+        """Show a running call's progress live, on one transient line (the spinner's)."""
+        with self.lock:
+            if self.waiting is None:
+                self.waiting = Waiting(self.renderer.console, describe(event)).start()
+            else:
+                self.waiting.label = describe(event)
 
     def feed(self, delta: str) -> None:
         if self.stream is None:
@@ -139,7 +151,10 @@ class _TurnView:
         if isinstance(event, ToolCalled):
             self.close()
             self.renderer.event(event)
+        elif isinstance(event, ToolProgress):
+            self.progress(event)
         elif isinstance(event, ToolAnswered):
+            self._stop_waiting()
             self.renderer.event(event)
             self.open()  # the next request of the loop goes now
         elif self.begun:
@@ -177,6 +192,8 @@ class Repl:
         self.debug = debug
         self.always: set[str] = set()  # tools the user approved for the whole session ("a")
         self.tool_calls = 0  # in the turn under way, for the toolbar
+        self.notices: Callable[[], list[str]] = list  # lines that came up meanwhile, shown before the prompt
+        self.view: _TurnView | None = None  # the turn under way
         self.renderer = renderer
         self._draft_tokens: tuple[str, int] = ("", 0)
         history = secure_file_history(history_path, self.renderer.note) if history_path else InMemoryHistory()
@@ -277,6 +294,8 @@ class Repl:
         warm.start()
         prefill: Prefill | None = None
         while True:
+            for notice in self.notices():  # e.g. a tool server started in the background failed
+                self.renderer.note(notice)
             try:
                 line = self.prompt.prompt(default=prefill.text if prefill else "")
             except KeyboardInterrupt:
@@ -341,7 +360,7 @@ class Repl:
         the conversation is what it was before, either way, and ``/retry`` sends the message again.
         A spinner shows until the first token; keys typed meanwhile are not echoed into the reply.
         """
-        view = _TurnView(self.renderer)
+        view = self.view = _TurnView(self.renderer)
         self.tool_calls = 0
 
         def on_event(event: Event) -> None:
@@ -397,6 +416,26 @@ class Repl:
                 return True
             if answer in ("n", "no"):
                 return False
+
+    def progress(self, event: ToolProgress) -> None:
+        """Show a running tool call's progress (from the tools' thread) on the turn's live line."""
+        view = self.view
+        if view is not None:
+            view.progress(event)
+
+    def ask_text(self, question: str) -> str:
+        """Ask the user ``question`` (a server's elicitation, during a tool call); Ctrl-C cancels the turn."""
+        if self.view is not None:
+            self.view._stop_waiting()
+        return self.asker.prompt(question)
+
+    def confirm(self, line: str) -> bool:
+        """Show ``line`` (what a server asks the model, during a tool call) and ask whether to send it."""
+        self.renderer.note(line)
+        while True:
+            answer = self.ask_text("send it? [y]es / [n]o: ").strip().lower()
+            if answer in ("y", "yes", "n", "no"):
+                return answer.startswith("y")
 
     def bug(self, error: Exception) -> None:
         """Report an unexpected exception (a bug) in one line, the traceback with ``debug``."""

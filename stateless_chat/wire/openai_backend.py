@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sys
 import threading
 import time
@@ -209,6 +210,22 @@ class OpenAIBackend:
         return Reply(body, public_url(self.endpoint), self._chunks(stream, outer), name=self.name,
                      close=stream.close)
 
+    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        """Return the embeddings of ``texts`` from the endpoint's ``/embeddings``, in order (the same
+        credentials, redirect rule and reply cap as chat requests; one attempt). A server that answers
+        with one vector per token (llama.cpp without pooling) has them averaged."""
+        outer = sys.exc_info()[1]
+        content = json.dumps({"model": model, "input": list(texts)}, ensure_ascii=False).encode()
+        try:
+            raw = self._sdk().post("/embeddings", cast_to=object, content=content,
+                                   options={"headers": dict(self._headers)})
+        except Exception as error:  # the SDK's errors, mapped by type; others re-raised as bugs
+            raise self._translate(error, began=False, outer=outer) from error
+        vectors = parse_embeddings(raw, len(texts))
+        if vectors is None:
+            raise MalformedReply(f"{self.name} sent embeddings that cannot be read: {_NOT_OPENAI}")
+        return vectors
+
     def _chunks(self, stream: Any, outer: BaseException | None = None) -> Iterator[Chunk]:
         watchdog = _Watchdog(self.timeout, stream.close)
         try:
@@ -290,6 +307,42 @@ class OpenAIBackend:
         if status == 404 and not urlsplit(self.endpoint).path.rstrip("/").endswith("/v1"):
             message += f" (does the base URL need /v1 at its end? it is {self._clean(self.endpoint)})"
         return ServerError(f"{host} answered {status}: {message}", status, _retry_after(raw))
+
+
+def parse_embeddings(raw: object, count: int) -> list[list[float]] | None:
+    """Return the ``count`` vectors of an embeddings reply in input order, or None when it is not one:
+    ``data`` items with an ``embedding`` of numbers (or of lists of them: one a token, averaged), all of
+    one length."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, list) or len(data) != count:
+        return None
+    found: dict[int, list[float]] = {}
+    for position, item in enumerate(data):
+        if not isinstance(item, dict):
+            return None
+        index = item.get("index", position)
+        vector = _vector(item.get("embedding"))
+        if vector is None or not isinstance(index, int) or isinstance(index, bool) or index in found:
+            return None
+        found[index] = vector
+    vectors = [found.get(i) for i in range(count)]
+    if any(v is None for v in vectors) or len({len(v or ()) for v in vectors}) != 1 or not vectors[0]:
+        return None
+    return [v for v in vectors if v is not None]
+
+
+def _vector(value: object) -> list[float] | None:
+    """Return an embedding as one list of floats: itself, or the mean of its per-token rows."""
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(row, list) for row in value):
+        rows = [_vector(row) for row in value]
+        if any(r is None for r in rows) or len({len(r or ()) for r in rows}) != 1:
+            return None
+        return [sum(column) / len(rows) for column in zip(*(r for r in rows if r is not None), strict=True)]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value):
+        return None
+    return [float(x) for x in value]
 
 
 def _chain(error: BaseException, outer: BaseException | None = None) -> Iterator[BaseException]:
