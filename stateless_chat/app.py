@@ -363,7 +363,9 @@ def resume_file(session: Session, options: Options, flags: dict[str, Any]) -> No
     if path is not None:
         from stateless_chat.store import persist
 
-        for event in persist.restore(session, persist.load(path), keep=set(flags)):
+        saved = persist.load(path)
+        restored = persist.restore(session, saved, keep=set(flags), source=f"the save file {path}")
+        for event in restored:
             session.hooks.on_event(event)  # standing notes read from an older file, once
 
 
