@@ -303,6 +303,7 @@ def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
         lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
         lines += _table(["turn", *(r.label for r in runs)], per_turn)
         lines += ["", "</details>"]
+    return lines
 
 
 def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: int) -> list[str]:

@@ -551,8 +551,13 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
     (``ui.steps.Steps``)."""
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if session.tools is None:
-        with contextlib.closing(_reply_writer(fancy)) as writer:
+        writer = _reply_writer(fancy)
+        try:
             session.send(text, writer.feed)
+        except BaseException as error:
+            writer.abort(error)
+            raise
+        writer.close()
         return
     from dataclasses import replace
 
@@ -565,7 +570,11 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
         if not steps.event(event):
             shown(event)
 
-    session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
+    try:
+        session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
+    except BaseException as error:
+        steps.abort(error)
+        raise
     steps.finish()
 
 
@@ -592,6 +601,9 @@ class _PlainReply:
         if not self.ends_line:
             self.write("\n")
 
+    def abort(self, error: BaseException) -> None:
+        """The turn failed: what was shown stays as it is (the error's line follows on stderr)."""
+
 
 class _RichReply:
     """A reply as Markdown on a colour terminal (``ui.render.ReplyStream``)."""
@@ -609,6 +621,9 @@ class _RichReply:
 
     def close(self) -> None:
         self.stream.__exit__(None, None, None)
+
+    def abort(self, error: BaseException) -> None:
+        self.stream.__exit__(type(error), error, error.__traceback__)
 
 
 def _reply_writer(fancy: bool) -> _PlainReply | _RichReply:
