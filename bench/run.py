@@ -1,9 +1,9 @@
-"""Run every benchmark and write the results table into the README.
+"""Run every benchmark and write the results tables into docs/benchmarks.md.
 
-    python bench/run.py              # the whole suite (a few minutes), README updated
-    python bench/run.py --no-readme  # print the tables only
+    python bench/run.py              # the whole suite (a few minutes), docs/benchmarks.md updated
+    python bench/run.py --no-write   # print the tables only
     python bench/run.py --quick      # tiny sizes: checks the suite works, numbers mean nothing
-    python bench/run.py --only gateway  # run some parts; the README keeps the others' tables
+    python bench/run.py --only gateway  # run some parts; the page keeps the others' tables
 
 One-shot latency starts the project's fake server (tests/fakeserver.py) on loopback
 and times three contenders against it; ``llm`` is installed from PyPI into
@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 
 from bench import (  # noqa: E402
     counts,
+    docs,
     economy,
     gateway,
     local_latency,
@@ -40,13 +41,14 @@ from bench import (  # noqa: E402
 )
 from bench.common import ROOT, machine, ms  # noqa: E402
 
-README = ROOT / "README.md"
+# The page the results tables live in, between the markers below.
+RESULTS = ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
 PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
-         "counts", "tools")
+         "counts", "tools", "docs")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -327,7 +329,55 @@ def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: i
     return lines
 
 
-def write_readme(path: Path, block: str) -> None:
+def docs_md(result: docs.DocsResult) -> list[str]:
+    """Return the tables of part 12: the skills' costs and what they did to the cache, then retrieval on
+    the real corpus (answered, off-topic, time) and indexing 10 MB."""
+    lines = ["**12. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
+    skills = result.skills
+    if skills is not None:
+        framing = ", ".join(f"{count}: {framing} ({size:,} in all)"
+                            for count, size, framing in skills.framing)
+        lines += [f"Skills index, tokens beyond the names and descriptions, by number of skills: {framing}. "
+                  f"A skill's body: {skills.body_tokens:,} tokens.", ""]
+        rows = [[phase, f"{requests}", f"{carried}/{requests}"] for phase, requests, carried in skills.phases]
+        lines += _table(["requests", "sent", "with the skill's body"], rows)
+        breaks = "; ".join(skills.breaks) or "none"
+        lines += ["", f"Cache breaks over the {skills.turns} turns: {len(skills.breaks)} ({breaks}). With "
+                  f"the model's use_skill tool instead: the body came back as the tool's result "
+                  f"({'yes' if skills.tool_body_in_result else 'no'}), {skills.tool_requests} requests, "
+                  f"{skills.tool_breaks} cache breaks.", ""]
+    if result.skipped:
+        return [*lines, f"Documents: not measured this run; {result.skipped}."]
+    head = ["corpus", "indexed", "questions answered (chunk in the request)", "answering chunk ranked first",
+            "tokens of documents per question (median)", "off-topic messages with no chunk",
+            "retrieval per turn, median / max (ms)", "the same, CPU (ms)"]
+    rows = []
+    for corpus in result.corpora:
+        asked = corpus.asked
+        wall = sorted(a.seconds * 1000 for a in asked)
+        cpu = sorted(a.cpu * 1000 for a in asked)
+        first = sum(1 for a in asked if a.rank == 1)
+        tokens = sorted(a.tokens for a in asked)
+        size = f"{corpus.files:,} files, {corpus.megabytes:.2f} MB, {corpus.chunks:,} chunks"
+        answered = f"{corpus.answered}/{len(asked)} ({corpus.answered / len(asked):.0%})"
+        times = f"{wall[len(wall) // 2]:.1f} / {wall[-1]:.1f}"
+        rows.append([corpus.label, size, answered, f"{first}/{len(asked)}", f"{tokens[len(tokens) // 2]:,}",
+                     f"{corpus.off_topic_clean}/{len(docs.OFF_TOPIC)}", times,
+                     f"{cpu[len(cpu) // 2]:.1f} / {cpu[-1]:.1f}"])
+    lines += _table(head, rows)
+    if result.index_files:
+        load = ", ".join(f"{value:.1f}" for value in result.load)
+        lines += ["", f"Indexing {result.index_megabytes:.1f} MB of Django's docs and code "
+                  f"({result.index_files:,} files, {result.index_chunks:,} chunks) into a fresh index: "
+                  f"{result.index_seconds:.1f} s "
+                  f"({result.index_cpu:.1f} s of CPU; load average {load} while this part ran)."]
+    missed = [a.question for a in result.corpora[0].asked if not a.answered] if result.corpora else []
+    if missed:
+        lines += ["", "Not answered on Flask's docs alone: " + "; ".join(f"“{q}”" for q in missed) + "."]
+    return lines
+
+
+def write_results(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
     if BEGIN in text and END in text:
@@ -342,7 +392,8 @@ def write_readme(path: Path, block: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Run the suite and return the results block (Markdown); write it into the README unless told not to."""
+    """Run the suite and return the results block (Markdown); write it into docs/benchmarks.md unless told
+    not to."""
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the suite works")
     parser.add_argument("--runs", type=int, default=None, help="one-shot runs per contender (default 10)")
@@ -350,9 +401,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--no-gateway", action="store_true", help="leave the gateway part out")
     parser.add_argument("--no-local", action="store_true", help="leave the bundled model's latency out")
     parser.add_argument("--only", default=None, metavar="PART[,PART...]",
-                        help=f"run only these parts ({', '.join(PARTS)}); the README keeps the others")
-    parser.add_argument("--no-readme", action="store_true", help="print the results only")
-    parser.add_argument("--readme", type=Path, default=README, help="the file to write the results into")
+                        help=f"run only these parts ({', '.join(PARTS)}); the page keeps the others")
+    # --no-readme and --readme: the names from when the tables were in the README.
+    parser.add_argument("--no-write", "--no-readme", dest="no_write", action="store_true",
+                        help="print the results only")
+    parser.add_argument("--into", "--readme", dest="into", type=Path, default=RESULTS, metavar="FILE",
+                        help="the file to write the results into (default: docs/benchmarks.md)")
     args = parser.parse_args(argv)
     quick = args.quick
     runs = args.runs or (1 if quick else 10)
@@ -396,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         say("behind a gateway")
         result = gateway.run(quick=quick)
         if result.skipped is not None and args.only is not None:
-            say(f"the gateway part {result.skipped}: the README keeps the table it has")
+            say(f"the gateway part {result.skipped}: the page keeps the table it has")
         else:
             made[6] = gateway_md(result)
     if "latency" in chosen:
@@ -436,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> str:
         with FakeServer() as server:
             idle = tools.run_idle(server.url, runs=runs)
         made[11] = tools_md(big, idle, runs)
+    if "docs" in chosen:
+        say("instructions, skills and documents")
+        made[12] = docs_md(docs.run(quick=quick))
     say("done")
 
     today = datetime.date.today().isoformat()
@@ -443,16 +500,16 @@ def main(argv: Sequence[str] | None = None) -> str:
     if args.only is None:
         block = join_parts([f"Measured {today} on {machine()}{note}."], made)
     else:
-        # Only some parts ran: they replace their own tables, and the README keeps the others as measured.
-        head, parts = split_parts(read_block(args.readme))
+        # Only some parts ran: they replace their own tables, and the page keeps the others as measured.
+        head, parts = split_parts(read_block(args.into))
         for number, lines in made.items():
             parts[number] = [*lines, "", f"(This part measured {today} on {machine()}{note}, apart from "
                              f"the rest: `--only {args.only}`.)"]
         block = join_parts(head or [f"Measured {today} on {machine()}{note}."], parts)
     print(block)
-    if not args.no_readme:
-        write_readme(args.readme, block)
-        print(f"bench: results written into {args.readme}", file=sys.stderr)
+    if not args.no_write:
+        write_results(args.into, block)
+        print(f"bench: results written into {args.into}", file=sys.stderr)
     return block
 
 

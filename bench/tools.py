@@ -80,7 +80,8 @@ def measure_big(kind: str, megabytes: float) -> BigRow:
     """Measure one call of the big-result server, in this process (run it in a fresh one)."""
     from stateless_chat.core.messages import Message
     from stateless_chat.core.tokens import TokenCounter
-    from stateless_chat.tools.servers import ServerConfig, ToolServers
+    from stateless_chat.tools.servers import ToolServers
+    from stateless_chat.tools.specs import ServerConfig
     from stateless_chat.tools.toolcap import cap_result
 
     config = ServerConfig("big", sys.executable, ("-m", "bench.tools", "serve", kind, str(megabytes)),

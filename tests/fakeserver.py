@@ -21,6 +21,7 @@ Framing of streamed replies, which matters for how a cut stream looks to the cli
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -239,6 +240,15 @@ def default_replier(body: dict[str, Any]) -> str:
     return "echo: " + question
 
 
+def hashed_words(text: str, size: int = 64) -> list[float]:
+    """Return a bag-of-words vector of ``text``: each lower-case word adds 1 to a dimension of its own
+    (by a stable hash), so texts sharing words are similar."""
+    vector = [0.0] * size
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % size] += 1.0
+    return vector
+
+
 def split_reply(reply: str) -> list[str]:
     """Return ``reply`` cut into word pieces whose concatenation is exactly ``reply``."""
     pieces = re.findall(r"\s*\S+\s*", reply)
@@ -381,6 +391,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         fake = self.server.fake
+        if self.path.rstrip("/") == "/v1/embeddings":
+            self._embeddings(raw)
+            return
         if self.path.rstrip("/") in _TOKENIZER_ROUTES:
             with fake._lock:
                 fake._state.tokenize_calls.append(self.path)
@@ -401,6 +414,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(body, fault)
         except (_Cut, OSError):
             self._abort()
+
+    def _embeddings(self, raw: bytes) -> None:
+        """Answer ``/v1/embeddings`` with ``fake.embedder``'s vector of each input (500: ``embed_fails``)."""
+        fake = self.server.fake
+        body = json.loads(raw)
+        with fake._lock:
+            fake._state.embedding_requests.append(body)
+        if fake.embed_fails:
+            self._send_json(500, error_body(500, "the embedding model is not loaded"))
+            return
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": fake.embedder(text)}
+                for i, text in enumerate(texts)]
+        self._send_json(200, {"object": "list", "data": data, "model": body.get("model"),
+                              "usage": {"prompt_tokens": 0, "total_tokens": 0}})
 
     def _answer(self, body: dict[str, Any], fault: Fault | None) -> None:
         fake = self.server.fake
@@ -617,6 +645,7 @@ class _State:
     faults: deque[Fault] = field(default_factory=deque)
     gets: list[str] = field(default_factory=list)
     connections: set[socket.socket] = field(default_factory=set)
+    embedding_requests: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakeServer:
@@ -647,6 +676,9 @@ class FakeServer:
         self.overflow_stream_empty = False
         self.model_info: dict[str, Any] = {}  # more fields of every /v1/models entry (max_model_len ...)
         self.props: dict[str, Any] | None = None  # served at /props (llama.cpp's llama-server) when set
+        # /v1/embeddings: the vector of each input (default: words hashed into 64 dimensions), or a 500.
+        self.embedder: Callable[[str], list[float]] = hashed_words
+        self.embed_fails = False
         # Counting of its own (a FakeTokenizer): prompt and completion tokens as that tokenizer and chat
         # template count them, not approx_tokens; served at the routes of ``tokenizer_dialect`` when set
         # ("llama.cpp", "llama-cpp-python" or "vllm"), whose /extras/tokenize adds ``tokenize_bos``.
@@ -687,6 +719,12 @@ class FakeServer:
         """Return each request's headers (names lower-cased), parallel to ``requests``."""
         with self._lock:
             return [dict(h) for h in self._state.headers]
+
+    @property
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """Return every /v1/embeddings body received, in arrival order."""
+        with self._lock:
+            return list(self._state.embedding_requests)
 
     @property
     def tokenize_calls(self) -> list[str]:

@@ -21,6 +21,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"config"}),  # settings: what a run is configured to do
     frozenset({"chat"}),  # the turn and the session
     frozenset({"store"}),  # save files and the conversation log
+    frozenset({"workspace"}),  # instruction files, skills and documents: what fills the context slots
     frozenset({"app"}),  # the composition root
     frozenset({"ui"}),  # the terminal
     frozenset({"cli", "__main__"}),  # the command line

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import counts, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
+from bench import counts, docs, economy, gateway, memory, oneshot, recall, run, standing, stream, turns
 from bench.common import ROOT, clean_env
 from stateless_chat.ui import render
 from stateless_chat.ui.render import ReplyStream
@@ -120,6 +120,37 @@ def test_counts_compare_the_meter_with_the_servers_count_turn_by_turn() -> None:
     assert lines[0].startswith("**10. Token counts**") and any("<details>" in line for line in lines)
 
 
+def test_docs_part_measures_skills_and_asks_questions_of_the_real_corpus() -> None:
+    """The skills script always runs; the documents need Flask's sdist from PyPI (cached in
+    bench/.corpus after the first run) and are skipped, with the reason, without it."""
+    result = docs.run(quick=True)
+    skills = result.skills
+    assert skills is not None and [framing for _, _, framing in skills.framing] == [8, 10, 12]
+    assert [(requests, carried) for _, requests, carried in skills.phases] == [(3, 0), (4, 4), (3, 0)]
+    assert skills.breaks == ["skill pdf-forms was turned on", "skill pdf-forms was turned off"]
+    assert skills.tool_body_in_result and skills.tool_breaks == 0
+    lines = run.docs_md(result)
+    assert lines[0].startswith("**12. Instructions, skills and documents**")
+    if result.skipped is not None:
+        pytest.skip(f"the documents part could not run: {result.skipped}")
+    [flask] = result.corpora
+    assert len(flask.asked) == 5 and flask.files > 70 and flask.answered >= 4
+    assert flask.off_topic_clean >= 45 and all(a.tokens <= docs.BUDGET // 10 for a in flask.asked)
+    assert any(line.startswith("| Flask's docs |") for line in lines)
+
+
+def test_every_question_names_lines_that_exist_in_its_file() -> None:
+    """The questions' spans are within their files (the published sdist, when it is cached)."""
+    folder = docs.FLASK.folder
+    if not folder.is_dir():
+        pytest.skip("Flask's sdist is not in bench/.corpus (python -m bench.docs fetches it)")
+    assert len(docs.QUESTIONS) >= 40 and len(docs.OFF_TOPIC) == 50
+    for question, spans in docs.QUESTIONS:
+        for path, first, last in spans:
+            lines = (folder / path).read_text(encoding="utf-8").splitlines()
+            assert 1 <= first <= last <= len(lines), (question, path)
+
+
 def test_memory_child_reports_its_own_numbers() -> None:
     result = memory.run(50, exact=False)
     assert result.messages == 50 and result.chars > 50
@@ -129,8 +160,8 @@ def test_memory_child_reports_its_own_numbers() -> None:
 def test_results_go_between_the_markers_and_replace_the_previous_ones(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nprose\n\n{run.PLACEHOLDER}\n\nafter\n", encoding="utf-8")
-    run.write_readme(readme, "first table\n")
-    run.write_readme(readme, "second table\n")
+    run.write_results(readme, "first table\n")
+    run.write_results(readme, "second table\n")
     text = readme.read_text(encoding="utf-8")
     assert "second table" in text and "first table" not in text and run.PLACEHOLDER not in text
     assert text.startswith("# x\n\nprose\n\n" + run.BEGIN) and text.endswith(run.END + "\n\nafter\n")
@@ -175,15 +206,15 @@ def test_only_some_parts_replace_their_tables_and_keep_the_others(tmp_path: Path
                      5: ["**5. Memory** (y)", "", "| b |"]}
     parts[6] = ["**6. Behind a gateway** (z)", "", "| c |"]
     parts[1] = ["**1. One-shot** (new)"]
-    run.write_readme(readme, run.join_parts(head, parts))
+    run.write_results(readme, run.join_parts(head, parts))
     block = run.read_block(readme)
     assert block == ("Measured then on a machine.\n\n**1. One-shot** (new)\n\n**5. Memory** (y)\n\n| b |\n\n"
                      "**6. Behind a gateway** (z)\n\n| c |\n")
     assert readme.read_text(encoding="utf-8").endswith(run.END + "\n\nafter\n")
 
 
-def test_the_readme_block_splits_into_its_parts_and_joins_back_unchanged() -> None:
-    block = run.read_block(run.README)
+def test_the_results_block_of_docs_benchmarks_splits_into_its_parts_and_joins_back_unchanged() -> None:
+    block = run.read_block(run.RESULTS)
     head, parts = run.split_parts(block)
     assert head and head[0].startswith("Measured ")
     assert set(parts) >= {1, 2, 3, 4, 5}

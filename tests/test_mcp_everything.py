@@ -21,7 +21,8 @@ import pytest
 from stateless_chat.chat import asks
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import ToolAnswered, ToolProgress
-from stateless_chat.tools.servers import ServerAsk, ServerConfig, ToolServers
+from stateless_chat.tools.servers import ServerAsk, ToolServers
+from stateless_chat.tools.specs import ServerConfig
 from stateless_chat.tools.toolbox import Toolbox
 from tests.conftest import make_session, run_repl
 from tests.everything import everything

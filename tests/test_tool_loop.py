@@ -22,7 +22,8 @@ import pytest
 
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import ToolAnswered, ToolCalled, ToolStepsExhausted
-from stateless_chat.tools.servers import ServerConfig, ToolServers, ToolSpec
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import ServerConfig, ToolSpec
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
@@ -423,8 +424,8 @@ def test_steps_on_a_terminal_stream_and_end_a_step_s_line() -> None:
         def close(self) -> None:
             written.append("\n")
 
-        def abort(self, error: BaseException) -> None:
-            written.append("[aborted]")
+        def abandon(self) -> None:
+            written.append("[abandoned]")
 
     steps = Steps(Line, said.append, hold=False)
     steps.feed("Let me ")

@@ -29,14 +29,8 @@ from hypothesis import strategies as st
 
 from stateless_chat.errors import ConfigError
 from stateless_chat.launchers import MCP_SERVER
-from stateless_chat.tools.servers import (
-    OFFERED_NAME,
-    SERVER_NAME,
-    ServerConfig,
-    ToolServers,
-    offered_names,
-    parse_servers,
-)
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import OFFERED_NAME, SERVER_NAME, ServerConfig, offered_names, parse_servers
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 
@@ -395,12 +389,14 @@ def test_a_bad_command_is_one_problem_line(tmp_path: Path) -> None:
     with ToolServers(configs, log_dir=tmp_path) as servers:
         problems = servers.start()
         exited = f"exited with status 2: no config (log: {tmp_path / 'early.log'})"
+        missing = (f"command not found: no-such-binary (looked on PATH and in {Path(sys.executable).parent}, "
+                   "beside the Python running stateless-chat; give its full path as the command)")
         assert problems == [
-            "mcp server missing failed to start: command not found: no-such-binary",
+            f"mcp server missing failed to start: {missing}",
             f"mcp server early failed to start: {exited}",
         ]
         states = [s.state for s in servers.status()]
-        assert states == ["failed: command not found: no-such-binary", f"failed: {exited}"]
+        assert states == [f"failed: {missing}", f"failed: {exited}"]
         assert servers.tools() == () and servers.api_tools() == []
 
 

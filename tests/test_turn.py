@@ -28,7 +28,7 @@ from stateless_chat.core.messages import (
 from stateless_chat.core.sizing import Sizer
 from stateless_chat.core.tokens import TokenCounter
 from stateless_chat.errors import ConnectError, UsageError
-from stateless_chat.tools.servers import ToolResult, ToolSpec
+from stateless_chat.tools.specs import ToolResult, ToolSpec
 from stateless_chat.wire.request import ChatRequest
 from stateless_chat.wire.scripted import Scripted, ScriptedBackend, requests_of
 

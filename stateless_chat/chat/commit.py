@@ -72,8 +72,8 @@ def baseline_tokens(conversation: Conversation, pending: Sequence[Entry],
     evicted or summarized (each entry once, wherever it is now), ``framing`` added (what a request adds
     beyond its messages)."""
     held = sum(e.tokens for e in conversation.live) + sum(e.tokens for e in pending)
-    system = conversation.system.tokens if conversation.system is not None else 0
-    return held + system + sum(e.tokens for e in conversation.evicted) + framing
+    head = sum(e.tokens for e in conversation.head if e.kind != "summary")  # the summary folds the evicted
+    return held + head + sum(e.tokens for e in conversation.evicted) + framing
 
 
 def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply: Reply, told: Told, *,
@@ -119,7 +119,8 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
         told(CacheBreak(cache.cause or "", cache.shared, cache.previous))
     events = (*steps.events, *fitted.events)
     before_all = before.conversation  # what the request would have cost with nothing ever evicted
-    baseline = baseline_tokens(before_all, steps.pending, measure.framing(before_all.system_leads))
+    baseline = baseline_tokens(before_all, (*steps.base.retrieved, *steps.pending),
+                               measure.framing(before_all.system_leads))
     stats = TurnStats(
         turn=steps.number,
         estimated_prompt_tokens=estimated,
@@ -144,7 +145,7 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
     state = replace(after, conversation=conversation, ledger=after.ledger.add(stats),
                     said=frozenset(told.said))
     record = TurnRecord(steps.number, (*steps.requests[:-1], reply.body), reply, stats, tuple(told.events),
-                        state.conversation, model)
+                        state.conversation, model, steps.base.retrieved)
     return TurnOutcome(state, reply, record)
 
 

@@ -116,6 +116,9 @@ def plan_message(state: TurnState, setup: TurnSetup, text: str, *, budget: int |
     base = state.conversation
     if setup.recall is not None:
         base, recalled = setup.recall(text, base, budget)
+    if setup.retrieve is not None:
+        base, found = setup.retrieve(text, base, budget)
+        recalled = (*recalled, *found)
     if not state.sizer.exact:  # sized by byte bounds: unless they fit as they are, count exactly first
         tools = state.sizer.tools(setup.tools_offered())
         if not base.candidate((question,), budget=budget, reserve=reserve, tools=tools).fits:

@@ -69,8 +69,9 @@ class Session:
     """Holds the conversation between turns and runs turns against a ``ChatBackend``.
 
     ``tools`` are offered to the model, ``recall`` brings evicted turns back before a turn,
-    ``on_turn`` is told of every completed turn (the conversation log), ``hooks`` is where a call
-    that gives no hooks of its own sends its events. When ``exact`` is False, entries are sized by
+    ``retrieve`` fills the retrieved slot with documents for its message, ``on_turn`` is told of
+    every completed turn (the conversation log), ``hooks`` is where a call that gives no hooks of its
+    own sends its events. When ``exact`` is False, entries are sized by
     their UTF-8 byte length (an upper bound on tokens) until that bound does not fit the budget.
     """
 
@@ -82,6 +83,7 @@ class Session:
         *,
         tools: Toolbox | None = None,
         recall: Recaller | None = None,
+        retrieve: Recaller | None = None,
         on_turn: Iterable[Callable[[TurnRecord], None]] = (),
         hooks: Hooks | None = None,
         exact: bool = True,
@@ -91,6 +93,7 @@ class Session:
         self.backend = backend
         self.tools = tools
         self.recall = recall
+        self.retrieve = retrieve
         self.on_turn = tuple(on_turn)
         self.hooks = hooks or Hooks()
         self.clock = clock
@@ -202,7 +205,7 @@ class Session:
     def setup(self) -> TurnSetup:
         """Return what a turn of this session runs with."""
         return TurnSetup(self.settings, self.backend, tools=self.tools, recall=self.recall, clock=self.clock,
-                         summaries=self.summaries)
+                         summaries=self.summaries, retrieve=self.retrieve)
 
     def tools_offered(self) -> list[dict[str, Any]]:
         """Return the request's ``tools`` array: the enabled tools ([] without tools)."""
@@ -414,7 +417,7 @@ class Session:
         memory (its user messages are read once), as events for the caller to show. Raises
         ``ConfigError`` (nothing changed) for settings invalid here."""
         self.reconfigure(**{k: v for k, v in settings.items() if k not in keep})  # validates first
-        conversation = conversation.recounted(self.state.sizer)
+        conversation = conversation.recounted(self.state.sizer).with_slots_of(self.conversation)
         if "system" in keep:
             conversation = conversation.with_system(self.settings.system, self.state.sizer)
         conversation = conversation.memory_turned(self.settings.memory != "off", self.state.sizer)

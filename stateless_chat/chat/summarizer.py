@@ -88,8 +88,7 @@ class Summarizer:
     def _aligned(self, candidate: Candidate, folded: Sequence[Entry]) -> tuple[list[Message], int] | None:
         """Return the cache-aligned request's messages and its prompt size, or None when it and the
         summary's reply would not fit the context window."""
-        head = (candidate.system, candidate.memory, candidate.summary)  # as the last request sent them
-        prefix = [e for e in head if e is not None] + list(candidate.history)
+        prefix = list(candidate.head) + list(candidate.history)  # as the last request sent them
         prefix += candidate.recalled  # after what the last request sent: its cached prefix stays whole
         ask = Message("user", summary_instruction(candidate, folded))
         prompt = sum(e.tokens for e in prefix) + self.measure(ask) + REPLY_PRIMING

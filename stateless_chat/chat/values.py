@@ -24,7 +24,7 @@ from stateless_chat.wire.request import ChatRequest
 
 if TYPE_CHECKING:
     from stateless_chat.config import Settings
-    from stateless_chat.tools.servers import ToolResult, ToolSpec
+    from stateless_chat.tools.specs import ToolResult, ToolSpec
 
 
 class Toolbox(Protocol):
@@ -101,7 +101,8 @@ class TurnState:
 class TurnSetup:
     """What a turn runs with and does not change: the settings, where requests go, the tools
     offered, how evicted turns are recalled, the clock (for the cache's lifetime), and the summaries
-    written so far with what they cost until a turn completes."""
+    written so far with what they cost until a turn completes, and how documents are retrieved for the
+    message (its retrieved slot, like ``recall``'s recalled one)."""
 
     settings: Settings
     backend: ChatBackend | None
@@ -109,6 +110,7 @@ class TurnSetup:
     recall: Recaller | None = None
     clock: Callable[[], float] = time.time
     summaries: Summaries = field(default_factory=Summaries)
+    retrieve: Recaller | None = None  # fills the retrieved slot with documents for the message
 
     @property
     def endpoint(self) -> str:
@@ -151,6 +153,7 @@ class TurnRecord:
     events: tuple[Event, ...]
     conversation: Conversation
     model: str
+    retrieved: tuple[Entry, ...] = ()  # the documents its requests carried (the retrieved slot)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ class Sent:
     endpoint: str
     model: str
     at: float
+    kinds: tuple[str, ...] = ()  # each entry's kind (the context slots are told apart by it)
+    sources: tuple[str | None, ...] = ()
 
     @property
     def tokens(self) -> int:
@@ -62,7 +64,8 @@ def sent_from(entries: Sequence[Entry], *, tools: str, endpoint: str, model: str
     """Return the record of a request that sent ``entries`` (with the given tools array)."""
     ids, messages, sizes = (tuple(e.id for e in entries), tuple(e.message for e in entries),
                             tuple(e.tokens for e in entries))
-    return Sent(ids, messages, sizes, tools, endpoint, model, at)
+    return Sent(ids, messages, sizes, tools, endpoint, model, at, tuple(e.kind for e in entries),
+                tuple(e.source for e in entries))
 
 
 def predict(
@@ -103,6 +106,10 @@ def predict(
         index += 1
     if index == len(previous.ids):
         return Prediction(shared, total, None, previous.tokens)
+    if index < len(previous.kinds) and previous.kinds[index] == "docs":
+        # The documents retrieved for the last message are sent with it only: by design no break,
+        # and what the server reads again is that message alone.
+        return Prediction(shared, total, None, previous.tokens)
     return Prediction(shared, total, _cause(previous, entries, index, why_gone), previous.tokens)
 
 
@@ -142,6 +149,9 @@ def _cause(previous: Sent, entries: Sequence[Entry], index: int, why_gone: Calla
     here = entries[index] if index < len(entries) else None
     if gone == MEMORY_ID or (here is not None and here.id == MEMORY_ID):
         return "the standing memory changed"
+    slot = _slot_cause(previous, entries, index)
+    if slot is not None:
+        return slot
     if here is not None and here.id == gone:
         if gone == 0:
             return "the system prompt changed"
@@ -153,6 +163,33 @@ def _cause(previous: Sent, entries: Sequence[Entry], index: int, why_gone: Calla
     if any(e.id == gone for e in entries):
         return f"message #{gone} moved"
     return why_gone(gone)
+
+
+_SLOT_NAMES = {"instructions": "the instructions", "skills": "the skills index"}
+
+
+def _slot_cause(previous: Sent, entries: Sequence[Entry], index: int) -> str | None:
+    """Return why the request differs at ``index`` when a context slot's entry is there (instruction
+    files read again, the skills index, a skill turned on or off), else None."""
+    before = previous.kinds[index] if index < len(previous.kinds) else None
+    here = entries[index] if index < len(entries) else None
+    if before == "skill" or (here is not None and here.kind == "skill"):
+        now = {e.source for e in entries if e.kind == "skill"}
+        then = {source for kind, source in zip(previous.kinds, previous.sources, strict=False)
+                if kind == "skill"}
+        off, on = sorted(str(name) for name in then - now), sorted(str(name) for name in now - then)
+        said = [f"skill {name} was turned off" for name in off]
+        said += [f"skill {name} was turned on" for name in on]
+        return ", ".join(said) or "an active skill changed"
+    for kind in (before, here.kind if here is not None else None):
+        if kind in _SLOT_NAMES:
+            name = _SLOT_NAMES[kind]
+            if before != kind:
+                return f"{name} were added" if kind == "instructions" else f"{name} was added"
+            if here is None or here.kind != kind:
+                return f"{name} were removed" if kind == "instructions" else f"{name} was removed"
+            return f"{name} changed"
+    return None
 
 
 def _duration(seconds: float) -> str:

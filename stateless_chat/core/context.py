@@ -1,9 +1,10 @@
 """The next request in typed slots, and the eviction policies that fit it to the budget.
 
-A ``Candidate`` is the request before fitting: the system prompt, the standing memory
-(never evicted), the running summary,
-the live history (pinned entries marked), recalled entries, this turn's pending
-messages, and the size of the ``tools`` array. A policy's ``fit`` returns a ``Fit``:
+A ``Candidate`` is the request before fitting: the system prompt, the instructions, the
+skills index and active skills, the standing memory (never evicted), the running summary, the
+live history (pinned entries marked), recalled entries, retrieved documents, this turn's pending
+messages, and the size of the ``tools`` array. Policies evict only history and recalled turns.
+A policy's ``fit`` returns a ``Fit``:
 the request it will send, which history ids it dropped or folded, and its events;
 ``Conversation.apply`` turns that into the next conversation.
 
@@ -25,9 +26,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from stateless_chat.core.messages import Entry, Event, Evicted, Message, OverBudget
+from stateless_chat.core.messages import SLOT_KINDS, Entry, Event, Evicted, Message, OverBudget
 from stateless_chat.core.tokens import REPLY_PRIMING
-from stateless_chat.errors import BudgetError, raise_budget
+from stateless_chat.errors import OFFER_FEWER_TOOLS, BudgetError, raise_budget
 
 
 def request_size(entries: Iterable[Entry], reserve: int = 0, framing: int = REPLY_PRIMING) -> int:
@@ -65,18 +66,29 @@ class Candidate:
     recalled: tuple[Entry, ...] = ()
     next_id: int = 0
     low_water: int | None = None
-    memory: Entry | None = None  # the standing notes, right after the system prompt: never evicted
+    memory: Entry | None = None  # the standing notes, after the skills: never evicted
     framing: int = REPLY_PRIMING
+    instructions: Entry | None = None
+    skill_index: Entry | None = None
+    skills: tuple[Entry, ...] = ()
+    retrieved: tuple[Entry, ...] = ()
 
     @property
     def target(self) -> int:
         """Return the size eviction goes down to once the request is over budget (at most the budget)."""
         return self.budget if self.low_water is None else min(self.budget, self.low_water)
 
+    @property
+    def head(self) -> tuple[Entry, ...]:
+        """Return the entries sent before the history: system, instructions, skills index, active
+        skills, standing memory, summary."""
+        first = tuple(e for e in (self.system, self.instructions, self.skill_index) if e is not None)
+        last = tuple(e for e in (self.memory, self.summary) if e is not None)
+        return first + self.skills + last
+
     def entries(self) -> tuple[Entry, ...]:
         """Return every entry the request sends, in order."""
-        head = tuple(e for e in (self.system, self.memory, self.summary) if e is not None)
-        return head + self.history + self.recalled + self.pending
+        return self.head + self.history + self.recalled + self.retrieved + self.pending
 
     def messages(self) -> list[Message]:
         return [e.message for e in self.entries()]
@@ -214,13 +226,17 @@ def budget_error(candidate: Candidate) -> BudgetError:
     memory = candidate.memory.tokens if candidate.memory is not None else 0
     summary = candidate.summary.tokens if candidate.summary is not None else 0
     pinned = sum(e.tokens for e in candidate.history + candidate.recalled)
+    context = sum(e.tokens for e in candidate.head if e.kind in SLOT_KINDS)
+    documents = sum(e.tokens for e in candidate.retrieved)
     parts = [
         (name, n)
         for name, n in (
             ("pinned messages", pinned),
             ("system prompt", system),
+            ("instructions and skills", context),
             ("standing memory", memory),
             ("summary", summary),
+            ("documents", documents),
             ("tools", candidate.tools),
             ("this message", pending),
             ("reply reserve", reserve),
@@ -228,8 +244,12 @@ def budget_error(candidate: Candidate) -> BudgetError:
         if n
     ]
     breakdown = ", ".join(f"{name} {n:,}" for name, n in parts)
-    lead = "pinned messages" if pinned else "the request"
-    head = f"{lead} need {size:,} tokens ({breakdown}) but the budget is {budget:,}"
+    head = (f"{'pinned messages need' if pinned else 'the request needs'} {size:,} tokens ({breakdown}) "
+            f"but the budget is {budget:,}")
+    tools = candidate.tools
+    # The tools are what is too big: without them it would fit, or they are its largest part.
+    if tools and (size - tools <= budget or tools >= max(n for _, n in parts)):
+        return BudgetError(f"{head}: {OFFER_FEWER_TOOLS} or {raise_hint}", needed=size)
     candidates = sorted((e for e in candidate.history if e.pinned), key=lambda e: (-e.tokens, e.id))
     excess = size - budget
     named: list[Entry] = []

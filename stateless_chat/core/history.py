@@ -5,11 +5,15 @@ error, Ctrl-C, a cut stream) simply never replaces the old value: the history is
 exactly what it was before the turn, with no half reply and no duplicated message.
 
 The slots are the parts every request is built from, in request order: the system
-prompt, the standing memory (the user's own sentences that must hold for the whole
-conversation, in one block: ``memory``; never evicted), the running summary, the live
-history (pinned entries marked), the recalled entries (evicted turns brought back, sent
-right before the new message and never inside the prefix the server has cached), and,
-given by the caller, the new message. Entries
+prompt, the instructions (AGENTS.md files), the skills index, the active skills' bodies, the
+standing memory (the user's own sentences that must hold for the whole conversation, in one
+block: ``memory``; never evicted), the running summary, the live history (pinned
+entries marked), the recalled entries (evicted turns brought back, sent right before the new
+message and never inside the prefix the server has cached), the documents retrieved for the
+new message, and, given by the caller, the new message. What changes rarely comes first, what
+changes every turn last, so the server's cached prefix stays whole. The context slots
+(instructions, skills, retrieved documents) are this run's: their entries have negative ids,
+outside the numbered history, and are neither evicted nor saved. Entries
 that are no longer sent move to ``evicted`` with an ``Eviction`` record saying how and
 when they left; a recalled entry is one of them moved back, and when the next entries
 are appended it settles into the history where it was sent. This module and ``context`` are
@@ -24,6 +28,7 @@ from dataclasses import dataclass, replace
 from stateless_chat.core.context import Candidate, Fit
 from stateless_chat.core.memory import Memory, Note, block_entry, detect
 from stateless_chat.core.messages import (
+    SLOT_KINDS,
     Entry,
     EntryKind,
     Event,
@@ -39,6 +44,12 @@ from stateless_chat.errors import CommandError
 
 Counter = Callable[[Message], int]
 
+# The ids of the context slots' entries: negative, so that no message number /history shows is taken.
+INSTRUCTIONS_ID = -2  # (-1 is the standing memory's block: core.memory.MEMORY_ID)
+SKILL_INDEX_ID = -3
+SKILL_IDS = -100  # the active skills are -100, -101, ... in the order they were turned on
+DOCS_IDS = -1000  # the retrieved documents' entries
+
 # What /history, /files, /export and the save file call an entry, by slot and eviction record.
 STATE_OF_EVICTION: dict[EvictionHow, str] = {
     "dropped": "evicted", "folded": "summarized", "removed": "removed",
@@ -50,6 +61,8 @@ def entry_state(entry: Entry, conversation: Conversation) -> str:
     it left: ``evicted`` (dropped to fit), ``summarized`` (folded) or ``removed`` (by a command)."""
     if entry.id == 0:
         return "system"
+    if entry.kind in SLOT_KINDS:
+        return {"docs": "retrieved", "skill": "active"}.get(entry.kind, "sent")
     if entry.kind == "summary":
         return "summary"
     if entry.eviction is not None:
@@ -63,14 +76,16 @@ def entry_state(entry: Entry, conversation: Conversation) -> str:
 class Conversation:
     """Everything the next request is built from, plus what was evicted.
 
-    ``system`` has id 0 and is always sent. ``memory`` holds the standing notes, sent right
-    after it as ``memory_block`` (None without notes, or with ``memory_sent`` False: memory
-    turned off). ``summary`` (if any) folds evicted turns and is sent next. ``history``
+    ``system`` has id 0 and is always sent, then this run's ``instructions``, ``skill_index`` and
+    active ``skills``. ``memory`` holds the standing notes, sent after them as ``memory_block``
+    (None without notes, or with ``memory_sent`` False: memory turned off). ``summary`` (if any)
+    folds evicted turns and is sent next. ``history``
     holds the live messages, in order, that the next request resends; ``evicted`` keeps the
     originals no longer sent, each with its ``Eviction`` record, so the user can see them.
     ``recalled`` holds evicted turns brought back (``recall``) for the next request, sent
-    after the history and right before the new message; ``append`` settles them into the
-    history. Ids are 1-based, shown by ``/history``, and never reused.
+    after the history, then ``retrieved`` (document chunks for the new message only), right
+    before the new message; ``append`` settles the recalled entries into the history and empties
+    ``retrieved``. Ids are 1-based, shown by ``/history``, and never reused.
     """
 
     system: Entry | None = None
@@ -81,6 +96,10 @@ class Conversation:
     history: tuple[Entry, ...] = ()
     recalled: tuple[Entry, ...] = ()
     evicted: tuple[Entry, ...] = ()
+    instructions: Entry | None = None  # the instruction files (AGENTS.md), composed
+    skill_index: Entry | None = None  # each skill's name and description
+    skills: tuple[Entry, ...] = ()  # the bodies of the skills turned on (/skill NAME)
+    retrieved: tuple[Entry, ...] = ()  # document chunks for the next request only
     next_id: int = 1
     next_turn: int = 1
 
@@ -97,6 +116,58 @@ class Conversation:
             return replace(self, system=None)
         message = Message("system", text)
         return replace(self, system=Entry(0, message, counter(message), turn=0, pinned=True))
+
+    # ---- the context slots ------------------------------------------------------
+
+    def with_instructions(self, text: str | None, counter: Counter, *,
+                          source: str | None = None) -> Conversation:
+        """Return this conversation with the instructions slot holding ``text`` (None: empty)."""
+        entry = _slot(INSTRUCTIONS_ID, "instructions", "system", text, counter, source)
+        return replace(self, instructions=entry)
+
+    def with_skill_index(self, text: str | None, counter: Counter) -> Conversation:
+        """Return this conversation with the skills index holding ``text`` (None: empty)."""
+        return replace(self, skill_index=_slot(SKILL_INDEX_ID, "skills", "system", text, counter, None))
+
+    def with_skills(self, bodies: Sequence[tuple[str, str]], counter: Counter) -> Conversation:
+        """Return this conversation with the active skills' slot holding ``bodies`` ((name, text) pairs,
+        in the order they were turned on). An entry that did not change is kept as it was."""
+        kept = {(e.source, e.content): e for e in self.skills}
+        entries = []
+        for index, (name, text) in enumerate(bodies):
+            before = kept.get((name, text))
+            entry = before if before is not None and before.id == SKILL_IDS - index else \
+                _slot(SKILL_IDS - index, "skill", "system", text, counter, name)
+            assert entry is not None
+            entries.append(entry)
+        return replace(self, skills=tuple(entries))
+
+    def with_retrieved(self, texts: Sequence[tuple[str, str]], counter: Counter) -> Conversation:
+        """Return this conversation with the retrieved slot holding ``texts`` ((source, text) pairs),
+        sent right before the next message only: ``append`` empties it."""
+        entries = tuple(_slot(DOCS_IDS - index, "docs", "user", text, counter, source)
+                        for index, (source, text) in enumerate(texts))
+        return replace(self, retrieved=tuple(e for e in entries if e is not None))
+
+    def with_slots_of(self, other: Conversation) -> Conversation:
+        """Return this conversation with ``other``'s instructions, skills index and active skills (a
+        loaded conversation keeps this run's)."""
+        return replace(self, instructions=other.instructions, skill_index=other.skill_index,
+                       skills=other.skills)
+
+    @property
+    def head(self) -> tuple[Entry, ...]:
+        """Return what every request sends first, in order: the system prompt, the instructions, the
+        skills index, the active skills, the standing memory and the summary (the slots that change
+        rarely, the rarest first)."""
+        first = tuple(e for e in (self.system, self.instructions, self.skill_index) if e is not None)
+        last = tuple(e for e in (self.memory_block, self.summary) if e is not None)
+        return first + self.skills + last
+
+    def slot_entries(self) -> tuple[Entry, ...]:
+        """Return the entries of the context slots, in request order (instructions, skills index,
+        active skills, retrieved documents)."""
+        return tuple(e for e in self.head if e.kind in SLOT_KINDS) + self.retrieved
 
     def new_entry(
         self,
@@ -135,6 +206,7 @@ class Conversation:
             self,
             history=self.history + self.recalled + new,
             recalled=(),
+            retrieved=(),
             next_id=max(self.next_id, max(e.id for e in new) + 1),
             next_turn=max(self.next_turn, max(e.turn for e in new) + 1),
         )
@@ -150,7 +222,9 @@ class Conversation:
         next_id = max([self.next_id, *(e.id + 1 for e in pending)])
         return Candidate(system=self.system, summary=self.summary, history=self.history, pending=pending,
                          recalled=self.recalled, budget=budget, reserve=reserve, tools=tools, next_id=next_id,
-                         low_water=low_water, memory=self.memory_block, framing=framing)
+                         low_water=low_water, memory=self.memory_block, framing=framing,
+                         instructions=self.instructions, skill_index=self.skill_index, skills=self.skills,
+                         retrieved=self.retrieved)
 
     def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
         """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the
@@ -169,10 +243,9 @@ class Conversation:
         return f"#{entry_id} was removed (/drop, /trim or /clear)"
 
     def request_entries(self, pending: Iterable[Entry] = ()) -> tuple[Entry, ...]:
-        """Return what the next request sends, in order: system, memory, summary, history, recalled,
-        ``pending``."""
-        head = tuple(e for e in (self.system, self.memory_block, self.summary) if e is not None)
-        return head + self.history + self.recalled + tuple(pending)
+        """Return what the next request sends, in order: the head (system, instructions, skills, memory,
+        summary), history, recalled, retrieved, ``pending``."""
+        return self.head + self.history + self.recalled + self.retrieved + tuple(pending)
 
     def messages(self, pending: Iterable[Entry] = ()) -> list[Message]:
         """Return the messages of the next request, in order."""
@@ -212,7 +285,8 @@ class Conversation:
 
     @property
     def tokens(self) -> int:
-        """Billed size of system, memory, summary and live history (without reply priming)."""
+        """Billed size of the head slots (system, instructions, skills, memory, summary), the live
+        history and the retrieved documents (without reply priming)."""
         return sum(e.tokens for e in self.request_entries())
 
     @property
@@ -302,15 +376,22 @@ class Conversation:
         def again(entry: Entry | None) -> Entry | None:
             return None if entry is None else replace(entry, tokens=counter(entry.message))
 
+        def all_again(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+            return tuple(replace(e, tokens=counter(e.message)) for e in entries)
+
         return replace(
             self,
             system=again(self.system),
             memory=self.memory.recounted(counter),
             memory_block=again(self.memory_block),
             summary=again(self.summary),
-            history=tuple(replace(e, tokens=counter(e.message)) for e in self.history),
-            recalled=tuple(replace(e, tokens=counter(e.message)) for e in self.recalled),
-            evicted=tuple(replace(e, tokens=counter(e.message)) for e in self.evicted),
+            history=all_again(self.history),
+            recalled=all_again(self.recalled),
+            evicted=all_again(self.evicted),
+            instructions=again(self.instructions),
+            skill_index=again(self.skill_index),
+            skills=all_again(self.skills),
+            retrieved=all_again(self.retrieved),
         )
 
     def set_pinned(self, entry_id: int, pinned: bool) -> Conversation:
@@ -457,6 +538,8 @@ class Conversation:
         outside the summary slot, or an evicted entry without its record."""
         for entry in self.history + self.recalled + self.evicted:
             where = "message" if entry.eviction is None else "evicted message"
+            if entry.kind in SLOT_KINDS:
+                raise ValueError(f"{where} #{entry.id} is a {entry.kind} entry outside its slot")
             if entry.role == "system":
                 raise ValueError(f"{where} #{entry.id} is a system message; only the system prompt and the "
                                  "summary may be system messages")
@@ -468,3 +551,12 @@ class Conversation:
             raise ValueError("the system prompt is not a system message")
         if self.memory_block is not None and self.memory_block.kind != "memory":
             raise ValueError("the memory slot holds something else than the standing notes")
+
+
+def _slot(entry_id: int, kind: EntryKind, role: Role, text: str | None, counter: Counter,
+          source: str | None) -> Entry | None:
+    """Return the entry of a context slot holding ``text`` (None when there is no text)."""
+    if not text:
+        return None
+    message = Message(role, text)
+    return Entry(entry_id, message, counter(message), turn=0, pinned=True, kind=kind, source=source)

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-EntryKind = Literal["turn", "file", "summary", "memory"]
+EntryKind = Literal["turn", "file", "summary", "memory", "instructions", "skills", "skill", "docs"]
+# The kinds of the context slots: entries this run puts in the request (instruction files, the skills
+# index, active skills, retrieved documents), never part of the numbered history, never saved.
+SLOT_KINDS: frozenset[str] = frozenset({"instructions", "skills", "skill", "docs"})
 EvictionHow = Literal["dropped", "folded", "removed"]
 
 
@@ -95,7 +98,7 @@ class Entry:
     turn: int
     pinned: bool = False
     kind: EntryKind = "turn"
-    source: str | None = None  # the path, for entries added by /file
+    source: str | None = None  # the path (/file), the files read (instructions), the skill's name (skill)
     eviction: Eviction | None = None
     finish_reason: str | None = None
 
@@ -296,6 +299,16 @@ class Recalled:
 
 
 @dataclass(frozen=True)
+class Retrieved:
+    """A chunk of an added document went into the request, right before the new message: its
+    ``source`` (``path:first-last`` lines), its heading path and its size (our count)."""
+
+    source: str
+    tokens: int
+    heading: str = ""
+
+
+@dataclass(frozen=True)
 class Remembered:
     """A standing sentence was kept in the memory slot as note ``m{id}`` (from message ``source``, or
     by ``/remember`` when None)."""
@@ -327,7 +340,7 @@ class Notice:
 Event = (
     Evicted | Summarized | SummaryFailed | OverBudget | Retrying | FailedOver | ContextRetry
     | UsageMissing | ReplyCut | CacheBreak | ToolCalled | ToolAnswered | ToolProgress | ToolStepsExhausted
-    | Recalled | Remembered | MemoryFull | Notice
+    | Recalled | Retrieved | Remembered | MemoryFull | Notice
 )
 
 
@@ -390,6 +403,9 @@ def describe(event: Event) -> str:
     if isinstance(event, Recalled):
         said = f': "{" ".join(event.words)}"' if event.words else ""
         return f"recalled turn {event.turn} ({event.tokens:,} tokens){said}"
+    if isinstance(event, Retrieved):
+        heading = f" · {event.heading}" if event.heading else ""
+        return f"retrieved {event.source} ({event.tokens:,} tokens){heading}"
     if isinstance(event, Remembered):
         return f'kept as standing (m{event.id}): "{_quoted(event.text)}" · /forget m{event.id}'
     if isinstance(event, MemoryFull):

@@ -207,7 +207,9 @@ class Journal:
             saved = persist.from_data(data)
         except (ValueError, TypeError) as error:
             raise LogError(f"conversation {cid} in the log cannot be restored: {error}") from None
-        for event in persist.restore(self.session, saved, keep=set(keep)):
+        restored = persist.restore(self.session, saved, keep=set(keep),
+                                   source=f"conversation {cid} of the log")
+        for event in restored:
             self.session.hooks.on_event(event)  # standing notes read from an older log, once
         self.forked()
         self.cid = cid

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any
 
 from stateless_chat.errors import LogError
-from stateless_chat.sanitize import LONE_SURROGATE, whole_characters
+from stateless_chat.sanitize import LONE_SURROGATE, strip_controls, whole_characters
 
 DEFAULT_NAME = "logs.db"
 BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's transaction before giving up
@@ -367,7 +367,9 @@ def _message_row(cid: str, message: Mapping[str, Any]) -> tuple[Any, ...]:
         function = call.get("function") if isinstance(call, Mapping) else None
         if isinstance(function, Mapping):
             parts += [str(function.get("name") or ""), str(function.get("arguments") or "")]
-    body = _text("\n".join(p for p in parts if isinstance(p, str) and p))
+    # Indexed without terminal controls: a snippet cut out of an escape sequence (or with a match
+    # marker put inside one) would print its leftovers, and "\x1b[31mred" would index "31mred".
+    body = strip_controls(_text("\n".join(p for p in parts if isinstance(p, str) and p)))
     return (
         cid,
         number,

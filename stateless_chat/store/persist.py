@@ -450,14 +450,20 @@ def read_limited(path: Path, limit: int, *, what: str) -> str:
         raise SaveFileError(f"cannot read {path}: not UTF-8 (bad byte at offset {error.start})") from None
 
 
-def restore(session: Session, saved: Saved, *, keep: Collection[str] = ()) -> list[Event]:
+def restore(session: Session, saved: Saved, *, keep: Collection[str] = (), source: str = "") -> list[Event]:
     """Make ``saved`` the session's conversation, with its settings except those named in ``keep``
     (the ones the user set on this command line). Counts are measured again with the session's
     counter. Return the events of the standing notes read from a conversation saved before
     standing memory (``Session.load``). Raises ``ConfigError`` (nothing changed) when the saved
-    settings are invalid here."""
+    settings are invalid here.
+
+    ``source`` names where ``saved`` came from (``the save file PATH``); when the context window's
+    figure is one it brings back, that is where ``/model`` and ``/load`` say the figure came from."""
     settings = {k: saved.settings[k] for k in RESTORED_SETTINGS if k in saved.settings}
-    return session.load(saved.conversation, saved.ledger, settings, keep=keep)
+    events = session.load(saved.conversation, saved.ledger, settings, keep=keep)
+    if source and settings.get("context_window") is not None and "context_window" not in keep:
+        session.context_source = f"as saved in {source}"
+    return events
 
 
 # ---- export -----------------------------------------------------------------------

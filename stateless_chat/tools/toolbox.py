@@ -1,9 +1,10 @@
 """The tools a session offers: the MCP servers' and the built-in ones, behind one interface.
 
 A built-in tool is a plain function behind the same interface as an MCP server's tool: a
-``ToolSpec`` to offer and a call that returns a ``ToolResult``. The one built in is
-``recall_history`` (``RecallTool``): the model searches the turns that were evicted to
-fit the budget. Built-ins are approved like any other tool, and offered only where tools are
+``ToolSpec`` to offer and a call that returns a ``ToolResult``. Built in are ``recall_history``
+(``RecallTool``): the model searches the turns that were evicted to fit the budget; and, where
+skills were found, ``use_skill`` (``SkillTool``): the model loads a skill's instructions.
+Built-ins are approved like any other tool, and offered only where tools are
 (with MCP servers configured), so that a chat without tools never sends a ``tools`` array.
 """
 
@@ -13,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from stateless_chat.core.messages import Entry
-from stateless_chat.tools.servers import ToolResult, ToolServers, ToolSpec
+from stateless_chat.tools.servers import ToolServers
+from stateless_chat.tools.specs import ToolResult, ToolSpec
 
 BUILTIN = "builtin"  # the server name built-in tools are shown under (``builtin.recall_history``)
 
@@ -98,7 +100,7 @@ class ReadResourceTool:
 
     def call(self, arguments: str) -> ToolResult:
         from stateless_chat.errors import ChatError
-        from stateless_chat.tools.servers import parse_arguments, resource_text
+        from stateless_chat.tools.specs import parse_arguments, resource_text
 
         parsed = parse_arguments(arguments)
         if isinstance(parsed, str):
@@ -151,7 +153,7 @@ class RecallTool:
 
     def call(self, arguments: str) -> ToolResult:
         from stateless_chat.errors import ChatError
-        from stateless_chat.tools.servers import parse_arguments
+        from stateless_chat.tools.specs import parse_arguments
 
         parsed = parse_arguments(arguments)
         query = parsed.get("query") if isinstance(parsed, dict) else None
@@ -170,3 +172,39 @@ class RecallTool:
             lines += [f"{evicted[i].role}: {evicted[i].content}" for i in match.ids if i in evicted]
             blocks.append("\n".join(lines))
         return ToolResult("\n\n".join(blocks))
+
+
+class SkillTool:
+    """``use_skill(name, file?)``: the instructions of a skill the index lists, or a file from its
+    folder (a built-in tool, approved like any other)."""
+
+    spec = ToolSpec(
+        BUILTIN, "use_skill", "use_skill",
+        "Load the instructions of one of the skills your context lists under 'Skills:', when the task "
+        "needs it. With file, read a file from that skill's folder that its instructions name.",
+        {"type": "object",
+         "properties": {"name": {"type": "string", "description": "the skill's name, as listed"},
+                        "file": {"type": "string", "description": "a file in the skill's folder (optional)"}},
+         "required": ["name"]},
+    )
+
+    def __init__(self, load: Callable[[str, str | None], str]) -> None:
+        """``load(name, file)`` returns the skill's instructions (``file`` None) or that file's text,
+        raising ``ChatError`` with what to tell the model when it cannot
+        (``context.workspace.Workspace.load_skill``)."""
+        self.load = load
+
+    def call(self, arguments: str) -> ToolResult:
+        from stateless_chat.errors import ChatError
+        from stateless_chat.tools.specs import parse_arguments
+
+        parsed = parse_arguments(arguments)
+        name = parsed.get("name") if isinstance(parsed, dict) else None
+        wanted = parsed.get("file") if isinstance(parsed, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            return ToolResult("use_skill needs the name of a skill from the skills index", is_error=True)
+        file = wanted.strip() if isinstance(wanted, str) and wanted.strip() else None
+        try:
+            return ToolResult(self.load(name.strip(), file))
+        except ChatError as error:
+            return ToolResult(str(error), is_error=True)

@@ -23,7 +23,8 @@ from stateless_chat.chat.meter import message_from_api
 from stateless_chat.chat.session import Session
 from stateless_chat.core.billing import dollars
 from stateless_chat.core.history import Conversation
-from stateless_chat.core.messages import Entry, Event, Message, ToolCall, describe, span
+from stateless_chat.core.ledger import Ledger
+from stateless_chat.core.messages import SLOT_KINDS, Entry, Event, Message, ToolCall, describe, span
 from stateless_chat.core.models import family_of
 from stateless_chat.core.policies import POLICIES
 from stateless_chat.core.preview import Preview, preview
@@ -31,6 +32,7 @@ from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.errors import ChatError, CommandError
 from stateless_chat.sensitive import secret_reason
 from stateless_chat.store import persist
+from stateless_chat.workspace.textfiles import MAX_FILE_BYTES, read_text_file  # noqa: F401 - /file's rules
 
 # ---- results ------------------------------------------------------------------
 
@@ -75,6 +77,15 @@ class HistoryView:
 
 
 @dataclass(frozen=True)
+class HelpView:
+    """The list of commands: each one's usage beside what it does, then notes on the keys. Shown as
+    two columns, so that a description too long for the terminal wraps within its own column."""
+
+    rows: tuple[tuple[str, str], ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MessageView:
     id: int
     role: str
@@ -101,6 +112,7 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    comparison: str = ""  # the session's total against resending everything (``baseline_words``)
     eviction: str = ""  # what the next eviction will take, and when (eviction_line)
     counting: str = ""  # how the counts are made (exact, calibrated, an estimate) and how well they held
 
@@ -132,6 +144,8 @@ class StatsView:
     baseline_total: int
     cached_total: int = 0
     cost: str = ""
+    cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
+    comparison: str = ""  # the total against resending everything (``baseline_words``)
 
 
 @dataclass(frozen=True)
@@ -170,7 +184,8 @@ class Exit:
     """Leave the REPL."""
 
 
-Result = Lines | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Prefill | Exit
+Result = (Lines | HelpView | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Prefill
+          | Exit)
 Handler = Callable[[Session, str], Result]
 # A handler that needs more of the chat than its session: the log (/save, /load, /recall QUERY).
 AppHandler = Callable[[App, str], Result]
@@ -341,16 +356,40 @@ def summary_line(entry: Entry) -> str:
     return first_line(message.text)
 
 
+def slot_line(entry: Entry) -> str:
+    """Return the first line /history shows for an entry of a context slot: what it holds."""
+    if entry.kind == "instructions":
+        return first_line(f"AGENTS.md: {entry.source}")
+    if entry.kind == "skills":
+        names = [line[2:].partition(":")[0] for line in entry.content.splitlines() if line.startswith("- ")]
+        return first_line(f"{len(names)} skill(s): {', '.join(names)}")
+    if entry.kind == "skill":
+        return first_line(f"skill {entry.source}")
+    return first_line(entry.source or entry.content)
+
+
+def listed_entries(conversation: Conversation, *, include_evicted: bool) -> list[Entry]:
+    """Return the entries ``/history`` lists, in the order the next request sends them: the system
+    prompt and the context slots (instructions, skills), the summary, the history, the recalled
+    entries (sent right before the new message, whatever their numbers), then the retrieved
+    documents. With ``include_evicted`` the evicted originals are listed too, each among the history
+    by its number (the place it had there). The standing-memory block has no message number
+    (``/memory`` lists its notes, and /history shows them in a table of their own), so it is not a
+    row."""
+    head = [e for e in conversation.head if e.kind != "memory"]
+    history = sorted(conversation.history + conversation.evicted, key=lambda e: e.id) if include_evicted \
+        else list(conversation.history)
+    return head + history + list(conversation.recalled) + list(conversation.retrieved)
+
+
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
-    rows = []
-    hidden = 0
+    """Return the rows of ``/history`` (see ``listed_entries``) and how many evicted ones it leaves out."""
     conversation = session.conversation
-    for entry in conversation.all_entries():
-        if entry.eviction is not None and not include_evicted:
-            hidden += 1
-            continue
-        rows.append(HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
-                               summary_line(entry), entry.kind, entry.cut))
+    rows = [HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned or entry.kind in SLOT_KINDS,
+                       conversation.state(entry), slot_line(entry) if entry.kind in SLOT_KINDS
+                       else summary_line(entry), entry.kind, entry.cut)
+            for entry in listed_entries(conversation, include_evicted=include_evicted)]
+    hidden = 0 if include_evicted else len(conversation.evicted)
     return rows, hidden
 
 
@@ -365,13 +404,15 @@ def _help(session: Session, arg: str) -> Result:
         if found is None:
             raise CommandError(f"no command /{name}; /help lists commands")
         return Lines((found.usage, f"  {found.help}"))
-    lines = [f"{c.usage:<24} {c.help}" for c in sorted(REGISTRY.values(), key=lambda c: c.name)]
-    lines += [
+    from stateless_chat.ui.docs import page
+
+    rows = tuple((c.usage, c.help) for c in sorted(REGISTRY.values(), key=lambda c: c.name))
+    return HelpView(rows, (
         "",
-        "Enter sends; Esc-Enter (Alt-Enter) inserts a newline; Ctrl-C cancels a reply or clears the line;",
+        "Enter sends; Esc-Enter (Alt-Enter) inserts a newline; Ctrl-C cancels a reply or clears the line; "
         "Ctrl-D leaves. Start a message with // to send text that begins with /.",
-    ]
-    return Lines(tuple(lines))
+        f"Every command in full: {page('commands.md')}",
+    ))
 
 
 @command("exit", "/exit", "leave the chat")
@@ -440,24 +481,42 @@ def eviction_line(found: Preview) -> str:
             f"({len(found.turns)} turn(s), ~{found.tokens:,} tokens); /preview lists them")
 
 
-def tokens_view(session: Session) -> TokensView:
+def tokens_view(session: Session, text: str = "") -> TokensView:
+    """Return the next request part by part; with ``text``, the request that message would send (with
+    what recall and the documents would bring for it; fitted later, as ``/raw TEXT`` is)."""
     conversation = session.conversation
     framing = session.framing()
+    # what any next message adds besides its text
+    message = ("new message framing", session.measure(Message("user", "")))
+    if text:
+        plan = session.plan(text, summarize=False)
+        conversation = plan.base
+        message = ("this message", sum(e.tokens for e in plan.pending))
     system = conversation.system.tokens if conversation.system else 0
     memory = conversation.memory_block.tokens if conversation.memory_block else 0
     summary = conversation.summary.tokens if conversation.summary else 0
     pins = sum(e.tokens for e in conversation.history if e.pinned)
     turns = sum(e.tokens for e in conversation.history if not e.pinned)
     recalled = sum(e.tokens for e in conversation.recalled)
+    slots = conversation.slot_entries()
+    # The context slots show only when they hold something: a chat without them reads as before.
+    context = tuple((name, size) for name, size in (
+        ("instructions", sum(e.tokens for e in slots if e.kind == "instructions")),
+        ("skills index", sum(e.tokens for e in slots if e.kind == "skills")),
+        ("active skills", sum(e.tokens for e in slots if e.kind == "skill")),
+    ) if size)
+    retrieved = sum(e.tokens for e in conversation.retrieved)
     parts = (
         ("system", system),
+        *context,
         ("standing memory", memory),
         ("pinned", pins),
         ("summary", summary),
         ("turns", turns),
         ("recalled", recalled),
+        *((("documents", retrieved),) if retrieved else ()),
         ("tools", session.tools_tokens(session.tools_offered())),
-        ("new message framing", session.measure(Message("user", ""))),  # what a message adds besides its text
+        message,
         ("reply priming" if framing == REPLY_PRIMING else "request framing (the chat template's)", framing),
         ("reply reserve", session.reserve),
     )
@@ -466,7 +525,8 @@ def tokens_view(session: Session) -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session), eviction_line(next_eviction(session)), session.counter.how())
+                      bill_line(session), baseline_words(ledger), eviction_line(next_eviction(session)),
+                      session.counter.how())
 
 
 def request_size_line(session: Session, body: Mapping[str, Any]) -> str:
@@ -481,6 +541,21 @@ def request_size_line(session: Session, body: Mapping[str, Any]) -> str:
             f"budget {session.budget:,}; counted: {session.counter.how()}")
 
 
+def baseline_words(ledger: Ledger) -> str:
+    """Return how the tokens sent compare with resending everything, never evicting: the share saved,
+    or why there is none to show. The no-eviction figure is our count scaled to the server's, so with
+    a server that counts differently (a chat template's own text, a tool loop's requests) it can come
+    out below what was sent: that is said as such, never as a negative saving."""
+    if not any(t.evictions for t in ledger.turns):
+        return "with nothing evicted: every request resent the whole conversation"
+    sent, baseline = ledger.sent, ledger.baseline
+    if baseline > sent:
+        return (f"vs {baseline:,} with no eviction ({1 - sent / baseline:.0%} fewer, "
+                f"{baseline - sent:,} saved)")
+    return (f"vs ≈{baseline:,} with no eviction by our count: no saving to show, as the server counts "
+            f"{sent - baseline:,} more tokens than our estimate")
+
+
 def bill_line(session: Session) -> str:
     """Return the session's cost against a naive full resend with caching ("" without a price)."""
     bill = session.bill()
@@ -490,9 +565,10 @@ def bill_line(session: Session) -> str:
             f"the cache would have cost {dollars(bill.naive_cost)}")
 
 
-@command("tokens", "/tokens", "break down the next request's tokens against the budget")
+@command("tokens", "/tokens [TEXT]", "break down the next request's tokens against the budget (with TEXT "
+         "as its message: with the documents it retrieves)")
 def _tokens(session: Session, arg: str) -> Result:
-    return tokens_view(session)
+    return tokens_view(session, arg)
 
 
 @command("raw", "/raw [TEXT]", "the exact JSON body the next request sends (with TEXT as its message)")
@@ -612,31 +688,9 @@ def _edit(session: Session, arg: str) -> Result:
 
 # ---- files --------------------------------------------------------------------------
 
-MAX_FILE_BYTES = 1_000_000
-
-
 def file_message(shown: str, text: str) -> str:
     """Return the user message that carries a file: its path as a header, then its text."""
     return f"File: {shown}\n\n{text}"
-
-
-def read_text_file(path: Path) -> str:
-    """Return the UTF-8 text of ``path``; CommandError for a missing, binary or oversize file."""
-    if not path.exists():
-        raise CommandError(f"no such file: {path}")
-    if not path.is_file():
-        raise CommandError(f"not a regular file: {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise CommandError(f"{path} is {size:,} bytes; files over {MAX_FILE_BYTES:,} bytes are refused")
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise CommandError(f"{path} looks binary (it has NUL bytes); only text files can be added")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CommandError(f"{path} is not UTF-8 text (bad byte at offset {error.start}); not added") \
-            from None
 
 
 @command("file", "/file PATH [--pin]", "add a text file to the history as a message (--pin: never evict)",
@@ -819,13 +873,15 @@ def _evict_to(session: Session, arg: str) -> Result:
 @command("tools", "/tools [on|off [SERVER]]", "list the MCP servers and their tools with what each costs, "
          "or turn tools on or off", choices=lambda session: ["on", "off"])
 def _tools(session: Session, arg: str) -> Result:
-    from stateless_chat.tools.toolbox import Toolbox
+    from stateless_chat.tools.toolbox import BUILTIN, Toolbox
 
     toolbox = session.tools
     servers = toolbox.servers if isinstance(toolbox, Toolbox) else None
     if not isinstance(toolbox, Toolbox) or servers is None:
-        return Lines(("no tools: add [mcp.servers.NAME] tables to the config file (the README's Tools "
-                      "section), and leave out --no-tools",))
+        from stateless_chat.ui.docs import page
+
+        return Lines((f"no tools: add [mcp.servers.NAME] tables to the config file ({page('tools.md')}), "
+                      "and leave out --no-tools",))
     words = arg.split()
     lines: list[str] = []
     if words:
@@ -838,12 +894,21 @@ def _tools(session: Session, arg: str) -> Result:
         lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
     stalled = servers.stalled()  # a server that failed or was never seen starts again on /tools
     lines += servers.start(stalled) if stalled else []
-    for status in servers.status():
-        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
     offered = toolbox.tools()
-    for spec in offered:
-        cost = session.tools_tokens([spec.to_api()])
-        lines.append(f"  {spec.offered} ({spec.display}) · {cost:,} tokens · approve: {spec.approve}")
+
+    def listed(server: str) -> list[str]:  # each tool under the server it comes from
+        return [f"  {spec.offered} ({spec.display}) · {session.tools_tokens([spec.to_api()]):,} tokens · "
+                f"approve: {spec.approve}" for spec in offered if spec.server == server]
+
+    named: set[str] = set()
+    for status in servers.status():
+        named.add(status.name)
+        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
+        lines += listed(status.name)
+    for server in sorted({spec.server for spec in offered} - named):  # the built-in ones
+        label = "built in, run by stateless-chat itself" if server == BUILTIN else "no server listed"
+        lines.append(f"{server}: {label}, {sum(1 for s in offered if s.server == server)} tool(s)")
+        lines += listed(server)
     total = session.tools_tokens(session.tools_offered())
     lines.append(f"the tools array adds {total:,} tokens to every request" if offered else "no tools offered")
     return Lines(tuple(lines))
@@ -911,7 +976,7 @@ def _load(app: App, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(app)
-    noted = persist.restore(session, saved)
+    noted = persist.restore(session, saved, source=f"the save file {path}")
     session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = app.log
     if attached is not None:
@@ -967,5 +1032,6 @@ def _stats(session: Session, arg: str) -> Result:
         return Lines(("no turns yet: /stats charts the prompt tokens of each turn once you chat",))
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
-    return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+    return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session),
+                     not ledger.cache_reported, baseline_words(ledger))
 

@@ -38,8 +38,9 @@ def list_lines(rows: Sequence[ConversationRow]) -> list[str]:
     return lines
 
 
-def _label(message: Mapping[str, Any]) -> str:
-    """Return the heading of one logged message: number, role or kind, turn, and what became of it."""
+def _label(message: Mapping[str, Any], replaced: bool = False) -> str:
+    """Return the heading of one logged message: number, role or kind, turn, and what became of it
+    (``replaced``: it is no longer in the conversation at all)."""
     number, role, kind = message.get("id"), message.get("role"), message.get("kind")
     if number == 0:
         return "#0 system prompt"
@@ -50,7 +51,9 @@ def _label(message: Mapping[str, Any]) -> str:
     if message.get("pinned"):
         notes.append("pinned")
     eviction = message.get("eviction")
-    if isinstance(eviction, Mapping):
+    if replaced:
+        notes.append("replaced by /retry, /edit or /undo: no longer in the conversation")
+    elif isinstance(eviction, Mapping):
         how = _HOW.get(str(eviction.get("how")), str(eviction.get("how")))
         notes.append(f"{how} in turn {eviction.get('turn')}: no longer sent")
     if message.get("finish_reason") == "length":
@@ -70,9 +73,22 @@ def _body(message: Mapping[str, Any]) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
+def _ids_in(snapshot: Mapping[str, Any] | None) -> set[object] | None:
+    """Return the ids of every message the conversation still holds after its last turn (sent or
+    evicted), from its snapshot; None without one. A logged message not among them was replaced:
+    ``/retry`` and ``/edit`` send the last message again in place of the last exchange, ``/undo``
+    removes it, and the log keeps what the exchange said."""
+    if snapshot is None:
+        return None
+    held = [snapshot.get("system"), snapshot.get("summary"), *(snapshot.get("messages") or ()),
+            *(snapshot.get("evicted") or ())]
+    return {m.get("id") for m in held if isinstance(m, Mapping)}
+
+
 def show_lines(store: LogStore, cid: str) -> list[str]:
     """Return the transcript of conversation ``cid``: a heading, then every message by number, each
-    marked with its turn and, once evicted, how and when it left; then each turn's events."""
+    marked with its turn and, once evicted, how and when it left (or that it was replaced); then each
+    turn's events."""
     row = next(iter(store.conversations(1, cid=cid)), None)
     turns: list[TurnRow] = store.turns(cid)
     messages = sorted(store.messages(cid), key=lambda m: (m.get("id") != 0, m.get("kind") != "summary",
@@ -81,8 +97,10 @@ def show_lines(store: LogStore, cid: str) -> list[str]:
     if row is not None:
         lines.append(clean(f"conversation {row.id} · started {when(row.started)} · last turn "
                            f"{when(row.active)} · {row.model} · {row.endpoint} · {len(turns)} turn(s)"))
+    kept = _ids_in(store.snapshot(cid))
     for message in messages:
-        lines += ["", _label(message), *_body(message)]
+        replaced = kept is not None and message.get("id") not in kept
+        lines += ["", _label(message, replaced), *_body(message)]
     events = [(turn.turn, event) for turn in turns for event in turn.events]
     if events:
         lines += ["", "events:"]

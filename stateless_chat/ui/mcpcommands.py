@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from stateless_chat.errors import CommandError
 from stateless_chat.sanitize import one_line
-from stateless_chat.tools.servers import resource_text
+from stateless_chat.tools.specs import resource_text
 from stateless_chat.ui.commands import Lines, Result, Send, command, file_message, split_args
 
 if TYPE_CHECKING:

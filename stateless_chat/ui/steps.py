@@ -20,14 +20,14 @@ from stateless_chat.core.messages import Event, ToolAnswered, ToolCalled, descri
 
 
 class Writer(Protocol):
-    """Where one request's reply text goes: ``feed`` its deltas, then ``close`` (``abort`` when the
+    """Where one request's reply text goes: ``feed`` its deltas, then ``close`` (``abandon`` when the
     turn failed)."""
 
     def feed(self, delta: str) -> None: ...
 
     def close(self) -> None: ...
 
-    def abort(self, error: BaseException) -> None: ...
+    def abandon(self) -> None: ...
 
 
 class Steps:
@@ -73,11 +73,11 @@ class Steps:
             writer, self._writer = self._writer, None
             writer.close()
 
-    def abort(self, error: BaseException) -> None:
-        """The turn failed: a reply still streaming is ended as failed; nothing held is printed."""
+    def abandon(self) -> None:
+        """The turn failed: a reply still streaming is left as it is; nothing held is printed."""
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.abort(error)
+            writer.abandon()
         self._held = io.StringIO()
 
     def finish(self) -> None:

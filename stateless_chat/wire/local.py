@@ -319,9 +319,11 @@ class LocalServer:
         startup_timeout: float = 120,
         threads: int | None = None,
         batch_threads: int | None = None,
+        embedding: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
-        # Measured on 2 cores (the README's local-model notes): generating with both cores is no
+        self.embedding = embedding  # serve /v1/embeddings too (embedding_model is set)
+        # Measured on 2 cores (docs/local-model.md): generating with both cores is no
         # faster than with one (the server's Python and the client need the other), while reading a
         # prompt gains from all of them; so half the cores generate and all of them read.
         cores = os.cpu_count() or 1
@@ -368,6 +370,7 @@ class LocalServer:
             "--n_threads", str(self.threads),
             "--n_threads_batch", str(self.batch_threads),
             "--model_alias", self.model,
+            *(("--embedding", "true") if self.embedding else ()),
         ]  # fmt: skip
 
     def start(self) -> str:

@@ -14,14 +14,16 @@ and propagates.
 Credentials: each endpoint is sent its own key (``keys``) or else the one ``api_key``, as
 ``Authorization: Bearer``. A URL's ``user:password@`` is taken out of the URL the SDK sees
 (so no message, error or saved file can show it) and sent as HTTP Basic auth instead, in the
-same header: such an endpoint is sent no key. Redirects are followed only within the
-endpoint's origin, and reply bodies are capped (``wire.Guard``).
+same header: such an endpoint is sent no key. The organization and project the SDK reads from
+the environment go to OpenAI's own endpoint only (``is_openai``). Redirects are followed only
+within the endpoint's origin, and reply bodies are capped (``wire.Guard``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import sys
 import threading
 import time
@@ -105,6 +107,16 @@ class _Watchdog:
         self._done.set()
 
 
+OPENAI_HOST = "api.openai.com"
+
+
+def is_openai(endpoint: str) -> bool:
+    """Return whether ``endpoint`` is OpenAI's own API (https://api.openai.com), the one endpoint that
+    is sent the organization and project the environment names (``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``)."""
+    parts = urlsplit(endpoint)
+    return parts.scheme == "https" and parts.hostname == OPENAI_HOST and parts.port in (None, 443)
+
+
 class OpenAIBackend:
     """Sends bodies to one OpenAI-compatible endpoint with the openai SDK, one attempt each."""
 
@@ -140,8 +152,14 @@ class OpenAIBackend:
 
             http = openai.DefaultHttpxClient(event_hooks={"response": [Guard(self.endpoint, self.name,
                                                                                self.max_reply_bytes)]})
-            self._client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key or PLACEHOLDER_KEY,
-                                         max_retries=0, timeout=self.timeout, http_client=http)
+            client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key or PLACEHOLDER_KEY,
+                                   max_retries=0, timeout=self.timeout, http_client=http)
+            if not is_openai(self.endpoint):
+                # The SDK reads OPENAI_ORG_ID and OPENAI_PROJECT_ID from the environment and sends them
+                # as headers to whatever base URL it is given: they are OpenAI's identifiers, for it only.
+                client.organization = None
+                client.project = None
+            self._client = client
         return self._client
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
@@ -191,6 +209,22 @@ class OpenAIBackend:
                                  f"not a stream of events: {_NOT_OPENAI}")
         return Reply(body, public_url(self.endpoint), self._chunks(stream, outer), name=self.name,
                      close=stream.close)
+
+    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        """Return the embeddings of ``texts`` from the endpoint's ``/embeddings``, in order (the same
+        credentials, redirect rule and reply cap as chat requests; one attempt). A server that answers
+        with one vector per token (llama.cpp without pooling) has them averaged."""
+        outer = sys.exc_info()[1]
+        content = json.dumps({"model": model, "input": list(texts)}, ensure_ascii=False).encode()
+        try:
+            raw = self._sdk().post("/embeddings", cast_to=object, content=content,
+                                   options={"headers": dict(self._headers)})
+        except Exception as error:  # the SDK's errors, mapped by type; others re-raised as bugs
+            raise self._translate(error, began=False, outer=outer) from error
+        vectors = parse_embeddings(raw, len(texts))
+        if vectors is None:
+            raise MalformedReply(f"{self.name} sent embeddings that cannot be read: {_NOT_OPENAI}")
+        return vectors
 
     def _chunks(self, stream: Any, outer: BaseException | None = None) -> Iterator[Chunk]:
         watchdog = _Watchdog(self.timeout, stream.close)
@@ -273,6 +307,42 @@ class OpenAIBackend:
         if status == 404 and not urlsplit(self.endpoint).path.rstrip("/").endswith("/v1"):
             message += f" (does the base URL need /v1 at its end? it is {self._clean(self.endpoint)})"
         return ServerError(f"{host} answered {status}: {message}", status, _retry_after(raw))
+
+
+def parse_embeddings(raw: object, count: int) -> list[list[float]] | None:
+    """Return the ``count`` vectors of an embeddings reply in input order, or None when it is not one:
+    ``data`` items with an ``embedding`` of numbers (or of lists of them: one a token, averaged), all of
+    one length."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, list) or len(data) != count:
+        return None
+    found: dict[int, list[float]] = {}
+    for position, item in enumerate(data):
+        if not isinstance(item, dict):
+            return None
+        index = item.get("index", position)
+        vector = _vector(item.get("embedding"))
+        if vector is None or not isinstance(index, int) or isinstance(index, bool) or index in found:
+            return None
+        found[index] = vector
+    vectors = [found.get(i) for i in range(count)]
+    if any(v is None for v in vectors) or len({len(v or ()) for v in vectors}) != 1 or not vectors[0]:
+        return None
+    return [v for v in vectors if v is not None]
+
+
+def _vector(value: object) -> list[float] | None:
+    """Return an embedding as one list of floats: itself, or the mean of its per-token rows."""
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(row, list) for row in value):
+        rows = [_vector(row) for row in value]
+        if any(r is None for r in rows) or len({len(r or ()) for r in rows}) != 1:
+            return None
+        return [sum(column) / len(rows) for column in zip(*(r for r in rows if r is not None), strict=True)]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value):
+        return None
+    return [float(x) for x in value]
 
 
 def _chain(error: BaseException, outer: BaseException | None = None) -> Iterator[BaseException]:
