@@ -652,8 +652,9 @@ def test_starting_in_the_background_returns_at_once_and_problems_become_notices(
         while not notices and time.monotonic() < deadline:  # said once the whole start is over
             notices = servers.take_notices()
             time.sleep(0.05)
-        assert notices == ["mcp server ghost failed to start: command not found: no-such-binary (the chat "
-                           "goes on without its tools)"]
+        [notice] = notices
+        assert notice.startswith("mcp server ghost failed to start: command not found: no-such-binary")
+        assert notice.endswith("(the chat goes on without its tools)")
 
 
 @pytest.mark.timeout(60)
