@@ -16,9 +16,9 @@ from prompt_toolkit.document import Document
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import Message
 from stateless_chat.ui.repl import SlashCompleter
-from tests.conftest import ReplRun, app_for, make_session, standing_block
-from tests.conftest import run_repl as run_repl_narrow
 from tests.fakeserver import FakeServer, is_summary_request
+from tests.support import ReplRun, app_for, make_session, standing_block
+from tests.support import run_repl as run_repl_narrow
 
 
 def run_repl(session: Session, keys: list[str]) -> ReplRun:

@@ -9,9 +9,8 @@ import re
 from pathlib import Path
 
 from stateless_chat.store import persist
-from tests.conftest import CTRL_D, make_session, run_repl
 from tests.fakeserver import FakeServer
-from tests.test_cli import run_process
+from tests.support import CTRL_D, make_session, run_process, run_repl
 
 ROOT = Path(__file__).resolve().parents[1]
 

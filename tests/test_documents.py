@@ -19,9 +19,8 @@ from stateless_chat.store.logstore import LogStore
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import chunking
 from stateless_chat.workspace.documents import MAX_CHUNKS, Library, added_lines, open_store, topic_terms
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl
 
 GARDEN = """\
 Garden Handbook

@@ -20,9 +20,8 @@ import pytest
 from stateless_chat.store import journal
 from stateless_chat.tools.servers import ServerConfig, ToolServers
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
-from tests.test_cli import run_process
+from tests.support import make_session, run_process, run_repl
 from tests.test_pty_80 import Terminal
 from tests.test_tool_loop import SERVER, calling
 

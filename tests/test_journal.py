@@ -31,9 +31,8 @@ from stateless_chat.store import journal, persist
 from stateless_chat.store.journal import Journal
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from stateless_chat.wire.backend import Reply
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, is_summary_request
-from tests.test_cli import run_cli, run_process
+from tests.support import make_session, run_cli, run_process, run_repl
 from tests.test_logstore import build_v1, integrity
 
 WORKER = Path(__file__).resolve().parent / "journal_worker.py"
@@ -594,7 +593,7 @@ def test_the_chat_continues_in_a_real_terminal_and_a_damaged_log_is_one_line(ser
                                                                              tmp_path: Path) -> None:
     import pexpect
 
-    from tests.test_pty import ask, prompt_ready, spawn
+    from tests.support import ask, prompt_ready, spawn
 
     def leave(child: pexpect.spawn) -> None:
         prompt_ready(child)

@@ -21,9 +21,8 @@ from stateless_chat.errors import CommandError, ServerError
 from stateless_chat.store import journal, persist
 from stateless_chat.store.logstore import DEFAULT_NAME
 from stateless_chat.ui.commands import next_eviction
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, is_summary_request
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl
 
 CELSIUS = "Please always give temperatures in Celsius."
 ANA = "My wife's name is Ana."

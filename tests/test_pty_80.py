@@ -15,7 +15,7 @@ import pexpect
 import pytest
 
 from tests.fakeserver import FakeServer
-from tests.test_pty import ROOT, terminal_env
+from tests.support import ROOT, terminal_env
 
 CPR = "\x1b[6n"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
