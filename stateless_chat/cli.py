@@ -596,7 +596,11 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
         if not steps.event(event):
             shown(event)
 
-    session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
+    try:
+        session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
+    except BaseException:
+        steps.abandon()  # a failed turn writes nothing more: its one line is on stderr
+        raise
     steps.finish()
 
 

@@ -423,6 +423,9 @@ def test_steps_on_a_terminal_stream_and_end_a_step_s_line() -> None:
         def close(self) -> None:
             written.append("\n")
 
+        def abandon(self) -> None:
+            written.append("[abandoned]")
+
     steps = Steps(Line, said.append, hold=False)
     steps.feed("Let me ")
     steps.feed("check.")
