@@ -208,7 +208,7 @@ def run_local(turns: int = 40) -> CountRun:
 
 
 def summary(run: CountRun) -> dict[str, float]:
-    """Return the figures the README quotes for ``run``."""
+    """Return the figures docs/token-counts.md and docs/benchmarks.md quote for ``run``."""
     errors = run.errors
     late = run.after(3)
     return {

@@ -2,8 +2,8 @@
 
 One LiteLLM proxy (``tests/gateway.py``) serves two model groups of two replicas each: ``spread``,
 LiteLLM's default routing (a replica picked at random for every request), and ``sticky``, the
-same with ``deployment_affinity`` (the API key stays on the replica that served it first; README,
-"Behind a gateway"). The same conversation goes through each group in turn, the way
+same with ``deployment_affinity`` (the API key stays on the replica that served it first;
+docs/gateway.md). The same conversation goes through each group in turn, the way
 stateless-chat sends it: the system prompt and every earlier turn, then the new message. The four
 replicas are real llama.cpp servers with the bundled SmolLM2-135M (``LocalServer``), started fresh
 for the run, so every cache starts cold and neither group warms the other's.

@@ -1,9 +1,9 @@
-"""Run every benchmark and write the results table into the README.
+"""Run every benchmark and write the results tables into docs/benchmarks.md.
 
-    python bench/run.py              # the whole suite (a few minutes), README updated
-    python bench/run.py --no-readme  # print the tables only
+    python bench/run.py              # the whole suite (a few minutes), docs/benchmarks.md updated
+    python bench/run.py --no-write   # print the tables only
     python bench/run.py --quick      # tiny sizes: checks the suite works, numbers mean nothing
-    python bench/run.py --only gateway  # run some parts; the README keeps the others' tables
+    python bench/run.py --only gateway  # run some parts; the page keeps the others' tables
 
 One-shot latency starts the project's fake server (tests/fakeserver.py) on loopback
 and times three contenders against it; ``llm`` is installed from PyPI into
@@ -42,7 +42,8 @@ from bench import (  # noqa: E402
 )
 from bench.common import ROOT, machine, ms  # noqa: E402
 
-README = ROOT / "README.md"
+# The page the results tables live in, between the markers below.
+RESULTS = ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench:results:begin (written by python bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
@@ -305,6 +306,7 @@ def counts_md(runs: Sequence[counts.CountRun], skipped: str = "") -> list[str]:
         lines += ["", "<details><summary>Per turn: the meter's count / the server's (error)</summary>", ""]
         lines += _table(["turn", *(r.label for r in runs)], per_turn)
         lines += ["", "</details>"]
+    return lines
 
 
 def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: int) -> list[str]:
@@ -329,7 +331,7 @@ def tools_md(big: Sequence[tools.BigRow], idle: Sequence[tools.IdleRow], runs: i
 
 
 def docs_md(result: docs.DocsResult) -> list[str]:
-    """Return the tables of part 11: the skills' costs and what they did to the cache, then retrieval on
+    """Return the tables of part 12: the skills' costs and what they did to the cache, then retrieval on
     the real corpus (answered, off-topic, time) and indexing 10 MB."""
     lines = ["**12. Instructions, skills and documents** (`bench/docs.py`; o200k_base counts)", ""]
     skills = result.skills
@@ -400,7 +402,7 @@ def log_md(result: log.LogResult) -> list[str]:
     return lines
 
 
-def write_readme(path: Path, block: str) -> None:
+def write_results(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
     if BEGIN in text and END in text:
@@ -415,7 +417,8 @@ def write_readme(path: Path, block: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Run the suite and return the results block (Markdown); write it into the README unless told not to."""
+    """Run the suite and return the results block (Markdown); write it into docs/benchmarks.md unless told
+    not to."""
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the suite works")
     parser.add_argument("--runs", type=int, default=None, help="one-shot runs per contender (default 10)")
@@ -423,9 +426,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--no-gateway", action="store_true", help="leave the gateway part out")
     parser.add_argument("--no-local", action="store_true", help="leave the bundled model's latency out")
     parser.add_argument("--only", default=None, metavar="PART[,PART...]",
-                        help=f"run only these parts ({', '.join(PARTS)}); the README keeps the others")
-    parser.add_argument("--no-readme", action="store_true", help="print the results only")
-    parser.add_argument("--readme", type=Path, default=README, help="the file to write the results into")
+                        help=f"run only these parts ({', '.join(PARTS)}); the page keeps the others")
+    # --no-readme and --readme: the names from when the tables were in the README.
+    parser.add_argument("--no-write", "--no-readme", dest="no_write", action="store_true",
+                        help="print the results only")
+    parser.add_argument("--into", "--readme", dest="into", type=Path, default=RESULTS, metavar="FILE",
+                        help="the file to write the results into (default: docs/benchmarks.md)")
     args = parser.parse_args(argv)
     quick = args.quick
     runs = args.runs or (1 if quick else 10)
@@ -469,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         say("behind a gateway")
         result = gateway.run(quick=quick)
         if result.skipped is not None and args.only is not None:
-            say(f"the gateway part {result.skipped}: the README keeps the table it has")
+            say(f"the gateway part {result.skipped}: the page keeps the table it has")
         else:
             made[6] = gateway_md(result)
     if "latency" in chosen:
@@ -522,16 +528,16 @@ def main(argv: Sequence[str] | None = None) -> str:
     if args.only is None:
         block = join_parts([f"Measured {today} on {machine()}{note}."], made)
     else:
-        # Only some parts ran: they replace their own tables, and the README keeps the others as measured.
-        head, parts = split_parts(read_block(args.readme))
+        # Only some parts ran: they replace their own tables, and the page keeps the others as measured.
+        head, parts = split_parts(read_block(args.into))
         for number, lines in made.items():
             parts[number] = [*lines, "", f"(This part measured {today} on {machine()}{note}, apart from "
                              f"the rest: `--only {args.only}`.)"]
         block = join_parts(head or [f"Measured {today} on {machine()}{note}."], parts)
     print(block)
-    if not args.no_readme:
-        write_readme(args.readme, block)
-        print(f"bench: results written into {args.readme}", file=sys.stderr)
+    if not args.no_write:
+        write_results(args.into, block)
+        print(f"bench: results written into {args.into}", file=sys.stderr)
     return block
 
 

@@ -367,8 +367,12 @@ def resume_file(session: Session, options: Options, flags: dict[str, Any]) -> No
     if path is not None:
         from stateless_chat.store import persist
 
-        for event in session.load(*persist.loadable(persist.load(path)), keep=set(flags)):
+        loaded = persist.loadable(persist.load(path))
+        for event in session.load(*loaded, keep=set(flags)):
             session.hooks.on_event(event)  # standing notes read from an older file, once
+        source = persist.context_source(loaded[2], set(flags), f"the save file {path}")
+        if source is not None:
+            session.context_source = source
 
 
 def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) -> None:
@@ -376,7 +380,7 @@ def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) ->
     the logged conversation that ``-c``/``--cid`` names. A log that cannot be opened is one ``warn``
     line and the chat goes on without it, except when continuing: then it is the error."""
     from stateless_chat.config import log_db_path
-    from stateless_chat.store import journal
+    from stateless_chat.store import journal, persist
 
     settings = app.session.settings
     if options.resume and not settings.log:
@@ -391,8 +395,13 @@ def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) ->
     session.on_failed = (*session.on_failed, attached)
     session.recall = attached.recall
     if options.resume:
-        for event in session.load(*journal.loadable(attached.resume(options.cid)), keep=set(flags)):
+        restored = attached.resume(options.cid)
+        loaded = journal.loadable(restored)
+        for event in session.load(*loaded, keep=set(flags)):
             session.hooks.on_event(event)  # standing notes read from an older log, once
+        source = persist.context_source(loaded[2], set(flags), f"conversation {restored.cid} of the log")
+        if source is not None:
+            session.context_source = source
     elif options.load is not None or options.save is not None:
         attached.saved = session.conversation  # it is in that file
     use_learned_limit(session, voice.warn)

@@ -25,6 +25,7 @@ from stateless_chat import __version__
 from stateless_chat.app import Options
 from stateless_chat.errors import BudgetError, ChatError, UsageError, keep_secret, redact
 from stateless_chat.sanitize import LONE_SURROGATE, for_terminal, one_line
+from stateless_chat.ui import docs
 from stateless_chat.ui.hints import budget_hint
 
 if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what it does not use
@@ -80,7 +81,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-EXAMPLES = """\
+EXAMPLES = f"""\
 \b
 Examples:
   stateless-chat                                  the chat (the local model if no key or URL is set)
@@ -95,7 +96,14 @@ Examples:
 \b
 Settings also come from the config file (~/.config/stateless-chat/config.toml) and from
 OPENAI_API_KEY, OPENAI_BASE_URL, STATELESS_CHAT_MODEL, STATELESS_CHAT_BUDGET and
-STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands."""
+STATELESS_CHAT_POLICY; flags win. In the chat, /help lists the commands.
+
+\b
+Documentation, a page per subject, in {docs.folder()}
+  commands.md              these flags, one-shot use, the chat's keys and commands
+  settings.md              every setting: config key, environment variable, flag, default
+  context-and-memory.md    the budget, eviction, the server's cache, the bill, standing memory
+  token-counts.md, log.md, tools.md, instructions.md, local-model.md, gateway.md, faults.md"""
 
 
 @app.command("chat", cls=_ChatCommand,
@@ -156,12 +164,14 @@ def chat(
         typer.Option("--evict-to", metavar="SHARE",
                      help="Once over budget, evict down to this share of it. Default: 0.5."),
     ] = None,
-    usage: Annotated[bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr.")] = False,
+    usage: Annotated[
+        bool, typer.Option("--usage", "-u", help="One-shot: print usage to stderr (not with -q).")
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="One-shot: events and the local model's start to stderr.")
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No notes on stderr: only the answer and errors.")
+        bool, typer.Option("--quiet", "-q", help="Only the answer and errors: no notes; wins over -u and -v.")
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the request JSON and where it would go; send nothing.")
@@ -331,7 +341,8 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
 
 logs_app = typer.Typer(
     help="Read the conversation log (every turn and change of every chat, in SQLite): list, show, search, "
-    "export, rm, replay, path. Output is plain text (or --json); every key this run knows is masked.",
+    "export, rm, replay, path. Output is plain text (or --json); every key this run knows is masked. "
+    f"Documentation: {docs.page('log.md')}",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -740,8 +751,13 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
     (``ui.steps.Steps``)."""
     fancy = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     if session.tools is None:
-        with contextlib.closing(_reply_writer(fancy)) as writer:
+        writer = _reply_writer(fancy)
+        try:
             session.send(text, writer.feed)
+        except BaseException:
+            writer.abandon()  # a failed turn writes nothing more: its one line is on stderr
+            raise
+        writer.close()
         return
     from dataclasses import replace
 
@@ -754,7 +770,11 @@ def answer(session: Session, text: str, say: Callable[[str], None] = lambda line
         if not steps.event(event):
             shown(event)
 
-    session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
+    try:
+        session.send(text, hooks=replace(session.hooks, on_event=on_event, on_delta=steps.feed))
+    except BaseException:
+        steps.abandon()  # a failed turn writes nothing more: its one line is on stderr
+        raise
     steps.finish()
 
 
@@ -781,6 +801,9 @@ class _PlainReply:
         if not self.ends_line:
             self.write("\n")
 
+    def abandon(self) -> None:
+        pass
+
 
 class _RichReply:
     """A reply as Markdown on a colour terminal (``ui.render.ReplyStream``)."""
@@ -798,6 +821,9 @@ class _RichReply:
 
     def close(self) -> None:
         self.stream.__exit__(None, None, None)
+
+    def abandon(self) -> None:
+        self.close()
 
 
 def _reply_writer(fancy: bool) -> _PlainReply | _RichReply:
@@ -824,6 +850,13 @@ def usage_line(session: Session, *, local: bool = False) -> str:
             said += f" ({stats.reported_cached_tokens:,} cached)"
         line = (f"usage: prompt {counter.label}{stats.estimated_prompt_tokens:,} estimated, {said}; "
                 f"completion {'not reported' if completion is None else f'{completion:,}'}")
+    if stats.steps > 1 or stats.summary_prompt_tokens:
+        # A tool loop (or a summary) made more requests than the last: their figures are the turn's, as the
+        # cost beside them is, and the last request's are said as such.
+        more = (f"{stats.steps} requests (a tool loop)" if stats.steps > 1
+                else "the turn's requests (a summary's too)")
+        line = (f"usage: {more}: prompt {stats.sent:,}, {stats.cached:,} of it cached; completion "
+                f"{stats.completion:,} in all; the last request: {line.removeprefix('usage: ')}")
     cost = bill_line(session)
     line = f"{line}; {cost}" if cost else line
     if len(session.ledger.turns) > 1:  # a continued conversation: its first line said why
@@ -884,9 +917,10 @@ def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
             style="dim",
             markup=False,
         )
-        if app.context_source and not options.quiet:
+        source = session.context_source  # a loaded or continued conversation names its own
+        if source and not options.quiet:
             window = session.settings.effective_context_window
-            console.print(one_line(f"context window {window:,} tokens ({app.context_source})"), style="dim",
+            console.print(one_line(f"context window {window:,} tokens ({source})"), style="dim",
                           markup=False)
         if session.learned_source and not options.quiet:
             console.print(one_line(f"budget {session.budget:,} tokens: {session.learned_source}"),

@@ -75,6 +75,11 @@ class BudgetError(ChatError):
         self.needed = needed
 
 
+# The words a budget error uses when the tools array is what takes the room; the chat and the command
+# line add their own way to do it (``/tools off``, ``--no-tools``).
+OFFER_FEWER_TOOLS = "offer fewer tools"
+
+
 def raise_budget(needed: int) -> str:
     """Return the words every budget error uses to say that the budget must be raised to ``needed``."""
     return f"raise the budget to {needed:,}"

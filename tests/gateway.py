@@ -39,7 +39,7 @@ from stateless_chat.wire.local import _free_port
 STOP_TIMEOUT = 10.0
 REASON = (
     "the gateway extra is not installed (pip install -e '.[gateway]': the LiteLLM proxy, "
-    "see 'Behind a gateway' in README.md)"
+    "see docs/gateway.md)"
 )
 
 # Runs the proxy's CLI in this process, as the ``litellm`` console script does, after starting a

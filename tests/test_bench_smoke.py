@@ -160,8 +160,8 @@ def test_memory_child_reports_its_own_numbers() -> None:
 def test_results_go_between_the_markers_and_replace_the_previous_ones(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nprose\n\n{run.PLACEHOLDER}\n\nafter\n", encoding="utf-8")
-    run.write_readme(readme, "first table\n")
-    run.write_readme(readme, "second table\n")
+    run.write_results(readme, "first table\n")
+    run.write_results(readme, "second table\n")
     text = readme.read_text(encoding="utf-8")
     assert "second table" in text and "first table" not in text and run.PLACEHOLDER not in text
     assert text.startswith("# x\n\nprose\n\n" + run.BEGIN) and text.endswith(run.END + "\n\nafter\n")
@@ -206,15 +206,15 @@ def test_only_some_parts_replace_their_tables_and_keep_the_others(tmp_path: Path
                      5: ["**5. Memory** (y)", "", "| b |"]}
     parts[6] = ["**6. Behind a gateway** (z)", "", "| c |"]
     parts[1] = ["**1. One-shot** (new)"]
-    run.write_readme(readme, run.join_parts(head, parts))
+    run.write_results(readme, run.join_parts(head, parts))
     block = run.read_block(readme)
     assert block == ("Measured then on a machine.\n\n**1. One-shot** (new)\n\n**5. Memory** (y)\n\n| b |\n\n"
                      "**6. Behind a gateway** (z)\n\n| c |\n")
     assert readme.read_text(encoding="utf-8").endswith(run.END + "\n\nafter\n")
 
 
-def test_the_readme_block_splits_into_its_parts_and_joins_back_unchanged() -> None:
-    block = run.read_block(run.README)
+def test_the_results_block_of_docs_benchmarks_splits_into_its_parts_and_joins_back_unchanged() -> None:
+    block = run.read_block(run.RESULTS)
     head, parts = run.split_parts(block)
     assert head and head[0].startswith("Measured ")
     assert set(parts) >= {1, 2, 3, 4, 5}

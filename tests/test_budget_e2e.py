@@ -25,9 +25,8 @@ from stateless_chat.core.messages import Evicted, Message, Summarized, describe
 from stateless_chat.core.summary import SUMMARY_HEADER
 from stateless_chat.core.tokens import TokenCounter
 from stateless_chat.ui.repl import Repl
-from tests.conftest import CTRL_D, make_session, repl_for, run_repl
 from tests.fakeserver import FakeServer, approx_completion_tokens, approx_tokens, is_summary_request
-from tests.test_cli import run_cli
+from tests.support import CTRL_D, make_session, repl_for, run_cli, run_repl
 
 SYSTEM = "You are a careful assistant."
 RESERVE = 64

@@ -16,10 +16,9 @@ from stateless_chat.core.context import Candidate, DropOldest
 from stateless_chat.core.messages import CacheBreak, Entry, Event, Message, Usage
 from stateless_chat.core.summary import Summarize
 from stateless_chat.wire.backend import parse_usage
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, approx_tokens
+from tests.support import make_session, run_cli, run_repl
 from tests.test_budget_e2e import piped_repl, text_of
-from tests.test_cli import run_cli
 
 # ---- cached tokens, every dialect ----------------------------------------------------------
 

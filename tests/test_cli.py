@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,45 +20,7 @@ import pytest
 
 from stateless_chat import __version__
 from tests.fakeserver import FakeServer
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class Ran:
-    """What a command did: its exit status and the bytes it wrote (a CompletedProcess look-alike)."""
-
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-
-def run_cli(*args: str, stdin: bytes | None = b"", env: dict[str, str] | None = None,
-            timeout: float = 30) -> Ran:
-    """Run ``stateless-chat ARGS`` in this process (Typer's CliRunner) with ``stdin``; return what it did.
-
-    ``timeout`` is accepted for ``run_process`` compatibility; the suite's own timeout bounds a hang.
-    """
-    from typer.testing import CliRunner
-
-    from stateless_chat.cli import PROG, app
-
-    environment = {"OPENAI_API_KEY": None, "OPENAI_BASE_URL": None, **(env or {})}
-    result = CliRunner().invoke(app, list(args), input=stdin, env=environment, prog_name=PROG,
-                                catch_exceptions=False)
-    return Ran(result.exit_code, result.stdout_bytes, result.stderr_bytes)
-
-
-def run_process(*args: str, stdin: bytes | None = b"", env: dict[str, str] | None = None,
-                timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m stateless_chat ARGS`` with stdin piped; return the finished process."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    environment["PYTHONPATH"] = str(ROOT)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "stateless_chat", *args],
-        input=stdin, capture_output=True, timeout=timeout, env=environment, cwd=ROOT,
-    )
+from tests.support import ROOT, run_cli
 
 
 def test_piped_stdin_is_the_question(server: FakeServer) -> None:

@@ -16,9 +16,9 @@ from prompt_toolkit.document import Document
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import Message
 from stateless_chat.ui.repl import SlashCompleter
-from tests.conftest import ReplRun, app_for, make_session, standing_block
-from tests.conftest import run_repl as run_repl_narrow
 from tests.fakeserver import FakeServer, is_summary_request
+from tests.support import ReplRun, app_for, make_session, standing_block
+from tests.support import run_repl as run_repl_narrow
 
 
 def run_repl(session: Session, keys: list[str]) -> ReplRun:
@@ -376,7 +376,7 @@ def test_stats_charts_each_turn_and_marks_evictions(server: FakeServer) -> None:
     for t in turns:
         assert f"{t.reported_prompt_tokens:,}" in chart
     ledger = session.ledger
-    assert f"total sent {ledger.sent:,} ({ledger.cached:,} cached) vs {ledger.baseline:,}" in chart
+    assert f"total sent {ledger.sent:,} (≈{ledger.cached:,} cached) vs {ledger.baseline:,}" in chart
     assert session.ledger.sent < session.ledger.baseline
     assert "no turns yet" in run_repl(make_session(server), ["/stats\r"]).output
 
@@ -484,7 +484,7 @@ def test_tokens_breaks_the_next_request_down_against_the_budget(server: FakeServ
     assert f"{total:,} / 2,000" in table
     assert f"room for the next message's text: {2000 - total:,} tokens" in table
     sent = session.ledger.sent
-    assert f"{sent:,} prompt tokens sent" in table and "no-eviction baseline" in table
+    assert f"{sent:,} prompt tokens sent" in table and "with nothing evicted" in table
     # what /tokens calls the request is what the next request really carries, less the new text
     run_repl(session, ["x\r"])
     request = server.requests[-1]

@@ -549,7 +549,7 @@ def test_a_timeout_the_clock_cannot_hold_is_refused(xdg: dict[str, str], tmp_pat
     ids=["long-int", "unknown-user", "huge-timeout"],
 )
 def test_config_errors_through_the_cli_are_one_line_with_exit_2(tmp_path: Path, text: str) -> None:
-    from tests.test_cli import run_cli
+    from tests.support import run_cli
 
     path = write(tmp_path, text)
     done = run_cli("--config", str(path), "--base-url", "http://127.0.0.1:9/v1", "hi")

@@ -25,8 +25,8 @@ from stateless_chat.core.calibration import Calibration, Line, Template, fit, st
 from stateless_chat.core.messages import ContextRetry, Message
 from stateless_chat.store.calibration import FILE_NAME, CalibrationStore
 from stateless_chat.wire.servertokens import probe
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, FakeTokenizer, approx_tokens
+from tests.support import make_session, run_repl
 
 MODEL = "qwen2.5-7b-instruct"  # no OpenAI tokenizer: counted with o200k_base, as an estimate
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -239,7 +239,7 @@ def test_held_counts_follow_the_calibration_without_tokenizing_the_history_again
 
 
 def test_a_stream_without_usage_gets_the_exact_count_and_the_u_line_says_why_once(tmp_path: Path) -> None:
-    from tests.test_cli import run_cli
+    from tests.support import run_cli
 
     with counting_server("llama-cpp-python", stream_usage=False) as server:
         saved = tmp_path / "chat.json"
@@ -269,7 +269,7 @@ def test_tokens_and_raw_say_how_the_count_was_made() -> None:
 
 
 def test_dry_run_sizes_the_request_from_the_kept_calibration_and_sends_nothing() -> None:
-    from tests.test_cli import run_cli
+    from tests.support import run_cli
 
     with counting_server(None) as server:
         session, _ = metered(server)

@@ -16,8 +16,8 @@ from stateless_chat.wire.openai_backend import OpenAIBackend, parse_embeddings
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import embeddings
 from stateless_chat.workspace.documents import Library, open_store, topic_terms
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, hashed_words
+from tests.support import make_session, run_repl
 
 # Words that mean one thing to the embedder below: a stand-in for a model that knows synonyms.
 CONCEPTS = (

@@ -30,9 +30,8 @@ from stateless_chat.core.messages import ContextRetry, Event, FailedOver, Retryi
 from stateless_chat.errors import ConnectError, ServerError, StreamError
 from stateless_chat.wire.failover import Failover
 from stateless_chat.wire.openai_backend import open_backend
-from tests.conftest import CTRL_D, standing_block
 from tests.fakeserver import FakeServer
-from tests.test_cli import ROOT, run_cli, run_process
+from tests.support import CTRL_D, ROOT, run_cli, run_process, standing_block
 
 
 class Recorder:

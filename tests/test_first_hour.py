@@ -24,9 +24,8 @@ from stateless_chat.errors import RequestTimeout
 from stateless_chat.wire.local import bundled_model_path, local_available
 from stateless_chat.wire.openai_backend import open_backend
 from stateless_chat.wire.serverinfo import learn_context
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens, is_summary_request
-from tests.test_cli import run_cli, run_process
+from tests.support import make_session, run_cli, run_process, run_repl
 
 
 @contextmanager

@@ -2,8 +2,8 @@
 
 The proxy is real (``tests/gateway.py`` starts it as a child process, in its own process group,
 and ends it however the test ends) and so is stateless-chat's side: a ``Session`` with the real
-``openai`` client, streaming, exactly as the chat sends. The config is the README's own block
-from "Behind a gateway", with its two ``api_base`` URLs pointed at the replicas here.
+``openai`` client, streaming, exactly as the chat sends. The config is the documented block
+of docs/gateway.md, with its two ``api_base`` URLs pointed at the replicas here.
 
 The replicas are two ``tests/fakeserver.py`` servers, not two llama.cpp servers with the bundled
 model, because the assertions are about what each replica received: the fake server records
@@ -40,26 +40,25 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-README_REPLICAS = ("http://127.0.0.1:8081/v1", "http://127.0.0.1:8082/v1")
+DOC_REPLICAS = ("http://127.0.0.1:8081/v1", "http://127.0.0.1:8082/v1")
 STICKY_LINE = '# optional_pre_call_checks: ["deployment_affinity"]'
 MAX_TURNS_BEFORE_KILL = 20  # random routing: both replicas have answered by then (P(not) = 2**-19)
 
 
-def readme_config() -> str:
-    """Return the YAML block of the README's "Behind a gateway" section (there is exactly one)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Behind a gateway\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
-    assert len(blocks) == 1, "the section should hold one YAML block, the gateway's config"
+def documented_config() -> str:
+    """Return the YAML block of the gateway page, docs/gateway.md (there is exactly one)."""
+    text = (ROOT / "docs" / "gateway.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) == 1, "the page should hold one YAML block, the gateway's config"
     config: str = blocks[0]
-    for url in README_REPLICAS:
-        assert config.count(url) == 1, f"{url} is not one replica's api_base in the README config"
+    for url in DOC_REPLICAS:
+        assert config.count(url) == 1, f"{url} is not one replica's api_base in the config of docs/gateway.md"
     return config
 
 
 def config_for(replicas: tuple[FakeServer, FakeServer], *, sticky: bool) -> str:
-    config = readme_config()
-    for url, replica in zip(README_REPLICAS, replicas, strict=True):
+    config = documented_config()
+    for url, replica in zip(DOC_REPLICAS, replicas, strict=True):
         config = config.replace(url, replica.url)
     if sticky:
         assert config.count(STICKY_LINE) == 1
@@ -180,7 +179,7 @@ def check_cached_tokens_pass_through(gateway: Gateway, replica: FakeServer) -> N
 def test_turns_land_on_either_replica_and_a_killed_one_loses_nothing(
     replicas: tuple[FakeServer, FakeServer],
 ) -> None:
-    """The README's config: random routing, so turns land on both replicas, each with the whole
+    """The documented config: random routing, so turns land on both replicas, each with the whole
     history; the replica that answered last is killed; the other answers with everything, and its
     cached-token counts reach the client."""
     with Gateway(config_for(replicas, sticky=False)) as gateway:
@@ -207,7 +206,7 @@ def test_turns_land_on_either_replica_and_a_killed_one_loses_nothing(
 
 
 def test_sticky_routing_keeps_one_replica_until_it_dies(replicas: tuple[FakeServer, FakeServer]) -> None:
-    """The README's config with its sticky line uncommented (deployment_affinity): every turn goes to
+    """The documented config with its sticky line uncommented (deployment_affinity): every turn goes to
     the replica that answered the first; killed, the other takes over with the whole history."""
     with Gateway(config_for(replicas, sticky=True)) as gateway:
         chat = Chat(gateway, replicas)

@@ -26,9 +26,8 @@ from stateless_chat.sanitize import ControlStripper, strip_controls
 from stateless_chat.ui.commands import REGISTRY, dispatch
 from stateless_chat.ui.render import ReplyStream
 from stateless_chat.ui.repl import secure_file_history
-from tests.conftest import app_for, make_session, repl_for
 from tests.fakeserver import FakeServer, default_replier
-from tests.test_cli import run_cli
+from tests.support import app_for, make_session, repl_for, run_cli
 
 KEY = "sk-test-" + "S3cr3tK3y" * 3
 

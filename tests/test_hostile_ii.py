@@ -40,11 +40,9 @@ from stateless_chat.wire.failover import Failover
 from stateless_chat.wire.local import LocalServer
 from stateless_chat.wire.openai_backend import OpenAIBackend
 from tests import hostileserver as hs
-from tests.conftest import make_session, repl_for, run_repl, state
 from tests.fakeserver import FakeServer
-from tests.test_cli import ROOT, run_cli, run_process
+from tests.support import ROOT, make_session, prompt_ready, repl_for, run_cli, run_process, run_repl, state
 from tests.test_local import SERVING, fake_llama, fake_python, model_like, write
-from tests.test_pty import prompt_ready
 
 KEY = "sk-test-" + "L3akyK3y" * 3
 PASSWORD = "pw-" + "Hunter2Secret" * 2

@@ -11,9 +11,8 @@ import pytest
 from stateless_chat.chat.session import Session
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import instructions
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl
 
 
 def user_agents(text: str) -> Path:

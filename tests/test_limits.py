@@ -14,9 +14,8 @@ import os
 import stat
 
 from stateless_chat.store import limits
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl
 
 WORDS = "rivers mountains valleys forests meadows " * 30
 

@@ -16,8 +16,7 @@ import pexpect
 import pytest
 
 from stateless_chat.wire.local import local_available
-from tests.test_cli import ROOT, run_cli
-from tests.test_pty import prompt_ready
+from tests.support import ROOT, prompt_ready, run_cli
 
 needs_local = pytest.mark.skipif(
     not local_available(),

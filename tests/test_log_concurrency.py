@@ -18,7 +18,7 @@ from pathlib import Path
 from stateless_chat.config import default_data_dir
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from tests.fakeserver import FakeServer
-from tests.test_cli import ROOT, run_process
+from tests.support import ROOT, run_process
 from tests.test_logstore import integrity
 
 

@@ -18,9 +18,8 @@ from stateless_chat.chat.session import Session
 from stateless_chat.config import default_data_dir
 from stateless_chat.store import journal, persist
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
-from tests.conftest import attach_journal, make_session, run_repl, state
 from tests.fakeserver import FakeServer
-from tests.test_cli import run_cli
+from tests.support import attach_journal, make_session, run_cli, run_repl, state
 
 TURNS = [f"Turn {n}: rivers mountains valleys forests meadows " * 3 + "\r" for n in range(1, 7)]
 

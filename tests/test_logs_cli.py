@@ -29,9 +29,8 @@ from stateless_chat.errors import ServerError
 from stateless_chat.store.logcodec import dumps
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from stateless_chat.ui import logview
-from tests.conftest import attach_journal, make_session
 from tests.fakeserver import FakeServer
-from tests.test_cli import ROOT, run_cli
+from tests.support import ROOT, attach_journal, make_session, run_cli
 from tests.test_logstore import integrity
 
 KEY = "sk-proj-the-key-of-this-run-0123456789abcdef"

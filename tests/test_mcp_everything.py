@@ -24,10 +24,9 @@ from stateless_chat.core.messages import ToolAnswered, ToolProgress
 from stateless_chat.tools.servers import ServerAsk, ToolServers
 from stateless_chat.tools.specs import ServerConfig
 from stateless_chat.tools.toolbox import Toolbox
-from tests.conftest import make_session, run_repl
 from tests.everything import everything
 from tests.fakeserver import FakeServer, Scripted
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl
 
 SAMPLING_SYSTEM = "You are a helpful test server."  # the reference server's sampling request says so
 
@@ -314,7 +313,7 @@ def test_the_chat_shows_progress_and_asks_for_elicitation_in_a_terminal(
 ) -> None:
     import pexpect
 
-    from tests.test_pty import prompt_ready, terminal_env
+    from tests.support import prompt_ready, terminal_env
 
     config = write_config(tmp_path, command)
     server.replier = calling(("trigger-long-running-operation", '{"duration": 3, "steps": 3}'),

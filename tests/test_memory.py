@@ -21,9 +21,8 @@ from stateless_chat.errors import CommandError, ServerError
 from stateless_chat.store import persist
 from stateless_chat.store.logstore import DEFAULT_NAME
 from stateless_chat.ui.commands import next_eviction
-from tests.conftest import attach_journal, make_session, run_repl, state
 from tests.fakeserver import FakeServer, is_summary_request
-from tests.test_cli import run_cli
+from tests.support import attach_journal, make_session, run_cli, run_repl, state
 
 CELSIUS = "Please always give temperatures in Celsius."
 ANA = "My wife's name is Ana."

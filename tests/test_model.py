@@ -16,9 +16,8 @@ from stateless_chat.core.messages import Entry, Message, ToolCall
 from stateless_chat.core.tokens import PER_MESSAGE, REPLY_PRIMING, TOOL_CALL_OVERHEAD, TokenCounter
 from stateless_chat.store import persist
 from stateless_chat.wire.request import ChatRequest
-from tests.conftest import make_session, run_repl, state
 from tests.fakeserver import FakeServer, Scripted, is_summary_request
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl, state
 
 # The cookbook's example (How to count tokens with tiktoken, section 7): the API counted 101
 # prompt tokens for gpt-4o and gpt-4o-mini, 105 for gpt-4 and gpt-3.5-turbo.

@@ -12,9 +12,8 @@ import pytest
 
 from stateless_chat.chat.session import Session
 from stateless_chat.store import persist
-from tests.conftest import make_session, run_repl, standing_block, state
 from tests.fakeserver import FakeServer
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl, standing_block, state
 
 
 def busy_session(server: FakeServer, tmp_path: Path) -> Session:

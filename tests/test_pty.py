@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,41 +9,7 @@ import pexpect
 import pytest
 
 from tests.fakeserver import FakeServer
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def terminal_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        TERM="xterm-256color",
-        HOME=str(tmp_path / "home"),
-        XDG_DATA_HOME=str(tmp_path / "data"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-    )
-    env.pop("NO_COLOR", None)
-    return env
-
-
-def spawn(server: FakeServer, tmp_path: Path, *args: str) -> pexpect.spawn:
-    child = pexpect.spawn(
-        sys.executable, ["-m", "stateless_chat", "--base-url", server.url, *args],
-        env=terminal_env(tmp_path), cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(40, 120),
-    )
-    child.expect("/help for commands")
-    return child
-
-
-def prompt_ready(child: pexpect.spawn) -> None:
-    """Wait for the prompt: the bold '>' prompt_toolkit draws (styled, so matched as a regex)."""
-    child.expect(r">(\x1b\[[0-9;?]*[a-zA-Z])*( |\r|$)")
-
-
-def ask(child: pexpect.spawn, text: str, expect: str) -> None:
-    prompt_ready(child)
-    child.send(text + "\r")
-    child.expect_exact(expect)
+from tests.support import ROOT, ask, prompt_ready, spawn, terminal_env
 
 
 @pytest.mark.timeout(60)

@@ -15,7 +15,7 @@ import pexpect
 import pytest
 
 from tests.fakeserver import FakeServer
-from tests.test_pty import ROOT, terminal_env
+from tests.support import ROOT, terminal_env
 
 CPR = "\x1b[6n"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
@@ -168,7 +168,7 @@ def test_the_chat_learns_the_servers_context_size_and_says_where_from(
     assert re.search(r"context window 4,096 tokens \(as the server says: n_ctx in http://127\.0\.0\.1:\d+/props\)",
                      said)
     term.send("/model\r")
-    term.expect("tokens counted with")
+    term.expect(r";\s+tokens:\s+exact")  # how the model's counts are made
     assert "context window 4,096 (as the server says: n_ctx in" in re.sub(r"\s+", " ", term.read())
     term.prompt()
     term.send("hello\r")

@@ -15,8 +15,8 @@ from stateless_chat.core.history import Conversation, entry_state
 from stateless_chat.core.messages import Entry, Eviction, Message, Recalled, describe
 from stateless_chat.core.summary import Summarize, summary_instruction
 from stateless_chat.errors import CommandError, RequestError
-from tests.conftest import make_session
 from tests.fakeserver import FakeServer
+from tests.support import make_session
 
 
 def count(message: Message) -> int:

@@ -18,8 +18,8 @@ from rich.console import Console
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import Message
 from stateless_chat.core.tokens import byte_lower_bound
-from tests.conftest import CTRL_D, ESC_ENTER, make_session, repl_for, run_repl, standing_block
 from tests.fakeserver import FakeServer
+from tests.support import CTRL_D, ESC_ENTER, make_session, repl_for, run_repl, standing_block
 
 
 def test_each_request_resends_the_whole_history(server: FakeServer) -> None:

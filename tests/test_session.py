@@ -24,7 +24,6 @@ from stateless_chat.core.messages import (
 )
 from stateless_chat.core.summary import SUMMARY_HEADER, SUMMARY_PROMPT, summary_cap
 from stateless_chat.errors import ChatError, ConfigError, ContextLengthError, ServerError
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import (
     FakeServer,
     approx_completion_tokens,
@@ -32,6 +31,7 @@ from tests.fakeserver import (
     default_replier,
     is_summary_request,
 )
+from tests.support import make_session, run_repl
 
 SYSTEM = "You are a careful assistant."
 

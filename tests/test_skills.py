@@ -19,8 +19,8 @@ from stateless_chat.core.tokens import TokenCounter
 from stateless_chat.tools.toolbox import SkillTool, Toolbox
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import skills
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted
+from tests.support import make_session, run_repl
 
 PDF_BODY = "# Working with PDFs\n\nUse pdftotext -layout FILE for text. See reference.md for forms.\n"
 
@@ -210,7 +210,7 @@ def test_reload_finds_new_and_changed_skills(server: FakeServer, tmp_path: Path)
 
 
 def test_one_shot_offers_use_skill_beside_the_mcp_tools(server: FakeServer, tmp_path: Path) -> None:
-    from tests.test_cli import run_cli
+    from tests.support import run_cli
     from tests.test_tool_loop import write_config
 
     write_skill(config_skills(), "pdf")

@@ -122,7 +122,7 @@ def test_the_labelled_rounds_the_rules_were_fixed_for(name: str, positives: list
 
 def test_the_last_round_as_first_measured() -> None:
     """The fifth round was written after the last fix and the rules were not changed after it: its
-    figures are what new sentences get (the README quotes them); they must not get worse."""
+    figures are what new sentences get (docs/benchmarks.md quotes them); they must not get worse."""
     positives = [s for s, _ in standing_set.FIFTH_STANDING]
     negatives = [s for s, _ in standing_set.FIFTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)

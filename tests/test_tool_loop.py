@@ -25,9 +25,8 @@ from stateless_chat.core.messages import ToolAnswered, ToolCalled, ToolStepsExha
 from stateless_chat.tools.servers import ToolServers
 from stateless_chat.tools.specs import ServerConfig, ToolSpec
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
-from tests.conftest import make_session, run_repl
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
-from tests.test_cli import run_cli
+from tests.support import make_session, run_cli, run_repl
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 CTRL_C = "\x03"
@@ -332,7 +331,7 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
                                                                           tmp_path: Path) -> None:
     import pexpect
 
-    from tests.test_pty import prompt_ready, terminal_env
+    from tests.support import prompt_ready, terminal_env
 
     server.replier = calling((("add", '{"a": 2, "b": 3}'),))
     config = write_config(tmp_path)
@@ -363,7 +362,7 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
 
 def test_the_model_recalls_an_evicted_fact_with_the_recall_tool(server: FakeServer,
                                                                  tools: ToolServers) -> None:
-    from tests.conftest import attach_journal
+    from tests.support import attach_journal
 
     session = make_session(server, budget=500, reply_reserve=64)
     log = attach_journal(session, None)  # logging off: recall searches an index held in memory
@@ -425,6 +424,9 @@ def test_steps_on_a_terminal_stream_and_end_a_step_s_line() -> None:
         def close(self) -> None:
             written.append("\n")
 
+        def abandon(self) -> None:
+            written.append("[abandoned]")
+
     steps = Steps(Line, said.append, hold=False)
     steps.feed("Let me ")
     steps.feed("check.")
@@ -459,7 +461,7 @@ def test_the_chat_starts_remembered_servers_in_the_background_and_says_what_fail
     import pexpect
 
     from stateless_chat.tools.toolcache import Remembered, RememberedTool, ToolCache, server_key
-    from tests.test_pty import prompt_ready, terminal_env
+    from tests.support import prompt_ready, terminal_env
 
     config = write_config(tmp_path, "add")
     broken = ["-c", "import sys; sys.exit(3)"]

@@ -2,9 +2,9 @@
 
 Prices are dollars per million tokens: input (uncached prompt tokens), cached input
 (prompt tokens the server read from its prefix cache) and output. A small built-in
-table covers a few common OpenAI and DeepSeek models (as published in 2025; see the
-README); ``[prices."MODEL"]`` in the config file adds or overrides. Without a price for
-the model, costs are not shown: never a made-up price.
+table covers a few common OpenAI and DeepSeek models (as published in 2025; see
+docs/context-and-memory.md); ``[prices."MODEL"]`` in the config file adds or overrides.
+Without a price for the model, costs are not shown: never a made-up price.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def price_for(model: str, configured: Mapping[str, Price] = {}) -> Price | None:
     return None
 
 
+# The most a price may be, in $ per million tokens: a dollar a token. The dearest published price is a
+# few hundred (o1-pro's output, $600), so anything past this is a typo; a price near the largest float
+# would make every cost infinite.
+MAX_PRICE = 1_000_000
+
+
 def check_prices(value: object) -> dict[str, Price]:
     """Return the ``[prices."MODEL"]`` tables of a config file as prices; ``Invalid`` otherwise."""
     expected = 'a table of models, each {input = N, cached_input = N, output = N} in $ per million tokens'
@@ -76,10 +82,12 @@ def check_prices(value: object) -> dict[str, Price]:
                 or "input" not in table or "output" not in table:
             raise Invalid(expected)
         numbers = {key: table.get(key, table["input"]) for key in ("input", "cached_input", "output")}
-        for number in numbers.values():
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
-                    or number < 0:
+        for key, number in numbers.items():
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
                 raise Invalid(expected)
+            if not math.isfinite(number) or not 0 <= number <= MAX_PRICE:
+                raise Invalid(f"{expected}, each from 0 to {MAX_PRICE:,} "
+                              f"({str(model)!r} has {key} = {number!r})")
         prices[str(model)] = Price(float(numbers["input"]), float(numbers["cached_input"]),
                                    float(numbers["output"]))
     return prices

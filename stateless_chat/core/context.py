@@ -28,7 +28,7 @@ from typing import Protocol
 
 from stateless_chat.core.messages import SLOT_KINDS, Entry, Event, Evicted, Message, OverBudget
 from stateless_chat.core.tokens import REPLY_PRIMING
-from stateless_chat.errors import BudgetError, raise_budget
+from stateless_chat.errors import OFFER_FEWER_TOOLS, BudgetError, raise_budget
 
 
 def request_size(entries: Iterable[Entry], reserve: int = 0, framing: int = REPLY_PRIMING) -> int:
@@ -244,8 +244,12 @@ def budget_error(candidate: Candidate) -> BudgetError:
         if n
     ]
     breakdown = ", ".join(f"{name} {n:,}" for name, n in parts)
-    lead = "pinned messages" if pinned else "the request"
-    head = f"{lead} need {size:,} tokens ({breakdown}) but the budget is {budget:,}"
+    head = (f"{'pinned messages need' if pinned else 'the request needs'} {size:,} tokens ({breakdown}) "
+            f"but the budget is {budget:,}")
+    tools = candidate.tools
+    # The tools are what is too big: without them it would fit, or they are its largest part.
+    if tools and (size - tools <= budget or tools >= max(n for _, n in parts)):
+        return BudgetError(f"{head}: {OFFER_FEWER_TOOLS} or {raise_hint}", needed=size)
     candidates = sorted((e for e in candidate.history if e.pinned), key=lambda e: (-e.tokens, e.id))
     excess = size - budget
     named: list[Entry] = []

@@ -1,6 +1,6 @@
 """The registry of eviction policies: the one list of their names.
 
-Config validation, ``/policy`` and its completion, ``--help`` and the README all read
+Config validation, ``/policy`` and its completion, ``--help`` and the docs all read
 ``POLICIES``. A new policy is a class with a ``name`` and a ``fit(candidate) -> Fit``
 method (``context.Policy``), registered here with one line of help and how to build it
 from what a session can give it (``PolicyTools``).

@@ -53,8 +53,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 MAX_WORDS = 45  # a longer sentence is not a short statement to keep verbatim
 MAX_SENTENCES = 12  # past this many, a message is taken for a paste: only its ends are read
@@ -87,9 +88,41 @@ def _words(text: str) -> str:
     return group(trie)
 
 
-def _rx(pattern: str) -> re.Pattern[str]:
-    """Compile ``pattern``: the text it searches is lower case already (``_normal``)."""
-    return re.compile(pattern)
+class _Lazy:
+    """A rule's regex, compiled the first time it is used: a message is asked about by a few rules
+    before most are ruled out, and compiling all of them at import cost a one-shot run tens of ms."""
+
+    __slots__ = ("_compiled", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._compiled: re.Pattern[str] | None = None
+
+    def compiled(self) -> re.Pattern[str]:
+        if self._compiled is None:
+            self._compiled = re.compile(self.source)
+        return self._compiled
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return self.compiled().search(text)
+
+    def fullmatch(self, text: str) -> re.Match[str] | None:
+        return self.compiled().fullmatch(text)
+
+    def findall(self, text: str) -> list[Any]:
+        return self.compiled().findall(text)
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        return self.compiled().finditer(text)
+
+    def sub(self, replacement: str | Callable[[re.Match[str]], str], text: str, count: int = 0) -> str:
+        return self.compiled().sub(replacement, text, count)
+
+
+def _rx(pattern: str) -> _Lazy:
+    """Return ``pattern``, compiled when first used: the text it searches is lower case already
+    (``_normal``)."""
+    return _Lazy(pattern)
 
 
 def _starts(text: str) -> set[str]:
@@ -112,7 +145,7 @@ class _Gated:
     regex engine tries a long alternation at every position of the text, a set lookup is one step."""
 
     def __init__(self, pattern: str, gate: Iterable[str]) -> None:
-        self.pattern = re.compile(pattern)
+        self.pattern = _Lazy(pattern)
         self.gate = frozenset(gate)
 
     def search(self, text: str) -> re.Match[str] | None:

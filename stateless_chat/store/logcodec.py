@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stateless_chat.sanitize import LONE_SURROGATE, whole_characters
+from stateless_chat.sanitize import LONE_SURROGATE, strip_controls, whole_characters
 
 # The keys of a message as ``Message.to_api`` writes them, in its order.
 MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
@@ -73,6 +73,14 @@ class TextRow:
             parts += [',"tool_call_id":', _string(self.tool_call_id)]
         parts.append("}")
         return "".join(parts)
+
+    def plain(self) -> str | None:
+        """Return what the full-text index holds of this message when that is not its stored text
+        (its text, then its calls' JSON), or None: the text without terminal controls, so a word
+        coloured by escape sequences is found, and no snippet prints what is left of one."""
+        body = (self.content or "") + ("" if self.tool_calls is None else "\n" + self.tool_calls)
+        stripped = strip_controls(body)
+        return None if stripped == body else stripped
 
     def message(self) -> dict[str, Any]:
         """Return the message as the request held it."""

@@ -18,7 +18,7 @@ from stateless_chat.core.ledger import Ledger, TurnStats
 from stateless_chat.core.memory import Memory, Note
 from stateless_chat.core.messages import Entry, Eviction, Message, ToolCall
 from stateless_chat.errors import LogError
-from stateless_chat.sanitize import whole_characters
+from stateless_chat.sanitize import strip_controls, whole_characters
 from stateless_chat.store.logcodec import dumps
 from stateless_chat.store.logdiff import Delta, Placed
 from stateless_chat.store.logsearch import CONTROL
@@ -283,8 +283,9 @@ def usage_count(usage: Mapping[str, Any] | None, *keys: str) -> int | None:
 
 
 def first_line(text: str | None) -> str:
-    """Return the first non-blank line of ``text``, cut to ``_FIRST_LINE_WIDTH`` characters."""
-    for line in (text or "").splitlines():
+    """Return the first non-blank line of ``text``, cut to ``_FIRST_LINE_WIDTH`` characters, without
+    terminal controls (whole escape sequences, not only their first character)."""
+    for line in strip_controls(text or "").splitlines():
         line = " ".join(CONTROL.sub(" ", line).split())
         if line:
             return line if len(line) <= _FIRST_LINE_WIDTH else line[: _FIRST_LINE_WIDTH - 1] + "…"

@@ -101,9 +101,10 @@ _V3 = (
 )
 
 # What the full-text index holds of a stored message: its text, then its tool calls' JSON (their
-# names and arguments are words of it). No subquery: FTS5's integrity check refuses a content view
-# with one. ``X`` stands for ``new`` or ``old`` in the triggers.
-_BODY = "coalesce(X.content, '') || coalesce(char(10) || X.tool_calls, '')"
+# names and arguments are words of it), or ``plain`` when that holds terminal controls. No
+# subquery: FTS5's integrity check refuses a content view with one. ``X`` stands for ``new`` or
+# ``old`` in the triggers.
+_BODY = "coalesce(X.plain, coalesce(X.content, '') || coalesce(char(10) || X.tool_calls, ''))"
 
 # Version 4, the tables (the data of a version 3 log is moved into them by ``_to_v4``).
 V4_TABLES = (
@@ -132,7 +133,8 @@ V4_TABLES = (
         name TEXT,
         tool_calls TEXT,            -- JSON
         tool_call_id TEXT,
-        raw TEXT                    -- the message's exact JSON when it has another shape; else NULL
+        raw TEXT,                   -- the message's exact JSON when it has another shape; else NULL
+        plain TEXT                  -- what the index holds when the text has terminal controls; else NULL
     )""",
     "CREATE INDEX texts_key ON texts (cid, key)",
     f"CREATE VIEW text_bodies (id, body) AS SELECT X.id, {_BODY} FROM texts AS X",
@@ -256,10 +258,10 @@ class _Texts:
         found = self.ids.get(text)
         if found is None:
             found = self.db.execute(
-                "INSERT INTO texts (cid, key, role, content, name, tool_calls, tool_call_id, raw)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO texts (cid, key, role, content, name, tool_calls, tool_call_id, raw, plain)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.cid, key_of(text), row.role, row.content, row.name, row.tool_calls, row.tool_call_id,
-                 row.raw),
+                 row.raw, row.plain()),
             ).lastrowid
             assert found is not None
             self.ids[text] = found

@@ -363,9 +363,10 @@ class LogStore:
                     break
             else:
                 found = db.execute(
-                    "INSERT INTO texts (cid, key, role, content, name, tool_calls, tool_call_id, raw)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (cid, key, row.role, row.content, row.name, row.tool_calls, row.tool_call_id, row.raw),
+                    "INSERT INTO texts (cid, key, role, content, name, tool_calls, tool_call_id, raw, plain)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cid, key, row.role, row.content, row.name, row.tool_calls, row.tool_call_id, row.raw,
+                     row.plain()),
                 ).lastrowid
                 assert found is not None
         pending[name] = found

@@ -18,7 +18,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -456,6 +456,15 @@ def read_limited(path: Path, limit: int, *, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise SaveFileError(f"cannot read {path}: not UTF-8 (bad byte at offset {error.start})") from None
+
+
+def context_source(settings: Mapping[str, Any], keep: Collection[str], source: str) -> str | None:
+    """Return where the context window's figure comes from once ``settings`` (as ``loadable`` gives
+    them) are loaded from ``source`` (``the save file PATH``): that source, when they bring one back
+    (``/model`` and ``/load`` say so), else None."""
+    if source and settings.get("context_window") is not None and "context_window" not in keep:
+        return f"as saved in {source}"
+    return None
 
 
 def loadable(saved: Saved) -> tuple[Conversation, Ledger, dict[str, Any]]:

@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from pydantic import ValidationError
 
 from stateless_chat.launchers import MCP_SERVER
 from stateless_chat.sanitize import strip_controls
+from stateless_chat.tools import executables
 from stateless_chat.tools.mcp_stdio import CUT_META, bounded_stdio
 from stateless_chat.tools.specs import DEFAULT_MAX_RESULT_BYTES, ServerConfig, ToolResult, normalized
 from stateless_chat.tools.toolcache import RememberedTool
@@ -264,12 +264,16 @@ class Connection:
         """Return how the SDK starts the server: through the launcher where there is ``fork``."""
         config = self.config
         env = get_default_environment() | dict(config.env)
-        if shutil.which(config.command, path=env.get("PATH", os.defpath)) is None:
+        search = env.get("PATH", os.defpath)
+        command = executables.find(config.command, search)
+        if command is None:
             if os.sep in config.command and Path(config.command).exists():
                 raise StartError(f"cannot run {config.command}: it is not an executable file")
-            raise StartError(f"command not found: {config.command}")
+            looked = executables.where_looked(config.command, search)
+            raise StartError(f"command not found: {config.command} ({looked}; "
+                             "give its full path as the command)")
         if os.name != "posix" or not hasattr(os, "fork") or not sys.executable:
-            return StdioServerParameters(command=config.command, args=list(config.args), env=dict(config.env))
+            return StdioServerParameters(command=command, args=list(config.args), env=dict(config.env))
         lifeline, writer = _make_lifeline(self.log_path.parent, self.name)
         if writer is not None:
             self._lifeline.append(writer)
@@ -277,7 +281,7 @@ class Connection:
         keep_lc_ctype = "1" if "LC_CTYPE" in env else "0"
         return StdioServerParameters(
             command=sys.executable,
-            args=["-I", "-S", str(MCP_SERVER), lifeline, keep_lc_ctype, config.command, *config.args],
+            args=["-I", "-S", str(MCP_SERVER), lifeline, keep_lc_ctype, command, *config.args],
             env=dict(config.env),
         )
 

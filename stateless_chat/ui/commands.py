@@ -23,7 +23,8 @@ from stateless_chat.chat.meter import message_from_api
 from stateless_chat.chat.session import Session
 from stateless_chat.core.billing import dollars
 from stateless_chat.core.history import Conversation
-from stateless_chat.core.messages import Entry, Event, Message, ToolCall, describe, span
+from stateless_chat.core.ledger import Ledger
+from stateless_chat.core.messages import SLOT_KINDS, Entry, Event, Message, ToolCall, describe, span
 from stateless_chat.core.models import family_of
 from stateless_chat.core.policies import POLICIES
 from stateless_chat.core.preview import Preview, preview
@@ -76,6 +77,15 @@ class HistoryView:
 
 
 @dataclass(frozen=True)
+class HelpView:
+    """The list of commands: each one's usage beside what it does, then notes on the keys. Shown as
+    two columns, so that a description too long for the terminal wraps within its own column."""
+
+    rows: tuple[tuple[str, str], ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MessageView:
     id: int
     role: str
@@ -102,6 +112,7 @@ class TokensView:
     cached_total: int = 0  # prompt tokens of the session read from the server's cache
     cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
     cost: str = ""  # the session's bill, when the model has a price
+    comparison: str = ""  # the session's total against resending everything (``baseline_words``)
     eviction: str = ""  # what the next eviction will take, and when (eviction_line)
     counting: str = ""  # how the counts are made (exact, calibrated, an estimate) and how well they held
     budget_source: str = ""  # where a budget below the configured one came from (a learned limit)
@@ -134,6 +145,8 @@ class StatsView:
     baseline_total: int
     cached_total: int = 0
     cost: str = ""
+    cached_predicted: bool = False  # some of cached_total is our prediction (the server did not say)
+    comparison: str = ""  # the total against resending everything (``baseline_words``)
 
 
 @dataclass(frozen=True)
@@ -172,7 +185,8 @@ class Exit:
     """Leave the REPL."""
 
 
-Result = Lines | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Prefill | Exit
+Result = (Lines | HelpView | HistoryView | MessageView | TokensView | RawView | StatsView | Send | Prefill
+          | Exit)
 Handler = Callable[[Session, str], Result]
 # A handler that needs more of the chat than its session: the log (/save, /load, /recall QUERY).
 AppHandler = Callable[[App, str], Result]
@@ -355,20 +369,28 @@ def slot_line(entry: Entry) -> str:
     return first_line(entry.source or entry.content)
 
 
+def listed_entries(conversation: Conversation, *, include_evicted: bool) -> list[Entry]:
+    """Return the entries ``/history`` lists, in the order the next request sends them: the system
+    prompt and the context slots (instructions, skills), the summary, the history, the recalled
+    entries (sent right before the new message, whatever their numbers), then the retrieved
+    documents. With ``include_evicted`` the evicted originals are listed too, each among the history
+    by its number (the place it had there). The standing-memory block has no message number
+    (``/memory`` lists its notes, and /history shows them in a table of their own), so it is not a
+    row."""
+    head = [e for e in conversation.head if e.kind != "memory"]
+    history = sorted(conversation.history + conversation.evicted, key=lambda e: e.id) if include_evicted \
+        else list(conversation.history)
+    return head + history + list(conversation.recalled) + list(conversation.retrieved)
+
+
 def history_rows(session: Session, *, include_evicted: bool) -> tuple[list[HistoryRow], int]:
-    rows = []
-    hidden = 0
+    """Return the rows of ``/history`` (see ``listed_entries``) and how many evicted ones it leaves out."""
     conversation = session.conversation
-    for entry in conversation.all_entries():
-        if entry.eviction is not None and not include_evicted:
-            hidden += 1
-            continue
-        rows.append(HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned, conversation.state(entry),
-                               summary_line(entry), entry.kind, entry.cut))
-    # The context slots, after the system prompt (their ids are negative: no number to type).
-    after = next((index for index, row in enumerate(rows) if row.id > 0), len(rows))
-    rows[after:after] = [HistoryRow(e.id, e.role, e.tokens, True, conversation.state(e), slot_line(e), e.kind)
-                         for e in conversation.slot_entries()]
+    rows = [HistoryRow(entry.id, entry.role, entry.tokens, entry.pinned or entry.kind in SLOT_KINDS,
+                       conversation.state(entry), slot_line(entry) if entry.kind in SLOT_KINDS
+                       else summary_line(entry), entry.kind, entry.cut)
+            for entry in listed_entries(conversation, include_evicted=include_evicted)]
+    hidden = 0 if include_evicted else len(conversation.evicted)
     return rows, hidden
 
 
@@ -383,13 +405,15 @@ def _help(session: Session, arg: str) -> Result:
         if found is None:
             raise CommandError(f"no command /{name}; /help lists commands")
         return Lines((found.usage, f"  {found.help}"))
-    lines = [f"{c.usage:<24} {c.help}" for c in sorted(REGISTRY.values(), key=lambda c: c.name)]
-    lines += [
+    from stateless_chat.ui.docs import page
+
+    rows = tuple((c.usage, c.help) for c in sorted(REGISTRY.values(), key=lambda c: c.name))
+    return HelpView(rows, (
         "",
-        "Enter sends; Esc-Enter (Alt-Enter) inserts a newline; Ctrl-C cancels a reply or clears the line;",
+        "Enter sends; Esc-Enter (Alt-Enter) inserts a newline; Ctrl-C cancels a reply or clears the line; "
         "Ctrl-D leaves. Start a message with // to send text that begins with /.",
-    ]
-    return Lines(tuple(lines))
+        f"Every command in full: {page('commands.md')}",
+    ))
 
 
 @command("exit", "/exit", "leave the chat")
@@ -502,8 +526,8 @@ def tokens_view(session: Session, text: str = "") -> TokensView:
     cache = session.cache_prediction()
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
-                      bill_line(session), eviction_line(next_eviction(session)), session.counter.how(),
-                      learned_source(session))
+                      bill_line(session), baseline_words(ledger), eviction_line(next_eviction(session)),
+                      session.counter.how(), learned_source(session))
 
 
 def learned_source(session: Session) -> str:
@@ -524,6 +548,21 @@ def request_size_line(session: Session, body: Mapping[str, Any]) -> str:
     prompt = sum(session.measure(m) for m in messages) + framing + tools
     return (f"prompt {session.counter.label}{prompt:,} tokens + {session.reserve:,} held for the reply, "
             f"budget {session.budget:,}; counted: {session.counter.how()}")
+
+
+def baseline_words(ledger: Ledger) -> str:
+    """Return how the tokens sent compare with resending everything, never evicting: the share saved,
+    or why there is none to show. The no-eviction figure is our count scaled to the server's, so with
+    a server that counts differently (a chat template's own text, a tool loop's requests) it can come
+    out below what was sent: that is said as such, never as a negative saving."""
+    if not any(t.evictions for t in ledger.turns):
+        return "with nothing evicted: every request resent the whole conversation"
+    sent, baseline = ledger.sent, ledger.baseline
+    if baseline > sent:
+        return (f"vs {baseline:,} with no eviction ({1 - sent / baseline:.0%} fewer, "
+                f"{baseline - sent:,} saved)")
+    return (f"vs ≈{baseline:,} with no eviction by our count: no saving to show, as the server counts "
+            f"{sent - baseline:,} more tokens than our estimate")
 
 
 def bill_line(session: Session) -> str:
@@ -843,13 +882,15 @@ def _evict_to(session: Session, arg: str) -> Result:
 @command("tools", "/tools [on|off [SERVER]]", "list the MCP servers and their tools with what each costs, "
          "or turn tools on or off", choices=lambda session: ["on", "off"])
 def _tools(session: Session, arg: str) -> Result:
-    from stateless_chat.tools.toolbox import Toolbox
+    from stateless_chat.tools.toolbox import BUILTIN, Toolbox
 
     toolbox = session.tools
     servers = toolbox.servers if isinstance(toolbox, Toolbox) else None
     if not isinstance(toolbox, Toolbox) or servers is None:
-        return Lines(("no tools: add [mcp.servers.NAME] tables to the config file (the README's Tools "
-                      "section), and leave out --no-tools",))
+        from stateless_chat.ui.docs import page
+
+        return Lines((f"no tools: add [mcp.servers.NAME] tables to the config file ({page('tools.md')}), "
+                      "and leave out --no-tools",))
     words = arg.split()
     lines: list[str] = []
     if words:
@@ -862,12 +903,21 @@ def _tools(session: Session, arg: str) -> Result:
         lines.append(f"tools {words[0]} for {', '.join(changed) or 'no server'}")
     stalled = servers.stalled()  # a server that failed or was never seen starts again on /tools
     lines += servers.start(stalled) if stalled else []
-    for status in servers.status():
-        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
     offered = toolbox.tools()
-    for spec in offered:
-        cost = session.tools_tokens([spec.to_api()])
-        lines.append(f"  {spec.offered} ({spec.display}) · {cost:,} tokens · approve: {spec.approve}")
+
+    def listed(server: str) -> list[str]:  # each tool under the server it comes from
+        return [f"  {spec.offered} ({spec.display}) · {session.tools_tokens([spec.to_api()]):,} tokens · "
+                f"approve: {spec.approve}" for spec in offered if spec.server == server]
+
+    named: set[str] = set()
+    for status in servers.status():
+        named.add(status.name)
+        lines.append(f"{status.name}: {status.state}, {status.tools} tool(s); its log: {status.log}")
+        lines += listed(status.name)
+    for server in sorted({spec.server for spec in offered} - named):  # the built-in ones
+        label = "built in, run by stateless-chat itself" if server == BUILTIN else "no server listed"
+        lines.append(f"{server}: {label}, {sum(1 for s in offered if s.server == server)} tool(s)")
+        lines += listed(server)
     total = session.tools_tokens(session.tools_offered())
     lines.append(f"the tools array adds {total:,} tokens to every request" if offered else "no tools offered")
     return Lines(tuple(lines))
@@ -935,7 +985,11 @@ def _load(app: App, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(app)
-    noted = session.load(*persist.loadable(saved))
+    loaded = persist.loadable(saved)
+    noted = session.load(*loaded)
+    source = persist.context_source(loaded[2], (), f"the save file {path}")
+    if source is not None:
+        session.context_source = source
     session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = app.log
     if attached is not None:
@@ -991,5 +1045,6 @@ def _stats(session: Session, arg: str) -> Result:
         return Lines(("no turns yet: /stats charts the prompt tokens of each turn once you chat",))
     rows = tuple(StatRow(t.turn, t.sent, t.baseline_sent, t.evictions, t.cached, t.reported_cached_tokens,
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
-    return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session))
+    return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session),
+                     not ledger.cache_reported, baseline_words(ledger))
 

@@ -1,4 +1,5 @@
-"""Hints that work where the user is: ``/budget N`` in the chat, ``--budget N`` on the command line.
+"""Hints that work where the user is: ``/budget N`` in the chat, ``--budget N`` on the command line
+(and ``/tools off``, ``--no-tools``).
 
 The core says what would help in words of its own (``errors.raise_budget``); the chat and the
 command line finish the sentence with their own way to do it, and take the advice back when it
@@ -7,7 +8,7 @@ cannot work: a budget is capped at the context window, so asking for more than t
 
 from __future__ import annotations
 
-from stateless_chat.errors import BudgetError, raise_budget
+from stateless_chat.errors import OFFER_FEWER_TOOLS, BudgetError, raise_budget
 
 
 def budget_hint(error: BudgetError, window: int, *, chat: bool) -> str:
@@ -15,6 +16,9 @@ def budget_hint(error: BudgetError, window: int, *, chat: bool) -> str:
     how to do it (``/budget N`` in the chat, ``--budget N`` on the command line), or, when ``N`` is
     more than the context ``window``, no such advice but the reason."""
     text = str(error)
+    if OFFER_FEWER_TOOLS in text:
+        how = "/tools off, or /tools off SERVER" if chat else "--no-tools"
+        text = text.replace(OFFER_FEWER_TOOLS, f"{OFFER_FEWER_TOOLS} ({how})")
     needed = error.needed
     phrase = raise_budget(needed) if needed is not None else ""
     if needed is None or phrase not in text:

@@ -117,8 +117,8 @@ def _label(message: Mapping[str, Any]) -> str:
     if isinstance(eviction, Mapping):
         how = _HOW.get(str(eviction.get("how")), str(eviction.get("how")))
         notes.append(f"{how} in turn {eviction.get('turn')}: no longer sent")
-    elif not message.get("slot"):
-        notes.append("no longer in the conversation (/undo, /retry or /edit replaced it)")
+    elif not message.get("slot"):  # an exchange /retry or /edit sent again in its place, or /undo removed
+        notes.append("replaced by /retry, /edit or /undo: no longer in the conversation")
     if message.get("finish_reason") == "length":
         notes.append("✂ cut at the length limit")
     return clean(f"#{number} {what} ({', '.join(notes)})")

@@ -32,6 +32,7 @@ from stateless_chat.errors import redact
 from stateless_chat.sanitize import ControlStripper, for_terminal, safe_json
 from stateless_chat.ui.commands import (
     Exit,
+    HelpView,
     HistoryView,
     Lines,
     MessageView,
@@ -522,6 +523,10 @@ class Renderer:
                 self.event(event)
             for line in result.lines:  # they may quote a loaded file's paths and settings
                 self.console.print(Text(for_terminal(line)))
+        elif isinstance(result, HelpView):
+            self.console.print(help_table(result))
+            for line in result.notes:
+                self.console.print(Text(for_terminal(line)))
         elif isinstance(result, HistoryView):
             if result.memory:
                 self.console.print(memory_table(result))
@@ -544,6 +549,17 @@ class Renderer:
             self.console.print(stats_view(result))
         elif isinstance(result, (Send, Prefill, Exit)):
             pass  # the REPL acts on these; their notes are printed there
+
+
+def help_table(view: HelpView) -> Table:
+    """Return the commands as two columns: the usage, never wrapped, and what it does, wrapped within
+    its column (at 80 columns a description would otherwise run back to the left edge)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for usage, what in view.rows:
+        table.add_row(Text(for_terminal(usage)), Text(for_terminal(what)))
+    return table
 
 
 def memory_table(view: HistoryView) -> Table:
@@ -598,12 +614,10 @@ def tokens_table(view: TokensView) -> Group:
     room = max(0, view.budget - view.total)
     summary = Text(f"{bar(share)} {share:.0%} of budget; room for the next message's text: {room:,} tokens"
                    + ("" if room else " (sending will evict)"))
-    saved = view.baseline_total - view.sent_total
     guess = "≈" if view.cached_predicted else ""
     totals = Text(
         f"session: {view.turns} turn(s), {view.sent_total:,} prompt tokens sent "
-        f"({guess}{view.cached_total:,} of them cached); no-eviction baseline {view.baseline_total:,} "
-        f"(saved {saved:,})"
+        f"({guess}{view.cached_total:,} of them cached) {view.comparison}"
     )
     why = f": {view.cache_cause}" if view.cache_cause else ""
     cache = Text(f"cache: ~{view.cache_share:.0%} of the next request repeats the last one{why}")
@@ -632,11 +646,11 @@ def stats_view(view: StatsView) -> Group:
             cached += f" (predicted {row.predicted:,})"
         table.add_row(Text(str(row.turn)), Text(f"{row.sent:,}"), Text(cached),
                       Text(bar(row.sent / peak, 24) + mark), Text(f"{row.baseline:,}"))
-    saved = 1 - view.sent_total / view.baseline_total if view.baseline_total else 0.0
+    guess = "≈" if view.cached_predicted else ""  # the total holds predictions, as its turns do
     footer = Text(
-        f"total sent {view.sent_total:,} ({view.cached_total:,} cached) vs {view.baseline_total:,} with no "
-        f"eviction ({saved:.0%} fewer); ✂ marks turns that evicted or summarized, ⌁ the cache breaks; "
-        "≈ cached counts are predicted (the server did not say)"
+        f"total sent {view.sent_total:,} ({guess}{view.cached_total:,} cached) {view.comparison}; "
+        "✂ marks turns that evicted or summarized, ⌁ the cache breaks; ≈ cached counts are predicted "
+        "(the server did not say)"
     )
     return Group(table, footer, *([Text(for_terminal(view.cost))] if view.cost else []))
 

@@ -23,8 +23,8 @@ from stateless_chat.chat.turn import Hooks
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.messages import Event, ToolAnswered, ToolCall, ToolCalled, ToolProgress, describe
 from stateless_chat.core.tokens import PER_MESSAGE, byte_lower_bound
-from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError
-from stateless_chat.sanitize import LONE_SURROGATE
+from stateless_chat.errors import BudgetError, ChatError, ConnectError, ServerError, StreamError, redact
+from stateless_chat.sanitize import LONE_SURROGATE, one_line
 from stateless_chat.ui import (
     context_commands,  # noqa: F401 - registers the context slots' commands
     inputhistory,
@@ -381,14 +381,19 @@ class Repl:
                 self.session.send(text, hooks=hooks, base=base, pin=pin)
                 view.close()
             return True
+        # Each line below comes after what was shown of the reply: the view is closed first, so the
+        # unfinished part is printed once, above the line, not after it.
         except KeyboardInterrupt:
             # Ctrl-C may land after the reply was kept, while it is still being drawn: the turn is
             # cancelled all the same, reply and costs together, as the line below says.
             self.session.cancel(text, before, base=base, pin=pin)
+            view.close()
             self.renderer.note("cancelled; the conversation is unchanged (/retry sends the message again)")
         except ChatError as error:
+            view.close()
             self.renderer.error(f"{self.advice(error)} ({unchanged(error)})")
         except Exception as error:  # a bug: the conversation must survive it
+            view.close()
             self.bug(error)
         finally:
             view.close()
@@ -406,7 +411,9 @@ class Repl:
         if spec.offered in self.always:
             return True
         while True:
-            answer = self.asker.prompt(f"run {spec.display}? [y]es / [n]o / [a]lways for this tool: ")
+            # Named as the call line names it (``Renderer.event``): escapes stripped, not shown as ^[.
+            name = one_line(redact(spec.display))
+            answer = self.asker.prompt(f"run {name}? [y]es / [n]o / [a]lways for this tool: ")
             answer = answer.strip().lower()
             if answer in ("y", "yes", "a", "always"):
                 if answer[0] == "a":

@@ -20,11 +20,14 @@ from stateless_chat.core.messages import Event, ToolAnswered, ToolCalled, descri
 
 
 class Writer(Protocol):
-    """Where one request's reply text goes: ``feed`` its deltas, then ``close``."""
+    """Where one request's reply text goes: ``feed`` its deltas, then ``close`` (``abandon`` when the
+    turn failed)."""
 
     def feed(self, delta: str) -> None: ...
 
     def close(self) -> None: ...
+
+    def abandon(self) -> None: ...
 
 
 class Steps:
@@ -69,6 +72,13 @@ class Steps:
         elif self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
+
+    def abandon(self) -> None:
+        """The turn failed: a reply still streaming is left as it is; nothing held is printed."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.abandon()
+        self._held = io.StringIO()
 
     def finish(self) -> None:
         """The turn is over: what is held is the answer, for stdout; the open writer is closed."""

@@ -323,7 +323,7 @@ class LocalServer:
     ) -> None:
         self.model_path = Path(model_path)
         self.embedding = embedding  # serve /v1/embeddings too (embedding_model is set)
-        # Measured on 2 cores (the README's local-model notes): generating with both cores is no
+        # Measured on 2 cores (docs/local-model.md): generating with both cores is no
         # faster than with one (the server's Python and the client need the other), while reading a
         # prompt gains from all of them; so half the cores generate and all of them read.
         cores = os.cpu_count() or 1

@@ -14,8 +14,9 @@ and propagates.
 Credentials: each endpoint is sent its own key (``keys``) or else the one ``api_key``, as
 ``Authorization: Bearer``. A URL's ``user:password@`` is taken out of the URL the SDK sees
 (so no message, error or saved file can show it) and sent as HTTP Basic auth instead, in the
-same header: such an endpoint is sent no key. Redirects are followed only within the
-endpoint's origin, and reply bodies are capped (``wire.Guard``).
+same header: such an endpoint is sent no key. The organization and project the SDK reads from
+the environment go to OpenAI's own endpoint only (``is_openai``). Redirects are followed only
+within the endpoint's origin, and reply bodies are capped (``wire.Guard``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,16 @@ class _Watchdog:
         self._done.set()
 
 
+OPENAI_HOST = "api.openai.com"
+
+
+def is_openai(endpoint: str) -> bool:
+    """Return whether ``endpoint`` is OpenAI's own API (https://api.openai.com), the one endpoint that
+    is sent the organization and project the environment names (``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``)."""
+    parts = urlsplit(endpoint)
+    return parts.scheme == "https" and parts.hostname == OPENAI_HOST and parts.port in (None, 443)
+
+
 class OpenAIBackend:
     """Sends bodies to one OpenAI-compatible endpoint with the openai SDK, one attempt each."""
 
@@ -141,8 +152,14 @@ class OpenAIBackend:
 
             http = openai.DefaultHttpxClient(event_hooks={"response": [Guard(self.endpoint, self.name,
                                                                                self.max_reply_bytes)]})
-            self._client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key or PLACEHOLDER_KEY,
-                                         max_retries=0, timeout=self.timeout, http_client=http)
+            client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key or PLACEHOLDER_KEY,
+                                   max_retries=0, timeout=self.timeout, http_client=http)
+            if not is_openai(self.endpoint):
+                # The SDK reads OPENAI_ORG_ID and OPENAI_PROJECT_ID from the environment and sends them
+                # as headers to whatever base URL it is given: they are OpenAI's identifiers, for it only.
+                client.organization = None
+                client.project = None
+            self._client = client
         return self._client
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
