@@ -38,6 +38,10 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":")) if LONE_SURROGATE.search(text) else text
 
 
+# The characters ``strip_controls`` removes, or that start what it removes (newline and tab stay).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def key_of(text: str) -> int:
     """Return a 64-bit fingerprint of ``text`` (a signed integer, as SQLite stores one)."""
     digest = hashlib.blake2b(text.encode("utf-8", errors="surrogatepass"), digest_size=8).digest()
@@ -79,6 +83,8 @@ class TextRow:
         (its text, then its calls' JSON), or None: the text without terminal controls, so a word
         coloured by escape sequences is found, and no snippet prints what is left of one."""
         body = (self.content or "") + ("" if self.tool_calls is None else "\n" + self.tool_calls)
+        if _CONTROLS.search(body) is None:  # every sequence starts with one: nothing to strip
+            return None
         stripped = strip_controls(body)
         return None if stripped == body else stripped
 
