@@ -569,6 +569,9 @@ def test_an_image_result_goes_to_a_model_that_reads_images_as_an_image_part(serv
     fresh = make_session(server, model="gpt-4o")
     persist.restore(fresh, persist.load(saved))
     assert fresh.conversation.messages() == session.conversation.messages()  # saved and loaded whole
+    from stateless_chat.ui.logview import _body  # what `stateless-chat logs show` prints of it
+
+    assert [line.strip() for line in _body(kept.message.to_api())] == [said, "[image: image/png]"]
 
 
 @pytest.mark.parametrize("settings", [{"model": "llama3"}, {"model": "gpt-4o", "tool_images": "off"}])

@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from stateless_chat.core.messages import content_parts
 from stateless_chat.errors import LogError
 from stateless_chat.sanitize import LONE_SURROGATE, strip_controls, whole_characters
 
@@ -362,7 +363,7 @@ def _message_row(cid: str, message: Mapping[str, Any]) -> tuple[Any, ...]:
         raise ValueError("every message needs a whole-number 'id' and a 'role'")
     turn = message.get("turn")
     kind = message.get("kind")
-    parts = [message.get("content") or ""]
+    parts = [content_parts(message.get("content"))[0] or ""]
     for call in message.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, Mapping) else None
         if isinstance(function, Mapping):

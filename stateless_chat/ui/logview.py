@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from stateless_chat.core.messages import content_parts
 from stateless_chat.sanitize import strip_controls
 from stateless_chat.store.logstore import ConversationRow, LogStore, SearchHit, TurnRow
 
@@ -63,7 +64,9 @@ def _label(message: Mapping[str, Any], replaced: bool = False) -> str:
 
 def _body(message: Mapping[str, Any]) -> list[str]:
     """Return the text of one logged message, indented; tool calls one line each."""
-    lines = [_TAB + line for line in strip_controls(str(message.get("content") or "")).split("\n")]
+    text, images = content_parts(message.get("content"))
+    text = (text or "") + "".join(f"\n[image: {image.mime}]" for image in images)
+    lines = [_TAB + line for line in strip_controls(text).split("\n")]
     if lines == [_TAB]:
         lines = []
     for call in message.get("tool_calls") or ():
