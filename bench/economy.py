@@ -110,7 +110,9 @@ def run_policy(policy: str, turns: int, pin: bool, evict_to: float, dialect: str
         settings = Settings(base_url=server.url, budget=BUDGET, reply_reserve=RESERVE, policy=policy,
                             max_retries=0, timeout=30.0, evict_to=evict_to, memory=memory, recall=recall)
         session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0))
-        log = journal.attach(session, Path(directory) / "log.db", strict=True) if default_now else None
+        log = journal.open_journal(Path(directory) / "log.db", settings, strict=True) if default_now else None
+        if log is not None:  # as the app wires it: told of every turn, asked to recall
+            session.on_turn, session.recall = (*session.on_turn, log), log.recall
         for turn in range(1, turns + 1):
             text = user_text(turn)
             session.send(text)

@@ -1,7 +1,7 @@
 """Recall: facts evicted long ago, asked for 200 turns later, with and without auto recall.
 
 A scripted conversation runs through a real ``Session`` and ``open_backend`` against the fake
-server, with the conversation log attached (``journal.attach``, a real SQLite file): 10 facts
+server, with the conversation log attached (``journal.open_journal``, a real SQLite file): 10 facts
 stated in turns 1-10 (not pinned), 190 turns of filler, all under drop-oldest at a budget of
 2,000 tokens, then 10 questions, each needing one fact. A fact counts as present when its
 marker is in the request its question sent. Once with drop-oldest alone, once with
@@ -109,7 +109,9 @@ def run_script(recall: str, turns: int, log: Path) -> RecallRun:
         session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0),
                           hooks=Hooks(on_event=events.append))
         warnings: list[str] = []
-        attached = journal.attach(session, log, warn=warnings.append, strict=True)
+        attached = journal.open_journal(log, settings, warn=warnings.append, strict=True)
+        session.on_turn = (*session.on_turn, attached)
+        session.recall = attached.recall
         added: list[int] = []
         for turn in range(1, turns + len(FACTS) + 1):
             told = len(events)
@@ -160,7 +162,7 @@ def search_time(messages: int, directory: Path) -> SearchRow:
     gone = tuple(replace(e, eviction=Eviction("dropped", e.turn + 10)) for e in entries[:live])
     session.conversation = Conversation(history=tuple(entries[live:]), evicted=gone, next_id=messages + 1,
                                         next_turn=entries[-1].turn + 1)
-    attached = journal.attach(session, directory / f"search-{messages}.db", strict=True)
+    attached = journal.open_journal(directory / f"search-{messages}.db", session.settings, strict=True)
     conversation = session.conversation
     attached.recall("warm up", conversation, BUDGET)  # the first call logs every message
     store, cid = attached._index(conversation)

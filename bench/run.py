@@ -31,6 +31,7 @@ from bench import (  # noqa: E402
     economy,
     gateway,
     local_latency,
+    log,
     memory,
     oneshot,
     recall,
@@ -48,7 +49,7 @@ END = "<!-- bench:results:end -->"
 PLACEHOLDER = "<!-- section: bench (issue 7) -->"
 # In table order: part N is PARTS[N-1].
 PARTS = ("oneshot", "turns", "stream", "economy", "memory", "gateway", "latency", "recall", "standing",
-         "counts", "tools", "docs")
+         "counts", "tools", "docs", "log")
 _PART_TITLE = re.compile(r"^\*\*(\d+)\. ")
 
 
@@ -377,6 +378,30 @@ def docs_md(result: docs.DocsResult) -> list[str]:
     return lines
 
 
+def log_md(result: log.LogResult) -> list[str]:
+    """Return the log's table: bytes and write time per turn at each mark, the whole log against the
+    conversation's text, and reading it back at the last mark."""
+    last = result.marks[-1].turns
+    lines = [f"**13. The log** ({last:,} turns of a {log.BUDGET:,}-token window, drop-oldest down to half "
+             "of it, ~60-word questions and ~260-word replies, logged into a real SQLite file; per turn over "
+             f"the {log.WINDOW} turns before each mark; goals: write time flat within 2× from turn 100 to "
+             "10,000 and under 5 ms, the log at most 3× the conversation's text plus a fixed cost per turn)",
+             ""]
+    body = [[f"{m.turns:,}", f"{m.messages:,}", f"{m.bytes_per_turn:,.0f}", f"{m.text_per_turn:,.0f}",
+             f"{m.bytes_per_turn / m.text_per_turn:.2f}×", f"{m.write_ms:.2f}", f"{m.slowest_ms:.1f}",
+             f"{m.log_bytes / 1e6:,.1f} MB / {m.text_bytes / 1e6:,.1f} MB "
+             f"({m.log_bytes / m.text_bytes:.2f}×)"]
+            for m in result.marks]
+    lines += _table(["turns", "messages", "log bytes added per turn", "text bytes per turn", "ratio",
+                     "write ms per turn (median)", "slowest write (ms)", "whole log / whole text"], body)
+    lines += ["", f"At {last:,} turns ({result.evicted:,} messages evicted), of their own work (process "
+              f"start-up aside; goals 50 ms, 100 ms): reading the conversation back for `-c` (opening the "
+              f"log and `restore`) {result.restore_ms:,.0f} ms, then `Session.load` (the session's recount, "
+              f"not the log's work) {result.load_ms:,.0f} ms; `logs list` {result.list_ms:,.1f} ms; "
+              f"`logs search` {result.search_ms:,.1f} ms."]
+    return lines
+
+
 def write_results(path: Path, block: str) -> None:
     """Put ``block`` between the results markers of ``path`` (or in place of the section placeholder)."""
     text = path.read_text(encoding="utf-8")
@@ -493,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     if "docs" in chosen:
         say("instructions, skills and documents")
         made[12] = docs_md(docs.run(quick=quick))
+    if "log" in chosen:
+        say("the log")
+        made[13] = log_md(log.run((100, 1_000) if quick else log.MARKS))
     say("done")
 
     today = datetime.date.today().isoformat()

@@ -237,7 +237,8 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
         events: list[Event] = []
         session = Session(settings, open_backend(settings.endpoints, "sk-bench", max_retries=0, timeout=30.0),
                           hooks=Hooks(on_event=events.append))
-        log = journal.attach(session, directory / f"{label}.db", strict=True)
+        log = journal.open_journal(directory / f"{label}.db", settings, strict=True)
+        session.on_turn, session.recall = (*session.on_turn, log), log.recall  # as the app wires it
         met: list[bool] = []
         recalled: set[int] = set()
         for turn in range(1, turns + 1):

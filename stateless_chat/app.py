@@ -52,6 +52,8 @@ class Options:
     quiet: bool = False
     resume: bool = False  # -c/--continue or --cid: continue a conversation from the log
     cid: str | None = None
+    max_prompt_tokens: int | None = None  # one-shot: refuse a turn estimated past these
+    max_cost: float | None = None
 
 
 def _ignore_line(text: str) -> None:
@@ -185,6 +187,8 @@ def build_preview(settings: Settings, options: Options, flags: dict[str, Any],
     if options.resume:
         open_log(app, options, flags, Voice())
     open_workspace(app, voice)
+    if not options.resume:
+        use_learned_limit(app.session, _ignore_line)
     return app, where
 
 
@@ -363,10 +367,12 @@ def resume_file(session: Session, options: Options, flags: dict[str, Any]) -> No
     if path is not None:
         from stateless_chat.store import persist
 
-        saved = persist.load(path)
-        restored = persist.restore(session, saved, keep=set(flags), source=f"the save file {path}")
-        for event in restored:
+        loaded = persist.loadable(persist.load(path))
+        for event in session.load(*loaded, keep=set(flags)):
             session.hooks.on_event(event)  # standing notes read from an older file, once
+        source = persist.context_source(loaded[2], set(flags), f"the save file {path}")
+        if source is not None:
+            session.context_source = source
 
 
 def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) -> None:
@@ -374,20 +380,43 @@ def open_log(app: App, options: Options, flags: dict[str, Any], voice: Voice) ->
     the logged conversation that ``-c``/``--cid`` names. A log that cannot be opened is one ``warn``
     line and the chat goes on without it, except when continuing: then it is the error."""
     from stateless_chat.config import log_db_path
-    from stateless_chat.store import journal
+    from stateless_chat.store import journal, persist
 
     settings = app.session.settings
     if options.resume and not settings.log:
         raise UsageError("-c/--continue and --cid read the conversation log, which is turned off "
                          "(--no-log or log = false)")
     path = log_db_path(settings, os.environ) if settings.log else None
-    attached = journal.attach(app.session, path, warn=voice.warn, strict=options.resume)
+    attached = journal.open_journal(path, settings, warn=voice.warn, strict=options.resume)
     app.resources.callback(attached.close)
+    session = app.session
     app.log = attached
+    session.on_turn = (*session.on_turn, attached)
+    session.on_failed = (*session.on_failed, attached)
+    session.recall = attached.recall
     if options.resume:
-        attached.resume(options.cid, keep=flags)
+        restored = attached.resume(options.cid)
+        loaded = journal.loadable(restored)
+        for event in session.load(*loaded, keep=set(flags)):
+            session.hooks.on_event(event)  # standing notes read from an older log, once
+        source = persist.context_source(loaded[2], set(flags), f"conversation {restored.cid} of the log")
+        if source is not None:
+            session.context_source = source
     elif options.load is not None or options.save is not None:
-        attached.saved = app.session.conversation  # it is in that file
+        attached.saved = session.conversation  # it is in that file
+    use_learned_limit(session, voice.warn)
+
+
+def use_learned_limit(session: Session, warn: Callable[[str], None]) -> None:
+    """Start ``session`` within the context limit an earlier run learned from a refusal of this endpoint
+    and model (``limits.json``), and keep any it learns (``warn``: when it cannot be kept)."""
+    from stateless_chat.store import limits
+
+    path = limits.path_for(os.environ)
+    found = limits.find(path, session.settings.endpoints[0], session.settings.model)
+    if found is not None and found.cap < session.budget:
+        session.learn_budget(found.cap, found.source(path))
+    session.on_turn = (*session.on_turn, limits.Keeper(path, warn))
 
 
 def open_workspace(app: App, voice: Voice) -> None:
@@ -434,7 +463,8 @@ def start_tools(app: App, options: Options, voice: Voice, *, interactive: bool =
     if options.verbose:  # the servers' log messages (they always go to their log files)
         servers.on_log = servers.add_notice if interactive else voice.note
     log, session = app.log, app.session  # where tools are offered, recall is one of them
-    builtins: list[Builtin] = [RecallTool(log.matches, lambda: session.conversation.evicted)] \
+    builtins: list[Builtin] = [RecallTool(lambda query: log.matches(query, session.conversation),
+                                          lambda: session.conversation.evicted)] \
         if log is not None else []
     space = app.workspace  # and, where there are skills, use_skill
     if space is not None and space.catalog.skills:

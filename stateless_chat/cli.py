@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported where used: a one-shot run must not pay for what i
     from stateless_chat.chat.turn import Hooks
     from stateless_chat.config import Settings
     from stateless_chat.core.messages import Event, ToolCall
+    from stateless_chat.store.logstore import LogStore
     from stateless_chat.tools.specs import ToolSpec
 
 PROG = "stateless-chat"
@@ -228,6 +229,14 @@ def chat(
                      help="Retrieve from these documents (a file, folder or glob; repeatable): the best "
                           "chunks for each message are sent with it."),
     ] = None,
+    max_prompt_tokens: Annotated[int | None, typer.Option(
+        "--max-prompt-tokens", metavar="N", min=1,
+        help="One-shot: refuse (exit 2) a turn whose request is estimated at more than N prompt tokens.")
+    ] = None,
+    max_cost: Annotated[float | None, typer.Option(
+        "--max-cost", metavar="USD", min=0.0,
+        help="One-shot: refuse (exit 2) a turn estimated to cost more than USD (its prompt, and a reply as "
+             "long as the reserve, at the model's price).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -254,7 +263,8 @@ def chat(
     prompt = whole_arguments(flags, prompt)
     options = Options(prompt, config, usage, verbose, dry_run, debug, load, save,
                       local=local or local_model is not None, local_model=local_model, tools=not no_tools,
-                      quiet=quiet, resume=continue_ or cid is not None, cid=cid)
+                      quiet=quiet, resume=continue_ or cid is not None, cid=cid,
+                      max_prompt_tokens=max_prompt_tokens, max_cost=max_cost)
     keep_secret(api_key or os.environ.get("OPENAI_API_KEY"))  # redacted even before the settings load
     try:
         code = run(options, {k: v for k, v in flags.items() if v is not None})
@@ -330,8 +340,9 @@ def whole_arguments(flags: dict[str, Any], prompt: str | None) -> str | None:
 # ---- stateless-chat logs ------------------------------------------------------------------
 
 logs_app = typer.Typer(
-    help="Read the conversation log (every turn of every chat, in SQLite): list, show, search, path. "
-    f"Output is plain text. Documentation: {docs.page('log.md')}",
+    help="Read the conversation log (every turn and change of every chat, in SQLite): list, show, search, "
+    "export, rm, replay, path. Output is plain text (or --json); every key this run knows is masked. "
+    f"Documentation: {docs.page('log.md')}",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -349,51 +360,112 @@ def logs_options(
     ctx.obj = config
 
 
+def _log_settings(ctx: typer.Context) -> Settings:
+    """Return this run's settings (the config file, the environment): every key they hold is masked in
+    all that ``logs`` prints from here on (``config.load_settings`` keeps them for ``redact``)."""
+    from stateless_chat.config import load_settings
+
+    return load_settings(ctx.obj, os.environ, {})
+
+
 def _log_path(ctx: typer.Context) -> Path:
-    from stateless_chat.config import load_settings, log_db_path
+    from stateless_chat.config import log_db_path
 
-    return log_db_path(load_settings(ctx.obj, os.environ, {}), os.environ)
+    return log_db_path(_log_settings(ctx), os.environ)
 
 
-def _read_log(ctx: typer.Context, read: Callable[[Any], list[str]], *, empty: str) -> None:
-    """Open the log, print what ``read(store)`` returns one line each (``empty`` on stderr when nothing);
-    every error is one line on stderr and the exit status."""
+def _read_log(ctx: typer.Context, read: Callable[[LogStore, Settings], list[str] | object], *, empty: str,
+              write: bool = False) -> None:
+    """Open the log (read-only unless ``write``) and print what ``read(store, settings)`` returns: lines,
+    one each (``empty`` on stderr when none), or a JSON document; every key the run knows is masked in
+    it. Every error is one line on stderr and the exit status."""
+    import json
+
+    from stateless_chat.config import log_db_path
     from stateless_chat.store.logstore import LogStore
 
     try:
-        path = _log_path(ctx)
+        settings = _log_settings(ctx)
+        path = log_db_path(settings, os.environ)
         if not path.exists():
             say(f"no conversation logged yet (the log would be {path})")
             return
-        with LogStore.open(path) as store:
-            lines = read(store)
+        with LogStore.open(path, read_only=not write) as store:
+            for note in store.notes:
+                say(note)
+            found = read(store, settings)
     except ChatError as error:
         say(str(error))
         raise typer.Exit(error.exit_code) from None
-    if not lines:
+    if not isinstance(found, list) or any(not isinstance(line, str) for line in found):
+        print(redact(json.dumps(found, indent=2, ensure_ascii=False, default=str)))
+        return
+    if not found:
         say(empty)
-    for line in lines:
-        print(line)
+    for line in found:
+        print(redact(line))
+
+
+def _since(text: str | None) -> Any:
+    from stateless_chat.ui.logview import parse_when
+
+    return None if text is None else parse_when(text)
+
+
+JSON_HELP = "Print JSON records instead of lines."
 
 
 @logs_app.command("list", help="Recent conversations, the most recently active first: id, when, model, "
-                  "turns, first line.")
+                  "turns, tokens reported, cost, time waited, first line.")
 def logs_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="WHEN", help="Active since: a date (2025-01-30) or a time ago (12h, 7d).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", metavar="NAME", help="With a turn sent to a model whose name holds NAME.")] = None,
+    query: Annotated[str | None, typer.Option(
+        "--query", "-q", metavar="WORDS", help="With a message matching WORDS (as logs search).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
+    from stateless_chat.store.logstore import Filters
     from stateless_chat.ui import logview
 
-    _read_log(ctx, lambda store: logview.list_lines(store.conversations(limit)),
-              empty="no conversation logged yet")
+    def read(store: LogStore, settings: Settings) -> object:
+        rows = store.conversations(limit, filters=Filters(since=_since(since), model=model, words=query))
+        if as_json:
+            return logview.list_records(rows, settings.prices)
+        return logview.list_lines(rows, settings.prices)
+
+    _read_log(ctx, read, empty="no conversation logged yet" if not (since or model or query)
+              else "no logged conversation matches")
 
 
 @logs_app.command("show", help="The transcript of conversation ID (or the start of it): every message, "
-                  "evicted ones marked, and the events of each turn.")
-def logs_show(ctx: typer.Context, cid: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+                  "evicted ones marked, each turn's usage, cost and time, and every event (the turns', "
+                  "the changes made between turns, cancelled turns).")
+def logs_show(
+    ctx: typer.Context,
+    cid: Annotated[str, typer.Argument(metavar="ID")],
+    request: Annotated[int | None, typer.Option("--request", metavar="N",
+                                                help="Print the exact JSON body turn N sent.")] = None,
+    step: Annotated[int | None, typer.Option("--step", metavar="K",
+                                             help="With --request: the Kth request of a tool loop.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
     from stateless_chat.ui import logview
 
-    _read_log(ctx, lambda store: logview.show_lines(store, store.find(cid)), empty="nothing logged")
+    def read(store: LogStore, settings: Settings) -> object:
+        found = store.find(cid)
+        if request is not None:
+            return [logview.request_text(store, found, request, step)]
+        if step is not None:
+            raise UsageError("--step goes with --request N")
+        if as_json:
+            return logview.show_record(store, found, settings.prices)
+        return logview.show_lines(store, found, settings.prices)
+
+    _read_log(ctx, read, empty="nothing logged")
 
 
 @logs_app.command("search", help="Full-text search of every logged message: conversation id, message number, "
@@ -402,12 +474,106 @@ def logs_search(
     ctx: typer.Context,
     query: Annotated[list[str], typer.Argument(metavar="QUERY...")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many hits.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     from stateless_chat.ui import logview
 
     text = " ".join(query)
-    _read_log(ctx, lambda store: logview.search_lines(store.search(text, limit=limit)),
-              empty=f"no logged message matches {' '.join(text.split())!r}")
+
+    def read(store: LogStore, settings: Settings) -> object:
+        hits = store.search(text, limit=limit)
+        return logview.search_records(hits) if as_json else logview.search_lines(hits)
+
+    _read_log(ctx, read, empty=f"no logged message matches {' '.join(text.split())!r}")
+
+
+@logs_app.command("export", help="Conversation ID as it was left: a Markdown transcript, or (--format json) "
+                  "a conversation file that --load continues.")
+def logs_export(
+    ctx: typer.Context,
+    cid: Annotated[str, typer.Argument(metavar="ID")],
+    form: Annotated[str, typer.Option("--format", metavar="md|json", help="md (default) or json.")] = "md",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE", help="Write it to FILE (mode 0600) instead of stdout.")] = None,
+) -> None:
+    from stateless_chat.store import persist
+    from stateless_chat.ui import logview
+
+    if form not in ("md", "json"):
+        say(f"--format must be md or json, not {form!r}")
+        raise typer.Exit(2)
+
+    def read(store: LogStore, settings: Settings) -> object:
+        found = store.find(cid)
+        text = redact(logview.export_text(store, found, form))
+        if output is None:
+            return text.rstrip("\n").split("\n")
+        persist.write_private(persist.expand(output), text, make_parents=False)
+        return []
+
+    _read_log(ctx, read, empty=f"wrote {output}")
+
+
+@logs_app.command("rm", help="Delete conversations from the log, whole (messages, turns, requests, index), "
+                  "and give the space back: by ID (or its start), or all last active before a date.")
+def logs_rm(
+    ctx: typer.Context,
+    cids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...")] = None,
+    before: Annotated[str | None, typer.Option("--before", metavar="WHEN",
+                                               help="Every conversation last active before WHEN: a date "
+                                                    "(2025-01-30) or a time ago (30d).")] = None,
+) -> None:
+    if not cids and before is None:
+        say("give the conversations to delete: logs rm ID... or logs rm --before DATE")
+        raise typer.Exit(2)
+
+    def read(store: LogStore, settings: Settings) -> object:
+        found = [store.find(cid) for cid in cids or ()]
+        if before is not None:
+            found += store.older_than(_since(before))
+        found = list(dict.fromkeys(found))
+        if not found:
+            return []
+        size = _log_size(store.path)
+        deleted = store.delete(found)
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        return [f"deleted {deleted} conversation(s) ({shown}); the log went from {size / 1e6:,.1f} MB to "
+                f"{_log_size(store.path) / 1e6:,.1f} MB"]
+
+    _read_log(ctx, read, empty="no conversation is that old: nothing deleted", write=True)
+
+
+@logs_app.command("replay", help="What-if, offline: conversation ID's turns sent again with another policy, "
+                  "budget and low-water mark, through the context and cache models, with the logged replies "
+                  "and no model call: each request, what it evicts or folds, cache breaks, and the bill "
+                  "against what was paid.")
+def logs_replay(
+    ctx: typer.Context,
+    cid: Annotated[str, typer.Argument(metavar="ID")],
+    policy: Annotated[str, typer.Option("--policy", metavar="NAME",
+                                        help="drop-oldest, summarize or none.")] = "drop-oldest",
+    budget: Annotated[int, typer.Option("--budget", metavar="N", min=1, help="Token budget of one request.")]
+    = 32_000,
+    evict_to: Annotated[float, typer.Option("--evict-to", metavar="SHARE",
+                                            help="Once over budget, evict down to this share of it.")] = 0.5,
+    prices: Annotated[str | None, typer.Option("--prices", metavar="MODEL",
+                                               help="Bill at MODEL's price (default: the logged model's).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    from stateless_chat.store import replay
+
+    def read(store: LogStore, settings: Settings) -> object:
+        result = replay.replay(store, store.find(cid), settings, policy=policy, budget=budget,
+                               evict_to=evict_to, prices_model=prices)
+        return replay.record(result) if as_json else replay.lines(result)
+
+    _read_log(ctx, read, empty="nothing to replay")
+
+
+def _log_size(path: Path) -> int:
+    """Return the bytes the log and its sidecars take."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
 @logs_app.command("path", help="Where the log is (log_db in the config file moves it).")
@@ -487,6 +653,8 @@ def dry_run(settings: Settings, options: Options, flags: dict[str, Any], text: s
         note(options, f"dry run: this request would go to {where} (model {app.session.settings.model}); "
                       "nothing was sent")
         note(options, request_size_line(app.session, body))
+        if app.session.learned_source:
+            note(options, f"budget {app.session.budget:,} tokens: {app.session.learned_source}")
     return 0
 
 
@@ -540,6 +708,12 @@ def answer_once(settings: Settings, text: str, options: Options, flags: dict[str
     with build(settings, options, flags, interactive=False, given=given, voice=voice,
                hooks=one_shot_hooks(options)) as app:
         session = app.session
+        from stateless_chat.chat import turnguard
+
+        over = turnguard.refusal(session, text, max_prompt_tokens=options.max_prompt_tokens,
+                                 max_cost=options.max_cost)
+        if over is not None:
+            raise UsageError(over)
         servers = app.tools.servers if app.tools is not None else None
         if servers is not None:
             from stateless_chat.chat import asks
@@ -566,7 +740,7 @@ def answer_once(settings: Settings, text: str, options: Options, flags: dict[str
         if options.save is not None:
             from stateless_chat.store import persist
 
-            persist.save(session, options.save)
+            persist.save(options.save, session.conversation, session.ledger, session.settings)
     return 0
 
 
@@ -731,6 +905,10 @@ def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
         session = app.session
         repl = Repl(app, renderer, history_path=input_history_path(session.settings, os.environ),
                     debug=options.debug)
+        log = app.log
+        if log is not None:  # every change a command makes is logged, not only turns
+            repl.after_change = lambda what: log.edited(what, session.conversation, session.ledger,
+                                                        session.settings)
         continued = f" · continuing {app.log.cid}" if options.resume and app.log is not None else ""
         # The model name may come from a loaded file or a config: no controls reach the terminal.
         console.print(
@@ -744,6 +922,9 @@ def run_repl(settings: Settings, options: Options, flags: dict[str, Any],
             window = session.settings.effective_context_window
             console.print(one_line(f"context window {window:,} tokens ({source})"), style="dim",
                           markup=False)
+        if session.learned_source and not options.quiet:
+            console.print(one_line(f"budget {session.budget:,} tokens: {session.learned_source}"),
+                          style="dim", markup=False)
         servers = app.tools.servers if app.tools is not None else None
         if servers is not None:
             from stateless_chat.chat import asks

@@ -24,7 +24,9 @@ def main(url: str, path: Path, turns: int, tag: str, directory: Path) -> int:
     settings = Settings(base_url=url, max_retries=0, timeout=30.0, budget=400, reply_reserve=50)
     session = Session(settings, open_backend(settings.endpoints, "sk-worker", max_retries=0, timeout=30.0))
     warnings: list[str] = []
-    log = journal.attach(session, path, warn=warnings.append, strict=True)
+    log = journal.open_journal(path, session.settings, warn=warnings.append, strict=True)
+    session.on_turn = (*session.on_turn, log)
+    session.recall = log.recall
     if not ready_and_wait(directory, tag):
         return 2
     for turn in range(1, turns + 1):

@@ -22,7 +22,10 @@ from rich.console import Console
 from stateless_chat.app import App
 from stateless_chat.chat.session import Session, TurnRecord
 from stateless_chat.config import Settings
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.ledger import Ledger
 from stateless_chat.store import journal
+from stateless_chat.store.journal import Journal
 from stateless_chat.ui.render import Renderer
 from stateless_chat.ui.repl import Repl
 from stateless_chat.wire.openai_backend import open_backend
@@ -132,14 +135,37 @@ class ReplRun:
     exit_code: int
 
 
+def state(session: Session) -> tuple[Conversation, Ledger, Settings]:
+    """Return the values a save file (and the log) takes of ``session``."""
+    return session.conversation, session.ledger, session.settings
+
+
+def attach_journal(session: Session, path: Path | None, *, warn: Callable[[str], None] = lambda line: None,
+                   strict: bool = False) -> Journal:
+    """Return a journal logging ``session`` into the log at ``path``, wired as the app wires it
+    (``app.open_log``): told of every turn (and of one that failed after its tools ran), asked to
+    recall."""
+    log = journal.open_journal(path, session.settings, warn=warn, strict=strict)
+    session.on_turn = (*session.on_turn, log)
+    session.on_failed = (*session.on_failed, log)
+    session.recall = log.recall
+    return log
+
+
 def app_for(session: Session) -> App:
     """Return ``session`` as an app holds it: with its log and tools, as the app would give them."""
-    return App(session.settings, session, log=journal.of(session), tools=session.tools)
+    return App(session.settings, session, log=journal.of(session.on_turn), tools=session.tools)
 
 
 def repl_for(session: Session, console: Console, **options: Any) -> Repl:
-    """Return a real Repl over ``session`` (see ``app_for``) on ``console``."""
-    return Repl(app_for(session), Renderer(console), **options)
+    """Return a real Repl over ``session`` (see ``app_for``) on ``console``, every change its commands
+    make logged as ``cli.run_repl`` wires it."""
+    app = app_for(session)
+    repl = Repl(app, Renderer(console), **options)
+    log = app.log
+    if log is not None:
+        repl.after_change = lambda what: log.edited(what, *state(session))
+    return repl
 
 
 def run_repl(session: Session, keys: Sequence[str], *, width: int = 100) -> ReplRun:

@@ -308,3 +308,16 @@ def test_tools_part_measures_a_big_result_and_a_one_shot_with_servers(server: Fa
     assert all(r.wall > 0 and r.cpu > 0 for r in idle)
     lines = run.tools_md([words, letter], idle, 1)
     assert any("2 MB of words" in line for line in lines)
+
+
+def test_the_log_bench_measures_writes_size_and_reading_back() -> None:
+    from bench import log
+    from bench.run import log_md
+
+    result = log.run((20, 60))
+    assert [m.turns for m in result.marks] == [20, 60]
+    assert all(m.bytes_per_turn > 0 and m.text_per_turn > 1_000 and m.write_ms > 0 for m in result.marks)
+    assert result.marks[-1].log_bytes > result.marks[-1].text_bytes  # the text, its index, the turns
+    assert result.restore_ms > 0 and result.list_ms > 0 and result.search_ms > 0
+    table = "\n".join(log_md(result))
+    assert table.startswith("**13. The log** (60 turns") and "| 60 | 120 |" in table

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 
 from stateless_chat.chat.session import Session
-from stateless_chat.store import journal
 from stateless_chat.store.logstore import LogStore
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import chunking
 from stateless_chat.workspace.documents import MAX_CHUNKS, Library, added_lines, open_store, topic_terms
 from tests.fakeserver import FakeServer
-from tests.support import make_session, run_cli, run_repl
+from tests.support import attach_journal, make_session, run_cli, run_repl
 
 GARDEN = """\
 Garden Handbook
@@ -287,8 +286,9 @@ def test_one_shot_docs_are_indexed_retrieved_logged_and_shown_with_v(server: Fak
         cid = store.latest()
         assert cid is not None
         turn = store.turns(cid)[-1]
+        sent = store.bodies(cid, turn.turn)[-1]
     assert any(event.startswith("retrieved ") and "bees.md:" in event for event in turn.events)
-    assert "leave at least 18 kg of honey" in json.dumps(turn.request)
+    assert "leave at least 18 kg of honey" in json.dumps(json.loads(sent))
 
 
 def test_docs_in_the_config_file_are_added_in_every_chat(server: FakeServer, tmp_path: Path) -> None:
@@ -304,7 +304,7 @@ def test_docs_in_the_config_file_are_added_in_every_chat(server: FakeServer, tmp
 
 def test_the_journal_logs_the_retrieval_events(server: FakeServer, tmp_path: Path) -> None:
     session = attached(server)
-    log = journal.attach(session, tmp_path / "log.db")
+    log = attach_journal(session, tmp_path / "log.db")
     run_repl(session, [f"/add {corpus(tmp_path)}\r", "Where does the shed key hang?\r"])
     assert log.store is not None and log.cid is not None
     events = log.store.turns(log.cid)[0].events

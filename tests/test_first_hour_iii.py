@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from stateless_chat.store import journal
 from stateless_chat.tools.servers import ServerConfig, ToolServers
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
-from tests.support import make_session, run_process, run_repl
+from tests.support import attach_journal, make_session, run_process, run_repl
 from tests.test_pty_80 import Terminal
 from tests.test_tool_loop import SERVER, calling
 
@@ -106,7 +105,7 @@ def history_ids(output: str) -> list[int]:
 def test_history_lists_recalled_turns_where_the_request_sends_them(server: FakeServer,
                                                                    tmp_path: Path) -> None:
     session = make_session(server, budget=600, reply_reserve=100, system="Be brief.")
-    journal.attach(session, tmp_path / "logs.db")
+    attach_journal(session, tmp_path / "logs.db")
     filler = [f"Turn {n} about rivers and mountains and valleys and forests. " * 4 + "\r" for n in range(8)]
     run_repl(session, ["the launch code is 7491\r", *filler])
     assert not session.conversation.is_live(1)
@@ -198,7 +197,7 @@ def test_logs_show_marks_the_exchange_retry_replaced(server: FakeServer, tmp_pat
     env = {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path / "home")}
     session = make_session(server)
     path = tmp_path / "data" / "stateless-chat" / "logs.db"
-    log = journal.attach(session, path)
+    log = attach_journal(session, path)
     run_repl(session, ["first question\r", "second question\r", "/retry\r"])
     assert log.cid is not None
     shown = run_process("logs", "show", log.cid, env=env).stdout.decode()
@@ -249,8 +248,10 @@ def test_tools_lists_each_tool_under_its_own_server(server: FakeServer, tmp_path
     configs = {"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add,fail"))}
     with ToolServers(configs, log_dir=tmp_path) as tools:
         session = make_session(server)
-        log = journal.attach(session, None)
-        session.tools = Toolbox(tools, [RecallTool(log.matches, lambda: session.conversation.evicted)])
+        log = attach_journal(session, None)
+        recall = RecallTool(lambda query: log.matches(query, session.conversation),
+                            lambda: session.conversation.evicted)
+        session.tools = Toolbox(tools, [recall])
         out = run_repl(session, ["/tools\r"], width=200).output
     lines = [line for line in out.splitlines() if line.strip()]
     calc = next(i for i, line in enumerate(lines) if line.startswith("calc: running, 2 tool(s)"))

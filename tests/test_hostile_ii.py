@@ -41,7 +41,7 @@ from stateless_chat.wire.local import LocalServer
 from stateless_chat.wire.openai_backend import OpenAIBackend
 from tests import hostileserver as hs
 from tests.fakeserver import FakeServer
-from tests.support import ROOT, make_session, prompt_ready, repl_for, run_cli, run_process, run_repl
+from tests.support import ROOT, make_session, prompt_ready, repl_for, run_cli, run_process, run_repl, state
 from tests.test_local import SERVING, fake_llama, fake_python, model_like, write
 
 KEY = "sk-test-" + "L3akyK3y" * 3
@@ -184,7 +184,7 @@ def hostile_save_file(server: FakeServer, tmp_path: Path) -> Path:
     session = make_session(server)
     run_repl(session, ["hello\r"])
     path = tmp_path / "hostile.json"
-    persist.save(session, path)
+    persist.save(path, *state(session))
     data = json.loads(path.read_text())
     data["settings"].update(model="gpt" + HOSTILE, system="sys" + HOSTILE)
     data["system"] = {"id": 0, "role": "system", "content": "sys" + HOSTILE, "turn": 0, "pinned": True,

@@ -29,10 +29,11 @@ from stateless_chat.core.messages import Recalled, describe
 from stateless_chat.errors import ServerError
 from stateless_chat.store import journal, persist
 from stateless_chat.store.journal import Journal
+from stateless_chat.store.logcodec import dumps
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from stateless_chat.wire.backend import Reply
 from tests.fakeserver import FakeServer, is_summary_request
-from tests.support import make_session, run_cli, run_process, run_repl
+from tests.support import attach_journal, make_session, run_cli, run_process, run_repl
 from tests.test_logstore import build_v1, integrity
 
 WORKER = Path(__file__).resolve().parent / "journal_worker.py"
@@ -50,7 +51,7 @@ def logged(server: FakeServer, tmp_path: Path, **settings: Any) -> tuple[Session
     list its warnings go to."""
     session = make_session(server, **settings)
     warnings: list[str] = []
-    log = journal.attach(session, tmp_path / "logs.db", warn=warnings.append)
+    log = attach_journal(session, tmp_path / "logs.db", warn=warnings.append)
     assert log.logging and warnings == []
     return session, log, warnings
 
@@ -81,8 +82,9 @@ def test_every_turn_is_logged_as_sent_with_reply_usage_cache_events_and_messages
         turns = store.turns(log.cid)
         assert [t.turn for t in turns] == list(range(1, 10))
         chat = [r for r in server.requests if not is_summary_request(r)]
-        assert [t.request for t in turns] == chat  # the exact bodies, as the server received them
-        assert all(t.earlier == () for t in turns)
+        bodies = [store.bodies(log.cid, t.turn) for t in turns]
+        assert [json.loads(b) for [b] in bodies] == chat  # the exact bodies, as the server received them
+        assert [b for [b] in bodies] == [dumps(body) for body in chat]  # byte for byte as logged
         assert [t.reply for t in turns] == [e.content for e in session.conversation.all_entries()
                                             if e.role == "assistant"][-9:]
         assert all(t.finish_reason == "stop" for t in turns)
@@ -96,11 +98,14 @@ def test_every_turn_is_logged_as_sent_with_reply_usage_cache_events_and_messages
         assert any(line.startswith("evicted #") for line in told)
         # every message in its latest state, evicted ones with their records
         entries = sorted(session.conversation.all_entries(), key=lambda e: e.id)
-        assert store.messages(log.cid) == [persist.entry_data(e) for e in entries]
-        assert any(m.get("eviction") for m in store.messages(log.cid))
-        assert any(m.get("pinned") and m["id"] for m in store.messages(log.cid))
-        restored = persist.from_data(store.snapshot(log.cid))
+        messages = store.messages(log.cid)
+        assert [{k: v for k, v in m.items() if k != "slot"} for m in messages] == [
+            persist.entry_data(e) for e in entries]
+        assert any(m.get("eviction") for m in messages) and any(m.get("pinned") and m["id"] for m in messages)
+        restored = store.restore(log.cid)
+        assert restored is not None
         assert restored.conversation == session.conversation and restored.ledger == session.ledger
+        assert [t.seconds is not None and t.seconds > 0 for t in turns] == [True] * 9
         assert store.latest() == log.cid
     for name in os.listdir(tmp_path):  # the key travels in a header: never in the log or its sidecars
         if name.startswith("logs.db"):
@@ -111,16 +116,18 @@ def test_a_turn_of_several_requests_logs_them_all_in_order(server: FakeServer, t
     """A tool loop sends several requests in one turn (issue 13): the observer gets them all."""
     session, log, _ = logged(server, tmp_path)
     session.send("first")
-    reply = session.ledger.turns[-1]
+    stats = session.ledger.turns[-1]
     bodies = ({"model": "m", "messages": [{"role": "user", "content": "step 1"}]},
               {"model": "m", "messages": [{"role": "user", "content": "step 2"}]})
     answered = Reply(bodies[-1], "http://127.0.0.1:9/v1", iter(()))
-    record = TurnRecord(2, bodies, answered, dataclasses.replace(reply, turn=2), (), session.conversation,
-                        session.settings.model)
-    log(record)
+    later = session.conversation.new_entry("user", "step 2", session.measure)
+    conversation = session.conversation.append(later)
+    ledger = session.ledger.add(dataclasses.replace(stats, turn=2))
+    log(TurnRecord(2, bodies, answered, ledger.turns[-1], (), conversation, "m", ledger=ledger,
+                   settings=session.settings, seconds=0.5))
     with LogStore.open(tmp_path / "logs.db") as store:
-        second = store.turns(log.cid)[1]
-    assert second.requests == bodies and second.request == bodies[-1] and second.earlier == bodies[:1]
+        second = store.turns(log.cid or "")[1]
+        assert store.bodies(log.cid or "", 2) == [dumps(body) for body in bodies] and second.steps == 2
 
 
 def test_cli_logs_by_default_at_the_xdg_path_and_not_with_no_log(server: FakeServer, tmp_path: Path) -> None:
@@ -172,13 +179,14 @@ def test_two_chats_log_into_one_file_at_once(server: FakeServer, tmp_path: Path)
         for cid, tag in zip(cids, ("alpha", "bravo"), strict=True):
             logged_turns = store.turns(cid)
             assert [t.turn for t in logged_turns] == list(range(1, turns + 1))
-            assert all(t.request["messages"][-1]["content"].startswith(f"{tag} question {t.turn} ")
-                       for t in logged_turns)
+            assert all(json.loads(store.bodies(cid, t.turn)[-1])["messages"][-1]["content"].startswith(
+                f"{tag} question {t.turn} ") for t in logged_turns)
             messages = store.messages(cid)
             assert [m["id"] for m in messages] == list(range(1, 2 * turns + 1))
             assert all(tag in m["content"] for m in messages)
             assert any(m.get("eviction") for m in messages)  # the small budget evicted
-            assert persist.from_data(store.snapshot(cid)).conversation.next_turn == turns + 1
+            restored = store.restore(cid)
+            assert restored is not None and restored.conversation.next_turn == turns + 1
 
 
 # ---- a log that cannot be used -------------------------------------------------------------
@@ -203,7 +211,7 @@ def test_a_damaged_log_in_the_chat_is_one_line_and_the_chat_runs(server: FakeSer
     path.write_bytes(b"not a database at all " * 100)
     session = make_session(server)
     warnings: list[str] = []
-    log = journal.attach(session, path, warn=warnings.append)
+    log = attach_journal(session, path, warn=warnings.append)
     assert not log.logging and len(warnings) == 1 and "\n" not in warnings[0]
     run = run_repl(session, ["hello\r", "how are you\r"])
     assert "echo: how are you" in run.output and len(session.ledger.turns) == 2
@@ -231,7 +239,7 @@ def test_a_read_only_log_is_one_line_and_the_chat_runs(server: FakeServer, tmp_p
     monkeypatch.setattr(sqlite3, "connect", lambda where, **kw: real(f"file:{where}?mode=ro", uri=True, **kw))
     session = make_session(server)
     warnings: list[str] = []
-    log = journal.attach(session, path, warn=warnings.append)
+    log = attach_journal(session, path, warn=warnings.append)
     monkeypatch.undo()
     assert not log.logging
     [line] = warnings
@@ -281,16 +289,16 @@ def test_a_write_failing_mid_chat_turns_logging_off_and_keeps_the_turn(
 ) -> None:
     session, log, warnings = logged(server, tmp_path)
     session.send("one")
-    real = LogStore.log_turn
+    real = LogStore.write
 
     def full(self: LogStore, *args: Any, **kwargs: Any) -> None:
-        from stateless_chat.store.logstore import _failure
+        from stateless_chat.store.logopen import failure as _failure
 
         raise _failure(self.path, "write", sqlite3.OperationalError("database or disk is full"))
 
-    monkeypatch.setattr(LogStore, "log_turn", full)
+    monkeypatch.setattr(LogStore, "write", full)
     run = run_repl(session, ["two\r", "three\r"])
-    monkeypatch.setattr(LogStore, "log_turn", real)
+    monkeypatch.setattr(LogStore, "write", real)
     assert len(session.ledger.turns) == 3 and "echo: three" in run.output  # no turn lost
     assert not log.logging
     [line] = warnings  # once: logging is off after it
@@ -313,8 +321,10 @@ def test_continue_brings_back_history_summary_pins_and_evicted_originals(server:
     before = session.conversation
     assert before.summary is not None and before.evicted and before.pinned_count
     again = make_session(server)
-    resumed = journal.attach(again, tmp_path / "logs.db")
-    assert resumed.resume(None) == log.cid
+    resumed = attach_journal(again, tmp_path / "logs.db")
+    restored = resumed.resume(None)
+    assert restored.cid == log.cid == resumed.cid
+    again.load(*journal.loadable(restored))
     assert again.conversation == before
     assert again.ledger == session.ledger and again.settings.policy == "summarize"
     assert again.settings.budget == 700
@@ -359,7 +369,7 @@ def test_a_first_version_log_is_migrated_and_continued(server: FakeServer, tmp_p
     cid = build_v1(path)
     listed = run_cli("logs", "list")
     assert listed.stdout.decode().startswith(f"{cid}  ")
-    assert "old-model  3 turns  old question 1" in listed.stdout.decode()
+    assert "old-model  3 turns  440 tokens  -  -  old question 1" in listed.stdout.decode()
     done = run_cli("--base-url", server.url, "-c", "and now?")
     assert done.returncode == 0, done.stderr
     sent = [m["content"] for m in server.requests[-1]["messages"]]
@@ -385,7 +395,8 @@ def test_logs_list_show_search_and_path_are_plain_and_sanitized(server: FakeServ
     cid = line.split()[0]
     when = r"\d{4}-\d\d-\d\d \d\d:\d\d"
     # The escapes are gone from the first line, and so is any leftover of them.
-    assert re.fullmatch(rf"{cid}  {when}  gpt-4o-mini  7 turns  the launch code is 7491", line)
+    assert re.fullmatch(rf"{cid}  {when}  gpt-4o-mini  7 turns  [\d,]+ tokens  \$[\d.]+  [\d.]+ s  "
+                        "the launch code is 7491", line)
     shown = run_cli("logs", "show", cid[:10]).stdout.decode()
     assert shown.startswith(f"conversation {cid} · started ")
     assert "#1 user (turn 1, evicted in turn " in shown and "    the launch code is 7491" in shown
@@ -501,7 +512,7 @@ def test_recall_command_lists_matches_and_brings_a_turn_back(server: FakeServer,
 
 def test_recall_works_without_a_log_on_disk(server: FakeServer, tmp_path: Path) -> None:
     session = make_session(server, budget=600, reply_reserve=100, recall="auto")
-    journal.attach(session, None)
+    attach_journal(session, None)
     run = run_repl(session, ["the launch code is 7491\r"] + [words(n, "weather") + "\r" for n in range(2, 16)]
                    + ["What was the launch code?\r"])
     assert "recalled turn 1" in run.output
@@ -567,7 +578,7 @@ def test_load_over_an_unsaved_conversation_says_it_is_still_in_the_log(server: F
     run = run_repl(session, [f"/load {saved}\r"])  # nothing new since it was loaded: nothing to say
     assert "was not saved" not in run.output
     quiet = make_session(server)
-    journal.attach(quiet, None)
+    attach_journal(quiet, None)
     run = run_repl(quiet, ["not kept anywhere\r", f"/load {saved}\r"], width=400)
     assert "the conversation you left was not saved (and logging is off): it is gone" in run.output
 
@@ -638,8 +649,8 @@ def test_tool_servers_configured_are_neither_logged_nor_a_failure(server: FakeSe
     session.send("hello")
     assert warnings == [] and log.logging
     with LogStore.open(tmp_path / "logs.db") as store:
-        snapshot = store.snapshot(log.cid or "")
-    assert snapshot is not None and "mcp" not in snapshot["settings"]
+        restored = store.restore(log.cid or "")
+    assert restored is not None and "mcp" not in restored.settings and restored.settings["model"]
     for name in os.listdir(tmp_path):
         if name.startswith("logs.db"):
             assert b"mcp-secret" not in (tmp_path / name).read_bytes()
@@ -665,7 +676,8 @@ def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer,
     with LogStore.open(tmp_path / "logs.db") as store:
         [turn] = store.turns(log.cid or "")
         messages = store.messages(log.cid or "")
-    assert turn.requests == tuple(server.requests) and len(turn.earlier) == 2  # three requests, in order
+        bodies = store.bodies(log.cid or "", 1)
+    assert [json.loads(b) for b in bodies] == server.requests and turn.steps == 3  # three requests, in order
     assert turn.reply.startswith("The tools said: ")
     calls = [line for line in turn.events if line.startswith("→ ")]
     answers = [line for line in turn.events if line.startswith("← ")]

@@ -22,10 +22,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.ledger import TurnStats
+from stateless_chat.core.messages import Eviction, ToolCall
 from stateless_chat.errors import ChatError, LogError
-from stateless_chat.store import logstore
-from stateless_chat.store.logstore import DEFAULT_NAME, MIN_RECALL_SCORE, SCHEMA_VERSION, LogStore, TurnLog
-from tests.logstore_worker import make_turn, message
+from stateless_chat.store import logschema, logstore, persist
+from stateless_chat.store.logcodec import dumps
+from stateless_chat.store.logdiff import Mirror
+from stateless_chat.store.logstore import (
+    DEFAULT_NAME,
+    MIN_RECALL_SCORE,
+    SCHEMA_VERSION,
+    Change,
+    Conflict,
+    LogStore,
+    TurnLog,
+)
+from tests.logstore_worker import Scripted, conversation_at, entry, make_turn
 
 WORKER = Path(__file__).resolve().parent / "logstore_worker.py"
 T0 = datetime(2025, 1, 30, 8, 0, tzinfo=timezone.utc)
@@ -65,7 +78,7 @@ def integrity(path: Path) -> tuple[str, str]:
     try:
         check = db.execute("PRAGMA integrity_check").fetchone()[0]
         try:
-            db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+            db.execute("INSERT INTO texts_fts (texts_fts, rank) VALUES ('integrity-check', 1)")
             fts = "ok"
         except sqlite3.DatabaseError as error:
             fts = str(error)
@@ -77,66 +90,74 @@ def integrity(path: Path) -> tuple[str, str]:
 # ---- round trip -------------------------------------------------------------------------------
 
 
-def test_round_trip_of_turns_messages_and_snapshot(tmp_path: Path) -> None:
+def test_round_trip_of_turns_messages_and_the_conversation(tmp_path: Path) -> None:
     path = log_path(tmp_path)
     store = LogStore.open(path)
-    assert store.path == path and path.is_file()
+    assert store.path == path and path.is_file() and store.notes == []
     cid = store.start_conversation(model="gpt-4o-mini", endpoint="https://api.example/v1", started=T0)
+    writer = Scripted(store, cid)
 
-    system = message(0, 0, "system", "be brief", pinned=True)
-    ask = message(1, 1, "user", "my name is Ada\nand I like maps")
-    call = message(2, 1, "assistant", None, tool_calls=[
-        {"id": "call_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
-    ], finish_reason="tool_calls")
-    result = message(3, 1, "tool", "rain, 4 degrees", tool_call_id="call_1")
-    answer = message(4, 1, "assistant", "Rain in Oslo, Ada.", finish_reason="stop")
+    system = entry(0, 0, "system", "be brief", pinned=True)
+    ask = entry(1, 1, "user", "my name is Ada\nand I like maps")
+    call = entry(2, 1, "assistant", None, tool_calls=(ToolCall("call_1", "get_weather", '{"city":"Oslo"}'),),
+                 finish_reason="tool_calls")
+    result = entry(3, 1, "tool", "rain, 4 degrees", tool_call_id="call_1")
+    answer = entry(4, 1, "assistant", "Rain in Oslo, Ada.", finish_reason="stop")
+    one = Conversation(system=system, history=(ask, call, result, answer), next_id=5, next_turn=2)
+    sent = {"model": "gpt-4o-mini", "messages": [e.message.to_api() for e in (system, ask, call, result)],
+            "api_key": "sk-do-not-keep-1", "extra_headers": {"Authorization": "Bearer sk-do-not-keep-2"}}
     first = TurnLog(
-        turn=1,
-        request={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "my name is Ada"}],
-                 "api_key": "sk-do-not-keep-1",
-                 "extra_headers": {"Authorization": "Bearer sk-do-not-keep-2"}},
-        reply="Rain in Oslo, Ada.",
-        finish_reason="stop",
+        turn=1, requests=(sent,), reply="Rain in Oslo, Ada.", finish_reason="stop",
         usage={"prompt_tokens": 120, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 64}},
-        events=(),
-        messages=(system, ask, call, result, answer),
-        snapshot={"format": "stateless-chat/conversation", "turn": 1,
-                  "settings": {"api_key": "sk-do-not-keep-3"}},
-        endpoint="https://api.example/v1",
-        model="gpt-4o-mini",
+        answer=answer, stats=TurnStats(1, 118, 120, 9, 118, finish_reason="stop", reported_cached_tokens=64),
+        endpoint="https://api.example/v1", model="gpt-4o-mini", seconds=1.5,
     )
-    store.log_turn(cid, first, at=T0 + timedelta(seconds=5))
+    writer.write(one, turn=first, settings={"model": "gpt-4o-mini", "api_key": "sk-do-not-keep-3"},
+                 at=T0 + timedelta(seconds=5))
 
-    # Turn 2: message 1 is evicted (its latest state must win), and a new pair arrives.
-    evicted = {**ask, "eviction": {"how": "dropped", "turn": 2}}
-    second = TurnLog(
-        turn=2, request={"model": "gpt-4o", "messages": []}, reply="Hello again.", finish_reason="length",
-        usage=None, events=("· evicted turn 1 (4 messages, 80 tokens): 900 / 1,000",),
-        messages=(system, evicted, call, result, answer, message(5, 2, "user", "hello?"),
-                  message(6, 2, "assistant", "Hello again.")),
-        snapshot={"format": "stateless-chat/conversation", "turn": 2}, model="gpt-4o",
-    )
-    store.log_turn(cid, second, at=T0 + timedelta(seconds=9))
+    # Turn 2: turn 1 is evicted (its latest state must win), and a new pair arrives.
+    gone = Eviction("dropped", 2)
+    hello = entry(5, 2, "user", "hello?")
+    again = entry(6, 2, "assistant", "Hello again.", finish_reason="length")
+    two = Conversation(system=system, history=(hello, again),
+                       evicted=tuple(dataclasses.replace(e, eviction=gone)
+                                     for e in (ask, call, result, answer)),
+                       next_id=7, next_turn=3)
+    second = TurnLog(turn=2, requests=({"model": "gpt-4o", "messages": [system.message.to_api(),
+                                                                        hello.message.to_api()]},),
+                     reply="Hello again.", finish_reason="length", usage=None,
+                     events=("· evicted turn 1 (4 messages, 80 tokens): 900 / 1,000",), answer=again,
+                     stats=TurnStats(2, 40, None, None, 200, evictions=1, finish_reason="length"),
+                     model="gpt-4o")
+    writer.write(two, turn=second, at=T0 + timedelta(seconds=9))
     store.close()
 
     with LogStore.open(path) as store:  # a new process would see the same
         turns = store.turns(cid)
         assert [t.turn for t in turns] == [1, 2]
-        one, two = turns
-        assert one.request == {"model": "gpt-4o-mini", "extra_headers": {},
-                               "messages": [{"role": "user", "content": "my name is Ada"}]}
-        assert (one.reply, one.finish_reason, one.events) == ("Rain in Oslo, Ada.", "stop", ())
-        assert one.usage == first.usage and one.logged_at == T0 + timedelta(seconds=5)
-        assert (one.prompt_tokens, one.completion_tokens, one.cached_tokens) == (120, 9, 64)
-        assert (one.model, one.endpoint) == ("gpt-4o-mini", "https://api.example/v1")
-        assert (two.reply, two.finish_reason, two.usage, two.events) == (
+        first_row, second_row = turns
+        # the exact body, but never a credential, whatever key it hides under
+        assert store.bodies(cid, 1) == [dumps({"model": "gpt-4o-mini", "messages": sent["messages"],
+                                               "extra_headers": {}})]
+        assert store.bodies(cid, 2) == [dumps(second.requests[0])]
+        assert (first_row.reply, first_row.finish_reason, first_row.events) == (
+            "Rain in Oslo, Ada.", "stop", ())
+        assert first_row.usage == first.usage and first_row.logged_at == T0 + timedelta(seconds=5)
+        assert (first_row.prompt_tokens, first_row.completion_tokens, first_row.cached_tokens) == (120, 9, 64)
+        assert (first_row.model, first_row.endpoint, first_row.seconds) == ("gpt-4o-mini", "https://api.example/v1",
+                                                                            1.5)
+        assert first_row.stats == first.stats
+        assert (second_row.reply, second_row.finish_reason, second_row.usage, second_row.events) == (
             "Hello again.", "length", None, second.events)
-        assert (two.prompt_tokens, two.model, two.endpoint) == (None, "gpt-4o", "")
+        assert (second_row.prompt_tokens, second_row.model, second_row.endpoint) == (None, "gpt-4o", "")
 
-        assert store.messages(cid) == [system, evicted, call, result, answer, second.messages[5],
-                                       second.messages[6]]
-        assert store.snapshot(cid) == {"format": "stateless-chat/conversation", "turn": 2}
+        assert [(m["id"], m["slot"], m.get("eviction")) for m in store.messages(cid)] == [
+            (0, "system", None), *((i, "evicted", {"how": "dropped", "turn": 2}) for i in (1, 2, 3, 4)),
+            (5, "history", None), (6, "history", None)]
+        restored = store.restore(cid)
+        assert restored is not None and restored.conversation == two and restored.problems == ()
+        assert restored.ledger.turns == (first.stats, second.stats)
+        assert restored.settings == {"model": "gpt-4o-mini"}
         assert store.latest() == cid
 
         [row] = store.conversations()
@@ -144,48 +165,58 @@ def test_round_trip_of_turns_messages_and_snapshot(tmp_path: Path) -> None:
         # The latest turn's model; the endpoint of the latest turn that named one.
         assert (row.model, row.endpoint) == ("gpt-4o", "https://api.example/v1")
         assert row.first_line == "my name is Ada"
+        assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.seconds) == (120, 9, 64, 1.5)
         assert store.token_totals(cid) == logstore.TokenTotals(2, 120, 9, 64)
 
     raw = b"".join(p.read_bytes() for p in path.parent.iterdir())
     assert b"sk-do-not-keep" not in raw
 
 
-def test_logging_a_turn_again_replaces_it_and_its_index_entries(tmp_path: Path) -> None:
+def test_each_message_is_stored_once_and_a_turn_writes_only_what_is_new(tmp_path: Path) -> None:
+    """Storage linear in what is new: a turn adds its two messages, its request a row of references."""
     with LogStore.open(log_path(tmp_path)) as store:
         cid = store.start_conversation(model="m", endpoint="e")
-        store.log_turn(cid, make_turn(1, "alpha"))
-        store.log_turn(cid, make_turn(1, "bravo"))
-        assert [t.reply for t in store.turns(cid)] == ["bravo answer 1"]
-        assert [m["content"] for m in store.messages(cid)] == ["bravo question 1", "bravo answer 1"]
-        assert store.search("alpha") == []
-        assert {h.message_id for h in store.search("bravo")} == {1, 2}
+        writer = Scripted(store, cid)
+        counts = []
+        for turn in range(1, 41):
+            writer.turn(turn, "t")
+            counts.append(store._db.execute(
+                "SELECT (SELECT count(*) FROM texts), (SELECT count(*) FROM params),"
+                " (SELECT count(*) FROM entries)"
+            ).fetchone())
+        assert counts[-1] == (80, 1, 80)  # 40 user messages and 40 replies, once each; one set of params
+        assert all(b[0] - a[0] == 2 for a, b in zip(counts, counts[1:], strict=False))
+        refs = store._db.execute("SELECT refs FROM requests WHERE turn = 40").fetchone()[0]
+        assert refs == "1-79"  # the 79 messages the request sent, as one run of references
+        assert store.bodies(cid, 40) == [dumps(make_turn(40, "t").requests[0])]
+
+
+def test_a_write_after_another_chats_write_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    with LogStore.open(log_path(tmp_path)) as store:
+        cid = store.start_conversation(model="m", endpoint="e")
+        first, second = Scripted(store, cid), Scripted(store, cid)
+        first.turn(1, "alpha")
+        with pytest.raises(Conflict):
+            second.turn(1, "bravo")  # it read the conversation before alpha's turn: it must not overwrite it
+        assert [t.reply for t in store.turns(cid)] == ["alpha answer 1"]
+        assert [m["content"] for m in store.messages(cid)] == ["alpha question 1", "alpha answer 1"]
+        assert store.search("bravo") == []
+        assert store.head(cid) == first.head == 1
     assert integrity(log_path(tmp_path)) == ("ok", "ok")
 
 
-def test_messages_left_out_of_a_turn_keep_their_last_state(tmp_path: Path) -> None:
-    with LogStore.open(log_path(tmp_path)) as store:
-        cid = store.start_conversation(model="m", endpoint="e")
-        store.log_turn(cid, make_turn(2, "t"))
-        later = make_turn(3, "t")
-        store.log_turn(cid, dataclasses.replace(later, messages=later.messages[4:]))
-        assert [m["id"] for m in store.messages(cid)] == [1, 2, 3, 4, 5, 6]
-
-
-def test_a_turn_for_an_unknown_conversation_or_not_json_is_refused_and_stores_nothing(tmp_path: Path) -> None:
+def test_a_write_for_an_unknown_conversation_or_not_json_is_refused(tmp_path: Path) -> None:
     with LogStore.open(log_path(tmp_path)) as store:
         cid = store.start_conversation(model="m", endpoint="e")
         with pytest.raises(LogError) as error:
-            store.log_turn("nosuchid", make_turn(1, "x"))
+            Scripted(store, "nosuchid").turn(1, "x")
         assert "no conversation 'nosuchid'" in one_line(error)
-        bad = dataclasses.replace(make_turn(1, "x"), request={"body": object()})
+        bad = dataclasses.replace(make_turn(1, "x"), requests=({"body": object()},))
         with pytest.raises(LogError) as error:
-            store.log_turn(cid, bad)
-        assert "cannot log turn 1" in one_line(error)
-        nameless = dataclasses.replace(make_turn(1, "x"), messages=({"role": "user", "content": "hi"},))
-        with pytest.raises(LogError):
-            store.log_turn(cid, nameless)
-        assert store.turns(cid) == [] and store.messages(cid) == [] and store.snapshot(cid) is None
-        assert store.latest() is None  # a conversation with no turn has nothing to resume
+            Scripted(store, cid).write(conversation_at(1, "x"), turn=bad)
+        assert "cannot write the conversation log" in one_line(error)
+        assert store.turns(cid) == [] and store.messages(cid) == [] and store.restore(cid) is None
+        assert store.latest() is None  # a conversation with nothing written has nothing to resume
         assert isinstance(error.value, ChatError) and error.value.exit_code == 1
 
 
@@ -223,10 +254,11 @@ def test_latest_and_the_list_follow_activity(tmp_path: Path) -> None:
         assert store.latest() is None and store.conversations() == []
         old = store.start_conversation(model="m", endpoint="e", started=T0)
         new = store.start_conversation(model="m", endpoint="e", started=T0 + timedelta(hours=1))
-        store.log_turn(old, make_turn(1, "old"), at=T0 + timedelta(minutes=1))
-        store.log_turn(new, make_turn(1, "new"), at=T0 + timedelta(hours=1, minutes=1))
+        older = Scripted(store, old)
+        older.turn(1, "old", at=T0 + timedelta(minutes=1))
+        Scripted(store, new).turn(1, "new", at=T0 + timedelta(hours=1, minutes=1))
         assert store.latest() == new
-        store.log_turn(old, make_turn(2, "old"), at=T0 + timedelta(hours=2))
+        older.turn(2, "old", at=T0 + timedelta(hours=2))
         assert store.latest() == old  # the conversation resumed last is the one -c resumes
         empty = store.start_conversation(model="m", endpoint="e", started=T0 + timedelta(hours=3))
         assert store.latest() == old  # it has nothing to restore yet
@@ -249,7 +281,7 @@ def test_the_file_and_its_wal_sidecars_are_private_even_under_umask_0(tmp_path: 
         os.umask(previous)
     try:
         cid = store.start_conversation(model="m", endpoint="e")
-        store.log_turn(cid, make_turn(1, "private"))
+        Scripted(store, cid).turn(1, "private")
         names = sorted(p.name for p in path.parent.iterdir())
         assert names == [DEFAULT_NAME, f"{DEFAULT_NAME}-shm", f"{DEFAULT_NAME}-wal"]
         for name in names:
@@ -289,8 +321,9 @@ def test_two_processes_log_fifty_turns_each_into_one_file_at_once(tmp_path: Path
         for tag, cid in cids.items():
             assert [t.turn for t in store.turns(cid)] == list(range(1, 51))
             assert [t.reply for t in store.turns(cid)][-1] == f"{tag} answer 50"
-            assert store.messages(cid) == list(make_turn(50, tag).messages)
-            assert store.snapshot(cid) == make_turn(50, tag).snapshot
+            restored = store.restore(cid)
+            assert restored is not None and restored.conversation == conversation_at(50, tag)
+            assert store.bodies(cid, 50) == [dumps(make_turn(50, tag).requests[0])]
             assert store.token_totals(cid).prompt_tokens == sum(10 * t for t in range(1, 51))
             [hit] = store.search(f'"{tag} question 50"')
             assert (hit.cid, hit.message_id) == (cid, 99)
@@ -302,8 +335,9 @@ def test_two_processes_log_fifty_turns_each_into_one_file_at_once(tmp_path: Path
 def fresh_log(path: Path, turns: int = 3) -> str:
     with LogStore.open(path) as store:
         cid = store.start_conversation(model="m", endpoint="e")
+        writer = Scripted(store, cid)
         for turn in range(1, turns + 1):
-            store.log_turn(cid, make_turn(turn, "kept"))
+            writer.turn(turn, "kept")
     return cid
 
 
@@ -404,11 +438,12 @@ def test_a_damaged_page_is_a_one_line_error_at_open_or_at_use(tmp_path: Path, pa
         assert "\n" not in str(error)
         return
     calls: list[Callable[[], object]] = [
-        lambda: store.turns(cid), lambda: store.messages(cid), lambda: store.snapshot(cid),
+        lambda: store.turns(cid), lambda: store.messages(cid), lambda: store.restore(cid),
+        lambda: store.bodies(cid, 30), lambda: store.events(cid),
         lambda: store.conversations(), lambda: store.latest(), lambda: store.search("kept question"),
         lambda: store.recall(cid, "kept answer", among=range(100)), lambda: store.token_totals(cid),
-        lambda: store.log_turn(cid, make_turn(31, "kept")),
-        lambda: store.start_conversation(model="m", endpoint="e"),
+        lambda: Scripted(store, cid, head=30).turn(31, "kept"),
+        lambda: store.start_conversation(model="m", endpoint="e"), lambda: store.delete([cid]),
     ]
     try:
         for call in calls:
@@ -460,14 +495,44 @@ def test_a_failed_write_leaves_what_was_logged_before(tmp_path: Path) -> None:
     assert integrity(path) == ("ok", "ok")
     with LogStore.open(path) as store:
         assert [t.reply for t in store.turns(cid)] == ["kept answer 1", "kept answer 2", "kept answer 3"]
-        assert store.messages(cid) == list(make_turn(3, "kept").messages)
-        assert store.snapshot(cid) == make_turn(3, "kept").snapshot
+        restored = store.restore(cid)
+        assert restored is not None and restored.conversation == conversation_at(3, "kept")
         assert store.search("big") == []
-        store.log_turn(cid, make_turn(4, "kept"))  # and the log goes on
+        writer = Scripted(store, cid, head=restored.head)
+        writer.mirror.prime(restored.placed, restored.conversation, restored.next_pos)
+        writer.turn(4, "kept")  # and the log goes on
         assert len(store.turns(cid)) == 4
 
 
 # ---- migrations -------------------------------------------------------------------------------
+
+
+def _saved(number: int, turn: int, role: str, content: str | None, **extra: Any) -> dict[str, Any]:
+    """Return a message dict as a save file (and the version 1 to 3 logs) held it."""
+    data: dict[str, Any] = {
+        "id": number, "role": role, "content": content, "turn": turn, "pinned": False, "kind": "turn",
+        "source": None, "tokens": len((content or "").split()) + 3, "eviction": None,
+    }
+    data.update(extra)
+    return data
+
+
+def _v1_turn(turn: int) -> tuple[dict[str, Any], str, list[dict[str, Any]], dict[str, Any]]:
+    """Return turn ``turn`` of the old conversation as version 1 code logged it: request, reply,
+    messages, snapshot."""
+    messages = []
+    for n in range(1, turn + 1):
+        messages += [_saved(2 * n - 1, n, "user", f"old question {n}"),
+                     _saved(2 * n, n, "assistant", f"old answer {n}")]
+    request = {"model": "test-model", "messages": [{"role": m["role"], "content": m["content"]}
+                                                   for m in messages[:-1]], "stream": True}
+    snapshot = {"format": "stateless-chat/conversation", "version": 2, "settings": {"model": "test-model"},
+                "system": None, "summary": None, "messages": messages, "evicted": [], "next_id": 2 * turn + 1,
+                "next_turn": turn + 1, "totals": {"sent": 0, "baseline": 0, "completion": 0, "turns": [
+                    {"turn": n, "estimated_prompt_tokens": 10 * n, "reported_prompt_tokens": None,
+                     "reported_completion_tokens": None, "baseline_prompt_tokens": 10 * n}
+                    for n in range(1, turn + 1)]}}
+    return request, messages[-1]["content"], messages, snapshot
 
 
 def build_v1(path: Path) -> str:
@@ -475,6 +540,7 @@ def build_v1(path: Path) -> str:
     code did: no token columns."""
     db = sqlite3.connect(path, isolation_level=None)
     for statement in logstore.MIGRATIONS[0]:
+        assert isinstance(statement, str)
         db.execute(statement)
     db.execute("PRAGMA user_version = 1")
     cid = "0000old000000"
@@ -486,18 +552,19 @@ def build_v1(path: Path) -> str:
         {"prompt_tokens": 300, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 200}},
     ]
     for turn, usage in enumerate(usages, start=1):
-        record = make_turn(turn, "old")
+        request, reply, messages, snapshot = _v1_turn(turn)
         stamp = (T0 + timedelta(minutes=turn)).isoformat(timespec="microseconds")
         db.execute("BEGIN")
         db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (cid, turn, stamp, record.model, record.endpoint, json.dumps(record.request), record.reply,
-                    record.finish_reason, None if usage is None else json.dumps(usage), "[]"))
-        for m in record.messages:
+                   (cid, turn, stamp, "test-model", "http://127.0.0.1:9/v1",
+                    json.dumps(request, separators=(",", ":")), reply, "stop",
+                    None if usage is None else json.dumps(usage), "[]"))
+        for m in messages:
             db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?) "
                        "ON CONFLICT (cid, id) DO UPDATE SET data = excluded.data, body = excluded.body",
                        (cid, m["id"], m["turn"], m["role"], m["kind"], json.dumps(m), m["content"]))
         db.execute("UPDATE conversations SET active = ?, snapshot = ? WHERE id = ?",
-                   (stamp, json.dumps(record.snapshot), cid))
+                   (stamp, json.dumps(snapshot), cid))
         db.execute("COMMIT")
     db.close()
     return cid
@@ -512,41 +579,100 @@ def test_a_version_1_log_is_migrated_keeping_all_its_data(tmp_path: Path) -> Non
         assert [(t.turn, t.reply, t.model) for t in turns] == [
             (1, "old answer 1", "test-model"), (2, "old answer 2", "test-model"),
             (3, "old answer 3", "test-model")]
-        assert [t.request for t in turns] == [make_turn(n, "old").request for n in (1, 2, 3)]
+        assert [store.bodies(cid, n) for n in (1, 2, 3)] == [
+            [json.dumps(_v1_turn(n)[0], separators=(",", ":"))] for n in (1, 2, 3)]
         assert [(t.prompt_tokens, t.completion_tokens, t.cached_tokens) for t in turns] == [
             (100, 10, None), (None, None, None), (300, 30, 200)]
         assert store.token_totals(cid) == logstore.TokenTotals(3, 400, 40, 200)
-        assert store.messages(cid) == list(make_turn(3, "old").messages)
-        assert store.snapshot(cid) == make_turn(3, "old").snapshot
+        assert [{k: v for k, v in m.items() if k != "slot"} for m in store.messages(cid)] == [
+            {k: v for k, v in m.items() if k != "eviction"} for m in _v1_turn(3)[2]]
+        restored = store.restore(cid)
+        assert restored is not None and [e.content for e in restored.conversation.history] == [
+            m["content"] for m in _v1_turn(3)[2]]
+        assert [t.estimated_prompt_tokens for t in restored.ledger.turns] == [10, 20, 30]
         assert store.latest() == cid and store.find("0000old") == cid
         assert [h.message_id for h in store.search('"old question 2"')] == [3]
-        store.log_turn(cid, make_turn(4, "old"))
+        writer = Scripted(store, cid, head=restored.head)
+        writer.mirror.prime(restored.placed, restored.conversation, restored.next_pos)
+        writer.turn(4, "old")
         assert store.token_totals(cid).prompt_tokens == 440
 
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-    columns = [row[1] for row in db.execute("PRAGMA table_info(turns)")]
-    assert columns[-4:] == ["prompt_tokens", "completion_tokens", "cached_tokens", "earlier"]
-    assert db.execute("SELECT count(*) FROM turns WHERE earlier IS NOT NULL").fetchone()[0] == 0
-    assert db.execute("SELECT sum(prompt_tokens) FROM turns").fetchone()[0] == 440
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: logs rm gives space back
     db.close()
     assert integrity(path) == ("ok", "ok")
 
 
+V3_ROWS = Path(__file__).resolve().parent / "data" / "v3log.sql"
+
+
+def load_v3(path: Path) -> dict[tuple[str, int], tuple[str, str | None]]:
+    """Make a version 3 log at ``path`` from ``tests/data/v3log.sql`` (rows a version 3 stateless-chat
+    logged in real chats, see tests/data/make_v3_log.py); return each turn's request and earlier
+    requests as the text the file holds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    for migration in logstore.MIGRATIONS[:3]:
+        logschema.run(db, migration)
+    db.executescript(V3_ROWS.read_text(encoding="utf-8", errors="surrogatepass"))
+    db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    sent = {(cid, turn): (request, earlier)
+            for cid, turn, request, earlier in db.execute("SELECT cid, turn, request, earlier FROM turns")}
+    db.close()
+    return sent
+
+
+def test_every_body_of_a_migrated_log_rebuilds_to_the_exact_json_that_was_sent(tmp_path: Path) -> None:
+    path = log_path(tmp_path)
+    sent = load_v3(path)
+    old = sqlite3.connect(path)
+    snapshots = {cid: json.loads(text) for cid, text in old.execute(
+        "SELECT id, snapshot FROM conversations WHERE snapshot IS NOT NULL")}
+    old_messages = old.execute("SELECT cid, id, data FROM messages ORDER BY cid, id").fetchall()
+    old.close()
+    assert len(sent) >= 30 and any(earlier for _, earlier in sent.values())
+    with LogStore.open(path) as store:
+        for (cid, turn), (request, earlier) in sent.items():
+            bodies = store.bodies(cid, turn)
+            assert bodies[-1] == request, (cid, turn)  # byte for byte
+            assert ("[" + ",".join(bodies[:-1]) + "]" if earlier else None) == earlier
+        # stored in parts, not as the old copies: every message once, a request as references
+        parts = store._db.execute("SELECT count(*) FROM requests WHERE raw IS NULL").fetchone()[0]
+        assert parts >= len(sent) - 1
+        for cid, snapshot in snapshots.items():  # what -c continued before is what it continues now
+            restored = store.restore(cid)
+            assert restored is not None and restored.problems == ()
+            saved = persist.from_data(snapshot)
+            assert restored.conversation == saved.conversation and restored.ledger == saved.ledger
+            assert restored.settings == snapshot.get("settings", {})
+        kept = {(cid, m["id"]): m for cid in snapshots for m in store.messages(cid)}
+        for cid, number, data in old_messages:  # every message, in its latest state
+            if cid in snapshots:
+                old_data = {k: v for k, v in json.loads(data).items() if (k, v) != ("eviction", None)}
+                assert {k: v for k, v in kept[(cid, number)].items() if k != "slot"} == old_data
+        assert store.search("heron") and store.search('"launch code"')
+    assert integrity(path) == ("ok", "ok")
+
+
 def test_a_new_log_and_a_migrated_one_have_the_same_schema(tmp_path: Path) -> None:
-    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    old, new, v3 = tmp_path / "old.db", tmp_path / "new.db", tmp_path / "v3" / "v3.db"
     build_v1(old)
-    for path in (old, new):
+    load_v3(v3)
+    for path in (old, new, v3):
         LogStore.open(path).close()
 
     def schema(path: Path) -> list[tuple[str, str]]:
         db = sqlite3.connect(path)
         try:
-            return db.execute("SELECT name, sql FROM sqlite_schema ORDER BY name").fetchall()
+            return db.execute("SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_stat%' "
+                              "ORDER BY name").fetchall()
         finally:
             db.close()
 
-    assert schema(old) == schema(new)
+    assert schema(old) == schema(new) == schema(v3)
 
 
 # ---- search and recall ------------------------------------------------------------------------
@@ -570,19 +696,18 @@ def corpus(tmp_path: Path) -> tuple[LogStore, str, str]:
     """Return an open log with two conversations: CORPUS (five turns), and an unrelated one."""
     store = LogStore.open(log_path(tmp_path))
     cid = store.start_conversation(model="m", endpoint="e", started=T0)
-    messages = [message(i, (i + 1) // 2, role, text) for i, (role, text) in enumerate(CORPUS, start=1)]
-    messages.append(message(11, 6, "assistant", None, tool_calls=[
-        {"id": "c1", "type": "function",
-         "function": {"name": "lookup_orbit", "arguments": '{"body": "Europa"}'}}
-    ]))
+    entries = [entry(i, (i + 1) // 2, role, text) for i, (role, text) in enumerate(CORPUS, start=1)]
+    entries.append(entry(11, 6, "assistant", None,
+                         tool_calls=(ToolCall("c1", "lookup_orbit", '{"body": "Europa"}'),)))
+    writer = Scripted(store, cid)
     for turn in range(1, 7):
-        upto = tuple(m for m in messages if m["turn"] <= turn)
-        store.log_turn(cid, dataclasses.replace(make_turn(turn, "unused"), messages=upto))
+        upto = tuple(e for e in entries if e.turn <= turn)
+        writer.write(Conversation(history=upto, next_id=upto[-1].id + 1, next_turn=turn + 1))
     other = store.start_conversation(model="m", endpoint="e", started=T0 + timedelta(hours=1))
-    store.log_turn(other, dataclasses.replace(make_turn(1, "x"), messages=(
-        message(1, 1, "user", "the launch code for the other project is 1234"),
-        message(2, 1, "assistant", "Filed under other launch codes."),
-    )))
+    Scripted(store, other).write(Conversation(history=(
+        entry(1, 1, "user", "the launch code for the other project is 1234"),
+        entry(2, 1, "assistant", "Filed under other launch codes."),
+    ), next_id=3, next_turn=2))
     return store, cid, other
 
 
@@ -681,40 +806,71 @@ def test_recall_query_keeps_content_words_and_drops_stop_words() -> None:
 def test_a_turn_of_several_requests_keeps_them_all_in_order(tmp_path: Path) -> None:
     store = LogStore.open(log_path(tmp_path))
     cid = store.start_conversation(model="m", endpoint="e")
+    writer = Scripted(store, cid)
+    call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
     steps = ({"model": "m", "messages": [{"role": "user", "content": "step 1"}]},
-             {"model": "m", "messages": [{"role": "user", "content": "step 2"}],
+             {"model": "m", "messages": [{"role": "user", "content": "step 1"},
+                                         {"role": "assistant", "content": None, "tool_calls": call},
+                                         {"role": "tool", "content": "done", "tool_call_id": "c1"}],
               "tools": [{"type": "function", "function": {"name": "f"}}]})
-    store.log_turn(cid, dataclasses.replace(make_turn(1, "t"), earlier=steps))
-    store.log_turn(cid, make_turn(2, "t"))
-    first, second = store.turns(cid)
-    assert first.earlier == steps and first.requests == (*steps, make_turn(1, "t").request)
-    assert second.earlier == () and second.requests == (make_turn(2, "t").request,)
+    first = make_turn(1, "t")
+    writer.write(conversation_at(1, "t"), turn=dataclasses.replace(first, requests=(*steps, *first.requests)))
+    writer.turn(2, "t")
+    assert store.bodies(cid, 1) == [dumps(body) for body in (*steps, *first.requests)]
+    assert store.bodies(cid, 2) == [dumps(make_turn(2, "t").requests[0])]
+    assert store.bodies(cid, 3) == []
+    assert [t.steps for t in store.turns(cid)] == [3, 1]
     store.close()
 
 
-def test_messages_are_indexed_without_a_turn_and_one_conversation_is_listed(tmp_path: Path) -> None:
+def test_messages_are_written_without_a_turn_and_one_conversation_is_listed(tmp_path: Path) -> None:
+    """What recall needs of a conversation no turn has carried yet (one loaded from a file): its
+    messages, searchable, and nothing to continue until a turn or an edit says what it is."""
     store = LogStore.open(log_path(tmp_path))
     cid = store.start_conversation(model="m", endpoint="e", started=T0)
-    store.index(cid, [message(1, 1, "user", "the launch code is 7491"), message(2, 1, "assistant", "ok")]
-                + [message(n, n // 2, "user", f"filler {n}") for n in range(3, 12)])
-    store.index(cid, [])
+    entries = (entry(1, 1, "user", "the launch code is 7491"), entry(2, 1, "assistant", "ok"),
+               *(entry(n, n // 2, "user", f"filler {n}") for n in range(3, 12)))
+    head = store.write(cid, Change(Mirror().delta(Conversation(history=entries))), head=0)
     assert [h.message_id for h in store.recall(cid, "launch code?", among=range(1, 12))] == [1]
-    assert store.latest() is None and store.turns(cid) == []  # no turn: nothing to continue yet
+    assert store.turns(cid) == [] and head == 1
     [row] = store.conversations(cid=cid)
     assert (row.id, row.turns, row.first_line) == (cid, 0, "the launch code is 7491")
     assert store.conversations(cid="nosuchid") == []
     with pytest.raises(LogError, match="no conversation 'nosuchid'"):
-        store.index("nosuchid", [message(1, 1, "user", "x")])
-    with pytest.raises(LogError, match="cannot index"):
-        store.index(cid, [{"id": "one", "role": "user"}])
+        store.write("nosuchid", Change(), head=0)
     store.close()
 
 
 def test_a_log_in_memory_searches_like_one_on_disk(tmp_path: Path) -> None:
     store = LogStore.memory()
     cid = store.start_conversation(model="", endpoint="")
-    store.index(cid, [message(i, (i + 1) // 2, role, text) for i, (role, text) in enumerate(CORPUS, start=1)])
+    entries = tuple(entry(i, (i + 1) // 2, role, text) for i, (role, text) in enumerate(CORPUS, start=1))
+    store.write(cid, Change(Mirror().delta(Conversation(history=entries))), head=0)
     assert store.recall(cid, "What was the launch code again?", among=range(1, 11))[0].message_id == 1
     assert store.search("paris", cid=cid)[0].message_id in (3, 4)
     store.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_entry_read_back_the_fast_way_equals_one_built_the_usual_way() -> None:
+    """Reading -c back builds plain entries without the dataclasses' __init__ (logrows.entry_fast): the
+    result must be the same value, or the fast way must step aside."""
+    from stateless_chat.store.logrows import entry_fast, entry_from_row
+
+    rows = [
+        (7, 3, "turn", "evicted", 12, 1, None, 40, "stop", "dropped", 9, "user", "hello there", None, None,
+         None, None),
+        (8, 3, "file", "history", 13, 0, "/tmp/x.txt", 5, None, None, None, "user", "a file", None, None,
+         None, None),
+        (9, 3, "turn", "history", 14, 0, None, 5, None, None, None, "tool", "4", None, None, "call_1", None),
+    ]
+    for row in rows:
+        fast, usual = entry_fast(row, {}), entry_from_row(row, {})
+        assert fast is not None and fast == usual and hash(fast) == hash(usual) and repr(fast) == repr(usual)
+        assert dataclasses.replace(fast, pinned=True) == dataclasses.replace(usual, pinned=True)
+    odd = [(1, 1, "turn", "history", 0, 0, None, 5, None, None, None, "assistant", None, None,
+            '[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]', None, None),
+           (2, 1, "turn", "history", 0, 0, None, 5, None, None, None, "robot", "x", None, None, None, None),
+           (3, 1, "turn", "history", 0, 0, None, 5, None, None, None, "user", b"bytes", None, None, None,
+            None)]
+    assert [entry_fast(row, {}) for row in odd] == [None, None, None]  # the careful way reads these

@@ -18,11 +18,11 @@ from stateless_chat.core.history import Conversation
 from stateless_chat.core.memory import MEMORY_HEADER, MEMORY_ID
 from stateless_chat.core.messages import Event, MemoryFull, Message, Notice, Recalled, Remembered, describe
 from stateless_chat.errors import CommandError, ServerError
-from stateless_chat.store import journal, persist
+from stateless_chat.store import persist
 from stateless_chat.store.logstore import DEFAULT_NAME
 from stateless_chat.ui.commands import next_eviction
 from tests.fakeserver import FakeServer, is_summary_request
-from tests.support import make_session, run_cli, run_repl
+from tests.support import attach_journal, make_session, run_cli, run_repl, state
 
 CELSIUS = "Please always give temperatures in Celsius."
 ANA = "My wife's name is Ana."
@@ -239,7 +239,7 @@ def test_save_and_load_carry_the_memory(server: FakeServer, tmp_path: Path) -> N
 def test_an_older_save_file_gets_its_memory_once_on_load(server: FakeServer, tmp_path: Path) -> None:
     session = make_session(server, memory="off")
     run_repl(session, [f"{CELSIUS}\r", "second\r"])
-    data = persist.to_data(session)
+    data = persist.to_data(*state(session))
     del data["memory"]  # as version 2 files were written before standing memory
     (tmp_path / "old.json").write_text(json.dumps(data))
     other = make_session(server)
@@ -270,11 +270,8 @@ def test_a_conversation_from_an_older_log_gets_its_memory_detected_once(server: 
     from stateless_chat.config import default_data_dir
 
     path = default_data_dir(os.environ) / DEFAULT_NAME
-    with sqlite3.connect(path) as db:  # the snapshot as a log written before standing memory holds it
-        (raw,) = db.execute("SELECT snapshot FROM conversations").fetchone()
-        snapshot = json.loads(raw)
-        del snapshot["memory"]
-        db.execute("UPDATE conversations SET snapshot = ?", (json.dumps(snapshot),))
+    with sqlite3.connect(path) as db:  # as a log written before standing memory holds it: no memory
+        db.execute("UPDATE conversations SET memory = NULL")
     done = run_cli(*url, "-c", "-v", "and Oslo?")
     assert b'kept as standing (m1): "Please always give temperatures in Celsius."' in done.stderr
     assert contents(server.requests[-1])[0] == f"{MEMORY_HEADER}\n- {CELSIUS}"
@@ -285,7 +282,7 @@ def test_a_conversation_from_an_older_log_gets_its_memory_detected_once(server: 
 
 def test_the_log_holds_the_event_lines(server: FakeServer, tmp_path: Path) -> None:
     session = make_session(server)
-    log = journal.attach(session, tmp_path / "logs.db")
+    log = attach_journal(session, tmp_path / "logs.db")
     session.send(f"OK. {ANA}")
     from stateless_chat.store.logstore import LogStore
 
@@ -301,7 +298,7 @@ def test_the_log_holds_the_event_lines(server: FakeServer, tmp_path: Path) -> No
 def test_recall_is_on_by_default_and_says_what_did_not_fit(server: FakeServer, tmp_path: Path) -> None:
     session = make_session(server, budget=1200, reply_reserve=100, recall_budget=40)
     assert session.settings.recall == "auto"
-    log = journal.attach(session, tmp_path / "logs.db")
+    log = attach_journal(session, tmp_path / "logs.db")
     told: list[Event] = []
     session.hooks = Hooks(on_event=told.append)
     session.send("the heron sanctuary opens at dawn " + "marsh " * 60)  # a turn far larger than 40 tokens

@@ -17,7 +17,7 @@ from stateless_chat.core.tokens import PER_MESSAGE, REPLY_PRIMING, TOOL_CALL_OVE
 from stateless_chat.store import persist
 from stateless_chat.wire.request import ChatRequest
 from tests.fakeserver import FakeServer, Scripted, is_summary_request
-from tests.support import make_session, run_cli, run_repl
+from tests.support import make_session, run_cli, run_repl, state
 
 # The cookbook's example (How to count tokens with tiktoken, section 7): the API counted 101
 # prompt tokens for gpt-4o and gpt-4o-mini, 105 for gpt-4 and gpt-3.5-turbo.
@@ -183,11 +183,11 @@ def test_each_evicted_turn_says_how_it_left(server: FakeServer, tmp_path: Path) 
         assert how is not None and how.turn > entry.turn
     assert run.output.count(" evicted ") >= len(dropped) and "summarized" in run.output
     # The save file and the transcript read the same record.
-    data = persist.to_data(session)
+    data = persist.to_data(*state(session))
     assert {e["id"]: e["eviction"]["how"] for e in data["evicted"]} == {
         e.id: e.eviction.how for e in session.conversation.evicted if e.eviction}
     export = tmp_path / "t.md"
-    persist.export(session, export)
+    persist.export(export, *state(session), session.budget)
     text = export.read_text()
     assert "evicted: no longer sent" in text and "summarized: no longer sent" in text
 
@@ -212,14 +212,14 @@ def test_version_2_round_trip_keeps_whole_values_tool_calls_and_summary_costs(
         session.send(f"question {i} " * 6)
     assert any(t.summary_prompt_tokens for t in session.ledger.turns)
     path = tmp_path / "chat.json"
-    persist.save(session, path)
+    persist.save(path, *state(session))
     data = json.loads(path.read_text())
     assert data["version"] == 2
     saved = persist.load(path)
     assert saved.conversation == session.conversation  # whole values, eviction records included
     assert saved.ledger == session.ledger  # per-turn summary tokens too, so /stats still adds up
     fresh = make_session(server)
-    persist.restore(fresh, saved)
+    fresh.load(*persist.loadable(saved))
     assert fresh.ledger.sent == session.ledger.sent == sum(t.sent for t in fresh.ledger.turns)
 
 

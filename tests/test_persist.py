@@ -13,7 +13,7 @@ import pytest
 from stateless_chat.chat.session import Session
 from stateless_chat.store import persist
 from tests.fakeserver import FakeServer
-from tests.support import make_session, run_cli, run_repl, standing_block
+from tests.support import make_session, run_cli, run_repl, standing_block, state
 
 
 def busy_session(server: FakeServer, tmp_path: Path) -> Session:
@@ -34,13 +34,13 @@ def busy_session(server: FakeServer, tmp_path: Path) -> Session:
 def test_round_trip_is_lossless_and_private(server: FakeServer, tmp_path: Path) -> None:
     session = busy_session(server, tmp_path)
     path = tmp_path / "saved" / "chat.json"
-    persist.save(session, path)
+    persist.save(path, *state(session))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     text = path.read_text()
     assert "sk-never-saved-123" not in text and "api_key" not in text
 
     fresh = make_session(server)
-    persist.restore(fresh, persist.load(path))
+    fresh.load(*persist.loadable(persist.load(path)))
     assert fresh.conversation == session.conversation
     assert fresh.settings.model == session.settings.model and fresh.settings.policy == "summarize"
     assert fresh.budget == session.budget and fresh.settings.system == "be brief"
@@ -55,7 +55,7 @@ def test_round_trip_is_lossless_and_private(server: FakeServer, tmp_path: Path) 
 
 def test_save_file_format(server: FakeServer, tmp_path: Path) -> None:
     session = busy_session(server, tmp_path)
-    data = persist.to_data(session)
+    data = persist.to_data(*state(session))
     assert data["format"] == persist.FORMAT and data["version"] == persist.FORMAT_VERSION
     file_entry = next(e for e in data["evicted"] + data["messages"] if e["kind"] == "file")
     assert file_entry["source"] == str(tmp_path / "notes.txt") and file_entry["role"] == "user"
@@ -70,7 +70,7 @@ def test_overwriting_keeps_mode_0600(server: FakeServer, tmp_path: Path) -> None
     path = tmp_path / "chat.json"
     path.write_text("old")
     os.chmod(path, 0o644)
-    persist.save(make_session(server), path)
+    persist.save(path, *state(make_session(server)))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert json.loads(path.read_text())["format"] == persist.FORMAT
     assert [p.name for p in tmp_path.iterdir()] == ["chat.json"]  # no temporary left behind
@@ -102,7 +102,7 @@ def saved_file(server: FakeServer, tmp_path: Path, **settings: Any) -> Path:
     session = make_session(server, **settings)
     run_repl(session, ["my name is Ada\r", "second\r"])
     path = tmp_path / "chat.json"
-    persist.save(session, path)
+    persist.save(path, *state(session))
     server.clear()
     return path
 
@@ -169,7 +169,7 @@ def hostile_file(server: FakeServer, tmp_path: Path, edit: Any) -> Path:
     session = make_session(server)
     run_repl(session, ["one\r", "two\r"])
     path = tmp_path / "hostile.json"
-    persist.save(session, path)
+    persist.save(path, *state(session))
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
@@ -218,8 +218,8 @@ def test_save_and_export_are_0600_whatever_the_umask(server: FakeServer, tmp_pat
     session = make_session(server)
     old = os.umask(umask)
     try:
-        persist.save(session, tmp_path / "chat.json")
-        persist.export(session, tmp_path / "chat.md")
+        persist.save(tmp_path / "chat.json", *state(session))
+        persist.export(tmp_path / "chat.md", *state(session), session.budget)
     finally:
         os.umask(old)
     for name in ("chat.json", "chat.md"):
@@ -235,7 +235,7 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(server: FakeServer, 
     session.conversation = session.conversation.append(
         session.conversation.new_entry("user", "\ud800", session.measure))  # a lone surrogate: not UTF-8
     with pytest.raises(UnicodeEncodeError):
-        persist.save(session, path)
+        persist.save(path, *state(session))
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["chat.json"]
 
 

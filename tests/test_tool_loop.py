@@ -362,11 +362,12 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
 
 def test_the_model_recalls_an_evicted_fact_with_the_recall_tool(server: FakeServer,
                                                                  tools: ToolServers) -> None:
-    from stateless_chat.store import journal
+    from tests.support import attach_journal
 
     session = make_session(server, budget=500, reply_reserve=64)
-    log = journal.attach(session, None)  # logging off: recall searches an index held in memory
-    session.tools = Toolbox(tools, [RecallTool(log.matches, lambda: session.conversation.evicted)])
+    log = attach_journal(session, None)  # logging off: recall searches an index held in memory
+    session.tools = Toolbox(tools, [RecallTool(lambda query: log.matches(query, session.conversation),
+                                               lambda: session.conversation.evicted)])
     approved: list[str] = []
     session.hooks = replace(session.hooks, approve=lambda call, spec: approved.append(spec.display) is None)
     server.replier = lambda body: "noted"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stateless_chat.chat.summarizer import Spent
 from stateless_chat.chat.values import Plan, Told, TurnOutcome, TurnRecord, TurnState
@@ -28,6 +28,9 @@ from stateless_chat.core.messages import (
 )
 from stateless_chat.core.tokens import REPLY_PRIMING
 from stateless_chat.wire.backend import Reply
+
+if TYPE_CHECKING:
+    from stateless_chat.config import Settings
 
 
 @dataclass
@@ -78,7 +81,7 @@ def baseline_tokens(conversation: Conversation, pending: Sequence[Entry],
 
 def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply: Reply, told: Told, *,
            model: str, reserve: int, spent: Spent, memory: str, memory_room: int,
-           over_limit: bool = False) -> TurnOutcome:
+           over_limit: bool = False, settings: Settings | None = None, seconds: float = 0.0) -> TurnOutcome:
     """Return the outcome of the completed turn: the exchange appended to ``after``'s conversation, its
     costs (and ``spent`` on summaries) in the ledger, what it told in its record.
 
@@ -145,7 +148,7 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
     state = replace(after, conversation=conversation, ledger=after.ledger.add(stats),
                     said=frozenset(told.said))
     record = TurnRecord(steps.number, (*steps.requests[:-1], reply.body), reply, stats, tuple(told.events),
-                        state.conversation, model, steps.base.retrieved)
+                        state.conversation, model, steps.base.retrieved, state.ledger, settings, seconds)
     return TurnOutcome(state, reply, record)
 
 

@@ -142,6 +142,13 @@ def replan_smaller(state: TurnState, setup: TurnSetup, plan: Plan, base: Convers
     message alone exceed the new budget.
     """
     reserve = setup.settings.effective_reply_reserve
+    if error.limit and error.limit <= reserve:  # no history to cut could help: say what to set
+        hold = max(1, error.limit // 4)
+        raise ContextLengthError(
+            f"the server's whole context is {error.limit:,} tokens, no more than the {reserve:,} held for "
+            f"the reply: hold less (--max-tokens {hold}, /reserve {hold} in the chat, or reply_reserve = "
+            f"{hold} in the config file)", error.status, error.limit, error.requested,
+        ) from error
     if not policy_for(state, setup, None).evicts:
         raise error
     prompt = plan.fit.total - reserve

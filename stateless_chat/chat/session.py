@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from stateless_chat.chat.summarizer import Summaries, Summarizer
 from stateless_chat.chat.turn import (
+    FailedTurn,
     Hooks,
     Plan,
     Recaller,
@@ -85,6 +86,7 @@ class Session:
         recall: Recaller | None = None,
         retrieve: Recaller | None = None,
         on_turn: Iterable[Callable[[TurnRecord], None]] = (),
+        on_failed: Iterable[Callable[[FailedTurn], None]] = (),
         hooks: Hooks | None = None,
         exact: bool = True,
         clock: Callable[[], float] = time.time,
@@ -95,6 +97,7 @@ class Session:
         self.recall = recall
         self.retrieve = retrieve
         self.on_turn = tuple(on_turn)
+        self.on_failed = tuple(on_failed)  # told of a turn that failed after its tools ran (the log)
         self.hooks = hooks or Hooks()
         self.clock = clock
         counter = counter or TokenCounter(settings.model, settings.encoding, settings.default_encoding)
@@ -104,6 +107,7 @@ class Session:
         self._tools_cost: tuple[Any, int] = (None, 0)  # the last tools array counted, and its size
         self.unanswered: Unanswered | None = None  # the last turn that failed, for /retry
         self.context_source = ""  # where the context window's figure came from, when the caller knows
+        self.learned_source = ""  # where the learned budget came from, when an earlier run learned it
 
     # ---- state -------------------------------------------------------------------
 
@@ -296,6 +300,8 @@ class Session:
         hooks = hooks or self.hooks
         if on_delta is not None:
             hooks = replace(hooks, on_delta=on_delta)
+        if self.on_failed:
+            hooks = replace(hooks, on_failed=self._failed)
         if not text.strip():
             raise UsageError("empty message: type something to send")
         start = self.state if base is None else replace(self.state, conversation=base)
@@ -313,6 +319,16 @@ class Session:
         for told in self.on_turn:
             told(record)
         return outcome.reply
+
+    def _failed(self, record: FailedTurn) -> None:
+        for told in self.on_failed:
+            told(record)
+
+    def learn_budget(self, budget: int, source: str) -> None:
+        """Start within ``budget``, learned by an earlier run (``source`` says where): what a refusal would
+        teach this chat, known before its first request."""
+        self.state = replace(self.state, learned_budget=budget)
+        self.learned_source = source
 
     def cancel(self, text: str, before: TurnState, *, base: Conversation | None = None,
                pin: bool = False) -> None:
@@ -343,6 +359,7 @@ class Session:
             state = replace(state, conversation=turned)
         if {"model", "budget", "context_window"} & set(changes):
             state = replace(state, learned_budget=None, refused_budget=None)
+            self.learned_source = ""
         self.settings, self.state = settings, state
 
     def summarize_now(self, hooks: Hooks | None = None) -> Summarized:

@@ -16,6 +16,7 @@ into the record; text deltas to ``hooks.on_delta``; tool calls are approved by `
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from stateless_chat.chat.commit import Steps, baseline_tokens, commit
@@ -32,6 +33,7 @@ from stateless_chat.chat.planning import (
 )
 from stateless_chat.chat.toolsteps import run_calls, step_entry
 from stateless_chat.chat.values import (
+    FailedTurn,
     Hooks,
     Plan,
     Recaller,
@@ -43,7 +45,7 @@ from stateless_chat.chat.values import (
     TurnState,
 )
 from stateless_chat.core.cache import sent_from
-from stateless_chat.core.messages import ToolStepsExhausted
+from stateless_chat.core.messages import ToolCalled, ToolStepsExhausted
 from stateless_chat.errors import ContextLengthError, UsageError
 from stateless_chat.wire.exchange import exchange
 
@@ -66,6 +68,7 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
         raise UsageError("no endpoint to send to")
     settings = setup.settings
     reserve = settings.effective_reply_reserve
+    started = time.monotonic()
     told = Told(hooks.on_event, state.said)
     summarizer = summarizer_for(state, setup, hooks.on_event)
     plan, state = plan_message(state, setup, text, summarizer=summarizer)
@@ -83,6 +86,9 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
                                                        error, refused, on_event=told)
             reply = exchange(backend, plan.request, hooks.on_delta, hooks.on_event)
             learned = plan.budget  # learned only from a request that is answered
+        except BaseException as error:
+            _failed(steps, told, error, settings.model, hooks)
+            raise
         steps.base = steps.base.apply(plan.fit)
         steps.requests.append(dict(reply.body))
         last_sent = sent_from(plan.fit.kept, tools=tools_key(plan.request.tools), endpoint=reply.name,
@@ -98,19 +104,35 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
         steps.add_step(plan, reply, reserve)
         assert setup.tools is not None  # a request offers tools only when there are some
         step = step_entry(steps.base, reply, calls, state.sizer, turn=steps.number, id=steps.next_id())
-        results = run_calls(steps.base, calls, setup.tools, settings, state.sizer, hooks, told,
-                            turn=steps.number, first_id=step.id + 1)
-        steps.pending += [step, *results]
-        plan = plan_step(replace(state, last_sent=last_sent), setup, steps.base, tuple(steps.pending),
-                         budget=plan.budget, summarizer=summarizer, on_event=told)
+        steps.pending.append(step)
+        try:
+            steps.pending += run_calls(steps.base, calls, setup.tools, settings, state.sizer, hooks, told,
+                                       turn=steps.number, first_id=step.id + 1)
+            plan = plan_step(replace(state, last_sent=last_sent), setup, steps.base, tuple(steps.pending),
+                             budget=plan.budget, summarizer=summarizer, on_event=told)
+        except BaseException as error:
+            _failed(steps, told, error, settings.model, hooks)
+            raise
     if calls and count == settings.max_tool_steps:
         told(ToolStepsExhausted(count))
     after = replace(state, last_sent=last_sent, learned_budget=learned, refused_budget=refused)
     return commit(state, after, steps, plan, reply, told, model=settings.model, reserve=reserve,
                   spent=setup.summaries.take(), over_limit=bool(calls),
-                  memory=settings.memory, memory_room=settings.memory_room(plan.budget))
+                  memory=settings.memory, memory_room=settings.memory_room(plan.budget), settings=settings,
+                  seconds=time.monotonic() - started)
 
 
-__all__ = ["Hooks", "Plan", "Recaller", "Toolbox", "TurnOutcome", "TurnRecord", "TurnSetup", "TurnState",
+def _failed(steps: Steps, told: Told, error: BaseException, model: str, hooks: Hooks) -> None:
+    """Tell ``hooks.on_failed`` of a turn that fails after tools ran (the calls happened, whatever
+    becomes of the turn); the caller still holds the state it passed in."""
+    if not any(isinstance(event, ToolCalled) for event in told.events):
+        return
+    reason = "cancelled" if isinstance(error, KeyboardInterrupt) else " ".join(str(error).split())
+    hooks.on_failed(FailedTurn(steps.number, tuple(steps.requests), tuple(steps.pending), tuple(told.events),
+                               reason or type(error).__name__, model))
+
+
+__all__ = ["FailedTurn", "Hooks", "Plan", "Recaller", "Toolbox", "TurnOutcome", "TurnRecord", "TurnSetup",
+           "TurnState",
            "baseline_tokens", "chat_request", "plan_message", "plan_pending", "policy_for", "run_turn",
            "summarizer_for", "tools_key"]

@@ -50,6 +50,10 @@ def _refuse(call: ToolCall, spec: ToolSpec) -> bool:
     return False
 
 
+def _no_failure(record: FailedTurn) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Hooks:
     """Where one call's output goes: its events, the reply's text as it streams, and the question
@@ -58,6 +62,7 @@ class Hooks:
     on_event: Callable[[Event], None] = ignore
     on_delta: Callable[[str], None] = _nothing
     approve: Callable[[ToolCall, ToolSpec], bool] = _refuse
+    on_failed: Callable[[FailedTurn], None] = _no_failure  # a turn that failed after its tools ran
 
 
 @dataclass(frozen=True)
@@ -142,8 +147,9 @@ class TurnRecord:
 
     ``requests`` are the exact bodies of the chat requests the turn sent and got a reply to,
     in order (its tool steps, then the final one, which ``reply`` answers); ``events`` are the
-    events it emitted; ``conversation`` is the conversation after the turn; ``model`` the model
-    it was sent to.
+    events it emitted; ``conversation`` and ``ledger`` are the conversation and the accounting
+    after the turn; ``model`` the model it was sent to; ``settings`` those it ran with;
+    ``seconds`` the time from its start to the end of its reply.
     """
 
     turn: int
@@ -154,6 +160,26 @@ class TurnRecord:
     conversation: Conversation
     model: str
     retrieved: tuple[Entry, ...] = ()  # the documents its requests carried (the retrieved slot)
+    ledger: Ledger | None = None
+    settings: Settings | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FailedTurn:
+    """A turn that failed or was cancelled after its tools ran (their side effects happened), as the
+    log is told of it; the conversation stays as it was.
+
+    ``requests`` are the bodies answered; ``pending`` its message, the calls and the results that
+    came back; ``reason`` is ``cancelled`` or the error's one line.
+    """
+
+    turn: int
+    requests: tuple[Mapping[str, Any], ...]
+    pending: tuple[Entry, ...]
+    events: tuple[Event, ...]
+    reason: str
+    model: str
 
 
 @dataclass(frozen=True)
@@ -185,5 +211,5 @@ class Told:
             self(event)
 
 
-__all__ = ["Hooks", "Plan", "Recaller", "Told", "Toolbox", "TurnOutcome", "TurnRecord", "TurnSetup",
-           "TurnState"]
+__all__ = ["FailedTurn", "Hooks", "Plan", "Recaller", "Told", "Toolbox", "TurnOutcome", "TurnRecord",
+           "TurnSetup", "TurnState"]

@@ -1,14 +1,21 @@
-"""The conversation log, wired to a session: every completed turn written to SQLite, a logged
-conversation continued, and evicted turns recalled by relevance.
+"""The conversation log, wired to a chat by values: every turn and every change written to SQLite, a
+logged conversation continued as it was left, and evicted turns recalled by relevance.
 
-The session knows nothing of it. ``attach`` puts a ``Journal`` in ``Session.on_turn`` (told
-of each completed turn, it logs the turn) and makes it the session's ``recaller`` (before each
-request, with ``recall = "auto"``, it brings back the evicted turns most relevant to the new
-message). All SQL is in ``logstore``; this module decides what to log and what to recall.
+The journal holds no session. It is told of each completed turn (``__call__``, given the
+``TurnRecord`` the session emits: the conversation, accounting and settings after it), of each
+change made between turns (``edited``: a command changed the conversation or the settings), and
+of a turn cancelled after its tools ran (a ``FailedTurn``); before each request it is asked to
+recall (``recall``, the session's ``recaller``). It decides what to log: only what changed since
+the log last wrote (``logdiff``), so a turn costs what is new, not the length of the chat. All SQL
+is in ``logstore``.
+
+Two chats continuing one conversation never overwrite each other: every write names the state
+it follows, and a chat that finds the conversation moved on by another goes on as a fork (a new
+conversation holding all of its own state), saying so in one line with the new id.
 
 Logging never stops the chat. When the log cannot be opened or written (a damaged file, a
 full disk, a read-only location) one line says so and the chat goes on with logging off; a
-failed write stores nothing of its turn and leaves what was logged before intact. Recall
+failed write stores nothing of its change and leaves what was logged before intact. Recall
 then keeps working from an index held in memory, as it does when logging is turned off.
 Only the standard library and the core are used.
 """
@@ -16,17 +23,33 @@ Only the standard library and the core are used.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
+from typing import Any
 
-from stateless_chat.chat.session import Session, TurnRecord
+from stateless_chat.chat.values import FailedTurn, TurnRecord
+from stateless_chat.config import Settings
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
-from stateless_chat.core.messages import Entry, Event, Notice, Recalled, describe
+from stateless_chat.core.ledger import Ledger
+from stateless_chat.core.memory import Memory
+from stateless_chat.core.messages import Entry, Event, Notice, Recalled, ToolAnswered, ToolCalled, describe
 from stateless_chat.errors import LogError, UsageError
+from stateless_chat.sanitize import url_password
+from stateless_chat.sensitive import secret_in_text
 from stateless_chat.store import persist
-from stateless_chat.store.logstore import LogStore, RecallHit, TurnLog, recall_terms
+from stateless_chat.store.logdiff import Mirror
+from stateless_chat.store.logstore import (
+    Change,
+    Conflict,
+    EventLog,
+    LogStore,
+    RecallHit,
+    Restored,
+    TurnLog,
+    memory_data,
+    recall_terms,
+)
 
 # How many matching messages one recall asks the index for; they are grouped into turns.
 RECALL_HITS = 24
@@ -35,6 +58,8 @@ SHOWN_WORDS = 4
 # Evictions auto recall may undo: what the policy evicted. What the user removed (/drop, /trim,
 # /clear) comes back only when asked for by number.
 AUTO_RECALLABLE = frozenset({"dropped", "folded"})
+# The most of a command line an edit event keeps.
+WHAT_WIDTH = 200
 _WORDS = re.compile(r"[^\W_]+")
 
 
@@ -54,90 +79,99 @@ def _warn_nowhere(text: str) -> None:
     pass
 
 
-class _Mirror:
-    """What one store holds of this conversation: each entry as last written there.
+class _Target:
+    """One conversation in one store, as this chat last wrote it: its id, its head and a mirror."""
 
-    Finding what changed is linear in the live messages only while the evicted ones stay the
-    same tuple (a conversation value shares it until something is evicted), so a long chat's
-    thousands of evicted messages cost nothing per request.
-    """
+    def __init__(self, store: LogStore) -> None:
+        self.store = store
+        self.cid: str | None = None
+        self.head = 0
+        self.mirror = Mirror()
+        self.settings: dict[str, Any] | None = None  # as last written
+        self.based = False  # whether the accounting of the turns before this chat's is written
+        self.memory: tuple[Memory, bool] | None = None  # the standing memory as last written, and sent
 
-    def __init__(self) -> None:
-        self.entries: dict[int, Entry] = {}
-        self.evicted: tuple[Entry, ...] | None = None  # the evicted slot as last written in full
-
-    def changed(self, conversation: Conversation) -> list[Entry]:
-        """Return the entries of ``conversation`` that differ from what the store holds."""
-        head = [e for e in (conversation.system, conversation.summary) if e is not None]
-        evicted = () if conversation.evicted is self.evicted else conversation.evicted
-        changed = []
-        for entry in chain(head, conversation.live, evicted):
-            before = self.entries.get(entry.id)
-            if before is not entry and before != entry:  # an entry that did not change is the same object
-                changed.append(entry)
-        return changed
-
-    def wrote(self, changed: Iterable[Entry], conversation: Conversation) -> None:
-        """Note that ``changed`` (from ``changed(conversation)``) is now in the store."""
-        self.entries.update((e.id, e) for e in changed)
-        self.evicted = conversation.evicted
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.evicted = None
+    def reset(self) -> None:
+        self.cid, self.head, self.settings, self.based, self.memory = None, 0, None, False, None
+        self.mirror.clear()
 
 
 class Journal:
-    """Logs one session's turns into a ``LogStore`` and recalls its evicted turns.
+    """Logs one chat's turns and changes into a ``LogStore`` and recalls its evicted turns.
 
-    ``store`` is the log on disk (None when logging is off or has failed); ``cid`` the id of
-    this conversation in it, None until its first turn is logged. ``warn`` shows one line to
-    the user. ``saved`` is the conversation as last saved to (or loaded from) a file, so
+    ``store`` is the log on disk (None when logging is off or has failed); ``settings`` the chat's
+    (recall reads them; a turn's record and ``edited`` bring them up to date). ``warn`` shows one
+    line to the user. ``saved`` is the conversation as last saved to (or loaded from) a file, so
     ``/load`` can tell whether the one it replaces is kept anywhere else than the log.
     """
 
-    def __init__(self, session: Session, store: LogStore | None, *, path: Path | None = None,
-                 cid: str | None = None, warn: Callable[[str], None] = _warn_nowhere) -> None:
-        self.session = session
+    def __init__(self, store: LogStore | None, settings: Settings, *, path: Path | None = None,
+                 warn: Callable[[str], None] = _warn_nowhere) -> None:
         self.store = store
+        self.settings = settings
         self.path = path if path is not None else (store.path if store is not None else None)
-        self.cid = cid
         self.warn = warn
         self.saved: Conversation | None = None
-        self._logged = _Mirror()  # what the log on disk holds
-        self._memory: LogStore | None = None  # the recall index when there is no log on disk
-        self._memory_cid = ""
-        self._indexed = _Mirror()  # what the index in memory holds
+        self._log = _Target(store) if store is not None else None
+        self._memory: _Target | None = None  # the recall index when there is no log on disk
         self._among: tuple[tuple[Entry, ...] | None, set[int]] = (None, set())  # auto recall's candidates
         self._said_skipped: set[int] = set()  # turns said to match but not to fit the recall budget
+        self._warned: set[int] = set()  # messages already said to look like a secret
+        self._ledger = Ledger()  # the chat's accounting as last told (a fork starts from it)
+        self._last_cid: str | None = None
 
     @property
     def logging(self) -> bool:
         return self.store is not None
 
+    @property
+    def cid(self) -> str | None:
+        """The id of this conversation in the log, None until something of it is written (after logging
+        stopped, the last one it had)."""
+        return self._log.cid if self._log is not None else self._last_cid
+
     # ---- logging -------------------------------------------------------------------------
 
-    def __call__(self, record: TurnRecord) -> None:
-        """Log the completed turn ``record`` (the session calls this at the end of each turn)."""
-        store = self.store
-        if store is None:
+    def __call__(self, record: TurnRecord | FailedTurn) -> None:
+        """Log a completed turn, or a turn that failed after its tools ran (the session's observer)."""
+        self._guarded(lambda: self._record(record))
+
+    def edited(self, what: str, conversation: Conversation, ledger: Ledger, settings: Settings) -> None:
+        """Log what a command (``what``: its line) changed between turns: the entries that changed and
+        the settings, as an event; nothing when it changed nothing."""
+        self.settings, self._ledger = settings, ledger
+        line = " ".join(what.split())
+        line = line if len(line) <= WHAT_WIDTH else line[: WHAT_WIDTH - 1] + "…"
+        self._guarded(lambda: self._write(conversation, ledger, settings, event=EventLog(
+            "edit", line, conversation.next_turn - 1), quiet=True))
+
+    def forked(self) -> None:
+        """Log into a new conversation from the next write on (``/load`` replaced this one)."""
+        if self._log is not None:
+            self._log.reset()
+        if self._memory is not None:
+            self._memory.reset()
+        self._said_skipped.clear()
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        if self._log is None:
             return
         try:
-            self._log(store, record)
+            write()
         except LogError as error:
             self._fail(str(error))
         except Exception as error:  # a bug here must not cost the chat its turn
             self._fail(f"the conversation log failed (a bug in stateless-chat): {type(error).__name__}: "
                        f"{error}")
 
-    def _log(self, store: LogStore, record: TurnRecord) -> None:
-        session = self.session
+    def _record(self, record: TurnRecord | FailedTurn) -> None:
+        if isinstance(record, FailedTurn):
+            self._cancelled(record)
+            return
         reply = record.reply
-        requests = [dict(body) for body in record.requests] or [{}]
-        if self.cid is None:
-            self.cid = store.start_conversation(model=session.settings.model, endpoint=reply.endpoint)
-        conversation = session.conversation
-        changed = self._logged.changed(conversation)
+        conversation = record.conversation
+        assert conversation is not None and record.ledger is not None and record.settings is not None
+        self.settings, self._ledger = record.settings, record.ledger
         usage = reply.usage
         counts = None
         if usage is not None:
@@ -145,24 +179,125 @@ class Journal:
                                                     ("completion_tokens", usage.completion_tokens),
                                                     ("cached_tokens", usage.cached_tokens))
                       if value is not None}
-        store.log_turn(self.cid, TurnLog(
-            turn=record.turn,
-            request=requests[-1],
-            earlier=tuple(requests[:-1]),
-            reply=reply.text,
-            finish_reason=reply.finish_reason,
-            usage=counts,
-            events=tuple(describe(event) for event in record.events),
-            messages=tuple(persist.entry_data(e) for e in changed),
-            snapshot=persist.to_data(session),
-            endpoint=reply.endpoint,
-            model=str(requests[-1].get("model") or session.settings.model),
-        ))
-        self._logged.wrote(changed, conversation)
+        answer = next((e for e in reversed(conversation.history) if e.turn == record.turn
+                       and e.role == "assistant"), None)
+        model = record.model or str(record.requests[-1].get("model") or record.settings.model) \
+            if record.requests else record.model
+        turn = TurnLog(
+            turn=record.turn, requests=tuple(record.requests), reply=reply.text,
+            finish_reason=reply.finish_reason, usage=counts,
+            events=tuple(describe(event) for event in record.events), answer=answer, stats=record.stats,
+            model=model, endpoint=reply.endpoint, seconds=record.seconds,
+        )
+        before = Ledger(record.ledger.turns[:-1])  # the turn's own accounting is in its row
+        self._write(conversation, before, record.settings, turn=turn, endpoint=reply.endpoint)
+        self._warn_secrets(conversation, record.turn)
+
+    def _cancelled(self, record: FailedTurn) -> None:
+        """Log a turn that failed after its tools ran: its message and the calls, with what they did."""
+        assert self._log is not None
+        calls: list[dict[str, Any]] = []
+        for event in record.events:
+            if isinstance(event, ToolCalled):
+                calls.append({"tool": event.tool, "arguments": event.arguments})
+            elif isinstance(event, ToolAnswered) and calls:
+                calls[-1].update(ran=not event.refused, error=event.error, result_tokens=event.tokens)
+        question = next((e.content for e in record.pending if e.role == "user"), "")
+        results = [{"id": e.message.tool_call_id, "content": e.content}
+                   for e in record.pending if e.role == "tool"]
+        what = (f"turn {record.turn} {record.reason} after its tools ran: "
+                + ", ".join(f"{c['tool']} {c['arguments']}" for c in calls))
+        detail = {"reason": record.reason, "message": question, "calls": calls, "results": results,
+                  "requests": len(record.requests), "events": [describe(e) for e in record.events]}
+        target = self._log
+        if target.cid is None:
+            target.cid = target.store.start_conversation(model=record.model, endpoint="")
+        self._commit(target, Change(event=EventLog("cancelled", what, record.turn, detail)), None, None)
+
+    def _write(self, conversation: Conversation, ledger: Ledger, settings: Settings, *,
+               turn: TurnLog | None = None, event: EventLog | None = None, endpoint: str = "",
+               quiet: bool = False) -> None:
+        """Write what changed (and ``turn`` or ``event``) to the log; with ``quiet``, nothing at all
+        when nothing changed."""
+        target = self._log
+        assert target is not None
+        settings_data = persist.settings_data(settings)
+        whole = not target.mirror.written
+        delta = target.mirror.delta(conversation, whole=whole)
+        changed_settings = settings_data if settings_data != target.settings else None
+        memory = (conversation.memory, conversation.memory_sent)
+        changed_memory = None if target.memory == memory and not whole else memory_data(*memory)
+        if quiet and delta.empty and changed_settings is None and changed_memory is None:
+            return
+        if target.cid is None:
+            target.cid = target.store.start_conversation(model=settings.model, endpoint=endpoint)
+        change = Change(delta, settings=changed_settings, memory=changed_memory,
+                        ledger=None if target.based else ledger.turns, turn=turn, event=event,
+                        model=turn.model if turn is not None else "", endpoint=endpoint)
+        self._commit(target, change, conversation, ledger, whole=whole)
+
+    def _commit(self, target: _Target, change: Change, conversation: Conversation | None,
+                ledger: Ledger | None, *, whole: bool = False) -> None:
+        """Write ``change``; when another chat moved the conversation on meanwhile, write this chat's
+        whole state to a new conversation instead (a fork) and say so. ``ledger`` is the accounting
+        of the turns before ``change``'s."""
+        assert target.cid is not None
+        try:
+            target.head = target.store.write(target.cid, change, head=target.head)
+        except Conflict:
+            if conversation is None or ledger is None:  # an event alone: it goes where the chat now is
+                target.head = target.store.head(target.cid) or 0
+                target.head = target.store.write(target.cid, change, head=target.head)
+                return
+            old = target.cid
+            target.reset()
+            target.cid = target.store.start_conversation(model=self.settings.model, endpoint=change.endpoint,
+                                                         parent=old)
+            settings_data = persist.settings_data(self.settings)
+            delta = target.mirror.delta(conversation, whole=True)
+            fork = EventLog("fork", f"forked from {old}: another chat continued it meanwhile", 0)
+            memory = (conversation.memory, conversation.memory_sent)
+            target.head = target.store.write(target.cid, Change(
+                delta, settings=settings_data, memory=memory_data(*memory), ledger=ledger.turns, event=fork),
+                head=0)
+            target.mirror.wrote(delta, whole=True)
+            target.settings, target.based, target.memory = settings_data, True, memory
+            target.head = target.store.write(target.cid, Change(
+                turn=change.turn, event=change.event, model=change.model, endpoint=change.endpoint),
+                head=target.head)
+            self.warn(f"conversation {old} was continued by another chat meanwhile; this chat goes on as "
+                      f"{target.cid} (stateless-chat --cid {target.cid}), and both are kept")
+            return
+        if change.delta is not None:
+            target.mirror.wrote(change.delta, whole=whole)
+        if change.settings is not None:
+            target.settings = dict(change.settings)
+        if change.ledger is not None:
+            target.based = True
+        if change.memory is not None and conversation is not None:
+            target.memory = (conversation.memory, conversation.memory_sent)
+
+    def _warn_secrets(self, conversation: Conversation, turn: int) -> None:
+        """Say once of each message of ``turn`` that looks like it carries a secret where it is kept and
+        how to remove it (as ``/file`` does of a file)."""
+        for entry in conversation.history:
+            if entry.turn != turn or entry.role != "user" or entry.kind != "turn" or entry.id in self._warned:
+                continue  # a file added with /file was said of when it was added
+            settings = self.settings
+            known = (settings.api_key, *(key for _, key in settings.endpoint_keys),
+                     *(url_password(url) for url in settings.endpoints))
+            reason = secret_in_text(entry.content, known)
+            if reason is not None:
+                self._warned.add(entry.id)
+                self.warn(f"warning: message #{entry.id} looks like it carries a secret ({reason}); it was "
+                          f"sent, and is kept in the conversation log {self.path}: stateless-chat logs rm "
+                          f"{self.cid} deletes this conversation from it")
 
     def _fail(self, reason: str) -> None:
         """Turn logging off for the rest of the chat, saying so in one line."""
         store, self.store = self.store, None
+        self._last_cid = self.cid
+        self._log = None
         if store is not None:
             try:
                 store.close()
@@ -170,76 +305,76 @@ class Journal:
                 pass
         self.warn(f"{' '.join(reason.split())}; the chat goes on without logging")
 
-    def forked(self) -> None:
-        """Start a new conversation in the log at the next turn (``/load`` replaced this one)."""
-        self.cid = None
-        self._logged.clear()
-        self._memory_cid = ""
-        self._indexed.clear()
-        self._said_skipped.clear()
-
     def close(self) -> None:
-        for store in (self.store, self._memory):
-            if store is not None:
-                store.close()
-        self.store = self._memory = None
+        self._last_cid = self.cid
+        for target in (self._log, self._memory):
+            if target is not None:
+                target.store.close()
+        self.store = None
+        self._log = self._memory = None
 
     # ---- continuing ------------------------------------------------------------------------
 
-    def resume(self, wanted: str | None, *, keep: Iterable[str] = ()) -> str:
-        """Make the logged conversation ``wanted`` (an id or its start; None: the most recent one)
-        the session's, as it was after its last turn, and log into it from now on; return its id.
+    def resume(self, wanted: str | None) -> Restored:
+        """Return the logged conversation ``wanted`` (an id or its start; None: the most recent one) as
+        it was left, and log into it from now on. The caller makes it the chat's
+        (``Session.load(*journal.loadable(restored))``). A damaged row left out is one ``warn`` line.
 
-        Settings named in ``keep`` (given on this command line) win over the logged ones.
         Raises ``LogError`` when there is no log, no such conversation, or it cannot be restored.
         """
-        store = self.store
-        if store is None:
+        target = self._log
+        if target is None:
             raise UsageError("-c/--continue and --cid read the conversation log, which is turned off "
                              "(--no-log or log = false)")
+        store = target.store
         cid = store.find(wanted) if wanted is not None else store.latest()
         if cid is None:
             raise LogError(f"nothing to continue: the conversation log {self.path} has no conversation yet")
-        data = store.snapshot(cid)
-        if data is None:
-            raise LogError(f"conversation {cid} has no turn logged yet: nothing to continue")
-        try:
-            saved = persist.from_data(data)
-        except (ValueError, TypeError) as error:
-            raise LogError(f"conversation {cid} in the log cannot be restored: {error}") from None
-        restored = persist.restore(self.session, saved, keep=set(keep),
-                                   source=f"conversation {cid} of the log")
-        for event in restored:
-            self.session.hooks.on_event(event)  # standing notes read from an older log, once
-        self.forked()
-        self.cid = cid
-        return cid
+        restored = store.restore(cid)
+        if restored is None:
+            raise LogError(f"conversation {cid} has nothing logged yet: nothing to continue")
+        if restored.problems:
+            self.warn(f"{len(restored.problems)} damaged row(s) of conversation {cid} were left out: "
+                      f"{restored.problems[0]}")
+        target.reset()
+        target.cid, target.head, target.based = cid, restored.head, True
+        target.memory = (restored.conversation.memory, restored.conversation.memory_sent)
+        self._ledger = restored.ledger
+        target.mirror.prime(restored.placed, restored.conversation, restored.next_pos)
+        target.settings = persist.settings_data(restored.settings) if restored.settings else None
+        if self._memory is not None:
+            self._memory.reset()
+        return restored
 
     # ---- recall ----------------------------------------------------------------------------
 
     def _index(self, conversation: Conversation) -> tuple[LogStore, str]:
         """Return the store recall searches and this conversation's id in it, with every message of
         ``conversation`` in its current state written to it first."""
-        store = self.store
-        if store is not None:
+        target = self._log
+        if target is not None:
             try:
-                if self.cid is None:
-                    self.cid = store.start_conversation(model=self.session.settings.model,
-                                                        endpoint=self.session.endpoint_name)
-                changed = self._logged.changed(conversation)
-                store.index(self.cid, [persist.entry_data(e) for e in changed])
-                self._logged.wrote(changed, conversation)
-                return store, self.cid
+                if target.cid is None:
+                    target.cid = target.store.start_conversation(model=self.settings.model, endpoint="")
+                whole = not target.mirror.written
+                delta = target.mirror.delta(conversation, whole=whole)
+                if not delta.empty or whole:
+                    self._commit(target, Change(delta), conversation, self._ledger, whole=whole)
+                assert target.cid is not None
+                return target.store, target.cid
             except LogError as error:
                 self._fail(str(error))
         if self._memory is None:
-            self._memory = LogStore.memory()
-        if not self._memory_cid:
-            self._memory_cid = self._memory.start_conversation(model="", endpoint="")
-        changed = self._indexed.changed(conversation)
-        self._memory.index(self._memory_cid, [persist.entry_data(e) for e in changed])
-        self._indexed.wrote(changed, conversation)
-        return self._memory, self._memory_cid
+            self._memory = _Target(LogStore.memory())
+        memory = self._memory
+        if memory.cid is None:
+            memory.cid = memory.store.start_conversation(model="", endpoint="")
+        whole = not memory.mirror.written
+        delta = memory.mirror.delta(conversation, whole=whole)
+        if not delta.empty or whole:
+            memory.head = memory.store.write(memory.cid, Change(delta), head=memory.head)
+            memory.mirror.wrote(delta, whole=whole)
+        return memory.store, memory.cid
 
     def _hits(self, conversation: Conversation, query: str, among: Collection[int],
               min_score: float | None = None) -> list[RecallHit]:
@@ -255,7 +390,7 @@ class Journal:
         slot, best first within the recall budget, and a ``Recalled`` event for each (the session's
         ``recaller``), and one ``Notice`` naming the matching turns that did not fit that budget (each
         turn said once). Does nothing unless ``recall = "auto"``; a failure of the index recalls nothing."""
-        settings = self.session.settings
+        settings = self.settings
         if settings.recall != "auto":
             return conversation, []
         evicted = conversation.evicted
@@ -292,12 +427,11 @@ class Journal:
             events.append(Recalled(turn, tuple(e.id for e in entries), sum(e.tokens for e in entries), shown))
         return recalled, events + told
 
-    def matches(self, query: str) -> list[RecallMatch]:
-        """Return the evicted turns of this conversation that match ``query``, best first (``/recall``).
+    def matches(self, query: str, conversation: Conversation) -> list[RecallMatch]:
+        """Return the evicted turns of ``conversation`` that match ``query``, best first (``/recall``).
 
         Raises ``LogError`` when the index cannot be searched.
         """
-        conversation = self.session.conversation
         among = {e.id for e in conversation.evicted}
         hits = self._hits(conversation, query, among, min_score=0.0)
         found = []
@@ -338,16 +472,20 @@ def _turns(conversation: Conversation, hits: Sequence[RecallHit]) -> list[tuple[
     return [(turn, by_turn[turn]) for turn in order]
 
 
-def of(session: Session) -> Journal | None:
-    """Return the journal attached to ``session``, if any."""
-    return next((o for o in session.on_turn if isinstance(o, Journal)), None)
+def loadable(restored: Restored) -> tuple[Conversation, Ledger, dict[str, Any]]:
+    """Return what ``Session.load`` takes to continue ``restored``: the value, its accounting and the
+    settings that shaped it (as ``persist.loadable`` of a file)."""
+    settings = {k: restored.settings[k] for k in persist.RESTORED_SETTINGS if k in restored.settings}
+    return restored.conversation, restored.ledger, settings
 
 
-def attach(session: Session, path: Path | None, *, warn: Callable[[str], None] = _warn_nowhere,
-           strict: bool = False) -> Journal:
-    """Attach a journal to ``session``: log its turns into the log at ``path`` (None: logging off)
-    and recall from it. A log that cannot be opened is one ``warn`` line, and logging is off
-    (with ``strict``, for a chat that continues a logged conversation, it is a ``LogError``)."""
+def open_journal(path: Path | None, settings: Settings, *, warn: Callable[[str], None] = _warn_nowhere,
+                 strict: bool = False) -> Journal:
+    """Return a journal logging into the log at ``path`` (None: logging off) with the chat's
+    ``settings``. A log that cannot be opened is one ``warn`` line, and logging is off (with
+    ``strict``, for a chat that continues a logged conversation, it is a ``LogError``); a mode it
+    tightened is one line each. The caller wires it: ``session.observers.append(journal)``,
+    ``session.recaller = journal.recall``."""
     store = None
     if path is not None:
         try:
@@ -356,10 +494,15 @@ def attach(session: Session, path: Path | None, *, warn: Callable[[str], None] =
             if strict:
                 raise
             warn(f"{' '.join(str(error).split())}; the chat goes on without logging")
-    journal = Journal(session, store, path=path, warn=warn)
-    session.on_turn = (*session.on_turn, journal)
-    session.recall = journal.recall
-    return journal
+        else:
+            for note in store.notes:
+                warn(note)
+    return Journal(store, settings, path=path, warn=warn)
 
 
-__all__ = ["Journal", "RecallMatch", "attach", "of"]
+def of(observers: Sequence[object]) -> Journal | None:
+    """Return the journal among a session's ``observers``, if any."""
+    return next((o for o in observers if isinstance(o, Journal)), None)
+
+
+__all__ = ["Journal", "RecallMatch", "loadable", "of", "open_journal"]

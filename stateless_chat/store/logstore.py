@@ -1,561 +1,145 @@
-"""The conversation log: every completed turn of every conversation, in one SQLite file.
+"""The conversation log: every turn and every change of every conversation, in one SQLite file.
 
-Each turn is logged once its reply has arrived completely (``journal`` does it): the
-exact request bodies, the reply, the usage the server reported, the turn's events, every message of
-the conversation in its current state and a snapshot of the whole conversation (the
-save-file dict of ``persist.to_data``) that ``--continue`` restores. ``logs list``,
-``logs show`` and ``logs search`` read it back, and recall uses its full-text index
-to bring evicted messages back by relevance.
+What is stored is what is new (``logschema`` has the tables): each message of a conversation once,
+each entry of the conversation with the slot it is in, a turn's requests as their parameters
+plus an ordered reference to stored messages (rebuilt byte for byte by ``bodies``), its reply,
+usage, accounting and events, and each change made between turns as an event. A write is one
+``Change`` (``journal`` decides what goes in it); ``restore`` reads the conversation back from its
+entries, as it was left. ``logs`` reads it all, and recall uses its full-text index.
 
-The file lives at ``$XDG_DATA_HOME/stateless-chat/logs.db`` (the caller computes the
-path). It is private: created with mode 0600, and SQLite gives its ``-wal`` and ``-shm``
-sidecars the same mode. It is shared: several chats may log into it at once, so it
-runs in WAL mode with a busy timeout and every write is one ``BEGIN IMMEDIATE``
-transaction, which either lands whole or leaves the file as it was. Every failure
-(a damaged file, a full disk, a read-only location, a schema from a newer version) is
-a ``LogError`` of one line; the chat itself never depends on the log.
+The file lives at ``$XDG_DATA_HOME/stateless-chat/logs.db`` (the caller computes the path). It
+is private: the file and its sidecars are mode 0600 and its folder 0700, made so whatever they
+were before (``notes`` says what was tightened), and a symbolic link at any of them is refused.
+It is shared: several chats may log into it at once, so it runs in WAL mode with a busy timeout,
+every write is one ``BEGIN IMMEDIATE`` transaction that lands whole or not at all, and every write
+names the conversation's ``head`` it read: a write to a conversation another chat has moved on
+raises ``Conflict`` and changes nothing (the journal then forks). Every failure (a damaged file,
+a full disk, a read-only location, a schema from a newer version) is a ``LogError`` of one line;
+a damaged row is a note, and reading goes on with the others.
 
-The schema is versioned by ``PRAGMA user_version`` and built by ``MIGRATIONS``, applied
-in order from version 1; a file from a newer version is refused, never touched.
-Only the standard library is used: this is core.
+Only the standard library and the core's value types are used: this is core.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import sqlite3
-import stat
-import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from stateless_chat.core.history import Conversation
+from stateless_chat.core.ledger import Ledger, TurnStats
+from stateless_chat.core.messages import Entry, Eviction
 from stateless_chat.errors import LogError
-from stateless_chat.sanitize import LONE_SURROGATE, strip_controls, whole_characters
+from stateless_chat.store.logcodec import (
+    TextRow,
+    dumps,
+    fast_key,
+    join_body,
+    key_of,
+    ranges,
+    split_body,
+    text_row,
+    unranges,
+)
+from stateless_chat.store.logdiff import Placed
+from stateless_chat.store.logopen import (
+    BUSY_TIMEOUT,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    check_length,
+    failure,
+    make_private,
+    migrate,
+    reason_of,
+    shown_path,
+    transaction,
+    use_wal,
+)
+from stateless_chat.store.logopen import connect as _connect
+from stateless_chat.store.logrows import (
+    SECRET_KEYS,
+    SLOTS,
+    STATS_COLUMNS,
+    Change,
+    Conflict,
+    ConversationRow,
+    EventLog,
+    EventRow,
+    Filters,
+    RecallHit,
+    Restored,
+    SearchHit,
+    TokenTotals,
+    TurnLog,
+    TurnRow,
+    entry_fast,
+    entry_from_row,
+    first_line,
+    is_secret,
+    loads,
+    memory_data,
+    memory_from,
+    new_id,
+    one_line,
+    parse_time,
+    scrubbed,
+    stamp_of,
+    stats_data,
+    stats_from,
+    stats_from_row,
+    storable,
+    usage_count,
+    utc,
+)
+from stateless_chat.store.logsearch import recall_query, recall_terms, search_query
 
 DEFAULT_NAME = "logs.db"
-BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's transaction before giving up
-# Keys that would hold a credential, wherever they appear in what is logged. The request body
-# never holds one (the key travels in a header); this is defence in depth.
-SECRET_KEYS = frozenset({"authorization", "proxy_authorization", "api_key", "x_api_key"})
 # The smallest bm25 score (higher is better) a recalled message needs: about what one mention
 # of a word found in a third of all logged messages scores. A word found in half of them or
 # more scores close to 0, so a match on such words alone is no reason to bring a message back.
 MIN_RECALL_SCORE = 0.5
 
-# ---- schema ---------------------------------------------------------------------------------
 
-# Version 1: conversations (with the latest snapshot), one row per turn, and the latest state
-# of every message, indexed by an external-content FTS5 table kept in step by triggers.
-_V1 = (
-    """CREATE TABLE conversations (
-        id TEXT PRIMARY KEY,
-        started TEXT NOT NULL,      -- ISO 8601, UTC
-        active TEXT NOT NULL,       -- when the last turn was logged (or started), ISO 8601, UTC
-        model TEXT NOT NULL,        -- of the latest turn
-        endpoint TEXT NOT NULL,     -- of the latest turn
-        snapshot TEXT               -- JSON save-file dict after the latest turn; NULL before the first
-    )""",
-    "CREATE INDEX conversations_active ON conversations (active)",
-    """CREATE TABLE turns (
-        cid TEXT NOT NULL REFERENCES conversations (id),
-        turn INTEGER NOT NULL,
-        logged_at TEXT NOT NULL,
-        model TEXT NOT NULL,
-        endpoint TEXT NOT NULL,
-        request TEXT NOT NULL,      -- JSON: the exact body sent
-        reply TEXT NOT NULL,
-        finish_reason TEXT,
-        usage TEXT,                 -- JSON as reported, or NULL
-        events TEXT NOT NULL,       -- JSON list of one-line strings
-        PRIMARY KEY (cid, turn)
-    )""",
-    """CREATE TABLE messages (
-        cid TEXT NOT NULL REFERENCES conversations (id),
-        id INTEGER NOT NULL,
-        turn INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        data TEXT NOT NULL,         -- JSON: the message dict in its latest state
-        body TEXT NOT NULL,         -- what the index holds: content, tool call names and arguments
-        UNIQUE (cid, id)
-    )""",
-    """CREATE VIRTUAL TABLE messages_fts USING fts5 (
-        body, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
-    )""",
-    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
-    END""",
-    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
-    END""",
-    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF body ON messages
-    WHEN old.body IS NOT new.body BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
-        INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
-    END""",
-)
+_UPSERT_ENTRY = """INSERT INTO entries (cid, id, text, turn, kind, slot, pos, pinned, source, tokens,
+        finish_reason, evicted_how, evicted_turn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (cid, id) DO UPDATE SET text = excluded.text, turn = excluded.turn, kind = excluded.kind,
+        slot = excluded.slot, pos = excluded.pos, pinned = excluded.pinned, source = excluded.source,
+        tokens = excluded.tokens, finish_reason = excluded.finish_reason, evicted_how = excluded.evicted_how,
+        evicted_turn = excluded.evicted_turn"""
 
+_TEXT_COLUMNS = "role, content, name, tool_calls, tool_call_id, raw"
+# An entry joined with its stored message (``e`` and ``x``), as ``entry_from_row`` reads it.
+_ENTRY_COLUMNS = ("e.id, e.turn, e.kind, e.slot, e.pos, e.pinned, e.source, e.tokens, e.finish_reason, "
+                  "e.evicted_how, e.evicted_turn, "
+                  "x.role, x.content, x.name, x.tool_calls, x.tool_call_id, x.raw")
 
-def _usage_sql(*paths: str) -> str:
-    """Return SQL for the first whole number found at one of the JSON ``paths`` of ``usage``."""
-    cases = " ".join(
-        f"WHEN json_type(usage, '{p}') = 'integer' THEN json_extract(usage, '{p}')" for p in paths
-    )
-    return f"CASE WHEN usage IS NULL THEN NULL {cases} END"
 
 
-# Version 2: the reported token counts get columns of their own, so they can be summed in SQL;
-# turns logged before are filled in from their usage JSON.
-_V2 = (
-    "ALTER TABLE turns ADD COLUMN prompt_tokens INTEGER",
-    "ALTER TABLE turns ADD COLUMN completion_tokens INTEGER",
-    "ALTER TABLE turns ADD COLUMN cached_tokens INTEGER",
-    f"""UPDATE turns SET
-        prompt_tokens = {_usage_sql("$.prompt_tokens")},
-        completion_tokens = {_usage_sql("$.completion_tokens")},
-        cached_tokens = {_usage_sql("$.cached_tokens", "$.prompt_tokens_details.cached_tokens")}""",
-)
-
-# Version 3: a turn may send several requests (a tool loop: each step resends the conversation with
-# the calls and results so far); ``request`` stays the last one, the one ``reply`` answers, and
-# the ones before it are kept in order (NULL when there were none, as for every older turn).
-_V3 = (
-    "ALTER TABLE turns ADD COLUMN earlier TEXT",  # JSON list of request bodies, or NULL
-)
-
-# The statements that take a file from version N-1 to N are MIGRATIONS[N - 1]. Append only.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-# ---- values ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TurnLog:
-    """What is logged after one completed turn.
-
-    ``messages`` holds every message of the conversation in its current state (live,
-    evicted, the system prompt and the summary), as save-file dicts with an ``id``;
-    ``snapshot`` is the whole conversation as ``persist.to_data`` returns it. ``request``
-    is the body ``reply`` answers; ``earlier`` the bodies the turn sent before it, in order
-    (the steps of a tool loop).
-    """
-
-    turn: int
-    request: dict[str, Any]
-    reply: str
-    finish_reason: str | None
-    usage: dict[str, Any] | None
-    events: tuple[str, ...]
-    messages: tuple[dict[str, Any], ...]
-    snapshot: dict[str, Any]
-    endpoint: str = ""
-    model: str = ""
-    earlier: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class ConversationRow:
-    """One conversation as ``logs list`` shows it; ``first_line`` is its first user message, one line."""
-
-    id: str
-    started: datetime
-    active: datetime
-    model: str
-    endpoint: str
-    turns: int
-    first_line: str
-
-
-@dataclass(frozen=True)
-class TurnRow:
-    """One logged turn, as it was logged; the token columns are the reported usage (None: not said)."""
-
-    turn: int
-    logged_at: datetime
-    request: dict[str, Any]
-    reply: str
-    finish_reason: str | None
-    usage: dict[str, Any] | None
-    events: tuple[str, ...]
-    model: str
-    endpoint: str
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
-    earlier: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def requests(self) -> tuple[dict[str, Any], ...]:
-        """Return every request body the turn sent, in order; the last one got ``reply``."""
-        return (*self.earlier, self.request)
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """A message that matches a search; the match is marked ``[like this]`` in ``snippet``.
-
-    ``score`` is the bm25 relevance, higher is better.
-    """
-
-    cid: str
-    message_id: int
-    role: str
-    turn: int
-    snippet: str
-    score: float
-
-
-@dataclass(frozen=True)
-class RecallHit:
-    """A message relevant to a recall query; ``score`` is its bm25 relevance, higher is better."""
-
-    message_id: int
-    turn: int
-    score: float
-
-
-@dataclass(frozen=True)
-class TokenTotals:
-    """The reported tokens of a conversation's logged turns, summed (turns that reported none add 0)."""
-
-    turns: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-
-
-# ---- helpers --------------------------------------------------------------------------------
-
-_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case: ASCII order is time order
-_ID_TIME_DIGITS = 9  # milliseconds since 1970 in 45 bits: good until the year 3084
-_ID_RANDOM_DIGITS = 4
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_WORD = re.compile(r"[^\W_]+")  # a run of letters and digits, as the unicode61 tokenizer sees a token
-_SEARCH_CHUNK = re.compile(r'"([^"]*)"(\*?)|(\S+)')
-_MAX_QUERY_TERMS = 64
-_FIRST_LINE_WIDTH = 80
-_STOP_WORDS = frozenset(
-    """a about above after again against all also am an and any anything are aren as at be because been
-    before being below between both but by can cannot could couldn d did didn do does doesn doing don
-    done down during each earlier else ever few for from further get got had hadn has hasn have haven
-    having he hello her here hers herself hey hi him himself his how i if in into is isn it its itself
-    just know let ll m me mention mentioned more most my myself no nor not now o of off ok okay on once
-    one only or other ought our ours ourselves out over own please re recall remember s said same say
-    shall she should shouldn so some something such t tell than thank thanks that the their theirs them
-    themselves then there these they thing things think this those through to told too under until up
-    us ve very was wasn we were weren what when where which while who whom why will with won would
-    wouldn y yes you your yours yourself yourselves""".split()
-)
-
-
-def _shown(path: Path) -> str:
-    """Return ``path`` for a one-line message: as is, or as a repr if it holds a newline or other control."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
-
-
-def _reason(error: BaseException) -> str:
-    """Return the first line of what ``error`` says, with a hint of what to do for the common cases."""
-    if isinstance(error, OSError) and error.strerror:
-        text = error.strerror
-    else:
-        lines = str(error).strip().splitlines()
-        text = lines[0] if lines else type(error).__name__
-    lowered = text.lower()
-    if "locked" in lowered or "busy" in lowered:
-        return f"{text} (another stateless-chat is writing to it; try again)"
-    if "readonly" in lowered or "read-only" in lowered or "permission denied" in lowered:
-        return f"{text} (check the permissions of the file and its directory)"
-    if "full" in lowered or "no space" in lowered:
-        return f"{text} (free some disk space)"
-    if "malformed" in lowered or "not a database" in lowered:
-        return f"{text} (the file is damaged: move it away and a new log is started)"
-    return text
-
-
-def _failure(path: Path, doing: str, error: BaseException) -> LogError:
-    return LogError(f"cannot {doing} the conversation log {_shown(path)}: {_reason(error)}")
-
-
-def _utc(when: datetime | None) -> datetime:
-    """Return ``when`` (now when None; a naive time is taken as local) as an aware UTC time."""
-    return datetime.now(timezone.utc) if when is None else when.astimezone(timezone.utc)
-
-
-def _stamp(when: datetime) -> str:
-    """Return ``when`` as fixed-width ISO 8601 UTC text, so that text order is time order."""
-    return _utc(when).isoformat(timespec="microseconds")
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _new_id(when: datetime) -> str:
-    """Return a conversation id: the start time in milliseconds, then random digits (13 characters).
-
-    Ids sort by start time as text, and two processes that start in the same millisecond
-    still differ (and the primary key catches the one-in-a-million tie).
-    """
-    millis = max(0, int(_utc(when).timestamp() * 1000)) % len(_ID_ALPHABET) ** _ID_TIME_DIGITS
-    digits = []
-    for _ in range(_ID_TIME_DIGITS):
-        millis, digit = divmod(millis, len(_ID_ALPHABET))
-        digits.append(_ID_ALPHABET[digit])
-    # 256 is a multiple of the alphabet's 32 letters: every letter equally likely (and no ``secrets``
-    # import, ~4 ms of a one-shot run)
-    noise = "".join(_ID_ALPHABET[byte % len(_ID_ALPHABET)] for byte in os.urandom(_ID_RANDOM_DIGITS))
-    return "".join(reversed(digits)) + noise
-
-
-def _scrubbed(value: Any) -> Any:
-    """Return ``value`` (JSON-like) without any key that names a credential, at any depth."""
-    if isinstance(value, Mapping):
-        return {
-            key: _scrubbed(item)
-            for key, item in value.items()
-            if str(key).lower().replace("-", "_") not in SECRET_KEYS
-        }
-    if isinstance(value, (list, tuple)):
-        return [_scrubbed(item) for item in value]
-    return value
-
-
-def _json(value: Any) -> str:
-    """Return ``value`` as compact JSON text; half a surrogate pair is escaped, since SQLite stores UTF-8."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return json.dumps(value, separators=(",", ":")) if LONE_SURROGATE.search(text) else text
-
-
-def _text(value: str) -> str:
-    """Return ``value`` storable as UTF-8 (half a surrogate pair becomes U+FFFD)."""
-    return whole_characters(value)
-
-
-def _usage_count(usage: Mapping[str, Any] | None, *keys: str) -> int | None:
-    """Return the whole number at the first of ``keys`` (a dotted path) in ``usage``, else None.
-
-    The same rule as the version 2 migration's SQL, so old and new rows agree.
-    """
-    for key in keys:
-        value: Any = usage
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
-def _message_row(cid: str, message: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Return the ``messages`` row of one message dict; ValueError when it has no usable id or role."""
-    number = message.get("id")
-    role = message.get("role")
-    if not isinstance(number, int) or isinstance(number, bool) or not isinstance(role, str):
-        raise ValueError("every message needs a whole-number 'id' and a 'role'")
-    turn = message.get("turn")
-    kind = message.get("kind")
-    parts = [message.get("content") or ""]
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if isinstance(function, Mapping):
-            parts += [str(function.get("name") or ""), str(function.get("arguments") or "")]
-    # Indexed without terminal controls: a snippet cut out of an escape sequence (or with a match
-    # marker put inside one) would print its leftovers, and "\x1b[31mred" would index "31mred".
-    body = strip_controls(_text("\n".join(p for p in parts if isinstance(p, str) and p)))
-    return (
-        cid,
-        number,
-        turn if isinstance(turn, int) and not isinstance(turn, bool) else 0,
-        role,
-        kind if isinstance(kind, str) else "turn",
-        _json(_scrubbed(message)),
-        body,
-    )
-
-
-def _first_line(text: str | None) -> str:
-    """Return the first non-blank line of ``text``, cut to ``_FIRST_LINE_WIDTH`` characters."""
-    for line in (text or "").splitlines():
-        line = " ".join(_CONTROL.sub(" ", line).split())
-        if line:
-            return line if len(line) <= _FIRST_LINE_WIDTH else line[: _FIRST_LINE_WIDTH - 1] + "…"
-    return ""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(_CONTROL.sub(" ", text).split())
-
-
-def _quoted(term: str) -> str:
-    """Return ``term`` as an FTS5 string: whatever it holds, it is text to match, never syntax."""
-    return '"' + term.replace('"', '""') + '"'
-
-
-def search_query(text: str) -> str:
-    """Return the FTS5 query for what a user typed: every word must match, in any order.
-
-    ``"a phrase"`` matches those words in a row and a trailing ``*`` matches a prefix
-    (``laun*``); nothing else is syntax (``OR``, ``NEAR(``, a lone ``"`` are words or
-    nothing), so no query a user types is an FTS5 syntax error. Raises ``LogError``
-    when nothing in ``text`` can be searched for.
-    """
-    parts: list[str] = []
-    for match in _SEARCH_CHUNK.finditer(_CONTROL.sub(" ", _text(text))):
-        phrase, phrase_star, word = match.groups()
-        chunk, star = (phrase, phrase_star) if word is None else (word.rstrip("*"), "*" * word.endswith("*"))
-        if _WORD.search(chunk):
-            parts.append(_quoted(chunk) + star)
-    if not parts:
-        raise LogError("search needs a word to look for, e.g. stateless-chat logs search launch code")
-    return " ".join(parts[:_MAX_QUERY_TERMS])
-
-
-def recall_terms(text: str) -> list[str]:
-    """Return the content words of ``text`` recall looks for: lower case, each once, in order, with
-    stop words and chat filler ("what", "the", "remember") left out."""
-    terms: dict[str, None] = {}
-    for word in _WORD.findall(_text(text)):
-        word = word.lower()
-        if word not in _STOP_WORDS:
-            terms.setdefault(word)
-    return list(terms)[:_MAX_QUERY_TERMS]
-
-
-def recall_query(text: str) -> str | None:
-    """Return an FTS5 query matching any content word of ``text``, or None when it has none.
-
-    Words are OR-ed so that a message sharing only some of them still counts (bm25 ranks
-    those sharing more and rarer words higher); stop words and chat filler ("what", "the",
-    "remember") are left out, so "what is the" recalls nothing.
-    """
-    terms = recall_terms(text)
-    if not terms:
-        return None
-    return " OR ".join(_quoted(term) for term in terms)
-
-
-# ---- opening --------------------------------------------------------------------------------
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Return a connection to ``path`` in autocommit mode: transactions are begun explicitly."""
-    return sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-
-
-def _create_private(path: Path) -> None:
-    """Make sure ``path`` is a regular file we can write, creating it (and its directory) private.
-
-    A new file gets mode 0600 whatever the umask; SQLite gives the ``-wal`` and ``-shm``
-    files it creates next to it the same mode. An existing file keeps its mode.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _readable(path: Path, db: sqlite3.Connection) -> tuple[sqlite3.Connection, str]:
+    """Return ``db``, or when it cannot be read (a full disk: reading a WAL file needs its ``-shm``
+    index, which SQLite cannot create on a full disk) a connection that reads the file as it is,
+    with a note saying what that leaves out."""
     try:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        handle = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    else:
-        os.fchmod(handle, 0o600)
-    try:
-        if not stat.S_ISREG(os.fstat(handle).st_mode):
-            raise OSError(0, "not a regular file")
-    finally:
-        os.close(handle)
-
-
-def _check_length(path: Path) -> None:
-    """Raise ``LogError`` when the file is shorter than its own header says: it was cut.
-
-    SQLite would open such a file and fail only when a query reaches a missing page.
-    A non-empty ``-wal`` may hold the missing pages, so then the check is left to SQLite.
-    """
-    with open(path, "rb") as file:
-        header = file.read(100)
-        length = os.fstat(file.fileno()).st_size
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        return  # empty (a new file), or not a database at all: SQLite says which
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    size_valid = header[24:28] == header[92:96]  # the page count is kept up to date by SQLite >= 3.7.0
-    wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        return
-    if size_valid and length < pages * page_size:
-        raise LogError(
-            f"cannot open the conversation log {_shown(path)}: the file is damaged (it holds {length:,} of "
-            f"{pages * page_size:,} bytes; move it away and a new log is started)"
-        )
-
-
-def _use_wal(db: sqlite3.Connection) -> None:
-    """Put the file in WAL mode (readers and a writer at once), as it stays once set.
-
-    Changing the mode does not wait on the busy handler: two processes opening a new
-    file at once see "database is locked" here, so it is retried for ``BUSY_TIMEOUT``.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT
-    while True:
+        db.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        return db, ""
+    except sqlite3.OperationalError as error:
+        db.close()
+        why = reason_of(error)
         try:
-            db.execute("PRAGMA journal_mode = WAL").fetchone()
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+            fallback = _connect(path, read_only=True, immutable=True)
+            fallback.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error:
+            raise failure(path, "open", error) from None
+    wal = path.with_name(path.name + "-wal")
+    pending = ", without the turns still in its -wal file" if wal.exists() and wal.stat().st_size else ""
+    return fallback, (f"the conversation log {shown_path(path)} cannot be opened as usual: {why}; it is "
+                      f"read as it stands on disk{pending}")
 
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to ``SCHEMA_VERSION`` in one transaction, which also proves the file writable.
-
-    Raises ``LogError`` for a schema newer than this code, or a database that is not a log.
-    """
-    with _transaction(db):
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise LogError(
-                f"the conversation log {_shown(path)} has schema version {version}, newer than this "
-                f"stateless-chat reads ({SCHEMA_VERSION}); upgrade stateless-chat, or move the file away"
-            )
-        if version == 0 and db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
-            raise LogError(f"{_shown(path)} is an SQLite database but not a conversation log; move it away")
-        for statements in MIGRATIONS[version:]:
-            for statement in statements:
-                db.execute(statement)
-        # Also the write probe: a read-only file fails here, at open, rather than at the first turn.
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        if version == SCHEMA_VERSION:
-            db.execute("ROLLBACK")
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run the block as one write transaction: committed whole, or rolled back whole on any error."""
-    db.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock upgrading a read later
-    try:
-        yield db
-        if db.in_transaction:
-            db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # SQLite may have rolled back already (a full disk, an I/O error)
-            with suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        raise
-
-
-# The row (and its index entry) is rewritten only when the message changed.
-_UPSERT_MESSAGE = """INSERT INTO messages (cid, id, turn, role, kind, data, body) VALUES (?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (cid, id) DO UPDATE SET
-        turn = excluded.turn, role = excluded.role, kind = excluded.kind, data = excluded.data,
-        body = excluded.body
-    WHERE data IS NOT excluded.data"""
 
 # ---- the store ------------------------------------------------------------------------------
 
@@ -564,46 +148,63 @@ class LogStore:
     """An open conversation log. Use ``LogStore.open``; close it (or use ``with``) when done.
 
     Every method raises ``LogError`` (one line) when the file cannot be read or written;
-    a failed write leaves what was logged before intact.
+    a failed write leaves what was logged before intact. ``notes`` are the modes ``open`` tightened.
     """
 
-    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, db: sqlite3.Connection, notes: Sequence[str] = ()) -> None:
         self.path = path
         self._db = db
+        self.notes = list(notes)
+        # What each conversation's stored messages are, by their key (``_text_id``), as committed.
+        self._texts: dict[str, dict[Hashable, int]] = {}
+        self._params: dict[str, int] = {}
 
     @classmethod
-    def open(cls, path: Path) -> LogStore:
-        """Return the log at ``path``, created (mode 0600, parent directories too) when missing.
+    def open(cls, path: Path, *, read_only: bool = False) -> LogStore:
+        """Return the log at ``path``, created (mode 0600, its folder 0700) when missing.
 
-        Runs in WAL mode with a busy timeout, migrated to the current schema. Raises
-        ``LogError`` when the location is not writable, the file is damaged or not a log,
-        or its schema is newer than this code reads.
+        Runs in WAL mode with a busy timeout, migrated to the current schema. With ``read_only``
+        nothing is created or written (``logs`` reads a log on a full disk), unless the schema must
+        be migrated first. Raises ``LogError`` when the location is not usable, the file is damaged
+        or not a log, a symbolic link stands at its path, or its schema is newer than this code.
         """
         try:
             path = Path(path).expanduser()
         except RuntimeError as error:  # ~user with no such user
-            raise LogError(f"cannot open the conversation log {_shown(Path(path))}: {error}") from None
+            raise LogError(f"cannot open the conversation log {shown_path(Path(path))}: {error}") from None
         try:
-            _create_private(path)
-            _check_length(path)
+            notes = make_private(path, create=not read_only)
+            check_length(path)
+        except FileNotFoundError as error:
+            raise failure(path, "open", error) from None
         except OSError as error:
-            raise _failure(path, "open", error) from None
+            raise failure(path, "open", error) from None
         try:
             db = _connect(path)
         except sqlite3.Error as error:
-            raise _failure(path, "open", error) from None
+            raise failure(path, "open", error) from None
+        if read_only:
+            db, note = _readable(path, db)
+            notes += [note] if note else []
         try:
-            _use_wal(db)
+            if not read_only:  # a new file's, before its first table (no-ops for a file that has them):
+                db.execute("PRAGMA page_size = 8192")  # replies fill 4 KB pages to 60%, 8 KB ones to 85%
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # rm gives the space back
+                use_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable once checkpointed, never corrupt
-            db.execute("PRAGMA foreign_keys = ON")
-            _migrate(db, path)
+            db.execute("PRAGMA cache_size = -16384")  # 16 MiB: a long log's index pages stay at hand
+            version = migrate(db, path, probe=not read_only)
         except LogError:
             db.close()
             raise
         except sqlite3.Error as error:
             db.close()
-            raise _failure(path, "open", error) from None
-        return cls(path, db)
+            raise failure(path, "open", error) from None
+        if 0 < version < SCHEMA_VERSION:
+            with suppress(sqlite3.Error):  # give back what the old layout took; another reader may hold it
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect with the VACUUM
+                db.execute("VACUUM")
+        return cls(path, db, notes)
 
     @classmethod
     def memory(cls) -> LogStore:
@@ -612,9 +213,9 @@ class LogStore:
         path = Path(":memory:")
         try:
             db = _connect(path)
-            _migrate(db, path)
+            migrate(db, path)
         except sqlite3.Error as error:
-            raise _failure(path, "open", error) from None
+            raise failure(path, "open", error) from None
         return cls(path, db)
 
     def close(self) -> None:
@@ -636,140 +237,252 @@ class LogStore:
         try:
             yield self._db
         except sqlite3.Error as error:
-            raise _failure(self.path, "read", error) from None
-        except ValueError as error:  # a stored JSON text that no longer parses, a key it cannot encode
-            raise _failure(self.path, "read", error) from None
+            raise failure(self.path, "read", error) from None
+        except (ValueError, RecursionError) as error:  # a stored JSON text that no longer parses
+            raise failure(self.path, "read", error) from None
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         try:
-            with _transaction(self._db) as db:
+            with transaction(self._db) as db:
                 yield db
-        except (sqlite3.Error, OSError, ValueError) as error:  # ValueError: text SQLite cannot encode
-            raise _failure(self.path, "write", error) from None
+        except (sqlite3.Error, OSError, ValueError, TypeError, RecursionError) as error:
+            raise failure(self.path, "write", error) from None
 
     # ---- writing ------------------------------------------------------------------------
 
-    def start_conversation(self, *, model: str, endpoint: str, started: datetime | None = None) -> str:
-        """Return the id of a new conversation started at ``started`` (now when None).
-
-        Ids are 13 characters, unique across processes and sort by start time.
-        """
-        when = _utc(started)
+    def start_conversation(self, *, model: str, endpoint: str, started: datetime | None = None,
+                           parent: str | None = None) -> str:
+        """Return the id of a new conversation started at ``started`` (now when None); ``parent`` is
+        the one it was forked from. Ids are 13 characters, unique across processes, sorted by start."""
+        when = utc(started)
         for _ in range(8):
-            cid = _new_id(when)
+            cid = new_id(when)
             try:
-                with _transaction(self._db) as db:
+                with transaction(self._db) as db:
                     db.execute(
-                        "INSERT INTO conversations (id, started, active, model, endpoint)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (cid, _stamp(when), _stamp(when), _text(model), _text(endpoint)),
+                        "INSERT INTO conversations (id, started, active, model, endpoint, parent)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (cid, stamp_of(when), stamp_of(when), storable(model), storable(endpoint), parent),
                     )
                 return cid
             except sqlite3.IntegrityError:
                 continue  # another process took this id in the same millisecond
             except sqlite3.Error as error:
-                raise _failure(self.path, "write", error) from None
-        raise LogError(f"cannot write the conversation log {_shown(self.path)}: no free conversation id")
+                raise failure(self.path, "write", error) from None
+        raise LogError(f"cannot write the conversation log {shown_path(self.path)}: no free conversation id")
 
-    def log_turn(self, cid: str, record: TurnLog, *, at: datetime | None = None) -> None:
-        """Log ``record`` as turn ``record.turn`` of conversation ``cid``, at ``at`` (now when None).
+    def write(self, cid: str, change: Change, *, head: int, at: datetime | None = None) -> int:
+        """Write ``change`` to conversation ``cid`` in one transaction and return its new head.
 
-        One transaction: the turn row, every message upserted by its id (the latest state
-        wins; messages not in ``record`` keep their last logged state), the full-text index,
-        and the conversation's snapshot replaced. Logging the same turn again replaces it,
-        so retrying after a failure is safe. Raises ``LogError`` (one line) for an unknown
-        conversation, a record that is not JSON, or any failure to write; then nothing of
-        this turn is stored and what was logged before is intact.
+        ``head`` is the conversation's head as the caller last wrote or read it: when another
+        chat has written since, ``Conflict`` is raised and nothing is written. Any other failure
+        is a ``LogError`` and stores nothing of ``change``.
         """
-        stamp = _stamp(_utc(at))
-        try:
-            usage = _scrubbed(record.usage) if record.usage is not None else None
-            turn_row = (
-                cid, record.turn, stamp, _text(record.model), _text(record.endpoint),
-                _json(_scrubbed(record.request)),
-                _json(_scrubbed(list(record.earlier))) if record.earlier else None, _text(record.reply),
-                None if record.finish_reason is None else _text(record.finish_reason),
-                None if usage is None else _json(usage), _json([_text(str(e)) for e in record.events]),
-                _usage_count(usage, "prompt_tokens"), _usage_count(usage, "completion_tokens"),
-                _usage_count(usage, "cached_tokens", "prompt_tokens_details.cached_tokens"),
-            )
-            message_rows = [_message_row(cid, m) for m in record.messages]
-            snapshot = _json(_scrubbed(record.snapshot))
-        except (TypeError, ValueError) as error:
-            raise LogError(f"cannot log turn {record.turn}: {_reason(error)}") from None
+        stamp = stamp_of(utc(at))
+        texts: dict[Hashable, int] = {}
+        params: dict[str, int] = {}
         with self._writing() as db:
-            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (cid,)).fetchone() is None:
-                raise LogError(f"no conversation {_one_line(cid)!r} in the log {_shown(self.path)}")
+            row = db.execute("SELECT head FROM conversations WHERE id = ?", (cid,)).fetchone()
+            if row is None:
+                raise LogError(f"no conversation {one_line(cid)!r} in the log {shown_path(self.path)}")
+            if row[0] != head:
+                raise Conflict(f"conversation {cid} was written by another chat since this one read it")
+            new_head = head + 1
+            delta = change.delta
+            if delta is not None:
+                rows = []
+                for item in delta.placed:
+                    entry = item.entry
+                    eviction = entry.eviction
+                    text = self._text_id(db, cid, entry.message.to_api(), texts)
+                    rows.append((cid, entry.id, text, entry.turn, entry.kind, item.slot, item.pos,
+                                 int(entry.pinned), None if entry.source is None else storable(entry.source),
+                                 entry.tokens, entry.finish_reason,
+                                 None if eviction is None else eviction.how,
+                                 None if eviction is None else eviction.turn))
+                db.executemany(_UPSERT_ENTRY, rows)
+                db.executemany("UPDATE entries SET slot = NULL WHERE cid = ? AND id = ?",
+                               [(cid, number) for number in delta.gone])
+            turn = change.turn
+            if turn is not None:
+                self._write_turn(db, cid, turn, stamp, texts, params)
+            event = change.event
+            if event is not None:
+                db.execute("INSERT INTO events (cid, seq, at, turn, kind, what, detail)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (cid, new_head, stamp, event.turn, event.kind, storable(one_line(event.what)),
+                            None if event.detail is None else dumps(scrubbed(event.detail))))
+            model, endpoint = storable(change.model), storable(change.endpoint)
             db.execute(
-                """INSERT INTO turns (cid, turn, logged_at, model, endpoint, request, earlier, reply,
-                                      finish_reason, usage, events, prompt_tokens, completion_tokens,
-                                      cached_tokens)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (cid, turn) DO UPDATE SET
-                       logged_at = excluded.logged_at, model = excluded.model, endpoint = excluded.endpoint,
-                       request = excluded.request, earlier = excluded.earlier, reply = excluded.reply,
-                       finish_reason = excluded.finish_reason, usage = excluded.usage,
-                       events = excluded.events,
-                       prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-                       cached_tokens = excluded.cached_tokens""",
-                turn_row,
-            )
-            db.executemany(_UPSERT_MESSAGE, message_rows)
-            db.execute(
-                """UPDATE conversations SET active = ?, snapshot = ?,
+                """UPDATE conversations SET head = ?, active = ?,
                        model = CASE WHEN ? <> '' THEN ? ELSE model END,
-                       endpoint = CASE WHEN ? <> '' THEN ? ELSE endpoint END
+                       endpoint = CASE WHEN ? <> '' THEN ? ELSE endpoint END,
+                       next_id = coalesce(?, next_id), next_turn = coalesce(?, next_turn),
+                       next_pos = coalesce(?, next_pos),
+                       settings = coalesce(?, settings), ledger = coalesce(?, ledger),
+                       memory = coalesce(?, memory)
                    WHERE id = ?""",
-                (stamp, snapshot, *[_text(record.model)] * 2, *[_text(record.endpoint)] * 2, cid),
+                (new_head, stamp, model, model, endpoint, endpoint,
+                 None if delta is None else delta.next_id, None if delta is None else delta.next_turn,
+                 None if delta is None else delta.next_pos,
+                 None if change.settings is None else dumps(scrubbed(change.settings)),
+                 None if change.ledger is None else dumps([stats_data(s) for s in change.ledger]),
+                 None if change.memory is None else dumps(change.memory), cid),
             )
+        self._texts.setdefault(cid, {}).update(texts)  # only what was committed
+        self._params.update(params)
+        return new_head
 
-    def index(self, cid: str, messages: Collection[Mapping[str, Any]]) -> None:
-        """Store ``messages`` (save-file dicts with an ``id``) of conversation ``cid`` in their latest
-        state, and in the full-text index, without logging a turn: what recall needs of messages no
-        turn of this log has carried yet (a conversation loaded from a file). One transaction."""
-        try:
-            rows = [_message_row(cid, m) for m in messages]
-        except (TypeError, ValueError) as error:
-            raise LogError(f"cannot index the messages: {_reason(error)}") from None
-        if not rows:
-            return
+    def _text_id(self, db: sqlite3.Connection, cid: str, message: Mapping[str, Any],
+                 pending: dict[Hashable, int]) -> int:
+        """Return the id of ``message`` stored in conversation ``cid``, storing it when new.
+
+        A message seen before is found by its ``fast_key`` (no serializing: a turn costs what is
+        new); one with tool calls by its JSON text; after a restart, by its 64-bit key in SQL.
+        """
+        known = self._texts.setdefault(cid, {})
+        quick = fast_key(message)
+        if quick is not None:
+            found = known.get(quick) or pending.get(quick)
+            if found is not None:
+                return found
+        else:
+            message = scrubbed(message)
+        row = text_row(message)
+        text = row.json()
+        name: Hashable = quick if quick is not None else text
+        found = known.get(name) or pending.get(name)
+        if found is None:
+            key = key_of(text)
+            for number, *columns in db.execute(
+                f"SELECT id, {_TEXT_COLUMNS} FROM texts WHERE cid = ? AND key = ?", (cid, key)
+            ):
+                if TextRow(*columns) == row:
+                    found = number
+                    break
+            else:
+                found = db.execute(
+                    "INSERT INTO texts (cid, key, role, content, name, tool_calls, tool_call_id, raw, plain)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cid, key, row.role, row.content, row.name, row.tool_calls, row.tool_call_id, row.raw,
+                     row.plain()),
+                ).lastrowid
+                assert found is not None
+        pending[name] = found
+        return found
+
+    def _params_id(self, db: sqlite3.Connection, params: str, at: int, pending: dict[str, int]) -> int:
+        found = self._params.get(params) or pending.get(params)
+        if found is None:
+            key = key_of(params)
+            hit = db.execute("SELECT id FROM params WHERE key = ? AND json = ? AND at = ?",
+                             (key, params, at)).fetchone()
+            found = hit[0] if hit is not None else db.execute(
+                "INSERT INTO params (key, json, at) VALUES (?, ?, ?)", (key, params, at)).lastrowid
+            assert found is not None
+            pending[params] = found
+        return found
+
+    def _write_turn(self, db: sqlite3.Connection, cid: str, turn: TurnLog, stamp: str,
+                    texts: dict[Hashable, int], params: dict[str, int]) -> None:
+        for step, body in enumerate(turn.requests):
+            body = {k: (v if k == "messages" else scrubbed(v)) for k, v in body.items() if not is_secret(k)}
+            split = split_body(body)
+            row: tuple[Any, ...] | None = None
+            if split is not None:
+                ids = [self._text_id(db, cid, m, texts) for m in split.messages]
+                row = (self._params_id(db, split.params, split.at, params), ranges(ids), None)
+                if any(fast_key(m) is None for m in split.messages):  # a raw message may not rejoin: check
+                    stored = self._texts_of(db, ids)
+                    rejoined = join_body(split.params, split.at, (stored[i].json() for i in ids))
+                    if rejoined != dumps(scrubbed(body)):
+                        row = None
+            if row is None:
+                row = (None, None, dumps(scrubbed(body)))
+            db.execute("INSERT INTO requests (cid, turn, step, params, refs, raw) VALUES (?, ?, ?, ?, ?, ?)",
+                       (cid, turn.turn, step, *row))
+        answer = None if turn.answer is None else self._text_id(db, cid, turn.answer.message.to_api(), texts)
+        same = turn.answer is not None and turn.answer.content == turn.reply
+        reply = None if same else storable(turn.reply)
+        usage = None if turn.usage is None else scrubbed(turn.usage)
+        stats = turn.stats
+        db.execute(
+            """INSERT INTO turns (cid, turn, logged_at, model, endpoint, answer, reply, finish_reason, usage,
+                   events, prompt_tokens, completion_tokens, cached_tokens, seconds, estimated_tokens,
+                   baseline_tokens, evictions, summary_prompt_tokens, summary_completion_tokens,
+                   summary_cached_tokens, predicted_cached_tokens, cache_break, steps)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (cid, turn.turn, stamp, storable(turn.model), storable(turn.endpoint), answer, reply,
+             None if turn.finish_reason is None else storable(turn.finish_reason),
+             None if usage is None else dumps(usage), dumps([storable(str(e)) for e in turn.events]),
+             usage_count(usage, "prompt_tokens"), usage_count(usage, "completion_tokens"),
+             usage_count(usage, "cached_tokens", "prompt_tokens_details.cached_tokens"), turn.seconds,
+             *(() if stats is None else (
+                 stats.estimated_prompt_tokens, stats.baseline_prompt_tokens, stats.evictions,
+                 stats.summary_prompt_tokens, stats.summary_completion_tokens, stats.summary_cached_tokens,
+                 stats.predicted_cached_tokens, stats.cache_break, stats.steps)),
+             *((None,) * 9 if stats is None else ())),
+        )
+
+    # ---- deleting -------------------------------------------------------------------------
+
+    def delete(self, cids: Collection[str]) -> int:
+        """Delete the conversations ``cids`` whole (their turns, requests, messages and index rows,
+        events) and give the space back, overwriting what they held; return how many were deleted."""
+        if not cids:
+            return 0
         with self._writing() as db:
-            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (cid,)).fetchone() is None:
-                raise LogError(f"no conversation {_one_line(cid)!r} in the log {_shown(self.path)}")
-            db.executemany(_UPSERT_MESSAGE, rows)
+            db.execute("PRAGMA secure_delete = ON")
+            count = 0
+            for cid in cids:
+                for table in ("requests", "turns", "entries", "events", "texts"):
+                    db.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,))
+                count += db.execute("DELETE FROM conversations WHERE id = ?", (cid,)).rowcount
+            db.execute("DELETE FROM params WHERE id NOT IN"
+                       " (SELECT params FROM requests WHERE params IS NOT NULL)")
+        self._params.clear()
+        for cid in cids:
+            self._texts.pop(cid, None)
+        try:  # the index's words of what went, then the pages and the WAL that held it
+            with transaction(self._db) as db:
+                db.execute("INSERT INTO texts_fts (texts_fts) VALUES ('optimize')")
+            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as error:
+            raise failure(self.path, "compact", error) from None
+        return count
 
-    # ---- reading ------------------------------------------------------------------------
+    def older_than(self, when: datetime) -> list[str]:
+        """Return the ids of the conversations last active before ``when``."""
+        with self._reading() as db:
+            rows = db.execute("SELECT id FROM conversations WHERE active < ? ORDER BY id", (stamp_of(when),))
+            return [str(row[0]) for row in rows]
+
+    # ---- reading: conversations -----------------------------------------------------------
+
+    def head(self, cid: str) -> int | None:
+        """Return the head of conversation ``cid`` (None: no such conversation)."""
+        with self._reading() as db:
+            row = db.execute("SELECT head FROM conversations WHERE id = ?", (cid,)).fetchone()
+        return None if row is None else int(row[0])
 
     def latest(self) -> str | None:
-        """Return the id of the most recently active conversation with a logged turn (None: none yet).
-
-        This is what ``--continue`` resumes; a conversation with no turn has nothing to restore.
-        """
+        """Return the id of the most recently active conversation with something to continue (None:
+        none yet). This is what ``--continue`` resumes."""
         with self._reading() as db:
             row = db.execute(
-                "SELECT id FROM conversations WHERE snapshot IS NOT NULL"
-                " ORDER BY active DESC, id DESC LIMIT 1"
+                "SELECT id FROM conversations WHERE next_id IS NOT NULL ORDER BY active DESC, id DESC LIMIT 1"
             ).fetchone()
         return None if row is None else str(row[0])
-
-    def snapshot(self, cid: str) -> dict[str, Any] | None:
-        """Return the save-file dict of conversation ``cid`` after its latest turn (None: no such
-        conversation, or no turn logged yet)."""
-        with self._reading() as db:
-            row = db.execute("SELECT snapshot FROM conversations WHERE id = ?", (cid,)).fetchone()
-            if row is None or row[0] is None:
-                return None
-            data = json.loads(row[0])
-        return data if isinstance(data, dict) else None
 
     def find(self, cid_prefix: str) -> str:
         """Return the full id of the one conversation whose id starts with ``cid_prefix``.
 
         Raises ``LogError`` when no conversation, or more than one, matches.
         """
-        prefix = _text(cid_prefix).strip().lower()
-        shown = repr(_one_line(cid_prefix.strip()))
+        prefix = storable(cid_prefix).strip().lower()
+        shown = repr(one_line(cid_prefix.strip()))
         if not prefix:
             raise LogError("give a conversation id (stateless-chat logs list shows them)")
         with self._reading() as db:
@@ -785,52 +498,244 @@ class LogStore:
             raise LogError(f"{shown} is ambiguous: it starts {ids[0]}, {ids[1]}{more}; give more of the id")
         return ids[0]
 
-    def conversations(self, limit: int = 20, *, cid: str | None = None) -> list[ConversationRow]:
-        """Return up to ``limit`` conversations (or just ``cid``), the most recently active first (so the
-        first one with a turn is what ``--continue`` resumes)."""
-        where = "" if cid is None else "WHERE c.id = ?"
+    def conversations(self, limit: int = 20, *, cid: str | None = None,
+                      filters: Filters | None = None) -> list[ConversationRow]:
+        """Return up to ``limit`` conversations (or just ``cid``) that pass ``filters``, the most
+        recently active first, each with its turns' reported usage and time summed."""
+        filters = filters or Filters(cid=cid)
+        where, parameters = ["1"], []
+        if filters.cid is not None:
+            where.append("c.id = ?")
+            parameters.append(filters.cid)
+        if filters.since is not None:
+            where.append("c.active >= ?")
+            parameters.append(stamp_of(filters.since))
+        if filters.model:
+            where.append("(instr(lower(c.model), lower(?)) OR EXISTS (SELECT 1 FROM turns AS t WHERE "
+                         "t.cid = c.id AND instr(lower(t.model), lower(?))))")
+            parameters += [filters.model, filters.model]
+        if filters.words:
+            where.append("c.id IN (SELECT x.cid FROM texts_fts JOIN texts AS x ON x.id = texts_fts.rowid "
+                         "WHERE texts_fts MATCH ?)")
+            parameters.append(search_query(filters.words))
+        first = """(SELECT x.content FROM entries AS e JOIN texts AS x ON x.id = e.text
+                    WHERE e.cid = l.id AND x.role = 'user' AND e.kind {} ORDER BY e.id LIMIT 1)"""
         with self._reading() as db:
             rows = db.execute(
-                f"""SELECT c.id, c.started, c.active, c.model, c.endpoint,
-                          (SELECT count(*) FROM turns AS t WHERE t.cid = c.id),
-                          (SELECT m.body FROM messages AS m WHERE m.cid = c.id AND m.role = 'user'
-                           ORDER BY m.kind <> 'turn', m.id LIMIT 1)
-                   FROM conversations AS c {where} ORDER BY c.active DESC, c.id DESC LIMIT ?""",
-                (max(0, limit),) if cid is None else (cid, max(0, limit)),
+                f"""WITH l AS (SELECT * FROM conversations AS c WHERE {' AND '.join(where)}
+                              ORDER BY c.active DESC, c.id DESC LIMIT ?)
+                    SELECT l.id, l.started, l.active, l.model, l.endpoint, l.parent,
+                           count(t.turn), total(t.prompt_tokens), total(t.completion_tokens),
+                           total(t.cached_tokens), total(t.seconds),
+                           coalesce({first.format("= 'turn'")}, {first.format("<> 'turn'")})
+                    FROM l LEFT JOIN turns AS t ON t.cid = l.id
+                    GROUP BY l.id ORDER BY l.active DESC, l.id DESC""",
+                (*parameters, max(0, limit)),
             ).fetchall()
-            return [
-                ConversationRow(
-                    id=row[0], started=_time(row[1]), active=_time(row[2]), model=row[3], endpoint=row[4],
-                    turns=row[5], first_line=_first_line(row[6]),
-                )
-                for row in rows
-            ]
+            usage: dict[str, list[tuple[str, int, int, int]]] = {}
+            if rows:
+                for cid_, model, prompt, cached, completion in db.execute(
+                    """SELECT cid, model,
+                              total(coalesce(prompt_tokens, 0) + coalesce(summary_prompt_tokens, 0)),
+                              total(coalesce(cached_tokens, 0) + coalesce(summary_cached_tokens, 0)),
+                              total(coalesce(completion_tokens, 0) + coalesce(summary_completion_tokens, 0))
+                       FROM turns WHERE cid IN (SELECT value FROM json_each(?)) GROUP BY cid, model""",
+                    (json.dumps([r[0] for r in rows]),),
+                ):
+                    usage.setdefault(cid_, []).append((model, int(prompt), int(cached), int(completion)))
+        return [
+            ConversationRow(
+                id=row[0], started=parse_time(row[1]), active=parse_time(row[2]), model=row[3],
+                endpoint=row[4], parent=row[5], turns=row[6], prompt_tokens=int(row[7]),
+                completion_tokens=int(row[8]),
+                cached_tokens=int(row[9]), seconds=float(row[10]), first_line=first_line(row[11]),
+                usage=tuple(usage.get(row[0], ())),
+            )
+            for row in rows
+        ]
 
-    def messages(self, cid: str) -> list[dict[str, Any]]:
-        """Return the latest logged state of every message of conversation ``cid``, by id."""
+    def restore(self, cid: str) -> Restored | None:
+        """Return conversation ``cid`` as it was left (None: no such conversation, or nothing to
+        continue yet). A damaged entry or accounting row is left out with a note in ``problems``;
+        raises ``LogError`` when what is left is not a conversation."""
+        problems: list[str] = []
         with self._reading() as db:
-            rows = db.execute("SELECT data FROM messages WHERE cid = ? ORDER BY id", (cid,)).fetchall()
-            return [json.loads(row[0]) for row in rows]
-
-    def turns(self, cid: str) -> list[TurnRow]:
-        """Return the logged turns of conversation ``cid``, in turn order."""
-        with self._reading() as db:
-            rows = db.execute(
-                """SELECT turn, logged_at, request, reply, finish_reason, usage, events, model, endpoint,
-                          prompt_tokens, completion_tokens, cached_tokens, earlier
-                   FROM turns WHERE cid = ? ORDER BY turn""",
+            row = db.execute("SELECT head, next_id, next_turn, next_pos, settings, ledger, memory "
+                             "FROM conversations WHERE id = ?", (cid,)).fetchone()
+            if row is None or row[1] is None:
+                return None
+            head, next_id, next_turn, next_pos, settings_text, ledger_text, memory_text = row
+            entries = db.execute(
+                f"""SELECT {_ENTRY_COLUMNS} FROM entries AS e JOIN texts AS x ON x.id = e.text
+                    WHERE e.cid = ? AND e.slot IS NOT NULL""",
                 (cid,),
             ).fetchall()
-            return [
-                TurnRow(
-                    turn=row[0], logged_at=_time(row[1]), request=json.loads(row[2]), reply=row[3],
-                    finish_reason=row[4], usage=None if row[5] is None else json.loads(row[5]),
-                    events=tuple(json.loads(row[6])), model=row[7], endpoint=row[8],
-                    prompt_tokens=row[9], completion_tokens=row[10], cached_tokens=row[11],
-                    earlier=() if row[12] is None else tuple(json.loads(row[12])),
-                )
-                for row in rows
-            ]
+            entries.sort(key=lambda row: row[4])  # by position: cheaper here than SQLite sorting whole rows
+            stats_rows = db.execute(
+                f"""SELECT {STATS_COLUMNS} FROM turns WHERE cid = ? AND estimated_tokens IS NOT NULL
+                    ORDER BY turn""",
+                (cid,),
+            ).fetchall()
+        slots: dict[str, list[Entry]] = {slot: [] for slot in SLOTS}
+        placed: list[Placed] = []
+        evictions: dict[tuple[str, int], Eviction] = {}
+        for values in entries:
+            entry = entry_fast(values, evictions)
+            if entry is None:
+                try:
+                    entry = entry_from_row(values, evictions)
+                except (ValueError, TypeError, RecursionError) as error:
+                    problems.append(f"message #{values[0]} is damaged in the log ({error}): left out")
+                    continue
+            slots[values[3]].append(entry)
+            placed.append(Placed(entry, values[3], values[4]))
+        try:
+            settings = loads(settings_text) or {}
+            if not isinstance(settings, dict):
+                raise ValueError("they are not an object")
+        except ValueError as error:
+            problems.append(f"the settings are damaged in the log ({error}): this run's are used")
+            settings = {}
+        ledger: list[TurnStats] = []
+        try:
+            base = loads(ledger_text) or []
+            if not isinstance(base, list):
+                raise ValueError("it is not a list")
+            ledger += [stats_from(item) for item in base]
+        except ValueError as error:
+            problems.append(f"the accounting of the earlier turns is damaged in the log ({error}): left out")
+        ledger += [stats_from_row(values) for values in stats_rows]
+        system = slots["system"][-1] if slots["system"] else None
+        summary = slots["summary"][-1] if slots["summary"] else None
+        block = slots["memory"][-1] if slots["memory"] else None
+        try:
+            memory, sent = memory_from(loads(memory_text))
+        except ValueError as error:
+            problems.append(f"the standing memory is damaged in the log ({error}): it is read again from "
+                            "the messages")
+            memory, sent = memory_from(None)
+        conversation = Conversation(system=system, memory=memory, memory_block=block, memory_sent=sent,
+                                    summary=summary, history=tuple(slots["history"]),
+                                    recalled=tuple(slots["recalled"]), evicted=tuple(slots["evicted"]),
+                                    next_id=next_id, next_turn=next_turn)
+        try:
+            conversation.check()
+        except ValueError as error:
+            raise LogError(f"conversation {cid} in the log cannot be restored: {error}") from None
+        return Restored(cid, conversation, Ledger(tuple(ledger)), settings, head, tuple(placed), next_pos,
+                        tuple(problems))
+
+    # ---- reading: one conversation's record -----------------------------------------------
+
+    def turns(self, cid: str) -> list[TurnRow]:
+        """Return the logged turns of conversation ``cid``, in turn order; a damaged row is returned
+        with what could be read and its ``problem``."""
+        with self._reading() as db:
+            rows = db.execute(
+                f"""SELECT t.logged_at, coalesce(t.reply, x.content, ''), t.usage, t.events, t.model,
+                           t.endpoint, t.seconds,
+                           (SELECT count(*) FROM requests AS r WHERE r.cid = t.cid AND r.turn = t.turn),
+                           {STATS_COLUMNS}
+                    FROM turns AS t LEFT JOIN texts AS x ON x.id = t.answer
+                    WHERE t.cid = ? ORDER BY t.turn""",
+                (cid,),
+            ).fetchall()
+        turns = []
+        for logged_at, reply, usage_text, events_text, model, endpoint, seconds, steps, *columns in rows:
+            problem = None
+            try:
+                usage = loads(usage_text)
+                if usage is not None and not isinstance(usage, dict):
+                    raise ValueError("its usage is not an object")
+            except ValueError as error:
+                usage, problem = None, f"usage: {error}"
+            try:
+                events = loads(events_text)
+                if not isinstance(events, list):
+                    raise ValueError("its events are not a list")
+            except ValueError as error:
+                events, problem = [], f"events: {error}"
+            stats = stats_from_row(columns)
+            turns.append(TurnRow(
+                turn=stats.turn, logged_at=parse_time(logged_at), reply=reply,
+                finish_reason=stats.finish_reason, usage=usage, events=tuple(str(e) for e in events),
+                model=model, endpoint=endpoint, prompt_tokens=stats.reported_prompt_tokens,
+                completion_tokens=stats.reported_completion_tokens,
+                cached_tokens=stats.reported_cached_tokens, seconds=seconds, steps=steps or 1,
+                stats=stats if columns[1] is not None else None, problem=problem,
+            ))
+        return turns
+
+    def bodies(self, cid: str, turn: int) -> list[str]:
+        """Return the exact JSON text of every request turn ``turn`` of ``cid`` sent, in order (the
+        last one got the reply), rebuilt from the stored parts; [] when there is no such turn."""
+        with self._reading() as db:
+            rows = db.execute(
+                """SELECT r.raw, p.json, p.at, r.refs
+                   FROM requests AS r LEFT JOIN params AS p ON p.id = r.params
+                   WHERE r.cid = ? AND r.turn = ? ORDER BY r.step""", (cid, turn)).fetchall()
+            bodies = []
+            for raw, params, at, refs in rows:
+                if raw is not None:
+                    bodies.append(raw)
+                    continue
+                ids = unranges(refs)
+                stored = self._texts_of(db, ids)
+                bodies.append(join_body(params, at, (stored[i].json() for i in ids)))
+        return bodies
+
+    @staticmethod
+    def _texts_of(db: sqlite3.Connection, ids: Collection[int]) -> dict[int, TextRow]:
+        rows = db.execute(f"SELECT id, {_TEXT_COLUMNS} FROM texts"
+                          " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(set(ids))),))
+        found = {row[0]: TextRow(*row[1:]) for row in rows}
+        missing = set(ids) - found.keys()
+        if missing:
+            raise ValueError(f"{len(missing)} stored message(s) of the request are missing")
+        return found
+
+    def messages(self, cid: str) -> list[dict[str, Any]]:
+        """Return every message of conversation ``cid`` in its latest state, by id, as save-file
+        dicts with ``slot`` (None: it left the conversation: forgotten by /undo, a replaced summary).
+        A damaged one has only its id, role and ``problem``."""
+        with self._reading() as db:
+            rows = db.execute(
+                f"""SELECT {_ENTRY_COLUMNS} FROM entries AS e JOIN texts AS x ON x.id = e.text
+                    WHERE e.cid = ? ORDER BY e.id""",
+                (cid,),
+            ).fetchall()
+        messages = []
+        for values in rows:
+            try:
+                entry = entry_from_row(values, {}, strict=False)
+            except (ValueError, TypeError, RecursionError) as error:
+                messages.append({"id": values[0], "role": str(values[11]), "turn": values[1],
+                                 "slot": values[3], "problem": str(error)})
+                continue
+            data: dict[str, Any] = {"id": entry.id, **entry.message.to_api(), "turn": entry.turn,
+                                    "pinned": entry.pinned, "kind": entry.kind, "source": entry.source,
+                                    "tokens": entry.tokens}
+            if entry.finish_reason is not None:
+                data["finish_reason"] = entry.finish_reason
+            if entry.eviction is not None:
+                data["eviction"] = {"how": entry.eviction.how, "turn": entry.eviction.turn}
+            data["slot"] = values[3]
+            messages.append(data)
+        return messages
+
+    def events(self, cid: str) -> list[EventRow]:
+        """Return the changes, cancelled turns and forks logged for ``cid``, in order."""
+        with self._reading() as db:
+            rows = db.execute("SELECT seq, at, turn, kind, what, detail FROM events WHERE cid = ?"
+                              " ORDER BY seq", (cid,)).fetchall()
+        found = []
+        for seq, at, turn, kind, what, detail in rows:
+            try:
+                value = loads(detail)
+            except ValueError as error:
+                value = {"problem": str(error)}
+            found.append(EventRow(seq, parse_time(at), turn, kind, what, value))
+        return found
 
     def token_totals(self, cid: str) -> TokenTotals:
         """Return the reported tokens of conversation ``cid``'s logged turns, summed in SQL."""
@@ -842,6 +747,8 @@ class LogStore:
             ).fetchone()
         return TokenTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
+    # ---- search and recall ----------------------------------------------------------------
+
     def search(self, query: str, *, limit: int = 20, cid: str | None = None) -> list[SearchHit]:
         """Return the messages (of every conversation, or of ``cid``) matching ``query``, best first.
 
@@ -849,18 +756,19 @@ class LogStore:
         when it holds nothing to search for.
         """
         match = search_query(query)
-        where = "" if cid is None else "AND m.cid = ?"
+        where = "" if cid is None else "AND x.cid = ?"
         parameters: tuple[Any, ...] = (match,) if cid is None else (match, cid)
         with self._reading() as db:
             rows = db.execute(
-                f"""SELECT m.cid, m.id, m.role, m.turn,
-                           snippet(messages_fts, 0, '[', ']', '…', 16), bm25(messages_fts) AS rank
-                    FROM messages_fts JOIN messages AS m ON m.rowid = messages_fts.rowid
-                    WHERE messages_fts MATCH ? {where}
-                    ORDER BY rank, m.cid DESC, m.id LIMIT ?""",
+                f"""SELECT x.cid, e.id, x.role, e.turn, h.snippet, h.rank
+                    FROM (SELECT rowid, snippet(texts_fts, 0, '[', ']', '…', 16) AS snippet,
+                                 bm25(texts_fts) AS rank
+                          FROM texts_fts WHERE texts_fts MATCH ?) AS h
+                    JOIN texts AS x ON x.id = h.rowid JOIN entries AS e ON e.text = x.id
+                    WHERE 1 {where} ORDER BY h.rank, x.cid DESC, e.id LIMIT ?""",
                 (*parameters, max(0, limit)),
             ).fetchall()
-        return [SearchHit(row[0], row[1], row[2], row[3], _one_line(row[4]), -row[5]) for row in rows]
+        return [SearchHit(row[0], row[1], row[2], row[3], one_line(row[4]), -row[5]) for row in rows]
 
     def recall(
         self,
@@ -886,11 +794,11 @@ class LogStore:
         hits: list[RecallHit] = []
         with self._reading() as db:
             rows = db.execute(
-                """SELECT m.id, m.turn, bm25(messages_fts) AS rank
-                   FROM messages_fts JOIN messages AS m ON m.rowid = messages_fts.rowid
-                   WHERE messages_fts MATCH ? AND m.cid = ?
-                   ORDER BY rank, m.id""",
-                (match, cid),
+                """SELECT e.id, e.turn, bm25(texts_fts) AS rank
+                   FROM texts_fts JOIN texts AS x ON x.id = texts_fts.rowid JOIN entries AS e ON e.text = x.id
+                   WHERE texts_fts MATCH ? AND x.cid = ? AND e.cid = ?
+                   ORDER BY rank, e.id""",
+                (match, cid, cid),
             )
             for number, turn, rank in rows:
                 if -rank <= min_score:
@@ -901,3 +809,10 @@ class LogStore:
                         break
         return hits
 
+
+__all__ = [
+    "BUSY_TIMEOUT", "DEFAULT_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SECRET_KEYS", "Change", "Conflict",
+    "ConversationRow", "EventLog", "EventRow", "Filters", "LogStore", "RecallHit", "Restored", "SearchHit",
+    "TokenTotals", "TurnLog", "TurnRow", "memory_data", "recall_terms", "search_query", "stats_data",
+    "stats_from",
+]

@@ -24,12 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from stateless_chat.chat.session import Session
 from stateless_chat.config import Settings, default_data_dir
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.core.ledger import Ledger, TurnStats
 from stateless_chat.core.memory import Memory, Note
-from stateless_chat.core.messages import Entry, Event, Eviction, EvictionHow, Message, ToolCall
+from stateless_chat.core.messages import Entry, Eviction, EvictionHow, Message, ToolCall
 from stateless_chat.errors import UsageError
 from stateless_chat.sanitize import LONE_SURROGATE, public_url
 
@@ -121,27 +120,34 @@ def _read_memory(data: object) -> Memory:
     return Memory(tuple(notes), next_id)
 
 
-def to_data(session: Session) -> dict[str, Any]:
-    """Return the JSON-ready save data of ``session`` (never containing the API key)."""
-    conversation = session.conversation
-    settings = {
-        f.name: getattr(session.settings, f.name)
+def settings_data(settings: Settings | Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``settings`` as a save file (and the log) keeps them: JSON-ready, without the key, the
+    MCP servers or a URL's user:password. A mapping is taken as such a dict already."""
+    if isinstance(settings, Mapping):
+        return {k: v for k, v in settings.items() if k not in SECRET_SETTINGS}
+    data = {
+        f.name: getattr(settings, f.name)
         for f in dataclasses.fields(Settings)
         if f.name not in SECRET_SETTINGS and not f.metadata.get("internal")  # endpoint_keys: secrets
     }
-    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
-    prices = session.settings.prices
-    settings["prices"] = {model: dataclasses.asdict(price) for model, price in prices.items()}
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    data["prices"] = {model: dataclasses.asdict(price) for model, price in settings.prices.items()}
     # A URL's user:password is a secret like the key: the file keeps where, never how to log in.
-    if settings.get("base_url"):
-        settings["base_url"] = public_url(settings["base_url"])
-    settings["base_urls"] = [public_url(url) for url in settings.get("base_urls", [])]
-    ledger = session.ledger
+    if data.get("base_url"):
+        data["base_url"] = public_url(data["base_url"])
+    data["base_urls"] = [public_url(url) for url in data.get("base_urls", [])]
+    return data
+
+
+def to_data(conversation: Conversation, ledger: Ledger,
+            settings: Settings | Mapping[str, Any]) -> dict[str, Any]:
+    """Return the JSON-ready save data of a conversation, its accounting and its settings (never
+    containing the API key)."""
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "settings": settings,
+        "settings": settings_data(settings),
         "system": entry_data(conversation.system) if conversation.system else None,
         "summary": entry_data(conversation.summary) if conversation.summary else None,
         "memory": memory_data(conversation.memory),
@@ -195,13 +201,15 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def save(session: Session, path: Path) -> Path:
-    """Write ``session``'s conversation to ``path`` (mode 0600) and return the path written.
+def save(path: Path, conversation: Conversation, ledger: Ledger,
+         settings: Settings | Mapping[str, Any]) -> Path:
+    """Write the conversation (with its accounting and settings) to ``path`` (mode 0600) and return
+    the path written.
 
     A conversation too large for ``load`` to read back (``MAX_SAVE_BYTES``) is refused instead.
     """
     path = expand(path)
-    text = json.dumps(to_data(session), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(to_data(conversation, ledger, settings), indent=2, ensure_ascii=False) + "\n"
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > MAX_SAVE_BYTES:
         raise SaveFileError(f"cannot write {path}: the conversation is {size:,} bytes, more than a "
@@ -450,20 +458,22 @@ def read_limited(path: Path, limit: int, *, what: str) -> str:
         raise SaveFileError(f"cannot read {path}: not UTF-8 (bad byte at offset {error.start})") from None
 
 
-def restore(session: Session, saved: Saved, *, keep: Collection[str] = (), source: str = "") -> list[Event]:
-    """Make ``saved`` the session's conversation, with its settings except those named in ``keep``
-    (the ones the user set on this command line). Counts are measured again with the session's
-    counter. Return the events of the standing notes read from a conversation saved before
-    standing memory (``Session.load``). Raises ``ConfigError`` (nothing changed) when the saved
-    settings are invalid here.
-
-    ``source`` names where ``saved`` came from (``the save file PATH``); when the context window's
-    figure is one it brings back, that is where ``/model`` and ``/load`` say the figure came from."""
-    settings = {k: saved.settings[k] for k in RESTORED_SETTINGS if k in saved.settings}
-    events = session.load(saved.conversation, saved.ledger, settings, keep=keep)
+def context_source(settings: Mapping[str, Any], keep: Collection[str], source: str) -> str | None:
+    """Return where the context window's figure comes from once ``settings`` (as ``loadable`` gives
+    them) are loaded from ``source`` (``the save file PATH``): that source, when they bring one back
+    (``/model`` and ``/load`` say so), else None."""
     if source and settings.get("context_window") is not None and "context_window" not in keep:
-        session.context_source = f"as saved in {source}"
-    return events
+        return f"as saved in {source}"
+    return None
+
+
+def loadable(saved: Saved) -> tuple[Conversation, Ledger, dict[str, Any]]:
+    """Return what ``Session.load`` takes to make ``saved`` the conversation: the value, its
+    accounting, and the saved settings that shaped it (``RESTORED_SETTINGS``; endpoints, timeouts
+    and display choices stay as this run configured them). ``Session.load`` returns the standing
+    notes read from a conversation saved before standing memory, for the caller to show."""
+    settings = {k: saved.settings[k] for k in RESTORED_SETTINGS if k in saved.settings}
+    return saved.conversation, saved.ledger, settings
 
 
 # ---- export -----------------------------------------------------------------------
@@ -504,20 +514,20 @@ def _body(entry: Entry) -> str:
     return "\n\n".join(lines)
 
 
-def to_markdown(session: Session) -> str:
-    """Return a readable Markdown transcript of ``session``: settings, system prompt, summary, and
+def to_markdown(conversation: Conversation, ledger: Ledger, settings: Settings | Mapping[str, Any],
+                budget: int | None) -> str:
+    """Return a readable Markdown transcript of a conversation: settings, system prompt, summary, and
     every message in order (evicted ones marked with how they left, since the model no longer sees
     them)."""
-    conversation = session.conversation
-    settings = session.settings
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
-    ledger = session.ledger
+    model, policy = (settings.get("model"), settings.get("policy")) if isinstance(settings, Mapping) \
+        else (settings.model, settings.policy)
     lines = [
         "# stateless-chat transcript",
         "",
         f"- exported: {stamp}",
-        f"- model: `{settings.model}`",
-        f"- budget: {session.budget:,} tokens, policy `{settings.policy}`",
+        f"- model: `{model}`",
+        f"- budget: {budget:,} tokens, policy `{policy}`" if budget else f"- policy `{policy}`",
         f"- prompt tokens sent: {ledger.sent:,} (no-eviction baseline {ledger.baseline:,})",
         "",
     ]
@@ -538,9 +548,10 @@ def to_markdown(session: Session) -> str:
     return "\n".join(lines)
 
 
-def export(session: Session, path: Path) -> Path:
-    """Write the Markdown transcript of ``session`` to ``path`` (mode 0600) and return the path; the
-    directory must exist (a mistyped path must not create directories)."""
+def export(path: Path, conversation: Conversation, ledger: Ledger, settings: Settings | Mapping[str, Any],
+           budget: int | None) -> Path:
+    """Write the Markdown transcript of a conversation to ``path`` (mode 0600) and return the path;
+    the directory must exist (a mistyped path must not create directories)."""
     path = expand(path)
-    write_private(path, to_markdown(session), make_parents=False)
+    write_private(path, to_markdown(conversation, ledger, settings, budget), make_parents=False)
     return path

@@ -115,6 +115,7 @@ class TokensView:
     comparison: str = ""  # the session's total against resending everything (``baseline_words``)
     eviction: str = ""  # what the next eviction will take, and when (eviction_line)
     counting: str = ""  # how the counts are made (exact, calibrated, an estimate) and how well they held
+    budget_source: str = ""  # where a budget below the configured one came from (a learned limit)
 
 
 @dataclass(frozen=True)
@@ -526,7 +527,15 @@ def tokens_view(session: Session, text: str = "") -> TokensView:
     return TokensView(parts, total, session.budget, session.counter.label, ledger.sent, ledger.baseline,
                       len(ledger.turns), cache.share, cache.cause, ledger.cached, not ledger.cache_reported,
                       bill_line(session), baseline_words(ledger), eviction_line(next_eviction(session)),
-                      session.counter.how())
+                      session.counter.how(), learned_source(session))
+
+
+def learned_source(session: Session) -> str:
+    """Return where the session's budget came from when a learned limit holds it below the configured one."""
+    learned = session.learned_budget
+    if learned is None or learned > session.settings.effective_budget:
+        return ""
+    return session.learned_source or "learned from the server's refusal in this chat"
 
 
 def request_size_line(session: Session, body: Mapping[str, Any]) -> str:
@@ -949,7 +958,7 @@ def _save(app: App, arg: str) -> Result:
     refusal = None if force else persist.overwrite_refusal(path, conversation)
     if refusal is not None:
         raise CommandError(f"{refusal}: not saved (/save {shlex.quote(words[0])} --force replaces it)")
-    persist.save(session, path)
+    persist.save(path, conversation, session.ledger, session.settings)
     if app.log is not None:
         app.log.saved = conversation
     return Lines((f"saved {len(conversation.live)} message(s) and {len(conversation.evicted)} evicted "
@@ -976,7 +985,11 @@ def _load(app: App, arg: str) -> Result:
     assert path is not None
     saved = persist.load(path)
     left = _left_behind(app)
-    noted = persist.restore(session, saved, source=f"the save file {path}")
+    loaded = persist.loadable(saved)
+    noted = session.load(*loaded)
+    source = persist.context_source(loaded[2], (), f"the save file {path}")
+    if source is not None:
+        session.context_source = source
     session.unanswered = None  # a message that failed in the conversation this one replaces
     attached = app.log
     if attached is not None:
@@ -1008,7 +1021,7 @@ def _recall(app: App, arg: str) -> Result:
     attached = app.log
     if attached is None:
         raise CommandError("/recall QUERY searches the conversation log, which this chat does not have")
-    found = attached.matches(arg)
+    found = attached.matches(arg, session.conversation)
     if not found:
         return Lines((f"no evicted turn matches {arg!r} (/history all lists the evicted messages)",))
     lines = [f"turn {m.turn} · {span(m.ids)} · {m.tokens:,} tokens · {m.state}: "
@@ -1020,7 +1033,7 @@ def _recall(app: App, arg: str) -> Result:
 def _export(session: Session, arg: str) -> Result:
     path = _one_path(arg, "/export FILE.md", required=True)
     assert path is not None
-    persist.export(session, path)
+    persist.export(path, session.conversation, session.ledger, session.settings, session.budget)
     return Lines((f"wrote the transcript to {path}",))
 
 

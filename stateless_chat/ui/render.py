@@ -625,6 +625,8 @@ def tokens_table(view: TokensView) -> Group:
     lines: list[ConsoleRenderable] = [table, summary, *eviction, cache, totals]
     if view.counting:
         lines.append(Text(for_terminal(f"counted: {view.counting}")))
+    if view.budget_source:
+        lines.append(Text(for_terminal(f"budget {view.budget:,}: {view.budget_source}")))
     return Group(*lines, *([Text(for_terminal(view.cost))] if view.cost else []))
 
 

@@ -192,6 +192,9 @@ class Repl:
         self.debug = debug
         self.always: set[str] = set()  # tools the user approved for the whole session ("a")
         self.tool_calls = 0  # in the turn under way, for the toolbar
+        # Told after each command that ran (its line), and after a change a turn makes past its own
+        # record: the conversation log keeps every change (the app wires it).
+        self.after_change: Callable[[str], None] = lambda what: None
         self.notices: Callable[[], list[str]] = list  # lines that came up meanwhile, shown before the prompt
         self.view: _TurnView | None = None  # the turn under way
         self.renderer = renderer
@@ -324,6 +327,7 @@ class Repl:
                 except Exception as error:  # a bug: say so in one line and keep the conversation
                     self.bug(error)
                     continue
+                self.after_change(line)
                 if isinstance(result, Exit):
                     return 0
                 try:
@@ -342,7 +346,8 @@ class Repl:
                 line, base, pin = result.text, result.base, result.pin
             if base is None and editing is not None and self.session.conversation is editing.before:
                 base, pin = editing.base, editing.pin
-            self.turn(line, base, pin=pin)
+            if self.turn(line, base, pin=pin) and pin:
+                self.after_change("pin the message sent again")
 
     def command(self, line: str) -> Result:
         """Run the slash command in ``line``; one that waits on the server shows a spinner meanwhile."""
