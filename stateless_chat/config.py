@@ -126,7 +126,15 @@ def _cache_lifetime(value: object) -> float:
 
 
 RECALL_MODES = ("off", "auto")
+TOOL_IMAGES = ("auto", "on", "off")  # images in tool results as image parts: for models known to read them
 MEMORY_MODES = ("auto", "manual", "off")  # memory.MODES: the config is checked without importing the core
+
+
+def _tool_images(value: object) -> str:
+    if value not in TOOL_IMAGES:
+        raise Invalid("one of " + ", ".join(TOOL_IMAGES))
+    assert isinstance(value, str)
+    return value
 
 
 def _recall(value: object) -> str:
@@ -276,6 +284,7 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "tool_result_max_tokens": _positive_int,
     "tool_result_max_bytes": _byte_size,
     "tool_startup_timeout": _timeout,
+    "tool_images": _tool_images,
     "max_reply_bytes": _byte_size,
     "log": _bool,
     "log_db": _optional(_path),
@@ -349,6 +358,7 @@ class Settings:
     tool_result_max_tokens: int = 2000
     tool_result_max_bytes: int = 1024 * 1024
     tool_startup_timeout: float = 30.0
+    tool_images: str = "auto"
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     # The API keys of the base_urls entries that have their own ({url = ..., api_key = ...}), as
     # (url, key) pairs: not a key of its own in the config file, never shown or saved.

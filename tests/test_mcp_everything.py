@@ -299,9 +299,19 @@ def test_prompts_are_listed_and_sent_as_a_message(server: FakeServer, servers: T
     assert "the prompt needs city" in run.output and "has no prompt 'nope'" in run.output
 
 
-def test_an_image_result_is_described_for_the_model(servers: ToolServers) -> None:
+def test_an_image_result_goes_to_a_model_that_reads_images(server: FakeServer, servers: ToolServers) -> None:
     result = servers.call("get-tiny-image", "{}")
-    assert "[image: " in result.text and "bytes, image/png]" in result.text
+    assert "[image: " in result.text and "bytes, image/png]" in result.text and len(result.images) == 1
+    session = tool_session(server, servers, model="gpt-4o")
+    replier = calling(("get-tiny-image", "{}"))
+    server.replier = lambda body: "seen" if body["messages"][-1]["role"] == "user" and \
+        isinstance(body["messages"][-1]["content"], list) else replier(body)
+    session.send("show me the logo")
+    last = server.requests[-1]["messages"]
+    assert [m["role"] for m in last] == ["user", "assistant", "tool", "user"]
+    text, image = last[-1]["content"]
+    assert text["text"] == "[The images the tool calls above returned (ev.get-tiny-image: 1 image).]"
+    assert image["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")  # a PNG
 
 
 # ---- in a real terminal ----------------------------------------------------------------------------

@@ -523,3 +523,61 @@ def test_one_shot_verbose_shows_a_server_s_log_messages(server: FakeServer, tmp_
     assert done.stdout.decode() == "The tools said: logged\n"
     lines = done.stderr.decode().splitlines()
     assert "stateless-chat: mcp server calc logs info: hello from the server" in lines
+
+
+# ---- images in results -------------------------------------------------------------------------
+
+
+def image_turn(server: FakeServer, tmp_path: Path, **settings: Any) -> tuple[Session, list[dict[str, Any]]]:
+    """Run a turn whose one step calls the test server's image tool; return the session and the
+    messages of the request after the step."""
+    configs = {"pics": ServerConfig("pics", sys.executable, (SERVER, "--only", "image"))}
+    servers = ToolServers(configs, log_dir=tmp_path / "logs")
+    try:
+        assert servers.start() == []
+        session = tool_session(server, servers, **settings)
+
+        def replier(body: dict[str, Any]) -> str | Scripted:
+            if not any(m["role"] == "tool" for m in body["messages"]):
+                return Scripted("", (("call_0", "image", '{"size": 300}'),))
+            return "seen"
+
+        server.replier = replier
+        session.send("show me")
+    finally:
+        servers.stop()
+    return session, server.requests[-1]["messages"]
+
+
+def test_an_image_result_goes_to_a_model_that_reads_images_as_an_image_part(server: FakeServer,
+                                                                             tmp_path: Path) -> None:
+    import base64
+
+    from stateless_chat.store import persist
+
+    session, messages = image_turn(server, tmp_path, model="gpt-4o")
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "user"]
+    assert messages[2]["content"] == "[image: 300 bytes, image/png]"  # the tool message: text only
+    text, image = messages[3]["content"]
+    said = "[The images the tool calls above returned (pics.image: 1 image).]"
+    assert text == {"type": "text", "text": said}
+    assert image["type"] == "image_url"
+    assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(b"\x89" * 300).decode()
+    [kept] = [e for e in session.conversation.history if e.message.images]
+    assert kept.tokens >= 765  # an image is counted as OpenAI prices a 1024x1024 one
+    saved = tmp_path / "saved.json"
+    persist.save(session, saved)
+    fresh = make_session(server, model="gpt-4o")
+    persist.restore(fresh, persist.load(saved))
+    assert fresh.conversation.messages() == session.conversation.messages()  # saved and loaded whole
+    from stateless_chat.ui.logview import _body  # what `stateless-chat logs show` prints of it
+
+    assert [line.strip() for line in _body(kept.message.to_api())] == [said, "[image: image/png]"]
+
+
+@pytest.mark.parametrize("settings", [{"model": "llama3"}, {"model": "gpt-4o", "tool_images": "off"}])
+def test_an_image_result_is_only_described_otherwise(server: FakeServer, tmp_path: Path,
+                                                     settings: dict[str, Any]) -> None:
+    _, messages = image_turn(server, tmp_path, **settings)
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[2]["content"] == "[image: 300 bytes, image/png]"

@@ -32,8 +32,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from stateless_chat.core.calibration import Calibration, Keeper, Line, Template
-from stateless_chat.core.messages import Message, ToolCall, Usage
+from stateless_chat.core.messages import Message, ToolCall, Usage, content_parts
 from stateless_chat.core.tokens import (
+    IMAGE_TOKENS,
     PER_NAME,
     REPLY_PRIMING,
     TOOL_CALL_OVERHEAD,
@@ -71,10 +72,9 @@ def message_from_api(data: Mapping[str, Any]) -> Message:
         function = item.get("function") or {}
         calls.append(ToolCall(str(item.get("id", "")), str(function.get("name", "")),
                               str(function.get("arguments", ""))))
-    content = data.get("content")
-    text = content if isinstance(content, str) or content is None else str(content)
+    text, images = content_parts(data.get("content"))
     return Message(data.get("role", "user"), text, name=data.get("name"), tool_calls=tuple(calls),
-                   tool_call_id=data.get("tool_call_id"))
+                   tool_call_id=data.get("tool_call_id"), images=images)
 
 
 def _remember(cache: dict[Any, int], key: Any, value: int) -> int:
@@ -271,7 +271,8 @@ class Meter:
 
     def _server_message(self, message: Message) -> int:
         assert self.template is not None
-        total = self.template.message(message.role) + self._content(message.text)
+        total = self.template.message(message.role) + self._content(message.text) \
+            + IMAGE_TOKENS * len(message.images)
         if message.name is not None:
             total += PER_NAME + self._text(message.name)
         for call in message.tool_calls:

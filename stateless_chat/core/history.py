@@ -34,6 +34,7 @@ from stateless_chat.core.messages import (
     Event,
     Eviction,
     EvictionHow,
+    Image,
     MemoryFull,
     Message,
     Role,
@@ -183,9 +184,11 @@ class Conversation:
         tool_call_id: str | None = None,
         finish_reason: str | None = None,
         id: int | None = None,
+        images: Sequence[Image] = (),
     ) -> Entry:
         """Return an entry numbered ``next_id`` (or ``id``); the caller appends it with ``append``."""
-        message = Message(role, content, tool_calls=tuple(tool_calls), tool_call_id=tool_call_id)
+        message = Message(role, content, tool_calls=tuple(tool_calls), tool_call_id=tool_call_id,
+                          images=tuple(images))
         return Entry(
             id=self.next_id if id is None else id,
             message=message,

@@ -8,7 +8,7 @@ layer (``render.py``) decides how they look.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -37,11 +37,25 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Image:
+    """An image a message carries: its base64 ``data`` and its ``mime`` type."""
+
+    mime: str
+    data: str = field(repr=False)
+
+    def url(self) -> str:
+        """Return the image as the ``data:`` URL of an ``image_url`` content part."""
+        return f"data:{self.mime};base64,{self.data}"
+
+
+@dataclass(frozen=True)
 class Message:
     """One chat message as the API sees it.
 
     ``content`` may be None only for an assistant message that holds ``tool_calls``;
-    a ``tool`` message answers the call named by ``tool_call_id``.
+    a ``tool`` message answers the call named by ``tool_call_id``. A user message may carry
+    ``images`` (what tools returned, for a model that reads them): its content is then sent as
+    parts, the text first, then one ``image_url`` part per image.
     """
 
     role: Role
@@ -49,6 +63,7 @@ class Message:
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    images: tuple[Image, ...] = ()
 
     @property
     def text(self) -> str:
@@ -58,6 +73,9 @@ class Message:
     def to_api(self) -> dict[str, Any]:
         """Return the JSON object the chat-completions API expects for this message."""
         data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.images:
+            parts = [{"type": "image_url", "image_url": {"url": image.url()}} for image in self.images]
+            data["content"] = [{"type": "text", "text": self.content or ""}, *parts]
         if self.name is not None:
             data["name"] = self.name
         if self.tool_calls:
@@ -65,6 +83,25 @@ class Message:
         if self.tool_call_id is not None:
             data["tool_call_id"] = self.tool_call_id
         return data
+
+
+def content_parts(content: Any) -> tuple[str | None, tuple[Image, ...]]:
+    """Return the text and the images of a message's ``content`` as the API holds it (a string, or
+    text and ``image_url`` parts with ``data:`` URLs; other parts are left out)."""
+    if content is None or isinstance(content, str):
+        return content, ()
+    texts: list[str] = []
+    images: list[Image] = []
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        url = (part.get("image_url") or {}).get("url") if part.get("type") == "image_url" else None
+        if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
+            mime, data = url[5:].split(";base64,", 1)
+            images.append(Image(mime, data))
+    return "\n".join(texts), tuple(images)
 
 
 @dataclass(frozen=True)

@@ -23,26 +23,27 @@ CL100K = "cl100k_base"
 class Family:
     """A model family: its OpenAI encoding (None when its tokenizer is not one we ship) and context
     window. ``dotted`` says whether a ``.`` may follow the prefix (``gpt-5.1`` is gpt-5, but
-    ``gpt-4.2`` is not gpt-4)."""
+    ``gpt-4.2`` is not gpt-4); ``images`` whether its models read image parts in a message."""
 
     prefix: str
     encoding: str | None
     context_window: int
     dotted: bool = True
+    images: bool = False
 
 
 _FAMILIES = (
-    Family("gpt-5", O200K, 400000),
-    Family("gpt-4.1", O200K, 1047576),
-    Family("gpt-4.5", O200K, 128000),
-    Family("gpt-4o", O200K, 128000),
-    Family("chatgpt-4o", O200K, 128000),
-    Family("o1", O200K, 200000),
+    Family("gpt-5", O200K, 400000, images=True),
+    Family("gpt-4.1", O200K, 1047576, images=True),
+    Family("gpt-4.5", O200K, 128000, images=True),
+    Family("gpt-4o", O200K, 128000, images=True),
+    Family("chatgpt-4o", O200K, 128000, images=True),
+    Family("o1", O200K, 200000, images=True),
     Family("o1-mini", O200K, 128000),
     Family("o1-preview", O200K, 128000),
-    Family("o3", O200K, 200000),
-    Family("o4", O200K, 200000),
-    Family("gpt-4-turbo", CL100K, 128000, dotted=False),
+    Family("o3", O200K, 200000, images=True),
+    Family("o4", O200K, 200000, images=True),
+    Family("gpt-4-turbo", CL100K, 128000, dotted=False, images=True),
     Family("gpt-4-1106-preview", CL100K, 128000, dotted=False),
     Family("gpt-4-0125-preview", CL100K, 128000, dotted=False),
     Family("gpt-4-32k", CL100K, 32768, dotted=False),
@@ -84,6 +85,12 @@ def family_of(model: str) -> Family | None:
         if not rest or rest[0] in _SEPARATORS or (family.dotted and rest[0] == "."):
             return family
     return None
+
+
+def reads_images(model: str) -> bool:
+    """Return whether ``model`` is known to read image parts (a model this table does not know: no)."""
+    family = family_of(model)
+    return family is not None and family.images
 
 
 def context_window_for(model: str) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stateless_chat.core.messages import content_parts
 from stateless_chat.sanitize import LONE_SURROGATE, strip_controls, whole_characters
 
 # The keys of a message as ``Message.to_api`` writes them, in its order.
@@ -140,8 +141,13 @@ def text_row(message: Mapping[str, Any]) -> TextRow:
 
 
 def _index_text(message: Mapping[str, Any]) -> str:
-    """Return the text of a message of any shape: its content when that is text, else its JSON."""
+    """Return the text of a message of any shape: its content when that is text; for text and image
+    parts, the text with one ``[image: MIME]`` line an image (never its base64); else its JSON."""
     content = message.get("content")
+    if isinstance(content, list):
+        text, images = content_parts(content)
+        if text or images:
+            return whole_characters((text or "") + "".join(f"\n[image: {image.mime}]" for image in images))
     text = content if isinstance(content, str) else "" if content is None else dumps(content)
     return whole_characters(text)
 

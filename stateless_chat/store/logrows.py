@@ -16,7 +16,7 @@ from typing import Any
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.ledger import Ledger, TurnStats
 from stateless_chat.core.memory import Memory, Note
-from stateless_chat.core.messages import Entry, Eviction, Message, ToolCall
+from stateless_chat.core.messages import Entry, Eviction, Image, Message, ToolCall, content_parts
 from stateless_chat.errors import LogError
 from stateless_chat.sanitize import strip_controls, whole_characters
 from stateless_chat.store.logcodec import dumps
@@ -405,7 +405,8 @@ def entry_fast(values: Sequence[Any], evictions: dict[tuple[str, int], Eviction]
         if eviction is None:
             eviction = evictions[(how, evicted_turn)] = Eviction(how, int(evicted_turn or 0))
     message = _built(Message, {"role": role, "content": content, "name": name if type(name) is str else None,
-                               "tool_calls": (), "tool_call_id": call_id if type(call_id) is str else None})
+                               "tool_calls": (), "tool_call_id": call_id if type(call_id) is str else None,
+                               "images": ()})
     entry: Entry = _built(Entry, {
         "id": number, "message": message, "tokens": tokens, "turn": turn, "pinned": bool(pinned),
         "kind": kind, "source": source if type(source) is str else None, "eviction": eviction,
@@ -433,7 +434,11 @@ def entry_from_row(values: Sequence[Any], evictions: dict[tuple[str, int], Evict
         raise ValueError(f"its kind is {str(kind)[:20]!r}")
     if strict and slot not in SLOTS:
         raise ValueError(f"its slot is {str(slot)[:20]!r}")
-    if not isinstance(content, str) and content is not None:
+    images: tuple[Image, ...] = ()
+    if isinstance(content, list):
+        text, images = content_parts(content)
+        content = text if images else dumps(content)
+    elif not isinstance(content, str) and content is not None:
         content = dumps(content)
     calls: tuple[ToolCall, ...] = ()
     if calls_value is not None:
@@ -453,6 +458,6 @@ def entry_from_row(values: Sequence[Any], evictions: dict[tuple[str, int], Evict
         if eviction is None:
             eviction = evictions[(how, evicted_turn)] = Eviction(how, int(evicted_turn or 0))
     message = Message(role, content, name if isinstance(name, str) else None, calls,
-                      call_id if isinstance(call_id, str) else None)
+                      call_id if isinstance(call_id, str) else None, images)
     return Entry(number, message, int(tokens or 0), int(turn), bool(pinned), kind, source, eviction, finish)
 

@@ -28,7 +28,7 @@ from stateless_chat.config import Settings, default_data_dir
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.core.ledger import Ledger, TurnStats
 from stateless_chat.core.memory import Memory, Note
-from stateless_chat.core.messages import Entry, Eviction, EvictionHow, Message, ToolCall
+from stateless_chat.core.messages import Entry, Event, Eviction, EvictionHow, Message, ToolCall, content_parts
 from stateless_chat.errors import UsageError
 from stateless_chat.sanitize import LONE_SURROGATE, public_url
 
@@ -313,12 +313,12 @@ def _read_entry(data: object, where: str) -> Entry:
     if kind not in _KINDS:
         raise ValueError(f"{where}: kind must be one of {', '.join(_KINDS)}")
     calls = _read_calls(data.get("tool_calls"), where)
-    content = data.get("content")
+    content, images = content_parts(data.get("content"))
     if not isinstance(content, str) and not (content is None and calls):
         raise ValueError(f"{where}: 'content' is missing or of the wrong type")
     tokens = data.get("tokens", 0)
     message = Message(role, content, _optional_str(data, "name", where), calls,
-                      _optional_str(data, "tool_call_id", where))
+                      _optional_str(data, "tool_call_id", where), images)
     return Entry(
         id=_need(data, "id", int, where),
         message=message,

@@ -37,6 +37,7 @@ from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from stateless_chat.core.messages import Image
 from stateless_chat.launchers import MCP_SERVER
 from stateless_chat.sanitize import strip_controls
 from stateless_chat.tools import executables
@@ -84,11 +85,14 @@ def render_result(result: mcp_types.CallToolResult) -> ToolResult:
     A result with no content but structured content (allowed since 2025-06-18) gives that as JSON.
     """
     parts: list[str] = []
+    images: list[Image] = []
     for block in result.content:
         if isinstance(block, mcp_types.TextContent):
             parts.append(block.text)
         elif isinstance(block, (mcp_types.ImageContent, mcp_types.AudioContent)):
             parts.append(f"[{block.type}: {_decoded_size(block.data):,} bytes, {block.mime_type}]")
+            if isinstance(block, mcp_types.ImageContent):
+                images.append(Image(block.mime_type, "".join(block.data.split())))
         elif isinstance(block, mcp_types.EmbeddedResource):
             resource = block.resource
             if isinstance(resource, mcp_types.TextResourceContents):
@@ -107,7 +111,8 @@ def render_result(result: mcp_types.CallToolResult) -> ToolResult:
     if isinstance(cut, dict):  # first, where the token cap's cut at the end cannot take it away
         parts.insert(0, f"[cut: the server sent {cut.get('bytes', 0):,} bytes, over tool_result_max_bytes; "
                         f"{cut.get('dropped', 0):,} bytes of its text were not read]")
-    return ToolResult("\n".join(parts), is_error=bool(result.is_error))
+        images = []  # perhaps cut short: not an image any more
+    return ToolResult("\n".join(parts), is_error=bool(result.is_error), images=tuple(images))
 
 
 def _make_lifeline(directory: Path, name: str) -> tuple[str, int | None]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from stateless_chat.core.messages import Image
 from stateless_chat.errors import CommandError, ConfigError
 from stateless_chat.validate import Invalid, shown, type_name
 
@@ -272,10 +273,12 @@ class ToolResult:
     ``text`` joins the result's text content (other content is described in one line, e.g.
     ``[image: 12,345 bytes, image/png]``), whole: cutting it to a token cap is the caller's job.
     ``is_error`` is the server's ``isError``, or the call could not be made or finished.
+    ``images`` are the result's images, whole (none of a result cut to ``tool_result_max_bytes``).
     """
 
     text: str
     is_error: bool = False
+    images: tuple[Image, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from stateless_chat.core.billing import Price, dollars, price_for
+from stateless_chat.core.messages import content_parts
 from stateless_chat.errors import UsageError, redact
 from stateless_chat.sanitize import strip_controls
 from stateless_chat.store import persist
@@ -126,7 +127,9 @@ def _label(message: Mapping[str, Any]) -> str:
 
 def _body(message: Mapping[str, Any]) -> list[str]:
     """Return the text of one logged message, indented; tool calls one line each."""
-    lines = [_TAB + line for line in strip_controls(str(message.get("content") or "")).split("\n")]
+    text, images = content_parts(message.get("content"))
+    text = (text or "") + "".join(f"\n[image: {image.mime}]" for image in images)
+    lines = [_TAB + line for line in strip_controls(text).split("\n")]
     if lines == [_TAB]:
         lines = []
     for call in message.get("tool_calls") or ():
