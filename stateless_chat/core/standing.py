@@ -192,14 +192,16 @@ def sentences(text: str) -> list[str]:
 # ---- the word lists ----------------------------------------------------------------------
 
 # Verbs that shape an answer: what "always" or "never" must govern to be a rule for the answers.
-_ANSWER_VERBS = _words("""use | using | give | show | write | answer | reply | respond | include | add | put
+_ANSWER_VERB_LIST = """use | using | give | show | write | answer | reply | respond | include | add | put
     | keep | format | spell | cite | mention | assume | avoid | explain | start | begin | end | finish | list
     | say | call | address | suggest | suggesting | recommend | recommending | provide | convert | round
     | express | quote | translate | sign | structure | label | number | wrap | summarize | summarise
     | ask | check | double-check | stick | talk | speak | make | skip | leave | omit | default | prefer
     | switch | tell | refer | measure | show | link | reference | capitalize | capitalise | indent | comment
     | name | return | test | run | lead | open | close | respect | treat | consider | remind | warn
-    | flag | mark | note | bold | highlight | print | log | sort | state | offer | go | stay | do""")
+    | flag | mark | note | bold | highlight | print | log | sort | state | offer | go | stay | do"""
+_ANSWER_VERBS = _words(_ANSWER_VERB_LIST)
+_ANSWER_VERB_SET = frozenset(item.strip() for item in _ANSWER_VERB_LIST.split("|")) | {"stop", "quit"}
 _QUESTION_START = _rx(r"^(?:(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might|must"
                       r"|have|has|had|am)\s+(?:i|you|we|it|they|he|she|there|this|that|my|our|your|the|a|an"
                       r"|people|anyone|someone)\b|(?:what|why|how|where|who|whom|whose|which)\b"
@@ -329,7 +331,8 @@ _ADDRESSED = _rx(r"^(?:you\s+(?:should|must|need\s+to|have\s+to|are\s+to|will|'l
                  r"|make\s+sure(?:\s+you|\s+to)?"
                  r"|be\s+sure\s+to|remember\s+to|i\s+(?:want|'d\s+like|would\s+like|need)\s+you\s+to"
                  r"|i'd\s+like\s+you\s+to|i\s+expect\s+you\s+to)\b")
-_STOP = _rx(r"^(?:please\s+)?(?:stop|quit|cut\s+out)\s+(?:\w+ing)\b")
+# "stop adding disclaimers": a bare "stop asking." reacts to the reply in front of the user.
+_STOP = _rx(r"^(?:please\s+)?(?:stop|quit|cut\s+out)\s+(?:\w+ing)\b(?=\s+\S)")
 _NO_MORE = _rx(r"^(?:please\s+)?no\s+(?:more\s+\w|\w+s\s+please\b"
                r"|(?!kidding|way|worries|problem|thanks|thank)\w+ing\b)")
 _PROHIBITION = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not|never)\s+(?:" + _ANSWER_VERBS + r"|bother)\b")
@@ -342,12 +345,21 @@ _CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?not|\brather\s+than|\binstead\s+of)\s+"
                    r"(?!the\b|this\b|that\b|it\b|here\b)\w", ("not", "rather", "instead"))
 # "I'd really like you to stop ...", "I want you to ...": what follows is an imperative to the assistant.
 _ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like|would\s+like"
-                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|'d\s+appreciate\s+it\s+if)"
+                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|would\s+appreciate\s+it\s+if"
+                  r"|would\s+(?:prefer|like|love)\s+it\s+if|(?:prefer|like|love)\s+it\s+when)"
                   r"\s+(?:it\s+if\s+)?you\s+(?:to\s+|would\s+|could\s+)?")
+# "... if you never used ...": the past of a wish, read as the verb it stands for ("use").
+_SUBJUNCTIVE = dict(pair.split(":") for pair in """gave:give wrote:write kept:keep told:tell said:say
+    made:make left:leave began:begin spoke:speak stuck:stick led:lead went:go did:do put:put ran:run took:take
+    sent:send""".split())
 # "every function must have a docstring": a rule for every one of a kind.
 _EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
                   r"|have\s+to|shall|ought\s+to)\b")
 _IMPERATIVE_START = _rx(r"^(?:please\s+)?(?:" + _ANSWER_VERBS + r")\b")
+# 'use "they" for me', "use my first name when you write to me": how to refer to the user.
+_REFER_TO_ME = _rx(r"^(?:please\s+)?use\s+(?:\S+\s+){1,3}(?:for\s+me|when\s+(?:you\s+)?(?:refer(?:ring)?\s+to"
+                   r"|talk(?:ing)?\s+(?:about|to)|address(?:ing)?|writ(?:e|ing)\s+to|speak(?:ing)?\s+(?:to|of))"
+                   r"\s+me)\s*[.!]?$")
 _ADDRESS_ME = _rx(r"^(?:please\s+)?(?:call\s+me|address\s+me\s+as|refer\s+to\s+me\s+as|my\s+pronouns\s+are"
                   r"|i\s+go\s+by|my\s+name\s+is|my\s+name'?s|i'?m\s+called|i\s+am\s+called|you\s+can\s+call\s+me)"
                   r"\s+\S")
@@ -389,6 +401,27 @@ _DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|or
     | training to | studying to | learning to | the only | the lead | the owner | the founder | the maintainer
     | the admin | the manager | the head | in charge | a team of | a company | a startup | a nonprofit
     | a non-profit | a charity | a small | a family | a group""") + r")\b")
+# "we're stuck on Python 3.8", "I'm limited to 2 GB", "we're using Debian everywhere": what the user's
+# setup is held to or runs (not "I'm stuck on this bug", "I'm using the code you gave me", "running late").
+_SETUP = _rx(r"^(?:i|we)\s+(?:am|are)\s+(?:also\s+|still\s+|currently\s+|only\s+|mostly\s+|all\s+)?(?:"
+             r"(?:stuck|limited|restricted|tied|locked|pinned|standardi[sz]ed|committed|confined)\s+(?:on|to|with|into)"
+             r"|(?:using|running|deploying\s+(?:on|to)|developing\s+(?:on|in|for)|coding\s+in|writing\s+in"
+             r"|working\s+with|building\s+(?:on|with)|hosted\s+on|hosting\s+on)(?!\s+(?:late|out|low|behind|short"
+             r"|into|around|away|errands|a\s+bit|an?\s+(?:errand|marathon|race|test|experiment)))"
+             r"|not\s+allowed\s+to\s+(?:use|install|run|access|share|upload|download|deploy|store|send))"
+             r"\s+(?!(?:this|that|it|these|those|them|here|your|the\s+(?:code|script|answer|example|snippet|file"
+             r"|version\s+you|one|same|bug|problem|error|issue|step|part|question|last|first|second|next"
+             r"|tutorial|link|command|function)|a\s+(?:bug|problem|error|step|question|puzzle|level))\b)\S")
+# "I can't read small text well", "we aren't able to install anything": a lasting limit, not the moment
+# ("I can't see the image", "I can't hear you", "I can't open it").
+_CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:cannot|can\s+not"
+              r"|(?:am|are)\s+(?:not\s+able|unable|not\s+allowed|not\s+permitted)\s+to|struggle\s+to"
+              r"|have\s+trouble)\s+(?:" + _words("""read | reading | see | seeing | hear | hearing | eat
+    | eating | drink | drinking | have | use | using | drive | driving | walk | walking | run | swim | lift
+    | type | typing | afford | install | installing | access | tolerate | digest | sit | sitting | climb
+    | kneel | travel | fly | cook | speak | chew | swallow | touch | smell | taste""") + r")\b"
+              r"(?!\s+(?:this|that|it|these|those|them|the|your|you|any\s+of|anything|a\s+thing|what|why|how"
+              r"|where|when|if|whether|properly\s+(?:now|today)|now|today)\b)")
 _ROLE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:not\s+)?(?:\w+ly\s+|just\s+|only\s+|also\s+)?(?:an?)\s+"
             r"(?!bit\b|little\b|lot\b|fan\b|big\s+fan\b)(?:\w[\w-]*)")
 _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s+|mainly\s+|only\s+"
@@ -400,7 +433,10 @@ _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s
     | care for | look after | sleep | wake up | get up | can't eat | cannot eat | can't have | cannot have
     | can't drink | can't use | cannot use | can't stand | don't eat | do not eat | don't drink | do not drink
     | don't own | do not own | don't have | do not have | don't use | do not use | don't speak
-    | don't drive | do not drive | have no | have got | 've got | were born | was born | 're on | are on
+    | don't drive | do not drive | do not allow | do not permit | do not accept | do not support
+    | do not ship | do not sell | do not offer | do not serve | do not store | do not collect | do not share
+    | do not track | do not keep | do not watch | do not trust | only allow | only accept | allow | forbid
+    | ban | have no | have got | 've got | were born | was born | 're on | are on
     | 're a | are a | 're an | are an | am a | 'm a | are based | 're based | are located | 're located""")
                          + r")\b")
 # "I always read on my phone", "we usually deploy on Fridays": a habit (a past verb is refused before).
@@ -418,10 +454,14 @@ _POSSESSIVE = _rx(r"^(?:my|our)\s+((?:[\w'’-]+\s+){0,4}?)(?:is|are|'s|'re|has|
                   r"|runs|run|uses|use|targets|target|sits|speaks|speak|studies|study|teaches|owns|own|hosts"
                   r"|host|deploys|deploy|sells|sell|serves|serve|supports|support|relies|rely|depends|depend"
                   r"|includes|include|contains|contain|comes|come|goes|go|attends|attend|prefers|prefer"
-                  r"|likes|like|loves|love|hates|hate|can'?t|cannot|doesn'?t|don'?t|won'?t|eats|eat|drinks"
+                  r"|likes|like|loves|love|hates|hate|cannot|can\s+not|does\s+not|do\s+not|will\s+not|is\s+not"
+                  r"|are\s+not|has\s+not|allows|allow|permits|permit|forbids|forbid|bans|ban|requires|require"
+                  r"|accepts|accept|eats|eat|drinks"
                   r"|drink|drives|drive|plays|play|handles|handle|stores|store|keeps\s+(?!\w+ing)|needs\s+to"
                   r"|must|should|starts|start|opens|closes|consists)\b\s*(.*)$")
 _TRANSIENT = _rx(r"^(?:" + _words("""down | broken | failing | crashing | not working | not responding | slow
+    | work | compile | load | start | open | respond | connect | build | boot | print | save | sync | charge
+    | show | make sense | answer | pick up | reply | understand | get it | turn on | fit | exist | matter
     | sick | ill | unwell | at work | at home | at school | away | out | busy | late | asleep | awake | here
     | there | online | offline | stuck | missing | gone | empty | full | done | ready | open | closed
     | being | getting | going | coming | trying | visiting | waiting | still | almost | nearly | about to
@@ -438,6 +478,9 @@ _SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how
 _RELATIVE_MINE = _rx(r"^the\s+(?:\w+\s+){1,2}(?:i|we)\s+(?:work|works|study|run|build|maintain|use|own|live"
                      r"|lead|manage|teach|volunteer)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
                      r"|sells|builds|makes|needs|spans|covers)\b")
+_SETTING = _rx(r"^(?:at|in|on)\s+(?:work|my\s+(?:job|work|company|team|office|house|home|flat|place)"
+               r"|our\s+(?:company|team|office|shop|house|home|flat|place|org|organi[sz]ation|family)"
+               r"|the\s+(?:office|company))\s+(?=i\b|we\b|my\b|our\b)")
 _FIRST_PERSON = _rx(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|we've|us|our|ours)\b")
 _ADVERBS = frozenset("also always never once just really still usually often actually even only all both "
                      "first then".split())
@@ -540,11 +583,29 @@ def _question(text: str, clauses: list[str]) -> bool:
     return text.rstrip().endswith("?") or bool(_QUESTION_START.search(head))
 
 
+def _wished(rest: str) -> str:
+    """Return what a wish asks of the assistant with its verb in the present: "(if you) never used the
+    word" is "never use the word", "(if you) did not add" is "do not add"."""
+    words = rest.split()
+    for index, word in enumerate(words[:3]):
+        if word in ("always", "never", "ever", "just", "only", "really", "please"):
+            continue
+        if word == "did" and words[index + 1:index + 2] == ["not"]:
+            words[index] = "do"
+        elif word in _SUBJUNCTIVE:
+            words[index] = _SUBJUNCTIVE[word]
+        elif word.endswith("ed"):
+            stem = word[:-3] if len(word) > 4 and word[-3] == word[-4] else word[:-2]  # stopped, added
+            words[index] = next((c for c in (word[:-1], word[:-2], stem) if c in _ANSWER_VERB_SET), word)
+        break
+    return " ".join(words)
+
+
 def _requirement(clause: str, whole: str) -> str | None:
     """Return the rule that makes ``clause`` (of the sentence ``whole``) a standing requirement."""
     if _FUTURE.search(clause):
         return "from now on"
-    if _ADDRESS_ME.search(clause):
+    if _ADDRESS_ME.search(clause) or _REFER_TO_ME.search(clause):
         return "what to call the user"
     if _IMPERATIVE_ALWAYS.search(clause) or _DONT_EVER.search(clause):
         return "always or never"
@@ -556,7 +617,7 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "every answer"
     asked = _ASK_YOU_TO.search(clause)
     if asked is not None and clause[asked.end():] and asked.end() < len(clause):
-        rest = clause[asked.end():]
+        rest = _wished(clause[asked.end():])
         if _requirement(rest, whole) or (_ALWAYS.search(rest) and _IMPERATIVE_START.search(rest)):
             return "asked of the assistant"
     if _QUANTIFIED.search(clause) and (_IMPERATIVE_START.search(clause) or _ADDRESSED.search(clause)):
@@ -590,13 +651,16 @@ def _preference(clause: str) -> str | None:
 
 def _fact(clause: str) -> str | None:
     """Return the rule that makes ``clause`` a fact about the user or their world (None: it is not)."""
+    clause = _SETTING.sub("", clause)  # "at work we use Jira": the fact follows its setting
+    if _SETUP.search(clause) or _CANNOT.search(clause):
+        return "fact about the user"
     if _DURABLE_STATE.search(clause) or _ROLE.search(clause):
         return "fact about the user"
     if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
         return "fact about the user"
     possessive = _POSSESSIVE.search(clause)
-    if possessive is not None and (not _TRANSIENT.search(possessive.group(2))
-                                   or _DATE_AHEAD.search(possessive.group(2))):
+    if possessive is not None and not _POINTS_AT_NOW.search(possessive.group(2)) and (
+            not _TRANSIENT.search(possessive.group(2)) or _DATE_AHEAD.search(possessive.group(2))):
         return "fact about their world"
     if _SUBJECT_IS_MINE.search(clause) or _RELATIVE_MINE.search(clause):
         return "fact about their world"
