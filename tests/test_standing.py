@@ -178,3 +178,22 @@ def test_the_whole_set_meets_the_goal() -> None:
     assert len(positives) + len(negatives) >= 150
     precision, recall = _score(positives, negatives)
     assert precision >= 0.9 and recall >= 0.9
+
+
+def test_a_rules_first_words_never_rule_out_a_match() -> None:
+    """A rule anchored at a clause's start names the words it can begin with, to skip (and not compile)
+    its regex otherwise: on every clause of the labelled set and every tail of one (rules are asked
+    about what follows "remember that", "I'd like you to" ...), the answer is the regex's own."""
+    from stateless_chat.core import standing as module
+
+    gated = [v for v in vars(module).values() if isinstance(v, module._Lazy) and v.first is not None]
+    assert len(gated) >= 20
+    texts = [s for _, positives, negatives in standing_set.ROUNDS for s, _ in (*positives, *negatives)]
+    clauses: set[str] = set()
+    for text in texts:
+        for clause in module._clauses(module._normal(text)):
+            words = clause.split()
+            clauses.update(" ".join(words[i:]) for i in range(len(words)))
+    for rule in gated:
+        wrong = [c for c in clauses if bool(rule.search(c)) != bool(rule.compiled().search(c))]
+        assert wrong == [], rule.source[:60]
