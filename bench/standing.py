@@ -3,7 +3,9 @@
 The detector (``stateless_chat.standing``) is measured on ``bench/standing_set.py``, round by round,
 in the order the rounds were written: precision and recall as the rules are now, beside the figure
 each round got when it was first measured (before any rule was changed for it; the development
-third was the one the rules were written on). The fifth round was never used to change a rule.
+third was the one the rules were written on). The fifth round's misses were fixed in issue 20's second
+pass; the sixth round was written before that pass changed any rule, measured once after it, and never
+used to change a rule: its first figure is what unseen sentences get.
 
 Speed is CPU time per message (best of several passes): the user messages of the scripted chat,
 and the set's sentences one by one.
@@ -29,6 +31,7 @@ FIRST_MEASURED: dict[str, tuple[float, float]] = {
     "third round": (0.920, 0.767),
     "fourth round": (0.968, 0.750),
     "fifth round": (0.963, 0.867),
+    "sixth round": (0.900, 0.545),
 }
 
 

@@ -514,8 +514,8 @@ FOURTH_NOT_STANDING: tuple[Item, ...] = (
     ("I don't have time right now.", "chat"),
 )
 
-# A fifth round, written after the fourth round's fixes and measured once; the rules were not changed
-# after it: its figure is the one to trust for sentences the rules never saw.
+# A fifth round, written after the fourth round's fixes and measured once (0.963 / 0.867); its misses
+# were fixed in issue 20's second pass, by general rules.
 FIFTH_STANDING: tuple[Item, ...] = (
     ("fyi my team lead is called Rosa", "fact"),
     ("answers in spanish pls, from now on", "requirement"),
@@ -584,7 +584,8 @@ FIFTH_NOT_STANDING: tuple[Item, ...] = (
 
 # A sixth round, written for issue 20's second pass BEFORE any rule was changed for it (the rules were
 # then improved on rounds 1-5 only, round 5's misses included) and measured once, as written, after
-# those changes: its figure is what sentences the rules never saw get. Hard negatives on purpose:
+# those changes (0.900 / 0.545); no rule was changed after it: its figure is what sentences the rules
+# never saw get. Hard negatives on purpose:
 # questions with the same words, one-offs, retractions, the past, hypotheticals, other people's
 # preferences and quoted speech.
 SIXTH_STANDING: tuple[Item, ...] = (

@@ -172,6 +172,16 @@ def test_the_fifth_round_the_second_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
+def test_the_last_round_as_first_measured() -> None:
+    """The sixth round was written before the second pass changed any rule and no rule was changed
+    after it was measured: its figures are what new sentences get (docs/benchmarks.md quotes them,
+    0.900 / 0.545, under the goal); they must not get worse."""
+    positives = [s for s, _ in standing_set.SIXTH_STANDING]
+    negatives = [s for s, _ in standing_set.SIXTH_NOT_STANDING]
+    precision, recall = _score(positives, negatives)
+    assert precision >= 0.9 and recall >= 0.54
+
+
 def test_the_whole_set_meets_the_goal() -> None:
     positives = [s for items in standing_set.ALL_STANDING for s, _ in items]
     negatives = [s for items in standing_set.ALL_NOT_STANDING for s, _ in items]
