@@ -213,6 +213,7 @@ class ChatRun:
     filler_turns: int
     filler_noted: int  # filler turns with a sentence kept as a note: sent with every request from then on
     filler_recalled: int  # filler turns auto recall brought back LONG turns or more after they were evicted
+    filler_resent: int  # filler turns sent LONG turns or more after their eviction either way (the goal)
     false_notes: tuple[str, ...]  # notes from filler turns
     notes: int
     largest: int  # the largest request, prompt and reply reserve, by our count
@@ -262,8 +263,8 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
         largest = max(t.estimated_prompt_tokens for t in session.ledger.turns) + RESERVE_CHAT
         assert session.backend is not None
         session.backend.close()
-        return ChatRun(label, tuple(met), len(fillers), len(noted), len(recalled), false_notes, len(notes),
-                       largest, session.ledger.sent, session.ledger.cached)
+        return ChatRun(label, tuple(met), len(fillers), len(noted), len(recalled), len(noted | recalled),
+                       false_notes, len(notes), largest, session.ledger.sent, session.ledger.cached)
 
 
 CHAT_RUNS = (
