@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,9 +27,8 @@ from stateless_chat.tools.servers import ToolServers
 from stateless_chat.tools.specs import ServerConfig, ToolSpec
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
-from tests.support import make_session, run_cli, run_repl
+from tests.support import SERVER, calling, make_session, run_cli, run_repl, write_config
 
-SERVER = str(Path(__file__).with_name("mcp_server.py"))
 CTRL_C = "\x03"
 
 
@@ -39,27 +39,6 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolServers]:
     assert servers.start() == []
     yield servers
     servers.stop()
-
-
-Answer = Callable[[list[dict[str, Any]]], str]
-
-
-def calling(*steps: tuple[tuple[str, str], ...], answer: Answer | None = None
-            ) -> Callable[[dict[str, Any]], str | Scripted]:
-    """Return a replier that asks for ``steps[k]`` (a tuple of (tool, arguments) calls) at step k of a
-    turn, then answers with the tool results it was given."""
-
-    def replier(body: dict[str, Any]) -> str | Scripted:
-        messages = body["messages"]
-        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-        done = sum(1 for m in messages[last_user:] if m["role"] == "assistant")
-        if "tools" in body and done < len(steps):
-            calls = tuple((f"call_{done}_{k}", name, args) for k, (name, args) in enumerate(steps[done]))
-            return Scripted("Let me check." if done == 0 else "", calls)
-        results = [m["content"] for m in messages[last_user:] if m["role"] == "tool"]
-        return answer(messages) if answer else "The tools said: " + " | ".join(results)
-
-    return replier
 
 
 def tool_session(server: FakeServer, tools: ToolServers, approve: bool = True, **settings: Any) -> Session:
@@ -252,13 +231,6 @@ def test_the_tools_part_of_tokens(server: FakeServer, tools: ToolServers) -> Non
 # ---- one-shot ---------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, *only: str) -> Path:
-    config = tmp_path / "config.toml"
-    config.write_text(f'[mcp.servers.calc]\ncommand = {json.dumps(sys.executable)}\n'
-                      f'args = [{json.dumps(SERVER)}, "--only", "{",".join(only) or "add"}"]\n')
-    return config
-
-
 def test_one_shot_runs_no_tool_without_yes(server: FakeServer, tmp_path: Path) -> None:
     server.replier = calling((("add", '{"a": 2, "b": 3}'),))
     done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "add")
@@ -397,7 +369,7 @@ def test_a_server_tool_named_like_a_builtin_keeps_working(tools: ToolServers) ->
 
 
 def test_the_toolbar_counts_the_tools_array_as_tokens_does(server: FakeServer, tools: ToolServers) -> None:
-    from tests.test_repl import toolbar_with_draft
+    from tests.support import toolbar_with_draft
 
     session = repl_session(server, tools)
     session.make_exact()
@@ -566,9 +538,9 @@ def test_an_image_result_goes_to_a_model_that_reads_images_as_an_image_part(serv
     [kept] = [e for e in session.conversation.history if e.message.images]
     assert kept.tokens >= 765  # an image is counted as OpenAI prices a 1024x1024 one
     saved = tmp_path / "saved.json"
-    persist.save(session, saved)
+    persist.save(saved, session.conversation, session.ledger, session.settings)
     fresh = make_session(server, model="gpt-4o")
-    persist.restore(fresh, persist.load(saved))
+    fresh.load(*persist.loadable(persist.load(saved)))
     assert fresh.conversation.messages() == session.conversation.messages()  # saved and loaded whole
     from stateless_chat.ui.logview import _body  # what `stateless-chat logs show` prints of it
 
@@ -581,3 +553,44 @@ def test_an_image_result_is_only_described_otherwise(server: FakeServer, tmp_pat
     _, messages = image_turn(server, tmp_path, **settings)
     assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
     assert messages[2]["content"] == "[image: 300 bytes, image/png]"
+
+
+def test_an_image_result_is_logged_and_continued_whole_and_its_base64_is_not_indexed(server: FakeServer,
+                                                                                    tmp_path: Path) -> None:
+    import base64
+
+    from stateless_chat.store.logstore import LogStore
+    from tests.support import attach_journal
+
+    configs = {"pics": ServerConfig("pics", sys.executable, (SERVER, "--only", "image"))}
+    servers = ToolServers(configs, log_dir=tmp_path / "logs")
+    try:
+        assert servers.start() == []
+        session = tool_session(server, servers, model="gpt-4o")
+        log = attach_journal(session, tmp_path / "logs.db")
+
+        def replier(body: dict[str, Any]) -> str | Scripted:
+            if not any(m["role"] == "tool" for m in body["messages"]):
+                return Scripted("", (("call_0", "image", '{"size": 300}'),))
+            return "seen"
+
+        server.replier = replier
+        session.send("show me")
+    finally:
+        servers.stop()
+    sent = server.requests[-1]
+    encoded = base64.b64encode(b"\x89" * 300).decode()
+    with LogStore.open(tmp_path / "logs.db") as store:
+        restored = store.restore(log.cid or "")
+        assert restored is not None
+        assert restored.conversation.messages() == session.conversation.messages()  # images included
+        [kept] = [e for e in restored.conversation.history if e.message.images]
+        assert kept.message.images[0].data == encoded and kept.message.images[0].mime == "image/png"
+        [turn] = store.turns(log.cid or "")
+        assert json.loads(store.bodies(log.cid or "", turn.turn)[-1]) == sent  # the body as sent
+    with sqlite3.connect(tmp_path / "logs.db") as db:  # the full-text index holds no base64
+        indexed = [body for (body,) in db.execute("SELECT body FROM text_bodies")]
+    assert indexed and not any(encoded[:40] in body for body in indexed)
+    assert any(body.endswith("\n[image: image/png]") for body in indexed)
+    with LogStore.open(tmp_path / "logs.db") as store:
+        assert [hit.message_id for hit in store.search("images")] == [kept.id]
