@@ -451,7 +451,8 @@ def test_auto_recall_brings_an_evicted_fact_back_at_turn_16(server: FakeServer, 
     assert [m["content"] for m in final[-3:-1]] == ["Please note: the launch code is 7491.",
                                                    "echo: Please note: the launch code is 7491."]
     assert first.turn == 1 and session.conversation.is_live(1)  # it stays live, where it was sent
-    assert re.search(r"\b1\b.*user.*sent.*Please note", run.output)  # /history shows it again
+    assert first.recalled  # marked: the first to leave again when room is needed
+    assert re.search(r"\b1\b.*user.*recalled.*Please note", run.output)  # /history says it was recalled
 
 
 def test_recall_stays_within_its_budget_and_off_means_off(server: FakeServer, tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
 """The recalled slot of the conversation model: recall moves evicted turns back, the request sends them
 right before the new message, the policies evict them like history (after it), and the next turn
-settles them into the history where they were sent. No log needed: a recaller is any function."""
+settles them into the history where they were sent; a turn auto recall brought back stays marked
+there and is the first to leave when room is needed. No log needed for most: a recaller is any
+function (the last tests recall through the real log)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -12,11 +15,11 @@ from stateless_chat.chat.session import Session
 from stateless_chat.chat.turn import baseline_tokens
 from stateless_chat.core.context import DropOldest
 from stateless_chat.core.history import Conversation, entry_state
-from stateless_chat.core.messages import Entry, Eviction, Message, Recalled, describe
+from stateless_chat.core.messages import Entry, Evicted, Eviction, Message, Recalled, describe
 from stateless_chat.core.summary import Summarize, summary_instruction
 from stateless_chat.errors import CommandError, RequestError
 from tests.fakeserver import FakeServer
-from tests.support import make_session
+from tests.support import attach_journal, make_session
 
 
 def count(message: Message) -> int:
@@ -184,3 +187,92 @@ def test_the_baseline_counts_recalled_entries_once(server: FakeServer) -> None:
     everything = baseline_tokens(session.conversation, ())
     session.conversation, _ = session.conversation.recall([1])
     assert baseline_tokens(session.conversation, ()) == everything
+
+
+# ---- auto-recalled turns leave first -------------------------------------------------------------
+
+
+def test_an_auto_recalled_turn_settles_marked_and_drop_oldest_evicts_it_before_older_history() -> None:
+    conversation, _ = chat(5, evicted=2).recall([1], auto=True)
+    assert all(e.recalled for e in conversation.recalled)
+    settled = conversation.append(conversation.new_entry("user", "new " + "y" * 40, count))
+    assert [e.turn for e in settled.history] == [3, 3, 4, 4, 5, 5, 1, 1, 6] and settled.find(1).recalled
+    assert entry_state(settled.find(1), settled) == "recalled"
+    pending = (settled.new_entry("user", "next", count),)
+    size = sum(e.tokens for e in settled.request_entries(pending)) + 3
+    fit = DropOldest().fit(settled.candidate(pending, budget=size - 1))
+    left, = fit.events
+    assert isinstance(left, Evicted) and left.turn == 1 and left.recalled  # not turn 3, the oldest
+    assert describe(left).startswith("evicted #1-#2 (recalled turn 1 left again, 2 messages, ")
+    after = settled.apply(fit)
+    assert [e.turn for e in after.history] == [3, 3, 4, 4, 5, 5, 6]
+    assert not after.find(1).recalled and after.find(1).eviction == Eviction("dropped", settled.next_turn)
+    # the user's own /recall N settles as any history turn: evicted in its place, after older ones
+    mine, _ = chat(5, evicted=2).recall([1])
+    mine = mine.append(mine.new_entry("user", "new " + "y" * 40, count))
+    assert not mine.find(1).recalled
+    fit = DropOldest().fit(mine.candidate(pending, budget=size - 1))
+    assert [getattr(e, "turn", None) for e in fit.events] == [3]
+
+
+def test_summarize_drops_an_auto_recalled_turn_first_and_folds_only_if_that_is_not_enough() -> None:
+    conversation, _ = chat(4, evicted=1).recall([1], auto=True)
+    settled = conversation.append(conversation.new_entry("user", "new", count))
+    pending = (settled.new_entry("user", "next", count),)
+    size = sum(e.tokens for e in settled.request_entries(pending)) + 3
+    folded: list[list[int]] = []
+
+    class Writer:
+        def capacity(self, candidate: object) -> None:
+            return None
+
+        def write(self, candidate: object, entries: list[Entry]) -> str:
+            folded.append([e.id for e in entries])
+            return "short"
+
+    fit = Summarize(Writer(), count).fit(settled.candidate(pending, budget=size - 1))
+    assert folded == [] and fit.dropped == (1, 2) and fit.folded == ()  # enough: no summary request
+    tight = Summarize(Writer(), count).fit(settled.candidate(pending, budget=60, low_water=20))
+    assert tight.dropped[:2] == (1, 2) and folded and 1 not in folded[0]  # never folded twice
+    assert isinstance(tight.events[0], Evicted) and tight.events[0].recalled
+
+
+def test_an_auto_recalled_turn_is_sent_with_the_message_that_needed_it_then_leaves_first(
+    server: FakeServer, tmp_path: Path,
+) -> None:
+    """Through the session and the real log: the fact comes back for the question that needs it;
+    when room is needed next, it leaves before the turns that are recent, which stay."""
+    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
+    events: list[object] = []
+    session.hooks = replace(session.hooks, on_event=events.append)
+    log = attach_journal(session, tmp_path / "logs.db")
+    topics = ["weather", "cooking", "music", "trains", "gardens", "tides", "bridges", "castles", "pottery",
+              "chess", "kites", "lanterns", "orchards", "harbours", "glaciers", "deserts"]
+
+    def filler(n: int) -> str:
+        return f"Tell me about {topics[n]} {n}: " + f"{topics[n]} " * 30
+
+    session.send("Please note: the launch code is 7491.")
+    n = 0
+    while session.conversation.is_live(1):
+        n += 1
+        session.send(filler(n))
+    told = len(events)
+    session.send("What was the launch code?")
+    question = server.requests[-1]["messages"]
+    assert any("7491" in (m["content"] or "") for m in question[:-1])  # sent with the message that needed it
+    assert any(isinstance(e, Recalled) and e.turn == 1 for e in events[told:])
+    asked = next(e.turn for e in session.conversation.history if e.content == "What was the launch code?")
+    oldest = session.conversation.history[0].turn  # the oldest turn of the window, not recalled
+    assert oldest not in (1, asked)
+    told = len(events)
+    while not any(isinstance(e, Evicted) for e in events[told:]):  # until room is needed again
+        n += 1
+        session.send(filler(n))
+    gone = [e for e in events[told:] if isinstance(e, Evicted)]
+    assert [e.turn for e in gone] == [1] and gone[0].recalled  # the recalled turn leaves first, alone
+    assert "7491" not in str(server.requests[-1]["messages"])
+    live = {e.turn for e in session.conversation.history}
+    assert oldest in live and asked in live  # every turn of the window stays, the oldest one too
+    assert session.conversation.find(1).eviction is not None and not session.conversation.find(1).recalled
+    log.close()

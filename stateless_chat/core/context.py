@@ -12,8 +12,10 @@ The unit of eviction is a *turn*: every history entry sharing a turn number (a u
 message, its reply, and any tool calls and results between them). A turn is evictable
 when none of its entries is pinned; the pending turn is never in the history. Removing
 whole turns means a request never opens with an orphan reply and a tool result is never
-separated from its call. Recalled turns are evicted like history turns, after all of
-them (they are sent after them).
+separated from its call. A turn auto recall brought back for an earlier request, settled
+into the history since (its entries marked ``recalled``), is the first to go when room is needed:
+it served the request that needed it and must not crowd recent turns out. The turns recalled
+for this request are the last to go (they are sent after the history, for this message).
 
 Policies never do I/O. ``summarize`` (in ``summary``) gets its summary writer injected;
 the session passes one that makes its own stateless request. The registry of policy
@@ -110,6 +112,22 @@ class Candidate:
         # dict keys: insertion-ordered and O(1) membership, so this stays linear in the history
         return list(dict.fromkeys(e.turn for e in live if e.turn not in pinned))
 
+    def eviction_order(self) -> list[int]:
+        """Return the evictable turns in the order the policies evict them: first the turns auto recall
+        brought back for an earlier request (settled into the history, marked ``recalled``), then
+        the rest as ``evictable_turns`` lists them."""
+        turns = self.evictable_turns()
+        settled = {e.turn for e in self.history if e.recalled}
+        if not settled:
+            return turns
+        return [t for t in turns if t in settled] + [t for t in turns if t not in settled]
+
+    def settled_recalled(self) -> list[int]:
+        """Return the evictable turns of the history that auto recall brought back for an earlier
+        request (marked ``recalled``), in request order."""
+        settled = {e.turn for e in self.history if e.recalled}
+        return [t for t in self.evictable_turns() if t in settled] if settled else []
+
     def turns(self) -> dict[int, list[Entry]]:
         """Return the entries of the history and the recalled ones grouped by turn, in request order."""
         groups: dict[int, list[Entry]] = {}
@@ -175,30 +193,35 @@ class Policy(Protocol):
         ...
 
 
-def drop_turns(candidate: Candidate) -> tuple[Candidate, tuple[int, ...], tuple[Event, ...]]:
-    """Return the candidate with its oldest evictable turns dropped, the dropped ids, and one
+def drop_turns(candidate: Candidate, *, recalled_only: bool = False
+               ) -> tuple[Candidate, tuple[int, ...], tuple[Event, ...]]:
+    """Return the candidate with its evictable turns dropped in ``eviction_order`` (the turns auto
+    recall brought back for earlier requests first, then the oldest), the dropped ids, and one
     ``Evicted`` event per turn.
 
     Nothing goes while the request fits the budget; once it does not, turns go until it fits
     ``candidate.target`` (the low-water mark), or none is left to drop. Raises ``BudgetError``
-    when every evictable turn is gone and the request still does not fit the budget.
+    when every evictable turn is gone and the request still does not fit the budget. With
+    ``recalled_only``, only the recalled turns settled into the history go, and a request that
+    still does not fit is returned as it is (the caller evicts the rest its own way).
     """
     total = candidate.size
     if total <= candidate.budget:  # the common turn: nothing to evict, no per-entry work beyond the sum
         return candidate, (), ()
     groups = candidate.turns()
+    settled = set(candidate.settled_recalled())
     gone: list[int] = []
     events: list[Evicted] = []
-    for turn in candidate.evictable_turns():
+    for turn in candidate.settled_recalled() if recalled_only else candidate.eviction_order():
         if total <= candidate.target:
             break
         tokens = sum(e.tokens for e in groups[turn])
         total -= tokens
         gone.append(turn)
         events.append(Evicted(turn=turn, ids=tuple(e.id for e in groups[turn]), tokens=tokens,
-                              total_after=total, budget=candidate.budget))
-    fitted = candidate.without_turns(gone)
-    if total > candidate.budget:
+                              total_after=total, budget=candidate.budget, recalled=turn in settled))
+    fitted = candidate.without_turns(gone) if gone else candidate
+    if total > candidate.budget and not recalled_only:
         raise budget_error(fitted)
     dropped = tuple(i for event in events for i in event.ids)
     return fitted, dropped, tuple(events)

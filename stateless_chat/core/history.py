@@ -16,7 +16,9 @@ changes every turn last, so the server's cached prefix stays whole. The context 
 outside the numbered history, and are neither evicted nor saved. Entries
 that are no longer sent move to ``evicted`` with an ``Eviction`` record saying how and
 when they left; a recalled entry is one of them moved back, and when the next entries
-are appended it settles into the history where it was sent. This module and ``context`` are
+are appended it settles into the history where it was sent. One auto recall brought back stays
+marked ``recalled`` there: the policies evict it first, so it serves the message that needed
+it without crowding the recent turns out. This module and ``context`` are
 the only places that know which slot an entry is in; everything else asks them.
 """
 
@@ -69,7 +71,7 @@ def entry_state(entry: Entry, conversation: Conversation) -> str:
         return "summary"
     if entry.eviction is not None:
         return STATE_OF_EVICTION[entry.eviction.how]
-    if any(e.id == entry.id for e in conversation.recalled):
+    if entry.recalled or any(e.id == entry.id for e in conversation.recalled):
         return "recalled"
     return "sent"
 
@@ -429,7 +431,7 @@ class Conversation:
     def _evict(self, ids: Collection[int], how: EvictionHow) -> Conversation:
         """Return the conversation with the live entries in ``ids`` moved to ``evicted`` as ``how``."""
         record = Eviction(how, self.next_turn)
-        gone = tuple(replace(e, eviction=record) for e in self.live if e.id in ids)
+        gone = tuple(replace(e, eviction=record, recalled=False) for e in self.live if e.id in ids)
         return replace(self, history=tuple(e for e in self.history if e.id not in ids),
                        recalled=tuple(e for e in self.recalled if e.id not in ids),
                        evicted=self.evicted + gone)
@@ -509,8 +511,8 @@ class Conversation:
         request = fit.request
         by_id = {e.id: e for e in self.live}
         dropped, folded = Eviction("dropped", self.next_turn), Eviction("folded", self.next_turn)
-        gone = [replace(by_id[i], eviction=dropped) for i in fit.dropped if i in by_id]
-        gone += [replace(by_id[i], eviction=folded) for i in fit.folded if i in by_id]
+        gone = [replace(by_id[i], eviction=dropped, recalled=False) for i in fit.dropped if i in by_id]
+        gone += [replace(by_id[i], eviction=folded, recalled=False) for i in fit.folded if i in by_id]
         gone.sort(key=lambda e: e.id)
         back = {e.id for e in request.recalled}
         evicted = self.evicted.without(back) if back else self.evicted
@@ -519,9 +521,13 @@ class Conversation:
         return replace(self, history=request.history, recalled=request.recalled, summary=request.summary,
                        evicted=evicted + gone, next_id=next_id)
 
-    def recall(self, ids: Iterable[int]) -> tuple[Conversation, tuple[Entry, ...]]:
+    def recall(self, ids: Iterable[int], *, auto: bool = False) -> tuple[Conversation, tuple[Entry, ...]]:
         """Return the conversation with the whole turns of evicted messages ``ids`` moved back into the
         recalled slot (sent right before the next message), and the entries that came back.
+
+        With ``auto`` (auto recall, not the user's ``/recall N``) the entries are marked ``recalled``:
+        once settled into the history they are the first the policies evict. The user's own
+        recall settles as any history turn.
 
         One copy: an entry is either evicted or recalled, never both, so a turn is never recalled
         twice; evicted again, it goes back to ``evicted`` with its new record. CommandError,
@@ -539,7 +545,7 @@ class Conversation:
         back = self.evicted.of_turns(turns)
         if not back:
             return self, ()
-        recalled = tuple(sorted(self.recalled + tuple(replace(e, eviction=None) for e in back),
+        recalled = tuple(sorted(self.recalled + tuple(replace(e, eviction=None, recalled=auto) for e in back),
                                 key=lambda e: e.id))
         return replace(self, recalled=recalled, evicted=self.evicted.without({e.id for e in back})), back
 

@@ -127,6 +127,8 @@ class Entry:
     ``tokens`` is the message's billed size (content plus per-message overhead),
     counted once when the entry is created. ``eviction`` is set once the entry is no
     longer sent; ``finish_reason`` is the server's for a reply (``length``: cut short).
+    ``recalled`` marks an evicted turn auto recall brought back: it serves the request that needed
+    it and, once settled into the history, is the first to leave again when room is needed.
     """
 
     id: int
@@ -138,6 +140,7 @@ class Entry:
     source: str | None = None  # the path (/file), the files read (instructions), the skill's name (skill)
     eviction: Eviction | None = None
     finish_reason: str | None = None
+    recalled: bool = False
 
     @property
     def role(self) -> Role:
@@ -202,13 +205,15 @@ def span(ids: Sequence[int], mark: str = "#") -> str:
 
 @dataclass(frozen=True)
 class Evicted:
-    """One whole turn (messages ``ids``) was dropped from the request to fit the budget."""
+    """One whole turn (messages ``ids``) was dropped from the request to fit the budget;
+    ``recalled``: a turn auto recall had brought back, leaving again (first, before older turns)."""
 
     turn: int
     ids: tuple[int, ...]
     tokens: int
     total_after: int
     budget: int
+    recalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,9 @@ def describe(event: Event) -> str:
     if isinstance(event, Evicted):
         count = len(event.ids)
         noun = "message" if count == 1 else "messages"
+        if event.recalled:
+            return (f"evicted {span(event.ids)} (recalled turn {event.turn} left again, {count} {noun}, "
+                    f"{event.tokens:,} tokens): {event.total_after:,} / {event.budget:,}")
         return (
             f"evicted {span(event.ids)} (turn {event.turn}, {count} {noun}, {event.tokens:,} tokens): "
             f"{event.total_after:,} / {event.budget:,}"

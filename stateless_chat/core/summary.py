@@ -175,6 +175,10 @@ class Summarize:
     (``writer.capacity``): when the prefix that must go is longer, its oldest turns are
     folded and the rest dropped. A summary longer than its cap is cut to it.
 
+    The turns auto recall brought back for earlier requests (settled into the history, marked
+    ``recalled``) go first, dropped rather than folded (they are in the log, and a folded one is in
+    the summary already); folding starts only if that was not enough.
+
     Falls back to dropping (keeping the old summary) when the writer fails with a
     ``ChatError`` (emitting ``SummaryFailed``), when no room is left for any summary, or
     when the oldest evictable turn alone is more than one summary request can carry.
@@ -195,6 +199,19 @@ class Summarize:
         return replace(result, events=(Notice(f"{why}: dropped the oldest turns instead"), *result.events))
 
     def fit(self, candidate: Candidate) -> Fit:
+        if candidate.fits:
+            return Fit(candidate)
+        # The turns auto recall brought back for earlier requests leave first, dropped, not folded:
+        # they are in the log (and, folded once already, in the summary); this may be enough.
+        left, dropped, told = drop_turns(candidate, recalled_only=True)
+        if not dropped:
+            return self._fit(candidate)
+        if left.size <= left.target:
+            return Fit(left, dropped=dropped, events=told)
+        rest = self._fit(left)
+        return replace(rest, dropped=dropped + rest.dropped, events=(*told, *rest.events))
+
+    def _fit(self, candidate: Candidate) -> Fit:
         writer = self.writer
         budget = candidate.budget
         if candidate.fits:

@@ -419,7 +419,7 @@ class Journal:
         told: list[Event] = [_skipped(skipped, whole)] if skipped else []
         if not chosen:
             return conversation, told
-        recalled, _ = conversation.recall(e.id for _, entries in chosen for e in entries)
+        recalled, _ = conversation.recall((e.id for _, entries in chosen for e in entries), auto=True)
         terms = recall_terms(text)
         events: list[Event] = []
         for turn, entries in sorted(chosen):

@@ -83,6 +83,8 @@ def entry_data(entry: Entry) -> dict[str, Any]:
         data["finish_reason"] = entry.finish_reason
     if entry.eviction is not None:
         data["eviction"] = {"how": entry.eviction.how, "turn": entry.eviction.turn}
+    if entry.recalled:
+        data["recalled"] = True  # brought back by auto recall: the first to leave again
     return data
 
 
@@ -330,6 +332,7 @@ def _read_entry(data: object, where: str) -> Entry:
         source=_optional_str(data, "source", where),
         eviction=_read_eviction(data.get("eviction"), where),
         finish_reason=_optional_str(data, "finish_reason", where),
+        recalled=data.get("recalled") is True,
     )
 
 
