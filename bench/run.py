@@ -272,9 +272,11 @@ def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentenc
 
     body = [[c.label, f"{sum(c.met)}/{needs}", f"{c.notes}", share(c.filler_noted, c.filler_turns),
              share(c.filler_recalled, c.filler_turns), share(c.filler_resent, c.filler_turns),
+             ", ".join(f"{recent}/{whole}" for recent, whole in c.windows),
              f"{c.largest:,} / {standing.BUDGET_CHAT:,}", f"{c.sent:,} ({c.cached:,} cached)"] for c in chats]
     lines += _table(["run", "needed and present", "notes kept", "filler kept as a note",
                      "filler recalled long after", "filler still sent long after (goal: at most 2%)",
+                     "recent / all turns sent after turns " + ", ".join(map(str, standing.WINDOW_AT)),
                      "largest request / budget", "prompt tokens"], body)
     return lines
 

@@ -97,6 +97,7 @@ def speed(texts: Sequence[str], passes: int = 5) -> float:
 BUDGET_CHAT = 4_000
 RESERVE_CHAT = 300
 LONG = 20  # a filler turn is "long out of the window" this many turns after it was evicted
+WINDOW_AT = (100, 150, 185)  # the turns after which the history is looked at: how much of it is recent
 
 # (turn, what the user says, a marker of the standing sentence, the turn that needs it, what it asks)
 STATEMENTS: tuple[tuple[int, str, str, int, str], ...] = (
@@ -216,6 +217,7 @@ class ChatRun:
     filler_resent: int  # filler turns sent LONG turns or more after their eviction either way (the goal)
     false_notes: tuple[str, ...]  # notes from filler turns
     notes: int
+    windows: tuple[tuple[int, int], ...]  # at each of WINDOW_AT: (turns of the history never recalled, all)
     largest: int  # the largest request, prompt and reply reserve, by our count
     sent: int  # prompt tokens over the run, as the server counted them
     cached: int
@@ -245,10 +247,16 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
         session.on_turn, session.recall = (*session.on_turn, log), log.recall  # as the app wires it
         met: list[bool] = []
         recalled: set[int] = set()
+        ever: set[int] = set()  # every turn auto recall brought back, however soon
+        windows: list[tuple[int, int]] = []
         for turn in range(1, turns + 1):
             evicted_at = {e.turn: e.eviction.turn for e in session.conversation.evicted if e.eviction}
             told = len(events)
             session.send(chat_text(turn))
+            ever |= {event.turn for event in events[told:] if isinstance(event, Recalled)}
+            if turn in WINDOW_AT:
+                live = {e.turn for e in session.conversation.history}
+                windows.append((len(live - ever), len(live)))
             for event in events[told:]:
                 if isinstance(event, Recalled) and event.turn in evicted_at and \
                         turn - evicted_at[event.turn] >= LONG and event.turn in fillers:
@@ -264,7 +272,8 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
         assert session.backend is not None
         session.backend.close()
         return ChatRun(label, tuple(met), len(fillers), len(noted), len(recalled), len(noted | recalled),
-                       false_notes, len(notes), largest, session.ledger.sent, session.ledger.cached)
+                       false_notes, len(notes), tuple(windows), largest, session.ledger.sent,
+                       session.ledger.cached)
 
 
 CHAT_RUNS = (

@@ -140,7 +140,9 @@ class Entry:
     source: str | None = None  # the path (/file), the files read (instructions), the skill's name (skill)
     eviction: Eviction | None = None
     finish_reason: str | None = None
-    recalled: bool = False
+    # Not part of what the entry is (two entries that differ only in it are equal): the log does not
+    # keep it, so a conversation continued from the log (-c) holds such a turn as any history turn.
+    recalled: bool = field(default=False, compare=False)
 
     @property
     def role(self) -> Role:
