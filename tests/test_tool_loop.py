@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -566,9 +567,9 @@ def test_an_image_result_goes_to_a_model_that_reads_images_as_an_image_part(serv
     [kept] = [e for e in session.conversation.history if e.message.images]
     assert kept.tokens >= 765  # an image is counted as OpenAI prices a 1024x1024 one
     saved = tmp_path / "saved.json"
-    persist.save(session, saved)
+    persist.save(saved, session.conversation, session.ledger, session.settings)
     fresh = make_session(server, model="gpt-4o")
-    persist.restore(fresh, persist.load(saved))
+    fresh.load(*persist.loadable(persist.load(saved)))
     assert fresh.conversation.messages() == session.conversation.messages()  # saved and loaded whole
     from stateless_chat.ui.logview import _body  # what `stateless-chat logs show` prints of it
 
@@ -581,3 +582,44 @@ def test_an_image_result_is_only_described_otherwise(server: FakeServer, tmp_pat
     _, messages = image_turn(server, tmp_path, **settings)
     assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
     assert messages[2]["content"] == "[image: 300 bytes, image/png]"
+
+
+def test_an_image_result_is_logged_and_continued_whole_and_its_base64_is_not_indexed(server: FakeServer,
+                                                                                    tmp_path: Path) -> None:
+    import base64
+
+    from stateless_chat.store.logstore import LogStore
+    from tests.support import attach_journal
+
+    configs = {"pics": ServerConfig("pics", sys.executable, (SERVER, "--only", "image"))}
+    servers = ToolServers(configs, log_dir=tmp_path / "logs")
+    try:
+        assert servers.start() == []
+        session = tool_session(server, servers, model="gpt-4o")
+        log = attach_journal(session, tmp_path / "logs.db")
+
+        def replier(body: dict[str, Any]) -> str | Scripted:
+            if not any(m["role"] == "tool" for m in body["messages"]):
+                return Scripted("", (("call_0", "image", '{"size": 300}'),))
+            return "seen"
+
+        server.replier = replier
+        session.send("show me")
+    finally:
+        servers.stop()
+    sent = server.requests[-1]
+    encoded = base64.b64encode(b"\x89" * 300).decode()
+    with LogStore.open(tmp_path / "logs.db") as store:
+        restored = store.restore(log.cid or "")
+        assert restored is not None
+        assert restored.conversation.messages() == session.conversation.messages()  # images included
+        [kept] = [e for e in restored.conversation.history if e.message.images]
+        assert kept.message.images[0].data == encoded and kept.message.images[0].mime == "image/png"
+        [turn] = store.turns(log.cid or "")
+        assert json.loads(store.bodies(log.cid or "", turn.turn)[-1]) == sent  # the body as sent
+    with sqlite3.connect(tmp_path / "logs.db") as db:  # the full-text index holds no base64
+        indexed = [body for (body,) in db.execute("SELECT body FROM text_bodies")]
+    assert indexed and not any(encoded[:40] in body for body in indexed)
+    assert any(body.endswith("\n[image: image/png]") for body in indexed)
+    with LogStore.open(tmp_path / "logs.db") as store:
+        assert [hit.message_id for hit in store.search("images")] == [kept.id]

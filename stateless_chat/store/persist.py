@@ -28,7 +28,7 @@ from stateless_chat.config import Settings, default_data_dir
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.core.ledger import Ledger, TurnStats
 from stateless_chat.core.memory import Memory, Note
-from stateless_chat.core.messages import Entry, Event, Eviction, EvictionHow, Message, ToolCall, content_parts
+from stateless_chat.core.messages import Entry, Eviction, EvictionHow, Message, ToolCall, content_parts
 from stateless_chat.errors import UsageError
 from stateless_chat.sanitize import LONE_SURROGATE, public_url
 
