@@ -32,6 +32,7 @@ DEFAULT_TIMEOUT = httpx2.Timeout(timeout=600, connect=5.0)
 DEFAULT_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 TIMEOUT_ERRORS: tuple[type[Exception], ...] = (httpx2.TimeoutException,)
 REQUEST_ERRORS: tuple[type[Exception], ...] = (httpx2.RequestError, ssl.SSLError)
+StatusError = httpx2.HTTPStatusError  # a refusal (4xx, 5xx), its body read: ``DirectClient.open``
 
 
 def usable(environ: Mapping[str, str] = os.environ) -> bool:
@@ -182,7 +183,7 @@ class DirectClient:
             raise NetworkError(error, request) from error
         try:
             response.raise_for_status()
-        except httpx2.HTTPStatusError:
+        except StatusError:
             if not response.is_closed:
                 response.read()
             raise

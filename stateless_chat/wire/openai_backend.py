@@ -321,14 +321,15 @@ class OpenAIBackend:
     def _as_sdk_error(self, raw: Exception) -> Exception:
         """Return the SDK's error for what ``wire.direct`` raised (as ``openai._base_client`` and
         ``openai.Stream`` make them, the network's error as its cause); any other error as it is."""
-        if not isinstance(raw, (direct.EventError, direct.httpx2.HTTPStatusError, direct.NetworkError)):
+        if not isinstance(raw, (direct.EventError, direct.StatusError, direct.NetworkError)):
             return raw
         import openai
 
         if isinstance(raw, direct.EventError):
             return openai.APIError(raw.message, raw.request, body=raw.body)
-        if isinstance(raw, direct.httpx2.HTTPStatusError):
-            return self._sdk()._make_status_error_from_response(raw.response)
+        if isinstance(raw, direct.StatusError):
+            refusal: Exception = self._sdk()._make_status_error_from_response(raw.response)
+            return refusal
         if not isinstance(raw, direct.NetworkError):
             return raw
         wrapped = openai.APITimeoutError(request=raw.request) if raw.timeout \
