@@ -19,6 +19,7 @@ import ssl
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -158,6 +159,17 @@ def endpoint_url(base_url: str, path: str) -> str:
     return str(base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode()))
 
 
+def tls_for(base_url: str, environ: Mapping[str, str] = os.environ) -> ssl.SSLContext | bool:
+    """Return the client's ``verify``: True (the system's trusted certificates, loaded at once: ~20 ms)
+    unless nothing could use TLS: a plain ``http://`` endpoint (a redirect away from its scheme is
+    refused, ``wire.guard``) and no proxy in ``environ``. Then a context that trusts no certificate,
+    so that any TLS it were asked for would fail closed."""
+    proxied = any(name.lower().endswith("_proxy") for name in environ)
+    if urlsplit(base_url).scheme.lower() != "http" or proxied:
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class DirectClient:
     """One endpoint's HTTP client, made as the SDK makes its default one, with ``hook`` on responses."""
 
@@ -167,7 +179,7 @@ class DirectClient:
         self.api_key = api_key
         self.timeout = timeout
         self.http = httpx2.Client(timeout=DEFAULT_TIMEOUT, limits=DEFAULT_LIMITS, follow_redirects=True,
-                                  event_hooks={"response": [hook]})
+                                  event_hooks={"response": [hook]}, verify=tls_for(base_url))
 
     def request(self, path: str, content: bytes, headers: Mapping[str, str]) -> httpx2.Request:
         return self.http.build_request("POST", endpoint_url(self.base_url, path), content=content,
