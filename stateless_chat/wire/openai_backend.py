@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -468,6 +467,7 @@ def _context_numbers(error: Any, message: str) -> tuple[int | None, int | None]:
 
 def _retry_after(error: Any) -> float | None:
     import math
+    from email.utils import parsedate_to_datetime
 
     headers = getattr(getattr(error, "response", None), "headers", None)
     value = headers.get("retry-after") if headers is not None else None
