@@ -94,7 +94,6 @@ def chat_command(*, prompt: str | None, model: str | None, base_url: list[str] |
     return code
 
 
-
 def say(text: str) -> None:
     """Print ``text`` to stderr as one line after the program's name: no controls, no secrets.
 
