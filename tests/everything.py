@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,9 @@ def everything(config: pytest.Config) -> list[str]:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("Node.js and npm are needed for the reference MCP server (server-everything)")
-    prefix = Path(config.cache.mkdir(f"server-everything-{VERSION}"))
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider: a folder of its own then
+    prefix = (Path(cache.mkdir(f"server-everything-{VERSION}")) if cache is not None
+              else Path(tempfile.gettempdir()) / f"stateless-chat-tests-server-everything-{VERSION}")
     entry = prefix / ENTRY
     if not entry.exists():
         try:

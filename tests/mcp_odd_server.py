@@ -1,4 +1,4 @@
-"""A real stdio MCP server whose tools are odd on purpose, for ``test_first_hour_iii.py``.
+"""A real stdio MCP server whose tools are odd on purpose, for ``test_what_the_chat_shows.py``.
 
 Run as ``python tests/mcp_odd_server.py escape`` to serve one tool whose name holds an escape
 sequence (``red\\x1b[31mALERT\\x1b[0m``; it answers ``"done"``), or ``python tests/mcp_odd_server.py

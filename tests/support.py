@@ -4,18 +4,25 @@ that no test file imports another."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pexpect
 from prompt_toolkit.application import create_app_session
-from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
@@ -29,7 +36,7 @@ from stateless_chat.store.journal import Journal
 from stateless_chat.ui.render import Renderer
 from stateless_chat.ui.repl import Repl
 from stateless_chat.wire.openai_backend import open_backend
-from tests.fakeserver import FakeServer
+from tests.fakeserver import FakeServer, Scripted
 
 ROOT = Path(__file__).resolve().parents[1]
 CTRL_D = "\x04"
@@ -191,3 +198,134 @@ def standing_block(*sentences: str) -> str:
     from stateless_chat.core.memory import Note, block_message
 
     return block_message([Note(number, text) for number, text in enumerate(sentences, 1)]).text
+
+
+class WideOutput(DummyOutput):
+    """A terminal wide enough for every part of the toolbar (80 columns: tests/test_pty.py)."""
+
+    def get_size(self) -> Size:
+        return Size(rows=40, columns=200)
+
+
+@contextmanager
+def piped_repl(session: Session) -> Iterator[tuple[Repl, PipeInput]]:
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=WideOutput()):
+        yield repl_for(session, Console(file=io.StringIO()), input=pipe, output=WideOutput()), pipe
+
+
+def text_of(parts: StyleAndTextTuples) -> str:
+    return "".join(part[1] for part in parts)
+
+
+CPR = "\x1b[6n"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
+
+
+PROMPT = r">(\x1b\[[0-9;?]*[a-zA-Z])*( |\r|$)"
+
+
+def plain(text: str) -> str:
+    """Return terminal output without its escape sequences and carriage returns."""
+    return ANSI.sub("", text).replace("\r", "")
+
+
+class Terminal:
+    """The chat in an 80-column pseudo-terminal, answering its cursor position requests."""
+
+    def __init__(self, server: FakeServer, tmp_path: Path, *args: str) -> None:
+        self.child = pexpect.spawn(
+            sys.executable, ["-m", "stateless_chat", "--base-url", server.url, *args],
+            env=terminal_env(tmp_path), cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(24, 80),
+        )
+        self.seen = ""  # everything read since the last call to ``read``
+
+    def expect(self, pattern: str) -> str:
+        """Wait for ``pattern`` (a regex); return what came before it, answering CPRs meanwhile."""
+        before = ""
+        while True:
+            index = self.child.expect([pattern, re.escape(CPR)])
+            before += self.child.before
+            if index == 0:
+                self.seen += before + self.child.after
+                return before
+            before += CPR
+            self.child.send("\x1b[1;1R")
+
+    def prompt(self) -> str:
+        return self.expect(PROMPT)
+
+    def send(self, text: str) -> None:
+        self.child.send(text)
+
+    def read(self) -> str:
+        """Return (as plain text) everything read since the last call."""
+        seen, self.seen = plain(self.seen), ""
+        return seen
+
+    def leave(self) -> None:
+        """Press Ctrl-D (at a prompt already drawn) and wait for the chat to end."""
+        self.child.sendcontrol("d")
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert self.child.exitstatus == 0
+
+
+def toolbar_with_draft(session: Session, draft: str) -> tuple[str, str]:
+    """Return the toolbar's text and its token part's style with ``draft`` typed at the prompt."""
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        repl = repl_for(session, Console(file=io.StringIO()), input=pipe, output=DummyOutput())
+
+        async def typed() -> StyleAndTextTuples:
+            repl.prompt.default_buffer.text = draft
+            return repl.toolbar()
+
+        parts = asyncio.run(typed())
+    return "".join(part[1] for part in parts), next(part[0] for part in parts if "prompt " in part[1])
+
+
+SERVER = str(Path(__file__).with_name("mcp_server.py"))
+
+
+Answer = Callable[[list[dict[str, Any]]], str]
+
+
+def calling(*steps: tuple[tuple[str, str], ...], answer: Answer | None = None
+            ) -> Callable[[dict[str, Any]], str | Scripted]:
+    """Return a replier that asks for ``steps[k]`` (a tuple of (tool, arguments) calls) at step k of a
+    turn, then answers with the tool results it was given."""
+
+    def replier(body: dict[str, Any]) -> str | Scripted:
+        messages = body["messages"]
+        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+        done = sum(1 for m in messages[last_user:] if m["role"] == "assistant")
+        if "tools" in body and done < len(steps):
+            calls = tuple((f"call_{done}_{k}", name, args) for k, (name, args) in enumerate(steps[done]))
+            return Scripted("Let me check." if done == 0 else "", calls)
+        results = [m["content"] for m in messages[last_user:] if m["role"] == "tool"]
+        return answer(messages) if answer else "The tools said: " + " | ".join(results)
+
+    return replier
+
+
+def write_config(tmp_path: Path, *only: str) -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mcp.servers.calc]\ncommand = {json.dumps(sys.executable)}\n'
+                      f'args = [{json.dumps(SERVER)}, "--only", "{",".join(only) or "add"}"]\n')
+    return config
+
+
+def integrity(path: Path) -> tuple[str, str]:
+    """Return SQLite's integrity check and the full-text index's own check ("ok" when it passes)."""
+    db = sqlite3.connect(path)
+    try:
+        check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        try:
+            db.execute("INSERT INTO texts_fts (texts_fts, rank) VALUES ('integrity-check', 1)")
+            fts = "ok"
+        except sqlite3.DatabaseError as error:
+            fts = str(error)
+        return check, fts
+    finally:
+        db.close()

@@ -135,3 +135,20 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     ours, roots = imports(leaky)
     assert "rich" in roots and ours == {"ui.repl", "chat.turn"}
     assert layer_of("ui.repl") > layer_of("chat.turn") > layer_of("core.history")
+
+
+def test_no_test_file_imports_another_and_none_is_named_for_an_issue() -> None:
+    """What tests share lives in ``tests/support.py`` and the fakes; a test file is named for what it
+    tests, not for when it was written."""
+    tests = Path(__file__).resolve().parent
+    for path in sorted(tests.glob("test_*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.split(".")[-1].startswith(("test_", "conftest")), (
+                    f"{path.name} imports {name}: move what it needs into tests/support.py")
+        stem = path.stem
+        assert not any(word in stem for word in ("first_hour", "_ii", "_iii", "issue")), (
+            f"{path.name} is named for its history, not its subject")

@@ -3,22 +3,14 @@ lines and toolbar, and the one-shot ``-u`` usage line through a real subprocess.
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from prompt_toolkit.application import create_app_session
 from prompt_toolkit.buffer import Buffer
-from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import StyleAndTextTuples
-from prompt_toolkit.input import PipeInput, create_pipe_input
-from prompt_toolkit.output import DummyOutput
-from rich.console import Console
 
 from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import Evicted, Message, Summarized, describe
@@ -26,7 +18,7 @@ from stateless_chat.core.summary import SUMMARY_HEADER
 from stateless_chat.core.tokens import TokenCounter
 from stateless_chat.ui.repl import Repl
 from tests.fakeserver import FakeServer, approx_completion_tokens, approx_tokens, is_summary_request
-from tests.support import CTRL_D, make_session, repl_for, run_cli, run_repl
+from tests.support import CTRL_D, make_session, piped_repl, run_cli, run_repl, text_of
 
 SYSTEM = "You are a careful assistant."
 RESERVE = 64
@@ -131,26 +123,9 @@ def test_an_unpinned_name_survives_in_the_summary(server: FakeServer) -> None:
 # ---- the toolbar ------------------------------------------------------------------------
 
 
-class WideOutput(DummyOutput):
-    """A terminal wide enough for every part of the toolbar (80 columns: tests/test_pty.py)."""
-
-    def get_size(self) -> Size:
-        return Size(rows=40, columns=200)
-
-
-@contextmanager
-def piped_repl(session: Session) -> Iterator[tuple[Repl, PipeInput]]:
-    with create_pipe_input() as pipe, create_app_session(input=pipe, output=WideOutput()):
-        yield repl_for(session, Console(file=io.StringIO()), input=pipe, output=WideOutput()), pipe
-
-
 def draft(repl: Repl, text: str) -> None:
     """Put ``text`` in the input line as if typed (a plain buffer: no app runs to complete it)."""
     repl.prompt.default_buffer = Buffer(document=Document(text))
-
-
-def text_of(parts: StyleAndTextTuples) -> str:
-    return "".join(part[1] for part in parts)
 
 
 def styled(parts: StyleAndTextTuples, needle: str) -> str:

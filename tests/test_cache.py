@@ -17,8 +17,7 @@ from stateless_chat.core.messages import CacheBreak, Entry, Event, Message, Usag
 from stateless_chat.core.summary import Summarize
 from stateless_chat.wire.backend import parse_usage
 from tests.fakeserver import FakeServer, approx_tokens
-from tests.support import make_session, run_cli, run_repl
-from tests.test_budget_e2e import piped_repl, text_of
+from tests.support import make_session, piped_repl, run_cli, run_repl, text_of
 
 # ---- cached tokens, every dialect ----------------------------------------------------------
 

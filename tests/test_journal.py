@@ -33,8 +33,8 @@ from stateless_chat.store.logcodec import dumps
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from stateless_chat.wire.backend import Reply
 from tests.fakeserver import FakeServer, is_summary_request
-from tests.support import attach_journal, make_session, run_cli, run_process, run_repl
-from tests.test_logstore import build_v1, integrity
+from tests.oldlog import build_v1
+from tests.support import attach_journal, integrity, make_session, run_cli, run_process, run_repl
 
 WORKER = Path(__file__).resolve().parent / "journal_worker.py"
 KEY = "sk-test-secret-key-0123456789"
@@ -659,7 +659,7 @@ def test_tool_servers_configured_are_neither_logged_nor_a_failure(server: FakeSe
 def test_a_tool_loop_turn_logs_every_step_and_its_tool_lines(server: FakeServer, tmp_path: Path) -> None:
     from stateless_chat.tools.servers import ToolServers
     from stateless_chat.tools.specs import ServerConfig
-    from tests.test_tool_loop import SERVER, calling
+    from tests.support import SERVER, calling
 
     servers = ToolServers({"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))},
                           log_dir=tmp_path / "mcp-logs")

@@ -18,8 +18,7 @@ from pathlib import Path
 from stateless_chat.config import default_data_dir
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from tests.fakeserver import FakeServer
-from tests.support import ROOT, run_process
-from tests.test_logstore import integrity
+from tests.support import ROOT, integrity, run_process
 
 
 def test_two_processes_continuing_one_conversation_both_keep_their_turn(server: FakeServer) -> None:

@@ -30,8 +30,7 @@ from stateless_chat.store.logcodec import dumps
 from stateless_chat.store.logstore import DEFAULT_NAME, LogStore
 from stateless_chat.ui import logview
 from tests.fakeserver import FakeServer
-from tests.support import ROOT, attach_journal, make_session, run_cli
-from tests.test_logstore import integrity
+from tests.support import ROOT, attach_journal, integrity, make_session, run_cli
 
 KEY = "sk-proj-the-key-of-this-run-0123456789abcdef"
 
@@ -277,7 +276,7 @@ def test_damaged_rows_and_deep_json_are_one_line_each_and_the_rest_reads(server:
 @pytest.fixture
 def tools(tmp_path: Path) -> Any:
     from stateless_chat.tools.servers import ServerConfig, ToolServers
-    from tests.test_tool_loop import SERVER
+    from tests.support import SERVER
 
     servers = ToolServers({"calc": ServerConfig("calc", sys.executable, (SERVER, "--only", "add"))},
                           log_dir=tmp_path / "mcp-logs")
@@ -289,7 +288,7 @@ def tools(tmp_path: Path) -> Any:
 @pytest.mark.parametrize("how", ["cancelled", "failed"])
 def test_a_turn_cancelled_after_its_tools_ran_is_logged_with_the_calls(server: FakeServer, tools: Any,
                                                                       tmp_path: Path, how: str) -> None:
-    from tests.test_tool_loop import calling
+    from tests.support import calling
 
     server.replier = calling((("add", '{"a": 2, "b": 3}'),), (("add", '{"a": 5, "b": 1}'),))
     session = make_session(server)

@@ -14,9 +14,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -39,9 +38,10 @@ from stateless_chat.store.logstore import (
     TurnLog,
 )
 from tests.logstore_worker import Scripted, conversation_at, entry, make_turn
+from tests.oldlog import T0, build_v1, v1_turn
+from tests.support import integrity
 
 WORKER = Path(__file__).resolve().parent / "logstore_worker.py"
-T0 = datetime(2025, 1, 30, 8, 0, tzinfo=timezone.utc)
 
 
 def _modes_are_enforced() -> bool:
@@ -70,21 +70,6 @@ def one_line(error: pytest.ExceptionInfo[LogError]) -> str:
     assert text and "\n" not in text and "\r" not in text, text
     assert "Traceback" not in text
     return text
-
-
-def integrity(path: Path) -> tuple[str, str]:
-    """Return SQLite's integrity check and the full-text index's own check ("ok" when it passes)."""
-    db = sqlite3.connect(path)
-    try:
-        check = db.execute("PRAGMA integrity_check").fetchone()[0]
-        try:
-            db.execute("INSERT INTO texts_fts (texts_fts, rank) VALUES ('integrity-check', 1)")
-            fts = "ok"
-        except sqlite3.DatabaseError as error:
-            fts = str(error)
-        return check, fts
-    finally:
-        db.close()
 
 
 # ---- round trip -------------------------------------------------------------------------------
@@ -507,69 +492,6 @@ def test_a_failed_write_leaves_what_was_logged_before(tmp_path: Path) -> None:
 # ---- migrations -------------------------------------------------------------------------------
 
 
-def _saved(number: int, turn: int, role: str, content: str | None, **extra: Any) -> dict[str, Any]:
-    """Return a message dict as a save file (and the version 1 to 3 logs) held it."""
-    data: dict[str, Any] = {
-        "id": number, "role": role, "content": content, "turn": turn, "pinned": False, "kind": "turn",
-        "source": None, "tokens": len((content or "").split()) + 3, "eviction": None,
-    }
-    data.update(extra)
-    return data
-
-
-def _v1_turn(turn: int) -> tuple[dict[str, Any], str, list[dict[str, Any]], dict[str, Any]]:
-    """Return turn ``turn`` of the old conversation as version 1 code logged it: request, reply,
-    messages, snapshot."""
-    messages = []
-    for n in range(1, turn + 1):
-        messages += [_saved(2 * n - 1, n, "user", f"old question {n}"),
-                     _saved(2 * n, n, "assistant", f"old answer {n}")]
-    request = {"model": "test-model", "messages": [{"role": m["role"], "content": m["content"]}
-                                                   for m in messages[:-1]], "stream": True}
-    snapshot = {"format": "stateless-chat/conversation", "version": 2, "settings": {"model": "test-model"},
-                "system": None, "summary": None, "messages": messages, "evicted": [], "next_id": 2 * turn + 1,
-                "next_turn": turn + 1, "totals": {"sent": 0, "baseline": 0, "completion": 0, "turns": [
-                    {"turn": n, "estimated_prompt_tokens": 10 * n, "reported_prompt_tokens": None,
-                     "reported_completion_tokens": None, "baseline_prompt_tokens": 10 * n}
-                    for n in range(1, turn + 1)]}}
-    return request, messages[-1]["content"], messages, snapshot
-
-
-def build_v1(path: Path) -> str:
-    """Create a version 1 log with the version 1 DDL and log three turns into it as version 1
-    code did: no token columns."""
-    db = sqlite3.connect(path, isolation_level=None)
-    for statement in logstore.MIGRATIONS[0]:
-        assert isinstance(statement, str)
-        db.execute(statement)
-    db.execute("PRAGMA user_version = 1")
-    cid = "0000old000000"
-    db.execute("INSERT INTO conversations VALUES (?, ?, ?, 'old-model', 'http://old/v1', NULL)",
-               (cid, T0.isoformat(timespec="microseconds"), T0.isoformat(timespec="microseconds")))
-    usages: list[dict[str, Any] | None] = [
-        {"prompt_tokens": 100, "completion_tokens": 10},
-        None,
-        {"prompt_tokens": 300, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 200}},
-    ]
-    for turn, usage in enumerate(usages, start=1):
-        request, reply, messages, snapshot = _v1_turn(turn)
-        stamp = (T0 + timedelta(minutes=turn)).isoformat(timespec="microseconds")
-        db.execute("BEGIN")
-        db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (cid, turn, stamp, "test-model", "http://127.0.0.1:9/v1",
-                    json.dumps(request, separators=(",", ":")), reply, "stop",
-                    None if usage is None else json.dumps(usage), "[]"))
-        for m in messages:
-            db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?) "
-                       "ON CONFLICT (cid, id) DO UPDATE SET data = excluded.data, body = excluded.body",
-                       (cid, m["id"], m["turn"], m["role"], m["kind"], json.dumps(m), m["content"]))
-        db.execute("UPDATE conversations SET active = ?, snapshot = ? WHERE id = ?",
-                   (stamp, json.dumps(snapshot), cid))
-        db.execute("COMMIT")
-    db.close()
-    return cid
-
-
 def test_a_version_1_log_is_migrated_keeping_all_its_data(tmp_path: Path) -> None:
     path = log_path(tmp_path)
     path.parent.mkdir(parents=True)
@@ -580,15 +502,15 @@ def test_a_version_1_log_is_migrated_keeping_all_its_data(tmp_path: Path) -> Non
             (1, "old answer 1", "test-model"), (2, "old answer 2", "test-model"),
             (3, "old answer 3", "test-model")]
         assert [store.bodies(cid, n) for n in (1, 2, 3)] == [
-            [json.dumps(_v1_turn(n)[0], separators=(",", ":"))] for n in (1, 2, 3)]
+            [json.dumps(v1_turn(n)[0], separators=(",", ":"))] for n in (1, 2, 3)]
         assert [(t.prompt_tokens, t.completion_tokens, t.cached_tokens) for t in turns] == [
             (100, 10, None), (None, None, None), (300, 30, 200)]
         assert store.token_totals(cid) == logstore.TokenTotals(3, 400, 40, 200)
         assert [{k: v for k, v in m.items() if k != "slot"} for m in store.messages(cid)] == [
-            {k: v for k, v in m.items() if k != "eviction"} for m in _v1_turn(3)[2]]
+            {k: v for k, v in m.items() if k != "eviction"} for m in v1_turn(3)[2]]
         restored = store.restore(cid)
         assert restored is not None and [e.content for e in restored.conversation.history] == [
-            m["content"] for m in _v1_turn(3)[2]]
+            m["content"] for m in v1_turn(3)[2]]
         assert [t.estimated_prompt_tokens for t in restored.ledger.turns] == [10, 20, 30]
         assert store.latest() == cid and store.find("0000old") == cid
         assert [h.message_id for h in store.search('"old question 2"')] == [3]

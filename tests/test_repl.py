@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import signal
@@ -10,16 +9,22 @@ import threading
 from pathlib import Path
 
 from prompt_toolkit.application import create_app_session
-from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from stateless_chat.chat.session import Session
 from stateless_chat.core.messages import Message
 from stateless_chat.core.tokens import byte_lower_bound
 from tests.fakeserver import FakeServer
-from tests.support import CTRL_D, ESC_ENTER, make_session, repl_for, run_repl, standing_block
+from tests.support import (
+    CTRL_D,
+    ESC_ENTER,
+    make_session,
+    repl_for,
+    run_repl,
+    standing_block,
+    toolbar_with_draft,
+)
 
 
 def test_each_request_resends_the_whole_history(server: FakeServer) -> None:
@@ -139,19 +144,6 @@ def test_ctrl_c_during_a_command_cancels_it_and_the_chat_goes_on(server: FakeSer
     assert "cancelled" in run.output and run.exit_code == 0
     assert server.requests[-1]["messages"][-1]["content"] == "four"
     assert session.conversation.messages()[:6] == before.messages()
-
-
-def toolbar_with_draft(session: Session, draft: str) -> tuple[str, str]:
-    """Return the toolbar's text and its token part's style with ``draft`` typed at the prompt."""
-    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = repl_for(session, Console(file=io.StringIO()), input=pipe, output=DummyOutput())
-
-        async def typed() -> StyleAndTextTuples:
-            repl.prompt.default_buffer.text = draft
-            return repl.toolbar()
-
-        parts = asyncio.run(typed())
-    return "".join(part[1] for part in parts), next(part[0] for part in parts if "prompt " in part[1])
 
 
 def test_toolbar_counts_the_draft_but_never_one_too_big_to_send(server: FakeServer) -> None:

@@ -210,8 +210,7 @@ def test_reload_finds_new_and_changed_skills(server: FakeServer, tmp_path: Path)
 
 
 def test_one_shot_offers_use_skill_beside_the_mcp_tools(server: FakeServer, tmp_path: Path) -> None:
-    from tests.support import run_cli
-    from tests.test_tool_loop import write_config
+    from tests.support import run_cli, write_config
 
     write_skill(config_skills(), "pdf")
     server.replier = use_skill_replier('{"name": "pdf"}')

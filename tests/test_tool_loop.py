@@ -13,7 +13,7 @@ import re
 import shutil
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,9 +27,8 @@ from stateless_chat.tools.servers import ToolServers
 from stateless_chat.tools.specs import ServerConfig, ToolSpec
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
-from tests.support import make_session, run_cli, run_repl
+from tests.support import SERVER, calling, make_session, run_cli, run_repl, write_config
 
-SERVER = str(Path(__file__).with_name("mcp_server.py"))
 CTRL_C = "\x03"
 
 
@@ -40,27 +39,6 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolServers]:
     assert servers.start() == []
     yield servers
     servers.stop()
-
-
-Answer = Callable[[list[dict[str, Any]]], str]
-
-
-def calling(*steps: tuple[tuple[str, str], ...], answer: Answer | None = None
-            ) -> Callable[[dict[str, Any]], str | Scripted]:
-    """Return a replier that asks for ``steps[k]`` (a tuple of (tool, arguments) calls) at step k of a
-    turn, then answers with the tool results it was given."""
-
-    def replier(body: dict[str, Any]) -> str | Scripted:
-        messages = body["messages"]
-        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-        done = sum(1 for m in messages[last_user:] if m["role"] == "assistant")
-        if "tools" in body and done < len(steps):
-            calls = tuple((f"call_{done}_{k}", name, args) for k, (name, args) in enumerate(steps[done]))
-            return Scripted("Let me check." if done == 0 else "", calls)
-        results = [m["content"] for m in messages[last_user:] if m["role"] == "tool"]
-        return answer(messages) if answer else "The tools said: " + " | ".join(results)
-
-    return replier
 
 
 def tool_session(server: FakeServer, tools: ToolServers, approve: bool = True, **settings: Any) -> Session:
@@ -253,13 +231,6 @@ def test_the_tools_part_of_tokens(server: FakeServer, tools: ToolServers) -> Non
 # ---- one-shot ---------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, *only: str) -> Path:
-    config = tmp_path / "config.toml"
-    config.write_text(f'[mcp.servers.calc]\ncommand = {json.dumps(sys.executable)}\n'
-                      f'args = [{json.dumps(SERVER)}, "--only", "{",".join(only) or "add"}"]\n')
-    return config
-
-
 def test_one_shot_runs_no_tool_without_yes(server: FakeServer, tmp_path: Path) -> None:
     server.replier = calling((("add", '{"a": 2, "b": 3}'),))
     done = run_cli("--config", str(write_config(tmp_path)), "--base-url", server.url, "add")
@@ -398,7 +369,7 @@ def test_a_server_tool_named_like_a_builtin_keeps_working(tools: ToolServers) ->
 
 
 def test_the_toolbar_counts_the_tools_array_as_tokens_does(server: FakeServer, tools: ToolServers) -> None:
-    from tests.test_repl import toolbar_with_draft
+    from tests.support import toolbar_with_draft
 
     session = repl_session(server, tools)
     session.make_exact()

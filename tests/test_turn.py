@@ -2,7 +2,7 @@
 
 ``run_turn(state, text, setup=..., hooks=...)`` takes values and returns values: these tests hold
 the state they pass in and compare it afterwards, and read what was sent from the backend's
-record. The real-server tests of the same seam are in test_session.py and test_first_hour.py.
+record. The real-server tests of the same seam are in test_session.py and test_requests_and_recovery.py.
 """
 
 from __future__ import annotations

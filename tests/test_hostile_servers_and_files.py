@@ -1,4 +1,4 @@
-"""Hostile inputs II (issue 15): what an adversarial pass broke, one test (or more) per case.
+"""Hostile servers, files, configs and signals: what an adversarial pass broke, one test (or more) per case.
 
 Hostile servers are written for the purpose (``tests/hostileserver.py``, or the fake server's
 fault switches) and driven through the real openai client; crafted files, configs, argv and
@@ -40,9 +40,9 @@ from stateless_chat.wire.failover import Failover
 from stateless_chat.wire.local import LocalServer
 from stateless_chat.wire.openai_backend import OpenAIBackend
 from tests import hostileserver as hs
+from tests.fakellama import SERVING, fake_llama, fake_python, model_like, write
 from tests.fakeserver import FakeServer
 from tests.support import ROOT, make_session, prompt_ready, repl_for, run_cli, run_process, run_repl, state
-from tests.test_local import SERVING, fake_llama, fake_python, model_like, write
 
 KEY = "sk-test-" + "L3akyK3y" * 3
 PASSWORD = "pw-" + "Hunter2Secret" * 2
@@ -229,7 +229,7 @@ def test_every_repl_view_of_a_hostile_file_is_clean(server: FakeServer, tmp_path
     buffer = io.StringIO()
     console = Console(file=buffer, width=200, force_terminal=True, color_system=None, highlight=False)
     keys = [f"/load {path}\r", "/model\r", "/system\r", "/history all\r", "/show 1\r", "/show 2\r",
-            "/files\r", "/tokens\r", "next\r"]  # /raw: JSON-escaped (test_hostile.py); /stats: numbers
+            "/files\r", "/tokens\r", "next\r"]  # /raw: JSON-escaped (test_hostile_input.py); /stats: numbers
     from prompt_toolkit.application import create_app_session
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput

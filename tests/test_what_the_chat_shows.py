@@ -1,5 +1,6 @@
-"""The first hour III (issue 24): what a new user and an adversary met, each through the layer where
-it was met: the chat through prompt_toolkit's pipe input, a real terminal of 80 columns (pexpect),
+"""What the chat shows, and shows safely: a reply cut by Ctrl-C, recalled turns in /history, /stats
+and the usage line, /tools, logs show and search, load notes, help at 80 columns, prices and keys
+for other servers, odd tool names; each through the layer where it was met: the chat through prompt_toolkit's pipe input, a real terminal of 80 columns (pexpect),
 one-shot runs as real processes, all against the real fake server on loopback; and the README,
 which now points at the pages of ``docs/``."""
 
@@ -20,9 +21,7 @@ import pytest
 from stateless_chat.tools.servers import ServerConfig, ToolServers
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
-from tests.support import attach_journal, make_session, run_process, run_repl
-from tests.test_pty_80 import Terminal
-from tests.test_tool_loop import SERVER, calling
+from tests.support import SERVER, Terminal, attach_journal, calling, make_session, run_process, run_repl
 
 ROOT = Path(__file__).resolve().parents[1]
 ODD_SERVER = str(Path(__file__).with_name("mcp_odd_server.py"))

@@ -8,64 +8,12 @@ cursor position request, which a real terminal answers); ``Terminal.expect`` ans
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from tests.fakeserver import FakeServer
-from tests.support import ROOT, terminal_env
-
-CPR = "\x1b[6n"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
-PROMPT = r">(\x1b\[[0-9;?]*[a-zA-Z])*( |\r|$)"
-
-
-def plain(text: str) -> str:
-    """Return terminal output without its escape sequences and carriage returns."""
-    return ANSI.sub("", text).replace("\r", "")
-
-
-class Terminal:
-    """The chat in an 80-column pseudo-terminal, answering its cursor position requests."""
-
-    def __init__(self, server: FakeServer, tmp_path: Path, *args: str) -> None:
-        self.child = pexpect.spawn(
-            sys.executable, ["-m", "stateless_chat", "--base-url", server.url, *args],
-            env=terminal_env(tmp_path), cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(24, 80),
-        )
-        self.seen = ""  # everything read since the last call to ``read``
-
-    def expect(self, pattern: str) -> str:
-        """Wait for ``pattern`` (a regex); return what came before it, answering CPRs meanwhile."""
-        before = ""
-        while True:
-            index = self.child.expect([pattern, re.escape(CPR)])
-            before += self.child.before
-            if index == 0:
-                self.seen += before + self.child.after
-                return before
-            before += CPR
-            self.child.send("\x1b[1;1R")
-
-    def prompt(self) -> str:
-        return self.expect(PROMPT)
-
-    def send(self, text: str) -> None:
-        self.child.send(text)
-
-    def read(self) -> str:
-        """Return (as plain text) everything read since the last call."""
-        seen, self.seen = plain(self.seen), ""
-        return seen
-
-    def leave(self) -> None:
-        """Press Ctrl-D (at a prompt already drawn) and wait for the chat to end."""
-        self.child.sendcontrol("d")
-        self.child.expect(pexpect.EOF)
-        self.child.close()
-        assert self.child.exitstatus == 0
+from tests.support import Terminal
 
 
 @pytest.mark.timeout(90)

@@ -1,6 +1,9 @@
-"""The first hour of a new user (issue 14), each through the layer where it was met: the chat (pipe
-input), one-shot use (in-process CLI, or a real process where only a process shows it), all
-against the real fake server. The real terminal at 80 columns is in ``test_pty_80.py``; the real
+"""Requests and recovering from their failures, as a user meets them: the reply reserve and what the
+server accepts for it, budget errors and their hints, context overflow and the context size
+learned, retry after a failure or Ctrl-C, stalled streams, dry run, quiet, help and hints; each
+through the layer where it was met: the chat (pipe input), one-shot use (in-process CLI, or a real
+process where only a process shows it), all against the real fake server. The real terminal at 80
+columns is in ``test_terminal_80_columns.py``; the real
 llama.cpp server in ``test_local.py`` and ``test_local_cli.py``."""
 
 from __future__ import annotations
@@ -264,7 +267,7 @@ def test_no_spinner_in_piped_output_or_a_chat_that_is_not_a_terminal(server: Fak
     assert "waiting" not in run.output and "⠋" not in run.output
 
 
-# ---- the rest of the first hour ---------------------------------------------------------------
+# ---- one-shot use, help and hints --------------------------------------------------------------
 
 
 def test_dry_run_names_the_endpoint_and_model_the_real_run_would_use(server: FakeServer) -> None:
