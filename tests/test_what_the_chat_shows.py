@@ -1,8 +1,8 @@
 """What the chat shows, and shows safely: a reply cut by Ctrl-C, recalled turns in /history, /stats
 and the usage line, /tools, logs show and search, load notes, help at 80 columns, prices and keys
-for other servers, odd tool names; each through the layer where it was met: the chat through prompt_toolkit's pipe input, a real terminal of 80 columns (pexpect),
-one-shot runs as real processes, all against the real fake server on loopback; and the README,
-which now points at the pages of ``docs/``."""
+for other servers, odd tool names; each through the layer where it was met: the chat through
+prompt_toolkit's pipe input, a real terminal of 80 columns (pexpect), one-shot runs as real
+processes, all against the real fake server on loopback."""
 
 from __future__ import annotations
 
