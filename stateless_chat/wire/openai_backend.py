@@ -1,8 +1,9 @@
 """The openai implementation of the backend seam: one endpoint, one attempt per request.
 
-This is the only module that imports ``openai`` (lazily: the import costs ~0.5 s,
-and ``--dry-run`` or ``--help`` never need it). The SDK's own retries are off
-(``backend.Failover`` retries, so each retry can be shown as an event), and the body
+This is the only module that imports ``openai`` (lazily: the import costs ~0.4 s,
+and ``--dry-run`` or ``--help`` never need it; a streamed reply does not either: ``wire.direct``
+sends it as the SDK would, and only an error imports the SDK, to be the SDK's error). The SDK's
+own retries are off (``backend.Failover`` retries, so each retry can be shown as an event), and the body
 we built is sent as JSON bytes through the SDK's low-level ``post``: the SDK keeps
 doing HTTP, streaming (SSE) and errors, but does not walk the body again (its
 ``chat.completions.create`` spends ~137 µs a message re-validating it).
@@ -186,6 +187,8 @@ class OpenAIBackend:
         outer = sys.exc_info()[1]
         streamed = bool(body.get("stream"))
         content = json.dumps(body, ensure_ascii=False).encode()
+        # A streamed request goes without the SDK (``wire.direct``), until something has loaded it (an
+        # error, a request not streamed): from then on it sends them all, there being nothing to save.
         if streamed and self._client is None and direct.usable():
             return self._post_direct(body, content, outer)
         import openai
