@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from prompt_toolkit.application import create_app_session
@@ -135,12 +136,22 @@ def test_ctrl_c_during_a_command_cancels_it_and_the_chat_goes_on(server: FakeSer
     run_repl(session, ["one\r", "two\r", "three\r"])
     before = session.conversation
     server.delay_next(10)  # the /summarize request hangs until Ctrl-C
-    timer = threading.Timer(0.7, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    sent = len(server.requests)
+    stop = threading.Event()
+
+    def interrupt_once_it_is_sent() -> None:  # Ctrl-C while the request waits, however slow the machine
+        while not stop.is_set() and len(server.requests) == sent:
+            time.sleep(0.01)
+        if not stop.wait(0.2):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_once_it_is_sent)
+    watcher.start()
     try:
         run = run_repl(session, ["/summarize\r", "four\r"])
     finally:
-        timer.cancel()
+        stop.set()
+        watcher.join()
     assert "cancelled" in run.output and run.exit_code == 0
     assert server.requests[-1]["messages"][-1]["content"] == "four"
     assert session.conversation.messages()[:6] == before.messages()

@@ -76,7 +76,7 @@ def baseline_tokens(conversation: Conversation, pending: Sequence[Entry],
     beyond its messages)."""
     held = sum(e.tokens for e in conversation.live) + sum(e.tokens for e in pending)
     head = sum(e.tokens for e in conversation.head if e.kind != "summary")  # the summary folds the evicted
-    return held + head + sum(e.tokens for e in conversation.evicted) + framing
+    return held + head + conversation.evicted.tokens + framing  # the held evicted text is not read
 
 
 def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply: Reply, told: Told, *,

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from stateless_chat.core.context import Candidate, Fit
+from stateless_chat.core.evicted import Evicted
 from stateless_chat.core.memory import Memory, Note, block_entry, detect
 from stateless_chat.core.messages import (
     SLOT_KINDS,
@@ -82,7 +83,8 @@ class Conversation:
     (None without notes, or with ``memory_sent`` False: memory turned off). ``summary`` (if any)
     folds evicted turns and is sent next. ``history``
     holds the live messages, in order, that the next request resends; ``evicted`` keeps the
-    originals no longer sent, each with its ``Eviction`` record, so the user can see them.
+    originals no longer sent, each with its ``Eviction`` record, so the user can see them (read
+    back from the log, they are held by reference, their text read when asked: ``core.evicted``).
     ``recalled`` holds evicted turns brought back (``recall``) for the next request, sent
     after the history, then ``retrieved`` (document chunks for the new message only), right
     before the new message; ``append`` settles the recalled entries into the history and empties
@@ -96,13 +98,17 @@ class Conversation:
     summary: Entry | None = None
     history: tuple[Entry, ...] = ()
     recalled: tuple[Entry, ...] = ()
-    evicted: tuple[Entry, ...] = ()
+    evicted: Evicted = Evicted()  # a tuple of entries is taken too
     instructions: Entry | None = None  # the instruction files (AGENTS.md), composed
     skill_index: Entry | None = None  # each skill's name and description
     skills: tuple[Entry, ...] = ()  # the bodies of the skills turned on (/skill NAME)
     retrieved: tuple[Entry, ...] = ()  # document chunks for the next request only
     next_id: int = 1
     next_turn: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.evicted, Evicted):
+            object.__setattr__(self, "evicted", Evicted(self.evicted))
 
     # ---- building ------------------------------------------------------------
 
@@ -232,7 +238,7 @@ class Conversation:
     def why_gone(self, entry_id: int, fit: Fit | None = None) -> str:
         """Return why entry ``entry_id`` is no longer sent: from its eviction record, or from the
         ``fit`` about to be applied."""
-        entry = next((e for e in self.evicted if e.id == entry_id), None)
+        entry = self.evicted.get(entry_id)
         how: EvictionHow | None = entry.eviction.how if entry is not None and entry.eviction else None
         if fit is not None and (entry_id in fit.dropped or entry_id in fit.folded):
             entry = next((e for e in self.live if e.id == entry_id), None)
@@ -258,13 +264,16 @@ class Conversation:
         """Return every entry ever added (live and evicted): the summary first, then by id (the
         system prompt is id 0)."""
         live = [e for e in (self.system, self.summary) if e is not None] + list(self.live)
-        return sorted(live + list(self.evicted), key=lambda e: (e.kind != "summary", e.id))
+        return sorted(live + list(self.evicted.whole()), key=lambda e: (e.kind != "summary", e.id))
 
     def find(self, entry_id: int) -> Entry:
         """Return the live or evicted entry with ``entry_id``; CommandError when there is none."""
-        for entry in self.all_entries():
-            if entry.id == entry_id:
+        for entry in (self.system, self.summary, *self.live):
+            if entry is not None and entry.id == entry_id:
                 return entry
+        evicted = self.evicted.get(entry_id)  # of the evicted ones, only this one is read
+        if evicted is not None:
+            return evicted
         raise CommandError(f"no message #{entry_id}; /history lists the numbers")
 
     @property
@@ -390,7 +399,7 @@ class Conversation:
             summary=again(self.summary),
             history=all_again(self.history),
             recalled=all_again(self.recalled),
-            evicted=all_again(self.evicted),
+            evicted=self.evicted.recounted(counter),
             instructions=again(self.instructions),
             skill_index=again(self.skill_index),
             skills=all_again(self.skills),
@@ -504,11 +513,11 @@ class Conversation:
         gone += [replace(by_id[i], eviction=folded) for i in fit.folded if i in by_id]
         gone.sort(key=lambda e: e.id)
         back = {e.id for e in request.recalled}
-        evicted = tuple(e for e in self.evicted if e.id not in back) if back else self.evicted
+        evicted = self.evicted.without(back) if back else self.evicted
         ids = [e.id for e in request.history] + ([request.summary.id] if request.summary is not None else [])
         next_id = max([self.next_id, *(i + 1 for i in ids)])
         return replace(self, history=request.history, recalled=request.recalled, summary=request.summary,
-                       evicted=evicted + tuple(gone), next_id=next_id)
+                       evicted=evicted + gone, next_id=next_id)
 
     def recall(self, ids: Iterable[int]) -> tuple[Conversation, tuple[Entry, ...]]:
         """Return the conversation with the whole turns of evicted messages ``ids`` moved back into the
@@ -519,27 +528,26 @@ class Conversation:
         changing nothing, for a message that is live, the system prompt or the summary.
         """
         wanted = set(ids)
-        evicted = {e.id for e in self.evicted}
+        evicted = set(self.evicted.ids())
         for number in sorted(wanted):
             if number not in evicted:
                 entry = self.find(number)
                 where = "the system prompt" if entry.id == 0 else "the summary" if entry.kind == "summary" \
                     else f"message #{number}"
                 raise CommandError(f"{where} is still sent; only evicted messages can be recalled")
-        turns = {e.turn for e in self.evicted if e.id in wanted}
-        back = tuple(e for e in self.evicted if e.turn in turns)
+        turns = {row[1] for row in self.evicted.rows() if row[0] in wanted}
+        back = self.evicted.of_turns(turns)
         if not back:
             return self, ()
         recalled = tuple(sorted(self.recalled + tuple(replace(e, eviction=None) for e in back),
                                 key=lambda e: e.id))
-        return replace(self, recalled=recalled,
-                       evicted=tuple(e for e in self.evicted if e.turn not in turns)), back
+        return replace(self, recalled=recalled, evicted=self.evicted.without({e.id for e in back})), back
 
     def check(self) -> None:
         """Raise ValueError naming the first entry that is in a slot it cannot be in: a system
         message in the history or among the evicted (it would be sent once, then lost), a summary
         outside the summary slot, or an evicted entry without its record."""
-        for entry in self.history + self.recalled + self.evicted:
+        for entry in self.history + self.recalled + self.evicted.loaded():
             where = "message" if entry.eviction is None else "evicted message"
             if entry.kind in SLOT_KINDS:
                 raise ValueError(f"{where} #{entry.id} is a {entry.kind} entry outside its slot")

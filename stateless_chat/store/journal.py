@@ -30,6 +30,7 @@ from typing import Any
 
 from stateless_chat.chat.values import FailedTurn, TurnRecord
 from stateless_chat.config import Settings
+from stateless_chat.core.evicted import Evicted
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.core.ledger import Ledger
 from stateless_chat.core.memory import Memory
@@ -114,7 +115,7 @@ class Journal:
         self.saved: Conversation | None = None
         self._log = _Target(store) if store is not None else None
         self._memory: _Target | None = None  # the recall index when there is no log on disk
-        self._among: tuple[tuple[Entry, ...] | None, set[int]] = (None, set())  # auto recall's candidates
+        self._among: tuple[Evicted | None, set[int]] = (None, set())  # auto recall's candidates
         self._said_skipped: set[int] = set()  # turns said to match but not to fit the recall budget
         self._warned: set[int] = set()  # messages already said to look like a secret
         self._ledger = Ledger()  # the chat's accounting as last told (a fork starts from it)
@@ -394,17 +395,17 @@ class Journal:
         if settings.recall != "auto":
             return conversation, []
         evicted = conversation.evicted
-        if self._among[0] is not evicted:
-            recallable = {e.id for e in evicted if e.eviction and e.eviction.how in AUTO_RECALLABLE}
-            self._among = (evicted, recallable)
-        among = self._among[1]
         try:
+            if self._among[0] is not evicted:  # of the held entries, their rows only are read
+                recallable = {row[0] for row in evicted.rows() if row[3] in AUTO_RECALLABLE}
+                self._among = (evicted, recallable)
+            among = self._among[1]
             hits = self._hits(conversation, text, among)
+            turns = _turns(conversation, hits)
         except LogError as error:
             self.warn(f"recall failed: {' '.join(str(error).split())}")
             return conversation, []
         room = whole = settings.recall_room(budget)
-        turns = _turns(conversation, hits)
         chosen: list[tuple[int, list[Entry]]] = []
         skipped: list[tuple[int, list[Entry]]] = []
         for turn, entries in turns:
@@ -432,7 +433,7 @@ class Journal:
 
         Raises ``LogError`` when the index cannot be searched.
         """
-        among = {e.id for e in conversation.evicted}
+        among = set(conversation.evicted.ids())
         hits = self._hits(conversation, query, among, min_score=0.0)
         found = []
         scores = {hit.turn: hit.score for hit in reversed(hits)}  # each turn's best score
@@ -465,7 +466,7 @@ def _turns(conversation: Conversation, hits: Sequence[RecallHit]) -> list[tuple[
     """Return the evicted turns of ``hits``, best first, each with its evicted entries."""
     wanted = {hit.turn for hit in hits}
     by_turn: dict[int, list[Entry]] = {}
-    for entry in conversation.evicted:
+    for entry in conversation.evicted.of_turns(wanted) if wanted else ():  # only these are read
         if entry.turn in wanted:
             by_turn.setdefault(entry.turn, []).append(entry)
     order = list(dict.fromkeys(hit.turn for hit in hits if hit.turn in by_turn))

@@ -8,7 +8,9 @@ the entries that are new, changed or moved (``Delta``), and the ids that left th
 
 Finding them costs what the live slots hold plus what is new, not the length of the chat: the
 evicted slot only grows at its end (an eviction appends), so while its old part is the same
-objects (a conversation value shares them), only its new end is looked at. Anything else (a
+objects (a conversation value shares them), only its new end is looked at. The entries held by
+reference (``core.evicted``: read back from this log, their text unread) are never looked at: they
+are in the log as they are, and one that comes back is placed in its new slot. Anything else (a
 recall takes entries out of it, a recount replaces them all) is found by comparing it whole.
 
 Positions only grow: an entry that enters a slot gets the next one, so each slot's order is its
@@ -19,10 +21,10 @@ placed anew, so the order read back is always the conversation's.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from stateless_chat.core.evicted import Evicted
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.messages import Entry
 
@@ -48,7 +50,7 @@ class Delta:
     next_id: int
     next_turn: int
     next_pos: int
-    evicted: tuple[Entry, ...]  # the evicted slot this delta brings the log to
+    evicted: Evicted  # the evicted slot this delta brings the log to
 
     @property
     def empty(self) -> bool:
@@ -71,7 +73,7 @@ class Mirror:
     def __init__(self) -> None:
         self.known: dict[int, Placed] = {}
         self.live: set[int] = set()  # the ids in the slots other than evicted
-        self.evicted: tuple[Entry, ...] | None = None  # None: nothing written yet
+        self.evicted: Evicted | None = None  # None: nothing written yet
         self.next_id = 0
         self.next_turn = 0
         self.next_pos = 0
@@ -109,15 +111,21 @@ class Mirror:
         place("summary", () if summary is None else (summary,))
         place("history", conversation.history)
         place("recalled", conversation.recalled)
-        old = () if whole or self.evicted is None else self.evicted
+        old = Evicted() if whole or self.evicted is None else self.evicted
         new = conversation.evicted
         leaving = set() if whole else set(self.live)
+        added = None if new is old else new.extends(old)
         if new is old:
             pass
-        elif len(new) >= len(old) and all(map(operator.is_, old, new)):  # only new at its end
-            place("evicted", new[len(old):])
+        elif added is not None:  # only new at its end
+            place("evicted", added)
+        elif new.held is not None and new.same_held(old):
+            # The held part (in the log as it was read back) is unchanged but for what came back,
+            # which is placed in its new slot above: only what was evicted since is compared.
+            leaving |= {e.id for e in old.tail}
+            place("evicted", new.tail)
         else:  # compared whole: what stands where it stood stays, the rest is placed anew
-            leaving |= {e.id for e in old}
+            leaving |= set(old.ids())
             place("evicted", new)
         gone = tuple(sorted(leaving - seen))
         return Delta(tuple(placed), gone, conversation.next_id, conversation.next_turn, next_pos,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -312,6 +312,16 @@ def stats_from_row(values: Sequence[Any]) -> TurnStats:
     """Return the accounting of the ``turns`` row whose ``STATS_COLUMNS`` are ``values``."""
     (turn, estimated, prompt, completion, baseline, evictions, summary_prompt, summary_completion,
      summary_cached, finish, cached, predicted, cache_break, steps) = values
+    if _FAST_STATS:  # as entry_fast: a long conversation's ledger is thousands of these
+        stats: TurnStats = _built(TurnStats, {
+            "turn": turn, "estimated_prompt_tokens": estimated, "reported_prompt_tokens": prompt,
+            "reported_completion_tokens": completion, "baseline_prompt_tokens": baseline,
+            "evictions": evictions or 0, "events": (), "summary_prompt_tokens": summary_prompt or 0,
+            "summary_completion_tokens": summary_completion or 0,
+            "summary_cached_tokens": summary_cached or 0, "finish_reason": finish,
+            "reported_cached_tokens": cached, "predicted_cached_tokens": predicted or 0,
+            "cache_break": cache_break, "steps": steps or 1})
+        return stats
     return TurnStats(turn, estimated, prompt, completion, baseline, evictions or 0, (), summary_prompt or 0,
                      summary_completion or 0, summary_cached or 0, finish, cached, predicted or 0,
                      cache_break, steps or 1)
@@ -378,6 +388,8 @@ def stats_from(data: object) -> TurnStats:
 # hash, repr and dataclasses.replace see the same fields), valid while neither class has slots nor
 # a __post_init__ (tests/test_logstore.py checks both ways give equal entries).
 _FAST = all(not hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__") for cls in (Entry, Message))
+_FAST_STATS = not hasattr(TurnStats, "__slots__") and not hasattr(TurnStats, "__post_init__") \
+    and len(fields(TurnStats)) == 15
 _new = object.__new__
 _set = object.__setattr__
 

@@ -31,9 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from stateless_chat.core.evicted import Evicted, Held, Row
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.ledger import Ledger, TurnStats
-from stateless_chat.core.messages import Entry, Eviction
+from stateless_chat.core.messages import SLOT_KINDS, Entry, Eviction, EvictionHow
 from stateless_chat.errors import LogError
 from stateless_chat.store.logcodec import (
     TextRow,
@@ -62,6 +63,7 @@ from stateless_chat.store.logopen import (
 )
 from stateless_chat.store.logopen import connect as _connect
 from stateless_chat.store.logrows import (
+    HOWS,
     SECRET_KEYS,
     SLOTS,
     STATS_COLUMNS,
@@ -144,6 +146,60 @@ def _readable(path: Path, db: sqlite3.Connection) -> tuple[sqlite3.Connection, s
 # ---- the store ------------------------------------------------------------------------------
 
 
+class _Archive:
+    """The evicted entries of conversation ``cid`` as the log held them when it was read back (those
+    placed before position ``before``: what was evicted or recalled since has a later one), read
+    when asked (``core.evicted.Archive``). From ``store``, or, once it is closed, from its file
+    opened again to read."""
+
+    def __init__(self, store: LogStore, cid: str, before: int) -> None:
+        self.store, self.cid, self.before = store, cid, before
+
+    def _rows(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+        store = self.store
+        if store.closed:
+            if store.path == Path(":memory:"):
+                raise LogError("the conversation log this conversation was read from is closed")
+            with LogStore.open(store.path, read_only=True) as again:
+                with again._reading() as db:
+                    return db.execute(sql, parameters).fetchall()
+        with store._reading() as db:
+            return db.execute(sql, parameters).fetchall()
+
+    def index(self) -> list[Row]:
+        rows = self._rows("SELECT id, turn, tokens, evicted_how FROM entries"
+                          " WHERE cid = ? AND slot = 'evicted' AND pos < ? ORDER BY pos",
+                          (self.cid, self.before))
+        found: list[Row] = []
+        for number, turn, tokens, how in rows:
+            if how in HOWS and type(number) is int and type(turn) is int:
+                evicted: EvictionHow = how
+                found.append((number, turn, int(tokens or 0), evicted))
+        return found
+
+    def read(self, ids: Collection[int] | None) -> list[Entry]:
+        sql = f"""SELECT {_ENTRY_COLUMNS} FROM entries AS e JOIN texts AS x ON x.id = e.text
+                  WHERE e.cid = ? AND e.slot = 'evicted' AND e.pos < ?"""
+        parameters: tuple[Any, ...] = (self.cid, self.before)
+        if ids is not None:
+            sql += " AND e.id IN (SELECT value FROM json_each(?))"
+            parameters += (json.dumps(sorted(ids)),)
+        rows = self._rows(sql, parameters)
+        rows.sort(key=lambda row: row[4])
+        evictions: dict[tuple[str, int], Eviction] = {}
+        entries = []
+        for values in rows:
+            entry = entry_fast(values, evictions)
+            if entry is None:
+                try:
+                    entry = entry_from_row(values, evictions)
+                except (ValueError, TypeError, RecursionError):
+                    continue  # damaged: left out, as restore leaves out a damaged live one
+            if entry.role != "system" and entry.kind not in ("summary", *SLOT_KINDS):
+                entries.append(entry)
+        return entries
+
+
 class LogStore:
     """An open conversation log. Use ``LogStore.open``; close it (or use ``with``) when done.
 
@@ -158,6 +214,7 @@ class LogStore:
         # What each conversation's stored messages are, by their key (``_text_id``), as committed.
         self._texts: dict[str, dict[Hashable, int]] = {}
         self._params: dict[str, int] = {}
+        self.closed = False
 
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False) -> LogStore:
@@ -220,9 +277,12 @@ class LogStore:
 
     def close(self) -> None:
         """Close the file; a second close does nothing."""
+        if self.closed:
+            return
         with suppress(sqlite3.Error):
             self._db.execute("PRAGMA optimize")
         self._db.close()
+        self.closed = True
 
     def __enter__(self) -> LogStore:
         return self
@@ -557,7 +617,12 @@ class LogStore:
     def restore(self, cid: str) -> Restored | None:
         """Return conversation ``cid`` as it was left (None: no such conversation, or nothing to
         continue yet). A damaged entry or accounting row is left out with a note in ``problems``;
-        raises ``LogError`` when what is left is not a conversation."""
+        raises ``LogError`` when what is left is not a conversation.
+
+        The evicted entries are held by reference (``core.evicted.Held``): only their count and
+        tokens are read here; what the conversation needs of each, and their text, are read from
+        this log (``_Archive``) when they are asked for. A damaged one is left out then.
+        """
         problems: list[str] = []
         with self._reading() as db:
             row = db.execute("SELECT head, next_id, next_turn, next_pos, settings, ledger, memory "
@@ -567,9 +632,11 @@ class LogStore:
             head, next_id, next_turn, next_pos, settings_text, ledger_text, memory_text = row
             entries = db.execute(
                 f"""SELECT {_ENTRY_COLUMNS} FROM entries AS e JOIN texts AS x ON x.id = e.text
-                    WHERE e.cid = ? AND e.slot IS NOT NULL""",
+                    WHERE e.cid = ? AND e.slot IS NOT NULL AND e.slot != 'evicted'""",
                 (cid,),
             ).fetchall()
+            count, tokens = db.execute("SELECT count(*), total(tokens) FROM entries"
+                                       " WHERE cid = ? AND slot = 'evicted'", (cid,)).fetchone()
             entries.sort(key=lambda row: row[4])  # by position: cheaper here than SQLite sorting whole rows
             stats_rows = db.execute(
                 f"""SELECT {STATS_COLUMNS} FROM turns WHERE cid = ? AND estimated_tokens IS NOT NULL
@@ -614,9 +681,10 @@ class LogStore:
             problems.append(f"the standing memory is damaged in the log ({error}): it is read again from "
                             "the messages")
             memory, sent = memory_from(None)
+        held = Held(int(count), int(tokens), _Archive(self, cid, int(next_pos or 0))) if count else None
         conversation = Conversation(system=system, memory=memory, memory_block=block, memory_sent=sent,
                                     summary=summary, history=tuple(slots["history"]),
-                                    recalled=tuple(slots["recalled"]), evicted=tuple(slots["evicted"]),
+                                    recalled=tuple(slots["recalled"]), evicted=Evicted(held=held),
                                     next_id=next_id, next_turn=next_turn)
         try:
             conversation.check()

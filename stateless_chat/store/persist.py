@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stateless_chat.config import Settings, default_data_dir
+from stateless_chat.core.evicted import Evicted
 from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.core.ledger import Ledger, TurnStats
 from stateless_chat.core.memory import Memory, Note
@@ -394,19 +395,19 @@ def from_data(data: object) -> Saved:
         system=_read_entry(system, "the system prompt") if system is not None else None,
         summary=_read_entry(summary, "the summary") if summary is not None else None,
         history=tuple(_read_entry(m, f"message {i + 1}") for i, m in enumerate(messages)),
-        evicted=tuple(_read_entry(m, f"evicted message {i + 1}") for i, m in enumerate(evicted)),
+        evicted=Evicted(_read_entry(m, f"evicted message {i + 1}") for i, m in enumerate(evicted)),
     )
     conversation.check()
     ids = [e.id for e in conversation.all_entries() if e.id != 0]
     if len(ids) != len(set(ids)):
         raise ValueError("two messages share a number")
     next_id = max([_need(data, "next_id", int, "the file"), *(i + 1 for i in ids)])
-    turns = [e.turn for e in conversation.history + conversation.evicted]
+    turns = [e.turn for e in (*conversation.history, *conversation.evicted)]
     next_turn = max([_need(data, "next_turn", int, "the file"), *(t + 1 for t in turns)])
     # Version 1 kept no eviction records: what was evicted then was folded if there is a summary.
     how: EvictionHow = "folded" if conversation.summary is not None else "dropped"
     record = Eviction(how, next_turn)
-    evicted_entries = tuple(e if e.eviction is not None else dataclasses.replace(e, eviction=record)
+    evicted_entries = Evicted(e if e.eviction is not None else dataclasses.replace(e, eviction=record)
                             for e in conversation.evicted)
     live = tuple(dataclasses.replace(e, eviction=None) for e in conversation.history)
     conversation = dataclasses.replace(conversation, history=live, evicted=evicted_entries, next_id=next_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from stateless_chat.core.evicted import Evicted
 from stateless_chat.core.messages import Entry
 from stateless_chat.tools.servers import ToolServers
 from stateless_chat.tools.specs import ToolResult, ToolSpec
@@ -165,7 +166,11 @@ class RecallTool:
             return ToolResult(f"the search failed: {error}", is_error=True)
         if not matches:
             return ToolResult("no earlier turn that is no longer in the context matches that query")
-        evicted = {e.id: e for e in self.evicted()}
+        wanted = {i for match in matches[:RECALL_RESULTS] for i in match.ids}
+        entries = self.evicted()  # of entries held by reference, only the matches are read
+        found = entries.read(wanted) if isinstance(entries, Evicted) \
+            else [e for e in entries if e.id in wanted]
+        evicted = {e.id: e for e in found}
         blocks = []
         for match in matches[:RECALL_RESULTS]:
             lines = [f"turn {match.turn} ({match.state}):"]

@@ -254,7 +254,7 @@ def live_ids(session: Session) -> list[str]:
 
 def evicted_ids(session: Session) -> list[str]:
     """Return the numbers of the evicted messages, newest first (completion choices)."""
-    return [str(e.id) for e in reversed(session.conversation.evicted)]
+    return [str(number) for number in reversed(session.conversation.evicted.ids())]
 
 
 def all_ids(session: Session) -> list[str]:
