@@ -234,6 +234,16 @@ def test_the_sixth_round_the_third_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
+def test_the_last_round_as_first_measured() -> None:
+    """The seventh round was written before the third pass changed any rule and no rule was changed
+    after it was measured: its figures are what new sentences get (docs/benchmarks.md quotes them,
+    0.917 / 0.595, under the goal); they must not get worse."""
+    positives = [s for s, _ in standing_set.SEVENTH_STANDING]
+    negatives = [s for s, _ in standing_set.SEVENTH_NOT_STANDING]
+    precision, recall = _score(positives, negatives)
+    assert precision >= 0.916 and recall >= 0.594
+
+
 def test_the_whole_set_meets_the_goal() -> None:
     positives = [s for items in standing_set.ALL_STANDING for s, _ in items]
     negatives = [s for items in standing_set.ALL_NOT_STANDING for s, _ in items]
