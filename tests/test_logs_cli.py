@@ -430,9 +430,9 @@ def test_replay_sends_a_tool_loop_again_step_by_step(server: FakeServer, tools: 
     assert [bool(t.evicted) for t in same.turns] == [s["evictions"] > 0 for s in stats]
     assert [t.cache_break is not None for t in same.turns] == [s["cache_break"] is not None for s in stats]
     # the turn's bill is summed over its steps: the earlier steps are sent besides the last request
-    assert all(t.summary_prompt_tokens == sum(step.prompt_tokens for step in t.steps[:-1]) for t in same.turns)
-    assert all(t.logged_summary_prompt_tokens == s["summary_prompt_tokens"] for t, s in zip(same.turns, stats,
-                                                                                            strict=True))
+    for t, s in zip(same.turns, stats, strict=True):
+        assert t.summary_prompt_tokens == sum(step.prompt_tokens for step in t.steps[:-1])
+        assert t.logged_summary_prompt_tokens == s["summary_prompt_tokens"]
     assert same.sent == sum(step.prompt_tokens for t in same.turns for step in t.steps)
 
     # A smaller budget, evicting only to fit: each step of a loop evicts again (the loop's own messages
@@ -445,10 +445,12 @@ def test_replay_sends_a_tool_loop_again_step_by_step(server: FakeServer, tools: 
             step.step - 1)
     assert smaller.cost is not None and smaller.paid == same.paid  # what was paid is the log's
     text = lines(smaller)
-    assert any(re.fullmatch(r"      step [23]: prompt [\d,]+, cached [\d,]+, \d+ messages, evicted #\d+(-#\d+)?, "
-                            r"summarized -, cache break .+", line) for line in text), text
+    step_line = (r"      step [23]: prompt [\d,]+, cached [\d,]+, \d+ messages, evicted #\d+(-#\d+)?, "
+                 r"summarized -, cache break .+")
+    assert any(re.fullmatch(step_line, line) for line in text), text
 
-    printed = run_cli("logs", "replay", cid, "--policy", "drop-oldest", "--budget", "600", "--evict-to", "1.0")
+    printed = run_cli("logs", "replay", cid, "--policy", "drop-oldest", "--budget", "600",
+                      "--evict-to", "1.0")
     assert printed.returncode == 0
     out = printed.stdout.decode().splitlines()
     assert out[0].startswith(f"replay of {cid} (8 turns, 12 requests against 12 logged)")
@@ -461,3 +463,38 @@ def test_replay_sends_a_tool_loop_again_step_by_step(server: FakeServer, tools: 
     assert [len(t["steps"]) for t in as_json["turns"]] == [1, 1, 1, 3, 1, 1, 3, 1]
     assert as_json["requests"] == as_json["logged_requests"] == 12
     assert len(server.requests) == calls
+
+
+def test_a_logged_turn_is_answered_with_its_own_steps_results_and_tools() -> None:
+    """What a replayed turn is answered with comes from its logged messages after its question, up to
+    another exchange of the same turn (one /retry replaced): the steps' messages and calls, the results
+    in order, the reply's own calls (a loop stopped at its step limit), the first request's tools."""
+    from stateless_chat.store.replay import logged_turn
+
+    def call(ident: str, args: str) -> dict[str, Any]:
+        return {"id": ident, "type": "function", "function": {"name": "add", "arguments": args}}
+
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+    messages = [
+        {"id": 1, "role": "user", "kind": "turn", "content": "add"},
+        {"id": 2, "role": "assistant", "content": "Let me check.", "tokens": 9,
+         "tool_calls": [call("c0", '{"a": 2, "b": 3}')]},
+        {"id": 3, "role": "tool", "tool_call_id": "c0", "content": "5"},
+        {"id": 4, "role": "user", "kind": "turn", "content": [
+            {"type": "text", "text": "[The images the tool calls above returned (calc.add: 1 image)]"}]},
+        {"id": 5, "role": "assistant", "content": None, "tokens": 7, "tool_calls": [call("c1", "{}")]},
+        {"id": 6, "role": "tool", "tool_call_id": "c1", "content": "6"},
+        {"id": 7, "role": "assistant", "content": "", "tokens": 4, "tool_calls": [call("c2", "{}")]},
+        {"id": 8, "role": "tool", "tool_call_id": "c2", "content": "not run: the tool step limit"},
+        {"id": 9, "role": "user", "kind": "turn", "content": "add, again"},  # a /retry of the turn
+        {"id": 10, "role": "assistant", "content": "echo"},
+    ]
+    loop = logged_turn(messages, 1, [{"model": "m", "tools": tools}, {"model": "m", "tools": []}])
+    assert [(s.text, [c.id for c in s.tool_calls]) for s in loop.steps] == [("Let me check.", ["c0"]),
+                                                                            ("", ["c1"])]
+    assert loop.steps[0].tool_calls[0].arguments == '{"a": 2, "b": 3}'
+    assert [c.id for c in loop.final_calls] == ["c2"] and loop.step_completion == 16
+    assert loop.results == ("5", "6", "not run: the tool step limit") and loop.images
+    assert loop.offered == tuple(tools)
+    retried = logged_turn(messages, 9, [])
+    assert retried.steps == () and retried.final_calls == () and retried.offered == () and not retried.images

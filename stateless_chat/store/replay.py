@@ -40,6 +40,7 @@ from stateless_chat.wire.scripted import Answer, Scripted, ScriptedBackend
 
 STAND_IN_WORDS = 12  # the words of each folded message a stand-in summary keeps
 _SUMMARY_MARK = SUMMARY_PROMPT.split("\n", 1)[0]
+_IMAGES_MARK = "[The images the tool calls above returned"  # chat.toolsteps.images_entry
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,13 @@ def logged_turn(messages: Sequence[Mapping[str, Any]], question_id: int,
                 params: Sequence[Mapping[str, Any]]) -> LoggedTurn:
     """Return what turn's requests are answered with, from its logged ``messages`` (in id order) after
     the question ``question_id``, and the ``params`` of its logged requests (the first one's tools)."""
-    after = [m for m in messages if int(m.get("id") or 0) > question_id]
+    after: list[Mapping[str, Any]] = []
+    for message in messages:
+        if int(message.get("id") or 0) <= question_id:
+            continue
+        if message.get("role") == "user" and message.get("kind") == "turn" and not _images(message):
+            break  # another exchange of the same turn (one /retry or /edit replaced)
+        after.append(message)
     steps: list[Scripted] = []
     results: list[str] = []
     completion = 0
@@ -206,12 +213,18 @@ def logged_turn(messages: Sequence[Mapping[str, Any]], question_id: int,
     for message in after:
         if message.get("role") == "tool":
             results.append(_text(message.get("content")))
-        elif message.get("role") == "user" and message.get("kind") == "turn":
+        elif message.get("role") == "user":
             images = True  # a tool's images, sent after its step's results
     tools = params[0].get("tools") if params else None
     offered = tuple(t for t in tools if isinstance(t, dict)) if isinstance(tools, list) else ()
     final = _calls(assistants[-1]) if assistants else ()
     return LoggedTurn(tuple(steps), final, tuple(results), offered, completion, images)
+
+
+def _images(message: Mapping[str, Any]) -> bool:
+    """Return whether ``message`` is the user message that carries a tool step's images."""
+    content = message.get("content")
+    return isinstance(content, list) or str(content or "").startswith(_IMAGES_MARK)
 
 
 def _calls(message: Mapping[str, Any]) -> tuple[ToolCall, ...]:
