@@ -3,7 +3,9 @@
 The detector (``stateless_chat.standing``) is measured on ``bench/standing_set.py``, round by round,
 in the order the rounds were written: precision and recall as the rules are now, beside the figure
 each round got when it was first measured (before any rule was changed for it; the development
-third was the one the rules were written on). The fifth round was never used to change a rule.
+third was the one the rules were written on). The fifth round's misses were fixed in issue 20's second
+pass; the sixth round was written before that pass changed any rule, measured once after it, and never
+used to change a rule: its first figure is what unseen sentences get.
 
 Speed is CPU time per message (best of several passes): the user messages of the scripted chat,
 and the set's sentences one by one.
@@ -29,6 +31,7 @@ FIRST_MEASURED: dict[str, tuple[float, float]] = {
     "third round": (0.920, 0.767),
     "fourth round": (0.968, 0.750),
     "fifth round": (0.963, 0.867),
+    "sixth round": (0.900, 0.545),
 }
 
 
@@ -210,6 +213,7 @@ class ChatRun:
     filler_turns: int
     filler_noted: int  # filler turns with a sentence kept as a note: sent with every request from then on
     filler_recalled: int  # filler turns auto recall brought back LONG turns or more after they were evicted
+    filler_resent: int  # filler turns sent LONG turns or more after their eviction either way (the goal)
     false_notes: tuple[str, ...]  # notes from filler turns
     notes: int
     largest: int  # the largest request, prompt and reply reserve, by our count
@@ -259,8 +263,8 @@ def run_chat(label: str, *, memory: str, recall: str, directory: Path, turns: in
         largest = max(t.estimated_prompt_tokens for t in session.ledger.turns) + RESERVE_CHAT
         assert session.backend is not None
         session.backend.close()
-        return ChatRun(label, tuple(met), len(fillers), len(noted), len(recalled), false_notes, len(notes),
-                       largest, session.ledger.sent, session.ledger.cached)
+        return ChatRun(label, tuple(met), len(fillers), len(noted), len(recalled), len(noted | recalled),
+                       false_notes, len(notes), largest, session.ledger.sent, session.ledger.cached)
 
 
 CHAT_RUNS = (

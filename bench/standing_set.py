@@ -514,8 +514,8 @@ FOURTH_NOT_STANDING: tuple[Item, ...] = (
     ("I don't have time right now.", "chat"),
 )
 
-# A fifth round, written after the fourth round's fixes and measured once; the rules were not changed
-# after it: its figure is the one to trust for sentences the rules never saw.
+# A fifth round, written after the fourth round's fixes and measured once (0.963 / 0.867); its misses
+# were fixed in issue 20's second pass, by general rules.
 FIFTH_STANDING: tuple[Item, ...] = (
     ("fyi my team lead is called Rosa", "fact"),
     ("answers in spanish pls, from now on", "requirement"),
@@ -582,6 +582,86 @@ FIFTH_NOT_STANDING: tuple[Item, ...] = (
     ("Thanks for sticking with me on this one.", "chat"),
 )
 
+# A sixth round, written for issue 20's second pass BEFORE any rule was changed for it (the rules were
+# then improved on rounds 1-5 only, round 5's misses included) and measured once, as written, after
+# those changes (0.900 / 0.545); no rule was changed after it: its figure is what sentences the rules
+# never saw get. Hard negatives on purpose:
+# questions with the same words, one-offs, retractions, the past, hypotheticals, other people's
+# preferences and quoted speech.
+SIXTH_STANDING: tuple[Item, ...] = (
+    ("Whatever you suggest, keep it vegetarian-friendly.", "requirement"),
+    ("Dairy doesn't agree with me.", "fact"),
+    ("Our office is closed on Fridays.", "fact"),
+    ("We're on Postgres 12 and can't upgrade.", "fact"),
+    ("Please don't assume I know any calculus.", "requirement"),
+    ("Metric units only, please.", "requirement"),
+    ("My husband is diabetic, so keep sugar low in any recipe.", "fact"),
+    ("Everyone calls me Jo, and so should you.", "requirement"),
+    ("Our team writes everything in Go.", "fact"),
+    ("Answer me in plain text, never Markdown.", "requirement"),
+    ("My kids are 4 and 7.", "fact"),
+    ("I'm a Mac user.", "fact"),
+    ("Please keep the humour to a minimum.", "requirement"),
+    ("I really can't stand long preambles.", "requirement"),
+    ("As a rule of thumb, give me the short answer first.", "requirement"),
+    ("The house we rent has a gas stove.", "fact"),
+    ("We sell handmade candles online.", "fact"),
+    ("Spell out numbers under ten, every time.", "requirement"),
+    ("I need everything explained step by step, I'm new to coding.", "requirement"),
+    ("Our Wi-Fi is really unreliable out here, so prefer offline solutions.", "fact"),
+    ("I'm based out of Melbourne.", "fact"),
+    ("My company blocks YouTube.", "fact"),
+    ("Show the maths in every answer that has numbers.", "requirement"),
+    ("I'm on a low-sodium diet.", "fact"),
+    ("You can skip the safety warnings; I'm a licensed electrician.", "fact"),
+    ("Keep suggestions within walking distance of Shoreditch, that's where I live.", "fact"),
+    ("Prices in pounds sterling, please.", "requirement"),
+    ("English isn't my first language, so simple words help.", "fact"),
+    ("My setup is Neovim on Fedora.", "fact"),
+    ("I mostly work nights.", "fact"),
+    ("Cite page numbers whenever you quote a book.", "requirement"),
+    ("Production at my job runs on Ubuntu 20.04.", "fact"),
+    ("Talk to me like a colleague, not a customer.", "requirement"),
+)
+
+SIXTH_NOT_STANDING: tuple[Item, ...] = (
+    ("Is Postgres 12 still supported?", "question"),
+    ("Why is my Wi-Fi always so slow?", "question"),
+    ("Just for this answer, skip the maths.", "one-off"),
+    ("Use plain text for this reply only.", "one-off"),
+    ("Actually, forget the metric thing, imperial is fine.", "retraction"),
+    ("Ignore what I said about humour.", "retraction"),
+    ("I used to be lactose intolerant as a kid.", "past"),
+    ("We were on Postgres 9 until the migration.", "past"),
+    ("My husband made dinner yesterday.", "past"),
+    ("When we lived in Melbourne we had a gas stove.", "past"),
+    ("If I were a licensed electrician, could I wire this myself?", "hypothetical"),
+    ("Suppose our company blocked YouTube, what would people do?", "hypothetical"),
+    ("Imagine you always answered in plain text.", "hypothetical"),
+    ("Lots of people prefer metric units.", "other"),
+    ("Her team always writes everything in Go.", "other"),
+    ("My brother always says metric is for nerds.", "reported"),
+    ("He said \"always use metric\" but I'm not sure why.", "quoted"),
+    ("The sign literally said \"never feed the ducks\".", "quoted"),
+    ("Keep it short this time around.", "one-off"),
+    ("Could you spell out the numbers in that paragraph?", "one-off"),
+    ("Are you always this formal?", "question"),
+    ("What's the best place to stay in Shoreditch on a budget?", "question"),
+    ("I'm not in the mood for long answers right now.", "chat"),
+    ("I'm at my desk until five.", "chat"),
+    ("We're out of milk.", "chat"),
+    ("Our flight got delayed again.", "past"),
+    ("My laptop just died.", "past"),
+    ("Thanks, that's exactly what I needed.", "chat"),
+    ("I'd like a shorter version of that.", "one-off"),
+    ("I prefer the Django option you gave.", "chat"),
+    ("Don't use Markdown in the email you're drafting.", "one-off"),
+    ("From now on? No, just this one time.", "one-off"),
+    ("In my last job we always deployed on Fridays.", "past"),
+    ("Does every answer have to be this long?", "question"),
+)
+
+
 def held_out(position: int) -> bool:
     """Return whether the item at ``position`` of its list is in the held-out third (2, 5, 8, ...)."""
     return position % 3 == 2
@@ -602,6 +682,7 @@ ROUNDS: tuple[tuple[str, tuple[Item, ...], tuple[Item, ...]], ...] = (
     ("third round", THIRD_STANDING, THIRD_NOT_STANDING),
     ("fourth round", FOURTH_STANDING, FOURTH_NOT_STANDING),
     ("fifth round", FIFTH_STANDING, FIFTH_NOT_STANDING),
+    ("sixth round", SIXTH_STANDING, SIXTH_NOT_STANDING),
 )
 ALL_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[1] for r in ROUNDS)
 ALL_NOT_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[2] for r in ROUNDS)

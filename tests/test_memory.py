@@ -315,3 +315,34 @@ def test_recall_is_on_by_default_and_says_what_did_not_fit(server: FakeServer, t
     session.send("and the heron sanctuary closes when?")
     assert not any(isinstance(e, Notice) and "turn 1 (" in describe(e) for e in told)  # said once
     log.close()
+
+
+@pytest.mark.parametrize("first", ["stateless_chat.ui.commands", "stateless_chat.ui.memorycommands"])
+def test_memory_commands_are_there_without_the_repl(first: str) -> None:
+    """/memory, /remember, /forget and /preview are registered whoever imports the registry first: a
+    fresh interpreter that never imports the REPL dispatches them."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    code = f"""
+import importlib, sys
+importlib.import_module({first!r})
+from stateless_chat.app import App
+from stateless_chat.chat.session import Session
+from stateless_chat.config import Settings
+from stateless_chat.ui.commands import REGISTRY, dispatch
+assert "stateless_chat.ui.repl" not in sys.modules
+assert {{"memory", "remember", "forget", "preview"}} <= set(REGISTRY)
+session = Session(Settings(base_url="http://127.0.0.1:9"), None)
+app = App(session.settings, session)
+print(dispatch(app, "/remember I am vegetarian.").lines[0])
+print("\\n".join(dispatch(app, "/memory").lines))
+"""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 'kept as standing (m1): "I am vegetarian."' in done.stdout
+    assert "m1 · " in done.stdout and "by /remember: I am vegetarian." in done.stdout

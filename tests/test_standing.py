@@ -85,6 +85,52 @@ def test_a_paste_is_read_only_at_its_ends() -> None:
     assert len(kept) == 6  # the first three and the last three sentences, nothing from the middle
 
 
+@pytest.mark.parametrize(("sentence", "rule"), [
+    # the user's setup and what it is held to
+    ("We're stuck on Python 3.8 at work, so nothing newer than that.", "fact about the user"),
+    ("We're stuck with Java 8.", "fact about the user"),
+    ("We're using Debian on every server.", "fact about the user"),
+    ("We're running Kubernetes 1.27 in production.", "fact about the user"),
+    ("I'm not allowed to install software on my work laptop.", "fact about the user"),
+    ("At work we use Jira for everything.", "fact about the user"),
+    ("In our team we deploy twice a week.", "fact about the user"),
+    # a lasting limit
+    ("I can't read small text well.", "fact about the user"),
+    ("I cannot drive.", "fact about the user"),
+    # the rules of a house, a shop, a site
+    ("We don't allow third-party cookies on our site.", "fact about the user"),
+    ("We only accept card payments.", "fact about the user"),
+    ("My landlord doesn't allow pets.", "fact about their world"),
+    ("My kids don't eat vegetables.", "fact about their world"),
+    ("Our office requires badges.", "fact about their world"),
+    # wishes, and how to refer to the user
+    ('I\'d appreciate it if you never used the word "simply".', "asked of the assistant"),
+    ("I'd appreciate it if you didn't use emoji.", "asked of the assistant"),
+    ("I like it when you keep answers short.", "preference"),
+    ('Please use "they" for me.', "what to call the user"),
+    ("Use my first name when you write to me.", "what to call the user"),
+])
+def test_the_second_pass_rules_keep(sentence: str, rule: str) -> None:
+    found = verdict(sentence)
+    assert found.standing and found.rule == rule
+
+
+@pytest.mark.parametrize("sentence", [
+    "I'm stuck on this bug.", "I'm stuck on the last step.", "We're stuck in traffic.",
+    "I'm using the code you gave me.", "I'm running late.", "I'm running a marathon on Sunday.",
+    "I can't see the image.", "I can't hear you.", "I can't open it.", "I can't remember.",
+    "I can't understand why it fails.", "I can't access the site right now.",
+    "My code doesn't work.", "My laptop won't start.", "My phone doesn't charge.", "My boss doesn't like it.",
+    "Her landlord doesn't allow pets.", "Does my landlord allow pets?",
+    "At work we used Jira until last year.", "At work I had a meeting.",
+    "I'd appreciate it if you could explain this.",
+    "I'd appreciate it if you looked at my code.", "Write a poem for me.", "Please use a table for this.",
+    "Stop asking.", "We ban that word in this essay.",
+])
+def test_the_second_pass_rules_refuse(sentence: str) -> None:
+    assert not verdict(sentence).standing
+
+
 def test_long_sentences_and_empty_text_are_not_kept() -> None:
     assert standing("") == [] and standing("   \n\n") == []
     long = "From now on " + " ".join(["please"] * 60) + " answer in French."
@@ -112,21 +158,28 @@ ROUNDS_FIXED = [
 @pytest.mark.parametrize(("name", "positives", "negatives"), ROUNDS_FIXED, ids=[r[0] for r in ROUNDS_FIXED])
 def test_the_labelled_rounds_the_rules_were_fixed_for(name: str, positives: list[standing_set.Item],
                                                      negatives: list[standing_set.Item]) -> None:
-    """Each sentence of these rounds is classified as labelled, but for the one known miss of the third
-    (a pronoun in quotation marks, which the rules never read: 'Please use "they" for me.')."""
+    """Each sentence of these rounds is classified as labelled."""
     missed = [s for s, _ in positives if not standing(s)]
     kept = [s for s, _ in negatives if standing(s)]
     assert kept == []
-    assert missed == (['Please use "they" for me.'] if name == "third" else [])
+    assert missed == []
+
+
+def test_the_fifth_round_the_second_pass_was_fixed_for() -> None:
+    """The fifth round's misses (0.963 / 0.867 as first measured) were fixed by general rules."""
+    missed = [s for s, _ in standing_set.FIFTH_STANDING if not standing(s)]
+    kept = [s for s, _ in standing_set.FIFTH_NOT_STANDING if standing(s)]
+    assert missed == [] and kept == []
 
 
 def test_the_last_round_as_first_measured() -> None:
-    """The fifth round was written after the last fix and the rules were not changed after it: its
-    figures are what new sentences get (docs/benchmarks.md quotes them); they must not get worse."""
-    positives = [s for s, _ in standing_set.FIFTH_STANDING]
-    negatives = [s for s, _ in standing_set.FIFTH_NOT_STANDING]
+    """The sixth round was written before the second pass changed any rule and no rule was changed
+    after it was measured: its figures are what new sentences get (docs/benchmarks.md quotes them,
+    0.900 / 0.545, under the goal); they must not get worse."""
+    positives = [s for s, _ in standing_set.SIXTH_STANDING]
+    negatives = [s for s, _ in standing_set.SIXTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)
-    assert precision >= 0.96 and recall >= 0.86
+    assert precision >= 0.9 and recall >= 0.54
 
 
 def test_the_whole_set_meets_the_goal() -> None:
@@ -135,3 +188,22 @@ def test_the_whole_set_meets_the_goal() -> None:
     assert len(positives) + len(negatives) >= 150
     precision, recall = _score(positives, negatives)
     assert precision >= 0.9 and recall >= 0.9
+
+
+def test_a_rules_first_words_never_rule_out_a_match() -> None:
+    """A rule anchored at a clause's start names the words it can begin with, to skip (and not compile)
+    its regex otherwise: on every clause of the labelled set and every tail of one (rules are asked
+    about what follows "remember that", "I'd like you to" ...), the answer is the regex's own."""
+    from stateless_chat.core import standing as module
+
+    gated = [v for v in vars(module).values() if isinstance(v, module._Lazy) and v.first is not None]
+    assert len(gated) >= 20
+    texts = [s for _, positives, negatives in standing_set.ROUNDS for s, _ in (*positives, *negatives)]
+    clauses: set[str] = set()
+    for text in texts:
+        for clause in module._clauses(module._normal(text)):
+            words = clause.split()
+            clauses.update(" ".join(words[i:]) for i in range(len(words)))
+    for rule in gated:
+        wrong = [c for c in clauses if bool(rule.search(c)) != bool(rule.compiled().search(c))]
+        assert wrong == [], rule.source[:60]

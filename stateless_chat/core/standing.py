@@ -33,20 +33,34 @@ Then it is standing when one of these holds:
   "stick to plain English", "keep using ...", "be blunt with me", "use kilometres, not miles";
 - *a preference*: "I prefer / I'd rather / I like / I hate / I don't like" something in general
   (not "I prefer the second option", "I like your idea", "I love this answer");
-- *what to call the user*: "call me Sam", "address me as ...", "my name is ...";
+- *a wish addressed to the assistant*: "I'd like you to ...", "I'd appreciate it if you never used ..."
+  (the past of a wish read as the verb it stands for);
+- *what to call the user*: "call me Sam", "address me as ...", "my name is ...", 'use "they" for me';
 - *a fact about the user*: "I'm allergic / vegetarian / left-handed / 34 years old / based in ...",
   "I'm a nurse", "I work at / live in / teach / speak / drive / own ...", "I usually / never ...",
   "I have two cats" (not "a question", "a meeting"), "I can't eat ...", "I don't drink ...";
-- *a fact about their world*: "my X / our X is, has, runs, uses, lives, works ..." (not when it
-  is broken, busy or doing something right now), "we use / run / deploy / sell / are a ...",
+- *the user's setup and its limits*: "we're stuck on Python 3.8", "I'm limited to ...", "we're using /
+  running X", "I'm not allowed to install ...", "we're on X" (not "stuck on this bug", "using the
+  code you gave me", "running late"); a lasting inability, "I can't read small text" (not "I can't
+  see the image", "I can't hear you"); house rules, "we don't allow ...", "we only accept ...";
+  a setting first is read past: "at work we use Jira", "in our team we ...";
+- *a fact about their world*: "my X / our X is, has, runs, uses, lives, works, allows, requires,
+  doesn't ..." (not when it is broken, busy, doing something right now, or points at what is on the
+  table: "my boss doesn't like it"), "we use / run / deploy / sell / are a ...",
   "English is my second language", "the company I work for is ...";
 - *asked to keep*: "remember that ...", "keep in mind ...", "for context, ...", "FYI ...",
   followed by something about the user or an instruction.
+
+A bare "stop asking." reacts to the reply at hand; a rule says what to stop ("stop adding disclaimers").
 
 Contractions are spelled out first ("I've got" reads as "I have got"). Only typed messages are read
 (not files), without fenced code, indented code or quoted ``>`` lines; in a long
 message (a paste) only its first and last sentences are, since pasted text is someone else's words.
 Pure functions of the text: nothing here knows of conversations.
+
+Each regex is compiled the first time a rule needs it, and a rule anchored at the start of a clause
+names the words it can begin with, so that a clause beginning otherwise costs a set lookup: the first
+message of a run compiles only the rules its clauses could meet (a few ms, not all ~50 regexes).
 """
 
 from __future__ import annotations
@@ -88,14 +102,29 @@ def _words(text: str) -> str:
     return group(trie)
 
 
+_HEAD = re.compile(r"[a-z]+")
+
+
+def _head(text: str) -> str:
+    """Return the leading letters of ``text``: its first word up to a hyphen or an apostrophe ("double"
+    of "double-check", "don" of "don't", "round" of "round's"), for a rule and for the text alike."""
+    match = _HEAD.match(text)
+    return match.group(0) if match else ""
+
+
 class _Lazy:
     """A rule's regex, compiled the first time it is used: a message is asked about by a few rules
-    before most are ruled out, and compiling all of them at import cost a one-shot run tens of ms."""
+    before most are ruled out, and compiling all of them at import cost a one-shot run tens of ms.
 
-    __slots__ = ("_compiled", "source")
+    A rule anchored at the start of a clause may name the words it can begin with (``first``): then
+    a clause that begins otherwise is ruled out by a set lookup, and the regex is neither searched
+    nor, if no clause ever begins that way, compiled (most messages begin few of the ways)."""
 
-    def __init__(self, source: str) -> None:
+    __slots__ = ("_compiled", "first", "source")
+
+    def __init__(self, source: str, first: Iterable[str] | None = None) -> None:
         self.source = source
+        self.first = None if first is None else frozenset(_head(word) for word in first)
         self._compiled: re.Pattern[str] | None = None
 
     def compiled(self) -> re.Pattern[str]:
@@ -103,26 +132,30 @@ class _Lazy:
             self._compiled = re.compile(self.source)
         return self._compiled
 
+    def _ruled_out(self, text: str) -> bool:
+        return self.first is not None and _head(text) not in self.first
+
     def search(self, text: str) -> re.Match[str] | None:
-        return self.compiled().search(text)
+        return None if self._ruled_out(text) else self.compiled().search(text)
 
     def fullmatch(self, text: str) -> re.Match[str] | None:
-        return self.compiled().fullmatch(text)
+        return None if self._ruled_out(text) else self.compiled().fullmatch(text)
 
     def findall(self, text: str) -> list[Any]:
-        return self.compiled().findall(text)
+        return [] if self._ruled_out(text) else self.compiled().findall(text)
 
     def finditer(self, text: str) -> Iterator[re.Match[str]]:
-        return self.compiled().finditer(text)
+        return iter(()) if self._ruled_out(text) else self.compiled().finditer(text)
 
     def sub(self, replacement: str | Callable[[re.Match[str]], str], text: str, count: int = 0) -> str:
-        return self.compiled().sub(replacement, text, count)
+        return text if self._ruled_out(text) else self.compiled().sub(replacement, text, count)
 
 
-def _rx(pattern: str) -> _Lazy:
+def _rx(pattern: str, first: str | Iterable[str] | None = None) -> _Lazy:
     """Return ``pattern``, compiled when first used: the text it searches is lower case already
-    (``_normal``)."""
-    return _Lazy(pattern)
+    (``_normal``). ``first``: the words a match must begin with, when it is anchored (``^``) and
+    every branch begins with one of them (a string: the words separated by spaces)."""
+    return _Lazy(pattern, first.split() if isinstance(first, str) else first)
 
 
 def _starts(text: str) -> set[str]:
@@ -156,7 +189,7 @@ class _Gated:
 
 # ---- splitting ---------------------------------------------------------------------------
 
-_FENCE = re.compile(r"^ {0,3}(```|~~~).*?(^ {0,3}\1[^\n]*$|\Z)", re.M | re.S)
+_FENCE = _Lazy(r"(?ms)^ {0,3}(```|~~~).*?(^ {0,3}\1[^\n]*$|\Z)")
 _ABBREVIATIONS = ("dr", "mr", "mrs", "ms", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "approx", "fig",
                   "jr", "sr", "mt", "inc", "ltd", "co", "ca")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=\S)")
@@ -192,22 +225,29 @@ def sentences(text: str) -> list[str]:
 # ---- the word lists ----------------------------------------------------------------------
 
 # Verbs that shape an answer: what "always" or "never" must govern to be a rule for the answers.
-_ANSWER_VERBS = _words("""use | using | give | show | write | answer | reply | respond | include | add | put
+_ANSWER_VERB_LIST = """use | using | give | show | write | answer | reply | respond | include | add | put
     | keep | format | spell | cite | mention | assume | avoid | explain | start | begin | end | finish | list
     | say | call | address | suggest | suggesting | recommend | recommending | provide | convert | round
     | express | quote | translate | sign | structure | label | number | wrap | summarize | summarise
     | ask | check | double-check | stick | talk | speak | make | skip | leave | omit | default | prefer
     | switch | tell | refer | measure | show | link | reference | capitalize | capitalise | indent | comment
     | name | return | test | run | lead | open | close | respect | treat | consider | remind | warn
-    | flag | mark | note | bold | highlight | print | log | sort | state | offer | go | stay | do""")
+    | flag | mark | note | bold | highlight | print | log | sort | state | offer | go | stay | do"""
+_ANSWER_VERBS = _words(_ANSWER_VERB_LIST)
+_ANSWER_VERB_SET = frozenset(item.strip() for item in _ANSWER_VERB_LIST.split("|")) | {"stop", "quit"}
 _QUESTION_START = _rx(r"^(?:(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might|must"
                       r"|have|has|had|am)\s+(?:i|you|we|it|they|he|she|there|this|that|my|our|your|the|a|an"
                       r"|people|anyone|someone)\b|(?:what|why|how|where|who|whom|whose|which)\b"
-                      r"|when\s+(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might)\b)")
+                      r"|when\s+(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might)\b)",
+                      first="is are was were do does did can could would will should shall may might must "
+                            "have has had am what why how where who whom whose which when")
 # "could you always include ...": a question that asks for a standing rule.
-_POLITE_REQUEST = _rx(r"^(?:please\s+)?(?:can|could|would|will)\s+you\s+(?:please\s+)?")
+_POLITE_REQUEST = _rx(r"^(?:please\s+)?(?:can|could|would|will)\s+you\s+(?:please\s+)?",
+                      first="please can could would will")
 _HYPOTHETICAL = _rx(r"^(?:if|suppose|supposing|imagine|assuming|assume\s+that|pretend\s+that|what\s+if"
-                    r"|let'?s\s+say|let\s+us\s+say|say\s+that|in\s+case|hypothetically)\b")
+                    r"|let'?s\s+say|let\s+us\s+say|say\s+that|in\s+case|hypothetically)\b",
+                    first="if suppose supposing imagine assuming assume pretend what let let's lets say in "
+                          "hypothetically")
 _RETRACTION_WORDS = """never mind | nevermind | forget what | forget about | forget that
     | forget the | forget my | forget it | scratch that | disregard | take back | take that back
     | takes? it back | cancel the | cancel that | cancel my | no need to | no longer need
@@ -260,7 +300,7 @@ _REPORTED = _Gated(r"\b(?:says|said|say\s+that|tells\s+me|told\s+me|told\s+us|cl
                    "says said say tells told claim claims claimed wrote writes according thinks heard read "
                    "swears".split())
 _OPINION = _rx(r"^(?:i\s+(?:think|guess|suppose|believe|feel\s+like|bet|wonder|doubt|reckon)"
-               r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b")
+               r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b", first="i in imo imho")
 # Contractions of pronouns and of "not", spelled out so that each rule is written once ("i've got" is
 # "i have got"); a possessive "'s" stays as it is.
 _CONTRACTIONS = {
@@ -274,21 +314,26 @@ _CONTRACTIONS = {
                                                 "has", "had", "should", "would", "could", "must", "need",
                                                 "might")},
 }
-_CONTRACTION = re.compile(r"(?<![\w'])(?:" + "|".join(re.escape(k) for k in sorted(_CONTRACTIONS, key=len,
-                                                                                    reverse=True))
-                          + r")(?![\w'])")
-_QUOTED = re.compile(r"\"[^\"]{0,200}\"|“[^”]{0,200}”|«[^»]{0,200}»|'[^'\s][^']{0,200}[^'\s]'(?!\w)")
+# A word with an apostrophe, looked up in the table: one small regex, not an alternation of every
+# contraction (compiling that cost a few ms at import).
+_CONTRACTION = _Lazy(r"(?<![\w'])[a-z]+'[a-z]+(?![\w'])")
+_QUOTED = _Lazy(r"\"[^\"]{0,200}\"|“[^”]{0,200}”|«[^»]{0,200}»|'[^'\s][^']{0,200}[^'\s]'(?!\w)")
 _LABEL = _rx(r"^(?:standing\s+)?(?:rule|rules|requirement|requirements|constraint|constraints|preference"
              r"|preferences|policy|instruction|instructions|note|nb|n\.b\.|important|reminder|fact)"
-             r"\b[^:?]{0,24}:\s*\S")
+             r"\b[^:?]{0,24}:\s*\S",
+             first="standing rule rules requirement requirements constraint constraints preference "
+                   "preferences policy instruction instructions note nb n important reminder fact")
 _LEAD = _rx(r"^(?:(?:oh|and|also|btw|so\s+yeah|by\s+the\s+way|ok|okay|so|well|hey|hi|plus"
-            r"|one\s+more\s+thing|ah|right|actually|anyway|please|pls|plz|and\s+please|oh\s+and|also,?\s+please|one\s+last\s+thing)\b[,:!]?\s*)+")
-_CONTEXT = _rx(r"^(?:" + _words("""remember that | please remember that | please remember | remember |
+            r"|one\s+more\s+thing|ah|right|actually|anyway|please|pls|plz|and\s+please|oh\s+and|also,?\s+please|one\s+last\s+thing)\b[,:!]?\s*)+",
+            first="oh and also btw so by ok okay well hey hi plus one ah right actually anyway please pls "
+                  "plz")
+_CONTEXT_WORDS = """remember that | please remember that | please remember | remember |
     keep in mind that | keep in mind | please keep in mind | bear in mind that | bear in mind | note that
     | please note that | please note | fyi | for your information | for context | for the record
     | just so you know | just so you are aware | quick note | a quick note | side note | as a reminder
     | reminder | don't forget that
-    | do not forget that | good to know | please note that | heads up""") + r")\b[,:]?\s*")
+    | do not forget that | good to know | please note that | heads up"""
+_CONTEXT = _rx(r"^(?:" + _words(_CONTEXT_WORDS) + r")\b[,:]?\s*", first=_starts(_CONTEXT_WORDS))
 _TRAILING_ALWAYS = _rx(r"(?:always|at\s+all\s+times|every\s+time|each\s+time|in\s+general)(?:\s+please)?")
 _FUTURE_WORDS = """from now on | from here on | from here onwards | from here on out
     | from this point on | from this point forward | from this point onwards | going forward | moving forward
@@ -319,20 +364,24 @@ _OUTPUT_RULE = _rx(r"^(?:(?:all|every|each|any)\s+)?(?:your\s+|the\s+)?(?:\w+\s+
                    + r")\s+(?:should|must|need\s+to|have\s+to|shall|are\s+to|ought\s+to)\b")
 _IMPERATIVE_ALWAYS = _rx(r"^(?:(?:please\s+)?(?:always|never)"
                          r"|(?:please\s+)?(?:don'?t|do\s+not)\s+(?:ever\s+)?"
-                         r"|(?:please\s+)?(?:always|never)\s+ever)\s*(?:" + _ANSWER_VERBS + r")\b")
+                         r"|(?:please\s+)?(?:always|never)\s+ever)\s*(?:" + _ANSWER_VERBS + r")\b",
+                         first="please always never don't dont do")
 # A polite question asks for a rule with "always"; "would you never ...?" asks for an opinion.
 # "can you always tell when bread is done?" asks about an ability, not for a rule.
 _POLITE_ALWAYS = _rx(r"^always\s+(?:" + _ANSWER_VERBS
-                     + r")\b(?!\s+(?:when|whether|if|how|what|why|which|who)\b)")
-_DONT_EVER = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not)\s+ever\b|^(?:please\s+)?never\s+ever\b")
+                     + r")\b(?!\s+(?:when|whether|if|how|what|why|which|who)\b)", first="always")
+_DONT_EVER = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not)\s+ever\b|^(?:please\s+)?never\s+ever\b",
+                 first="please don't dont do never")
 _ADDRESSED = _rx(r"^(?:you\s+(?:should|must|need\s+to|have\s+to|are\s+to|will|'ll|shall)"
                  r"|make\s+sure(?:\s+you|\s+to)?"
                  r"|be\s+sure\s+to|remember\s+to|i\s+(?:want|'d\s+like|would\s+like|need)\s+you\s+to"
-                 r"|i'd\s+like\s+you\s+to|i\s+expect\s+you\s+to)\b")
-_STOP = _rx(r"^(?:please\s+)?(?:stop|quit|cut\s+out)\s+(?:\w+ing)\b")
+                 r"|i'd\s+like\s+you\s+to|i\s+expect\s+you\s+to)\b", first="you make be remember i i'd")
+# "stop adding disclaimers": a bare "stop asking." reacts to the reply in front of the user.
+_STOP = _rx(r"^(?:please\s+)?(?:stop|quit|cut\s+out)\s+(?:\w+ing)\b(?=\s+\S)", first="please stop quit cut")
 _NO_MORE = _rx(r"^(?:please\s+)?no\s+(?:more\s+\w|\w+s\s+please\b"
-               r"|(?!kidding|way|worries|problem|thanks|thank)\w+ing\b)")
-_PROHIBITION = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not|never)\s+(?:" + _ANSWER_VERBS + r"|bother)\b")
+               r"|(?!kidding|way|worries|problem|thanks|thank)\w+ing\b)", first="please no")
+_PROHIBITION = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not|never)\s+(?:" + _ANSWER_VERBS + r"|bother)\b",
+                   first="please don't dont do never")
 _MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)"
               r"|keep\s+(?:using|writing|answering|replying|giving|it\s+(?:short|brief|simple|concise|formal|casual))|continue\s+(?:to|using)|be\s+\w+\s+with\s+me"
               r"|talk\s+to\s+me\s+(?:like|as)|treat\s+me\s+(?:like|as)|speak\s+to\s+me\s+(?:like|as|in))\b"
@@ -342,21 +391,30 @@ _CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?not|\brather\s+than|\binstead\s+of)\s+"
                    r"(?!the\b|this\b|that\b|it\b|here\b)\w", ("not", "rather", "instead"))
 # "I'd really like you to stop ...", "I want you to ...": what follows is an imperative to the assistant.
 _ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like|would\s+like"
-                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|'d\s+appreciate\s+it\s+if)"
-                  r"\s+(?:it\s+if\s+)?you\s+(?:to\s+|would\s+|could\s+)?")
+                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|would\s+appreciate\s+it\s+if"
+                  r"|would\s+(?:prefer|like|love)\s+it\s+if|(?:prefer|like|love)\s+it\s+when)"
+                  r"\s+(?:it\s+if\s+)?you\s+(?:to\s+|would\s+|could\s+)?", first="i i'd i've we we'd we've")
+# "... if you never used ...": the past of a wish, read as the verb it stands for ("use").
+_SUBJUNCTIVE = dict(pair.split(":") for pair in """gave:give wrote:write kept:keep told:tell said:say
+    made:make left:leave began:begin spoke:speak stuck:stick led:lead went:go did:do put:put ran:run took:take
+    sent:send""".split())
 # "every function must have a docstring": a rule for every one of a kind.
 _EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
-                  r"|have\s+to|shall|ought\s+to)\b")
-_IMPERATIVE_START = _rx(r"^(?:please\s+)?(?:" + _ANSWER_VERBS + r")\b")
+                  r"|have\s+to|shall|ought\s+to)\b", first="all every each")
+_IMPERATIVE_START = _rx(r"^(?:please\s+)?(?:" + _ANSWER_VERBS + r")\b", first=_ANSWER_VERB_SET | {"please"})
+# 'use "they" for me', "use my first name when you write to me": how to refer to the user.
+_REFER_TO_ME = _rx(r"^(?:please\s+)?use\s+(?:\S+\s+){1,3}(?:for\s+me|when\s+(?:you\s+)?(?:refer(?:ring)?\s+to"
+                   r"|talk(?:ing)?\s+(?:about|to)|address(?:ing)?|writ(?:e|ing)\s+to|speak(?:ing)?\s+(?:to|of))"
+                   r"\s+me)\s*[.!]?$", first="please use")
 _ADDRESS_ME = _rx(r"^(?:please\s+)?(?:call\s+me|address\s+me\s+as|refer\s+to\s+me\s+as|my\s+pronouns\s+are"
                   r"|i\s+go\s+by|my\s+name\s+is|my\s+name'?s|i'?m\s+called|i\s+am\s+called|you\s+can\s+call\s+me)"
-                  r"\s+\S")
+                  r"\s+\S", first="please call address refer my i i'm im you")
 _PREFERENCE = _rx(r"^(?:i|we)(?:\s+|(?='))(?:really\s+|strongly\s+|much\s+|generally\s+|usually\s+|also\s+)?"
                   r"(?:prefer|'d\s+prefer|would\s+prefer|'d\s+rather|would\s+rather|like|love|hate|dislike"
                   r"|detest|can'?t\s+stand|cannot\s+stand|enjoy|don'?t\s+like|do\s+not\s+like|don'?t\s+want"
                   r"|do\s+not\s+want|want|'d\s+like|would\s+like|am\s+a\s+fan\s+of|'m\s+a\s+fan\s+of"
                   r"|'m\s+not\s+a\s+fan\s+of|am\s+not\s+a\s+fan\s+of|am\s+(?:really\s+|not\s+)?into"
-                  r"|am\s+(?:not\s+)?keen\s+on)\s+(.*)$")
+                  r"|am\s+(?:not\s+)?keen\s+on)\s+(.*)$", first="i i'd i've we we'd we've")
 # What a preference may not be about: a choice among what is on the table, or a reaction to it.
 _CHOICE = _rx(r"^(?:this|that|these|those|it(?!\s+(?:when|if|whenever))|the\s+(?:first|second|third|last"
               r"|other|former|latter|above|previous|next|one|idea|answer|option|version|suggestion|plan)|your"
@@ -388,9 +446,31 @@ _DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|or
     | (?:two|three|four|five|six|seven|eight|nine|ten|\\d+) \\w+ and
     | training to | studying to | learning to | the only | the lead | the owner | the founder | the maintainer
     | the admin | the manager | the head | in charge | a team of | a company | a startup | a nonprofit
-    | a non-profit | a charity | a small | a family | a group""") + r")\b")
+    | a non-profit | a charity | a small | a family | a group""") + r")\b", first="i i'm im we we're were")
+# "we're stuck on Python 3.8", "I'm limited to 2 GB", "we're using Debian everywhere": what the user's
+# setup is held to or runs (not "I'm stuck on this bug", "I'm using the code you gave me", "running late").
+_SETUP = _rx(r"^(?:i|we)\s+(?:am|are)\s+(?:also\s+|still\s+|currently\s+|only\s+|mostly\s+|all\s+)?(?:"
+             r"(?:stuck|limited|restricted|tied|locked|pinned|standardi[sz]ed|committed|confined)\s+(?:on|to|with|into)"
+             r"|(?:using|running|deploying\s+(?:on|to)|developing\s+(?:on|in|for)|coding\s+in|writing\s+in"
+             r"|working\s+with|building\s+(?:on|with)|hosted\s+on|hosting\s+on)(?!\s+(?:late|out|low|behind|short"
+             r"|into|around|away|errands|a\s+bit|an?\s+(?:errand|marathon|race|test|experiment)))"
+             r"|not\s+allowed\s+to\s+(?:use|install|run|access|share|upload|download|deploy|store|send))"
+             r"\s+(?!(?:this|that|it|these|those|them|here|your|the\s+(?:code|script|answer|example|snippet|file"
+             r"|version\s+you|one|same|bug|problem|error|issue|step|part|question|last|first|second|next"
+             r"|tutorial|link|command|function)|a\s+(?:bug|problem|error|step|question|puzzle|level))\b)\S",
+             first="i we")
+# "I can't read small text well", "we aren't able to install anything": a lasting limit, not the moment
+# ("I can't see the image", "I can't hear you", "I can't open it").
+_CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:cannot|can\s+not"
+              r"|(?:am|are)\s+(?:not\s+able|unable|not\s+allowed|not\s+permitted)\s+to|struggle\s+to"
+              r"|have\s+trouble)\s+(?:" + _words("""read | reading | see | seeing | hear | hearing | eat
+    | eating | drink | drinking | have | use | using | drive | driving | walk | walking | run | swim | lift
+    | type | typing | afford | install | installing | access | tolerate | digest | sit | sitting | climb
+    | kneel | travel | fly | cook | speak | chew | swallow | touch | smell | taste""") + r")\b"
+              r"(?!\s+(?:this|that|it|these|those|them|the|your|you|any\s+of|anything|a\s+thing|what|why|how"
+              r"|where|when|if|whether|properly\s+(?:now|today)|now|today)\b)", first="i we")
 _ROLE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:not\s+)?(?:\w+ly\s+|just\s+|only\s+|also\s+)?(?:an?)\s+"
-            r"(?!bit\b|little\b|lot\b|fan\b|big\s+fan\b)(?:\w[\w-]*)")
+            r"(?!bit\b|little\b|lot\b|fan\b|big\s+fan\b)(?:\w[\w-]*)", first="i i'm im we we're were")
 _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s+|mainly\s+|only\s+"
                          r"|usually\s+|always\s+|never\s+|often\s+|normally\s+|generally\s+|rarely\s+|sometimes\s+)?(?:"
                          + _words("""work | live | study | teach | run | own | drive | speak | use | code in
@@ -400,28 +480,36 @@ _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s
     | care for | look after | sleep | wake up | get up | can't eat | cannot eat | can't have | cannot have
     | can't drink | can't use | cannot use | can't stand | don't eat | do not eat | don't drink | do not drink
     | don't own | do not own | don't have | do not have | don't use | do not use | don't speak
-    | don't drive | do not drive | have no | have got | 've got | were born | was born | 're on | are on
+    | don't drive | do not drive | do not allow | do not permit | do not accept | do not support
+    | do not ship | do not sell | do not offer | do not serve | do not store | do not collect | do not share
+    | do not track | do not keep | do not watch | do not trust | only allow | only accept | allow | forbid
+    | ban | have no | have got | 've got | were born | was born | 're on | are on
     | 're a | are a | 're an | are an | am a | 'm a | are based | 're based | are located | 're located""")
-                         + r")\b")
+                         + r")\b", first="i we")
 # "I always read on my phone", "we usually deploy on Fridays": a habit (a past verb is refused before).
 _HABIT = _rx(r"^(?:i|we)\s+(?:always|usually|normally|generally|often|never|rarely|typically|mostly"
              r"|tend\s+to)\s+"
-             r"(?!be\b|have\s+to\b)[a-z-]+")
+             r"(?!be\b|have\s+to\b)[a-z-]+", first="i we")
 _HAVE = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|only\s+)?(?:have|'ve\s+got|have\s+got)\s+"
             r"(?!to\b|been\b|no\s+idea"
             r"|an?\s+(?:question|problem|issue|meeting|bug|error|idea|doubt|call|headache|cold|fever|flu"
             r"|hangover|feeling|quick|follow-up|request|suggestion|thought|favou?r|minute|second|moment"
             r"|look|interview|appointment|date|go|try|question)|(?:some|a\s+few|few|two|more|many|several)"
             r"\s+(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts|minutes)"
-            r"|(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts)\b)\S")
+            r"|(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts)\b)\S",
+            first="i i'd i've we we'd we've")
 _POSSESSIVE = _rx(r"^(?:my|our)\s+((?:[\w'’-]+\s+){0,4}?)(?:is|are|'s|'re|has|have|lives|live|works|work"
                   r"|runs|run|uses|use|targets|target|sits|speaks|speak|studies|study|teaches|owns|own|hosts"
                   r"|host|deploys|deploy|sells|sell|serves|serve|supports|support|relies|rely|depends|depend"
                   r"|includes|include|contains|contain|comes|come|goes|go|attends|attend|prefers|prefer"
-                  r"|likes|like|loves|love|hates|hate|can'?t|cannot|doesn'?t|don'?t|won'?t|eats|eat|drinks"
+                  r"|likes|like|loves|love|hates|hate|cannot|can\s+not|does\s+not|do\s+not|will\s+not|is\s+not"
+                  r"|are\s+not|has\s+not|allows|allow|permits|permit|forbids|forbid|bans|ban|requires|require"
+                  r"|accepts|accept|eats|eat|drinks"
                   r"|drink|drives|drive|plays|play|handles|handle|stores|store|keeps\s+(?!\w+ing)|needs\s+to"
-                  r"|must|should|starts|start|opens|closes|consists)\b\s*(.*)$")
+                  r"|must|should|starts|start|opens|closes|consists)\b\s*(.*)$", first="my our")
 _TRANSIENT = _rx(r"^(?:" + _words("""down | broken | failing | crashing | not working | not responding | slow
+    | work | compile | load | start | open | respond | connect | build | boot | print | save | sync | charge
+    | show | make sense | answer | pick up | reply | understand | get it | turn on | fit | exist | matter
     | sick | ill | unwell | at work | at home | at school | away | out | busy | late | asleep | awake | here
     | there | online | offline | stuck | missing | gone | empty | full | done | ready | open | closed
     | being | getting | going | coming | trying | visiting | waiting | still | almost | nearly | about to
@@ -437,7 +525,10 @@ _SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how
                        r"|editor|os|setup|hobby|passion|thing|main|first|native|only|favou?rite)\b")
 _RELATIVE_MINE = _rx(r"^the\s+(?:\w+\s+){1,2}(?:i|we)\s+(?:work|works|study|run|build|maintain|use|own|live"
                      r"|lead|manage|teach|volunteer)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
-                     r"|sells|builds|makes|needs|spans|covers)\b")
+                     r"|sells|builds|makes|needs|spans|covers)\b", first="the")
+_SETTING = _rx(r"^(?:at|in|on)\s+(?:work|my\s+(?:job|work|company|team|office|house|home|flat|place)"
+               r"|our\s+(?:company|team|office|shop|house|home|flat|place|org|organi[sz]ation|family)"
+               r"|the\s+(?:office|company))\s+(?=i\b|we\b|my\b|our\b)", first="at in on")
 _FIRST_PERSON = _rx(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|we've|us|our|ours)\b")
 _ADVERBS = frozenset("also always never once just really still usually often actually even only all both "
                      "first then".split())
@@ -468,7 +559,7 @@ def _normal(sentence: str) -> str:
     text = " ".join(text.lower().split())
     if "'" not in text:
         return text
-    return _CONTRACTION.sub(lambda match: _CONTRACTIONS[match.group(0)], text)
+    return _CONTRACTION.sub(lambda match: _CONTRACTIONS.get(match.group(0), match.group(0)), text)
 
 
 def _clauses(text: str) -> list[str]:
@@ -540,11 +631,29 @@ def _question(text: str, clauses: list[str]) -> bool:
     return text.rstrip().endswith("?") or bool(_QUESTION_START.search(head))
 
 
+def _wished(rest: str) -> str:
+    """Return what a wish asks of the assistant with its verb in the present: "(if you) never used the
+    word" is "never use the word", "(if you) did not add" is "do not add"."""
+    words = rest.split()
+    for index, word in enumerate(words[:3]):
+        if word in ("always", "never", "ever", "just", "only", "really", "please"):
+            continue
+        if word == "did" and words[index + 1:index + 2] == ["not"]:
+            words[index] = "do"
+        elif word in _SUBJUNCTIVE:
+            words[index] = _SUBJUNCTIVE[word]
+        elif word.endswith("ed"):
+            stem = word[:-3] if len(word) > 4 and word[-3] == word[-4] else word[:-2]  # stopped, added
+            words[index] = next((c for c in (word[:-1], word[:-2], stem) if c in _ANSWER_VERB_SET), word)
+        break
+    return " ".join(words)
+
+
 def _requirement(clause: str, whole: str) -> str | None:
     """Return the rule that makes ``clause`` (of the sentence ``whole``) a standing requirement."""
     if _FUTURE.search(clause):
         return "from now on"
-    if _ADDRESS_ME.search(clause):
+    if _ADDRESS_ME.search(clause) or _REFER_TO_ME.search(clause):
         return "what to call the user"
     if _IMPERATIVE_ALWAYS.search(clause) or _DONT_EVER.search(clause):
         return "always or never"
@@ -556,7 +665,7 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "every answer"
     asked = _ASK_YOU_TO.search(clause)
     if asked is not None and clause[asked.end():] and asked.end() < len(clause):
-        rest = clause[asked.end():]
+        rest = _wished(clause[asked.end():])
         if _requirement(rest, whole) or (_ALWAYS.search(rest) and _IMPERATIVE_START.search(rest)):
             return "asked of the assistant"
     if _QUANTIFIED.search(clause) and (_IMPERATIVE_START.search(clause) or _ADDRESSED.search(clause)):
@@ -590,13 +699,16 @@ def _preference(clause: str) -> str | None:
 
 def _fact(clause: str) -> str | None:
     """Return the rule that makes ``clause`` a fact about the user or their world (None: it is not)."""
+    clause = _SETTING.sub("", clause)  # "at work we use Jira": the fact follows its setting
+    if _SETUP.search(clause) or _CANNOT.search(clause):
+        return "fact about the user"
     if _DURABLE_STATE.search(clause) or _ROLE.search(clause):
         return "fact about the user"
     if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
         return "fact about the user"
     possessive = _POSSESSIVE.search(clause)
-    if possessive is not None and (not _TRANSIENT.search(possessive.group(2))
-                                   or _DATE_AHEAD.search(possessive.group(2))):
+    if possessive is not None and not _POINTS_AT_NOW.search(possessive.group(2)) and (
+            not _TRANSIENT.search(possessive.group(2)) or _DATE_AHEAD.search(possessive.group(2))):
         return "fact about their world"
     if _SUBJECT_IS_MINE.search(clause) or _RELATIVE_MINE.search(clause):
         return "fact about their world"

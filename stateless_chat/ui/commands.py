@@ -9,11 +9,12 @@ output, so the same handler serves the REPL and the tests. A bad argument raises
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,46 @@ class Command:
         return self.handler(app.session, arg)
 
 
-REGISTRY: dict[str, Command] = {}
+# Modules of their own whose commands register themselves when imported. Each imports this module,
+# so this one cannot import them in turn; the registry imports them the first time it is read instead,
+# so that every command is there whatever was imported first (the REPL, a test, a tool).
+COMMAND_MODULES = ("stateless_chat.ui.context_commands", "stateless_chat.ui.mcpcommands",
+                   "stateless_chat.ui.memorycommands")
+
+
+class Registry(MutableMapping[str, Command]):
+    """The commands by name; reading it loads ``COMMAND_MODULES`` first (registering does not)."""
+
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in COMMAND_MODULES:
+                importlib.import_module(module)
+
+    def __getitem__(self, name: str) -> Command:
+        self._load()
+        return self._commands[name]
+
+    def __setitem__(self, name: str, found: Command) -> None:
+        self._commands[name] = found
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._commands)
+
+
+REGISTRY = Registry()
 
 
 def command(
@@ -1047,4 +1087,5 @@ def _stats(session: Session, arg: str) -> Result:
                          t.predicted_cached_tokens, t.cache_break) for t in ledger.turns)
     return StatsView(rows, ledger.sent, ledger.baseline, ledger.cached, bill_line(session),
                      not ledger.cache_reported, baseline_words(ledger))
+
 

@@ -1,7 +1,8 @@
 """Slash commands of the context slots: the instruction files, the skills and the documents.
 
-Registered in ``commands.REGISTRY`` like every other command (``commands`` imports this module
-last); each finds the chat's ``Workspace`` with ``workspace.of`` and returns a ``Result``.
+Registered in ``commands.REGISTRY`` like every other command (the registry imports this module
+the first time it is read); each finds the chat's ``Workspace`` with ``workspace.of`` and returns
+a ``Result``.
 """
 
 from __future__ import annotations

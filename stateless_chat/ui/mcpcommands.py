@@ -5,7 +5,7 @@
 file. ``/prompts`` lists the servers' prompts with their arguments; ``/prompt SERVER.NAME
 [ARG=VALUE | VALUE]...`` gets one and sends its messages as the next user message. A server
 that is not running starts for these (they are asked for by the user). Registered with
-``commands.REGISTRY`` when ``commands`` is imported.
+``commands.REGISTRY`` when imported, which the registry does the first time it is read.
 """
 
 from __future__ import annotations

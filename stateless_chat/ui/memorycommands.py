@@ -1,9 +1,10 @@
 """Slash commands of what the conversation keeps: the standing memory (``/memory``, ``/remember``,
 ``/forget``) and what the next eviction will take (``/preview``).
 
-Registered in ``commands.REGISTRY`` like every other command when this module is imported (the
-REPL imports it, next to ``commands``); each parses its argument, changes the conversation
-through its pure methods, and returns lines to show. Nothing changes when one raises ``CommandError``.
+Registered in ``commands.REGISTRY`` like every other command when this module is imported, which
+the registry does the first time it is read (so ``/memory`` is there whatever was imported first);
+each parses its argument, changes the conversation through its pure methods, and returns lines to
+show. Nothing changes when one raises ``CommandError``.
 """
 
 from __future__ import annotations
