@@ -16,7 +16,9 @@ into the record; text deltas to ``hooks.on_delta``; tool calls are approved by `
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from stateless_chat.chat.commit import Steps, baseline_tokens, commit
@@ -46,6 +48,7 @@ from stateless_chat.chat.values import (
 )
 from stateless_chat.core.cache import sent_from
 from stateless_chat.core.messages import ToolCalled, ToolStepsExhausted
+from stateless_chat.core.standing import standing
 from stateless_chat.errors import ContextLengthError, UsageError
 from stateless_chat.wire.exchange import exchange
 
@@ -77,14 +80,16 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
     say_break(plan.cache, told)
     steps = Steps(plan.base, list(plan.pending))
     learned, refused, last_sent = state.learned_budget, state.refused_budget, state.last_sent
+    warming = _Warming(text, hooks.on_delta) if settings.memory == "auto" else None
+    on_delta = warming or hooks.on_delta
     count = 0
     while True:
         try:
-            reply = exchange(backend, plan.request, hooks.on_delta, hooks.on_event)
+            reply = exchange(backend, plan.request, on_delta, hooks.on_event)
         except ContextLengthError as error:
             plan, refused, summarizer = replan_smaller(state, setup, plan, steps.base, tuple(steps.pending),
                                                        error, refused, on_event=told)
-            reply = exchange(backend, plan.request, hooks.on_delta, hooks.on_event)
+            reply = exchange(backend, plan.request, on_delta, hooks.on_event)
             learned = plan.budget  # learned only from a request that is answered
         except BaseException as error:
             _failed(steps, told, error, settings.model, hooks)
@@ -116,10 +121,40 @@ def run_turn(state: TurnState, text: str, *, setup: TurnSetup,
     if calls and count == settings.max_tool_steps:
         told(ToolStepsExhausted(count))
     after = replace(state, last_sent=last_sent, learned_budget=learned, refused_budget=refused)
+    if warming is not None:
+        warming.join()
     return commit(state, after, steps, plan, reply, told, model=settings.model, reserve=reserve,
                   spent=setup.summaries.take(), over_limit=bool(calls),
                   memory=settings.memory, memory_room=settings.memory_room(plan.budget), settings=settings,
                   seconds=time.monotonic() - started)
+
+
+class _Warming:
+    """``on_delta`` that, at the reply's first text, starts reading the user's ``text`` for standing
+    sentences on a thread: the rules' regexes compile on first use (tens of ms), which then happens
+    while the server is still sending, and the commit's detection (``Conversation.remember``) finds
+    them compiled instead of adding that time to the turn. ``join`` before the commit."""
+
+    def __init__(self, text: str, on_delta: Callable[[str], None]) -> None:
+        self.text = text
+        self.on_delta = on_delta
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, delta: str) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._read, name="standing-warm-up", daemon=True)
+            self.thread.start()
+        self.on_delta(delta)
+
+    def _read(self) -> None:
+        try:
+            standing(self.text)
+        except Exception:  # the commit reads it again, and raises what it raises there
+            pass
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 def _failed(steps: Steps, told: Told, error: BaseException, model: str, hooks: Hooks) -> None:

@@ -1,8 +1,9 @@
 """The openai implementation of the backend seam: one endpoint, one attempt per request.
 
-This is the only module that imports ``openai`` (lazily: the import costs ~0.5 s,
-and ``--dry-run`` or ``--help`` never need it). The SDK's own retries are off
-(``backend.Failover`` retries, so each retry can be shown as an event), and the body
+This is the only module that imports ``openai`` (lazily: the import costs ~0.4 s,
+and ``--dry-run`` or ``--help`` never need it; a streamed reply does not either: ``wire.direct``
+sends it as the SDK would, and only an error imports the SDK, to be the SDK's error). The SDK's
+own retries are off (``backend.Failover`` retries, so each retry can be shown as an event), and the body
 we built is sent as JSON bytes through the SDK's low-level ``post``: the SDK keeps
 doing HTTP, streaming (SSE) and errors, but does not walk the body again (its
 ``chat.completions.create`` spends ~137 µs a message re-validating it).
@@ -28,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -49,7 +49,7 @@ from stateless_chat.errors import (
     redact,
 )
 from stateless_chat.sanitize import public_url, strip_controls, url_password
-from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES
+from stateless_chat.wire import DEFAULT_MAX_REPLY_BYTES, direct
 from stateless_chat.wire.backend import Chunk, Reply, ignore, parse_chunk, parse_completion
 from stateless_chat.wire.failover import Failover
 from stateless_chat.wire.request import ChatRequest, Dialect
@@ -138,6 +138,7 @@ class OpenAIBackend:
             keep_secret(basic)
         keep_secret(api_key)
         self._client: openai.OpenAI | None = None
+        self._direct: direct.DirectClient | None = None  # a streamed request's client without the SDK
         self.dialect = Dialect()  # what this endpoint's server accepts, learned from its refusals
 
     @property
@@ -180,14 +181,18 @@ class OpenAIBackend:
         return self._post(self.dialect.body(request))
 
     def _post(self, body: Mapping[str, Any]) -> Reply:
-        import openai
-
         # An error being handled around this call (a request resent from an ``except`` block) is not
         # this request's: an error of the SDK here has it as its context, which must not be taken for
         # one of ours raised beneath the SDK.
         outer = sys.exc_info()[1]
         streamed = bool(body.get("stream"))
         content = json.dumps(body, ensure_ascii=False).encode()
+        # A streamed request goes without the SDK (``wire.direct``), until something has loaded it (an
+        # error, a request not streamed): from then on it sends them all, there being nothing to save.
+        if streamed and self._client is None and direct.usable():
+            return self._post_direct(body, content, outer)
+        import openai
+
         try:
             raw = self._sdk().post(
                 "/chat/completions", cast_to=object, content=content,
@@ -203,6 +208,29 @@ class OpenAIBackend:
             return Reply(body, public_url(self.endpoint), iter([chunk]), name=self.name)
         stream: openai.Stream[object] = raw  # type: ignore[assignment]
         kind = stream.response.headers.get("content-type", "")
+        if "json" not in kind and "event-stream" not in kind:
+            stream.close()
+            raise MalformedReply(f"{self.name} answered with {kind.split(';')[0] or 'no content type'}, "
+                                 f"not a stream of events: {_NOT_OPENAI}")
+        return Reply(body, public_url(self.endpoint), self._chunks(stream, outer), name=self.name,
+                     close=stream.close)
+
+    def _post_direct(self, body: Mapping[str, Any], content: bytes, outer: BaseException | None) -> Reply:
+        """``_post`` of a streamed request without the SDK (``wire.direct``): its errors are the SDK's."""
+        if self._direct is None:
+            from stateless_chat.wire.guard import Guard
+
+            self._direct = direct.DirectClient(self.endpoint, self._api_key or PLACEHOLDER_KEY,
+                                               timeout=self.timeout,
+                                               hook=Guard(self.endpoint, self.name, self.max_reply_bytes))
+        request = self._direct.request("/chat/completions", content, self._headers)
+        try:
+            response = self._direct.open(request)
+        except Exception as error:  # the SDK's error for it (its import paid only now), then ours
+            error = self._as_sdk_error(error)
+            raise self._translate(error, began=False, outer=outer) from error
+        stream = direct.DirectStream(response)
+        kind = response.headers.get("content-type", "")
         if "json" not in kind and "event-stream" not in kind:
             stream.close()
             raise MalformedReply(f"{self.name} answered with {kind.split(';')[0] or 'no content type'}, "
@@ -237,6 +265,7 @@ class OpenAIBackend:
         except Exception as error:  # GeneratorExit (the reader stopped early) is no Exception
             if watchdog.fired:
                 raise Stalled(f"{self.name} sent no token for {self.timeout:g} s ({_SLOW})") from error
+            error = self._as_sdk_error(error)
             raise self._translate(error, began=True, outer=outer) from error
         finally:
             watchdog.stop()
@@ -248,6 +277,9 @@ class OpenAIBackend:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
 
     # ---- errors ----------------------------------------------------------------
 
@@ -287,6 +319,25 @@ class OpenAIBackend:
             return MalformedReply(f"{host} sent a reply that is not valid JSON ({self._clean(str(raw))}): "
                                   f"{_NOT_OPENAI}")
         raise raw
+
+    def _as_sdk_error(self, raw: Exception) -> Exception:
+        """Return the SDK's error for what ``wire.direct`` raised (as ``openai._base_client`` and
+        ``openai.Stream`` make them, the network's error as its cause); any other error as it is."""
+        if not isinstance(raw, (direct.EventError, direct.StatusError, direct.NetworkError)):
+            return raw
+        import openai
+
+        if isinstance(raw, direct.EventError):
+            return openai.APIError(raw.message, raw.request, body=raw.body)
+        if isinstance(raw, direct.StatusError):
+            refusal: Exception = self._sdk()._make_status_error_from_response(raw.response)
+            return refusal
+        if not isinstance(raw, direct.NetworkError):
+            return raw
+        wrapped = openai.APITimeoutError(request=raw.request) if raw.timeout \
+            else openai.APIConnectionError(request=raw.request)
+        wrapped.__cause__ = raw.error
+        return wrapped
 
     def _status_error(self, raw: Any) -> ServerError:
         host = self.name
@@ -419,6 +470,7 @@ def _context_numbers(error: Any, message: str) -> tuple[int | None, int | None]:
 
 def _retry_after(error: Any) -> float | None:
     import math
+    from email.utils import parsedate_to_datetime
 
     headers = getattr(getattr(error, "response", None), "headers", None)
     value = headers.get("retry-after") if headers is not None else None
