@@ -4,8 +4,10 @@ The detector (``stateless_chat.standing``) is measured on ``bench/standing_set.p
 in the order the rounds were written: precision and recall as the rules are now, beside the figure
 each round got when it was first measured (before any rule was changed for it; the development
 third was the one the rules were written on). The fifth round's misses were fixed in issue 20's second
-pass; the sixth round was written before that pass changed any rule, measured once after it, and never
-used to change a rule: its first figure is what unseen sentences get.
+pass; the sixth round was written before that pass changed any rule and measured once after it; its
+misses and false keeps were fixed in the third pass; the seventh round was written before the third
+pass changed any rule, measured once after it, and never used to change a rule: its first figure is
+what unseen sentences get.
 
 Speed is CPU time per message (best of several passes): the user messages of the scripted chat,
 and the set's sentences one by one.
@@ -32,6 +34,7 @@ FIRST_MEASURED: dict[str, tuple[float, float]] = {
     "fourth round": (0.968, 0.750),
     "fifth round": (0.963, 0.867),
     "sixth round": (0.900, 0.545),
+    "seventh round": (0.917, 0.595),
 }
 
 

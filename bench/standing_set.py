@@ -584,8 +584,8 @@ FIFTH_NOT_STANDING: tuple[Item, ...] = (
 
 # A sixth round, written for issue 20's second pass BEFORE any rule was changed for it (the rules were
 # then improved on rounds 1-5 only, round 5's misses included) and measured once, as written, after
-# those changes (0.900 / 0.545); no rule was changed after it: its figure is what sentences the rules
-# never saw get. Hard negatives on purpose:
+# those changes (0.900 / 0.545); its misses and false keeps were fixed in the third pass, by general
+# rules. Hard negatives on purpose:
 # questions with the same words, one-offs, retractions, the past, hypotheticals, other people's
 # preferences and quoted speech.
 SIXTH_STANDING: tuple[Item, ...] = (
@@ -662,6 +662,95 @@ SIXTH_NOT_STANDING: tuple[Item, ...] = (
 )
 
 
+# A seventh round, written for issue 20's third pass BEFORE any rule was changed for it (the rules were
+# then improved on rounds 1-6 only, round 6's misses and false keeps included) and measured once, as
+# written, after those changes (0.917 / 0.595); no rule was changed after it: its figure is what
+# sentences the rules never saw get. New everyday phrasings unlike the earlier
+# rounds': terse ones with no verb, preferences stated as constraints, facts about the user's people,
+# place and things, limits of their environment; and hard negatives of every kind.
+SEVENTH_STANDING: tuple[Item, ...] = (
+    ("Metric only.", "requirement"),
+    ("No emojis, ever.", "requirement"),
+    ("Answers under 80 words, please.", "requirement"),
+    ("Formal tone throughout.", "requirement"),
+    ("I'm allergic to penicillin.", "fact"),
+    ("Our office is in Rotterdam.", "fact"),
+    ("My son is 9.", "fact"),
+    ("We can't use any cloud services.", "fact"),
+    ("The work laptop has only 16 GB of memory.", "fact"),
+    ("Celsius, always.", "requirement"),
+    ("Short paragraphs, no walls of text.", "requirement"),
+    ("British spelling throughout, please.", "requirement"),
+    ("Only open-source tools, please.", "requirement"),
+    ("I'm a wheelchair user.", "fact"),
+    ("My mother lives with us.", "fact"),
+    ("We have two cats and a rabbit.", "fact"),
+    ("Our budget for the renovation is 20,000 euros.", "fact"),
+    ("I drive a 2012 Honda Civic.", "fact"),
+    ("We're not allowed to install anything without IT approval.", "fact"),
+    ("Our servers are air-gapped.", "fact"),
+    ("Port 22 is blocked at my office.", "fact"),
+    ("I'm a nurse on rotating shifts.", "fact"),
+    ("Keep the tone warm but professional.", "requirement"),
+    ("Please don't recommend apps that cost money.", "requirement"),
+    ("Assume I'm a beginner unless I say otherwise.", "requirement"),
+    ("Code in Rust unless I ask for something else.", "requirement"),
+    ("When in doubt, ask me first.", "requirement"),
+    ("I go by Alex.", "requirement"),
+    ("I'm Muslim, so no pork or alcohol in recipes.", "fact"),
+    ("I'm teetotal.", "fact"),
+    ("No small talk, just answers.", "requirement"),
+    ("Dates in day-month-year order.", "requirement"),
+    ("Our fiscal year ends in March.", "fact"),
+    ("The kids' bedtime is 7:30.", "fact"),
+    ("We rent a flat in Lyon.", "fact"),
+    ("Give me sources for any health claims.", "requirement"),
+    ("My team is fully remote, spread across Asia.", "fact"),
+)
+
+SEVENTH_NOT_STANDING: tuple[Item, ...] = (
+    ("Metric or imperial, which is more accurate?", "question"),
+    ("Are emojis ever OK in a cover letter?", "question"),
+    ("Just this once, go over 100 words.", "one-off"),
+    ("Keep it formal in this letter to the bank.", "one-off"),
+    ("Is a penicillin allergy common?", "question"),
+    ("Our office was in Rotterdam before the move.", "past"),
+    ("My son was 9 when we moved here.", "past"),
+    ("What if we couldn't use cloud services?", "hypothetical"),
+    ("My friend's laptop has 8 GB and it's fine.", "other"),
+    ("Scrap the word limit I gave you.", "retraction"),
+    ("Actually, emojis are fine again.", "retraction"),
+    ("I no longer need the answers in French.", "retraction"),
+    ("My sister prefers everything in metric.", "other"),
+    ("Her kids are 5 and 8.", "other"),
+    ("If I were vegan, what would I eat for protein?", "hypothetical"),
+    ("Imagine I only had 4 GB of RAM.", "hypothetical"),
+    ("My boss keeps saying \"no emojis, ever\".", "quoted"),
+    ("The recipe says \"always use cold butter\".", "quoted"),
+    ("She told me to never trust a benchmark.", "reported"),
+    ("For this reply only, skip the intro.", "one-off"),
+    ("Short answer this time.", "one-off"),
+    ("Bullet points for this one, please.", "one-off"),
+    ("Can you rewrite this in British spelling?", "one-off"),
+    ("In this email, call me Alex.", "one-off"),
+    ("Formal or casual for a thank-you note?", "question"),
+    ("I drove a Civic back in college.", "past"),
+    ("We had two cats when I was little.", "past"),
+    ("I was a nurse before switching to IT.", "past"),
+    ("I prefer the second draft you wrote.", "chat"),
+    ("I'd like the answer in a table.", "one-off"),
+    ("Don't mention pricing in the summary you're writing now.", "one-off"),
+    ("Always? Even on weekends?", "question"),
+    ("I'm in a hurry today.", "chat"),
+    ("We're at the airport right now.", "chat"),
+    ("Our office is so cold today.", "chat"),
+    ("That was perfect, thank you.", "chat"),
+    ("Should I always use type hints?", "question"),
+    ("How do I get my team to stop using emojis?", "question"),
+    ("My son asked why the sky is blue.", "past"),
+)
+
+
 def held_out(position: int) -> bool:
     """Return whether the item at ``position`` of its list is in the held-out third (2, 5, 8, ...)."""
     return position % 3 == 2
@@ -683,6 +772,7 @@ ROUNDS: tuple[tuple[str, tuple[Item, ...], tuple[Item, ...]], ...] = (
     ("fourth round", FOURTH_STANDING, FOURTH_NOT_STANDING),
     ("fifth round", FIFTH_STANDING, FIFTH_NOT_STANDING),
     ("sixth round", SIXTH_STANDING, SIXTH_NOT_STANDING),
+    ("seventh round", SEVENTH_STANDING, SEVENTH_NOT_STANDING),
 )
 ALL_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[1] for r in ROUNDS)
 ALL_NOT_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[2] for r in ROUNDS)

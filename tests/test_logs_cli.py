@@ -382,3 +382,119 @@ def test_replay_with_the_logged_settings_gives_back_the_logged_run(server: FakeS
     assert unpriced.returncode == 0 and b"note: no price for no-such-model" in unpriced.stdout
     bad = run_cli("logs", "replay", row["id"], "--policy", "sometimes")
     assert bad.returncode == 2 and bad.stderr.count(b"\n") == 1
+
+
+def test_replay_sends_a_tool_loop_again_step_by_step(server: FakeServer, tools: Any) -> None:
+    """A turn that ran a tool loop is replayed step by step with its logged replies and tool results: with
+    the settings it ran with, as many requests a turn as were logged, carrying the logged messages; with
+    a smaller budget, turns are evicted inside the loop. No model is called and no tool runs."""
+    from stateless_chat.store.replay import lines, replay
+    from tests.support import calling
+
+    looping = calling((("add", '{"a": 2, "b": 3}'),), (("add", '{"a": 5, "b": 1}'),))
+
+    def replier(body: dict[str, Any]) -> Any:
+        asked = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        return looping(body) if asked.startswith("add") else f"echo: {asked}"
+
+    server.replier = replier
+    session = make_session(server, budget=700, max_tokens=100, model="gpt-4o", evict_to=0.5)
+    session.tools = tools
+    session.hooks = replace(session.hooks, approve=lambda call, spec: True)
+    log = attach_journal(session, log_path())
+    prompts = [f"turn {n} about rivers and mountains " * 6 for n in range(1, 9)]
+    prompts[3] = prompts[6] = "add two and three, then five and one"
+    for prompt in prompts:
+        session.send(prompt)
+    calls = len(server.requests)
+    cid = log.cid or ""
+    with LogStore.open(log_path()) as store:
+        logged = {t.turn: [json.loads(b) for b in store.bodies(cid, t.turn)] for t in store.turns(cid)}
+        assert [len(bodies) for bodies in logged.values()] == [1, 1, 1, 3, 1, 1, 3, 1]
+        settings = session.settings
+        same = replay(store, cid, settings, policy="drop-oldest", budget=700, evict_to=0.5)
+        smaller = replay(store, cid, settings, policy="drop-oldest", budget=600, evict_to=1.0)
+    assert len(server.requests) == calls  # no model was called
+
+    for turn in same.turns:  # the same context model: the very messages that were sent, step by step
+        assert [list(step.messages) for step in turn.steps] == [b["messages"] for b in logged[turn.turn]]
+        assert turn.logged_steps == len(turn.steps)
+    looped = same.turns[3]
+    assert [step.messages[-1]["role"] for step in looped.steps] == ["user", "tool", "tool"]
+    assert looped.steps[2].messages[-1]["content"] == "6"  # the logged result: the tool did not run again
+    assert same.requests == same.logged_requests == 12
+    assert any(step.evicted for t in same.turns for step in t.steps)
+    shown = json.loads(run_cli("logs", "show", cid, "--json").stdout)
+    stats = [t["stats"] for t in shown["turns"]]
+    assert [t.prompt_tokens for t in same.turns] == [s["estimated_prompt_tokens"] for s in stats]
+    assert [bool(t.evicted) for t in same.turns] == [s["evictions"] > 0 for s in stats]
+    assert [t.cache_break is not None for t in same.turns] == [s["cache_break"] is not None for s in stats]
+    # the turn's bill is summed over its steps: the earlier steps are sent besides the last request
+    for t, s in zip(same.turns, stats, strict=True):
+        assert t.summary_prompt_tokens == sum(step.prompt_tokens for step in t.steps[:-1])
+        assert t.logged_summary_prompt_tokens == s["summary_prompt_tokens"]
+    assert same.sent == sum(step.prompt_tokens for t in same.turns for step in t.steps)
+
+    # A smaller budget, evicting only to fit: each step of a loop evicts again (the loop's own messages
+    # are never evicted within it), and every step's request fits.
+    assert [len(t.steps) for t in smaller.turns] == [len(b) for b in logged.values()]
+    inside = [step for t in smaller.turns for step in t.steps[1:] if step.evicted]
+    assert inside and not any(step.over_budget for t in smaller.turns for step in t.steps)
+    for step in inside:
+        assert [m["role"] for m in step.messages[1 - 2 * step.step:]] == ["user"] + ["assistant", "tool"] * (
+            step.step - 1)
+    assert smaller.cost is not None and smaller.paid == same.paid  # what was paid is the log's
+    text = lines(smaller)
+    step_line = (r"      step [23]: prompt [\d,]+, cached [\d,]+, \d+ messages, evicted #\d+(-#\d+)?, "
+                 r"summarized -, cache break .+")
+    assert any(re.fullmatch(step_line, line) for line in text), text
+
+    printed = run_cli("logs", "replay", cid, "--policy", "drop-oldest", "--budget", "600",
+                      "--evict-to", "1.0")
+    assert printed.returncode == 0
+    out = printed.stdout.decode().splitlines()
+    assert out[0].startswith(f"replay of {cid} (8 turns, 12 requests against 12 logged)")
+    assert [line.split(":")[0].strip() for line in out if line.startswith("      step")] == [
+        "step 1", "step 2", "step 3"] * 2
+    assert "note: 2 turn(s) ran a tool loop: each step sent again with its logged reply and tool results" \
+        " (no tool was run)" in out
+    as_json = json.loads(run_cli("logs", "replay", cid, "--policy", "drop-oldest", "--budget", "600",
+                                 "--evict-to", "1.0", "--json").stdout)
+    assert [len(t["steps"]) for t in as_json["turns"]] == [1, 1, 1, 3, 1, 1, 3, 1]
+    assert as_json["requests"] == as_json["logged_requests"] == 12
+    assert len(server.requests) == calls
+
+
+def test_a_logged_turn_is_answered_with_its_own_steps_results_and_tools() -> None:
+    """What a replayed turn is answered with comes from its logged messages after its question, up to
+    another exchange of the same turn (one /retry replaced): the steps' messages and calls, the results
+    in order, the reply's own calls (a loop stopped at its step limit), the first request's tools."""
+    from stateless_chat.store.replay import logged_turn
+
+    def call(ident: str, args: str) -> dict[str, Any]:
+        return {"id": ident, "type": "function", "function": {"name": "add", "arguments": args}}
+
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+    messages = [
+        {"id": 1, "role": "user", "kind": "turn", "content": "add"},
+        {"id": 2, "role": "assistant", "content": "Let me check.", "tokens": 9,
+         "tool_calls": [call("c0", '{"a": 2, "b": 3}')]},
+        {"id": 3, "role": "tool", "tool_call_id": "c0", "content": "5"},
+        {"id": 4, "role": "user", "kind": "turn", "content": [
+            {"type": "text", "text": "[The images the tool calls above returned (calc.add: 1 image)]"}]},
+        {"id": 5, "role": "assistant", "content": None, "tokens": 7, "tool_calls": [call("c1", "{}")]},
+        {"id": 6, "role": "tool", "tool_call_id": "c1", "content": "6"},
+        {"id": 7, "role": "assistant", "content": "", "tokens": 4, "tool_calls": [call("c2", "{}")]},
+        {"id": 8, "role": "tool", "tool_call_id": "c2", "content": "not run: the tool step limit"},
+        {"id": 9, "role": "user", "kind": "turn", "content": "add, again"},  # a /retry of the turn
+        {"id": 10, "role": "assistant", "content": "echo"},
+    ]
+    loop = logged_turn(messages, 1, [{"model": "m", "tools": tools}, {"model": "m", "tools": []}])
+    assert [(s.text, [c.id for c in s.tool_calls]) for s in loop.steps] == [("Let me check.", ["c0"]),
+                                                                            ("", ["c1"])]
+    assert loop.steps[0].tool_calls[0].arguments == '{"a": 2, "b": 3}'
+    assert [c.id for c in loop.final_calls] == ["c2"] and loop.step_completion == 16
+    assert loop.results == ("5", "6", "not run: the tool step limit") and loop.images
+    assert loop.offered == tuple(tools)
+    retried = logged_turn(messages, 9, [])
+    assert retried.steps == () and retried.final_calls == () and retried.offered == () and not retried.images

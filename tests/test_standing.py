@@ -106,7 +106,7 @@ def test_a_paste_is_read_only_at_its_ends() -> None:
     # wishes, and how to refer to the user
     ('I\'d appreciate it if you never used the word "simply".', "asked of the assistant"),
     ("I'd appreciate it if you didn't use emoji.", "asked of the assistant"),
-    ("I like it when you keep answers short.", "preference"),
+    ("I like it when you keep answers short.", "asked of the assistant"),
     ('Please use "they" for me.', "what to call the user"),
     ("Use my first name when you write to me.", "what to call the user"),
 ])
@@ -128,6 +128,59 @@ def test_the_second_pass_rules_keep(sentence: str, rule: str) -> None:
     "Stop asking.", "We ban that word in this essay.",
 ])
 def test_the_second_pass_rules_refuse(sentence: str) -> None:
+    assert not verdict(sentence).standing
+
+
+@pytest.mark.parametrize(("sentence", "rule"), [
+    # a rule without a verb: "X only", "<answers, prices, code ...> in / as / with / without X"
+    ("Metric units only, please.", "terse rule"),
+    ("Vegetarian recipes only.", "terse rule"),
+    ("Prices in pounds sterling, please.", "terse rule"),
+    ("Code without comments, please.", "terse rule"),
+    # "keep X <how>": a manner, whatever the word for it
+    ("Please keep the humour to a minimum.", "manner"),
+    ("Whatever you suggest, keep it vegetarian-friendly.", "manner"),
+    ("Keep suggestions within walking distance of Shoreditch, that's where I live.", "manner"),
+    ("Keep the tone neutral.", "manner"),
+    # "X, never Y": one kind over another
+    ("Answer me in plain text, never Markdown.", "preference"),
+    # what others call the user
+    ("Everyone calls me Jo, and so should you.", "what to call the user"),
+    ("My friends call me Bea.", "what to call the user"),
+    # what the user's organisation, people and things do as a rule
+    ("My company blocks YouTube.", "fact about their world"),
+    ("Our team writes everything in Go.", "fact about their world"),
+    ("Our company pays for lunch.", "fact about their world"),
+    ("Our office is closed on Fridays.", "fact about their world"),
+    ("My gym is closed on Sundays.", "fact about their world"),
+    ("Our Wi-Fi is really unreliable out here, so prefer offline solutions.", "fact about their world"),
+    ("Production at my job runs on Ubuntu 20.04.", "fact about their world"),
+    ("The house we rent has a gas stove.", "fact about their world"),
+    ("English isn't my first language, so simple words help.", "fact about their world"),
+    ("I'm on a low-sodium diet.", "fact about the user"),
+    ("I'm on insulin.", "fact about the user"),
+])
+def test_the_third_pass_rules_keep(sentence: str, rule: str) -> None:
+    found = verdict(sentence)
+    assert found.standing and found.rule == rule
+
+
+@pytest.mark.parametrize("sentence", [
+    # a verbless clause with a subject, a verb or a one-off word is not a terse rule
+    "One question only.", "Prices in Tokyo are crazy.", "This one only.", "Answers in this thread, please.",
+    # keep without a manner, or about what is on the table
+    "Keep the change.", "Keep it up!", "Keep this explanation brief.", "Keep it brief in your next reply.",
+    "Keep them short this time.",
+    # what is on the table: "the X you gave / you're drafting"
+    "I prefer the Django option you gave.", "I prefer the option you gave.", "I prefer the second one.",
+    "Don't use Markdown in the email you're drafting.", "Don't use tables in the report you're writing.",
+    # others calling, writing; a state of the moment
+    "My brother calls me every day.", "Everyone calls me back eventually.", "She writes that she's fine.",
+    "My brother wrote me a letter.", "Our build is failing again.", "Our shop is closed today.",
+    "My gym is closed.", "I'm on a diet today.", "Our Wi-Fi is down out here.",
+    "Thanks, never mind.", "Her company blocks YouTube.",
+])
+def test_the_third_pass_rules_refuse(sentence: str) -> None:
     assert not verdict(sentence).standing
 
 
@@ -172,14 +225,23 @@ def test_the_fifth_round_the_second_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
+def test_the_sixth_round_the_third_pass_was_fixed_for() -> None:
+    """The sixth round (0.900 / 0.545 as first measured) was fixed in issue 20's third pass by general
+    rules: terse rules, "keep X <how>", "X, never Y", what others call the user, what the user's
+    organisation does as a rule, what recurs, the thing on the table ("the option you gave")."""
+    missed = [s for s, _ in standing_set.SIXTH_STANDING if not standing(s)]
+    kept = [s for s, _ in standing_set.SIXTH_NOT_STANDING if standing(s)]
+    assert missed == [] and kept == []
+
+
 def test_the_last_round_as_first_measured() -> None:
-    """The sixth round was written before the second pass changed any rule and no rule was changed
+    """The seventh round was written before the third pass changed any rule and no rule was changed
     after it was measured: its figures are what new sentences get (docs/benchmarks.md quotes them,
-    0.900 / 0.545, under the goal); they must not get worse."""
-    positives = [s for s, _ in standing_set.SIXTH_STANDING]
-    negatives = [s for s, _ in standing_set.SIXTH_NOT_STANDING]
+    0.917 / 0.595, under the goal); they must not get worse."""
+    positives = [s for s, _ in standing_set.SEVENTH_STANDING]
+    negatives = [s for s, _ in standing_set.SEVENTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)
-    assert precision >= 0.9 and recall >= 0.54
+    assert precision >= 0.916 and recall >= 0.594
 
 
 def test_the_whole_set_meets_the_goal() -> None:

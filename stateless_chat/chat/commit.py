@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from stateless_chat.chat.summarizer import Spent
-from stateless_chat.chat.values import Plan, Told, TurnOutcome, TurnRecord, TurnState
+from stateless_chat.chat.values import Plan, StepCost, Told, TurnOutcome, TurnRecord, TurnState
 from stateless_chat.core.cache import Prediction
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.ledger import TurnStats
@@ -47,6 +47,7 @@ class Steps:
     completion: int = 0
     estimated: int = 0  # the earlier steps' prompt tokens by our count
     cache_break: str | None = None
+    costs: list[StepCost] = field(default_factory=list)  # each answered tool-step request, by our count
 
     @property
     def number(self) -> int:
@@ -67,6 +68,7 @@ class Steps:
         self.completion += (usage.completion_tokens if usage else None) or 0
         self.events += plan.fit.events
         self.cache_break = self.cache_break or plan.cache.cause
+        self.costs.append(StepCost(estimated, plan.cache.shared, plan.cache.cause))
 
 
 def baseline_tokens(conversation: Conversation, pending: Sequence[Entry],
@@ -148,7 +150,8 @@ def commit(before: TurnState, after: TurnState, steps: Steps, plan: Plan, reply:
     state = replace(after, conversation=conversation, ledger=after.ledger.add(stats),
                     said=frozenset(told.said))
     record = TurnRecord(steps.number, (*steps.requests[:-1], reply.body), reply, stats, tuple(told.events),
-                        state.conversation, model, steps.base.retrieved, state.ledger, settings, seconds)
+                        state.conversation, model, steps.base.retrieved, state.ledger, settings, seconds,
+                        (*steps.costs, StepCost(estimated, cache.shared, cache.cause)))
     return TurnOutcome(state, reply, record)
 
 

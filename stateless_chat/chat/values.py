@@ -142,6 +142,16 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class StepCost:
+    """One request of a turn by the client's own count: its prompt tokens, what of them the cache model
+    predicts the server reads again, and why the cache broke before it (None: it did not)."""
+
+    prompt: int
+    cached: int
+    cache_break: str | None = None
+
+
+@dataclass(frozen=True)
 class TurnRecord:
     """One completed turn, as the log stores it.
 
@@ -149,7 +159,8 @@ class TurnRecord:
     in order (its tool steps, then the final one, which ``reply`` answers); ``events`` are the
     events it emitted; ``conversation`` and ``ledger`` are the conversation and the accounting
     after the turn; ``model`` the model it was sent to; ``settings`` those it ran with;
-    ``seconds`` the time from its start to the end of its reply.
+    ``seconds`` the time from its start to the end of its reply; ``costs`` each request's own count,
+    in the order of ``requests``.
     """
 
     turn: int
@@ -163,6 +174,7 @@ class TurnRecord:
     ledger: Ledger | None = None
     settings: Settings | None = None
     seconds: float = 0.0
+    costs: tuple[StepCost, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,5 +223,5 @@ class Told:
             self(event)
 
 
-__all__ = ["FailedTurn", "Hooks", "Plan", "Recaller", "Told", "Toolbox", "TurnOutcome", "TurnRecord",
-           "TurnSetup", "TurnState"]
+__all__ = ["FailedTurn", "Hooks", "Plan", "Recaller", "StepCost", "Told", "Toolbox", "TurnOutcome",
+           "TurnRecord", "TurnSetup", "TurnState"]

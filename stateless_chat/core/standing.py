@@ -10,13 +10,15 @@ standing`` measures it, and its precision and recall on a labelled set, ``bench/
 Precision matters as much as recall, so a sentence is first refused when it is
 - a question ("is it always colder before dawn?"), unless it politely asks for a rule from now on
   ("could you always include the sources?"; "would you never ...?" asks for an opinion);
-- a one-off request ("just for this answer ...", "this time ...", "for now ...", "the next reply"),
-  or about the moment ("today", "right now", "at the moment", "in ten minutes");
+- a one-off request ("just for this answer ...", "this time ...", "for now ...", "the next reply",
+  "your next answer"), about the moment ("today", "right now", "at the moment", "in ten minutes"),
+  or about what is on the table ("in the email you're drafting", "the option you gave");
 - a retraction ("never mind ...", "forget what I said ...", "you don't have to ... anymore");
 - about the past ("I used to ...", "last year ...", "when I was ...", a verb in the past tense
   after I, we, my ... or our ...; "I was born in ..." is the one past that stands);
 - a hypothetical ("if I were ...", "suppose ...", "imagine ...", "what if ...");
-- reported speech ("my friend says you should never ...") or an opinion ("I think ...");
+- reported speech ("my friend says you should never ...", "she writes that ...": "our team writes
+  everything in Go" is not reported) or an opinion ("I think ...");
   words in quotation marks are a mention, never a use: they are read as one placeholder word.
 
 Then it is standing when one of these holds:
@@ -30,12 +32,18 @@ Then it is standing when one of these holds:
   mention, assume ...), so that "always look on the bright side" is not one;
 - *a rule for every one of a kind*: "every function must have a docstring", "all code should ...";
 - *a prohibition, a manner, a choice of kind*: "please don't use the Oxford comma", "no tables please",
-  "stick to plain English", "keep using ...", "be blunt with me", "use kilometres, not miles";
+  "stick to plain English", "keep using ...", "be blunt with me", "use kilometres, not miles",
+  "answer in plain text, never Markdown"; "keep X <how>": "keep the humour to a minimum", "keep it
+  vegetarian-friendly", "keep suggestions within walking distance" (not "keep this one brief");
+- *a rule without a verb*: "X only" ("metric units only"), or answers, prices, code ... "in / as /
+  with / without X" ("prices in pounds sterling", "code without comments"), when the clause has no
+  subject or verb of its own ("prices in Tokyo are crazy" is not one);
 - *a preference*: "I prefer / I'd rather / I like / I hate / I don't like" something in general
   (not "I prefer the second option", "I like your idea", "I love this answer");
 - *a wish addressed to the assistant*: "I'd like you to ...", "I'd appreciate it if you never used ..."
   (the past of a wish read as the verb it stands for);
-- *what to call the user*: "call me Sam", "address me as ...", "my name is ...", 'use "they" for me';
+- *what to call the user*: "call me Sam", "address me as ...", "my name is ...", 'use "they" for me',
+  "everyone calls me Jo" (not "my brother calls me every day");
 - *a fact about the user*: "I'm allergic / vegetarian / left-handed / 34 years old / based in ...",
   "I'm a nurse", "I work at / live in / teach / speak / drive / own ...", "I usually / never ...",
   "I have two cats" (not "a question", "a meeting"), "I can't eat ...", "I don't drink ...";
@@ -45,9 +53,11 @@ Then it is standing when one of these holds:
   see the image", "I can't hear you"); house rules, "we don't allow ...", "we only accept ...";
   a setting first is read past: "at work we use Jira", "in our team we ...";
 - *a fact about their world*: "my X / our X is, has, runs, uses, lives, works, allows, requires,
-  doesn't ..." (not when it is broken, busy, doing something right now, or points at what is on the
-  table: "my boss doesn't like it"), "we use / run / deploy / sell / are a ...",
-  "English is my second language", "the company I work for is ...";
+  blocks, writes, pays, follows, doesn't ..." (not when it is broken, busy, doing something right
+  now, or points at what is on the table: "my boss doesn't like it"; what recurs is how things are:
+  "our office is closed on Fridays"), "we use / run / deploy / sell / are a ...", "English isn't my
+  first language", "the company I work for is ...", "the house we rent has ...", "production at my
+  job runs on ..." (read as "my production runs on ...");
 - *asked to keep*: "remember that ...", "keep in mind ...", "for context, ...", "FYI ...",
   followed by something about the user or an instruction.
 
@@ -274,7 +284,12 @@ _ONE_OFF = _Gated(r"\b(?:" + _words(_ONE_OFF_WORDS) + r")\b"
     r"|\b(?:in|for|on|with)\s+(?:this|that|these|those)\s+(?!chat\b|conversation\b|thread\b|session\b|project\b"
     r"|repo\b|repository\b|codebase\b|team\b|company\b)[\w-]+"
     r"|\bin\s+(?:a\s+few|\d+|two|three|five|ten|fifteen|twenty|thirty)\s+(?:minutes?|hours?|seconds?)\b"
-    r"|\bhere\s*[.!]*$", _starts(_ONE_OFF_WORDS) | {"in", "for", "on", "with", "here"})
+    r"|\bhere\s*[.!]*$|\byour\s+next\s+(?:answer|reply|response|message|one|snippet|paragraph|email|draft"
+    r"|version|example|attempt)\b"
+    r"|\b(?:in|for|on|with|to|from|of|into)\s+the\s+(?:[\w-]+\s+){1,3}(?:(?:that|which)\s+)?(?:you|we)"
+    r"\s+(?:are\s+|were\s+|just\s+)?(?:\w+ing|gave|wrote|made|sent|suggested|showed|proposed|drafted"
+    r"|started|mentioned|posted|shared)\b",
+    _starts(_ONE_OFF_WORDS) | {"in", "for", "on", "with", "here", "to", "from", "of", "into", "your"})
 _PAST_WORDS = """used to | use to | when i was | when we were | back then | back in | back when
     | last year | last month | last week | last summer | last winter | last spring | last autumn | last fall
     | last night | last time | yesterday | years ago | months ago | weeks ago | days ago | a while ago
@@ -295,8 +310,10 @@ _PAST_VERBS = frozenset("""was were had did went took ate ran drove said told ma
     always-was""".split())
 _NOT_PAST_ED = frozenset("need needed feed seed speed bleed breed proceed succeed exceed embed shed shred "
                          "bed red wed indeed".split())
-_REPORTED = _Gated(r"\b(?:says|said|say\s+that|tells\s+me|told\s+me|told\s+us|claims?|claimed|wrote|writes"
-                   r"|according\s+to|thinks|heard\s+that|read\s+that|swears)\b",
+_REPORTED = _Gated(r"\b(?:says|said|say\s+that|tells\s+me|told\s+me|told\s+us|claims?|claimed"
+                   r"|according\s+to|thinks|heard\s+that|read\s+that|swears)\b"
+                   r"|\b(?:wrote|writes)\s+(?:that|x|me|to\s+me|back|somewhere|in\s+(?:his|her|their)"
+                   r"|on\s+(?:his|her|their))\b|\b(?:wrote|writes)\s*[:.!]*$",
                    "says said say tells told claim claims claimed wrote writes according thinks heard read "
                    "swears".split())
 _OPINION = _rx(r"^(?:i\s+(?:think|guess|suppose|believe|feel\s+like|bet|wonder|doubt|reckon)"
@@ -385,10 +402,14 @@ _PROHIBITION = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not|never)\s+(?:" + _ANSWER_V
 _MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)"
               r"|keep\s+(?:using|writing|answering|replying|giving|it\s+(?:short|brief|simple|concise|formal|casual))|continue\s+(?:to|using)|be\s+\w+\s+with\s+me"
               r"|talk\s+to\s+me\s+(?:like|as)|treat\s+me\s+(?:like|as)|speak\s+to\s+me\s+(?:like|as|in))\b"
-              r"|\bwith\s+me\s*[.!]?$")
+              r"|\bwith\s+me\s*[.!]?$"
+              r"|^(?:please\s+)?keep\s+(?:it|things|everything|(?:the|your|all|any)\s+[\w-]+|(?!this\b|its\b)[\w-]+s)\s+(?:\w+\s+)?"
+              r"(?:to\s+an?\s+(?:minimum|maximum)|to\s+the\s+point|within|under|below|short|brief|simple|concise"
+              r"|light|plain|clean|neutral|friendly|polite|professional|formal|casual|serious|factual|tight"
+              r"|low|basic|practical|realistic|positive|honest|[\w]+-(?:friendly|free|safe|only|level))\b")
 # "X, not Y", "X rather than Y", "X instead of Y": a choice of one kind over another.
-_CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?not|\brather\s+than|\binstead\s+of)\s+"
-                   r"(?!the\b|this\b|that\b|it\b|here\b)\w", ("not", "rather", "instead"))
+_CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?(?:not|never)|\brather\s+than|\binstead\s+of)\s+"
+                   r"(?!the\b|this\b|that\b|it\b|here\b|mind\b)\w", ("not", "never", "rather", "instead"))
 # "I'd really like you to stop ...", "I want you to ...": what follows is an imperative to the assistant.
 _ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like|would\s+like"
                   r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|would\s+appreciate\s+it\s+if"
@@ -398,6 +419,22 @@ _ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(
 _SUBJUNCTIVE = dict(pair.split(":") for pair in """gave:give wrote:write kept:keep told:tell said:say
     made:make left:leave began:begin spoke:speak stuck:stick led:lead went:go did:do put:put ran:run took:take
     sent:send""".split())
+# "everyone calls me Jo (and so should you)": what to call the user, said of others.
+_THEY_CALL_ME = _rx(r"^(?:everyone|everybody|people|most\s+people|friends|colleagues"
+                    r"|(?:all\s+)?my\s+(?:friends|family|colleagues|coworkers|co-workers|team|students|kids|patients|clients))\s+calls?\s+me"
+                    r"\s+(?!back\b|every\b|at\b|on\b|in\b|about\b|when\b|whenever\b|later\b|up\b|out\b|a\b|an\b"
+                    r"|often\b|daily\b|sometimes\b|all\b|again\b|to\b|for\b|if\b|after\b|before\b)\S",
+                    first="everyone everybody people most friends colleagues all my")
+# A rule said without a verb: "metric units only", "prices in pounds sterling", "code without comments".
+# Only when the clause has no subject or verb of its own ("prices are high in winter" is not one).
+_VERBLESS = frozenset("""i we you he she it they this that these those there here is are was were am be been
+    do does did have has had can could would should will may might must not what why how which who when
+    where me one once question questions thing things time kidding joking""".split())
+_TERSE_ONLY = _rx(r"^(?:[\w-]+\s+){0,3}[\w-]+\s+only$")
+_TERSE_KIND = _rx(r"^(?:[\w-]+\s+)?(?:" + _OUTPUT_NOUNS + r")\s+(?:in|as|without|with)\s+(?:[\w-]+\s*){1,4}$")
+_MINE = frozenset(("my", "our"))
+_AT_MINE = _rx(r"^(?:the\s+)?((?:[\w-]+\s+)?[\w-]+)\s+(?:at|in|for|of)\s+(?:my|our)\s+"
+               r"(?:job|work|company|team|office|workplace|school|org|organi[sz]ation|house|home|flat|building|lab|shop|firm)\s+(?=\w)")
 # "every function must have a docstring": a rule for every one of a kind.
 _EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
                   r"|have\s+to|shall|ought\s+to)\b", first="all every each")
@@ -416,7 +453,11 @@ _PREFERENCE = _rx(r"^(?:i|we)(?:\s+|(?='))(?:really\s+|strongly\s+|much\s+|gener
                   r"|'m\s+not\s+a\s+fan\s+of|am\s+not\s+a\s+fan\s+of|am\s+(?:really\s+|not\s+)?into"
                   r"|am\s+(?:not\s+)?keen\s+on)\s+(.*)$", first="i i'd i've we we'd we've")
 # What a preference may not be about: a choice among what is on the table, or a reaction to it.
-_CHOICE = _rx(r"^(?:this|that|these|those|it(?!\s+(?:when|if|whenever))|the\s+(?:first|second|third|last"
+_CHOICE = _rx(r"^(?:the\s+(?:[\w-]+\s+){0,2}(?:one|ones|option|options|version|idea|answer|suggestion"
+              r"|plan|approach|draft|solution|variant|alternative)\b|the\s+(?:[\w-]+\s+){1,3}(?:(?:that|which)\s+)?"
+              r"you\s+(?:just\s+)?(?:gave|wrote|made|sent|suggested|showed|proposed|drafted|mentioned|shared"
+              r"|listed|picked)\b"
+              r"|this|that|these|those|it(?!\s+(?:when|if|whenever))|the\s+(?:first|second|third|last"
               r"|other|former|latter|above|previous|next|one|idea|answer|option|version|suggestion|plan)|your"
               r"|option|one\b|a\s+(?:recipe|table|list|summary|quick|short|new|few|couple|look|word|break)"
               r"|an\s+(?:example|answer|idea|explanation)|some|more|to\s+(?:know|see|ask|try|talk|go|get"
@@ -438,7 +479,8 @@ _DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|or
     | working as | working at | working for | working in | working on | responsible for | in charge of
     | scared of | afraid of | terrified of | hard of hearing | visually impaired
     | hearing impaired | disabled | in a wheelchair | neurodivergent | dyspraxic | short-sighted | nearsighted
-    | long-sighted | training for | on a budget | on a tight budget
+    | long-sighted | training for | on a budget | on a tight budget | on a diet | on a [\\w-]+ diet
+    | on medication | on insulin | on dialysis | on blood thinners | on antidepressants
     | on a mac | on a macbook | on mac | on macos | on windows | on linux | on ubuntu | on fedora | on debian
     | on arch | on an iphone | on android | on a pc | on a chromebook | on python | on node | on java
     | \\d+ years old | \\d+ | in my \\d+s | in my teens | in my twenties | in my thirties | in my forties
@@ -506,25 +548,38 @@ _POSSESSIVE = _rx(r"^(?:my|our)\s+((?:[\w'’-]+\s+){0,4}?)(?:is|are|'s|'re|has|
                   r"|are\s+not|has\s+not|allows|allow|permits|permit|forbids|forbid|bans|ban|requires|require"
                   r"|accepts|accept|eats|eat|drinks"
                   r"|drink|drives|drive|plays|play|handles|handle|stores|store|keeps\s+(?!\w+ing)|needs\s+to"
-                  r"|must|should|starts|start|opens|closes|consists)\b\s*(.*)$", first="my our")
+                  r"|must|should|starts|start|opens|closes|consists|blocks|filters|writes|builds|makes|pays"
+                  r"|offers|provides|charges|follows|follow|limits|restricts|restrict|enforces|enforce|mandates"
+                  r"|mandate|grows|ends|begins|celebrates|celebrate|observes|observe|spans|covers|publishes"
+                  r"|insists|insist)\b\s*(.*)$",
+                  first="my our")
 _TRANSIENT = _rx(r"^(?:" + _words("""down | broken | failing | crashing | not working | not responding | slow
     | work | compile | load | start | open | respond | connect | build | boot | print | save | sync | charge
     | show | make sense | answer | pick up | reply | understand | get it | turn on | fit | exist | matter
     | sick | ill | unwell | at work | at home | at school | away | out | busy | late | asleep | awake | here
     | there | online | offline | stuck | missing | gone | empty | full | done | ready | open | closed
     | being | getting | going | coming | trying | visiting | waiting | still | almost | nearly | about to
-    | currently down | acting up | weird | wrong | off | on fire | up""") + r")\b|^\w+ing\b")
+    | currently down | acting up | weird | wrong | off | on fire | up""") + r")\b"
+    r"|^(?!(?:every|any|some|no)thing\b)\w+ing\b")
 # "is getting married in June": doing something on a date to come is a plan, not the moment.
 _DATE_AHEAD = _rx(r"^\w+ing\b.*\b(?:in|on|by|next|this\s+coming)\s+(?:january|february|march|april|may|june"
                   r"|july|august|september|october|november|december|spring|summer|autumn|fall|winter|monday|tuesday"
                   r"|wednesday|thursday|friday|saturday|sunday|week|month|year|(?:19|20)\d\d)\b")
+# "is closed on Fridays", "is busy every morning": what recurs is how things are, not the moment.
+_RECURRING = _Gated(r"\b(?:on|at)\s+(?:mondays|tuesdays|wednesdays|thursdays|fridays|saturdays|sundays"
+                    r"|weekends|weekdays|holidays|public\s+holidays)\b|\bevery\s+(?:day|morning|evening|night"
+                    r"|week|weekend|month|year|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
+                    ("on", "at", "every"))
+# Where the user lives, not the moment: "out here", "around here" (not "stop here").
+_HERE_I_LIVE = _rx(r"\b(?:out|around|over|up|down)\s+here\s*[.!]*$")
 _SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how|why)\b)"
                        r"[\w'’-]+(?:\s+[\w'’-]+){0,2}"
-                       r"\s+(?:is|are)\s+my\s+(?:\w+\s+)?(?:language|languages|tongue|home|hometown|city"
+                       r"\s+(?:is|are)(?:\s+not)?\s+my\s+(?:\w+\s+)?(?:language|languages|tongue|home|hometown|city"
                        r"|country|job|work|role|title|field|day\s+off|days\s+off|timezone|time\s+zone|stack"
                        r"|editor|os|setup|hobby|passion|thing|main|first|native|only|favou?rite)\b")
 _RELATIVE_MINE = _rx(r"^the\s+(?:\w+\s+){1,2}(?:i|we)\s+(?:work|works|study|run|build|maintain|use|own|live"
-                     r"|lead|manage|teach|volunteer)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
+                     r"|lead|manage|teach|volunteer|rent|share|drive|ride|attend|support|sell|host|coach"
+                     r"|look\s+after|care\s+for|belong\s+to|go\s+to)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
                      r"|sells|builds|makes|needs|spans|covers)\b", first="the")
 _SETTING = _rx(r"^(?:at|in|on)\s+(?:work|my\s+(?:job|work|company|team|office|house|home|flat|place)"
                r"|our\s+(?:company|team|office|shop|house|home|flat|place|org|organi[sz]ation|family)"
@@ -681,6 +736,11 @@ def _requirement(clause: str, whole: str) -> str | None:
     if _IMPERATIVE_START.search(clause) and (_QUANTIFIED.search(whole) or (
             _ALWAYS.search(whole) and _YOUR_OUTPUT.search(whole))):
         return "every answer"  # "in every answer, put the summary first": the frame is its own clause
+    if _THEY_CALL_ME.search(clause):
+        return "what to call the user"
+    if _VERBLESS.isdisjoint(_tokens(clause)) and len(clause.split()) <= 6 and (
+            (clause.endswith(" only") and _TERSE_ONLY.search(clause)) or _TERSE_KIND.search(clause)):
+        return "terse rule"  # "metric units only", "prices in pounds sterling": a rule without a verb
     return None
 
 
@@ -700,6 +760,8 @@ def _preference(clause: str) -> str | None:
 def _fact(clause: str) -> str | None:
     """Return the rule that makes ``clause`` a fact about the user or their world (None: it is not)."""
     clause = _SETTING.sub("", clause)  # "at work we use Jira": the fact follows its setting
+    if not _MINE.isdisjoint(_tokens(clause)):
+        clause = _AT_MINE.sub(r"my \1 ", clause)  # "production at my job runs": "my production runs"
     if _SETUP.search(clause) or _CANNOT.search(clause):
         return "fact about the user"
     if _DURABLE_STATE.search(clause) or _ROLE.search(clause):
@@ -707,8 +769,10 @@ def _fact(clause: str) -> str | None:
     if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
         return "fact about the user"
     possessive = _POSSESSIVE.search(clause)
-    if possessive is not None and not _POINTS_AT_NOW.search(possessive.group(2)) and (
-            not _TRANSIENT.search(possessive.group(2)) or _DATE_AHEAD.search(possessive.group(2))):
+    if possessive is not None and (not _POINTS_AT_NOW.search(possessive.group(2))
+                                   or _HERE_I_LIVE.search(possessive.group(2))) and (
+            not _TRANSIENT.search(possessive.group(2)) or _DATE_AHEAD.search(possessive.group(2))
+            or _RECURRING.search(possessive.group(2))):
         return "fact about their world"
     if _SUBJECT_IS_MINE.search(clause) or _RELATIVE_MINE.search(clause):
         return "fact about their world"

@@ -752,6 +752,26 @@ class LogStore:
                 bodies.append(join_body(params, at, (stored[i].json() for i in ids)))
         return bodies
 
+    def request_params(self, cid: str) -> dict[int, list[dict[str, Any]]]:
+        """Return, by turn, the parameters of each request the turns of ``cid`` sent, in order: each body
+        without its messages (what ``tools`` it offered, its model, its limits). A body that cannot be
+        read is an empty dict."""
+        with self._reading() as db:
+            rows = db.execute(
+                """SELECT r.turn, r.raw, p.json
+                   FROM requests AS r LEFT JOIN params AS p ON p.id = r.params
+                   WHERE r.cid = ? ORDER BY r.turn, r.step""", (cid,)).fetchall()
+        found: dict[int, list[dict[str, Any]]] = {}
+        for turn, raw, params in rows:
+            try:
+                body = loads(raw if raw is not None else params)
+            except ValueError:
+                body = None
+            body = dict(body) if isinstance(body, dict) else {}
+            body.pop("messages", None)
+            found.setdefault(int(turn), []).append(body)
+        return found
+
     @staticmethod
     def _texts_of(db: sqlite3.Connection, ids: Collection[int]) -> dict[int, TextRow]:
         rows = db.execute(f"SELECT id, {_TEXT_COLUMNS} FROM texts"
