@@ -520,7 +520,7 @@ def test_a_version_1_log_is_migrated_keeping_all_its_data(tmp_path: Path) -> Non
         assert store.token_totals(cid).prompt_tokens == 440
 
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: logs rm gives space back
     db.close()
     assert integrity(path) == ("ok", "ok")
@@ -781,18 +781,43 @@ def test_an_entry_read_back_the_fast_way_equals_one_built_the_usual_way() -> Non
 
     rows = [
         (7, 3, "turn", "evicted", 12, 1, None, 40, "stop", "dropped", 9, "user", "hello there", None, None,
-         None, None),
+         None, None, 0),
         (8, 3, "file", "history", 13, 0, "/tmp/x.txt", 5, None, None, None, "user", "a file", None, None,
-         None, None),
-        (9, 3, "turn", "history", 14, 0, None, 5, None, None, None, "tool", "4", None, None, "call_1", None),
+         None, None, 1),
+        (9, 3, "turn", "history", 14, 0, None, 5, None, None, None, "tool", "4", None, None, "call_1", None,
+         0),
     ]
     for row in rows:
         fast, usual = entry_fast(row, {}), entry_from_row(row, {})
         assert fast is not None and fast == usual and hash(fast) == hash(usual) and repr(fast) == repr(usual)
         assert dataclasses.replace(fast, pinned=True) == dataclasses.replace(usual, pinned=True)
     odd = [(1, 1, "turn", "history", 0, 0, None, 5, None, None, None, "assistant", None, None,
-            '[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]', None, None),
-           (2, 1, "turn", "history", 0, 0, None, 5, None, None, None, "robot", "x", None, None, None, None),
+            '[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]', None, None, 0),
+           (2, 1, "turn", "history", 0, 0, None, 5, None, None, None, "robot", "x", None, None, None, None,
+            0),
            (3, 1, "turn", "history", 0, 0, None, 5, None, None, None, "user", b"bytes", None, None, None,
-            None)]
+            None, 0)]
     assert [entry_fast(row, {}) for row in odd] == [None, None, None]  # the careful way reads these
+
+
+def test_a_log_another_chat_creates_at_the_same_moment_is_opened_not_refused(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch
+                                                                           ) -> None:
+    """Two chats starting at once with no log yet: both find no file, one creates it first; the other's
+    exclusive create fails (``File exists``), and it must use the file the first one made."""
+    from stateless_chat.store import logopen
+
+    path = log_path(tmp_path)
+    real_open = os.open
+
+    def the_other_chat_first(name: os.PathLike[str] | str, flags: int, mode: int = 0o777) -> int:
+        if Path(name) == path and flags & os.O_EXCL and not path.exists():
+            os.close(real_open(path, os.O_RDWR | os.O_CREAT, 0o600))  # the other chat's create
+        return real_open(name, flags, mode)
+
+    monkeypatch.setattr(logopen.os, "open", the_other_chat_first)
+    assert logopen.make_private(path, create=True) == []
+    monkeypatch.undo()
+    with LogStore.open(path) as store:  # and it is a log like any other
+        assert store.latest() is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

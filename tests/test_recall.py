@@ -276,3 +276,27 @@ def test_an_auto_recalled_turn_is_sent_with_the_message_that_needed_it_then_leav
     assert oldest in live and asked in live  # every turn of the window stays, the oldest one too
     assert session.conversation.find(1).eviction is not None and not session.conversation.find(1).recalled
     log.close()
+
+
+def test_the_mark_of_an_auto_recalled_turn_is_logged_and_continued_by_c(server: FakeServer,
+                                                                        tmp_path: Path) -> None:
+    """``-c`` continues the conversation exactly as it was left: a turn auto recall brought back is
+    still the first to leave (its mark is in the log, not only in save files)."""
+    from stateless_chat.store.logstore import LogStore
+
+    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
+    log = attach_journal(session, tmp_path / "logs.db")
+    session.send("Please note: the launch code is 7491.")
+    n = 0
+    while session.conversation.is_live(1):
+        n += 1
+        session.send(f"Tell me about topic {n}: " + f"subject{n} " * 30)
+    session.send("What was the launch code?")
+    marked = [e.id for e in session.conversation.history if e.recalled]
+    assert marked and {session.conversation.find(i).turn for i in marked} == {1}
+    log.close()
+    with LogStore.open(tmp_path / "logs.db") as store:
+        restored = store.restore(log.cid or "")
+    assert restored is not None
+    assert [e.id for e in restored.conversation.history if e.recalled] == marked
+    assert restored.conversation.history == session.conversation.history  # the mark counts in equality

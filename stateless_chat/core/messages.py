@@ -140,9 +140,7 @@ class Entry:
     source: str | None = None  # the path (/file), the files read (instructions), the skill's name (skill)
     eviction: Eviction | None = None
     finish_reason: str | None = None
-    # Not part of what the entry is (two entries that differ only in it are equal): the log does not
-    # keep it, so a conversation continued from the log (-c) holds such a turn as any history turn.
-    recalled: bool = field(default=False, compare=False)
+    recalled: bool = False
 
     @property
     def role(self) -> Role:

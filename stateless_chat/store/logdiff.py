@@ -63,7 +63,7 @@ def _same(a: Entry, b: Entry) -> bool:
     alone is nothing to write."""
     return a is b or (a.message == b.message and a.turn == b.turn and a.pinned == b.pinned
                       and a.kind == b.kind and a.source == b.source and a.eviction == b.eviction
-                      and a.finish_reason == b.finish_reason)
+                      and a.finish_reason == b.finish_reason and a.recalled == b.recalled)
 
 
 class Mirror:

@@ -107,7 +107,10 @@ def make_private(path: Path, *, create: bool) -> list[str]:
             notes.append(f"{shown_path(name)} was mode {_mode(info.st_mode)}: made 0600 (it holds your "
                          "conversations)")
     if create and not path.exists():
-        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:  # another chat made it in the meantime: what is there now is checked
+            return [*notes, *make_private(path, create=False)]
         try:
             os.fchmod(handle, 0o600)
         finally:

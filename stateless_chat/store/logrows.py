@@ -404,7 +404,7 @@ def entry_fast(values: Sequence[Any], evictions: dict[tuple[str, int], Eviction]
     """Return the entry of a plain row (no tool calls, no raw message, every value of its type) built
     without the dataclasses' __init__, or None when the row needs ``entry_from_row``."""
     (number, turn, kind, slot, _, pinned, source, tokens, finish, how, evicted_turn,
-     role, content, name, calls_text, call_id, raw) = values
+     role, content, name, calls_text, call_id, raw, recalled) = values
     if not _FAST or raw is not None or calls_text is not None or type(content) is not str:
         return None
     if role not in ROLES or kind not in KINDS or slot not in SLOTS or (how is not None and how not in HOWS):
@@ -422,7 +422,7 @@ def entry_fast(values: Sequence[Any], evictions: dict[tuple[str, int], Eviction]
     entry: Entry = _built(Entry, {
         "id": number, "message": message, "tokens": tokens, "turn": turn, "pinned": bool(pinned),
         "kind": kind, "source": source if type(source) is str else None, "eviction": eviction,
-        "finish_reason": finish if type(finish) is str else None})
+        "finish_reason": finish if type(finish) is str else None, "recalled": bool(recalled)})
     return entry
 
 
@@ -430,7 +430,7 @@ def entry_from_row(values: Sequence[Any], evictions: dict[tuple[str, int], Evict
                    strict: bool = True) -> Entry:
     """Return the entry of one ``entries`` row joined with its stored message; ValueError when damaged."""
     (number, turn, kind, slot, _, pinned, source, tokens, finish, how, evicted_turn,
-     role, content, name, calls_text, call_id, raw) = values
+     role, content, name, calls_text, call_id, raw, recalled) = values
     if raw is not None:
         data = loads(raw)
         if not isinstance(data, dict):
@@ -471,5 +471,6 @@ def entry_from_row(values: Sequence[Any], evictions: dict[tuple[str, int], Evict
             eviction = evictions[(how, evicted_turn)] = Eviction(how, int(evicted_turn or 0))
     message = Message(role, content, name if isinstance(name, str) else None, calls,
                       call_id if isinstance(call_id, str) else None, images)
-    return Entry(number, message, int(tokens or 0), int(turn), bool(pinned), kind, source, eviction, finish)
+    return Entry(number, message, int(tokens or 0), int(turn), bool(pinned), kind, source, eviction, finish,
+                 bool(recalled))
 

@@ -419,9 +419,13 @@ def _to_v4(db: sqlite3.Connection) -> None:
         db.execute(f"DROP TABLE {table}")
 
 
+# Version 5: an entry auto recall brought back keeps its mark (``Entry.recalled``: the first to
+# leave again), so that ``-c`` continues the conversation exactly as it was left.
+_V5 = ("ALTER TABLE entries ADD COLUMN recalled INTEGER NOT NULL DEFAULT 0",)
+
 Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
 # The migration that takes a file from version N-1 to N is MIGRATIONS[N - 1]. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _to_v4)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _to_v4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -108,17 +108,17 @@ MIN_RECALL_SCORE = 0.5
 
 
 _UPSERT_ENTRY = """INSERT INTO entries (cid, id, text, turn, kind, slot, pos, pinned, source, tokens,
-        finish_reason, evicted_how, evicted_turn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        finish_reason, evicted_how, evicted_turn, recalled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (cid, id) DO UPDATE SET text = excluded.text, turn = excluded.turn, kind = excluded.kind,
         slot = excluded.slot, pos = excluded.pos, pinned = excluded.pinned, source = excluded.source,
         tokens = excluded.tokens, finish_reason = excluded.finish_reason, evicted_how = excluded.evicted_how,
-        evicted_turn = excluded.evicted_turn"""
+        evicted_turn = excluded.evicted_turn, recalled = excluded.recalled"""
 
 _TEXT_COLUMNS = "role, content, name, tool_calls, tool_call_id, raw"
 # An entry joined with its stored message (``e`` and ``x``), as ``entry_from_row`` reads it.
 _ENTRY_COLUMNS = ("e.id, e.turn, e.kind, e.slot, e.pos, e.pinned, e.source, e.tokens, e.finish_reason, "
                   "e.evicted_how, e.evicted_turn, "
-                  "x.role, x.content, x.name, x.tool_calls, x.tool_call_id, x.raw")
+                  "x.role, x.content, x.name, x.tool_calls, x.tool_call_id, x.raw, e.recalled")
 
 
 
@@ -360,7 +360,7 @@ class LogStore:
                                  int(entry.pinned), None if entry.source is None else storable(entry.source),
                                  entry.tokens, entry.finish_reason,
                                  None if eviction is None else eviction.how,
-                                 None if eviction is None else eviction.turn))
+                                 None if eviction is None else eviction.turn, int(entry.recalled)))
                 db.executemany(_UPSERT_ENTRY, rows)
                 db.executemany("UPDATE entries SET slot = NULL WHERE cid = ? AND id = ?",
                                [(cid, number) for number in delta.gone])
@@ -807,6 +807,8 @@ class LogStore:
                 data["finish_reason"] = entry.finish_reason
             if entry.eviction is not None:
                 data["eviction"] = {"how": entry.eviction.how, "turn": entry.eviction.turn}
+            if entry.recalled:
+                data["recalled"] = True
             data["slot"] = values[3]
             messages.append(data)
         return messages
