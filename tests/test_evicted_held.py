@@ -227,3 +227,29 @@ def test_evicted_held_by_reference_is_read_only_when_its_text_is_asked() -> None
     plain = Conversation(evicted=(entry(1),))  # type: ignore[arg-type]
     assert isinstance(plain.evicted, Evicted) and plain.evicted == (entry(1),)
     assert plain == Conversation(evicted=Evicted([entry(1)]))
+
+
+def test_a_damaged_evicted_row_read_after_c_is_left_out_and_said_once(tmp_path: Path) -> None:
+    """Held entries are read when asked, after ``-c``: a damaged one is left out there (as ``restore``
+    leaves out a damaged live one) and the next turn says so in one line, once."""
+    import sqlite3
+
+    path = tmp_path / "logs.db"
+    first, log, _ = chat(path, 12)
+    log.close()
+    damaged = first.conversation.evicted[0].id
+    with sqlite3.connect(path) as db:  # the stored message of the first evicted entry becomes no message
+        db.execute("UPDATE texts SET raw = '[1, 2]', role = 'user' WHERE id = "
+                   "(SELECT text FROM entries WHERE id = ? AND slot = 'evicted')", (damaged,))
+    session, log, backend = continued(path)
+    warned: list[str] = []
+    log.warn = warned.append
+    read = list(session.conversation.evicted)  # what /history all or /save reads: every held entry
+    assert damaged not in [e.id for e in read] and len(read) == len(first.conversation.evicted) - 1
+    backend.answer = "fine"
+    session.send("one more question")
+    assert len(warned) == 1 and warned[0].startswith(
+        f"a damaged row of conversation {log.cid} in the log was left out: message #{damaged}: ")
+    session.send("and another")
+    assert len(warned) == 1  # said once
+    log.close()

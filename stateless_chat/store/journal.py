@@ -134,8 +134,15 @@ class Journal:
     # ---- logging -------------------------------------------------------------------------
 
     def __call__(self, record: TurnRecord | FailedTurn) -> None:
-        """Log a completed turn, or a turn that failed after its tools ran (the session's observer)."""
+        """Log a completed turn, or a turn that failed after its tools ran (the session's observer).
+        Damaged evicted entries read since the conversation was continued are said here, one line each."""
         self._guarded(lambda: self._record(record))
+        store = self._log.store if self._log is not None else None
+        if store is not None and store.unread:
+            cid = self.cid or "?"
+            for line in store.unread:
+                self.warn(f"a damaged row of conversation {cid} in the log was left out: {line}")
+            store.unread.clear()
 
     def edited(self, what: str, conversation: Conversation, ledger: Ledger, settings: Settings) -> None:
         """Log what a command (``what``: its line) changed between turns: the entries that changed and

@@ -193,8 +193,12 @@ class _Archive:
             if entry is None:
                 try:
                     entry = entry_from_row(values, evictions)
-                except (ValueError, TypeError, RecursionError):
-                    continue  # damaged: left out, as restore leaves out a damaged live one
+                except (ValueError, TypeError, RecursionError) as error:
+                    # damaged: left out, as restore leaves out a damaged live one, and said (``unread``)
+                    line = f"message #{values[0]}: {' '.join(str(error).split())}"
+                    if line not in self.store.unread:
+                        self.store.unread.append(line)
+                    continue
             if entry.role != "system" and entry.kind not in ("summary", *SLOT_KINDS):
                 entries.append(entry)
         return entries
@@ -211,6 +215,9 @@ class LogStore:
         self.path = path
         self._db = db
         self.notes = list(notes)
+        # Damaged evicted entries found when they were read, after ``restore`` (they are read when
+        # shown, recalled or saved): for the journal to say, one line each (``Journal.__call__``).
+        self.unread: list[str] = []
         # What each conversation's stored messages are, by their key (``_text_id``), as committed.
         self._texts: dict[str, dict[Hashable, int]] = {}
         self._params: dict[str, int] = {}
