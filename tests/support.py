@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pexpect
 from prompt_toolkit.application import create_app_session
@@ -36,11 +36,13 @@ from stateless_chat.store.journal import Journal
 from stateless_chat.ui.render import Renderer
 from stateless_chat.ui.repl import Repl
 from stateless_chat.wire.openai_backend import open_backend
+from stateless_chat.workspace.attach import Workspace
 from tests.fakeserver import FakeServer, Scripted
 
 ROOT = Path(__file__).resolve().parents[1]
 CTRL_D = "\x04"
 ESC_ENTER = "\x1b\r"
+Seen = TypeVar("Seen")
 
 
 # ---- the command, in this process or as a child ---------------------------------------------
@@ -160,8 +162,15 @@ def attach_journal(session: Session, path: Path | None, *, warn: Callable[[str],
 
 
 def app_for(session: Session) -> App:
-    """Return ``session`` as an app holds it: with its log and tools, as the app would give them."""
-    return App(session.settings, session, log=journal.of(session.on_turn), tools=session.tools)
+    """Return ``session`` as an app holds it: with its log, tools and workspace, as the app would give
+    them (here found among what the session tells of each turn, where the tests attached them)."""
+    return App(session.settings, session, log=observer(session, Journal), tools=session.tools,
+               workspace=observer(session, Workspace))
+
+
+def observer(session: Session, kind: type[Seen]) -> Seen | None:
+    """Return the ``kind`` (a journal, a workspace) a test attached to ``session``, if any."""
+    return next((o for o in session.on_turn if isinstance(o, kind)), None)
 
 
 def repl_for(session: Session, console: Console, **options: Any) -> Repl:

@@ -292,7 +292,7 @@ def test_policy_sets_names_and_completes(server: FakeServer) -> None:
     run = run_repl(session, ["/policy none\r", "/policy summ\r"])
     assert session.settings.policy == "none"
     assert "did you mean summarize?" in run.output
-    completer = SlashCompleter(session)
+    completer = SlashCompleter(app_for(session))
     found = [c.text for c in completer.get_completions(Document("/policy s"), CompleteEvent())]
     assert found == ["summarize"]
 
@@ -396,7 +396,7 @@ def test_every_command_has_help(server: FakeServer) -> None:
 
 def test_completion_of_message_numbers_and_paths(server: FakeServer, tmp_path: Path) -> None:
     session = chatted(server, "one", "two")
-    completer = SlashCompleter(session)
+    completer = SlashCompleter(app_for(session))
 
     def complete(text: str) -> list[str]:
         return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]

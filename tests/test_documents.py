@@ -17,9 +17,10 @@ from stateless_chat.chat.session import Session
 from stateless_chat.store.logstore import LogStore
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import chunking
+from stateless_chat.workspace.attach import Workspace
 from stateless_chat.workspace.documents import MAX_CHUNKS, Library, added_lines, open_store, topic_terms
 from tests.fakeserver import FakeServer
-from tests.support import attach_journal, make_session, run_cli, run_repl
+from tests.support import attach_journal, make_session, observer, run_cli, run_repl
 
 GARDEN = """\
 Garden Handbook
@@ -252,7 +253,7 @@ def test_documents_stay_within_docs_budget(server: FakeServer, tmp_path: Path) -
         (folder / f"other{k}.md").write_text(f"# Note {k}\n\nThe choir rehearses on day {k} at the hall.\n")
     session = attached(server, docs_budget=600)
     run_repl(session, [f"/add {folder}\r", "At what temperature does the kiln fire stoneware?\r"])
-    space = workspace.of(session)
+    space = observer(session, Workspace)
     assert space is not None and 0 < len(space.sent) < MAX_CHUNKS  # the budget, not the count, stopped it
     assert sum(size for _, size in space.sent) <= 600
     text = docs_message(server.requests[0])
@@ -296,7 +297,7 @@ def test_docs_in_the_config_file_are_added_in_every_chat(server: FakeServer, tmp
     lines: list[str] = []
     session = attached(server, lines, docs=(str(folder), str(tmp_path / "nowhere")))
     assert lines == [f"no such file or folder: {tmp_path / 'nowhere'}"]
-    space = workspace.of(session)
+    space = observer(session, Workspace)
     assert space is not None and space.started()[-1].startswith("documents: ")
     run_repl(session, ["Where does the shed key hang?\r"])
     assert docs_message(server.requests[0]) is not None

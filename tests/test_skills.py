@@ -19,8 +19,9 @@ from stateless_chat.core.tokens import TokenCounter
 from stateless_chat.tools.toolbox import SkillTool, Toolbox
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import skills
+from stateless_chat.workspace.attach import Workspace
 from tests.fakeserver import FakeServer, Scripted
-from tests.support import make_session, run_repl
+from tests.support import make_session, observer, run_repl
 
 PDF_BODY = "# Working with PDFs\n\nUse pdftotext -layout FILE for text. See reference.md for forms.\n"
 
@@ -176,7 +177,7 @@ def test_the_model_loads_a_skill_and_its_files_with_use_skill(server: FakeServer
     (tmp_path / "secret.txt").write_text("outside the skill\n", encoding="utf-8")
     (folder / "link.md").symlink_to(tmp_path / "secret.txt")
     session = attached(server, tmp_path)
-    space = workspace.of(session)
+    space = observer(session, Workspace)
     assert space is not None
     session.tools = Toolbox(None, [SkillTool(space.load_skill)])
     session.hooks = replace(session.hooks, approve=lambda call, spec: True)

@@ -508,9 +508,4 @@ def open_journal(path: Path | None, settings: Settings, *, warn: Callable[[str],
     return Journal(store, settings, path=path, warn=warn)
 
 
-def of(observers: Sequence[object]) -> Journal | None:
-    """Return the journal among a session's ``observers``, if any."""
-    return next((o for o in observers if isinstance(o, Journal)), None)
-
-
-__all__ = ["Journal", "RecallMatch", "loadable", "of", "open_journal"]
+__all__ = ["Journal", "RecallMatch", "loadable", "open_journal"]

@@ -199,7 +199,7 @@ class Command:
     usage: str
     help: str
     handler: Handler | None
-    arg_choices: Callable[[Session], Sequence[str]] | None = field(default=None)
+    arg_choices: Callable[[App], Sequence[str]] | None = field(default=None)  # completion, in the chat
     paths: bool = False  # the argument is a file path (the REPL completes it)
     app_handler: AppHandler | None = None
 
@@ -264,7 +264,8 @@ def command(
     """Register ``handler`` as ``/name``; ``usage`` shows its arguments, ``help`` one line of help."""
 
     def register(handler: Handler) -> Handler:
-        REGISTRY[name] = Command(name, usage, help, handler, choices, paths)
+        of_app = None if choices is None else (lambda app: choices(app.session))
+        REGISTRY[name] = Command(name, usage, help, handler, of_app, paths)
         return handler
 
     return register
@@ -275,7 +276,7 @@ def app_command(
     usage: str,
     help: str,
     *,
-    choices: Callable[[Session], Sequence[str]] | None = None,
+    choices: Callable[[App], Sequence[str]] | None = None,
     paths: bool = False,
 ) -> Callable[[AppHandler], AppHandler]:
     """Register ``handler`` as ``/name`` like ``command``, for a handler given the whole chat (``App``)."""
@@ -985,7 +986,7 @@ def _one_path(arg: str, usage: str, *, required: bool) -> Path | None:
 
 @app_command("save", "/save [FILE] [--force]",
              "save the conversation as JSON (--force: over a file holding another conversation)", paths=True,
-             choices=lambda session: ["--force"])
+             choices=lambda app: ["--force"])
 def _save(app: App, arg: str) -> Result:
     session = app.session
     words = split_args(arg)
@@ -1046,7 +1047,7 @@ def _load(app: App, arg: str) -> Result:
 
 @app_command("recall", "/recall QUERY | N",
              "list the evicted turns that match QUERY, best first; N: bring message N's turn back",
-             choices=evicted_ids)
+             choices=lambda app: evicted_ids(app.session))
 def _recall(app: App, arg: str) -> Result:
     session = app.session
     if not arg:

@@ -1,32 +1,33 @@
 """Slash commands of the context slots: the instruction files, the skills and the documents.
 
 Registered in ``commands.REGISTRY`` like every other command (the registry imports this module
-the first time it is read); each finds the chat's ``Workspace`` with ``workspace.of`` and returns
-a ``Result``.
+the first time it is read); each is given the whole chat (``App``), reads its ``workspace`` and
+returns a ``Result``.
 """
 
 from __future__ import annotations
 
-from stateless_chat.chat.session import Session
+from stateless_chat.app import App
 from stateless_chat.errors import CommandError
-from stateless_chat.ui.commands import Lines, Result, _no_args, command, first_line, split_args
+from stateless_chat.ui.commands import Lines, Result, _no_args, app_command, first_line, split_args
 from stateless_chat.workspace import attach as workspace
 from stateless_chat.workspace import skills
 from stateless_chat.workspace.instructions import user_file
 
 
-def _workspace(session: Session) -> workspace.Workspace:
-    found = workspace.of(session)
+def _workspace(app: App) -> workspace.Workspace:
+    found = app.workspace
     if found is None:
         raise CommandError("this chat reads no instruction files, skills or documents")
     return found
 
 
-@command("instructions", "/instructions", "show the instruction files (AGENTS.md) sent after the system "
-         "prompt")
-def _instructions(session: Session, arg: str) -> Result:
+@app_command("instructions", "/instructions", "show the instruction files (AGENTS.md) sent after the system "
+             "prompt")
+def _instructions(app: App, arg: str) -> Result:
+    session = app.session
     _no_args(arg, "/instructions")
-    space = _workspace(session)
+    space = _workspace(app)
     entry = session.conversation.instructions
     if entry is None:
         where = "instructions = false" if not session.settings.instructions else \
@@ -40,22 +41,23 @@ def _instructions(session: Session, arg: str) -> Result:
     return Lines((*lines, "", *entry.content.splitlines()))
 
 
-@command("reload", "/reload", "read the instruction files and the skills again (the next request sends what "
-         "changed)")
-def _reload(session: Session, arg: str) -> Result:
+@app_command("reload", "/reload",
+             "read the instruction files and the skills again (the next request sends what changed)")
+def _reload(app: App, arg: str) -> Result:
     _no_args(arg, "/reload")
-    return Lines(tuple(_workspace(session).reload()))
+    return Lines(tuple(_workspace(app).reload()))
 
 
-def _skill_names(session: Session) -> list[str]:
-    found = workspace.of(session)
+def _skill_names(app: App) -> list[str]:
+    found = app.workspace
     return ["off", *found.catalog.names] if found is not None else []
 
 
-@command("skills", "/skills", "list the skills found, what the index and each one's instructions cost")
-def _skills(session: Session, arg: str) -> Result:
+@app_command("skills", "/skills", "list the skills found, what the index and each one's instructions cost")
+def _skills(app: App, arg: str) -> Result:
+    session = app.session
     _no_args(arg, "/skills")
-    space = _workspace(session)
+    space = _workspace(app)
     problems = list(space.catalog.problems)
     if not session.settings.skills:
         return Lines(("skills are off (skills = false in the config file)",))
@@ -75,10 +77,10 @@ def _skills(session: Session, arg: str) -> Result:
     return Lines((*lines, *problems))
 
 
-@command("skill", "/skill NAME | off NAME", "turn a skill on: its instructions go in every request until "
-         "/skill off NAME", choices=_skill_names)
-def _skill(session: Session, arg: str) -> Result:
-    space = _workspace(session)
+@app_command("skill", "/skill NAME | off NAME", "turn a skill on: its instructions go in every request until "
+             "/skill off NAME", choices=_skill_names)
+def _skill(app: App, arg: str) -> Result:
+    space = _workspace(app)
     words = arg.split()
     if len(words) == 1 and words[0] != "off":
         return Lines((space.use(words[0]),))
@@ -90,20 +92,22 @@ def _skill(session: Session, arg: str) -> Result:
 # ---- documents ------------------------------------------------------------------------------
 
 
-@command("add", "/add PATH...", "add documents (files, folders, globs): before each turn the best chunks for "
-         "your message are sent with it", paths=True)
-def _add(session: Session, arg: str) -> Result:
+@app_command("add", "/add PATH...",
+             "add documents (files, folders, globs): before each turn the best chunks for your message are "
+             "sent with it", paths=True)
+def _add(app: App, arg: str) -> Result:
     paths = split_args(arg)
     if not paths:
         raise CommandError("usage: /add PATH... (files, folders or globs: Markdown, reStructuredText, text, "
                            "code, HTML)")
-    return Lines(tuple(_workspace(session).add(paths)))
+    return Lines(tuple(_workspace(app).add(paths)))
 
 
-@command("docs", "/docs [rm PATH]", "list the documents retrieved from (rm: stop retrieving from PATH)",
-         choices=lambda session: ["rm"])
-def _docs(session: Session, arg: str) -> Result:
-    space = _workspace(session)
+@app_command("docs", "/docs [rm PATH]", "list the documents retrieved from (rm: stop retrieving from PATH)",
+             choices=lambda app: ["rm"])
+def _docs(app: App, arg: str) -> Result:
+    session = app.session
+    space = _workspace(app)
     library = space.library
     words = split_args(arg)
     if words and words[0] == "rm":
@@ -126,10 +130,10 @@ def _docs(session: Session, arg: str) -> Result:
     return Lines(tuple(lines))
 
 
-@command("sources", "/sources", "the document chunks the last answered request carried")
-def _sources(session: Session, arg: str) -> Result:
+@app_command("sources", "/sources", "the document chunks the last answered request carried")
+def _sources(app: App, arg: str) -> Result:
     _no_args(arg, "/sources")
-    space = _workspace(session)
+    space = _workspace(app)
     if not space.sent:
         return Lines(("the last request carried no documents",))
     total = sum(size for _, size in space.sent)

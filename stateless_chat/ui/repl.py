@@ -18,7 +18,6 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 
-from stateless_chat.chat.session import Session
 from stateless_chat.chat.turn import Hooks
 from stateless_chat.core.history import Conversation
 from stateless_chat.core.messages import Event, ToolAnswered, ToolCall, ToolCalled, ToolProgress, describe
@@ -57,8 +56,8 @@ WAITS = {"summarize": "summarizing"}
 class SlashCompleter(Completer):
     """Completes command names after ``/`` and, where a command has them, its arguments."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, app: App) -> None:
+        self.app = app
         self.paths = PathCompleter(expanduser=True)
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
@@ -81,7 +80,7 @@ class SlashCompleter(Completer):
             return
         if command.arg_choices is None:
             return
-        for choice in command.arg_choices(self.session):
+        for choice in command.arg_choices(self.app):
             if choice.startswith(arg):
                 yield Completion(choice, start_position=-len(arg))
 
@@ -188,7 +187,7 @@ class Repl:
         debug: bool = False,
     ) -> None:
         self.app = app
-        self.session = session = app.session
+        self.session = app.session
         self.debug = debug
         self.always: set[str] = set()  # tools the user approved for the whole session ("a")
         self.tool_calls = 0  # in the turn under way, for the toolbar
@@ -203,7 +202,7 @@ class Repl:
         self.prompt: PromptSession[str] = PromptSession(
             message=[("bold", "> ")],
             history=history,
-            completer=SlashCompleter(session),
+            completer=SlashCompleter(app),
             complete_while_typing=True,
             bottom_toolbar=self.toolbar,
             key_bindings=self._bindings(),

@@ -287,11 +287,6 @@ class Workspace:
         self.sent_similar = library.last_similar if library is not None and record.retrieved else {}
 
 
-def of(session: Session) -> Workspace | None:
-    """Return the workspace attached to ``session``, if any."""
-    return next((o for o in session.on_turn if isinstance(o, Workspace)), None)
-
-
 def attach(session: Session, *, cwd: Path | None, env: Mapping[str, str],
            say: Callable[[str], None] = _nowhere) -> Workspace:
     """Attach a workspace to ``session`` and read the instruction files into its conversation; what
@@ -309,4 +304,4 @@ def attach(session: Session, *, cwd: Path | None, env: Mapping[str, str],
     return workspace
 
 
-__all__ = ["Workspace", "attach", "of"]
+__all__ = ["Workspace", "attach"]
