@@ -99,6 +99,7 @@ from stateless_chat.store.logrows import (
     utc,
 )
 from stateless_chat.store.logsearch import recall_query, recall_terms, search_query
+from stateless_chat.store.persist import entry_data
 
 DEFAULT_NAME = "logs.db"
 # The smallest bm25 score (higher is better) a recalled message needs: about what one mention
@@ -807,17 +808,7 @@ class LogStore:
                 messages.append({"id": values[0], "role": str(values[11]), "turn": values[1],
                                  "slot": values[3], "problem": str(error)})
                 continue
-            data: dict[str, Any] = {"id": entry.id, **entry.message.to_api(), "turn": entry.turn,
-                                    "pinned": entry.pinned, "kind": entry.kind, "source": entry.source,
-                                    "tokens": entry.tokens}
-            if entry.finish_reason is not None:
-                data["finish_reason"] = entry.finish_reason
-            if entry.eviction is not None:
-                data["eviction"] = {"how": entry.eviction.how, "turn": entry.eviction.turn}
-            if entry.recalled:
-                data["recalled"] = True
-            data["slot"] = values[3]
-            messages.append(data)
+            messages.append({**entry_data(entry), "slot": values[3]})  # as a save file holds it, and its slot
         return messages
 
     def events(self, cid: str) -> list[EventRow]:
