@@ -27,7 +27,16 @@ from stateless_chat.tools.servers import ToolServers
 from stateless_chat.tools.specs import ServerConfig, ToolSpec
 from stateless_chat.tools.toolbox import RecallTool, Toolbox
 from tests.fakeserver import FakeServer, Scripted, approx_tokens
-from tests.support import SERVER, calling, make_session, run_cli, run_repl, write_config
+from tests.support import (
+    SERVER,
+    attach_journal,
+    calling,
+    make_session,
+    observer,
+    run_cli,
+    run_repl,
+    write_config,
+)
 
 CTRL_C = "\x03"
 
@@ -334,7 +343,6 @@ def test_the_call_lines_and_the_toolbar_during_a_loop_in_a_real_terminal(server:
 
 def test_the_model_recalls_an_evicted_fact_with_the_recall_tool(server: FakeServer,
                                                                  tools: ToolServers) -> None:
-    from tests.support import attach_journal
 
     session = make_session(server, budget=500, reply_reserve=64)
     log = attach_journal(session, None)  # logging off: recall searches an index held in memory
@@ -500,14 +508,17 @@ def test_one_shot_verbose_shows_a_server_s_log_messages(server: FakeServer, tmp_
 # ---- images in results -------------------------------------------------------------------------
 
 
-def image_turn(server: FakeServer, tmp_path: Path, **settings: Any) -> tuple[Session, list[dict[str, Any]]]:
-    """Run a turn whose one step calls the test server's image tool; return the session and the
-    messages of the request after the step."""
+def image_turn(server: FakeServer, tmp_path: Path, log_to: Path | None = None,
+               **settings: Any) -> tuple[Session, list[dict[str, Any]]]:
+    """Run a turn whose one step calls the test server's image tool (logged into ``log_to`` when
+    given); return the session and the messages of the request after the step."""
     configs = {"pics": ServerConfig("pics", sys.executable, (SERVER, "--only", "image"))}
     servers = ToolServers(configs, log_dir=tmp_path / "logs")
     try:
         assert servers.start() == []
         session = tool_session(server, servers, **settings)
+        if log_to is not None:
+            attach_journal(session, log_to)
 
         def replier(body: dict[str, Any]) -> str | Scripted:
             if not any(m["role"] == "tool" for m in body["messages"]):
@@ -559,25 +570,12 @@ def test_an_image_result_is_logged_and_continued_whole_and_its_base64_is_not_ind
                                                                                     tmp_path: Path) -> None:
     import base64
 
+    from stateless_chat.store.journal import Journal
     from stateless_chat.store.logstore import LogStore
-    from tests.support import attach_journal
 
-    configs = {"pics": ServerConfig("pics", sys.executable, (SERVER, "--only", "image"))}
-    servers = ToolServers(configs, log_dir=tmp_path / "logs")
-    try:
-        assert servers.start() == []
-        session = tool_session(server, servers, model="gpt-4o")
-        log = attach_journal(session, tmp_path / "logs.db")
-
-        def replier(body: dict[str, Any]) -> str | Scripted:
-            if not any(m["role"] == "tool" for m in body["messages"]):
-                return Scripted("", (("call_0", "image", '{"size": 300}'),))
-            return "seen"
-
-        server.replier = replier
-        session.send("show me")
-    finally:
-        servers.stop()
+    session, _ = image_turn(server, tmp_path, tmp_path / "logs.db", model="gpt-4o")
+    log = observer(session, Journal)
+    assert log is not None
     sent = server.requests[-1]
     encoded = base64.b64encode(b"\x89" * 300).decode()
     with LogStore.open(tmp_path / "logs.db") as store:
