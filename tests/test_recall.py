@@ -120,21 +120,28 @@ def test_apply_takes_entries_recalled_for_the_request_out_of_evicted_and_leaves_
     assert [e.id for e in after.evicted] == [3, 4, 5, 6] and after.find(3).eviction == before.find(3).eviction
 
 
+class FoldingWriter:
+    """A summary writer that notes the ids of what it folds and writes a short summary, no request."""
+
+    def __init__(self) -> None:
+        self.folded: list[list[int]] = []
+
+    def capacity(self, candidate: object) -> None:
+        return None
+
+    def write(self, candidate: object, entries: list[Entry]) -> str:
+        self.folded.append([e.id for e in entries])
+        return "short"
+
+
 def test_summarize_folds_a_recalled_turn_like_history_after_it() -> None:
     conversation, _ = chat(4, evicted=1).recall([1])
     pending = (conversation.new_entry("user", "new", count),)
     candidate = conversation.candidate(pending, budget=60, low_water=20)
-    folded: list[list[int]] = []
+    writer = FoldingWriter()
+    folded = writer.folded
 
-    class Writer:
-        def capacity(self, candidate: object) -> None:
-            return None
-
-        def write(self, candidate: object, entries: list[Entry]) -> str:
-            folded.append([e.id for e in entries])
-            return "short"
-
-    fit = Summarize(Writer(), count).fit(candidate)
+    fit = Summarize(writer, count).fit(candidate)
     assert folded == [[3, 4, 5, 6, 7, 8, 1, 2]]  # in request order: the history, then the recalled turn
     assert fit.folded == (3, 4, 5, 6, 7, 8, 1, 2) and fit.request.recalled == ()
     # the summary request resends what the last request sent, then the recalled turn: numbered so
@@ -220,19 +227,12 @@ def test_summarize_drops_an_auto_recalled_turn_first_and_folds_only_if_that_is_n
     settled = conversation.append(conversation.new_entry("user", "new", count))
     pending = (settled.new_entry("user", "next", count),)
     size = sum(e.tokens for e in settled.request_entries(pending)) + 3
-    folded: list[list[int]] = []
+    writer = FoldingWriter()
+    folded = writer.folded
 
-    class Writer:
-        def capacity(self, candidate: object) -> None:
-            return None
-
-        def write(self, candidate: object, entries: list[Entry]) -> str:
-            folded.append([e.id for e in entries])
-            return "short"
-
-    fit = Summarize(Writer(), count).fit(settled.candidate(pending, budget=size - 1))
+    fit = Summarize(writer, count).fit(settled.candidate(pending, budget=size - 1))
     assert folded == [] and fit.dropped == (1, 2) and fit.folded == ()  # enough: no summary request
-    tight = Summarize(Writer(), count).fit(settled.candidate(pending, budget=60, low_water=20))
+    tight = Summarize(writer, count).fit(settled.candidate(pending, budget=60, low_water=20))
     assert tight.dropped[:2] == (1, 2) and folded and 1 not in folded[0]  # never folded twice
     assert isinstance(tight.events[0], Evicted) and tight.events[0].recalled
 
