@@ -751,6 +751,108 @@ SEVENTH_NOT_STANDING: tuple[Item, ...] = (
 )
 
 
+# An eighth round, written for issue 20's fourth pass by a helper that saw neither the rules nor the
+# earlier rounds (only the principle above and the kinds of look-alike), committed before any rule
+# was changed after it, and measured once as written with the rules of the third pass: 0.848 / 0.622.
+# The rules of the fourth pass were then changed for round 7's misses only (this round was read, not
+# used), and the round measured again.
+EIGHTH_STANDING: tuple[Item, ...] = (
+    ("From now on, give me code samples in TypeScript, not plain JavaScript.", "requirement"),
+    ("please stop apologising at the start of every reply", "requirement"),
+    ("Metric units only.", "requirement"),
+    ("I'd rather you didn't use tables - they render badly in my terminal.", "requirement"),
+    ("Keep answers under ten lines unless I ask for more detail.", "requirement"),
+    ("always include the command to undo whatever change you suggest", "requirement"),
+    ("Going forward, use British spelling in anything you draft for me.", "requirement"),
+    ("no emojis pls", "requirement"),
+    ("When you write dates, use YYYY-MM-DD.", "requirement"),
+    ("I prefer short answers with the reasoning at the end rather than up front.", "requirement"),
+    ("whenever i paste a stack trace just tell me the likely cause first", "requirement"),
+    ("Could you keep all prices in euros from here on?", "requirement"),
+    ("Stop recommending Docker, we can't use it here.", "requirement"),
+    ("Never echo my API keys back in full; mask everything but the last four characters.", "requirement"),
+    ("Reply in Spanish unless I write to you in English.", "requirement"),
+    ("i like explanations plain, skip the analogies", "requirement"),
+    ("Please default to Python 3.12 syntax.", "requirement"),
+    ("Treat me as a beginner in Rust but not in C.", "requirement"),
+    ("Use 24-hour time, thanks.", "requirement"),
+    ("Whatever you suggest has to work fully offline.", "requirement"),
+    ("Assume Postgres unless I say otherwise.", "requirement"),
+    ("Don't bother with disclaimers about seeing a professional, I've heard them all.", "requirement"),
+    ("My wife's name is Priya.", "fact"),
+    ("I work nights as a nurse at St Mary's.", "fact"),
+    ("Our API runs on GKE with three node pools.", "fact"),
+    ("I'm type 1 diabetic, so bear that in mind with recipes.", "fact"),
+    ("we've got two cats, Miso and Tofu", "fact"),
+    ("The office Wi-Fi blocks outbound SSH on port 22.", "fact"),
+    ("I'm vegetarian.", "fact"),
+    ("My laptop's a 2019 ThinkPad running Fedora 40.", "fact"),
+    ("I live in a fourth-floor flat with no lift.", "fact"),
+    ("my son has a severe peanut allergy", "fact"),
+    ("I'm on a fixed income of about £1,400 a month.", "fact"),
+    ("Our team deploys everything from one monorepo with Bazel.", "fact"),
+    ("I'm colour-blind, so red/green charts are useless to me.", "fact"),
+    ("English is my second language, I'm a native Portuguese speaker.", "fact"),
+    ("My manager is called Dave and he reviews every PR I open.", "fact"),
+    ("I'm Muslim and don't drink alcohol.", "fact"),
+    ("We use Jira for tickets and GitLab for CI.", "fact"),
+    ("I teach chemistry at a high school in Ohio.", "fact"),
+    ("our prod database is MySQL 5.7 and we're not allowed to upgrade it", "fact"),
+    ("I have ADHD and long walls of text lose me.", "fact"),
+    ("Since I'm vegan, what could I make for dinner tonight?", "fact"),
+    ("Anyway, given that I'm on an M2 MacBook, what's the easiest way to install this?", "fact"),
+    ("I drive a 2015 Honda Civic with about 140k miles on it.", "fact"),
+)
+
+EIGHTH_NOT_STANDING: tuple[Item, ...] = (
+    ("Is it always colder just before dawn?", "question"),
+    ("Do you prefer tabs or spaces?", "question"),
+    ("Should I always use metric units in a lab report?", "question"),
+    ("Does the new leave policy apply from now on or only to new starters?", "question"),
+    ("are emojis ever ok in commit messages?", "question"),
+    ("Just for this answer, use bullet points.", "one-off"),
+    ("make this one shorter", "one-off"),
+    ("Give me that in Fahrenheit this time.", "one-off"),
+    ("For this email only, keep the tone formal.", "one-off"),
+    ("Can you redo the last reply without the code block?", "one-off"),
+    ("Forget what I said about Celsius.", "retraction"),
+    ("ignore my earlier rule about keeping answers short", "retraction"),
+    ("scratch the bit about always using TypeScript", "retraction"),
+    ("You don't need to stick to metric anymore, that was only for the school project.", "retraction"),
+    ("I used to live in Leeds.", "past"),
+    ("Back in uni I always wrote my notes in Markdown.", "past"),
+    ("My first job was at Deloitte, ages ago.", "past"),
+    ("We ran everything on Heroku until last year.", "past"),
+    ("If I were vegetarian, where would I get my protein?", "hypothetical"),
+    ("Suppose our service ran on AWS instead, would that change anything?", "hypothetical"),
+    ("If I ever get a dog I'd want a small one.", "hypothetical"),
+    ("My sister prefers metric.", "other"),
+    ("My boss always wants the summary at the very top.", "other"),
+    ("My dad insists on everything being in Fahrenheit.", "other"),
+    ("Linus apparently prefers plain-text email.", "other"),
+    ("The sign on the lab door says \"Always wear goggles.\"", "quoted"),
+    ("The first line of the README is literally 'Never run this as root'.", "quoted"),
+    ("She texted me \"I'm vegan from now on, just so you know\".", "quoted"),
+    ("My doctor told me I should never skip breakfast.", "reported"),
+    ("The recruiter said they only hire people with five years' experience.", "reported"),
+    ("Our landlord mentioned he'd prefer rent by bank transfer.", "reported"),
+    ("haha that's brilliant, thanks", "chat"),
+    ("Always a pleasure chatting with you!", "chat"),
+    ("I'm knackered today so go easy on me", "chat"),
+    ("we're at the airport right now, so I'll be quick", "chat"),
+    ("I'm on my phone at the moment, sorry for the typos.", "chat"),
+    ("I'm debugging a memory leak in our worker right now and losing my mind.", "chat"),
+    ("I prefer the second draft.", "choice"),
+    ("let's go with option B", "choice"),
+    ("Of those three names, I like Bramble best.", "choice"),
+    ("Metric is just more sensible than imperial, honestly.", "opinion"),
+    ("Tabs are always better than spaces.", "opinion"),
+    ("I think Kubernetes is overkill for most startups.", "opinion"),
+    ("Show me how to always run a script at startup on Ubuntu.", "request"),
+    ("Explain how the never type works in TypeScript.", "request"),
+)
+
+
 def held_out(position: int) -> bool:
     """Return whether the item at ``position`` of its list is in the held-out third (2, 5, 8, ...)."""
     return position % 3 == 2
@@ -773,6 +875,7 @@ ROUNDS: tuple[tuple[str, tuple[Item, ...], tuple[Item, ...]], ...] = (
     ("fifth round", FIFTH_STANDING, FIFTH_NOT_STANDING),
     ("sixth round", SIXTH_STANDING, SIXTH_NOT_STANDING),
     ("seventh round", SEVENTH_STANDING, SEVENTH_NOT_STANDING),
+    ("eighth round", EIGHTH_STANDING, EIGHTH_NOT_STANDING),
 )
 ALL_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[1] for r in ROUNDS)
 ALL_NOT_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[2] for r in ROUNDS)
