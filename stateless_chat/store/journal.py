@@ -35,6 +35,7 @@ from stateless_chat.core.history import STATE_OF_EVICTION, Conversation
 from stateless_chat.core.ledger import Ledger
 from stateless_chat.core.memory import Memory
 from stateless_chat.core.messages import Entry, Event, Notice, Recalled, ToolAnswered, ToolCalled, describe
+from stateless_chat.core.relevance import no_reason
 from stateless_chat.errors import LogError, UsageError
 from stateless_chat.sanitize import url_password
 from stateless_chat.sensitive import secret_in_text
@@ -117,6 +118,7 @@ class Journal:
         self._memory: _Target | None = None  # the recall index when there is no log on disk
         self._among: tuple[Evicted | None, set[int]] = (None, set())  # auto recall's candidates
         self._said_skipped: set[int] = set()  # turns said to match but not to fit the recall budget
+        self._words: dict[tuple[int, str], frozenset[str]] = {}  # the words of each entry sent
         self._warned: set[int] = set()  # messages already said to look like a secret
         self._ledger = Ledger()  # the chat's accounting as last told (a fork starts from it)
         self._last_cid: str | None = None
@@ -385,13 +387,13 @@ class Journal:
         return memory.store, memory.cid
 
     def _hits(self, conversation: Conversation, query: str, among: Collection[int],
-              min_score: float | None = None) -> list[RecallHit]:
+              min_score: float | None = None, passed: Callable[[str], bool] | None = None) -> list[RecallHit]:
         if not among:
             return []
         store, cid = self._index(conversation)
         if min_score is None:
-            return store.recall(cid, query, among=among, limit=RECALL_HITS)
-        return store.recall(cid, query, among=among, limit=RECALL_HITS, min_score=min_score)
+            return store.recall(cid, query, among=among, limit=RECALL_HITS, passed=passed)
+        return store.recall(cid, query, among=among, limit=RECALL_HITS, min_score=min_score, passed=passed)
 
     def recall(self, text: str, conversation: Conversation, budget: int) -> tuple[Conversation, list[Event]]:
         """Return ``conversation`` with the evicted turns most relevant to ``text`` in its recalled
@@ -407,7 +409,9 @@ class Journal:
                 recallable = {row[0] for row in evicted.rows() if row[3] in AUTO_RECALLABLE}
                 self._among = (evicted, recallable)
             among = self._among[1]
-            hits = self._hits(conversation, text, among)
+            terms = self._lacking(text, conversation)
+            passed = no_reason(text, terms)
+            hits = self._hits(conversation, " ".join(terms), among, passed=passed) if terms else []
             turns = _turns(conversation, hits)
         except LogError as error:
             self.warn(f"recall failed: {' '.join(str(error).split())}")
@@ -415,7 +419,12 @@ class Journal:
         room = whole = settings.recall_room(budget)
         chosen: list[tuple[int, list[Entry]]] = []
         skipped: list[tuple[int, list[Entry]]] = []
+        seen: set[tuple[str, ...]] = set()
         for turn, entries in turns:
+            said = tuple(e.content for e in entries)
+            if said in seen:  # a copy of a turn already chosen adds nothing
+                continue
+            seen.add(said)
             size = sum(e.tokens for e in entries)
             if size <= room:
                 room -= size
@@ -427,13 +436,30 @@ class Journal:
         if not chosen:
             return conversation, told
         recalled, _ = conversation.recall((e.id for _, entries in chosen for e in entries), auto=True)
-        terms = recall_terms(text)
         events: list[Event] = []
         for turn, entries in sorted(chosen):
             words = set(_WORDS.findall(" ".join(_indexed_text(e) for e in entries).lower()))
             shown = tuple(term for term in terms if term in words)[:SHOWN_WORDS]
             events.append(Recalled(turn, tuple(e.id for e in entries), sum(e.tokens for e in entries), shown))
         return recalled, events + told
+
+    def _lacking(self, text: str, conversation: Conversation) -> list[str]:
+        """Return the content words of ``text`` that nothing the next request sends holds: what auto
+        recall looks for. A word the request already carries has its context there; looking for it
+        would bring back older turns that only say it again (a topic asked about twice, a phrase the
+        user repeats), and those are what the window evicted, not what the message needs."""
+        sent: set[str] = set()
+        words = self._words
+        kept: dict[tuple[int, str], frozenset[str]] = {}
+        for entry in conversation.request_entries():
+            key = (entry.id, entry.content)
+            found = words.get(key)
+            if found is None:
+                found = frozenset(_WORDS.findall(_indexed_text(entry).lower()))
+            kept[key] = found
+            sent |= found
+        self._words = kept  # only what is still sent: the cache never outgrows the window
+        return [term for term in recall_terms(text) if term not in sent]
 
     def matches(self, query: str, conversation: Conversation) -> list[RecallMatch]:
         """Return the evicted turns of ``conversation`` that match ``query``, best first (``/recall``).

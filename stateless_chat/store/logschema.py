@@ -104,7 +104,7 @@ _V3 = (
 # names and arguments are words of it), or ``plain`` when that holds terminal controls. No
 # subquery: FTS5's integrity check refuses a content view with one. ``X`` stands for ``new`` or
 # ``old`` in the triggers.
-_BODY = "coalesce(X.plain, coalesce(X.content, '') || coalesce(char(10) || X.tool_calls, ''))"
+INDEXED_BODY = "coalesce(X.plain, coalesce(X.content, '') || coalesce(char(10) || X.tool_calls, ''))"
 
 # Version 4, the tables (the data of a version 3 log is moved into them by ``_to_v4``).
 V4_TABLES = (
@@ -137,16 +137,16 @@ V4_TABLES = (
         plain TEXT                  -- what the index holds when the text has terminal controls; else NULL
     )""",
     "CREATE INDEX texts_key ON texts (cid, key)",
-    f"CREATE VIEW text_bodies (id, body) AS SELECT X.id, {_BODY} FROM texts AS X",
+    f"CREATE VIEW text_bodies (id, body) AS SELECT X.id, {INDEXED_BODY} FROM texts AS X",
     """CREATE VIRTUAL TABLE texts_fts USING fts5 (
         body, content='text_bodies', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
     )""",
     f"""CREATE TRIGGER texts_fts_insert AFTER INSERT ON texts BEGIN
-        INSERT INTO texts_fts (rowid, body) VALUES (new.id, {_BODY.replace("X.", "new.")});
+        INSERT INTO texts_fts (rowid, body) VALUES (new.id, {INDEXED_BODY.replace("X.", "new.")});
     END""",
     f"""CREATE TRIGGER texts_fts_delete AFTER DELETE ON texts BEGIN
         INSERT INTO texts_fts (texts_fts, rowid, body)
-        VALUES ('delete', old.id, {_BODY.replace("X.", "old.")});
+        VALUES ('delete', old.id, {INDEXED_BODY.replace("X.", "old.")});
     END""",
     """CREATE TABLE entries (
         cid TEXT NOT NULL,
@@ -438,4 +438,4 @@ def run(db: sqlite3.Connection, migration: Migration) -> None:
             db.execute(statement)
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "V4_TABLES", "api_message", "run"]
+__all__ = ["INDEXED_BODY", "MIGRATIONS", "SCHEMA_VERSION", "V4_TABLES", "api_message", "run"]

@@ -57,11 +57,12 @@ def search_query(text: str) -> str:
 
 def recall_terms(text: str) -> list[str]:
     """Return the content words of ``text`` recall looks for: lower case, each once, in order, with
-    stop words and chat filler ("what", "the", "remember") left out."""
+    stop words, chat filler ("what", "the", "remember") and lone letters and digits ("3.8" is "3" and
+    "8" to the index, each found in any list or version) left out."""
     terms: dict[str, None] = {}
     for word in _WORD.findall(whole_characters(text)):
         word = word.lower()
-        if word not in _STOP_WORDS:
+        if word not in _STOP_WORDS and not (len(word) == 1 and word.isascii()):
             terms.setdefault(word)
     return list(terms)[:_MAX_QUERY_TERMS]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -98,6 +98,7 @@ from stateless_chat.store.logrows import (
     usage_count,
     utc,
 )
+from stateless_chat.store.logschema import INDEXED_BODY
 from stateless_chat.store.logsearch import recall_query, recall_terms, search_query
 from stateless_chat.store.persist import entry_data
 
@@ -866,12 +867,14 @@ class LogStore:
         among: Collection[int],
         limit: int = 5,
         min_score: float = MIN_RECALL_SCORE,
+        passed: Callable[[str], bool] | None = None,
     ) -> list[RecallHit]:
         """Return the messages of conversation ``cid`` with ids in ``among`` most relevant to ``query``.
 
         Best first, at most ``limit``, only those scoring above ``min_score`` (bm25, higher is
-        better; document frequencies are those of the whole log). Any content word of
-        ``query`` may match; stop words never do, so a query of only those recalls nothing.
+        better; document frequencies are those of the whole log) and, when ``passed`` is given,
+        not those whose indexed text it says to pass over. Any content word of ``query`` may
+        match; stop words never do, so a query of only those recalls nothing.
         """
         match = recall_query(query)
         # Membership is tested here, not in SQL: passing thousands of ids into the query costs
@@ -882,16 +885,16 @@ class LogStore:
         hits: list[RecallHit] = []
         with self._reading() as db:
             rows = db.execute(
-                """SELECT e.id, e.turn, bm25(texts_fts) AS rank
+                f"""SELECT e.id, e.turn, bm25(texts_fts) AS rank, {INDEXED_BODY}
                    FROM texts_fts JOIN texts AS x ON x.id = texts_fts.rowid JOIN entries AS e ON e.text = x.id
                    WHERE texts_fts MATCH ? AND x.cid = ? AND e.cid = ?
                    ORDER BY rank, e.id""",
                 (match, cid, cid),
             )
-            for number, turn, rank in rows:
+            for number, turn, rank, body in rows:
                 if -rank <= min_score:
                     break  # best first: the rest score lower still
-                if number in wanted:
+                if number in wanted and (passed is None or not passed(body)):
                     hits.append(RecallHit(number, turn, -rank))
                     if len(hits) == limit:
                         break
