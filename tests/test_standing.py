@@ -234,14 +234,70 @@ def test_the_sixth_round_the_third_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
-def test_the_last_round_as_first_measured() -> None:
-    """The seventh round was written before the third pass changed any rule and no rule was changed
-    after it was measured: its figures are what new sentences get (docs/benchmarks.md quotes them,
-    0.917 / 0.595, under the goal); they must not get worse."""
-    positives = [s for s, _ in standing_set.SEVENTH_STANDING]
-    negatives = [s for s, _ in standing_set.SEVENTH_NOT_STANDING]
+def test_the_seventh_round_the_fourth_pass_was_fixed_for() -> None:
+    """The seventh round (0.917 / 0.595 as first measured) was fixed in issue 20's fourth pass by general
+    rules: conditions ("unless I ask", "when in doubt"), terse rules ("no emojis, ever", "only open-source
+    tools", "answers under 80 words"), a trait in one word ("I'm teetotal"), the user's things named with
+    "the" ("the work laptop"), limits at their place ("port 22 is blocked at my office"), a rule for any
+    case ("sources for any health claims"), and others' things and preferences ("my friend's laptop")."""
+    missed = [s for s, _ in standing_set.SEVENTH_STANDING if not standing(s)]
+    kept = [s for s, _ in standing_set.SEVENTH_NOT_STANDING if standing(s)]
+    assert missed == [] and kept == []
+
+
+def test_the_last_round_as_measured() -> None:
+    """The eighth round was written blind and committed before the fourth pass changed any rule; it was
+    measured once before (0.848 / 0.622) and once after (0.909 / 0.667) that pass, whose rules were
+    written for the seventh round only: what new sentences get (docs/benchmarks.md quotes both, under
+    the goal). They must not get worse."""
+    positives = [s for s, _ in standing_set.EIGHTH_STANDING]
+    negatives = [s for s, _ in standing_set.EIGHTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)
-    assert precision >= 0.916 and recall >= 0.594
+    assert precision >= 0.908 and recall >= 0.666
+
+
+@pytest.mark.parametrize("sentence", [
+    "Code in Rust unless I ask for something else.",
+    "When in doubt, ask me first.",
+    "No emojis, ever.",
+    "Celsius, always.",
+    "Only open-source tools, please.",
+    "Answers under 80 words, please.",
+    "No small talk, just answers.",
+    "Keep the tone warm but professional.",
+    "Give me sources for any health claims.",
+    "Add tests for every function you write.",
+    "I'm teetotal.",
+    "We're Canadian.",
+    "The work laptop has only 16 GB of memory.",
+    "The kids' bedtime is 7:30.",
+    "Port 22 is blocked at my office.",
+])
+def test_the_fourth_pass_rules_keep(sentence: str) -> None:
+    assert standing(sentence) == [sentence]
+
+
+@pytest.mark.parametrize("sentence", [
+    "No worries, ever so kind of you.",
+    "No problem.",
+    "Only if you have time.",
+    "Thanks, always.",
+    "Keep the tone of this email warm but professional.",
+    "List all the files in the folder.",
+    "I'm tired.",
+    "I'm confused.",
+    "I'm back.",
+    "I'm stuck.",
+    "I'm exhausted.",
+    "The recipe says to rest the dough.",
+    "The laptop has 16 GB of memory.",
+    "Port 22 is blocked.",
+    "My friend's laptop has 8 GB and it's fine.",
+    "My sister prefers everything in metric.",
+    "He claims it always works.",
+])
+def test_the_fourth_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
+    assert standing(sentence) == []
 
 
 def test_the_whole_set_meets_the_goal() -> None:

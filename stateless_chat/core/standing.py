@@ -310,7 +310,9 @@ _PAST_VERBS = frozenset("""was were had did went took ate ran drove said told ma
     always-was""".split())
 _NOT_PAST_ED = frozenset("need needed feed seed speed bleed breed proceed succeed exceed embed shed shred "
                          "bed red wed indeed".split())
-_REPORTED = _Gated(r"\b(?:says|said|say\s+that|tells\s+me|told\s+me|told\s+us|claims?|claimed"
+_REPORTED = _Gated(r"\b(?:he|she|they|it|who|someone|somebody|everyone|everybody|people)\s+claims?\b"
+                   r"|\bclaims?\s+(?:that|to|it|he|she|they|there|you|we|i)\b"
+                   r"|\b(?:says|said|say\s+that|tells\s+me|told\s+me|told\s+us|claimed"
                    r"|according\s+to|thinks|heard\s+that|read\s+that|swears)\b"
                    r"|\b(?:wrote|writes)\s+(?:that|x|me|to\s+me|back|somewhere|in\s+(?:his|her|their)"
                    r"|on\s+(?:his|her|their))\b|\b(?:wrote|writes)\s*[:.!]*$",
@@ -351,7 +353,7 @@ _CONTEXT_WORDS = """remember that | please remember that | please remember | rem
     | reminder | don't forget that
     | do not forget that | good to know | please note that | heads up"""
 _CONTEXT = _rx(r"^(?:" + _words(_CONTEXT_WORDS) + r")\b[,:]?\s*", first=_starts(_CONTEXT_WORDS))
-_TRAILING_ALWAYS = _rx(r"(?:always|at\s+all\s+times|every\s+time|each\s+time|in\s+general)(?:\s+please)?")
+_TRAILING_ALWAYS = _rx(r"(?:always|ever|at\s+all\s+times|every\s+time|each\s+time|in\s+general)(?:\s+please)?")
 _FUTURE_WORDS = """from now on | from here on | from here onwards | from here on out
     | from this point on | from this point forward | from this point onwards | going forward | moving forward
     | henceforth | everywhere | in everything | in every case | for the rest of this | for the rest of the
@@ -360,6 +362,9 @@ _FUTURE_WORDS = """from now on | from here on | from here onwards | from here on
     | in future answers | in future replies | in future responses | until further notice
     | until i say otherwise
     | unless i say otherwise | unless i tell you otherwise | until i tell you otherwise | throughout
+    | unless i ask | unless i say | unless i tell you | unless i specify | unless i request | unless i mention
+    | unless i want | unless asked | unless told | unless otherwise | unless i write | until i ask
+    | when in doubt | if in doubt | whenever in doubt
     | at all times | by default | as a rule | as a general rule | whatever the topic | whatever the question
     | no matter what | regardless of the topic | every time you | each time you | whenever you
     | any time you | anytime you | everything you write | everything you say | all your answers
@@ -406,6 +411,7 @@ _MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)"
               r"|^(?:please\s+)?keep\s+(?:it|things|everything|(?:the|your|all|any)\s+[\w-]+|(?!this\b|its\b)[\w-]+s)\s+(?:\w+\s+)?"
               r"(?:to\s+an?\s+(?:minimum|maximum)|to\s+the\s+point|within|under|below|short|brief|simple|concise"
               r"|light|plain|clean|neutral|friendly|polite|professional|formal|casual|serious|factual|tight"
+              r"|warm|gentle|kind|direct|blunt|upbeat|calm|relaxed|technical|objective|respectful"
               r"|low|basic|practical|realistic|positive|honest|[\w]+-(?:friendly|free|safe|only|level))\b")
 # "X, not Y", "X rather than Y", "X instead of Y": a choice of one kind over another.
 _CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?(?:not|never)|\brather\s+than|\binstead\s+of)\s+"
@@ -429,15 +435,47 @@ _THEY_CALL_ME = _rx(r"^(?:everyone|everybody|people|most\s+people|friends|collea
 # Only when the clause has no subject or verb of its own ("prices are high in winter" is not one).
 _VERBLESS = frozenset("""i we you he she it they this that these those there here is are was were am be been
     do does did have has had can could would should will may might must not what why how which who when
-    where me one once question questions thing things time kidding joking""".split())
+    where me one once question questions thing things time kidding joking if thanks thank sorry ok okay yes
+    great cool nice lol haha pleasure problem worries way idea rush hurry luck clue doubt chance matter
+    wonder offence offense biggie deal need""".split())
 _TERSE_ONLY = _rx(r"^(?:[\w-]+\s+){0,3}[\w-]+\s+only$")
-_TERSE_KIND = _rx(r"^(?:[\w-]+\s+)?(?:" + _OUTPUT_NOUNS + r")\s+(?:in|as|without|with)\s+(?:[\w-]+\s*){1,4}$")
+_TERSE_KIND = _rx(r"^(?:[\w-]+\s+)?(?:" + _OUTPUT_NOUNS + r")\s+(?:in|as|without|with|under|below|within"
+                  r"|over|above|at\s+most|at\s+least|up\s+to|no\s+longer\s+than|shorter\s+than)\s+(?:[\w:-]+\s*){1,4}$")
+# "no emojis", "no walls of text", "only open-source tools", "celsius always": a rule in a few words,
+# without a verb (the clause has none of ``_VERBLESS``; "no worries", "only if ..." are not rules).
+_TERSE_NO = _rx(r"^no\s+[\w-]+(?:\s+[\w-]+){0,3}(?:\s+(?:ever|always|at\s+all|please))?$", first="no")
+_TERSE_ONLY_FIRST = _rx(r"^only\s+[\w-]+(?:\s+[\w-]+){0,3}$", first="only")
+_TERSE_ALWAYS = _rx(r"^[\w-]+(?:\s+[\w-]+){0,2}\s+(?:always|ever|at\s+all\s+times)(?:\s+please)?$")
 _MINE = frozenset(("my", "our"))
+# "the work laptop", "the kids' bedtime", "the family car": the user's own, said with "the".
+# "my friend's laptop has 8 gb", "my sister prefers metric": what belongs to or is wanted by someone
+# else the user knows is not the user's world or rule ("my wife's name is ana" is: family names stay).
+_OTHERS = _rx(r"^(?:my|our)\s+(?:friend|friends|neighbou?r|neighbou?rs|colleague|colleagues|co-?worker|co-?workers"
+              r"|classmate|classmates|cousin|roommate|flatmate|boss|manager|teacher|doctor)'s?\s"
+              r"|^(?:my|our)\s+(?:\w+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife|husband|partner"
+              r"|boyfriend|girlfriend|son|daughter|kid|kids|friend|friends|boss|manager|colleague|colleagues"
+              r"|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa|grandfather|aunt|uncle|cousin"
+              r"|roommate|flatmate|team\s+lead|lead)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
+              r"(?:prefers|insists|wants|likes\s+(?:everything|all|it|things|answers|code)|thinks|swears)\b",
+              first="my our")
+_THE_MINE = _rx(r"^the\s+(?=(?:work|office|family|home|house|household|kids|kids'|children's|baby's|team)\s+[\w'-]+"
+                r"\s+(?:[\w'-]+\s+)?(?:is|are|has|have|runs|uses|needs|can|cannot|does|do|only|starts|ends)\b)",
+                first="the")
+# "port 22 is blocked at my office", "youtube is banned on our network": a limit of the user's setup.
+_BLOCKED_AT_MINE = _rx(r"^(?!(?:this|that|it|here|there)\b)[\w'.:-]+(?:\s+[\w'.:-]+){0,3}\s+(?:is|are)\s+(?:not\s+)?"
+                       r"(?:blocked|banned|forbidden|disabled|restricted|firewalled|not\s+allowed|not\s+permitted"
+                       r"|unavailable|not\s+available)\s+(?:at|on|in|by|from)\s+(?:my|our)\s+(?:[\w-]+\s+)?"
+                       r"(?:office|work|workplace|job|company|network|school|university|employer|vpn|laptop|machine"
+                       r"|computer|firewall|wifi|wi-fi|org|organi[sz]ation|team|server|servers)\b")
 _AT_MINE = _rx(r"^(?:the\s+)?((?:[\w-]+\s+)?[\w-]+)\s+(?:at|in|for|of)\s+(?:my|our)\s+"
                r"(?:job|work|company|team|office|workplace|school|org|organi[sz]ation|house|home|flat|building|lab|shop|firm)\s+(?=\w)")
 # "every function must have a docstring": a rule for every one of a kind.
 _EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
                   r"|have\s+to|shall|ought\s+to)\b", first="all every each")
+# "... for any health claims", "... for every function": what an imperative asks in every case to come.
+_FOR_ANY = _Gated(r"\b(?:for|on|with|to|in|about)\s+(?:any|every|each|all)\s+(?!the\b|of\b|these\b|those\b"
+                  r"|this\b|that\b|\d|two\b|three\b|four\b|five\b|six\b|ten\b)[\w-]+",
+                  ("any", "every", "each", "all"))
 _IMPERATIVE_START = _rx(r"^(?:please\s+)?(?:" + _ANSWER_VERBS + r")\b", first=_ANSWER_VERB_SET | {"please"})
 # 'use "they" for me', "use my first name when you write to me": how to refer to the user.
 _REFER_TO_ME = _rx(r"^(?:please\s+)?use\s+(?:\S+\s+){1,3}(?:for\s+me|when\s+(?:you\s+)?(?:refer(?:ring)?\s+to"
@@ -511,6 +549,19 @@ _CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:
     | kneel | travel | fly | cook | speak | chew | swallow | touch | smell | taste""") + r")\b"
               r"(?!\s+(?:this|that|it|these|those|them|the|your|you|any\s+of|anything|a\s+thing|what|why|how"
               r"|where|when|if|whether|properly\s+(?:now|today)|now|today)\b)", first="i we")
+# "I'm teetotal", "I'm Muslim", "we're Canadian": what the user is, said in one word; not a state
+# of the moment ("I'm tired", "I'm confused", "I'm back"), nor anything ending in -ed or -ing.
+_TRAIT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:also\s+|not\s+|strictly\s+|fully\s+)?([a-z][a-z-]+)(?:\s+too)?$",
+             first="i we")
+_MOMENT_STATES = frozenset("""tired sleepy exhausted knackered shattered hungry starving thirsty full cold hot
+    warm sick ill unwell sore fine good great ok okay alright well bad awful terrible back home here there
+    away out off in up down on done ready set free available busy late early sorry glad happy sad angry mad
+    upset cross curious bored lost stuck confused sure unsure certain serious kidding joking listening game
+    afraid scared worried nervous anxious stressed frustrated annoyed grateful thankful relieved surprised
+    impressed amazed shocked sold convinced torn hooked new right wrong correct close near far behind ahead
+    next last first alone together online offline around awake asleep lucky unlucky broke rich poor keen
+    eager excited thrilled proud ashamed jealous sure fed stumped finished gone open closed safe ok-ish
+    interested ready-ish hopeful doubtful confident quick slow""".split())
 _ROLE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:not\s+)?(?:\w+ly\s+|just\s+|only\s+|also\s+)?(?:an?)\s+"
             r"(?!bit\b|little\b|lot\b|fan\b|big\s+fan\b)(?:\w[\w-]*)", first="i i'm im we we're were")
 _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s+|mainly\s+|only\s+"
@@ -620,7 +671,8 @@ def _normal(sentence: str) -> str:
 def _clauses(text: str) -> list[str]:
     """Return the clauses of a normalized sentence: split at commas, semicolons, colons and dashes,
     each without the chat filler it may open with ("oh and", "btw", "please")."""
-    parts = re.split(r"\s*(?:[,;:]|\s-\s|\s–\s|\s—\s|\sbut\s)\s*", text)
+    # "warm but professional": a "but" before the clause's last word or two joins, it does not split
+    parts = re.split(r"\s*(?:[,;:]|\s-\s|\s–\s|\s—\s|\sbut\s(?!(?:[\w-]+\s+)?[\w-]+\s*[.!]*$))\s*", text)
     clauses: list[str] = []
     for part in (_LEAD.sub("", p).strip(" .!?") for p in parts):
         if clauses and _TRAILING_ALWAYS.fullmatch(part):
@@ -738,8 +790,11 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "every answer"  # "in every answer, put the summary first": the frame is its own clause
     if _THEY_CALL_ME.search(clause):
         return "what to call the user"
+    if _IMPERATIVE_START.search(clause) and _FOR_ANY.search(clause):
+        return "every answer"
     if _VERBLESS.isdisjoint(_tokens(clause)) and len(clause.split()) <= 6 and (
-            (clause.endswith(" only") and _TERSE_ONLY.search(clause)) or _TERSE_KIND.search(clause)):
+            (clause.endswith(" only") and _TERSE_ONLY.search(clause)) or _TERSE_KIND.search(clause)
+            or _TERSE_NO.search(clause) or _TERSE_ONLY_FIRST.search(clause) or _TERSE_ALWAYS.search(clause)):
         return "terse rule"  # "metric units only", "prices in pounds sterling": a rule without a verb
     return None
 
@@ -762,13 +817,19 @@ def _fact(clause: str) -> str | None:
     clause = _SETTING.sub("", clause)  # "at work we use Jira": the fact follows its setting
     if not _MINE.isdisjoint(_tokens(clause)):
         clause = _AT_MINE.sub(r"my \1 ", clause)  # "production at my job runs": "my production runs"
+        if _BLOCKED_AT_MINE.search(clause):
+            return "fact about the user"
+    clause = _THE_MINE.sub("my ", clause)  # "the work laptop has 16 gb": "my work laptop has 16 gb"
     if _SETUP.search(clause) or _CANNOT.search(clause):
         return "fact about the user"
     if _DURABLE_STATE.search(clause) or _ROLE.search(clause):
         return "fact about the user"
+    trait = _TRAIT.fullmatch(clause)
+    if trait is not None and trait.group(1) not in _MOMENT_STATES and not trait.group(1).endswith(("ed", "ing")):
+        return "fact about the user"
     if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
         return "fact about the user"
-    possessive = _POSSESSIVE.search(clause)
+    possessive = _POSSESSIVE.search(clause) if not _OTHERS.search(clause) else None
     if possessive is not None and (not _POINTS_AT_NOW.search(possessive.group(2))
                                    or _HERE_I_LIVE.search(possessive.group(2))) and (
             not _TRANSIENT.search(possessive.group(2)) or _DATE_AHEAD.search(possessive.group(2))
