@@ -36,6 +36,7 @@ FIRST_MEASURED: dict[str, tuple[float, float]] = {
     "sixth round": (0.900, 0.545),
     "seventh round": (0.917, 0.595),
     "eighth round": (0.848, 0.622),
+    "ninth round": (0.972, 0.778),
 }
 
 
