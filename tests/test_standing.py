@@ -245,15 +245,64 @@ def test_the_seventh_round_the_fourth_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
+def test_the_eighth_round_the_fifth_pass_was_fixed_for() -> None:
+    """The eighth round (written blind: 0.848 / 0.622 first, 0.909 / 0.667 after the fourth pass) was
+    fixed in the fifth pass by general rules: a frame for every time ("when you write dates, use ..."),
+    "whatever you suggest has to ...", defaults and conventions ("default to ...", "use 24-hour time"),
+    a trait after modifiers or before "and", "'s" read as "is", "and" before a subject of its own, a fact
+    given as the reason for a question, and look-alikes ("the never type", "how to always", "of those
+    three, I like ...")."""
+    missed = [s for s, _ in standing_set.EIGHTH_STANDING if not standing(s)]
+    kept = [s for s, _ in standing_set.EIGHTH_NOT_STANDING if standing(s)]
+    assert missed == [] and kept == []
+
+
 def test_the_last_round_as_measured() -> None:
-    """The eighth round was written blind and committed before the fourth pass changed any rule; it was
-    measured once before (0.848 / 0.622) and once after (0.909 / 0.667) that pass, whose rules were
-    written for the seventh round only: what new sentences get (docs/benchmarks.md quotes both, under
-    the goal). They must not get worse."""
-    positives = [s for s, _ in standing_set.EIGHTH_STANDING]
-    negatives = [s for s, _ in standing_set.EIGHTH_NOT_STANDING]
+    """The ninth round was written blind and committed before the fifth pass changed any rule; it was
+    measured once before (0.972 / 0.778) and once after (0.974 / 0.844) that pass, whose rules were
+    written for the eighth round only: what new sentences get (docs/benchmarks.md quotes both). They
+    must not get worse."""
+    positives = [s for s, _ in standing_set.NINTH_STANDING]
+    negatives = [s for s, _ in standing_set.NINTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)
-    assert precision >= 0.908 and recall >= 0.666
+    assert precision >= 0.973 and recall >= 0.843
+
+
+@pytest.mark.parametrize("sentence", [
+    "When you write dates, use YYYY-MM-DD.",
+    "whenever i paste a stack trace just tell me the likely cause first",
+    "Whatever you suggest has to work fully offline.",
+    "Please default to Python 3.12 syntax.",
+    "Use 24-hour time, thanks.",
+    "Never echo my API keys back in full.",
+    "Stop recommending Docker, we can't use it here.",
+    "I'm type 1 diabetic.",
+    "I'm Muslim and don't drink alcohol.",
+    "My laptop's a 2019 ThinkPad.",
+    "I'm on a fixed income.",
+    "our prod database is MySQL 5.7 and we're not allowed to upgrade it",
+    "Since I'm vegan, what could I make for dinner tonight?",
+])
+def test_the_fifth_pass_rules_keep(sentence: str) -> None:
+    assert standing(sentence) == [sentence]
+
+
+@pytest.mark.parametrize("sentence", [
+    "Whenever I run it, it crashes.",
+    "When I get home I'll call you.",
+    "Use the same format as before.",
+    "Explain how the never type works in TypeScript.",
+    "Show me how to always run a script at startup.",
+    "Of those three names, I like Bramble best.",
+    "I'm so tired and hungry.",
+    "I'm in a meeting.",
+    "Since I was a kid, what has changed in schools?",
+    "Because I'm tired, can you keep this one short?",
+    "I sent it back in March.",
+    "Stop here.",
+])
+def test_the_fifth_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
+    assert standing(sentence) == []
 
 
 @pytest.mark.parametrize("sentence", [

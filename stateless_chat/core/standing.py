@@ -242,7 +242,8 @@ _ANSWER_VERB_LIST = """use | using | give | show | write | answer | reply | resp
     | ask | check | double-check | stick | talk | speak | make | skip | leave | omit | default | prefer
     | switch | tell | refer | measure | show | link | reference | capitalize | capitalise | indent | comment
     | name | return | test | run | lead | open | close | respect | treat | consider | remind | warn
-    | flag | mark | note | bold | highlight | print | log | sort | state | offer | go | stay | do"""
+    | flag | mark | note | bold | highlight | print | log | sort | state | offer | go | stay | do | echo
+    | mask | repeat | reveal | display | expose | redact | hide"""
 _ANSWER_VERBS = _words(_ANSWER_VERB_LIST)
 _ANSWER_VERB_SET = frozenset(item.strip() for item in _ANSWER_VERB_LIST.split("|")) | {"stop", "quit"}
 _QUESTION_START = _rx(r"^(?:(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might|must"
@@ -284,13 +285,15 @@ _ONE_OFF = _Gated(r"\b(?:" + _words(_ONE_OFF_WORDS) + r")\b"
     r"|\b(?:in|for|on|with)\s+(?:this|that|these|those)\s+(?!chat\b|conversation\b|thread\b|session\b|project\b"
     r"|repo\b|repository\b|codebase\b|team\b|company\b)[\w-]+"
     r"|\bin\s+(?:a\s+few|\d+|two|three|five|ten|fifteen|twenty|thirty)\s+(?:minutes?|hours?|seconds?)\b"
-    r"|\bhere\s*[.!]*$|\byour\s+next\s+(?:answer|reply|response|message|one|snippet|paragraph|email|draft"
+    r"|(?<!\bit\s)(?<!\bthem\s)\bhere\s*[.!]*$|\byour\s+next\s+(?:answer|reply|response|message|one|snippet|paragraph|email|draft"
     r"|version|example|attempt)\b"
     r"|\b(?:in|for|on|with|to|from|of|into)\s+the\s+(?:[\w-]+\s+){1,3}(?:(?:that|which)\s+)?(?:you|we)"
     r"\s+(?:are\s+|were\s+|just\s+)?(?:\w+ing|gave|wrote|made|sent|suggested|showed|proposed|drafted"
     r"|started|mentioned|posted|shared)\b",
     _starts(_ONE_OFF_WORDS) | {"in", "for", "on", "with", "here", "to", "from", "of", "into", "your"})
-_PAST_WORDS = """used to | use to | when i was | when we were | back then | back in | back when
+_PAST_WORDS = """used to | use to | when i was | when we were | back then | back when | back in the day
+    | back in school | back in college | back in uni | back in high school | back in my | back in our
+    | back in those | back in the old
     | last year | last month | last week | last summer | last winter | last spring | last autumn | last fall
     | last night | last time | yesterday | years ago | months ago | weeks ago | days ago | a while ago
     | long ago | in my previous | in my old | in my last | in my former | at my old | at my previous
@@ -298,7 +301,8 @@ _PAST_WORDS = """used to | use to | when i was | when we were | back then | back
     | our previous | until recently | before this | as a kid | as a child | growing up | at school
     | in school | in college | at university | at uni"""
 _PAST = _Gated(r"\b(?:" + _words(_PAST_WORDS) + r")\b"
-    r"|\buntil\s+(?:19|20)\d\d\b"
+    r"|\buntil\s+(?:19|20)\d\d\b|\bback\s+in\s+(?:(?:19|20)\d\d|the\s+(?:\d0|\d{4})s|january|february|march"
+    r"|april|may|june|july|august|september|october|november|december|spring|summer|autumn|fall|winter)\b"
     r"|\b(?:should|could|would|might|must)(?:\s+not)?(?:\s+never)?\s+have\s+(?:been|had|done|gone|made|said|seen"
     r"|known|taken|given|got|gotten|told|thought|written|brought|bought|\w+ed)\b",
     _starts(_PAST_WORDS) | {"until", "should", "could", "would", "might", "must"})
@@ -318,6 +322,12 @@ _REPORTED = _Gated(r"\b(?:he|she|they|it|who|someone|somebody|everyone|everybody
                    r"|on\s+(?:his|her|their))\b|\b(?:wrote|writes)\s*[:.!]*$",
                    "says said say tells told claim claims claimed wrote writes according thinks heard read "
                    "swears".split())
+# "of those three names, I like ...": a choice among what is on the table.
+_OF_THOSE = _rx(r"^of\s+(?:those|these|the|them|all|your)\b", first="of")
+# "since I'm vegan, what could I make tonight?": a fact about the user given as the reason for a
+# question or a request of the moment; the fact stands, whatever the rest asks.
+_REASON = _rx(r"^(?:since|as|because|given\s+that|seeing\s+(?:as|that)|considering)\s+(?=(?:i|we|my|our)\s)",
+              first="since as because given seeing considering")
 _OPINION = _rx(r"^(?:i\s+(?:think|guess|suppose|believe|feel\s+like|bet|wonder|doubt|reckon)"
                r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b", first="i in imo imho")
 # Contractions of pronouns and of "not", spelled out so that each rule is written once ("i've got" is
@@ -336,6 +346,9 @@ _CONTRACTIONS = {
 # A word with an apostrophe, looked up in the table: one small regex, not an alternation of every
 # contraction (compiling that cost a few ms at import).
 _CONTRACTION = _Lazy(r"(?<![\w'])[a-z]+'[a-z]+(?![\w'])")
+# "my laptop's a thinkpad", "my son's seven": "'s" before an article, a number or a word of state is "is".
+_IS_SHORT = _Lazy(r"\b(?<!let)([a-z]+)'s\s+(?=(?:a|an|not|very|really|still|always|never|only|just|called"
+                  r"|named|based|located|from|\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b)")
 _QUOTED = _Lazy(r"\"[^\"]{0,200}\"|“[^”]{0,200}”|«[^»]{0,200}»|'[^'\s][^']{0,200}[^'\s]'(?!\w)")
 _LABEL = _rx(r"^(?:standing\s+)?(?:rule|rules|requirement|requirements|constraint|constraints|preference"
              r"|preferences|policy|instruction|instructions|note|nb|n\.b\.|important|reminder|fact)"
@@ -353,7 +366,8 @@ _CONTEXT_WORDS = """remember that | please remember that | please remember | rem
     | reminder | don't forget that
     | do not forget that | good to know | please note that | heads up"""
 _CONTEXT = _rx(r"^(?:" + _words(_CONTEXT_WORDS) + r")\b[,:]?\s*", first=_starts(_CONTEXT_WORDS))
-_TRAILING_ALWAYS = _rx(r"(?:always|ever|at\s+all\s+times|every\s+time|each\s+time|in\s+general)(?:\s+please)?")
+_TRAILING_ALWAYS = _rx(r"(?:always|ever|at\s+all\s+times|every\s+time|each\s+time|in\s+general)"
+                       r"(?:\s+please)?")
 _FUTURE_WORDS = """from now on | from here on | from here onwards | from here on out
     | from this point on | from this point forward | from this point onwards | going forward | moving forward
     | henceforth | everywhere | in everything | in every case | for the rest of this | for the rest of the
@@ -370,7 +384,8 @@ _FUTURE_WORDS = """from now on | from here on | from here onwards | from here on
     | any time you | anytime you | everything you write | everything you say | all your answers
     | all of your answers | all your replies | all your responses | all your code"""
 _FUTURE = _Gated(r"\b(?:" + _words(_FUTURE_WORDS) + r")\b", _starts(_FUTURE_WORDS))
-_ALWAYS = _Gated(r"\b(?:always|never|ever|any\s?more|no\s+more|no\s+longer|every\s+(?:single\s+)?time"
+_ALWAYS = _Gated(r"(?<!\bthe\s)(?<!\ba\s)(?<!\bhow\sto\s)"
+                 r"\b(?:always|never|ever|any\s?more|no\s+more|no\s+longer|every\s+(?:single\s+)?time"
                  r"|each\s+time)\b(?!\s+(?:i|we)\b)", "always never ever anymore any no every each".split())
 _OUTPUT_NOUNS = _words("""answers | answer | replies | reply | responses | response | messages | message
     | code | snippets | snippet | examples | example | dates | times | prices | numbers | figures | units
@@ -450,20 +465,21 @@ _MINE = frozenset(("my", "our"))
 # "the work laptop", "the kids' bedtime", "the family car": the user's own, said with "the".
 # "my friend's laptop has 8 gb", "my sister prefers metric": what belongs to or is wanted by someone
 # else the user knows is not the user's world or rule ("my wife's name is ana" is: family names stay).
-_OTHERS = _rx(r"^(?:my|our)\s+(?:friend|friends|neighbou?r|neighbou?rs|colleague|colleagues|co-?worker|co-?workers"
-              r"|classmate|classmates|cousin|roommate|flatmate|boss|manager|teacher|doctor)'s?\s"
+_OTHERS = _rx(r"^(?:my|our)\s+(?:friend|friends|neighbou?r|neighbou?rs|colleague|colleagues|co-?worker"
+              r"|co-?workers|classmate|classmates|cousin|roommate|flatmate|boss|manager|teacher|doctor)'s?\s"
               r"|^(?:my|our)\s+(?:\w+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife|husband|partner"
               r"|boyfriend|girlfriend|son|daughter|kid|kids|friend|friends|boss|manager|colleague|colleagues"
               r"|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa|grandfather|aunt|uncle|cousin"
               r"|roommate|flatmate|team\s+lead|lead)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
               r"(?:prefers|insists|wants|likes\s+(?:everything|all|it|things|answers|code)|thinks|swears)\b",
               first="my our")
-_THE_MINE = _rx(r"^the\s+(?=(?:work|office|family|home|house|household|kids|kids'|children's|baby's|team)\s+[\w'-]+"
-                r"\s+(?:[\w'-]+\s+)?(?:is|are|has|have|runs|uses|needs|can|cannot|does|do|only|starts|ends)\b)",
+_THE_MINE = _rx(r"^the\s+(?=(?:work|office|family|home|house|household|kids|kids'|children's|baby's|team)"
+                r"\s+[\w'-]+\s+(?:[\w'-]+\s+)?(?:is|are|has|have|runs|uses|needs|can|cannot|does|do|only|starts|ends|blocks"
+                r"|allows|requires|bans|forbids|filters|limits|restricts|closes|opens)\b)",
                 first="the")
 # "port 22 is blocked at my office", "youtube is banned on our network": a limit of the user's setup.
-_BLOCKED_AT_MINE = _rx(r"^(?!(?:this|that|it|here|there)\b)[\w'.:-]+(?:\s+[\w'.:-]+){0,3}\s+(?:is|are)\s+(?:not\s+)?"
-                       r"(?:blocked|banned|forbidden|disabled|restricted|firewalled|not\s+allowed|not\s+permitted"
+_BLOCKED_AT_MINE = _rx(r"^(?!(?:this|that|it|here|there)\b)[\w'.:-]+(?:\s+[\w'.:-]+){0,3}\s+(?:is|are)\s+"
+                       r"(?:not\s+)?(?:blocked|banned|forbidden|disabled|restricted|firewalled|not\s+allowed|not\s+permitted"
                        r"|unavailable|not\s+available)\s+(?:at|on|in|by|from)\s+(?:my|our)\s+(?:[\w-]+\s+)?"
                        r"(?:office|work|workplace|job|company|network|school|university|employer|vpn|laptop|machine"
                        r"|computer|firewall|wifi|wi-fi|org|organi[sz]ation|team|server|servers)\b")
@@ -472,6 +488,24 @@ _AT_MINE = _rx(r"^(?:the\s+)?((?:[\w-]+\s+)?[\w-]+)\s+(?:at|in|for|of)\s+(?:my|o
 # "every function must have a docstring": a rule for every one of a kind.
 _EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
                   r"|have\s+to|shall|ought\s+to)\b", first="all every each")
+# "when you write dates, use ...", "whenever i paste a trace, tell me ...": a frame that holds every time,
+# then what to do in it (not "whenever i run it, it crashes").
+_EVERY_TIME_FRAME = _rx(r"^(?:when\s+you\s+(?:" + _ANSWER_VERBS + r")|(?:whenever|every\s+time|each\s+time"
+                        r"|any\s*time)\s+(?:i|you|we)\s+[\w-]+)\b(?:\s+[\w'-]+){0,6}?\s*,?\s+"
+                        r"(?:just\s+|please\s+|always\s+|only\s+)?(?:" + _ANSWER_VERBS + r")\b",
+                        first="when whenever every each any anytime")
+# "whatever you suggest has to work offline", "anything you write must ...": a rule for every answer.
+_WHATEVER_YOU = _rx(r"^(?:whatever|anything|everything|all)\s+(?:that\s+)?you\s+(?:" + _ANSWER_VERBS
+                    + r"|come\s+up\s+with|produce|generate|draft)\s+(?:\w+\s+)?(?:has\s+to|must|should"
+                    r"|needs\s+to|need\s+to|have\s+to|ought\s+to|shall|is\s+to|needs|has)\b",
+                    first="whatever anything everything all")
+# "default to python 3.12", "use 24-hour time", "use tabs for indentation": a default or a convention.
+_DEFAULT_TO = _rx(r"^(?:please\s+)?(?:default\s+to|by\s+default\s+use)\b", first="please default by")
+_USE_CONVENTION = _rx(r"^(?:please\s+)?(?:use|write\s+in|stick\s+to)\s+(?!this\b|that\b|these\b|those\b|it\b"
+                      r"|the\s+(?:same|one|last|first|above|previous|other)\b)(?:[\w-]+\s+){0,2}(?:time|format"
+                      r"|formats|notation|spelling|units|syntax|style|conventions?|casing|case|indentation|tabs"
+                      r"|spaces|quotes|encoding|timezone|time\s+zone|dates|english|grammar|punctuation)"
+                      r"(?:\s+for\s+(?:[\w-]+\s*){1,2})?$", first="please use write stick")
 # "... for any health claims", "... for every function": what an imperative asks in every case to come.
 _FOR_ANY = _Gated(r"\b(?:for|on|with|to|in|about)\s+(?:any|every|each|all)\s+(?!the\b|of\b|these\b|those\b"
                   r"|this\b|that\b|\d|two\b|three\b|four\b|five\b|six\b|ten\b)[\w-]+",
@@ -518,6 +552,9 @@ _DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|or
     | scared of | afraid of | terrified of | hard of hearing | visually impaired
     | hearing impaired | disabled | in a wheelchair | neurodivergent | dyspraxic | short-sighted | nearsighted
     | long-sighted | training for | on a budget | on a tight budget | on a diet | on a [\\w-]+ diet
+    | on a [\\w-]+ income | on a [\\w-]+ pension | on a pension | on a [\\w-]+ salary | on benefits
+    | on disability | on a [\\w-]+ budget | on an? [\\w-]+ mac | on an? [\\w-]+ macbook
+    | on an? [\\w-]+ laptop
     | on medication | on insulin | on dialysis | on blood thinners | on antidepressants
     | on a mac | on a macbook | on mac | on macos | on windows | on linux | on ubuntu | on fedora | on debian
     | on arch | on an iphone | on android | on a pc | on a chromebook | on python | on node | on java
@@ -551,8 +588,10 @@ _CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:
               r"|where|when|if|whether|properly\s+(?:now|today)|now|today)\b)", first="i we")
 # "I'm teetotal", "I'm Muslim", "we're Canadian": what the user is, said in one word; not a state
 # of the moment ("I'm tired", "I'm confused", "I'm back"), nor anything ending in -ed or -ing.
-_TRAIT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:also\s+|not\s+|strictly\s+|fully\s+)?([a-z][a-z-]+)(?:\s+too)?$",
-             first="i we")
+_TRAIT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:also\s+|not\s+|strictly\s+|fully\s+)?"
+             r"((?:(?!(?:in|at|on|with|by|from|into|near|off|under|over|to|for|of|about|a|an|the|my|our|your|this"
+             r"|that|so|and|but|or|just|very|really|too|quite|pretty|a\s+bit)\s)[\w-]+\s+){0,2})"
+             r"([a-z][a-z-]+)(?:\s+too)?(?:\s+(?:and|so)\s+.+)?$", first="i we")
 _MOMENT_STATES = frozenset("""tired sleepy exhausted knackered shattered hungry starving thirsty full cold hot
     warm sick ill unwell sore fine good great ok okay alright well bad awful terrible back home here there
     away out off in up down on done ready set free available busy late early sorry glad happy sad angry mad
@@ -665,14 +704,18 @@ def _normal(sentence: str) -> str:
     text = " ".join(text.lower().split())
     if "'" not in text:
         return text
-    return _CONTRACTION.sub(lambda match: _CONTRACTIONS.get(match.group(0), match.group(0)), text)
+    text = _CONTRACTION.sub(lambda match: _CONTRACTIONS.get(match.group(0), match.group(0)), text)
+    return _IS_SHORT.sub(r"\1 is ", text) if "'s " in text else text
 
 
 def _clauses(text: str) -> list[str]:
     """Return the clauses of a normalized sentence: split at commas, semicolons, colons and dashes,
     each without the chat filler it may open with ("oh and", "btw", "please")."""
-    # "warm but professional": a "but" before the clause's last word or two joins, it does not split
-    parts = re.split(r"\s*(?:[,;:]|\s-\s|\s–\s|\s—\s|\sbut\s(?!(?:[\w-]+\s+)?[\w-]+\s*[.!]*$))\s*", text)
+    # "warm but professional": a "but" before the clause's last word or two joins, it does not split;
+    # "and" splits before a subject of its own ("... is mysql 5.7 and we are not allowed ...", not
+    # "my partner and i are ...")
+    parts = re.split(r"\s*(?:[,;:]|\s-\s|\s–\s|\s—\s|\sbut\s(?!(?:[\w-]+\s+)?[\w-]+\s*[.!]*$)"
+                     r"|\sand\s(?=i\s(?!are\b|were\b|both\b|have\s+both\b)|(?:we|they|he|she)\s))\s*", text)
     clauses: list[str] = []
     for part in (_LEAD.sub("", p).strip(" .!?") for p in parts):
         if clauses and _TRAILING_ALWAYS.fullmatch(part):
@@ -721,6 +764,8 @@ def _refusal(text: str, clauses: list[str]) -> str | None:
     head = clauses[0] if clauses else text
     if _HYPOTHETICAL.search(head) or _HYPOTHETICAL.search(text):
         return "hypothetical"
+    if _OF_THOSE.search(head):
+        return "choice"
     if _is_past(text):
         return "past"
     if _ONE_OFF.search(text):
@@ -792,6 +837,10 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "what to call the user"
     if _IMPERATIVE_START.search(clause) and _FOR_ANY.search(clause):
         return "every answer"
+    if _EVERY_TIME_FRAME.search(whole) or _WHATEVER_YOU.search(clause):
+        return "every answer"
+    if _DEFAULT_TO.search(clause) or _USE_CONVENTION.search(clause):
+        return "a default or convention"
     if _VERBLESS.isdisjoint(_tokens(clause)) and len(clause.split()) <= 6 and (
             (clause.endswith(" only") and _TERSE_ONLY.search(clause)) or _TERSE_KIND.search(clause)
             or _TERSE_NO.search(clause) or _TERSE_ONLY_FIRST.search(clause) or _TERSE_ALWAYS.search(clause)):
@@ -825,7 +874,8 @@ def _fact(clause: str) -> str | None:
     if _DURABLE_STATE.search(clause) or _ROLE.search(clause):
         return "fact about the user"
     trait = _TRAIT.fullmatch(clause)
-    if trait is not None and trait.group(1) not in _MOMENT_STATES and not trait.group(1).endswith(("ed", "ing")):
+    if trait is not None and not any(word in _MOMENT_STATES or word.endswith(("ed", "ing"))
+                                     for word in (*trait.group(1).split(), trait.group(2))):
         return "fact about the user"
     if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
         return "fact about the user"
@@ -851,6 +901,11 @@ def verdict(sentence: str) -> Verdict:
     clauses = _clauses(text)
     if not clauses:
         return Verdict(False, "empty")
+    reason = _REASON.search(clauses[0])
+    if reason is not None:
+        given = clauses[0][reason.end():]
+        if _refusal(given, [given]) is None and _fact(given) is not None:
+            return Verdict(True, "fact given as a reason")
     refusal = _refusal(text, clauses)
     if refusal is not None:
         return Verdict(False, refusal)
