@@ -115,6 +115,7 @@ def _words(text: str) -> str:
 _HEAD = re.compile(r"[a-z]+")
 
 
+@functools.lru_cache(maxsize=1024)
 def _head(text: str) -> str:
     """Return the leading letters of ``text``: its first word up to a hyphen or an apostrophe ("double"
     of "double-check", "don" of "don't", "round" of "round's"), for a rule and for the text alike."""
