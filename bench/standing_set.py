@@ -956,6 +956,141 @@ NINTH_NOT_STANDING: tuple[Item, ...] = (
 )
 
 
+# A tenth round (50 / 50), written for issue 20's sixth pass by a helper that saw neither the rules nor
+# any earlier round, committed before any rule was changed after it and measured once as written with
+# the fifth pass's rules; the sixth pass changed rules for the ninth round's misses only, and the round
+# was measured again after it.
+TENTH_STANDING: tuple[Item, ...] = (
+    ("keep answers short pls", "requirement"),
+    ("No emojis.", "requirement"),
+    ("I'm vegan, so skip anything with eggs or dairy when you suggest food.", "fact"),
+    ("me and my wife have two kids, 4 and 7", "fact"),
+    (
+        "Since our prod cluster is still stuck on Kubernetes 1.27, which kubectl rollout flags "
+        "should I be using?",
+        "fact",
+    ),
+    ("Please stop apologising at the start of every reply.", "requirement"),
+    ("i use arch btw so give me pacman commands not apt", "requirement"),
+    ("My eyes are not so good anymore and I use a screen reader for everything.", "fact"),
+    (
+        "I'm a chartered accountant in Leeds, so assume UK tax rules unless I mention a client "
+        "abroad.",
+        "fact",
+    ),
+    ("When I ask for code, give me TypeScript unless I say otherwise.", "requirement"),
+    ("The laptop at home only has 8 GB of RAM.", "fact"),
+    ("My son has a peanut allergy, so never suggest anything with nuts.", "requirement"),
+    ("I rent out three flats in Manchester.", "fact"),
+    ("our band rehearses every thursday night", "fact"),
+    ("I translate Portuguese into English for a living, mostly legal contracts.", "fact"),
+    ("Metric units only, please.", "requirement"),
+    ("I'm deaf, so video links are no use to me unless they have captions.", "fact"),
+    ("i am from Brazil and my english is not perfect, please use always easy words", "requirement"),
+    (
+        "Given that my PhD is in computational linguistics, how would you structure the "
+        "literature review chapter?",
+        "fact",
+    ),
+    ("Our restaurant seats 40 and we're closed on Mondays.", "fact"),
+    ("I'm type 1 diabetic.", "fact"),
+    ("Don't bother explaining Git basics to me, I've used it daily for ten years.", "requirement"),
+    ("I've got a Raspberry Pi 4 running Home Assistant in the garage.", "fact"),
+    ("Bullet points from here on, long paragraphs make my head spin.", "requirement"),
+    ("The budget for the whole kitchen renovation is £12k, tops.", "fact"),
+    ("We're based in Auckland so give times in NZ time please.", "requirement"),
+    ("I work nights, 10pm to 6am, four days a week.", "fact"),
+    ("I'm Muslim and don't drink, so leave wine out of any recipe.", "fact"),
+    ("Always show me the command first, then explain it.", "requirement"),
+    ("Our CI runs on self-hosted GitHub Actions runners that have no internet access.", "fact"),
+    ("I prefer British spelling.", "requirement"),
+    (
+        "The piano I've got at home is a digital Yamaha, so what's the best way to record it "
+        "straight into my laptop?",
+        "fact",
+    ),
+    ("im 16 and doing my GCSEs", "fact"),
+    ("no markdown tables, my terminal mangles them", "requirement"),
+    ("I'm 78 and new to computers, so take it slow with me.", "fact"),
+    ("My partner and I are both vegetarian.", "fact"),
+    (
+        "Whenever you give me a recipe, scale it for a 20-litre stockpot, that's what we cook "
+        "in at work.",
+        "requirement",
+    ),
+    ("I have Parkinson's and type with one finger.", "fact"),
+    ("Ignore my typos, just work out what I meant.", "requirement"),
+    ("We don't own a car.", "fact"),
+    ("our office machines are all Windows 10 and nobody has admin rights", "fact"),
+    ("Sources in APA 7th, every time.", "requirement"),
+    ("I'm saving for a house deposit so groceries have to stay under $80 a week.", "fact"),
+    ("Just so you know, I'm red-green colourblind.", "fact"),
+    ("Any time I paste a stack trace, go straight to the likely cause, no preamble.", "requirement"),
+    ("I live alone with two cats.", "fact"),
+    (
+        "Python on the server is 3.8 and can't be upgraded, so how do I write this without a "
+        "match statement?",
+        "fact",
+    ),
+    ("Tabs, not spaces, in any code you write for me.", "requirement"),
+    ("from now on reply in Spanish, I'm trying to practise", "requirement"),
+    ("My mum lives with us and uses a wheelchair.", "fact"),
+)
+
+TENTH_NOT_STANDING: tuple[Item, ...] = (
+    ("Do you always use British spelling?", "question"),
+    ("Should I prefer tabs or spaces in Python?", "question"),
+    ("Just for this answer, skip the code comments.", "one-off"),
+    ("Make the next reply shorter, that last one was a lot.", "one-off"),
+    ("actually forget what i said about metric, doesn't matter", "retraction"),
+    ("Scratch the vegan thing, I was asking for a friend.", "retraction"),
+    ("I used to be vegetarian back in uni.", "past"),
+    ("we had a raspberry pi in the garage but it died last year", "past"),
+    ("If I were diabetic, would this breakfast be okay?", "hypothetical"),
+    ("Suppose we moved the whole cluster to ARM nodes, what would break?", "hypothetical"),
+    ("My sister always wants her answers in French.", "other"),
+    ("My supervisor prefers Harvard referencing.", "other"),
+    ("Our head chef never lets anyone near the truffle oil.", "other"),
+    ("My boss said \"never push to main on a Friday\".", "quoted"),
+    ("The README says to always run make clean first.", "reported"),
+    ("My tenant told me he's allergic to cats.", "reported"),
+    ("haha nice, thanks!", "chat"),
+    ("ok that's actually really cool", "chat"),
+    ("I'm so tired today, sorry if I'm slow.", "chat"),
+    ("we're at the airport right now so the wifi is patchy", "chat"),
+    ("The second option, please.", "choice"),
+    ("I'll go with the bash version.", "choice"),
+    ("Out of those two drafts I prefer the first.", "choice"),
+    ("Honestly metric is just better than imperial.", "opinion"),
+    ("Tabs are always better than spaces, fight me.", "opinion"),
+    ("Write me a cover letter for a junior accountant job.", "request"),
+    ("can u translate this to portuguese", "request"),
+    ("Give me a vegan lasagne recipe.", "request"),
+    ("Is it true you should never use emojis in work emails?", "question"),
+    ("What does 'unless otherwise agreed' mean in a tenancy agreement?", "question"),
+    ("Only for this one, answer in Spanish.", "one-off"),
+    ("Keep this one under 100 words.", "one-off"),
+    ("For this email only, sign it off as Dr. Okafor.", "one-off"),
+    ("You can drop my earlier request about short answers.", "retraction"),
+    ("When I was a kid we always had fish on Fridays.", "past"),
+    ("I lived in Lisbon for three years before the move.", "past"),
+    ("At my last job we used Jenkins for everything.", "past"),
+    ("If I had a bigger budget I'd go for oak worktops.", "hypothetical"),
+    ("what if i only ran the tests on fridays, would that be bad", "hypothetical"),
+    ("My flatmate prefers everything in Fahrenheit.", "other"),
+    ("Our client wants every invoice issued in euros.", "other"),
+    ("He said, 'I always use metric anyway.'", "quoted"),
+    ("She told me their servers never go down on weekends.", "reported"),
+    ("my teacher says never start a sentence with because", "reported"),
+    ("lol my grandpa typed that last message", "chat"),
+    ("Good morning! Hope you're well.", "chat"),
+    ("unless you think it's a bad idea, let's try the regex one", "choice"),
+    ("Python is the best first language for anyone.", "opinion"),
+    ("Please summarise this article for me.", "request"),
+    ("Would it be better to always write the unit tests first?", "question"),
+)
+
+
 def held_out(position: int) -> bool:
     """Return whether the item at ``position`` of its list is in the held-out third (2, 5, 8, ...)."""
     return position % 3 == 2
@@ -980,6 +1115,7 @@ ROUNDS: tuple[tuple[str, tuple[Item, ...], tuple[Item, ...]], ...] = (
     ("seventh round", SEVENTH_STANDING, SEVENTH_NOT_STANDING),
     ("eighth round", EIGHTH_STANDING, EIGHTH_NOT_STANDING),
     ("ninth round", NINTH_STANDING, NINTH_NOT_STANDING),
+    ("tenth round", TENTH_STANDING, TENTH_NOT_STANDING),
 )
 ALL_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[1] for r in ROUNDS)
 ALL_NOT_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[2] for r in ROUNDS)
