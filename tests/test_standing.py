@@ -257,15 +257,54 @@ def test_the_eighth_round_the_fifth_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
+def test_the_ninth_round_the_sixth_pass_was_fixed_for() -> None:
+    """The ninth round (written blind: 0.972 / 0.778 first, 0.974 / 0.844 after the fifth pass) was fixed
+    in the sixth pass by general rules: "'s" before a participle or a state ("our game's built in ...",
+    "my shop's open ..."), day ranges recur ("tues to sat"), contractions typed without the apostrophe
+    ("i dont drink"), more verbs of how the user lives ("we bank with", "we grow"), an imperative with a
+    condition of the user's ("unless I start joking"), a fact followed by ", so <question>", and the
+    preferences of the user's people's people ("my daughter's teacher prefers ...")."""
+    missed = [s for s, _ in standing_set.NINTH_STANDING if not standing(s)]
+    kept = [s for s, _ in standing_set.NINTH_NOT_STANDING if standing(s)]
+    assert missed == [] and kept == []
+
+
 def test_the_last_round_as_measured() -> None:
-    """The ninth round was written blind and committed before the fifth pass changed any rule; it was
-    measured once before (0.972 / 0.778) and once after (0.974 / 0.844) that pass, whose rules were
-    written for the eighth round only: what new sentences get (docs/benchmarks.md quotes both). They
+    """The tenth round was written blind and committed before the sixth pass changed any rule; it was
+    measured once before (0.974 / 0.740) and once after (0.975 / 0.780) that pass, whose rules were
+    written for the ninth round only: what new sentences get (docs/benchmarks.md quotes both). They
     must not get worse."""
-    positives = [s for s, _ in standing_set.NINTH_STANDING]
-    negatives = [s for s, _ in standing_set.NINTH_NOT_STANDING]
+    positives = [s for s, _ in standing_set.TENTH_STANDING]
+    negatives = [s for s, _ in standing_set.TENTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)
-    assert precision >= 0.973 and recall >= 0.843
+    assert precision >= 0.974 and recall >= 0.779
+
+
+@pytest.mark.parametrize("sentence", [
+    "my shop's open tues to sat, closed sun and mon",
+    "Our game's built in Godot 4 with C#, not GDScript.",
+    "Keep a formal tone with me unless I start joking around.",
+    "I'm red-green colorblind, so how would I tell these two wires apart?",
+    "We bank with Monzo.",
+    "We grow wheat on about 300 acres.",
+    "i dont drink alcohol",
+    "im vegan",
+])
+def test_the_sixth_pass_rules_keep(sentence: str) -> None:
+    assert standing(sentence) == [sentence]
+
+
+@pytest.mark.parametrize("sentence", [
+    "My daughter's teacher prefers homework to be handwritten.",
+    "The shop's open till 6 today.",
+    "I'm tired, so how long will this take?",
+    "Keep going unless I'm wrong.",
+    "We grew tomatoes last summer.",
+    "dont worry about it",
+    "I'll be there tues to sat.",
+])
+def test_the_sixth_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
+    assert standing(sentence) == []
 
 
 @pytest.mark.parametrize("sentence", [

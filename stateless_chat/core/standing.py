@@ -329,6 +329,8 @@ _OF_THOSE = _rx(r"^of\s+(?:those|these|the|them|all|your)\b", first="of")
 # question or a request of the moment; the fact stands, whatever the rest asks.
 _REASON = _rx(r"^(?:since|as|because|given\s+that|seeing\s+(?:as|that)|considering)\s+(?=(?:i|we|my|our)\s)",
               first="since as because given seeing considering")
+# "..., so how would I ...?", "..., which means ...": what follows from the clause before it.
+_SO = _rx(r"^[^,;:]+[,;]\s*(?:so|which\s+means|that\s+means|meaning)\b")
 _OPINION = _rx(r"^(?:i\s+(?:think|guess|suppose|believe|feel\s+like|bet|wonder|doubt|reckon)"
                r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b", first="i in imo imho")
 # Contractions of pronouns and of "not", spelled out so that each rule is written once ("i've got" is
@@ -344,11 +346,20 @@ _CONTRACTIONS = {
                                                 "has", "had", "should", "would", "could", "must", "need",
                                                 "might")},
 }
+# The same typed without the apostrophe ("i dont drink", "im vegan"): only words that are nothing else.
+_BARE = {"dont": "do not", "doesnt": "does not", "didnt": "did not", "cant": "cannot", "isnt": "is not",
+         "arent": "are not", "wasnt": "was not", "werent": "were not", "havent": "have not",
+         "hasnt": "has not", "shouldnt": "should not", "wouldnt": "would not", "couldnt": "could not",
+         "im": "i am", "ive": "i have", "youre": "you are", "theyre": "they are", "weve": "we have",
+         "thats": "that is", "whats": "what is"}
+_BARE_CONTRACTION = _Lazy(r"(?<![\w'])(?:" + "|".join(_BARE) + r")(?![\w'])")
 # A word with an apostrophe, looked up in the table: one small regex, not an alternation of every
 # contraction (compiling that cost a few ms at import).
 _CONTRACTION = _Lazy(r"(?<![\w'])[a-z]+'[a-z]+(?![\w'])")
-# "my laptop's a thinkpad", "my son's seven": "'s" before an article, a number or a word of state is "is".
+# "my laptop's a thinkpad", "my son's seven", "our game's built in godot": "'s" before an article, a number,
+# a word of state or a participle is "is".
 _IS_SHORT = _Lazy(r"\b(?<!let)([a-z]+)'s\s+(?=(?:a|an|not|very|really|still|always|never|only|just|called"
+                  r"|open|closed|built|made|written|hosted|run|deployed|kept|stored|set|registered|insured"
                   r"|named|based|located|from|\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b)")
 _QUOTED = _Lazy(r"\"[^\"]{0,200}\"|“[^”]{0,200}”|«[^»]{0,200}»|'[^'\s][^']{0,200}[^'\s]'(?!\w)")
 _LABEL = _rx(r"^(?:standing\s+)?(?:rule|rules|requirement|requirements|constraint|constraints|preference"
@@ -468,7 +479,7 @@ _MINE = frozenset(("my", "our"))
 # else the user knows is not the user's world or rule ("my wife's name is ana" is: family names stay).
 _OTHERS = _rx(r"^(?:my|our)\s+(?:friend|friends|neighbou?r|neighbou?rs|colleague|colleagues|co-?worker"
               r"|co-?workers|classmate|classmates|cousin|roommate|flatmate|boss|manager|teacher|doctor)'s?\s"
-              r"|^(?:my|our)\s+(?:\w+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife|husband|partner"
+              r"|^(?:my|our)\s+(?:[\w']+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife|husband|partner"
               r"|boyfriend|girlfriend|son|daughter|kid|kids|friend|friends|boss|manager|colleague|colleagues"
               r"|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa|grandfather|aunt|uncle|cousin"
               r"|roommate|flatmate|team\s+lead|lead)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
@@ -507,6 +518,9 @@ _USE_CONVENTION = _rx(r"^(?:please\s+)?(?:use|write\s+in|stick\s+to)\s+(?!this\b
                       r"|formats|notation|spelling|units|syntax|style|conventions?|casing|case|indentation|tabs"
                       r"|spaces|quotes|encoding|timezone|time\s+zone|dates|english|grammar|punctuation)"
                       r"(?:\s+for\s+(?:[\w-]+\s*){1,2})?$", first="please use write stick")
+# "keep a formal tone unless I start joking": what holds until the user does something.
+_UNLESS_I = _Gated(r"\bunless\s+(?:i|we)\s+(?!am\b|was\b|were\b|are\b|forget\b|have\s+been\b)[\w-]+",
+                   ("unless",))
 # "... for any health claims", "... for every function": what an imperative asks in every case to come.
 _FOR_ANY = _Gated(r"\b(?:for|on|with|to|in|about)\s+(?:any|every|each|all)\s+(?!the\b|of\b|these\b|those\b"
                   r"|this\b|that\b|\d|two\b|three\b|four\b|five\b|six\b|ten\b)[\w-]+",
@@ -616,7 +630,9 @@ _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s
     | don't drive | do not drive | do not allow | do not permit | do not accept | do not support
     | do not ship | do not sell | do not offer | do not serve | do not store | do not collect | do not share
     | do not track | do not keep | do not watch | do not trust | only allow | only accept | allow | forbid
-    | ban | have no | have got | 've got | were born | was born | 're on | are on
+    | ban | have no | have got | 've got | were born | was born | 're on | are on | bank with | shop at
+    | grow | farm | raise | breed | brew | bake | publish | produce | design | repair | translate | import
+    | export | keep bees | keep chickens | keep goats | homeschool | foster
     | 're a | are a | 're an | are an | am a | 'm a | are based | 're based | are located | 're located""")
                          + r")\b", first="i we")
 # "I always read on my phone", "we usually deploy on Fridays": a habit (a past verb is refused before).
@@ -657,10 +673,14 @@ _DATE_AHEAD = _rx(r"^\w+ing\b.*\b(?:in|on|by|next|this\s+coming)\s+(?:january|fe
                   r"|july|august|september|october|november|december|spring|summer|autumn|fall|winter|monday|tuesday"
                   r"|wednesday|thursday|friday|saturday|sunday|week|month|year|(?:19|20)\d\d)\b")
 # "is closed on Fridays", "is busy every morning": what recurs is how things are, not the moment.
-_RECURRING = _Gated(r"\b(?:on|at)\s+(?:mondays|tuesdays|wednesdays|thursdays|fridays|saturdays|sundays"
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mon", "tues", "tue",
+         "wed", "thurs", "thur", "thu", "fri", "sat", "sun")
+_DAY = r"(?:" + "|".join(_DAYS) + r")s?\.?"
+_RECURRING = _Gated(r"\b" + _DAY + r"\s*(?:to|-|–|through|thru|till|until)\s*" + _DAY + r"(?!\w)"
+                    r"|\b(?:on|at)\s+(?:mondays|tuesdays|wednesdays|thursdays|fridays|saturdays|sundays"
                     r"|weekends|weekdays|holidays|public\s+holidays)\b|\bevery\s+(?:day|morning|evening|night"
                     r"|week|weekend|month|year|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
-                    ("on", "at", "every"))
+                    {"on", "at", "every", *_DAYS, *(day + "s" for day in _DAYS)})
 # Where the user lives, not the moment: "out here", "around here" (not "stop here").
 _HERE_I_LIVE = _rx(r"\b(?:out|around|over|up|down)\s+here\s*[.!]*$")
 _SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how|why)\b)"
@@ -703,6 +723,8 @@ def _normal(sentence: str) -> str:
     if any(mark in text for mark in "\"“«'"):
         text = _QUOTED.sub(" X ", text)  # a mention keeps its place in the sentence, not its words
     text = " ".join(text.lower().split())
+    if not _BARE.keys().isdisjoint(_tokens(text)):
+        text = _BARE_CONTRACTION.sub(lambda match: _BARE[match.group(0)], text)
     if "'" not in text:
         return text
     text = _CONTRACTION.sub(lambda match: _CONTRACTIONS.get(match.group(0), match.group(0)), text)
@@ -842,6 +864,8 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "every answer"
     if _DEFAULT_TO.search(clause) or _USE_CONVENTION.search(clause):
         return "a default or convention"
+    if _UNLESS_I.search(clause) and (_IMPERATIVE_START.search(clause) or _PROHIBITION.search(clause)):
+        return "a rule with a condition"
     if _VERBLESS.isdisjoint(_tokens(clause)) and len(clause.split()) <= 6 and (
             (clause.endswith(" only") and _TERSE_ONLY.search(clause)) or _TERSE_KIND.search(clause)
             or _TERSE_NO.search(clause) or _TERSE_ONLY_FIRST.search(clause) or _TERSE_ALWAYS.search(clause)):
@@ -903,10 +927,11 @@ def verdict(sentence: str) -> Verdict:
     if not clauses:
         return Verdict(False, "empty")
     reason = _REASON.search(clauses[0])
-    if reason is not None:
-        given = clauses[0][reason.end():]
-        if _refusal(given, [given]) is None and _fact(given) is not None:
-            return Verdict(True, "fact given as a reason")
+    given = clauses[0][reason.end():] if reason is not None else clauses[0] if (
+        len(clauses) > 1 and _SO.search(text)) else None
+    fact = _fact(given) if given is not None and _refusal(given, [given]) is None else None
+    if fact is not None:  # the fact stands, whatever the question or the request of the moment after it
+        return Verdict(True, fact)
     refusal = _refusal(text, clauses)
     if refusal is not None:
         return Verdict(False, refusal)
