@@ -38,6 +38,7 @@ FIRST_MEASURED: dict[str, tuple[float, float]] = {
     "eighth round": (0.848, 0.622),
     "ninth round": (0.972, 0.778),
     "tenth round": (0.974, 0.740),
+    "eleventh round": (0.923, 0.720),
 }
 
 
