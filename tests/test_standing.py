@@ -269,15 +269,55 @@ def test_the_ninth_round_the_sixth_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
+def test_the_tenth_round_the_seventh_pass_was_fixed_for() -> None:
+    """The tenth round (written blind: 0.974 / 0.740 first, 0.975 / 0.780 after the sixth pass) was fixed
+    in the seventh pass: "me and my wife" read as "we", a thing of the user's held to a version ("still
+    stuck on Kubernetes 1.27"), "the laptop at home", "python on the server is 3.8", any verb of a thing
+    of the user's before what recurs or a quantity ("our band rehearses every thursday", "our restaurant
+    seats 40"), "we're closed on Mondays", "the piano I've got at home is ...", "ignore my typos", a
+    terse rule with its "every time", "so" without a comma, "tabs, not spaces, in any code", and more
+    of the user's people ("my supervisor prefers ...")."""
+    missed = [s for s, _ in standing_set.TENTH_STANDING if not standing(s)]
+    kept = [s for s, _ in standing_set.TENTH_NOT_STANDING if standing(s)]
+    assert missed == [] and kept == []
+
+
 def test_the_last_round_as_measured() -> None:
-    """The tenth round was written blind and committed before the sixth pass changed any rule; it was
-    measured once before (0.974 / 0.740) and once after (0.975 / 0.780) that pass, whose rules were
-    written for the ninth round only: what new sentences get (docs/benchmarks.md quotes both). They
+    """The eleventh round was written blind and committed before the seventh pass changed any rule; it
+    was measured once before (0.923 / 0.720) and once after (0.900 / 0.720) that pass, whose rules were
+    written for the tenth round only: what new sentences get (docs/benchmarks.md quotes both). They
     must not get worse."""
-    positives = [s for s, _ in standing_set.TENTH_STANDING]
-    negatives = [s for s, _ in standing_set.TENTH_NOT_STANDING]
+    positives = [s for s, _ in standing_set.ELEVENTH_STANDING]
+    negatives = [s for s, _ in standing_set.ELEVENTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)
-    assert precision >= 0.974 and recall >= 0.779
+    assert precision >= 0.899 and recall >= 0.719
+
+
+@pytest.mark.parametrize("sentence", [
+    "me and my wife have two kids, 4 and 7",
+    "The laptop at home only has 8 GB of RAM.",
+    "our band rehearses every thursday night",
+    "Our restaurant seats 40 and we're closed on Mondays.",
+    "Ignore my typos, just work out what I meant.",
+    "Sources in APA 7th, every time.",
+    "Tabs, not spaces, in any code you write for me.",
+    "Python on the server is 3.8 and can't be upgraded, so how do I write this without a match statement?",
+    "I'm saving for a house deposit so groceries have to stay under $80 a week.",
+])
+def test_the_seventh_pass_rules_keep(sentence: str) -> None:
+    assert standing(sentence) == [sentence]
+
+
+@pytest.mark.parametrize("sentence", [
+    "My supervisor prefers Harvard referencing.",
+    "My brother calls me every day.",
+    "Our office is so cold today.",
+    "Ignore the last message.",
+    "The laptop at the shop has 8 GB.",
+    "We're closed today.",
+])
+def test_the_seventh_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
+    assert standing(sentence) == []
 
 
 @pytest.mark.parametrize("sentence", [

@@ -330,7 +330,11 @@ _OF_THOSE = _rx(r"^of\s+(?:those|these|the|them|all|your)\b", first="of")
 _REASON = _rx(r"^(?:since|as|because|given\s+that|seeing\s+(?:as|that)|considering)\s+(?=(?:i|we|my|our)\s)",
               first="since as because given seeing considering")
 # "..., so how would I ...?", "..., which means ...": what follows from the clause before it.
-_SO = _rx(r"^[^,;:]+[,;]\s*(?:so|which\s+means|that\s+means|meaning)\b")
+_SO = _rx(r"^([^,;:]+?)(?:[,;]\s*(?:so|which\s+means|that\s+means|meaning)\s+\S"
+          r"|\s+(?:so|which\s+means|that\s+means|meaning)\s+(?:please\s+)?(?=(?:i|we|you|my"
+          r"|our|the|how|what|which|where|when|why|can|could|would|should|will|do|does|is|are|any|anything|it|there"
+          r"|keep|make|leave|don't|do|no|never|always|only|nothing|everything|all|every|"
+          + _ANSWER_VERBS + r")\b))")
 _OPINION = _rx(r"^(?:i\s+(?:think|guess|suppose|believe|feel\s+like|bet|wonder|doubt|reckon)"
                r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b", first="i in imo imho")
 # Contractions of pronouns and of "not", spelled out so that each rule is written once ("i've got" is
@@ -353,6 +357,8 @@ _BARE = {"dont": "do not", "doesnt": "does not", "didnt": "did not", "cant": "ca
          "im": "i am", "ive": "i have", "youre": "you are", "theyre": "they are", "weve": "we have",
          "thats": "that is", "whats": "what is"}
 _BARE_CONTRACTION = _Lazy(r"(?<![\w'])(?:" + "|".join(_BARE) + r")(?![\w'])")
+# "me and my wife have two kids", "my partner and I rent ...": the user and theirs, said as "we".
+_US = _Lazy(r"^(?:(?:me|i)\s+and\s+my\s+[\w-]+|my\s+[\w-]+\s+and\s+(?:i|me))\s+(?=(?!both\b|are\s+both\b)\w)")
 # A word with an apostrophe, looked up in the table: one small regex, not an alternation of every
 # contraction (compiling that cost a few ms at import).
 _CONTRACTION = _Lazy(r"(?<![\w'])[a-z]+'[a-z]+(?![\w'])")
@@ -470,6 +476,7 @@ _TERSE_KIND = _rx(r"^(?:[\w-]+\s+)?(?:" + _OUTPUT_NOUNS + r")\s+(?:in|as|without
                   r"|over|above|at\s+most|at\s+least|up\s+to|no\s+longer\s+than|shorter\s+than)\s+(?:[\w:-]+\s*){1,4}$")
 # "no emojis", "no walls of text", "only open-source tools", "celsius always": a rule in a few words,
 # without a verb (the clause has none of ``_VERBLESS``; "no worries", "only if ..." are not rules).
+_TRAILING_MARK = _Lazy(r"\s+(?:always|ever|every\s+time|each\s+time|at\s+all\s+times)(?:\s+please)?$")
 _TERSE_NO = _rx(r"^no\s+[\w-]+(?:\s+[\w-]+){0,3}(?:\s+(?:ever|always|at\s+all|please))?$", first="no")
 _TERSE_ONLY_FIRST = _rx(r"^only\s+[\w-]+(?:\s+[\w-]+){0,3}$", first="only")
 _TERSE_ALWAYS = _rx(r"^[\w-]+(?:\s+[\w-]+){0,2}\s+(?:always|ever|at\s+all\s+times)(?:\s+please)?$")
@@ -482,13 +489,20 @@ _OTHERS = _rx(r"^(?:my|our)\s+(?:friend|friends|neighbou?r|neighbou?rs|colleague
               r"|^(?:my|our)\s+(?:[\w']+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife|husband|partner"
               r"|boyfriend|girlfriend|son|daughter|kid|kids|friend|friends|boss|manager|colleague|colleagues"
               r"|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa|grandfather|aunt|uncle|cousin"
-              r"|roommate|flatmate|team\s+lead|lead)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
+              r"|roommate|flatmate|team\s+lead|lead|supervisor|tutor|professor|lecturer|advisor|adviser|client"
+              r"|clients|customer|customers|landlord|editor|coach|therapist|dentist|lawyer|accountant)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
               r"(?:prefers|insists|wants|likes\s+(?:everything|all|it|things|answers|code)|thinks|swears)\b",
               first="my our")
+_THE_VERBS = (r"(?:is|are|has|have|runs|uses|needs|can|cannot|does|do|only|starts|ends|blocks|allows|requires"
+              r"|bans|forbids|filters|limits|restricts|closes|opens)\b")
 _THE_MINE = _rx(r"^the\s+(?=(?:work|office|family|home|house|household|kids|kids'|children's|baby's|team)"
-                r"\s+[\w'-]+\s+(?:[\w'-]+\s+)?(?:is|are|has|have|runs|uses|needs|can|cannot|does|do|only|starts|ends|blocks"
-                r"|allows|requires|bans|forbids|filters|limits|restricts|closes|opens)\b)",
-                first="the")
+                r"\s+[\w'-]+\s+(?:[\w'-]+\s+)?" + _THE_VERBS
+                + r"|[\w'-]+\s+at\s+(?:home|work|the\s+office)\s+(?:only\s+)?"
+                + _THE_VERBS + ")", first="the")
+# "python on the server is 3.8", "node on our build box is 18": what runs where the user works.
+_VERSION_THERE = _rx(r"^(?:the\s+|our\s+|my\s+)?[\w.+#-]+(?:\s+[\w.+#-]+)?\s+(?:on|at|in)\s+(?:the|our|my)\s+"
+                     r"(?:[\w-]+\s+)?(?:server|servers|cluster|box|machine|laptop|desktop|vps|host|prod|production"
+                     r"|staging|office|site|work)\s+(?:is|are|runs|uses)\s+(?:still\s+|only\s+)?v?\d")
 # "port 22 is blocked at my office", "youtube is banned on our network": a limit of the user's setup.
 _BLOCKED_AT_MINE = _rx(r"^(?!(?:this|that|it|here|there)\b)[\w'.:-]+(?:\s+[\w'.:-]+){0,3}\s+(?:is|are)\s+"
                        r"(?:not\s+)?(?:blocked|banned|forbidden|disabled|restricted|firewalled|not\s+allowed|not\s+permitted"
@@ -518,6 +532,12 @@ _USE_CONVENTION = _rx(r"^(?:please\s+)?(?:use|write\s+in|stick\s+to)\s+(?!this\b
                       r"|formats|notation|spelling|units|syntax|style|conventions?|casing|case|indentation|tabs"
                       r"|spaces|quotes|encoding|timezone|time\s+zone|dates|english|grammar|punctuation)"
                       r"(?:\s+for\s+(?:[\w-]+\s*){1,2})?$", first="please use write stick")
+# "ignore my typos", "don't mind my english": how to read what the user writes, from now on.
+_MY_WRITING = _rx(r"^(?:please\s+)?(?:ignore|forgive|excuse|overlook|don'?t\s+mind|do\s+not\s+mind"
+                  r"|don'?t\s+worry\s+about"
+                  r"|do\s+not\s+worry\s+about|never\s+mind)\s+my\s+(?:\w+\s+)?(?:typos|spelling|grammar|english|mistakes"
+                  r"|punctuation|capitali[sz]ation|formatting)\b",
+                  first="please ignore forgive excuse overlook don't dont do never")
 # "keep a formal tone unless I start joking": what holds until the user does something.
 _UNLESS_I = _Gated(r"\bunless\s+(?:i|we)\s+(?!am\b|was\b|were\b|are\b|forget\b|have\s+been\b)[\w-]+",
                    ("unless",))
@@ -566,7 +586,8 @@ _DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|or
     | working as | working at | working for | working in | working on | responsible for | in charge of
     | scared of | afraid of | terrified of | hard of hearing | visually impaired
     | hearing impaired | disabled | in a wheelchair | neurodivergent | dyspraxic | short-sighted | nearsighted
-    | long-sighted | training for | on a budget | on a tight budget | on a diet | on a [\\w-]+ diet
+    | long-sighted | training for | saving for | saving up for | paying off | on a budget | on a tight budget
+    | on a diet | on a [\\w-]+ diet
     | on a [\\w-]+ income | on a [\\w-]+ pension | on a pension | on a [\\w-]+ salary | on benefits
     | on disability | on a [\\w-]+ budget | on an? [\\w-]+ mac | on an? [\\w-]+ macbook
     | on an? [\\w-]+ laptop
@@ -681,6 +702,17 @@ _RECURRING = _Gated(r"\b" + _DAY + r"\s*(?:to|-|–|through|thru|till|until)\s*"
                     r"|weekends|weekdays|holidays|public\s+holidays)\b|\bevery\s+(?:day|morning|evening|night"
                     r"|week|weekend|month|year|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
                     {"on", "at", "every", *_DAYS, *(day + "s" for day in _DAYS)})
+# "is stuck on kubernetes 1.27", "is pinned to node 18": what a thing of the user's is held to.
+_HELD_TO = _rx(r"^(?:still\s+|currently\s+|permanently\s+)?"
+               r"(?:stuck|limited|restricted|pinned|locked|tied|capped)\s+(?:on|to|at|with)\s+(?!this\b|that\b|it\b)\S")
+# "our band rehearses every thursday", "our restaurant seats 40": any verb of a thing of the user's, when
+# what follows is what recurs or a quantity (a list of verbs cannot name them all).
+_MINE_HABIT = _rx(r"^(?:my|our)\s+(?:[\w'-]+\s+){1,2}?(?!is\b|was\b|has\b|does\b)[a-z]+s\b(?!\s+(?:me|us)\b)",
+                  first="my our")
+_QUANTITY = _rx(r"^(?:my|our)\s+(?:[\w'-]+\s+){1,2}?[a-z]+s\s+(?:about\s+|around\s+|up\s+to\s+|over\s+"
+                r"|under\s+|only\s+|at\s+most\s+|at\s+least\s+)?[\d$£€]", first="my our")
+# "we're closed on mondays", "i'm in the office tuesdays": the moment's words, made a rule by recurring.
+_WE_ARE = _rx(r"^(?:i\s+am|we\s+are)\s+\S", first="i we")
 # Where the user lives, not the moment: "out here", "around here" (not "stop here").
 _HERE_I_LIVE = _rx(r"\b(?:out|around|over|up|down)\s+here\s*[.!]*$")
 _SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how|why)\b)"
@@ -689,6 +721,7 @@ _SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how
                        r"|country|job|work|role|title|field|day\s+off|days\s+off|timezone|time\s+zone|stack"
                        r"|editor|os|setup|hobby|passion|thing|main|first|native|only|favou?rite)\b")
 _RELATIVE_MINE = _rx(r"^the\s+(?:\w+\s+){1,2}(?:i|we)\s+(?:work|works|study|run|build|maintain|use|own|live"
+                     r"|have\s+got|have|keep|play|ride|fly"
                      r"|lead|manage|teach|volunteer|rent|share|drive|ride|attend|support|sell|host|coach"
                      r"|look\s+after|care\s+for|belong\s+to|go\s+to)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
                      r"|sells|builds|makes|needs|spans|covers)\b", first="the")
@@ -725,6 +758,8 @@ def _normal(sentence: str) -> str:
     text = " ".join(text.lower().split())
     if not _BARE.keys().isdisjoint(_tokens(text)):
         text = _BARE_CONTRACTION.sub(lambda match: _BARE[match.group(0)], text)
+    if "and" in _tokens(text):
+        text = _US.sub("we ", text)
     if "'" not in text:
         return text
     text = _CONTRACTION.sub(lambda match: _CONTRACTIONS.get(match.group(0), match.group(0)), text)
@@ -765,6 +800,8 @@ def _is_past(text: str) -> bool:
     words = _TOKEN.findall(text)
     for index, word in enumerate(words):
         if word in ("i", "we"):
+            if index and words[index - 1] in ("what", "whatever", "how"):
+                continue  # "work out what i meant": the past of a relative clause, not of the sentence
             after = [w for w in words[index + 1:index + 4] if w not in _ADVERBS][:1]
         elif word in ("my", "our"):
             after = words[index + 2:index + 5]
@@ -853,6 +890,8 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "manner"
     if _IMPERATIVE_START.search(clause) and _CONTRAST.search(whole):
         return "preference"  # "use kilometres, not miles": one kind over another, in general
+    if _CONTRAST.search(whole) and _QUANTIFIED.search(whole) and _VERBLESS.isdisjoint(_tokens(clause)):
+        return "preference"  # "tabs, not spaces, in any code you write": the same, for every answer
     if _IMPERATIVE_START.search(clause) and (_QUANTIFIED.search(whole) or (
             _ALWAYS.search(whole) and _YOUR_OUTPUT.search(whole))):
         return "every answer"  # "in every answer, put the summary first": the frame is its own clause
@@ -864,9 +903,12 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "every answer"
     if _DEFAULT_TO.search(clause) or _USE_CONVENTION.search(clause):
         return "a default or convention"
+    if _MY_WRITING.search(clause):
+        return "how to read the user"
     if _UNLESS_I.search(clause) and (_IMPERATIVE_START.search(clause) or _PROHIBITION.search(clause)):
         return "a rule with a condition"
-    if _VERBLESS.isdisjoint(_tokens(clause)) and len(clause.split()) <= 6 and (
+    terse = _TRAILING_MARK.sub("", clause)  # "sources in apa 7th, every time": the rule without its marker
+    if _VERBLESS.isdisjoint(_tokens(terse)) and len(terse.split()) <= 6 and (
             (clause.endswith(" only") and _TERSE_ONLY.search(clause)) or _TERSE_KIND.search(clause)
             or _TERSE_NO.search(clause) or _TERSE_ONLY_FIRST.search(clause) or _TERSE_ALWAYS.search(clause)):
         return "terse rule"  # "metric units only", "prices in pounds sterling": a rule without a verb
@@ -905,13 +947,19 @@ def _fact(clause: str) -> str | None:
     if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
         return "fact about the user"
     possessive = _POSSESSIVE.search(clause) if not _OTHERS.search(clause) else None
+    if possessive is not None and _HELD_TO.search(possessive.group(2)):
+        return "fact about their world"
     if possessive is not None and (not _POINTS_AT_NOW.search(possessive.group(2))
                                    or _HERE_I_LIVE.search(possessive.group(2))) and (
             not _TRANSIENT.search(possessive.group(2)) or _DATE_AHEAD.search(possessive.group(2))
             or _RECURRING.search(possessive.group(2))):
         return "fact about their world"
-    if _SUBJECT_IS_MINE.search(clause) or _RELATIVE_MINE.search(clause):
+    if _SUBJECT_IS_MINE.search(clause) or _RELATIVE_MINE.search(clause) or _VERSION_THERE.search(clause):
         return "fact about their world"
+    if _MINE_HABIT.search(clause) and (_RECURRING.search(clause) or _QUANTITY.search(clause)):
+        return "fact about their world"
+    if _WE_ARE.search(clause) and _RECURRING.search(clause):
+        return "fact about the user"
     return None
 
 
@@ -927,8 +975,8 @@ def verdict(sentence: str) -> Verdict:
     if not clauses:
         return Verdict(False, "empty")
     reason = _REASON.search(clauses[0])
-    given = clauses[0][reason.end():] if reason is not None else clauses[0] if (
-        len(clauses) > 1 and _SO.search(text)) else None
+    so = _SO.search(text) if reason is None else None
+    given = clauses[0][reason.end():] if reason is not None else _LEAD.sub("", so.group(1)) if so else None
     fact = _fact(given) if given is not None and _refusal(given, [given]) is None else None
     if fact is not None:  # the fact stands, whatever the question or the request of the moment after it
         return Verdict(True, fact)
