@@ -39,6 +39,7 @@ FIRST_MEASURED: dict[str, tuple[float, float]] = {
     "ninth round": (0.972, 0.778),
     "tenth round": (0.974, 0.740),
     "eleventh round": (0.923, 0.720),
+    "twelfth round": (0.927, 0.760),
 }
 
 

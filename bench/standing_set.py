@@ -1209,6 +1209,168 @@ ELEVENTH_NOT_STANDING: tuple[Item, ...] = (
 )
 
 
+# A twelfth round (50 / 50: two standing and two not from each of 25 imagined users), written for issue
+# 20's eighth pass by a helper that saw neither the rules nor any earlier round, committed before any
+# rule was changed after it and measured once as written with the seventh pass's rules; the eighth pass
+# changed rules for the eleventh round's misses only, and the round was measured again after it.
+TWELFTH_STANDING: tuple[Item, ...] = (
+    # backend developer
+    ("i write everything in Go 1.22, so dont suggest python snippets unless i ask", "requirement"),
+    ("btw our main db is postgres 15 on RDS and I don't have superuser on it", "fact"),
+    # SRE on call
+    ("When I'm on call, keep answers to three lines max and lead with the command.", "requirement"),
+    ("fyi our alerts go through PagerDuty and the runbooks live in Confluence", "fact"),
+    # high-school teacher
+    ("I teach 10th grade chemistry at a public high school in Ohio.", "fact"),
+    ("Whenever you write quiz questions for me, put the answer key at the end, not inline.", "requirement"),
+    # nurse
+    ("I work nights on a cardiac step-down unit, three 12s a week.", "fact"),
+    ("use mg and mL for doses always, never grains or teaspoons", "requirement"),
+    # small farm owner
+    ("We've got about 40 laying hens and two goats on 12 acres outside Montpelier.", "fact"),
+    ("Give me areas in acres and weights in pounds, not hectares or kilos.", "requirement"),
+    # wedding planner
+    ("I run a small wedding planning business, mostly outdoor ceremonies in the Hudson Valley.", "fact"),
+    ("When you draft client emails, always sign off as 'Warmly, Dana' - never 'Best'.", "requirement"),
+    # novelist
+    ("Don't rewrite my prose when I ask for feedback, just leave margin-style comments.", "requirement"),
+    ("I'm writing a literary thriller set in 1970s Lisbon, about 90k words in so far.", "fact"),
+    # data analyst
+    ("default to pandas for anything dataframe-y, polars isn't approved on our work laptops", "requirement"),
+    ("I only have read-only access to our Snowflake warehouse - can I still use temp tables?", "fact"),
+    # plumber running a business
+    ("I run a 3-van plumbing outfit in Leeds, me plus two lads.", "fact"),
+    ("quote prices in pounds inc VAT unless I say otherwise", "requirement"),
+    # pensioner
+    ("Please explain things step by step without jargon, I'm 78 and not good with computers.", "requirement"),
+    ("I live on my own now with a cat called Biscuit.", "fact"),
+    # student in Berlin
+    ("im in my 3rd semester of Informatik at TU Berlin", "fact"),
+    ("Answer in English but keep the German technical terms when my lectures use them.", "requirement"),
+    # parent of a toddler
+    ("my daughter is 2 and has a dairy allergy so keep any recipes milk-free", "fact"),
+    ("No screen-time lectures please, just answer what I ask.", "requirement"),
+    # vegan athlete
+    ("I'm vegan and currently running ~70 km a week for an October marathon.", "fact"),
+    ("Always give protein in grams per meal when you suggest food.", "requirement"),
+    # blind user with a screen reader
+    ("Blind here, NVDA on Windows 11 - skip tables and ascii diagrams in your replies.", "requirement"),
+    ("just so you know I also have a 40-cell Focus braille display hooked up", "fact"),
+    # bilingual family
+    ("We speak Spanish at home and English at school; the kids are 7 and 10.", "fact"),
+    ("When I ask for bedtime stories, write them in Spanish and English side by side.", "requirement"),
+    # game modder
+    ("I mod Skyrim SE with MO2, never Vortex, so give instructions for Mod Organizer.", "requirement"),
+    ("my rig is a GTX 1070 w/ 16GB ram so how high can i push texture mods?", "fact"),
+    # startup founder
+    ("We're a 6-person seed-stage fintech in Austin, still pre-revenue.", "fact"),
+    ("Be blunt with me in general, skip the encouragement, I want the real risks.", "requirement"),
+    # lab scientist
+    ("I'm a postdoc in a yeast genetics lab and we mostly work with BY4741.", "fact"),
+    ("cite primary papers with DOIs whenever you make a claim about biology", "requirement"),
+    # truck driver
+    ("im an OTR driver mostly on I-80, running a 2019 Freightliner Cascadia", "fact"),
+    ("keep it short n voice friendly, i use this with text to speech while parked", "requirement"),
+    # tax advisor
+    ("I'm an enrolled agent; most of my clients are S-corps and Schedule C filers.", "fact"),
+    ("Always cite the IRC section or IRS pub number when you state a rule.", "requirement"),
+    # musician
+    ("I play jazz guitar at an intermediate level and read standard notation but not tab.", "fact"),
+    ("write voicings in standard notation or note names, never tab", "requirement"),
+    # hobby photographer
+    ("With my X-T4 and the 23mm f/2, what settings would you use for indoor gigs?", "fact"),
+    ("When you suggest settings, list them as aperture / shutter / ISO in that order.", "requirement"),
+    # retired engineer
+    ("Retired mechanical engineer, 35 years in HVAC, so please don't dumb things down.", "requirement"),
+    ("My workshop is all imperial: a Bridgeport mill and a 12-inch South Bend lathe.", "fact"),
+    # language learner
+    ("I'm around N4 in Japanese, so correct my mistakes any time I write in Japanese.", "requirement"),
+    ("My native language is Brazilian Portuguese, if that helps explain my errors.", "fact"),
+    # sysadmin at a hospital
+    ("Our clinical servers run RHEL 8 with no internet access at all.", "fact"),
+    ("Never suggest curl | bash installs, everything I run has to get through change control.",
+     "requirement"),
+)
+
+TWELFTH_NOT_STANDING: tuple[Item, ...] = (
+    # backend developer
+    ("can you give me the python version of that handler just this once", "one-off"),
+    ("we used to run everything on mysql before the migration to postgres", "past"),
+    # SRE on call
+    ("im on call tonight and honestly fried lol", "chat"),
+    ("keep the next answer to three lines, it's going straight into the incident channel", "one-off"),
+    # high-school teacher
+    ("My department head says all worksheets must use Arial 12.", "reported"),
+    ("Write me a 10-question quiz on stoichiometry with the answer key at the end.", "request"),
+    # nurse
+    ("if I switched to days next year would my sleep actually recover?", "hypothetical"),
+    ("the patient in bed 4 prefers to be called Mr. Okafor", "other"),
+    # small farm owner
+    ("Should I use hectares or acres when I write to the grant office?", "question"),
+    ("we had sheep too until last spring", "past"),
+    # wedding planner
+    ("the bride wants everything in blush and gold, no exceptions", "other"),
+    ("sign this one off with 'Best regards', it's going to the venue's lawyer", "one-off"),
+    # novelist
+    ("my editor keeps telling me to cut adverbs everywhere", "reported"),
+    ("My agent wrote back: \"keep every chapter under 3,000 words.\"", "quoted"),
+    # data analyst
+    ("load this csv into a pandas dataframe and group it by region", "request"),
+    ("polars is just faster than pandas for basically everything", "opinion"),
+    # plumber running a business
+    ("quote this job ex VAT, the customer's a business", "one-off"),
+    ("the customer said she wants everything in writing from now on", "reported"),
+    # pensioner
+    ("Is it normal for a cat to sleep 18 hours a day?", "question"),
+    ("Oh ignore what I said earlier about the printer, it's working now.", "retraction"),
+    # student in Berlin
+    ("answer this one in German pls, its for my Mitbewohner", "one-off"),
+    ("I might move to Munich for my master's if TUM lets me in", "hypothetical"),
+    # parent of a toddler
+    ("she refused dinner tonight and screamed for an hour lol", "past"),
+    ("my MIL insists toddlers shouldn't have any sugar at all", "other"),
+    # vegan athlete
+    ("would eating eggs just during race week be worth it?", "hypothetical"),
+    ("my coach wants me on 2 g/kg of protein", "other"),
+    # blind user with a screen reader
+    ("was that last table readable? asking for a sighted coworker", "question"),
+    ("The company style guide literally says \"never use tables in help docs.\"", "quoted"),
+    # bilingual family
+    ("translate just this note to Spanish for their abuela", "one-off"),
+    ("my husband thinks we should only use Spanish at home until they're 12", "other"),
+    # game modder
+    ("write me a load order for these 40 mods in MO2 format", "request"),
+    ("i used nexus mod manager back in like 2015", "past"),
+    # startup founder
+    ("be brutally blunt about this deck, I present tomorrow at 9", "one-off"),
+    ("our lead investor told us never to say 'Uber for X' in a pitch", "reported"),
+    # lab scientist
+    ("actually forget what I said about the plasmid map, ignore that", "retraction"),
+    ("Reviewer 2 wants us to redo the whole assay in triplicate.", "other"),
+    # truck driver
+    ("if i went regional instead of OTR would i make less", "hypothetical"),
+    ("dispatch says no more than 11 hours driving today", "reported"),
+    # tax advisor
+    ("The client insists all his meals were business expenses.", "other"),
+    ("Cite the IRC section just for this answer, it's going in a memo.", "one-off"),
+    # musician
+    ("can u give me tab this time, its for a student", "one-off"),
+    ("tab is honestly a crutch for lazy players", "opinion"),
+    # hobby photographer
+    ("thinking about maybe switching to Sony next year", "hypothetical"),
+    ("let's go with the second one, the 56mm f/1.2", "choice"),
+    # retired engineer
+    ("Back in the 80s we did all our load calcs by hand.", "past"),
+    ("Dumb it down for my granddaughter this time, she's 9.", "one-off"),
+    # language learner
+    ("how do you say 'please correct my mistakes' in Japanese?", "question"),
+    ("my tutor says I should stop using romaji entirely", "other"),
+    # sysadmin at a hospital
+    ("ok ignore my last message about the firewall rules, wrong ticket", "retraction"),
+    ("The vendor said their PACS only supports RHEL 7.", "reported"),
+)
+
+
 def held_out(position: int) -> bool:
     """Return whether the item at ``position`` of its list is in the held-out third (2, 5, 8, ...)."""
     return position % 3 == 2
@@ -1235,6 +1397,7 @@ ROUNDS: tuple[tuple[str, tuple[Item, ...], tuple[Item, ...]], ...] = (
     ("ninth round", NINTH_STANDING, NINTH_NOT_STANDING),
     ("tenth round", TENTH_STANDING, TENTH_NOT_STANDING),
     ("eleventh round", ELEVENTH_STANDING, ELEVENTH_NOT_STANDING),
+    ("twelfth round", TWELFTH_STANDING, TWELFTH_NOT_STANDING),
 )
 ALL_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[1] for r in ROUNDS)
 ALL_NOT_STANDING: tuple[tuple[Item, ...], ...] = tuple(r[2] for r in ROUNDS)
