@@ -282,15 +282,63 @@ def test_the_tenth_round_the_seventh_pass_was_fixed_for() -> None:
     assert missed == [] and kept == []
 
 
+def test_the_eleventh_round_the_eighth_pass_was_fixed_for() -> None:
+    """The eleventh round (written blind: 0.923 / 0.720 first, 0.900 / 0.720 after the seventh pass) was
+    fixed in the eighth pass: a project of months ("I'm writing my master's thesis"), what the user's
+    place lacks ("there's no dishwasher in our flat"), a rule with its lasting reason ("..., I get lost
+    otherwise"), "when I type X I want ...", the user's level ("I'm roughly B1 in Spanish"), a relative
+    clause about the user's people inside a question ("my son, who's autistic"), "the kids are 4 and 9",
+    "I should mention ...", "budget-wise", "be blunt about my writing", and facts of the user's friends,
+    colleagues and neighbours refused as theirs."""
+    missed = [s for s, _ in standing_set.ELEVENTH_STANDING if not standing(s)]
+    kept = [s for s, _ in standing_set.ELEVENTH_NOT_STANDING if standing(s)]
+    assert missed == [] and kept == []
+
+
 def test_the_last_round_as_measured() -> None:
-    """The eleventh round was written blind and committed before the seventh pass changed any rule; it
-    was measured once before (0.923 / 0.720) and once after (0.900 / 0.720) that pass, whose rules were
-    written for the tenth round only: what new sentences get (docs/benchmarks.md quotes both). They
-    must not get worse."""
-    positives = [s for s, _ in standing_set.ELEVENTH_STANDING]
-    negatives = [s for s, _ in standing_set.ELEVENTH_NOT_STANDING]
+    """The twelfth round was written blind and committed before the eighth pass changed any rule; it was
+    measured once before and once after that pass, 0.927 / 0.760 both times (the pass, written for the
+    eleventh round only, did not carry over): what new sentences get (docs/benchmarks.md quotes it).
+    It must not get worse."""
+    positives = [s for s, _ in standing_set.TWELFTH_STANDING]
+    negatives = [s for s, _ in standing_set.TWELFTH_NOT_STANDING]
     precision, recall = _score(positives, negatives)
-    assert precision >= 0.899 and recall >= 0.719
+    assert precision >= 0.926 and recall >= 0.759
+
+
+@pytest.mark.parametrize("sentence", [
+    "I guess I should mention I'm a complete beginner at Python.",
+    "Me and my partner are both vegetarian.",
+    "Whenever you correct my Spanish, put the fixed sentence in bold.",
+    "I'm writing my master's thesis in sociology.",
+    "There's no dishwasher in our flat.",
+    "Please use short numbered steps, I get lost otherwise.",
+    "I freelance as a brand designer.",
+    "Budget-wise we've got about 600 a month for groceries.",
+    "When I type 'tl;dr' I want a one-line summary, nothing else.",
+    "Use British spelling in anything you draft for me.",
+    "Be blunt about my writing.",
+    "I'm roughly B1 in Spanish.",
+    "What's a quick lunch for my son, who's autistic and only eats beige food?",
+    "The kids are 4, 9 and 13.",
+])
+def test_the_eighth_pass_rules_keep(sentence: str) -> None:
+    assert standing(sentence) == [sentence]
+
+
+@pytest.mark.parametrize("sentence", [
+    "My friend is type 2 diabetic and wants a dessert recipe.",
+    "My colleague uses Postgres 16 at her company and loves it.",
+    "My partner hates emojis in texts.",
+    "I'm writing an email to my landlord.",
+    "There's no milk in the fridge.",
+    "I guess it's fine.",
+    "When I get home I want to sleep.",
+    "What's a quick lunch for my son, who was ill last week?",
+    "The kids are asleep right now.",
+])
+def test_the_eighth_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
+    assert standing(sentence) == []
 
 
 @pytest.mark.parametrize("sentence", [

@@ -250,7 +250,8 @@ _ANSWER_VERB_SET = frozenset(item.strip() for item in _ANSWER_VERB_LIST.split("|
 _QUESTION_START = _rx(r"^(?:(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might|must"
                       r"|have|has|had|am)\s+(?:i|you|we|it|they|he|she|there|this|that|my|our|your|the|a|an"
                       r"|people|anyone|someone)\b|(?:what|why|how|where|who|whom|whose|which)\b"
-                      r"|when\s+(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may|might)\b)",
+                      r"|when\s+(?:is|are|was|were|do|does|did|can|could|would|will|should|shall|may"
+                      r"|might)\b)",
                       first="is are was were do does did can could would will should shall may might must "
                             "have has had am what why how where who whom whose which when")
 # "could you always include ...": a question that asks for a standing rule.
@@ -283,10 +284,12 @@ _ONE_OFF_WORDS = """just for this | only for this | for this one | for this answ
     | this week | this weekend | later today | instead | for a change | once more | one more time
     | in a minute | in a moment | in a bit | in an hour | as an exception"""
 _ONE_OFF = _Gated(r"\b(?:" + _words(_ONE_OFF_WORDS) + r")\b"
-    r"|\b(?:in|for|on|with)\s+(?:this|that|these|those)\s+(?!chat\b|conversation\b|thread\b|session\b|project\b"
+    r"|\b(?:in|for|on|with)\s+(?:this|that|these|those)\s+(?!chat\b|conversation\b|thread\b|session\b"
+    r"|project\b"
     r"|repo\b|repository\b|codebase\b|team\b|company\b)[\w-]+"
     r"|\bin\s+(?:a\s+few|\d+|two|three|five|ten|fifteen|twenty|thirty)\s+(?:minutes?|hours?|seconds?)\b"
-    r"|(?<!\bit\s)(?<!\bthem\s)\bhere\s*[.!]*$|\byour\s+next\s+(?:answer|reply|response|message|one|snippet|paragraph|email|draft"
+    r"|(?<!\bit\s)(?<!\bthem\s)\bhere\s*[.!]*$|\byour\s+next\s+(?:answer|reply|response|message|one"
+    r"|snippet|paragraph|email|draft"
     r"|version|example|attempt)\b"
     r"|\b(?:in|for|on|with|to|from|of|into)\s+the\s+(?:[\w-]+\s+){1,3}(?:(?:that|which)\s+)?(?:you|we)"
     r"\s+(?:are\s+|were\s+|just\s+)?(?:\w+ing|gave|wrote|made|sent|suggested|showed|proposed|drafted"
@@ -304,7 +307,8 @@ _PAST_WORDS = """used to | use to | when i was | when we were | back then | back
 _PAST = _Gated(r"\b(?:" + _words(_PAST_WORDS) + r")\b"
     r"|\buntil\s+(?:19|20)\d\d\b|\bback\s+in\s+(?:(?:19|20)\d\d|the\s+(?:\d0|\d{4})s|january|february|march"
     r"|april|may|june|july|august|september|october|november|december|spring|summer|autumn|fall|winter)\b"
-    r"|\b(?:should|could|would|might|must)(?:\s+not)?(?:\s+never)?\s+have\s+(?:been|had|done|gone|made|said|seen"
+    r"|\b(?:should|could|would|might|must)(?:\s+not)?(?:\s+never)?\s+have\s+(?:been|had|done|gone|made"
+    r"|said|seen"
     r"|known|taken|given|got|gotten|told|thought|written|brought|bought|\w+ed)\b",
     _starts(_PAST_WORDS) | {"until", "should", "could", "would", "might", "must"})
 _PAST_VERBS = frozenset("""was were had did went took ate ran drove said told made got saw thought knew came
@@ -332,10 +336,13 @@ _REASON = _rx(r"^(?:since|as|because|given\s+that|seeing\s+(?:as|that)|consideri
 # "..., so how would I ...?", "..., which means ...": what follows from the clause before it.
 _SO = _rx(r"^([^,;:]+?)(?:[,;]\s*(?:so|which\s+means|that\s+means|meaning)\s+\S"
           r"|\s+(?:so|which\s+means|that\s+means|meaning)\s+(?:please\s+)?(?=(?:i|we|you|my"
-          r"|our|the|how|what|which|where|when|why|can|could|would|should|will|do|does|is|are|any|anything|it|there"
+          r"|our|the|how|what|which|where|when|why|can|could|would|should|will|do|does|is|are|any"
+          r"|anything|it|there"
           r"|keep|make|leave|don't|do|no|never|always|only|nothing|everything|all|every|"
           + _ANSWER_VERBS + r")\b))")
-_OPINION = _rx(r"^(?:i\s+(?:think|guess|suppose|believe|feel\s+like|bet|wonder|doubt|reckon)"
+_OPINION = _rx(r"^(?:i\s+(?:think|guess(?!\s+i\s+should\s+(?:mention|say|add|tell))|suppose|believe"
+               r"|feel\s+like|bet"
+               r"|wonder|doubt|reckon)"
                r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b", first="i in imo imho")
 # Contractions of pronouns and of "not", spelled out so that each rule is written once ("i've got" is
 # "i have got"); a possessive "'s" stays as it is.
@@ -358,7 +365,7 @@ _BARE = {"dont": "do not", "doesnt": "does not", "didnt": "did not", "cant": "ca
          "thats": "that is", "whats": "what is"}
 _BARE_CONTRACTION = _Lazy(r"(?<![\w'])(?:" + "|".join(_BARE) + r")(?![\w'])")
 # "me and my wife have two kids", "my partner and I rent ...": the user and theirs, said as "we".
-_US = _Lazy(r"^(?:(?:me|i)\s+and\s+my\s+[\w-]+|my\s+[\w-]+\s+and\s+(?:i|me))\s+(?=(?!both\b|are\s+both\b)\w)")
+_US = _Lazy(r"^(?:(?:me|i)\s+and\s+my\s+[\w-]+|my\s+[\w-]+\s+and\s+(?:i|me))\s+(?=\w)")
 # A word with an apostrophe, looked up in the table: one small regex, not an alternation of every
 # contraction (compiling that cost a few ms at import).
 _CONTRACTION = _Lazy(r"(?<![\w'])[a-z]+'[a-z]+(?![\w'])")
@@ -366,7 +373,8 @@ _CONTRACTION = _Lazy(r"(?<![\w'])[a-z]+'[a-z]+(?![\w'])")
 # a word of state or a participle is "is".
 _IS_SHORT = _Lazy(r"\b(?<!let)([a-z]+)'s\s+(?=(?:a|an|not|very|really|still|always|never|only|just|called"
                   r"|open|closed|built|made|written|hosted|run|deployed|kept|stored|set|registered|insured"
-                  r"|named|based|located|from|\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b)")
+                  r"|named|based|located|from|\d+|one|two|three|four|five|six|seven|eight|nine|ten"
+                  r"|eleven|twelve)\b)")
 _QUOTED = _Lazy(r"\"[^\"]{0,200}\"|“[^”]{0,200}”|«[^»]{0,200}»|'[^'\s][^']{0,200}[^'\s]'(?!\w)")
 _LABEL = _rx(r"^(?:standing\s+)?(?:rule|rules|requirement|requirements|constraint|constraints|preference"
              r"|preferences|policy|instruction|instructions|note|nb|n\.b\.|important|reminder|fact)"
@@ -374,15 +382,17 @@ _LABEL = _rx(r"^(?:standing\s+)?(?:rule|rules|requirement|requirements|constrain
              first="standing rule rules requirement requirements constraint constraints preference "
                    "preferences policy instruction instructions note nb n important reminder fact")
 _LEAD = _rx(r"^(?:(?:oh|and|also|btw|so\s+yeah|by\s+the\s+way|ok|okay|so|well|hey|hi|plus"
-            r"|one\s+more\s+thing|ah|right|actually|anyway|please|pls|plz|and\s+please|oh\s+and|also,?\s+please|one\s+last\s+thing)\b[,:!]?\s*)+",
-            first="oh and also btw so by ok okay well hey hi plus one ah right actually anyway please pls "
-                  "plz")
+            r"|one\s+more\s+thing|ah|right|actually|anyway|please|pls|plz|and\s+please|oh\s+and"
+            r"|also,?\s+please"
+            r"|one\s+last\s+thing|[a-z]+-wise)\b[,:!]?\s*)+")
 _CONTEXT_WORDS = """remember that | please remember that | please remember | remember |
     keep in mind that | keep in mind | please keep in mind | bear in mind that | bear in mind | note that
     | please note that | please note | fyi | for your information | for context | for the record
     | just so you know | just so you are aware | quick note | a quick note | side note | as a reminder
     | reminder | don't forget that
-    | do not forget that | good to know | please note that | heads up"""
+    | do not forget that | good to know | please note that | heads up | i should mention | i should say
+    | i should add | i should point out | i guess i should mention | i should probably mention
+    | i should tell you | worth mentioning | worth knowing"""
 _CONTEXT = _rx(r"^(?:" + _words(_CONTEXT_WORDS) + r")\b[,:]?\s*", first=_starts(_CONTEXT_WORDS))
 _TRAILING_ALWAYS = _rx(r"(?:always|ever|at\s+all\s+times|every\s+time|each\s+time|in\s+general)"
                        r"(?:\s+please)?")
@@ -438,11 +448,15 @@ _NO_MORE = _rx(r"^(?:please\s+)?no\s+(?:more\s+\w|\w+s\s+please\b"
 _PROHIBITION = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not|never)\s+(?:" + _ANSWER_VERBS + r"|bother)\b",
                    first="please don't dont do never")
 _MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)"
-              r"|keep\s+(?:using|writing|answering|replying|giving|it\s+(?:short|brief|simple|concise|formal|casual))|continue\s+(?:to|using)|be\s+\w+\s+with\s+me"
+              r"|keep\s+(?:using|writing|answering|replying|giving|it\s+(?:short|brief|simple|concise"
+              r"|formal|casual))"
+              r"|continue\s+(?:to|using)|be\s+\w+\s+(?:with\s+me|about\s+my\s+\w+)"
               r"|talk\s+to\s+me\s+(?:like|as)|treat\s+me\s+(?:like|as)|speak\s+to\s+me\s+(?:like|as|in))\b"
               r"|\bwith\s+me\s*[.!]?$"
-              r"|^(?:please\s+)?keep\s+(?:it|things|everything|(?:the|your|all|any)\s+[\w-]+|(?!this\b|its\b)[\w-]+s)\s+(?:\w+\s+)?"
-              r"(?:to\s+an?\s+(?:minimum|maximum)|to\s+the\s+point|within|under|below|short|brief|simple|concise"
+              r"|^(?:please\s+)?keep\s+(?:it|things|everything|(?:the|your|all|any)\s+[\w-]+|(?!this\b"
+              r"|its\b)[\w-]+s)\s+(?:\w+\s+)?"
+              r"(?:to\s+an?\s+(?:minimum|maximum)|to\s+the\s+point|within|under|below|short|brief"
+              r"|simple|concise"
               r"|light|plain|clean|neutral|friendly|polite|professional|formal|casual|serious|factual|tight"
               r"|warm|gentle|kind|direct|blunt|upbeat|calm|relaxed|technical|objective|respectful"
               r"|low|basic|practical|realistic|positive|honest|[\w]+-(?:friendly|free|safe|only|level))\b")
@@ -451,7 +465,8 @@ _CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?(?:not|never)|\brather\s+than|\binstead\s
                    r"(?!the\b|this\b|that\b|it\b|here\b|mind\b)\w", ("not", "never", "rather", "instead"))
 # "I'd really like you to stop ...", "I want you to ...": what follows is an imperative to the assistant.
 _ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like|would\s+like"
-                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like|would\s+appreciate\s+it\s+if"
+                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like"
+                  r"|would\s+appreciate\s+it\s+if"
                   r"|would\s+(?:prefer|like|love)\s+it\s+if|(?:prefer|like|love)\s+it\s+when)"
                   r"\s+(?:it\s+if\s+)?you\s+(?:to\s+|would\s+|could\s+)?", first="i i'd i've we we'd we've")
 # "... if you never used ...": the past of a wish, read as the verb it stands for ("use").
@@ -460,8 +475,10 @@ _SUBJUNCTIVE = dict(pair.split(":") for pair in """gave:give wrote:write kept:ke
     sent:send""".split())
 # "everyone calls me Jo (and so should you)": what to call the user, said of others.
 _THEY_CALL_ME = _rx(r"^(?:everyone|everybody|people|most\s+people|friends|colleagues"
-                    r"|(?:all\s+)?my\s+(?:friends|family|colleagues|coworkers|co-workers|team|students|kids|patients|clients))\s+calls?\s+me"
-                    r"\s+(?!back\b|every\b|at\b|on\b|in\b|about\b|when\b|whenever\b|later\b|up\b|out\b|a\b|an\b"
+                    r"|(?:all\s+)?my\s+(?:friends|family|colleagues|coworkers|co-workers|team|students"
+                    r"|kids|patients|clients))\s+calls?\s+me"
+                    r"\s+(?!back\b|every\b|at\b|on\b|in\b|about\b|when\b|whenever\b|later\b|up\b|out\b"
+                    r"|a\b|an\b"
                     r"|often\b|daily\b|sometimes\b|all\b|again\b|to\b|for\b|if\b|after\b|before\b)\S",
                     first="everyone everybody people most friends colleagues all my")
 # A rule said without a verb: "metric units only", "prices in pounds sterling", "code without comments".
@@ -473,7 +490,8 @@ _VERBLESS = frozenset("""i we you he she it they this that these those there her
     wonder offence offense biggie deal need""".split())
 _TERSE_ONLY = _rx(r"^(?:[\w-]+\s+){0,3}[\w-]+\s+only$")
 _TERSE_KIND = _rx(r"^(?:[\w-]+\s+)?(?:" + _OUTPUT_NOUNS + r")\s+(?:in|as|without|with|under|below|within"
-                  r"|over|above|at\s+most|at\s+least|up\s+to|no\s+longer\s+than|shorter\s+than)\s+(?:[\w:-]+\s*){1,4}$")
+                  r"|over|above|at\s+most|at\s+least|up\s+to|no\s+longer\s+than"
+                  r"|shorter\s+than)\s+(?:[\w:-]+\s*){1,4}$")
 # "no emojis", "no walls of text", "only open-source tools", "celsius always": a rule in a few words,
 # without a verb (the clause has none of ``_VERBLESS``; "no worries", "only if ..." are not rules).
 _TRAILING_MARK = _Lazy(r"\s+(?:always|ever|every\s+time|each\s+time|at\s+all\s+times)(?:\s+please)?$")
@@ -488,10 +506,18 @@ _OTHERS = _rx(r"^(?:my|our)\s+(?:friend|friends|neighbou?r|neighbou?rs|colleague
               r"|co-?workers|classmate|classmates|cousin|roommate|flatmate|boss|manager|teacher|doctor)'s?\s"
               r"|^(?:my|our)\s+(?:[\w']+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife|husband|partner"
               r"|boyfriend|girlfriend|son|daughter|kid|kids|friend|friends|boss|manager|colleague|colleagues"
-              r"|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa|grandfather|aunt|uncle|cousin"
-              r"|roommate|flatmate|team\s+lead|lead|supervisor|tutor|professor|lecturer|advisor|adviser|client"
-              r"|clients|customer|customers|landlord|editor|coach|therapist|dentist|lawyer|accountant)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
-              r"(?:prefers|insists|wants|likes\s+(?:everything|all|it|things|answers|code)|thinks|swears)\b",
+              r"|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa|grandfather|aunt"
+              r"|uncle|cousin"
+              r"|roommate|flatmate|team\s+lead|lead|supervisor|tutor|professor|lecturer|advisor|adviser"
+              r"|client"
+              r"|clients|customer|customers|landlord|editor|coach|therapist|dentist|lawyer"
+              r"|accountant)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
+              r"(?:prefers|insists|wants|likes\s+(?:everything|all|it|things|answers|code)|thinks"
+              r"|swears|hates"
+              r"|dislikes|cannot\s+stand)\b"
+              r"|^(?:my|our)\s+(?:best\s+|old\s+|new\s+|close\s+)?(?:friend|friends|neighbou?r"
+              r"|neighbou?rs|colleague"
+              r"|colleagues|co-?worker|co-?workers|classmate|classmates|cousin|acquaintance)\s",
               first="my our")
 _THE_VERBS = (r"(?:is|are|has|have|runs|uses|needs|can|cannot|does|do|only|starts|ends|blocks|allows|requires"
               r"|bans|forbids|filters|limits|restricts|closes|opens)\b")
@@ -501,16 +527,20 @@ _THE_MINE = _rx(r"^the\s+(?=(?:work|office|family|home|house|household|kids|kids
                 + _THE_VERBS + ")", first="the")
 # "python on the server is 3.8", "node on our build box is 18": what runs where the user works.
 _VERSION_THERE = _rx(r"^(?:the\s+|our\s+|my\s+)?[\w.+#-]+(?:\s+[\w.+#-]+)?\s+(?:on|at|in)\s+(?:the|our|my)\s+"
-                     r"(?:[\w-]+\s+)?(?:server|servers|cluster|box|machine|laptop|desktop|vps|host|prod|production"
+                     r"(?:[\w-]+\s+)?(?:server|servers|cluster|box|machine|laptop|desktop|vps|host|prod"
+                     r"|production"
                      r"|staging|office|site|work)\s+(?:is|are|runs|uses)\s+(?:still\s+|only\s+)?v?\d")
 # "port 22 is blocked at my office", "youtube is banned on our network": a limit of the user's setup.
 _BLOCKED_AT_MINE = _rx(r"^(?!(?:this|that|it|here|there)\b)[\w'.:-]+(?:\s+[\w'.:-]+){0,3}\s+(?:is|are)\s+"
-                       r"(?:not\s+)?(?:blocked|banned|forbidden|disabled|restricted|firewalled|not\s+allowed|not\s+permitted"
+                       r"(?:not\s+)?(?:blocked|banned|forbidden|disabled|restricted|firewalled"
+                       r"|not\s+allowed|not\s+permitted"
                        r"|unavailable|not\s+available)\s+(?:at|on|in|by|from)\s+(?:my|our)\s+(?:[\w-]+\s+)?"
-                       r"(?:office|work|workplace|job|company|network|school|university|employer|vpn|laptop|machine"
+                       r"(?:office|work|workplace|job|company|network|school|university|employer|vpn"
+                       r"|laptop|machine"
                        r"|computer|firewall|wifi|wi-fi|org|organi[sz]ation|team|server|servers)\b")
 _AT_MINE = _rx(r"^(?:the\s+)?((?:[\w-]+\s+)?[\w-]+)\s+(?:at|in|for|of)\s+(?:my|our)\s+"
-               r"(?:job|work|company|team|office|workplace|school|org|organi[sz]ation|house|home|flat|building|lab|shop|firm)\s+(?=\w)")
+               r"(?:job|work|company|team|office|workplace|school|org|organi[sz]ation|house|home|flat"
+               r"|building|lab|shop|firm)\s+(?=\w)")
 # "every function must have a docstring": a rule for every one of a kind.
 _EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
                   r"|have\s+to|shall|ought\s+to)\b", first="all every each")
@@ -528,14 +558,60 @@ _WHATEVER_YOU = _rx(r"^(?:whatever|anything|everything|all)\s+(?:that\s+)?you\s+
 # "default to python 3.12", "use 24-hour time", "use tabs for indentation": a default or a convention.
 _DEFAULT_TO = _rx(r"^(?:please\s+)?(?:default\s+to|by\s+default\s+use)\b", first="please default by")
 _USE_CONVENTION = _rx(r"^(?:please\s+)?(?:use|write\s+in|stick\s+to)\s+(?!this\b|that\b|these\b|those\b|it\b"
-                      r"|the\s+(?:same|one|last|first|above|previous|other)\b)(?:[\w-]+\s+){0,2}(?:time|format"
-                      r"|formats|notation|spelling|units|syntax|style|conventions?|casing|case|indentation|tabs"
+                      r"|the\s+(?:same|one|last|first|above|previous|other)\b)(?:[\w-]+\s+){0,2}(?:time"
+                      r"|format"
+                      r"|formats|notation|spelling|units|syntax|style|conventions?|casing|case"
+                      r"|indentation|tabs"
                       r"|spaces|quotes|encoding|timezone|time\s+zone|dates|english|grammar|punctuation)"
-                      r"(?:\s+for\s+(?:[\w-]+\s*){1,2})?$", first="please use write stick")
+                      r"(?:\s+for\s+(?:[\w-]+\s*){1,2}|\s+(?:in|for)\s+(?:anything|everything|all)\b.*)?$",
+                      first="please use write stick")
+# "i'm writing my master's thesis", "we're renovating our house": a project of months, not the moment.
+_MY_PROJECT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:currently\s+|still\s+|slowly\s+)?(?:writing|doing"
+                  r"|finishing|working\s+on"
+                  r"|studying\s+for|training\s+for|building|renovating|restoring|learning|running"
+                  r"|raising|planning)\s+"
+                  r"(?:my|our)\s+(?:[\w'-]+\s+){0,2}(?:thesis|dissertation|phd|masters|master's|degree"
+                  r"|book|novel|memoir"
+                  r"|startup|business|company|house|home|flat|kitchen|garden|farm|boat|van|wedding"
+                  r"|marathon|exams?"
+                  r"|apprenticeship|residency)\b", first="i we")
+# "there's no dishwasher in our flat", "there's only one bathroom at home": what the user's place lacks.
+_ABSENT = _rx(r"^there\s+is\s+(?:no|only\s+one|just\s+one|not\s+a)\s+(?:[\w-]+\s+){1,2}(?:in|at|on)\s+"
+              r"(?:my|our|the)\s+(?:[\w-]+\s+)?(?:flat|house|home|apartment|office|kitchen|place"
+              r"|building|village"
+              r"|town|area|street|garden|team|company|school|car|van|boat|network|server|servers|laptop)\b",
+              first="there")
+# "..., i get lost otherwise", "otherwise i cannot read it": a rule with its lasting reason.
+_OTHERWISE = _rx(r"^(?:or\s+|otherwise\s+)?(?:i|we)\s+[\w'-]+(?:\s+[\w'-]+){0,4}\s+otherwise$"
+                 r"|^otherwise\s+(?:i|we)\b", first="or otherwise i we")
+# "when i type X i want a one-line summary": what a user's habit asks of the answers.
+_WHEN_I = _rx(r"^when(?:ever)?\s+i\s+[\w-]+(?:\s+[\w'-]+){0,4}?\s*,?\s+(?:i\s+want|i\s+would\s+like|give\s+me"
+              r"|just\s+give\s+me|reply\s+with|answer\s+with)\s+(?:a|an|the|only|just"
+              r"|one)\b", first="when whenever")
+# "i'm roughly b1 in spanish", "i'm fluent in german": the user's level in a skill.
+_LEVEL = _rx(r"^(?:i\s+am|we\s+are)\s+(?:\w+ly\s+|about\s+|around\s+|at\s+|still\s+)?(?:a[12]|b[12]"
+             r"|c[12]|fluent"
+             r"|conversational|intermediate|advanced|a\s+beginner|a\s+complete\s+beginner|beginner"
+             r"|native|bilingual"
+             r"|proficient|rusty|self-taught|new|an\s+expert|expert|a\s+novice|novice|decent|hopeless"
+             r"|terrible|okay"
+             r"|ok|good|bad)\s+(?:in|at|with)\s+\w+", first="i we")
+# "my son, who is autistic and ...": what a relative clause says of the user's people stands, whatever
+# the sentence asks.
+_WHO_IS = _Gated(r"\bmy\s+(?:[\w-]+\s+)?(?:son|daughter|kid|kids|child|children|wife|husband|partner"
+                 r"|mum|mom|mother"
+                 r"|dad|father|baby|toddler|boy|girl|twins|family)\s*,?\s+who\s+(?:is|are|has|have"
+                 r"|cannot|can\s+not"
+                 r"|does\s+not|do\s+not|only|will\s+not|won't|needs|need|hates|loves|lives)\b", ("who",))
+# "the kids are 4 and 9", "the dog is deaf": the user's household named with "the".
+_THE_HOUSEHOLD = _rx(r"^the\s+(?=(?:kids|children|twins|baby|toddler|dog|dogs|cat|cats|puppy"
+                     r"|kitten)\s+(?:is|are|has"
+                     r"|have|cannot|can't|does\s+not|do\s+not|only|will\s+not|won't)\b)", first="the")
 # "ignore my typos", "don't mind my english": how to read what the user writes, from now on.
 _MY_WRITING = _rx(r"^(?:please\s+)?(?:ignore|forgive|excuse|overlook|don'?t\s+mind|do\s+not\s+mind"
                   r"|don'?t\s+worry\s+about"
-                  r"|do\s+not\s+worry\s+about|never\s+mind)\s+my\s+(?:\w+\s+)?(?:typos|spelling|grammar|english|mistakes"
+                  r"|do\s+not\s+worry\s+about|never\s+mind)\s+my\s+(?:\w+\s+)?(?:typos|spelling|grammar"
+                  r"|english|mistakes"
                   r"|punctuation|capitali[sz]ation|formatting)\b",
                   first="please ignore forgive excuse overlook don't dont do never")
 # "keep a formal tone unless I start joking": what holds until the user does something.
@@ -548,10 +624,12 @@ _FOR_ANY = _Gated(r"\b(?:for|on|with|to|in|about)\s+(?:any|every|each|all)\s+(?!
 _IMPERATIVE_START = _rx(r"^(?:please\s+)?(?:" + _ANSWER_VERBS + r")\b", first=_ANSWER_VERB_SET | {"please"})
 # 'use "they" for me', "use my first name when you write to me": how to refer to the user.
 _REFER_TO_ME = _rx(r"^(?:please\s+)?use\s+(?:\S+\s+){1,3}(?:for\s+me|when\s+(?:you\s+)?(?:refer(?:ring)?\s+to"
-                   r"|talk(?:ing)?\s+(?:about|to)|address(?:ing)?|writ(?:e|ing)\s+to|speak(?:ing)?\s+(?:to|of))"
+                   r"|talk(?:ing)?\s+(?:about|to)|address(?:ing)?|writ(?:e|ing)\s+to"
+                   r"|speak(?:ing)?\s+(?:to|of))"
                    r"\s+me)\s*[.!]?$", first="please use")
 _ADDRESS_ME = _rx(r"^(?:please\s+)?(?:call\s+me|address\s+me\s+as|refer\s+to\s+me\s+as|my\s+pronouns\s+are"
-                  r"|i\s+go\s+by|my\s+name\s+is|my\s+name'?s|i'?m\s+called|i\s+am\s+called|you\s+can\s+call\s+me)"
+                  r"|i\s+go\s+by|my\s+name\s+is|my\s+name'?s|i'?m\s+called|i\s+am\s+called"
+                  r"|you\s+can\s+call\s+me)"
                   r"\s+\S", first="please call address refer my i i'm im you")
 _PREFERENCE = _rx(r"^(?:i|we)(?:\s+|(?='))(?:really\s+|strongly\s+|much\s+|generally\s+|usually\s+|also\s+)?"
                   r"(?:prefer|'d\s+prefer|would\s+prefer|'d\s+rather|would\s+rather|like|love|hate|dislike"
@@ -561,20 +639,23 @@ _PREFERENCE = _rx(r"^(?:i|we)(?:\s+|(?='))(?:really\s+|strongly\s+|much\s+|gener
                   r"|am\s+(?:not\s+)?keen\s+on)\s+(.*)$", first="i i'd i've we we'd we've")
 # What a preference may not be about: a choice among what is on the table, or a reaction to it.
 _CHOICE = _rx(r"^(?:the\s+(?:[\w-]+\s+){0,2}(?:one|ones|option|options|version|idea|answer|suggestion"
-              r"|plan|approach|draft|solution|variant|alternative)\b|the\s+(?:[\w-]+\s+){1,3}(?:(?:that|which)\s+)?"
+              r"|plan|approach|draft|solution|variant|alternative)\b|the\s+(?:[\w-]+\s+){1,3}(?:(?:that"
+              r"|which)\s+)?"
               r"you\s+(?:just\s+)?(?:gave|wrote|made|sent|suggested|showed|proposed|drafted|mentioned|shared"
               r"|listed|picked)\b"
               r"|this|that|these|those|it(?!\s+(?:when|if|whenever))|the\s+(?:first|second|third|last"
               r"|other|former|latter|above|previous|next|one|idea|answer|option|version|suggestion|plan)|your"
               r"|option|one\b|a\s+(?:recipe|table|list|summary|quick|short|new|few|couple|look|word|break)"
               r"|an\s+(?:example|answer|idea|explanation)|some|more|to\s+(?:know|see|ask|try|talk|go|get"
-              r"|understand|learn|hear|read|find|make|do|have|check)|not\s+to|help|you\s+to\s+(?!always|never))\b")
+              r"|understand|learn|hear|read|find|make|do|have|check)|not\s+to|help|you\s+to\s+(?!always"
+              r"|never))\b")
 # A preference that ends pointing at what is on the table ("not talk about that") is about the moment.
 _POINTS_AT_NOW = _rx(r"\b(?:this|that|these|those|it|them|here|one|ones)\s*[.!]*$|\b(?:this|these|those)\b")
 # "I want X" is a standing requirement only about the answers in general.
 _WANT_GENERAL = _rx(r"^(?:you\s+to\s+(?:always|never)|all|every|each|my\s+(?:answers|replies|responses)"
                     r"|answers|replies|responses|it\s+when)\b")
-_DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|originally\s+|severely\s+"
+_DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|both\s+|all\s+"
+                     r"|originally\s+|severely\s+"
                      r"|mildly\s+|very\s+|quite\s+|completely\s+|totally\s+|not\s+)?(?:" + _words("""allergic
     | vegetarian | vegan | pescatarian | pescetarian | diabetic | pregnant | left-handed | right-handed
     | colorblind | colourblind | color-blind | colour-blind | color blind | colour blind | deaf | blind
@@ -603,12 +684,15 @@ _DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|or
 # "we're stuck on Python 3.8", "I'm limited to 2 GB", "we're using Debian everywhere": what the user's
 # setup is held to or runs (not "I'm stuck on this bug", "I'm using the code you gave me", "running late").
 _SETUP = _rx(r"^(?:i|we)\s+(?:am|are)\s+(?:also\s+|still\s+|currently\s+|only\s+|mostly\s+|all\s+)?(?:"
-             r"(?:stuck|limited|restricted|tied|locked|pinned|standardi[sz]ed|committed|confined)\s+(?:on|to|with|into)"
+             r"(?:stuck|limited|restricted|tied|locked|pinned|standardi[sz]ed|committed"
+             r"|confined)\s+(?:on|to|with|into)"
              r"|(?:using|running|deploying\s+(?:on|to)|developing\s+(?:on|in|for)|coding\s+in|writing\s+in"
-             r"|working\s+with|building\s+(?:on|with)|hosted\s+on|hosting\s+on)(?!\s+(?:late|out|low|behind|short"
+             r"|working\s+with|building\s+(?:on|with)|hosted\s+on|hosting\s+on)(?!\s+(?:late|out|low"
+             r"|behind|short"
              r"|into|around|away|errands|a\s+bit|an?\s+(?:errand|marathon|race|test|experiment)))"
              r"|not\s+allowed\s+to\s+(?:use|install|run|access|share|upload|download|deploy|store|send))"
-             r"\s+(?!(?:this|that|it|these|those|them|here|your|the\s+(?:code|script|answer|example|snippet|file"
+             r"\s+(?!(?:this|that|it|these|those|them|here|your|the\s+(?:code|script|answer|example"
+             r"|snippet|file"
              r"|version\s+you|one|same|bug|problem|error|issue|step|part|question|last|first|second|next"
              r"|tutorial|link|command|function)|a\s+(?:bug|problem|error|step|question|puzzle|level))\b)\S",
              first="i we")
@@ -625,7 +709,8 @@ _CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:
 # "I'm teetotal", "I'm Muslim", "we're Canadian": what the user is, said in one word; not a state
 # of the moment ("I'm tired", "I'm confused", "I'm back"), nor anything ending in -ed or -ing.
 _TRAIT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:also\s+|not\s+|strictly\s+|fully\s+)?"
-             r"((?:(?!(?:in|at|on|with|by|from|into|near|off|under|over|to|for|of|about|a|an|the|my|our|your|this"
+             r"((?:(?!(?:in|at|on|with|by|from|into|near|off|under|over|to|for|of|about|a|an|the|my|our"
+             r"|your|this"
              r"|that|so|and|but|or|just|very|really|too|quite|pretty|a\s+bit)\s)[\w-]+\s+){0,2})"
              r"([a-z][a-z-]+)(?:\s+too)?(?:\s+(?:and|so)\s+.+)?$", first="i we")
 _MOMENT_STATES = frozenset("""tired sleepy exhausted knackered shattered hungry starving thirsty full cold hot
@@ -640,7 +725,8 @@ _MOMENT_STATES = frozenset("""tired sleepy exhausted knackered shattered hungry 
 _ROLE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:not\s+)?(?:\w+ly\s+|just\s+|only\s+|also\s+)?(?:an?)\s+"
             r"(?!bit\b|little\b|lot\b|fan\b|big\s+fan\b)(?:\w[\w-]*)", first="i i'm im we we're were")
 _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s+|mainly\s+|only\s+"
-                         r"|usually\s+|always\s+|never\s+|often\s+|normally\s+|generally\s+|rarely\s+|sometimes\s+)?(?:"
+                         r"|usually\s+|always\s+|never\s+|often\s+|normally\s+|generally\s+|rarely\s+"
+                         r"|sometimes\s+)?(?:"
                          + _words("""work | live | study | teach | run | own | drive | speak | use | code in
     | write in | develop | manage | lead | volunteer | commute | cycle | bike | walk | take | go to | belong
     | come from | rent | share | sell | host | deploy | ship | target | support | build | maintain
@@ -653,7 +739,8 @@ _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s
     | do not track | do not keep | do not watch | do not trust | only allow | only accept | allow | forbid
     | ban | have no | have got | 've got | were born | was born | 're on | are on | bank with | shop at
     | grow | farm | raise | breed | brew | bake | publish | produce | design | repair | translate | import
-    | export | keep bees | keep chickens | keep goats | homeschool | foster
+    | export | keep bees | keep chickens | keep goats | homeschool | foster | freelance | consult
+    | contract | moonlight | tutor | babysit | nanny
     | 're a | are a | 're an | are an | am a | 'm a | are based | 're based | are located | 're located""")
                          + r")\b", first="i we")
 # "I always read on my phone", "we usually deploy on Fridays": a habit (a past verb is refused before).
@@ -672,12 +759,14 @@ _POSSESSIVE = _rx(r"^(?:my|our)\s+((?:[\w'’-]+\s+){0,4}?)(?:is|are|'s|'re|has|
                   r"|runs|run|uses|use|targets|target|sits|speaks|speak|studies|study|teaches|owns|own|hosts"
                   r"|host|deploys|deploy|sells|sell|serves|serve|supports|support|relies|rely|depends|depend"
                   r"|includes|include|contains|contain|comes|come|goes|go|attends|attend|prefers|prefer"
-                  r"|likes|like|loves|love|hates|hate|cannot|can\s+not|does\s+not|do\s+not|will\s+not|is\s+not"
+                  r"|likes|like|loves|love|hates|hate|cannot|can\s+not|does\s+not|do\s+not|will\s+not"
+                  r"|is\s+not"
                   r"|are\s+not|has\s+not|allows|allow|permits|permit|forbids|forbid|bans|ban|requires|require"
                   r"|accepts|accept|eats|eat|drinks"
                   r"|drink|drives|drive|plays|play|handles|handle|stores|store|keeps\s+(?!\w+ing)|needs\s+to"
                   r"|must|should|starts|start|opens|closes|consists|blocks|filters|writes|builds|makes|pays"
-                  r"|offers|provides|charges|follows|follow|limits|restricts|restrict|enforces|enforce|mandates"
+                  r"|offers|provides|charges|follows|follow|limits|restricts|restrict|enforces|enforce"
+                  r"|mandates"
                   r"|mandate|grows|ends|begins|celebrates|celebrate|observes|observe|spans|covers|publishes"
                   r"|insists|insist)\b\s*(.*)$",
                   first="my our")
@@ -691,7 +780,8 @@ _TRANSIENT = _rx(r"^(?:" + _words("""down | broken | failing | crashing | not wo
     r"|^(?!(?:every|any|some|no)thing\b)\w+ing\b")
 # "is getting married in June": doing something on a date to come is a plan, not the moment.
 _DATE_AHEAD = _rx(r"^\w+ing\b.*\b(?:in|on|by|next|this\s+coming)\s+(?:january|february|march|april|may|june"
-                  r"|july|august|september|october|november|december|spring|summer|autumn|fall|winter|monday|tuesday"
+                  r"|july|august|september|october|november|december|spring|summer|autumn|fall|winter"
+                  r"|monday|tuesday"
                   r"|wednesday|thursday|friday|saturday|sunday|week|month|year|(?:19|20)\d\d)\b")
 # "is closed on Fridays", "is busy every morning": what recurs is how things are, not the moment.
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mon", "tues", "tue",
@@ -704,7 +794,8 @@ _RECURRING = _Gated(r"\b" + _DAY + r"\s*(?:to|-|–|through|thru|till|until)\s*"
                     {"on", "at", "every", *_DAYS, *(day + "s" for day in _DAYS)})
 # "is stuck on kubernetes 1.27", "is pinned to node 18": what a thing of the user's is held to.
 _HELD_TO = _rx(r"^(?:still\s+|currently\s+|permanently\s+)?"
-               r"(?:stuck|limited|restricted|pinned|locked|tied|capped)\s+(?:on|to|at|with)\s+(?!this\b|that\b|it\b)\S")
+               r"(?:stuck|limited|restricted|pinned|locked|tied|capped)\s+(?:on|to|at|with)\s+(?!this\b"
+               r"|that\b|it\b)\S")
 # "our band rehearses every thursday", "our restaurant seats 40": any verb of a thing of the user's, when
 # what follows is what recurs or a quantity (a list of verbs cannot name them all).
 _MINE_HABIT = _rx(r"^(?:my|our)\s+(?:[\w'-]+\s+){1,2}?(?!is\b|was\b|has\b|does\b)[a-z]+s\b(?!\s+(?:me|us)\b)",
@@ -717,13 +808,15 @@ _WE_ARE = _rx(r"^(?:i\s+am|we\s+are)\s+\S", first="i we")
 _HERE_I_LIVE = _rx(r"\b(?:out|around|over|up|down)\s+here\s*[.!]*$")
 _SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how|why)\b)"
                        r"[\w'’-]+(?:\s+[\w'’-]+){0,2}"
-                       r"\s+(?:is|are)(?:\s+not)?\s+my\s+(?:\w+\s+)?(?:language|languages|tongue|home|hometown|city"
+                       r"\s+(?:is|are)(?:\s+not)?\s+my\s+(?:\w+\s+)?(?:language|languages|tongue|home"
+                       r"|hometown|city"
                        r"|country|job|work|role|title|field|day\s+off|days\s+off|timezone|time\s+zone|stack"
                        r"|editor|os|setup|hobby|passion|thing|main|first|native|only|favou?rite)\b")
 _RELATIVE_MINE = _rx(r"^the\s+(?:\w+\s+){1,2}(?:i|we)\s+(?:work|works|study|run|build|maintain|use|own|live"
                      r"|have\s+got|have|keep|play|ride|fly"
                      r"|lead|manage|teach|volunteer|rent|share|drive|ride|attend|support|sell|host|coach"
-                     r"|look\s+after|care\s+for|belong\s+to|go\s+to)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
+                     r"|look\s+after|care\s+for|belong\s+to|go\s+to)\b[^.!?]*?\s(?:is|are|has|have|uses"
+                     r"|runs|works|lives|sits"
                      r"|sells|builds|makes|needs|spans|covers)\b", first="the")
 _SETTING = _rx(r"^(?:at|in|on)\s+(?:work|my\s+(?:job|work|company|team|office|house|home|flat|place)"
                r"|our\s+(?:company|team|office|shop|house|home|flat|place|org|organi[sz]ation|family)"
@@ -737,6 +830,7 @@ _PRESENT = frozenset("""is are 's 're has have am 'm does do can will 'll lives 
     contains comes goes attends prefers likes loves hates eats drinks drives plays handles stores needs
     must should starts opens closes consists keeps gets makes""".split())
 _SUBJECTS = frozenset(("i", "we", "my", "our"))
+_DETERMINERS = frozenset("the a an this that these those your his her their".split())
 _TOKEN = re.compile(r"[a-z0-9'’-]+")
 
 
@@ -808,8 +902,8 @@ def _is_past(text: str) -> bool:
         else:
             continue
         for verb in after:
-            if verb in _PRESENT:
-                break
+            if verb in _PRESENT or verb in _DETERMINERS:
+                break  # a present verb, or a noun phrase begins ("... put the fixed sentence"): no past
             if verb in ("was", "were") and words[index + 1:].count("born"):
                 break
             if _past_verb(verb):
@@ -905,6 +999,10 @@ def _requirement(clause: str, whole: str) -> str | None:
         return "a default or convention"
     if _MY_WRITING.search(clause):
         return "how to read the user"
+    if _WHEN_I.search(whole):
+        return "every answer"
+    if _IMPERATIVE_START.search(clause) and any(_OTHERWISE.search(c) for c in _clauses(whole)):
+        return "a rule with its reason"
     if _UNLESS_I.search(clause) and (_IMPERATIVE_START.search(clause) or _PROHIBITION.search(clause)):
         return "a rule with a condition"
     terse = _TRAILING_MARK.sub("", clause)  # "sources in apa 7th, every time": the rule without its marker
@@ -936,6 +1034,9 @@ def _fact(clause: str) -> str | None:
         if _BLOCKED_AT_MINE.search(clause):
             return "fact about the user"
     clause = _THE_MINE.sub("my ", clause)  # "the work laptop has 16 gb": "my work laptop has 16 gb"
+    clause = _THE_HOUSEHOLD.sub("my ", clause)  # "the kids are 4 and 9": "my kids are 4 and 9"
+    if _MY_PROJECT.search(clause) or _ABSENT.search(clause) or _LEVEL.search(clause):
+        return "fact about the user"
     if _SETUP.search(clause) or _CANNOT.search(clause):
         return "fact about the user"
     if _DURABLE_STATE.search(clause) or _ROLE.search(clause):
@@ -946,7 +1047,9 @@ def _fact(clause: str) -> str | None:
         return "fact about the user"
     if _HAVE.search(clause) or _FIRST_PERSON_FACT.search(clause) or _HABIT.search(clause):
         return "fact about the user"
-    possessive = _POSSESSIVE.search(clause) if not _OTHERS.search(clause) else None
+    if _OTHERS.search(clause):
+        return None  # someone else's: "my friend is diabetic", "my sister prefers metric"
+    possessive = _POSSESSIVE.search(clause)
     if possessive is not None and _HELD_TO.search(possessive.group(2)):
         return "fact about their world"
     if possessive is not None and (not _POINTS_AT_NOW.search(possessive.group(2))
@@ -983,6 +1086,8 @@ def verdict(sentence: str) -> Verdict:
     refusal = _refusal(text, clauses)
     if refusal is not None:
         return Verdict(False, refusal)
+    if _WHO_IS.search(text) and not _is_past(text):
+        return Verdict(True, "fact about their world")
     if _question(text, clauses):
         # The request may follow a clause of time: "from now on, can you keep ...?"
         asking = next((c for c in clauses if _POLITE_REQUEST.search(c)), clauses[0])
