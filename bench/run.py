@@ -240,7 +240,7 @@ def standing_md(rows: Sequence[standing.SetRow], per_message: float, per_sentenc
     lines = [f"**9. Standing memory** (the detector on the labelled set of `bench/standing_set.py`, "
              f"{total.standing + total.not_standing} sentences in "
              f"{len({r.name.split(',')[0] for r in rows[:-1]})} rounds, each written before the rules were "
-             "changed for it, the last two by a helper that saw neither the rules nor the other rounds; "
+             "changed for it, from the eighth on by helpers that saw neither the rules nor the other rounds; "
              "goal: precision and recall at least 0.9)", ""]
 
     def first(row: standing.SetRow) -> str:
