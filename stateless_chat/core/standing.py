@@ -270,8 +270,8 @@ _RETRACTION_WORDS = """never mind | nevermind | forget what | forget about | for
     | does not apply anymore"""
 _RETRACTION = _Gated(r"\b(?:" + _words(_RETRACTION_WORDS) + r")\b"
     r"|\b(?:you\s+)?(?:don'?t|do\s+not)\s+(?:have|need)\s+to\b[^.!?]*\b(?:any\s?more|now|after\s+all)\b"
-    r"|^(?:please\s+)?ignore\s+(?:the|my|what|that|your|all|those|these)\s+(?:\w+\s+){0,2}"
-    r"(?:rule|rules|instruction|instructions|request|requests|requirement|requirements|preference"
+    r"|^(?:please\s+)?ignore\s+(?:the|my|what|that|your|all|those|these)\s+(?:\w+\s+){0,2}(?:rule|rules"
+    r"|instruction|instructions|request|requests|requirement|requirements|preference"
     r"|preferences|said|earlier|previous|last|above)\b",
     _starts(_RETRACTION_WORDS) | {"you", "do", "ignore", "please"})
 _ONE_OFF_WORDS = """just for this | only for this | for this one | for this answer | for this reply
@@ -285,14 +285,12 @@ _ONE_OFF_WORDS = """just for this | only for this | for this one | for this answ
     | in a minute | in a moment | in a bit | in an hour | as an exception"""
 _ONE_OFF = _Gated(r"\b(?:" + _words(_ONE_OFF_WORDS) + r")\b"
     r"|\b(?:in|for|on|with)\s+(?:this|that|these|those)\s+(?!chat\b|conversation\b|thread\b|session\b"
-    r"|project\b"
-    r"|repo\b|repository\b|codebase\b|team\b|company\b)[\w-]+"
-    r"|\bin\s+(?:a\s+few|\d+|two|three|five|ten|fifteen|twenty|thirty)\s+(?:minutes?|hours?|seconds?)\b"
-    r"|(?<!\bit\s)(?<!\bthem\s)\bhere\s*[.!]*$|\byour\s+next\s+(?:answer|reply|response|message|one"
-    r"|snippet|paragraph|email|draft"
-    r"|version|example|attempt)\b"
-    r"|\b(?:in|for|on|with|to|from|of|into)\s+the\s+(?:[\w-]+\s+){1,3}(?:(?:that|which)\s+)?(?:you|we)"
-    r"\s+(?:are\s+|were\s+|just\s+)?(?:\w+ing|gave|wrote|made|sent|suggested|showed|proposed|drafted"
+    r"|project\b|repo\b|repository\b|codebase\b|team\b|company\b)[\w-]+|\bin\s+(?:a\s+few|\d+|two|three"
+    r"|five|ten|fifteen|twenty|thirty)\s+(?:minutes?|hours?|seconds?)\b"
+    r"|(?<!\bit\s)(?<!\bthem\s)\bhere\s*[.!]*$|\byour\s+next\s+(?:answer|reply|response|message|one|snippet"
+    r"|paragraph|email|draft|version|example|attempt)\b|\b(?:in|for|on|with|to|from|of"
+    r"|into)\s+the\s+(?:[\w-]+\s+){1,3}(?:(?:that|which)\s+)?(?:you|we)\s+(?:are\s+|were\s+"
+    r"|just\s+)?(?:\w+ing|gave|wrote|made|sent|suggested|showed|proposed|drafted"
     r"|started|mentioned|posted|shared)\b",
     _starts(_ONE_OFF_WORDS) | {"in", "for", "on", "with", "here", "to", "from", "of", "into", "your"})
 _PAST_WORDS = """used to | use to | when i was | when we were | back then | back when | back in the day
@@ -307,8 +305,8 @@ _PAST_WORDS = """used to | use to | when i was | when we were | back then | back
 _PAST = _Gated(r"\b(?:" + _words(_PAST_WORDS) + r")\b"
     r"|\buntil\s+(?:19|20)\d\d\b|\bback\s+in\s+(?:(?:19|20)\d\d|the\s+(?:\d0|\d{4})s|january|february|march"
     r"|april|may|june|july|august|september|october|november|december|spring|summer|autumn|fall|winter)\b"
-    r"|\b(?:should|could|would|might|must)(?:\s+not)?(?:\s+never)?\s+have\s+(?:been|had|done|gone|made"
-    r"|said|seen"
+    r"|\b(?:should|could|would|might|must)(?:\s+not)?(?:\s+never)?\s+have\s+(?:been|had|done|gone|made|said"
+    r"|seen"
     r"|known|taken|given|got|gotten|told|thought|written|brought|bought|\w+ed)\b",
     _starts(_PAST_WORDS) | {"until", "should", "could", "would", "might", "must"})
 _PAST_VERBS = frozenset("""was were had did went took ate ran drove said told made got saw thought knew came
@@ -320,10 +318,10 @@ _PAST_VERBS = frozenset("""was were had did went took ate ran drove said told ma
 _NOT_PAST_ED = frozenset("need needed feed seed speed bleed breed proceed succeed exceed embed shed shred "
                          "bed red wed indeed".split())
 _REPORTED = _Gated(r"\b(?:he|she|they|it|who|someone|somebody|everyone|everybody|people)\s+claims?\b"
-                   r"|\bclaims?\s+(?:that|to|it|he|she|they|there|you|we|i)\b"
-                   r"|\b(?:says|said|say\s+that|tells\s+me|told\s+me|told\s+us|claimed"
-                   r"|according\s+to|thinks|heard\s+that|read\s+that|swears)\b"
-                   r"|\b(?:wrote|writes)\s+(?:that|x|me|to\s+me|back|somewhere|in\s+(?:his|her|their)"
+                   r"|\bclaims?\s+(?:that|to|it|he|she|they|there|you|we|i)\b|\b(?:says|said|say\s+that"
+                   r"|tells\s+me|told\s+me|told\s+us|claimed|according\s+to|thinks|heard\s+that|read\s+that"
+                   r"|swears)\b|\b(?:wrote|writes)\s+(?:that|x|me|to\s+me|back|somewhere|in\s+(?:his|her"
+                   r"|their)"
                    r"|on\s+(?:his|her|their))\b|\b(?:wrote|writes)\s*[:.!]*$",
                    "says said say tells told claim claims claimed wrote writes according thinks heard read "
                    "swears".split())
@@ -334,15 +332,13 @@ _OF_THOSE = _rx(r"^of\s+(?:those|these|the|them|all|your)\b", first="of")
 _REASON = _rx(r"^(?:since|as|because|given\s+that|seeing\s+(?:as|that)|considering)\s+(?=(?:i|we|my|our)\s)",
               first="since as because given seeing considering")
 # "..., so how would I ...?", "..., which means ...": what follows from the clause before it.
-_SO = _rx(r"^([^,;:]+?)(?:[,;]\s*(?:so|which\s+means|that\s+means|meaning)\s+\S"
-          r"|\s+(?:so|which\s+means|that\s+means|meaning)\s+(?:please\s+)?(?=(?:i|we|you|my"
-          r"|our|the|how|what|which|where|when|why|can|could|would|should|will|do|does|is|are|any"
-          r"|anything|it|there"
-          r"|keep|make|leave|don't|do|no|never|always|only|nothing|everything|all|every|"
+_SO = _rx(r"^([^,;:]+?)(?:[,;]\s*(?:so|which\s+means|that\s+means|meaning)\s+\S|\s+(?:so|which\s+means"
+          r"|that\s+means|meaning)\s+(?:please\s+)?(?=(?:i|we|you|my|our|the|how|what|which|where|when|why"
+          r"|can|could|would|should|will|do|does|is|are|any|anything|it|there|keep|make|leave|don't|do|no"
+          r"|never|always|only|nothing|everything|all|every|"
           + _ANSWER_VERBS + r")\b))")
 _OPINION = _rx(r"^(?:i\s+(?:think|guess(?!\s+i\s+should\s+(?:mention|say|add|tell))|suppose|believe"
-               r"|feel\s+like|bet"
-               r"|wonder|doubt|reckon)"
+               r"|feel\s+like|bet|wonder|doubt|reckon)"
                r"|in\s+my\s+(?:opinion|view|experience)|imo|imho)\b", first="i in imo imho")
 # Contractions of pronouns and of "not", spelled out so that each rule is written once ("i've got" is
 # "i have got"); a possessive "'s" stays as it is.
@@ -412,8 +408,8 @@ _FUTURE_WORDS = """from now on | from here on | from here onwards | from here on
     | any time you | anytime you | everything you write | everything you say | all your answers
     | all of your answers | all your replies | all your responses | all your code"""
 _FUTURE = _Gated(r"\b(?:" + _words(_FUTURE_WORDS) + r")\b", _starts(_FUTURE_WORDS))
-_ALWAYS = _Gated(r"(?<!\bthe\s)(?<!\ba\s)(?<!\bhow\sto\s)"
-                 r"\b(?:always|never|ever|any\s?more|no\s+more|no\s+longer|every\s+(?:single\s+)?time"
+_ALWAYS = _Gated(r"(?<!\bthe\s)(?<!\ba\s)(?<!\bhow\sto\s)\b(?:always|never|ever|any\s?more|no\s+more"
+                 r"|no\s+longer|every\s+(?:single\s+)?time"
                  r"|each\s+time)\b(?!\s+(?:i|we)\b)", "always never ever anymore any no every each".split())
 _OUTPUT_NOUNS = _words("""answers | answer | replies | reply | responses | response | messages | message
     | code | snippets | snippet | examples | example | dates | times | prices | numbers | figures | units
@@ -427,8 +423,8 @@ _QUANTIFIED = _rx(r"\b(?:all|every|each|any)\s+(?:of\s+)?(?:your\s+|my\s+)?(?:\w
 _YOUR_OUTPUT = _rx(r"\byour\s+(?:" + _OUTPUT_NOUNS + r")\b")
 _OUTPUT_RULE = _rx(r"^(?:(?:all|every|each|any)\s+)?(?:your\s+|the\s+)?(?:\w+\s+)?(?:" + _OUTPUT_NOUNS
                    + r")\s+(?:should|must|need\s+to|have\s+to|shall|are\s+to|ought\s+to)\b")
-_IMPERATIVE_ALWAYS = _rx(r"^(?:(?:please\s+)?(?:always|never)"
-                         r"|(?:please\s+)?(?:don'?t|do\s+not)\s+(?:ever\s+)?"
+_IMPERATIVE_ALWAYS = _rx(r"^(?:(?:please\s+)?(?:always|never)|(?:please\s+)?(?:don'?t"
+                         r"|do\s+not)\s+(?:ever\s+)?"
                          r"|(?:please\s+)?(?:always|never)\s+ever)\s*(?:" + _ANSWER_VERBS + r")\b",
                          first="please always never don't dont do")
 # A polite question asks for a rule with "always"; "would you never ...?" asks for an opinion.
@@ -438,8 +434,8 @@ _POLITE_ALWAYS = _rx(r"^always\s+(?:" + _ANSWER_VERBS
 _DONT_EVER = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not)\s+ever\b|^(?:please\s+)?never\s+ever\b",
                  first="please don't dont do never")
 _ADDRESSED = _rx(r"^(?:you\s+(?:should|must|need\s+to|have\s+to|are\s+to|will|'ll|shall)"
-                 r"|make\s+sure(?:\s+you|\s+to)?"
-                 r"|be\s+sure\s+to|remember\s+to|i\s+(?:want|'d\s+like|would\s+like|need)\s+you\s+to"
+                 r"|make\s+sure(?:\s+you|\s+to)?|be\s+sure\s+to|remember\s+to|i\s+(?:want|'d\s+like"
+                 r"|would\s+like|need)\s+you\s+to"
                  r"|i'd\s+like\s+you\s+to|i\s+expect\s+you\s+to)\b", first="you make be remember i i'd")
 # "stop adding disclaimers": a bare "stop asking." reacts to the reply in front of the user.
 _STOP = _rx(r"^(?:please\s+)?(?:stop|quit|cut\s+out)\s+(?:\w+ing)\b(?=\s+\S)", first="please stop quit cut")
@@ -447,27 +443,24 @@ _NO_MORE = _rx(r"^(?:please\s+)?no\s+(?:more\s+\w|\w+s\s+please\b"
                r"|(?!kidding|way|worries|problem|thanks|thank)\w+ing\b)", first="please no")
 _PROHIBITION = _rx(r"^(?:please\s+)?(?:don'?t|do\s+not|never)\s+(?:" + _ANSWER_VERBS + r"|bother)\b",
                    first="please don't dont do never")
-_MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)"
-              r"|keep\s+(?:using|writing|answering|replying|giving|it\s+(?:short|brief|simple|concise"
-              r"|formal|casual))"
-              r"|continue\s+(?:to|using)|be\s+\w+\s+(?:with\s+me|about\s+my\s+\w+)"
-              r"|talk\s+to\s+me\s+(?:like|as)|treat\s+me\s+(?:like|as)|speak\s+to\s+me\s+(?:like|as|in))\b"
-              r"|\bwith\s+me\s*[.!]?$"
+_MANNER = _rx(r"^(?:please\s+|let\s+us\s+)?(?:stick\s+(?:to|with)|keep\s+(?:using|writing|answering"
+              r"|replying|giving|it\s+(?:short|brief|simple|concise|formal|casual))|continue\s+(?:to|using)"
+              r"|be\s+\w+\s+(?:with\s+me|about\s+my\s+\w+)|talk\s+to\s+me\s+(?:like|as)"
+              r"|treat\s+me\s+(?:like|as)|speak\s+to\s+me\s+(?:like|as|in))\b|\bwith\s+me\s*[.!]?$"
               r"|^(?:please\s+)?keep\s+(?:it|things|everything|(?:the|your|all|any)\s+[\w-]+|(?!this\b"
-              r"|its\b)[\w-]+s)\s+(?:\w+\s+)?"
-              r"(?:to\s+an?\s+(?:minimum|maximum)|to\s+the\s+point|within|under|below|short|brief"
-              r"|simple|concise"
-              r"|light|plain|clean|neutral|friendly|polite|professional|formal|casual|serious|factual|tight"
-              r"|warm|gentle|kind|direct|blunt|upbeat|calm|relaxed|technical|objective|respectful"
+              r"|its\b)[\w-]+s)\s+(?:\w+\s+)?(?:to\s+an?\s+(?:minimum|maximum)|to\s+the\s+point|within"
+              r"|under|below|short|brief|simple|concise|light|plain|clean|neutral|friendly|polite"
+              r"|professional|formal|casual|serious|factual|tight|warm|gentle|kind|direct|blunt|upbeat|calm"
+              r"|relaxed|technical|objective|respectful"
               r"|low|basic|practical|realistic|positive|honest|[\w]+-(?:friendly|free|safe|only|level))\b")
 # "X, not Y", "X rather than Y", "X instead of Y": a choice of one kind over another.
 _CONTRAST = _Gated(r"(?:,\s*(?:and\s+)?(?:not|never)|\brather\s+than|\binstead\s+of)\s+"
                    r"(?!the\b|this\b|that\b|it\b|here\b|mind\b)\w", ("not", "never", "rather", "instead"))
 # "I'd really like you to stop ...", "I want you to ...": what follows is an imperative to the assistant.
-_ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like|would\s+like"
-                  r"|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like"
-                  r"|would\s+appreciate\s+it\s+if"
-                  r"|would\s+(?:prefer|like|love)\s+it\s+if|(?:prefer|like|love)\s+it\s+when)"
+_ASK_YOU_TO = _rx(r"^(?:i|we)\s*(?:really\s+|'d\s+really\s+|would\s+really\s+)?(?:want|'d\s+like"
+                  r"|would\s+like|need|'d\s+love|would\s+love|'d\s+really\s+like|would\s+really\s+like"
+                  r"|would\s+appreciate\s+it\s+if|would\s+(?:prefer|like|love)\s+it\s+if|(?:prefer|like"
+                  r"|love)\s+it\s+when)"
                   r"\s+(?:it\s+if\s+)?you\s+(?:to\s+|would\s+|could\s+)?", first="i i'd i've we we'd we've")
 # "... if you never used ...": the past of a wish, read as the verb it stands for ("use").
 _SUBJUNCTIVE = dict(pair.split(":") for pair in """gave:give wrote:write kept:keep told:tell said:say
@@ -475,10 +468,9 @@ _SUBJUNCTIVE = dict(pair.split(":") for pair in """gave:give wrote:write kept:ke
     sent:send""".split())
 # "everyone calls me Jo (and so should you)": what to call the user, said of others.
 _THEY_CALL_ME = _rx(r"^(?:everyone|everybody|people|most\s+people|friends|colleagues"
-                    r"|(?:all\s+)?my\s+(?:friends|family|colleagues|coworkers|co-workers|team|students"
-                    r"|kids|patients|clients))\s+calls?\s+me"
-                    r"\s+(?!back\b|every\b|at\b|on\b|in\b|about\b|when\b|whenever\b|later\b|up\b|out\b"
-                    r"|a\b|an\b"
+                    r"|(?:all\s+)?my\s+(?:friends|family|colleagues|coworkers|co-workers|team|students|kids"
+                    r"|patients|clients))\s+calls?\s+me\s+(?!back\b|every\b|at\b|on\b|in\b|about\b|when\b"
+                    r"|whenever\b|later\b|up\b|out\b|a\b|an\b"
                     r"|often\b|daily\b|sometimes\b|all\b|again\b|to\b|for\b|if\b|after\b|before\b)\S",
                     first="everyone everybody people most friends colleagues all my")
 # A rule said without a verb: "metric units only", "prices in pounds sterling", "code without comments".
@@ -503,20 +495,16 @@ _MINE = frozenset(("my", "our"))
 # "my friend's laptop has 8 gb", "my sister prefers metric": what belongs to or is wanted by someone
 # else the user knows is not the user's world or rule ("my wife's name is ana" is: family names stay).
 _OTHERS = _rx(r"^(?:my|our)\s+(?:friend|friends|neighbou?r|neighbou?rs|colleague|colleagues|co-?worker"
-              r"|co-?workers|classmate|classmates|cousin|roommate|flatmate|boss|manager|teacher|doctor)'s?\s"
-              r"|^(?:my|our)\s+(?:[\w']+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife|husband|partner"
-              r"|boyfriend|girlfriend|son|daughter|kid|kids|friend|friends|boss|manager|colleague|colleagues"
-              r"|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa|grandfather|aunt"
-              r"|uncle|cousin"
-              r"|roommate|flatmate|team\s+lead|lead|supervisor|tutor|professor|lecturer|advisor|adviser"
-              r"|client"
-              r"|clients|customer|customers|landlord|editor|coach|therapist|dentist|lawyer"
-              r"|accountant)\s+(?:also\s+|always\s+|really\s+|still\s+)?"
-              r"(?:prefers|insists|wants|likes\s+(?:everything|all|it|things|answers|code)|thinks"
-              r"|swears|hates"
-              r"|dislikes|cannot\s+stand)\b"
-              r"|^(?:my|our)\s+(?:best\s+|old\s+|new\s+|close\s+)?(?:friend|friends|neighbou?r"
-              r"|neighbou?rs|colleague"
+              r"|co-?workers|classmate|classmates|cousin|roommate|flatmate|boss|manager|teacher"
+              r"|doctor)'s?\s|^(?:my|our)\s+(?:[\w']+\s+)?(?:sister|brother|mum|mom|mother|dad|father|wife"
+              r"|husband|partner|boyfriend|girlfriend|son|daughter|kid|kids|friend|friends|boss|manager"
+              r"|colleague|colleagues|co-?worker|neighbou?r|teacher|doctor|grandma|grandmother|grandpa"
+              r"|grandfather|aunt|uncle|cousin|roommate|flatmate|team\s+lead|lead|supervisor|tutor"
+              r"|professor|lecturer|advisor|adviser|client|clients|customer|customers|landlord|editor|coach"
+              r"|therapist|dentist|lawyer|accountant)\s+(?:also\s+|always\s+|really\s+|still\s+)?(?:prefers"
+              r"|insists|wants|likes\s+(?:everything|all|it|things|answers|code)|thinks|swears|hates"
+              r"|dislikes|cannot\s+stand)\b|^(?:my|our)\s+(?:best\s+|old\s+|new\s+|close\s+)?(?:friend"
+              r"|friends|neighbou?r|neighbou?rs|colleague"
               r"|colleagues|co-?worker|co-?workers|classmate|classmates|cousin|acquaintance)\s",
               first="my our")
 _THE_VERBS = (r"(?:is|are|has|have|runs|uses|needs|can|cannot|does|do|only|starts|ends|blocks|allows|requires"
@@ -526,20 +514,19 @@ _THE_MINE = _rx(r"^the\s+(?=(?:work|office|family|home|house|household|kids|kids
                 + r"|[\w'-]+\s+at\s+(?:home|work|the\s+office)\s+(?:only\s+)?"
                 + _THE_VERBS + ")", first="the")
 # "python on the server is 3.8", "node on our build box is 18": what runs where the user works.
-_VERSION_THERE = _rx(r"^(?:the\s+|our\s+|my\s+)?[\w.+#-]+(?:\s+[\w.+#-]+)?\s+(?:on|at|in)\s+(?:the|our|my)\s+"
-                     r"(?:[\w-]+\s+)?(?:server|servers|cluster|box|machine|laptop|desktop|vps|host|prod"
-                     r"|production"
+_VERSION_THERE = _rx(r"^(?:the\s+|our\s+|my\s+)?[\w.+#-]+(?:\s+[\w.+#-]+)?\s+(?:on|at|in)\s+(?:the|our"
+                     r"|my)\s+(?:[\w-]+\s+)?(?:server|servers|cluster|box|machine|laptop|desktop|vps|host"
+                     r"|prod|production"
                      r"|staging|office|site|work)\s+(?:is|are|runs|uses)\s+(?:still\s+|only\s+)?v?\d")
 # "port 22 is blocked at my office", "youtube is banned on our network": a limit of the user's setup.
-_BLOCKED_AT_MINE = _rx(r"^(?!(?:this|that|it|here|there)\b)[\w'.:-]+(?:\s+[\w'.:-]+){0,3}\s+(?:is|are)\s+"
-                       r"(?:not\s+)?(?:blocked|banned|forbidden|disabled|restricted|firewalled"
-                       r"|not\s+allowed|not\s+permitted"
-                       r"|unavailable|not\s+available)\s+(?:at|on|in|by|from)\s+(?:my|our)\s+(?:[\w-]+\s+)?"
-                       r"(?:office|work|workplace|job|company|network|school|university|employer|vpn"
-                       r"|laptop|machine"
+_BLOCKED_AT_MINE = _rx(r"^(?!(?:this|that|it|here|there)\b)[\w'.:-]+(?:\s+[\w'.:-]+){0,3}\s+(?:is"
+                       r"|are)\s+(?:not\s+)?(?:blocked|banned|forbidden|disabled|restricted|firewalled"
+                       r"|not\s+allowed|not\s+permitted|unavailable|not\s+available)\s+(?:at|on|in|by"
+                       r"|from)\s+(?:my|our)\s+(?:[\w-]+\s+)?(?:office|work|workplace|job|company|network"
+                       r"|school|university|employer|vpn|laptop|machine"
                        r"|computer|firewall|wifi|wi-fi|org|organi[sz]ation|team|server|servers)\b")
-_AT_MINE = _rx(r"^(?:the\s+)?((?:[\w-]+\s+)?[\w-]+)\s+(?:at|in|for|of)\s+(?:my|our)\s+"
-               r"(?:job|work|company|team|office|workplace|school|org|organi[sz]ation|house|home|flat"
+_AT_MINE = _rx(r"^(?:the\s+)?((?:[\w-]+\s+)?[\w-]+)\s+(?:at|in|for|of)\s+(?:my|our)\s+(?:job|work|company"
+               r"|team|office|workplace|school|org|organi[sz]ation|house|home|flat"
                r"|building|lab|shop|firm)\s+(?=\w)")
 # "every function must have a docstring": a rule for every one of a kind.
 _EVERY_MUST = _rx(r"^(?:all|every|each)\s+(?:[\w-]+\s+){1,3}(?:should|must|need\s+to|needs\s+to|has\s+to"
@@ -557,51 +544,44 @@ _WHATEVER_YOU = _rx(r"^(?:whatever|anything|everything|all)\s+(?:that\s+)?you\s+
                     first="whatever anything everything all")
 # "default to python 3.12", "use 24-hour time", "use tabs for indentation": a default or a convention.
 _DEFAULT_TO = _rx(r"^(?:please\s+)?(?:default\s+to|by\s+default\s+use)\b", first="please default by")
-_USE_CONVENTION = _rx(r"^(?:please\s+)?(?:use|write\s+in|stick\s+to)\s+(?!this\b|that\b|these\b|those\b|it\b"
-                      r"|the\s+(?:same|one|last|first|above|previous|other)\b)(?:[\w-]+\s+){0,2}(?:time"
-                      r"|format"
-                      r"|formats|notation|spelling|units|syntax|style|conventions?|casing|case"
-                      r"|indentation|tabs"
-                      r"|spaces|quotes|encoding|timezone|time\s+zone|dates|english|grammar|punctuation)"
+_USE_CONVENTION = _rx(r"^(?:please\s+)?(?:use|write\s+in|stick\s+to)\s+(?!this\b|that\b|these\b|those\b"
+                      r"|it\b|the\s+(?:same|one|last|first|above|previous"
+                      r"|other)\b)(?:[\w-]+\s+){0,2}(?:time|format|formats|notation|spelling|units|syntax"
+                      r"|style|conventions?|casing|case|indentation|tabs|spaces|quotes|encoding|timezone"
+                      r"|time\s+zone|dates|english|grammar|punctuation)"
                       r"(?:\s+for\s+(?:[\w-]+\s*){1,2}|\s+(?:in|for)\s+(?:anything|everything|all)\b.*)?$",
                       first="please use write stick")
 # "i'm writing my master's thesis", "we're renovating our house": a project of months, not the moment.
-_MY_PROJECT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:currently\s+|still\s+|slowly\s+)?(?:writing|doing"
-                  r"|finishing|working\s+on"
-                  r"|studying\s+for|training\s+for|building|renovating|restoring|learning|running"
-                  r"|raising|planning)\s+"
-                  r"(?:my|our)\s+(?:[\w'-]+\s+){0,2}(?:thesis|dissertation|phd|masters|master's|degree"
-                  r"|book|novel|memoir"
-                  r"|startup|business|company|house|home|flat|kitchen|garden|farm|boat|van|wedding"
-                  r"|marathon|exams?"
+_MY_PROJECT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:currently\s+|still\s+|slowly\s+)?(?:writing|doing|finishing"
+                  r"|working\s+on|studying\s+for|training\s+for|building|renovating|restoring|learning"
+                  r"|running|raising|planning)\s+(?:my|our)\s+(?:[\w'-]+\s+){0,2}(?:thesis|dissertation|phd"
+                  r"|masters|master's|degree|book|novel|memoir|startup|business|company|house|home|flat"
+                  r"|kitchen|garden|farm|boat|van|wedding|marathon|exams?"
                   r"|apprenticeship|residency)\b", first="i we")
 # "there's no dishwasher in our flat", "there's only one bathroom at home": what the user's place lacks.
-_ABSENT = _rx(r"^there\s+is\s+(?:no|only\s+one|just\s+one|not\s+a)\s+(?:[\w-]+\s+){1,2}(?:in|at|on)\s+"
-              r"(?:my|our|the)\s+(?:[\w-]+\s+)?(?:flat|house|home|apartment|office|kitchen|place"
-              r"|building|village"
+_ABSENT = _rx(r"^there\s+is\s+(?:no|only\s+one|just\s+one|not\s+a)\s+(?:[\w-]+\s+){1,2}(?:in|at|on)\s+(?:my"
+              r"|our|the)\s+(?:[\w-]+\s+)?(?:flat|house|home|apartment|office|kitchen|place|building"
+              r"|village"
               r"|town|area|street|garden|team|company|school|car|van|boat|network|server|servers|laptop)\b",
               first="there")
 # "..., i get lost otherwise", "otherwise i cannot read it": a rule with its lasting reason.
 _OTHERWISE = _rx(r"^(?:or\s+|otherwise\s+)?(?:i|we)\s+[\w'-]+(?:\s+[\w'-]+){0,4}\s+otherwise$"
                  r"|^otherwise\s+(?:i|we)\b", first="or otherwise i we")
 # "when i type X i want a one-line summary": what a user's habit asks of the answers.
-_WHEN_I = _rx(r"^when(?:ever)?\s+i\s+[\w-]+(?:\s+[\w'-]+){0,4}?\s*,?\s+(?:i\s+want|i\s+would\s+like|give\s+me"
-              r"|just\s+give\s+me|reply\s+with|answer\s+with)\s+(?:a|an|the|only|just"
+_WHEN_I = _rx(r"^when(?:ever)?\s+i\s+[\w-]+(?:\s+[\w'-]+){0,4}?\s*,?\s+(?:i\s+want|i\s+would\s+like"
+              r"|give\s+me|just\s+give\s+me|reply\s+with|answer\s+with)\s+(?:a|an|the|only|just"
               r"|one)\b", first="when whenever")
 # "i'm roughly b1 in spanish", "i'm fluent in german": the user's level in a skill.
-_LEVEL = _rx(r"^(?:i\s+am|we\s+are)\s+(?:\w+ly\s+|about\s+|around\s+|at\s+|still\s+)?(?:a[12]|b[12]"
-             r"|c[12]|fluent"
-             r"|conversational|intermediate|advanced|a\s+beginner|a\s+complete\s+beginner|beginner"
-             r"|native|bilingual"
-             r"|proficient|rusty|self-taught|new|an\s+expert|expert|a\s+novice|novice|decent|hopeless"
-             r"|terrible|okay"
+_LEVEL = _rx(r"^(?:i\s+am|we\s+are)\s+(?:\w+ly\s+|about\s+|around\s+|at\s+|still\s+)?(?:a[12]|b[12]|c[12]"
+             r"|fluent|conversational|intermediate|advanced|a\s+beginner|a\s+complete\s+beginner|beginner"
+             r"|native|bilingual|proficient|rusty|self-taught|new|an\s+expert|expert|a\s+novice|novice"
+             r"|decent|hopeless|terrible|okay"
              r"|ok|good|bad)\s+(?:in|at|with)\s+\w+", first="i we")
 # "my son, who is autistic and ...": what a relative clause says of the user's people stands, whatever
 # the sentence asks.
-_WHO_IS = _Gated(r"\bmy\s+(?:[\w-]+\s+)?(?:son|daughter|kid|kids|child|children|wife|husband|partner"
-                 r"|mum|mom|mother"
-                 r"|dad|father|baby|toddler|boy|girl|twins|family)\s*,?\s+who\s+(?:is|are|has|have"
-                 r"|cannot|can\s+not"
+_WHO_IS = _Gated(r"\bmy\s+(?:[\w-]+\s+)?(?:son|daughter|kid|kids|child|children|wife|husband|partner|mum"
+                 r"|mom|mother|dad|father|baby|toddler|boy|girl|twins|family)\s*,?\s+who\s+(?:is|are|has"
+                 r"|have|cannot|can\s+not"
                  r"|does\s+not|do\s+not|only|will\s+not|won't|needs|need|hates|loves|lives)\b", ("who",))
 # "the kids are 4 and 9", "the dog is deaf": the user's household named with "the".
 _THE_HOUSEHOLD = _rx(r"^the\s+(?=(?:kids|children|twins|baby|toddler|dog|dogs|cat|cats|puppy"
@@ -609,9 +589,8 @@ _THE_HOUSEHOLD = _rx(r"^the\s+(?=(?:kids|children|twins|baby|toddler|dog|dogs|ca
                      r"|have|cannot|can't|does\s+not|do\s+not|only|will\s+not|won't)\b)", first="the")
 # "ignore my typos", "don't mind my english": how to read what the user writes, from now on.
 _MY_WRITING = _rx(r"^(?:please\s+)?(?:ignore|forgive|excuse|overlook|don'?t\s+mind|do\s+not\s+mind"
-                  r"|don'?t\s+worry\s+about"
-                  r"|do\s+not\s+worry\s+about|never\s+mind)\s+my\s+(?:\w+\s+)?(?:typos|spelling|grammar"
-                  r"|english|mistakes"
+                  r"|don'?t\s+worry\s+about|do\s+not\s+worry\s+about"
+                  r"|never\s+mind)\s+my\s+(?:\w+\s+)?(?:typos|spelling|grammar|english|mistakes"
                   r"|punctuation|capitali[sz]ation|formatting)\b",
                   first="please ignore forgive excuse overlook don't dont do never")
 # "keep a formal tone unless I start joking": what holds until the user does something.
@@ -623,39 +602,39 @@ _FOR_ANY = _Gated(r"\b(?:for|on|with|to|in|about)\s+(?:any|every|each|all)\s+(?!
                   ("any", "every", "each", "all"))
 _IMPERATIVE_START = _rx(r"^(?:please\s+)?(?:" + _ANSWER_VERBS + r")\b", first=_ANSWER_VERB_SET | {"please"})
 # 'use "they" for me', "use my first name when you write to me": how to refer to the user.
-_REFER_TO_ME = _rx(r"^(?:please\s+)?use\s+(?:\S+\s+){1,3}(?:for\s+me|when\s+(?:you\s+)?(?:refer(?:ring)?\s+to"
-                   r"|talk(?:ing)?\s+(?:about|to)|address(?:ing)?|writ(?:e|ing)\s+to"
-                   r"|speak(?:ing)?\s+(?:to|of))"
+_REFER_TO_ME = _rx(r"^(?:please\s+)?use\s+(?:\S+\s+){1,3}(?:for\s+me"
+                   r"|when\s+(?:you\s+)?(?:refer(?:ring)?\s+to|talk(?:ing)?\s+(?:about|to)|address(?:ing)?"
+                   r"|writ(?:e|ing)\s+to|speak(?:ing)?\s+(?:to|of))"
                    r"\s+me)\s*[.!]?$", first="please use")
 _ADDRESS_ME = _rx(r"^(?:please\s+)?(?:call\s+me|address\s+me\s+as|refer\s+to\s+me\s+as|my\s+pronouns\s+are"
                   r"|i\s+go\s+by|my\s+name\s+is|my\s+name'?s|i'?m\s+called|i\s+am\s+called"
                   r"|you\s+can\s+call\s+me)"
                   r"\s+\S", first="please call address refer my i i'm im you")
-_PREFERENCE = _rx(r"^(?:i|we)(?:\s+|(?='))(?:really\s+|strongly\s+|much\s+|generally\s+|usually\s+|also\s+)?"
-                  r"(?:prefer|'d\s+prefer|would\s+prefer|'d\s+rather|would\s+rather|like|love|hate|dislike"
-                  r"|detest|can'?t\s+stand|cannot\s+stand|enjoy|don'?t\s+like|do\s+not\s+like|don'?t\s+want"
-                  r"|do\s+not\s+want|want|'d\s+like|would\s+like|am\s+a\s+fan\s+of|'m\s+a\s+fan\s+of"
-                  r"|'m\s+not\s+a\s+fan\s+of|am\s+not\s+a\s+fan\s+of|am\s+(?:really\s+|not\s+)?into"
+_PREFERENCE = _rx(r"^(?:i|we)(?:\s+|(?='))(?:really\s+|strongly\s+|much\s+|generally\s+|usually\s+"
+                  r"|also\s+)?(?:prefer|'d\s+prefer|would\s+prefer|'d\s+rather|would\s+rather|like|love"
+                  r"|hate|dislike|detest|can'?t\s+stand|cannot\s+stand|enjoy|don'?t\s+like|do\s+not\s+like"
+                  r"|don'?t\s+want|do\s+not\s+want|want|'d\s+like|would\s+like|am\s+a\s+fan\s+of"
+                  r"|'m\s+a\s+fan\s+of|'m\s+not\s+a\s+fan\s+of|am\s+not\s+a\s+fan\s+of|am\s+(?:really\s+"
+                  r"|not\s+)?into"
                   r"|am\s+(?:not\s+)?keen\s+on)\s+(.*)$", first="i i'd i've we we'd we've")
 # What a preference may not be about: a choice among what is on the table, or a reaction to it.
-_CHOICE = _rx(r"^(?:the\s+(?:[\w-]+\s+){0,2}(?:one|ones|option|options|version|idea|answer|suggestion"
-              r"|plan|approach|draft|solution|variant|alternative)\b|the\s+(?:[\w-]+\s+){1,3}(?:(?:that"
-              r"|which)\s+)?"
-              r"you\s+(?:just\s+)?(?:gave|wrote|made|sent|suggested|showed|proposed|drafted|mentioned|shared"
-              r"|listed|picked)\b"
-              r"|this|that|these|those|it(?!\s+(?:when|if|whenever))|the\s+(?:first|second|third|last"
-              r"|other|former|latter|above|previous|next|one|idea|answer|option|version|suggestion|plan)|your"
-              r"|option|one\b|a\s+(?:recipe|table|list|summary|quick|short|new|few|couple|look|word|break)"
-              r"|an\s+(?:example|answer|idea|explanation)|some|more|to\s+(?:know|see|ask|try|talk|go|get"
-              r"|understand|learn|hear|read|find|make|do|have|check)|not\s+to|help|you\s+to\s+(?!always"
+_CHOICE = _rx(r"^(?:the\s+(?:[\w-]+\s+){0,2}(?:one|ones|option|options|version|idea|answer|suggestion|plan"
+              r"|approach|draft|solution|variant|alternative)\b|the\s+(?:[\w-]+\s+){1,3}(?:(?:that"
+              r"|which)\s+)?you\s+(?:just\s+)?(?:gave|wrote|made|sent|suggested|showed|proposed|drafted"
+              r"|mentioned|shared|listed|picked)\b|this|that|these|those|it(?!\s+(?:when|if|whenever))"
+              r"|the\s+(?:first|second|third|last|other|former|latter|above|previous|next|one|idea|answer"
+              r"|option|version|suggestion|plan)|your|option|one\b|a\s+(?:recipe|table|list|summary|quick"
+              r"|short|new|few|couple|look|word|break)|an\s+(?:example|answer|idea|explanation)|some|more"
+              r"|to\s+(?:know|see|ask|try|talk|go|get|understand|learn|hear|read|find|make|do|have|check)"
+              r"|not\s+to|help|you\s+to\s+(?!always"
               r"|never))\b")
 # A preference that ends pointing at what is on the table ("not talk about that") is about the moment.
 _POINTS_AT_NOW = _rx(r"\b(?:this|that|these|those|it|them|here|one|ones)\s*[.!]*$|\b(?:this|these|those)\b")
 # "I want X" is a standing requirement only about the answers in general.
 _WANT_GENERAL = _rx(r"^(?:you\s+to\s+(?:always|never)|all|every|each|my\s+(?:answers|replies|responses)"
                     r"|answers|replies|responses|it\s+when)\b")
-_DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|both\s+|all\s+"
-                     r"|originally\s+|severely\s+"
+_DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|both\s+|all\s+|originally\s+"
+                     r"|severely\s+"
                      r"|mildly\s+|very\s+|quite\s+|completely\s+|totally\s+|not\s+)?(?:" + _words("""allergic
     | vegetarian | vegan | pescatarian | pescetarian | diabetic | pregnant | left-handed | right-handed
     | colorblind | colourblind | color-blind | colour-blind | color blind | colour blind | deaf | blind
@@ -683,23 +662,21 @@ _DURABLE_STATE = _rx(r"^(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:also\s+|still\s+|bo
     | a non-profit | a charity | a small | a family | a group""") + r")\b", first="i i'm im we we're were")
 # "we're stuck on Python 3.8", "I'm limited to 2 GB", "we're using Debian everywhere": what the user's
 # setup is held to or runs (not "I'm stuck on this bug", "I'm using the code you gave me", "running late").
-_SETUP = _rx(r"^(?:i|we)\s+(?:am|are)\s+(?:also\s+|still\s+|currently\s+|only\s+|mostly\s+|all\s+)?(?:"
-             r"(?:stuck|limited|restricted|tied|locked|pinned|standardi[sz]ed|committed"
-             r"|confined)\s+(?:on|to|with|into)"
-             r"|(?:using|running|deploying\s+(?:on|to)|developing\s+(?:on|in|for)|coding\s+in|writing\s+in"
-             r"|working\s+with|building\s+(?:on|with)|hosted\s+on|hosting\s+on)(?!\s+(?:late|out|low"
-             r"|behind|short"
-             r"|into|around|away|errands|a\s+bit|an?\s+(?:errand|marathon|race|test|experiment)))"
-             r"|not\s+allowed\s+to\s+(?:use|install|run|access|share|upload|download|deploy|store|send))"
-             r"\s+(?!(?:this|that|it|these|those|them|here|your|the\s+(?:code|script|answer|example"
-             r"|snippet|file"
-             r"|version\s+you|one|same|bug|problem|error|issue|step|part|question|last|first|second|next"
+_SETUP = _rx(r"^(?:i|we)\s+(?:am|are)\s+(?:also\s+|still\s+|currently\s+|only\s+|mostly\s+"
+             r"|all\s+)?(?:(?:stuck|limited|restricted|tied|locked|pinned|standardi[sz]ed|committed"
+             r"|confined)\s+(?:on|to|with|into)|(?:using|running|deploying\s+(?:on|to)|developing\s+(?:on"
+             r"|in|for)|coding\s+in|writing\s+in|working\s+with|building\s+(?:on|with)|hosted\s+on"
+             r"|hosting\s+on)(?!\s+(?:late|out|low|behind|short|into|around|away|errands|a\s+bit"
+             r"|an?\s+(?:errand|marathon|race|test|experiment)))|not\s+allowed\s+to\s+(?:use|install|run"
+             r"|access|share|upload|download|deploy|store|send))\s+(?!(?:this|that|it|these|those|them|here"
+             r"|your|the\s+(?:code|script|answer|example|snippet|file|version\s+you|one|same|bug|problem"
+             r"|error|issue|step|part|question|last|first|second|next"
              r"|tutorial|link|command|function)|a\s+(?:bug|problem|error|step|question|puzzle|level))\b)\S",
              first="i we")
 # "I can't read small text well", "we aren't able to install anything": a lasting limit, not the moment
 # ("I can't see the image", "I can't hear you", "I can't open it").
-_CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:cannot|can\s+not"
-              r"|(?:am|are)\s+(?:not\s+able|unable|not\s+allowed|not\s+permitted)\s+to|struggle\s+to"
+_CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:cannot|can\s+not|(?:am"
+              r"|are)\s+(?:not\s+able|unable|not\s+allowed|not\s+permitted)\s+to|struggle\s+to"
               r"|have\s+trouble)\s+(?:" + _words("""read | reading | see | seeing | hear | hearing | eat
     | eating | drink | drinking | have | use | using | drive | driving | walk | walking | run | swim | lift
     | type | typing | afford | install | installing | access | tolerate | digest | sit | sitting | climb
@@ -708,10 +685,9 @@ _CANNOT = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|really\s+|just\s+|simply\s+)?(?:
               r"|where|when|if|whether|properly\s+(?:now|today)|now|today)\b)", first="i we")
 # "I'm teetotal", "I'm Muslim", "we're Canadian": what the user is, said in one word; not a state
 # of the moment ("I'm tired", "I'm confused", "I'm back"), nor anything ending in -ed or -ing.
-_TRAIT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:also\s+|not\s+|strictly\s+|fully\s+)?"
-             r"((?:(?!(?:in|at|on|with|by|from|into|near|off|under|over|to|for|of|about|a|an|the|my|our"
-             r"|your|this"
-             r"|that|so|and|but|or|just|very|really|too|quite|pretty|a\s+bit)\s)[\w-]+\s+){0,2})"
+_TRAIT = _rx(r"^(?:i\s+am|we\s+are)\s+(?:also\s+|not\s+|strictly\s+|fully\s+)?((?:(?!(?:in|at|on|with|by"
+             r"|from|into|near|off|under|over|to|for|of|about|a|an|the|my|our|your|this|that|so|and|but|or"
+             r"|just|very|really|too|quite|pretty|a\s+bit)\s)[\w-]+\s+){0,2})"
              r"([a-z][a-z-]+)(?:\s+too)?(?:\s+(?:and|so)\s+.+)?$", first="i we")
 _MOMENT_STATES = frozenset("""tired sleepy exhausted knackered shattered hungry starving thirsty full cold hot
     warm sick ill unwell sore fine good great ok okay alright well bad awful terrible back home here there
@@ -747,27 +723,24 @@ _FIRST_PERSON_FACT = _rx(r"^(?:i|we)\s+(?:also\s+|currently\s+|still\s+|mostly\s
 _HABIT = _rx(r"^(?:i|we)\s+(?:always|usually|normally|generally|often|never|rarely|typically|mostly"
              r"|tend\s+to)\s+"
              r"(?!be\b|have\s+to\b)[a-z-]+", first="i we")
-_HAVE = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|only\s+)?(?:have|'ve\s+got|have\s+got)\s+"
-            r"(?!to\b|been\b|no\s+idea"
-            r"|an?\s+(?:question|problem|issue|meeting|bug|error|idea|doubt|call|headache|cold|fever|flu"
-            r"|hangover|feeling|quick|follow-up|request|suggestion|thought|favou?r|minute|second|moment"
-            r"|look|interview|appointment|date|go|try|question)|(?:some|a\s+few|few|two|more|many|several)"
-            r"\s+(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts|minutes)"
+_HAVE = _rx(r"^(?:i|we)\s+(?:also\s+|still\s+|only\s+)?(?:have|'ve\s+got|have\s+got)\s+(?!to\b|been\b"
+            r"|no\s+idea|an?\s+(?:question|problem|issue|meeting|bug|error|idea|doubt|call|headache|cold"
+            r"|fever|flu|hangover|feeling|quick|follow-up|request|suggestion|thought|favou?r|minute|second"
+            r"|moment|look|interview|appointment|date|go|try|question)|(?:some|a\s+few|few|two|more|many"
+            r"|several)\s+(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts|minutes)"
             r"|(?:questions|problems|issues|meetings|bugs|errors|ideas|doubts|thoughts)\b)\S",
             first="i i'd i've we we'd we've")
 _POSSESSIVE = _rx(r"^(?:my|our)\s+((?:[\w'’-]+\s+){0,4}?)(?:is|are|'s|'re|has|have|lives|live|works|work"
-                  r"|runs|run|uses|use|targets|target|sits|speaks|speak|studies|study|teaches|owns|own|hosts"
-                  r"|host|deploys|deploy|sells|sell|serves|serve|supports|support|relies|rely|depends|depend"
-                  r"|includes|include|contains|contain|comes|come|goes|go|attends|attend|prefers|prefer"
-                  r"|likes|like|loves|love|hates|hate|cannot|can\s+not|does\s+not|do\s+not|will\s+not"
-                  r"|is\s+not"
-                  r"|are\s+not|has\s+not|allows|allow|permits|permit|forbids|forbid|bans|ban|requires|require"
-                  r"|accepts|accept|eats|eat|drinks"
-                  r"|drink|drives|drive|plays|play|handles|handle|stores|store|keeps\s+(?!\w+ing)|needs\s+to"
-                  r"|must|should|starts|start|opens|closes|consists|blocks|filters|writes|builds|makes|pays"
-                  r"|offers|provides|charges|follows|follow|limits|restricts|restrict|enforces|enforce"
-                  r"|mandates"
-                  r"|mandate|grows|ends|begins|celebrates|celebrate|observes|observe|spans|covers|publishes"
+                  r"|runs|run|uses|use|targets|target|sits|speaks|speak|studies|study|teaches|owns|own"
+                  r"|hosts|host|deploys|deploy|sells|sell|serves|serve|supports|support|relies|rely|depends"
+                  r"|depend|includes|include|contains|contain|comes|come|goes|go|attends|attend|prefers"
+                  r"|prefer|likes|like|loves|love|hates|hate|cannot|can\s+not|does\s+not|do\s+not"
+                  r"|will\s+not|is\s+not|are\s+not|has\s+not|allows|allow|permits|permit|forbids|forbid"
+                  r"|bans|ban|requires|require|accepts|accept|eats|eat|drinks|drink|drives|drive|plays|play"
+                  r"|handles|handle|stores|store|keeps\s+(?!\w+ing)|needs\s+to|must|should|starts|start"
+                  r"|opens|closes|consists|blocks|filters|writes|builds|makes|pays|offers|provides|charges"
+                  r"|follows|follow|limits|restricts|restrict|enforces|enforce|mandates|mandate|grows|ends"
+                  r"|begins|celebrates|celebrate|observes|observe|spans|covers|publishes"
                   r"|insists|insist)\b\s*(.*)$",
                   first="my our")
 _TRANSIENT = _rx(r"^(?:" + _words("""down | broken | failing | crashing | not working | not responding | slow
@@ -789,12 +762,13 @@ _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "su
 _DAY = r"(?:" + "|".join(_DAYS) + r")s?\.?"
 _RECURRING = _Gated(r"\b" + _DAY + r"\s*(?:to|-|–|through|thru|till|until)\s*" + _DAY + r"(?!\w)"
                     r"|\b(?:on|at)\s+(?:mondays|tuesdays|wednesdays|thursdays|fridays|saturdays|sundays"
-                    r"|weekends|weekdays|holidays|public\s+holidays)\b|\bevery\s+(?:day|morning|evening|night"
+                    r"|weekends|weekdays|holidays|public\s+holidays)\b|\bevery\s+(?:day|morning|evening"
+                    r"|night"
                     r"|week|weekend|month|year|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
                     {"on", "at", "every", *_DAYS, *(day + "s" for day in _DAYS)})
 # "is stuck on kubernetes 1.27", "is pinned to node 18": what a thing of the user's is held to.
-_HELD_TO = _rx(r"^(?:still\s+|currently\s+|permanently\s+)?"
-               r"(?:stuck|limited|restricted|pinned|locked|tied|capped)\s+(?:on|to|at|with)\s+(?!this\b"
+_HELD_TO = _rx(r"^(?:still\s+|currently\s+|permanently\s+)?(?:stuck|limited|restricted|pinned|locked|tied"
+               r"|capped)\s+(?:on|to|at|with)\s+(?!this\b"
                r"|that\b|it\b)\S")
 # "our band rehearses every thursday", "our restaurant seats 40": any verb of a thing of the user's, when
 # what follows is what recurs or a quantity (a list of verbs cannot name them all).
@@ -806,17 +780,15 @@ _QUANTITY = _rx(r"^(?:my|our)\s+(?:[\w'-]+\s+){1,2}?[a-z]+s\s+(?:about\s+|around
 _WE_ARE = _rx(r"^(?:i\s+am|we\s+are)\s+\S", first="i we")
 # Where the user lives, not the moment: "out here", "around here" (not "stop here").
 _HERE_I_LIVE = _rx(r"\b(?:out|around|over|up|down)\s+here\s*[.!]*$")
-_SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how|why)\b)"
-                       r"[\w'’-]+(?:\s+[\w'’-]+){0,2}"
-                       r"\s+(?:is|are)(?:\s+not)?\s+my\s+(?:\w+\s+)?(?:language|languages|tongue|home"
-                       r"|hometown|city"
+_SUBJECT_IS_MINE = _rx(r"^(?!(?:this|that|it|here|there|what|which|who|where|how"
+                       r"|why)\b)[\w'’-]+(?:\s+[\w'’-]+){0,2}\s+(?:is"
+                       r"|are)(?:\s+not)?\s+my\s+(?:\w+\s+)?(?:language|languages|tongue|home|hometown|city"
                        r"|country|job|work|role|title|field|day\s+off|days\s+off|timezone|time\s+zone|stack"
                        r"|editor|os|setup|hobby|passion|thing|main|first|native|only|favou?rite)\b")
 _RELATIVE_MINE = _rx(r"^the\s+(?:\w+\s+){1,2}(?:i|we)\s+(?:work|works|study|run|build|maintain|use|own|live"
-                     r"|have\s+got|have|keep|play|ride|fly"
-                     r"|lead|manage|teach|volunteer|rent|share|drive|ride|attend|support|sell|host|coach"
-                     r"|look\s+after|care\s+for|belong\s+to|go\s+to)\b[^.!?]*?\s(?:is|are|has|have|uses"
-                     r"|runs|works|lives|sits"
+                     r"|have\s+got|have|keep|play|ride|fly|lead|manage|teach|volunteer|rent|share|drive"
+                     r"|ride|attend|support|sell|host|coach|look\s+after|care\s+for|belong\s+to"
+                     r"|go\s+to)\b[^.!?]*?\s(?:is|are|has|have|uses|runs|works|lives|sits"
                      r"|sells|builds|makes|needs|spans|covers)\b", first="the")
 _SETTING = _rx(r"^(?:at|in|on)\s+(?:work|my\s+(?:job|work|company|team|office|house|home|flat|place)"
                r"|our\s+(?:company|team|office|shop|house|home|flat|place|org|organi[sz]ation|family)"
