@@ -44,6 +44,13 @@ def test_one_shared_word_is_a_reason_only_when_it_names_something() -> None:
     assert not no_reason("Is the code 7491?", ["code", "7491"])("The launch number: 7491.")
 
 
+def test_one_word_is_enough_when_the_message_asks_about_what_was_said_before() -> None:
+    assert no_reason("Any kubernetes tips?", ["kubernetes", "tips"])("We run kubernetes at work.")
+    asked = no_reason("What did we decide about kubernetes?", ["decide", "kubernetes"])
+    assert not asked("We run kubernetes at work.")
+    assert not no_reason("Remember the bread?", ["bread"])("I baked bread yesterday.")
+
+
 def filler(n: int) -> str:
     """A turn of everyday talk that shares no word with the facts of the tests below."""
     topics = ["weather", "music", "trains", "gardens", "tides", "bridges", "castles", "pottery", "chess",
@@ -108,6 +115,19 @@ def test_one_common_word_in_common_brings_nothing_back_but_my_wife_does(server: 
     assert recalled_turns(session, "Any quick ideas for bread?") == set()
     assert recalled_turns(session, "Write a birthday note for my wife.") == {1}
     assert "Ana" in str(server.requests[-1]["messages"][:-1])
+    log.close()
+
+
+def test_asked_about_what_was_said_before_one_shared_word_brings_the_turn_back(server: FakeServer,
+                                                                               tmp_path: Path) -> None:
+    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
+    log = attach_journal(session, tmp_path / "logs.db")
+    session.send("We settled it: staging moves to kubernetes in the spring, production stays on VMs.")
+    evict_turn_one(session)
+    assert recalled_turns(session, "Any good kubernetes books?") == set()
+    session.drop([session.conversation.history[-2].id])  # its words would be in the window now
+    assert recalled_turns(session, "What did we decide about kubernetes?") == {1}
+    assert "production stays on VMs" in str(server.requests[-1]["messages"][:-1])
     log.close()
 
 

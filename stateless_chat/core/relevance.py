@@ -9,7 +9,8 @@ logged message that shares some of them is a candidate. Two kinds of candidate a
 - a passing word: it shares one word and that word does not name anything ("idea", "today",
   "bread"). One shared common word is what any two messages on everyday topics have; a reference
   to something said earlier names it ("Priya", "heron-42", "my wife") or uses two of its words
-  ("the cabin's wifi password").
+  ("the cabin's wifi password"), unless the message says it asks about what was said before
+  ("what did we decide about kubernetes?", "remember the bread?"): then one word is enough.
 
 Only the standard library is used: this is core.
 """
@@ -22,6 +23,13 @@ from collections.abc import Callable, Collection
 _WORDS = re.compile(r"[^\W_]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
 _OWN = frozenset({"my", "our"})
+# Words that say a message asks about what was said before: then one shared word is a reason.
+_BACK = re.compile(r"\b(?:remember|recall|earlier|previously|before|last\s+time"
+                   r"|you\s+(?:said|told|mentioned|suggested|recommended|wrote|gave)"
+                   r"|i\s+(?:said|told\s+you|mentioned|asked|wrote)"
+                   r"|we\s+(?:said|discussed|talked|decided|agreed|chose|picked)"
+                   r"|did\s+(?:i|we|you)|what\s+(?:was|were)|which\s+(?:was|were))\b",
+                   re.IGNORECASE)
 # The fewest words a sentence has for a message holding it word for word to count as its copy.
 COPY_WORDS = 3
 # The fewest shared words that make a reason when none of them is a name or a number.
@@ -53,6 +61,7 @@ def no_reason(text: str, terms: Collection[str]) -> Callable[[str], bool]:
     wanted = set(terms)
     said = sentences(text)
     named = names(text) & wanted
+    needed = 1 if _BACK.search(text) else SHARED_WORDS
 
     def test(body: str) -> bool:
         found = _WORDS.findall(body.lower())
@@ -60,7 +69,7 @@ def no_reason(text: str, terms: Collection[str]) -> Callable[[str], bool]:
         own = {word for words in said  # the words of the sentences it does not hold word for word
                if len(words) < COPY_WORDS or f" {' '.join(words)} " not in spaced for word in words}
         shared = wanted & own & set(found)
-        return len(shared) < SHARED_WORDS and not shared & named
+        return len(shared) < needed and not shared & named
 
     return test
 
