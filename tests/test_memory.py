@@ -178,6 +178,18 @@ def test_repl_event_line_memory_forget_remember_history_tokens(server: FakeServe
     assert last[2] == f"Hi. {CELSIUS} Is it always colder before dawn?"  # the history keeps the message
 
 
+def test_a_fact_given_with_a_question_is_kept_without_the_question(server: FakeServer) -> None:
+    """Through the REPL: the note of "Since I'm vegan, what could I make tonight?" is the fact alone,
+    so the next requests carry "I'm vegan", not a question about tonight's dinner."""
+    session = make_session(server, system="sys")
+    run = run_repl(session, ["Since I'm vegan, what could I make for dinner tonight?\r", "thanks!\r"],
+                   width=160)
+    assert '· kept as standing (m1): "I\'m vegan" · /forget m1' in run.output
+    last = contents(server.requests[-1])
+    assert last[:2] == ["sys", f"{MEMORY_HEADER}\n- I'm vegan"]
+    assert last[2] == "Since I'm vegan, what could I make for dinner tonight?"  # the history keeps it whole
+
+
 def test_undo_takes_back_the_notes_of_the_turn_it_removes(server: FakeServer) -> None:
     session = make_session(server)
     run = run_repl(session, [f"{ANA}\r", "/undo\r", "/memory\r", f"{ANA} Hello.\r"])

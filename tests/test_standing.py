@@ -326,6 +326,25 @@ def test_the_eighth_pass_rules_keep(sentence: str) -> None:
     assert standing(sentence) == [sentence]
 
 
+@pytest.mark.parametrize(("sentence", "kept"), [
+    ("Since I'm vegan, what could I make for dinner tonight?", "I'm vegan"),
+    ("Anyway, given that I'm on an M2 MacBook, what's the easiest way to install this?",
+     "I'm on an M2 MacBook"),
+    ("I'm red-green colorblind, so how would I tell these two wires apart?", "I'm red-green colorblind"),
+    ("Python on the server is 3.8 and can't be upgraded, so how do I write this without a match statement?",
+     "Python on the server is 3.8 and can't be upgraded"),
+    # the rest stands too, or cannot be cut out: the whole sentence
+    ("We're stuck on Python 3.8 at work, so nothing newer than that.",
+     "We're stuck on Python 3.8 at work, so nothing newer than that."),
+    ("I'm saving for a house deposit so groceries have to stay under $80 a week.",
+     "I'm saving for a house deposit so groceries have to stay under $80 a week."),
+])
+def test_a_fact_given_as_the_reason_for_a_question_is_kept_without_it(sentence: str, kept: str) -> None:
+    """The note is resent with every request: the question of the moment it came with is not."""
+    assert standing(sentence) == [kept]
+    assert kept in sentence  # the user's own words, as typed
+
+
 @pytest.mark.parametrize("sentence", [
     "My friend is type 2 diabetic and wants a dessert recipe.",
     "My colleague uses Postgres 16 at her company and loves it.",
@@ -349,7 +368,6 @@ def test_the_eighth_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
     "Ignore my typos, just work out what I meant.",
     "Sources in APA 7th, every time.",
     "Tabs, not spaces, in any code you write for me.",
-    "Python on the server is 3.8 and can't be upgraded, so how do I write this without a match statement?",
     "I'm saving for a house deposit so groceries have to stay under $80 a week.",
 ])
 def test_the_seventh_pass_rules_keep(sentence: str) -> None:
@@ -372,7 +390,6 @@ def test_the_seventh_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
     "my shop's open tues to sat, closed sun and mon",
     "Our game's built in Godot 4 with C#, not GDScript.",
     "Keep a formal tone with me unless I start joking around.",
-    "I'm red-green colorblind, so how would I tell these two wires apart?",
     "We bank with Monzo.",
     "We grow wheat on about 300 acres.",
     "i dont drink alcohol",
@@ -408,7 +425,6 @@ def test_the_sixth_pass_rules_refuse_their_look_alikes(sentence: str) -> None:
     "My laptop's a 2019 ThinkPad.",
     "I'm on a fixed income.",
     "our prod database is MySQL 5.7 and we're not allowed to upgrade it",
-    "Since I'm vegan, what could I make for dinner tonight?",
 ])
 def test_the_fifth_pass_rules_keep(sentence: str) -> None:
     assert standing(sentence) == [sentence]

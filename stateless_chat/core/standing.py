@@ -331,6 +331,12 @@ _OF_THOSE = _rx(r"^of\s+(?:those|these|the|them|all|your)\b", first="of")
 # question or a request of the moment; the fact stands, whatever the rest asks.
 _REASON = _rx(r"^(?:since|as|because|given\s+that|seeing\s+(?:as|that)|considering)\s+(?=(?:i|we|my|our)\s)",
               first="since as because given seeing considering")
+# The typed fact of a sentence that gives it as a reason: "(since) I'm vegan(, what could ...?)",
+# "I'm colour-blind(, so how ...?)" (as typed: the case and the apostrophes of the sentence kept).
+_TYPED_REASON = re.compile(r"^\s*(?:(?:anyway|ok|okay|so|also|and|btw|oh)\s*,?\s+)*"
+                           r"(?:(?:since|as|because|given\s+that|seeing\s+(?:as|that)|considering)\s+)?"
+                           r"([^,;]+?)(?:\s*[,;]|\s+(?:so|which\s+means|that\s+means|meaning)\s)",
+                           re.IGNORECASE)
 # "..., so how would I ...?", "..., which means ...": what follows from the clause before it.
 _SO = _rx(r"^([^,;:]+?)(?:[,;]\s*(?:so|which\s+means|that\s+means|meaning)\s+\S|\s+(?:so|which\s+means"
           r"|that\s+means|meaning)\s+(?:please\s+)?(?=(?:i|we|you|my|our|the|how|what|which|where|when|why"
@@ -813,6 +819,7 @@ class Verdict:
 
     standing: bool
     rule: str
+    part: str | None = None  # the words of the sentence that stand, as typed, when not all of them do
 
 
 def _normal(sentence: str) -> str:
@@ -1038,6 +1045,20 @@ def _fact(clause: str) -> str | None:
     return None
 
 
+def _given_part(sentence: str, text: str, clauses: list[str]) -> str | None:
+    """Return the fact of a sentence that gives it as the reason for a question or a request of the
+    moment, as typed ("I'm vegan" of "Since I'm vegan, what could I make tonight?"), so that the note
+    does not resend the question with every request; None when the rest of the sentence stands too
+    ("we're stuck on Python 3.8, so nothing newer than that") or the fact cannot be cut out."""
+    rest = " ".join(clauses[1:])
+    if not rest or not (text.rstrip().endswith("?") or _refusal(rest, clauses[1:]) is not None):
+        return None
+    cut = _TYPED_REASON.match(sentence)
+    if cut is None or not cut.group(1).strip():
+        return None
+    return cut.group(1).strip()
+
+
 def verdict(sentence: str) -> Verdict:
     """Return whether one ``sentence`` is standing, and by which rule (or why not)."""
     text = _normal(sentence)
@@ -1054,7 +1075,7 @@ def verdict(sentence: str) -> Verdict:
     given = clauses[0][reason.end():] if reason is not None else _LEAD.sub("", so.group(1)) if so else None
     fact = _fact(given) if given is not None and _refusal(given, [given]) is None else None
     if fact is not None:  # the fact stands, whatever the question or the request of the moment after it
-        return Verdict(True, fact)
+        return Verdict(True, fact, _given_part(sentence, text, clauses))
     refusal = _refusal(text, clauses)
     if refusal is not None:
         return Verdict(False, refusal)
@@ -1087,11 +1108,13 @@ def verdict(sentence: str) -> Verdict:
 
 
 def standing(text: str) -> list[str]:
-    """Return the sentences of the user message ``text`` that are standing, as typed, in order, each once."""
+    """Return the sentences of the user message ``text`` that are standing, as typed, in order, each once
+    (of a sentence that gives a fact as the reason for a question, the fact alone: ``Verdict.part``)."""
     found: dict[str, None] = {}
     for sentence in sentences(text):
-        if verdict(sentence).standing:
-            found.setdefault(sentence)
+        said = verdict(sentence)
+        if said.standing:
+            found.setdefault(said.part or sentence)
     return list(found)
 
 
