@@ -5,6 +5,8 @@ fake server and a real log file."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -58,13 +60,21 @@ def filler(n: int) -> str:
     return f"Tell me about {topics[n % len(topics)]} {n}: " + f"{topics[n % len(topics)]} " * 30
 
 
-def evict_turn_one(session: Session) -> int:
-    """Send filler until turn 1 is evicted; return how many filler turns that took."""
+@contextmanager
+def first_said_then_evicted(server: FakeServer, tmp_path: Path, first: str) -> Iterator[Session]:
+    """Yield a session (budget 600, auto recall, memory off) logging to a real file in ``tmp_path``,
+    whose turn 1 said ``first`` and was then evicted by filler; the log is closed after."""
+    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
+    log = attach_journal(session, tmp_path / "logs.db")
+    session.send(first)
     n = 0
     while session.conversation.is_live(1):
         n += 1
         session.send(filler(n))
-    return n
+    try:
+        yield session
+    finally:
+        log.close()
 
 
 def recalled_turns(session: Session, text: str) -> set[int]:
@@ -85,50 +95,37 @@ def test_a_question_asked_again_word_for_word_brings_back_the_answer_not_only_it
     server: FakeServer, tmp_path: Path,
 ) -> None:
     server.replier = answers
-    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
-    log = attach_journal(session, tmp_path / "logs.db")
-    session.send("What is the wifi password at the cabin?")
-    evict_turn_one(session)
-    assert recalled_turns(session, "What is the wifi password at the cabin?") == {1}  # through its answer
-    assert "heron-42" in str(server.requests[-1]["messages"][:-1])
-    log.close()
+    asked = "What is the wifi password at the cabin?"
+    with first_said_then_evicted(server, tmp_path, asked) as session:
+        assert recalled_turns(session, asked) == {1}  # through its answer
+        assert "heron-42" in str(server.requests[-1]["messages"][:-1])
 
 
 def test_a_sentence_repeated_word_for_word_does_not_bring_its_old_copy_back(server: FakeServer,
                                                                             tmp_path: Path) -> None:
-    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
-    log = attach_journal(session, tmp_path / "logs.db")
     said = "Walk me through how Venetian glass blowers shape a goblet stem."
-    session.send(said)
-    evict_turn_one(session)
-    assert recalled_turns(session, said) == set()
-    assert sum(said in str(m) for m in server.requests[-1]["messages"]) == 1  # only the new message says it
-    log.close()
+    with first_said_then_evicted(server, tmp_path, said) as session:
+        assert recalled_turns(session, said) == set()
+        assert sum(said in str(m) for m in server.requests[-1]["messages"]) == 1  # only the new message
 
 
 def test_one_common_word_in_common_brings_nothing_back_but_my_wife_does(server: FakeServer,
                                                                          tmp_path: Path) -> None:
-    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
-    log = attach_journal(session, tmp_path / "logs.db")
-    session.send("My wife Ana grows tulips, and I baked sourdough bread yesterday.")
-    evict_turn_one(session)
-    assert recalled_turns(session, "Any quick ideas for bread?") == set()
-    assert recalled_turns(session, "Write a birthday note for my wife.") == {1}
-    assert "Ana" in str(server.requests[-1]["messages"][:-1])
-    log.close()
+    said = "My wife Ana grows tulips, and I baked sourdough bread yesterday."
+    with first_said_then_evicted(server, tmp_path, said) as session:
+        assert recalled_turns(session, "Any quick ideas for bread?") == set()
+        assert recalled_turns(session, "Write a birthday note for my wife.") == {1}
+        assert "Ana" in str(server.requests[-1]["messages"][:-1])
 
 
 def test_asked_about_what_was_said_before_one_shared_word_brings_the_turn_back(server: FakeServer,
                                                                                tmp_path: Path) -> None:
-    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
-    log = attach_journal(session, tmp_path / "logs.db")
-    session.send("We settled it: staging moves to kubernetes in the spring, production stays on VMs.")
-    evict_turn_one(session)
-    assert recalled_turns(session, "Any good kubernetes books?") == set()
-    session.drop([session.conversation.history[-2].id])  # its words would be in the window now
-    assert recalled_turns(session, "What did we decide about kubernetes?") == {1}
-    assert "production stays on VMs" in str(server.requests[-1]["messages"][:-1])
-    log.close()
+    settled = "We settled it: staging moves to kubernetes in the spring, production stays on VMs."
+    with first_said_then_evicted(server, tmp_path, settled) as session:
+        assert recalled_turns(session, "Any good kubernetes books?") == set()
+        session.drop([session.conversation.history[-2].id])  # its words would be in the window now
+        assert recalled_turns(session, "What did we decide about kubernetes?") == {1}
+        assert "production stays on VMs" in str(server.requests[-1]["messages"][:-1])
 
 
 def test_words_the_request_already_carries_are_not_looked_for(server: FakeServer, tmp_path: Path) -> None:
@@ -140,15 +137,12 @@ def test_words_the_request_already_carries_are_not_looked_for(server: FakeServer
         return "Ferry timetable talk: boats, boats, boats." if "recommend" in last else f"echo: {last}"
 
     server.replier = replier
-    session = make_session(server, budget=600, reply_reserve=100, recall="auto", memory="off", evict_to=1.0)
-    log = attach_journal(session, tmp_path / "logs.db")
-    session.send("The ferry timetable changes in May: the first boat leaves at 6:10.")
-    evict_turn_one(session)
-    assert recalled_turns(session, "What do you recommend?") == set()  # its reply carries the words
-    carried = session.conversation.history[-2].id
-    assert recalled_turns(session, "When does the ferry timetable change?") == set()
-    asked = session.conversation.history[-2].id
-    session.drop([carried, asked])  # what the user removes comes back only when asked for by number
-    assert recalled_turns(session, "When does the ferry timetable change?") == {1}
-    assert "6:10" in str(server.requests[-1]["messages"][:-1])
-    log.close()
+    said = "The ferry timetable changes in May: the first boat leaves at 6:10."
+    with first_said_then_evicted(server, tmp_path, said) as session:
+        assert recalled_turns(session, "What do you recommend?") == set()  # its reply carries the words
+        carried = session.conversation.history[-2].id
+        assert recalled_turns(session, "When does the ferry timetable change?") == set()
+        asked = session.conversation.history[-2].id
+        session.drop([carried, asked])  # what the user removes comes back only when asked for by number
+        assert recalled_turns(session, "When does the ferry timetable change?") == {1}
+        assert "6:10" in str(server.requests[-1]["messages"][:-1])
