@@ -207,13 +207,7 @@ class OpenAIBackend:
                 raise MalformedReply(f"{self.name} sent a reply without a message: {_NOT_OPENAI}")
             return Reply(body, public_url(self.endpoint), iter([chunk]), name=self.name)
         stream: openai.Stream[object] = raw  # type: ignore[assignment]
-        kind = stream.response.headers.get("content-type", "")
-        if "json" not in kind and "event-stream" not in kind:
-            stream.close()
-            raise MalformedReply(f"{self.name} answered with {kind.split(';')[0] or 'no content type'}, "
-                                 f"not a stream of events: {_NOT_OPENAI}")
-        return Reply(body, public_url(self.endpoint), self._chunks(stream, outer), name=self.name,
-                     close=stream.close)
+        return self._streamed(body, stream, stream.response.headers.get("content-type", ""), outer)
 
     def _post_direct(self, body: Mapping[str, Any], content: bytes, outer: BaseException | None) -> Reply:
         """``_post`` of a streamed request without the SDK (``wire.direct``): its errors are the SDK's."""
@@ -229,8 +223,13 @@ class OpenAIBackend:
         except Exception as error:  # the SDK's error for it (its import paid only now), then ours
             error = self._as_sdk_error(error)
             raise self._translate(error, began=False, outer=outer) from error
-        stream = direct.DirectStream(response)
         kind = response.headers.get("content-type", "")
+        return self._streamed(body, direct.DirectStream(response), kind, outer)
+
+    def _streamed(self, body: Mapping[str, Any], stream: Any, kind: str,
+                  outer: BaseException | None) -> Reply:
+        """Return the ``Reply`` reading ``stream`` (the SDK's or ``wire.direct``'s), answered with content
+        type ``kind``; a reply that is not a stream of events is closed and refused (``MalformedReply``)."""
         if "json" not in kind and "event-stream" not in kind:
             stream.close()
             raise MalformedReply(f"{self.name} answered with {kind.split(';')[0] or 'no content type'}, "
